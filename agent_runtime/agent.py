@@ -1,0 +1,143 @@
+"""The Agent base class, the services an agent gets (:class:`AgentRuntime`) and the
+per-message :class:`MessageContext` a handler works with.
+
+A handler never writes to Redis for its outputs: it calls ``ctx.send(...)``/``ctx.reply(...)``
+and the worker writes every output of a message, its done marker and its XACK together, after
+the handler returns. Output ids are deterministic, so a redelivered message reproduces the
+same ids and downstream de-duplication drops the copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from agent_runtime.errors import RoutingError
+from agent_runtime.keys import Keys
+from agent_runtime.routing import Routing
+from protocols.base import Payload
+from protocols.envelope import AgentMessage, utcnow
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+#: Seconds a request's reply stream lives after its last write.
+REPLY_TTL = 24 * 3600
+
+
+class NoConfig(BaseModel):
+    """The Config of an agent that takes no options (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+@dataclass
+class AgentRuntime:
+    """Services the runtime gives an agent instance: its name, key names, routing, a Redis
+    client for agents that keep per-request state (use ``keys.request_state``), optional
+    extras (LLM providers, tools) by name, and a bound logger."""
+
+    name: str
+    keys: Keys
+    routing: Routing
+    redis: Redis
+    log: Any = field(default_factory=structlog.get_logger)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Agent(Generic[ConfigT]):
+    """Base class of every agent type.
+
+    Subclasses set ``Config`` (a pydantic model, checked against the YAML ``config:`` block),
+    ``consumes`` (payload models it handles) and ``produces`` (payload models it emits), and
+    implement :meth:`handle`. Fate is signalled by raising ``Retry``, ``Reject`` or ``Skip``
+    (agent_runtime.errors); returning normally means success.
+    """
+
+    Config: ClassVar[type[BaseModel]] = NoConfig
+    consumes: ClassVar[tuple[type[Payload], ...]] = ()
+    produces: ClassVar[tuple[type[Payload], ...]] = ()
+
+    def __init__(self, config: ConfigT, runtime: AgentRuntime) -> None:
+        self.config = config
+        self.runtime = runtime
+
+    async def start(self) -> None:
+        """Called once in the worker process before the first message."""
+
+    async def stop(self) -> None:
+        """Called once when the worker drains and stops."""
+
+    async def handle(self, ctx: MessageContext) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One message to write: the stream it goes to and the envelope."""
+
+    stream: str
+    message: AgentMessage
+    ttl: int | None = None  # seconds; set on per-request streams (replies)
+
+
+class MessageContext:
+    """One delivery of one message to one handler."""
+
+    __slots__ = ("_outputs", "agent", "delivery_count", "entry_id", "log", "message",
+                 "payload", "routing", "stream")
+
+    def __init__(self, *, agent: str, message: AgentMessage, payload: Payload, stream: str,
+                 entry_id: bytes, delivery_count: int, routing: Routing, log: Any) -> None:
+        self.agent = agent
+        self.message = message
+        self.payload = payload
+        self.stream = stream
+        self.entry_id = entry_id
+        self.delivery_count = delivery_count
+        self.routing = routing
+        self.log = log
+        self._outputs: list[Output] = []
+
+    @property
+    def outputs(self) -> list[Output]:
+        return self._outputs
+
+    def send(self, payload: Payload, *, to: str | None = None,
+             now: datetime | None = None) -> AgentMessage:
+        """Queue ``payload`` for agent ``to`` (default: the agent that consumes its type)."""
+        target = to or self.routing.agent_for(payload.message_type)
+        stream = self.routing.stream_for(target, self.message.correlation_id)
+        return self._queue(stream, target, payload, now)
+
+    def reply(self, payload: Payload, *, now: datetime | None = None) -> AgentMessage:
+        """Queue ``payload`` on the request's reply stream (``reply_to``)."""
+        if self.message.reply_to is None:
+            raise RoutingError(f"message {self.message.message_id} has no reply_to stream")
+        return self._queue(self.message.reply_to, "client", payload, now, ttl=REPLY_TTL)
+
+    def send_to_stream(self, stream: str, payload: Payload, *, to_agent: str = "client",
+                       now: datetime | None = None) -> AgentMessage:
+        """Queue ``payload`` on an explicit stream (e.g. the shared reports stream)."""
+        return self._queue(stream, to_agent, payload, now)
+
+    def clear_outputs(self) -> None:
+        """Forget queued outputs (used by retry policies before a fresh attempt)."""
+        self._outputs.clear()
+
+    def _queue(self, stream: str, to_agent: str, payload: Payload,
+               now: datetime | None, ttl: int | None = None) -> AgentMessage:
+        message = self.message.derive(
+            index=len(self._outputs), from_agent=self.agent, to_agent=to_agent,
+            message_type=payload.message_type, schema_version=payload.schema_version,
+            payload=payload.model_dump(mode="json"), now=now or utcnow())
+        self._outputs.append(Output(stream, message, ttl))
+        return message

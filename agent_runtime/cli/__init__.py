@@ -1,0 +1,39 @@
+"""``agent-runtime`` command line. Thin: each command module parses its arguments and calls the
+library. Command modules are listed explicitly in COMMANDS (order = order in --help)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from agent_runtime.errors import AgentRuntimeError
+
+COMMANDS = [
+    "agent_runtime.cli.worker",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-runtime",
+        description="Run multi-agent pipelines over Redis Streams: typed messages, no lost work.",
+        epilog="Without a Redis URL (--redis-url, AGENT_RUNTIME_REDIS_URL or redis_url in the "
+               "config) commands use the embedded server that 'agent-runtime up' started.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AgentRuntimeError as exc:
+        print(f"agent-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

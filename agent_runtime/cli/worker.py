@@ -1,0 +1,62 @@
+"""``agent-runtime worker NAME``: run one agent type in this process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+import anyio
+
+from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.codec import Codec
+from agent_runtime.config import signing_key
+from agent_runtime.pipeline import Pipeline
+from agent_runtime.transport.connect import connect
+from agent_runtime.worker import Worker, default_consumer_name
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "worker", help="run one agent type (one consumer) in this process",
+        description="Consume the inbox of agent type NAME until SIGTERM/SIGINT, then drain: "
+                    "stop reading, let in-flight handlers finish (drain_timeout), hand the "
+                    "rest back to the group.")
+    parser.add_argument("name", metavar="NAME", help="agent type, as named in the config")
+    parser.add_argument("--slot", default="0",
+                        help="replica slot; part of the stable consumer name (default 0)")
+    parser.add_argument("--consumer", default=None,
+                        help="consumer name (default: NAME-HOSTNAME-SLOT)")
+    add_config(parser)
+    add_redis(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args)
+    if args.name not in pipeline.agents:
+        known = ", ".join(sorted(pipeline.agents))
+        raise SystemExit(f"agent-runtime worker: unknown agent type {args.name!r} "
+                         f"(this config has: {known})")
+    url = redis_url(args, pipeline)
+    consumer = args.consumer or default_consumer_name(args.name, args.slot)
+    anyio.run(serve, pipeline, args.name, url, consumer)
+    return 0
+
+
+async def serve(pipeline: Pipeline, name: str, url: str, consumer: str) -> None:
+    connection = connect(url)
+    codec = Codec(pipeline.schemas, signing_key=signing_key(),
+                  max_bytes=pipeline.worker_settings(name).max_message_bytes)
+    worker = Worker(pipeline, name, connection.redis, consumer=consumer,
+                    cluster=connection.cluster, codec=codec)
+    async with anyio.create_task_group() as tg:
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    worker.stop()
+                    return
+
+        tg.start_soon(stop_on_signal)
+        await worker.run()
+        tg.cancel_scope.cancel()
+    await connection.redis.aclose()

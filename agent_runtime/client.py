@@ -1,0 +1,91 @@
+"""Publish requests and await their replies.
+
+    async with Client.connect("unix:///tmp/.../redis.sock", pipeline) as client:
+        message = await client.publish("list files in configs")
+        reply = await client.wait_reply(message, timeout=30)
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import anyio
+
+from agent_runtime.codec import Codec, Decoded
+from agent_runtime.config import signing_key
+from agent_runtime.errors import DecodeError, RequestTimeout
+from agent_runtime.pipeline import Pipeline
+from agent_runtime.transport.connect import connect
+from protocols.base import Payload
+from protocols.core import UserRequest
+from protocols.envelope import AgentMessage, utcnow
+
+
+class Client:
+    """A requester. Holds a Redis client; pass it around, close it when done."""
+
+    def __init__(self, redis: Any, pipeline: Pipeline, *, codec: Codec | None = None) -> None:
+        self.redis = redis
+        self.pipeline = pipeline
+        self.keys = pipeline.config.keys
+        self.codec = codec or Codec(pipeline.schemas, signing_key=signing_key(),
+                                    max_bytes=pipeline.config.worker.max_message_bytes)
+
+    @classmethod
+    def connect(cls, url: str, pipeline: Pipeline) -> Client:
+        return cls(connect(url).redis, pipeline)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.redis.aclose()
+
+    def new_message(self, payload: Payload, *, to: str | None = None,
+                    timeout: float | None = None, budget_usd: float | None = None,
+                    correlation_id: uuid.UUID | None = None) -> AgentMessage:
+        now = utcnow()
+        cid = correlation_id or uuid.uuid4()
+        target = to or self.pipeline.routing.agent_for(payload.message_type)
+        return AgentMessage(
+            message_id=uuid.uuid4(), correlation_id=cid, from_agent="client", to_agent=target,
+            message_type=payload.message_type, schema_version=payload.schema_version,
+            payload=payload.model_dump(mode="json"), timestamp=now,
+            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            reply_to=self.keys.reply(str(cid)), budget_usd=budget_usd)
+
+    async def publish(self, text_or_payload: str | Payload, **options: Any) -> AgentMessage:
+        """Publish a request (a text becomes a ``UserRequest``); returns the envelope sent."""
+        payload = (UserRequest(text=text_or_payload) if isinstance(text_or_payload, str)
+                   else text_or_payload)
+        message = self.new_message(payload, **options)
+        await self.send(message)
+        return message
+
+    async def send(self, message: AgentMessage) -> None:
+        stream = self.pipeline.routing.stream_for(message.to_agent, message.correlation_id)
+        await self.redis.xadd(stream, self.codec.encode(message))
+
+    async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
+        """The first decodable reply on the request's reply stream, or RequestTimeout."""
+        assert message.reply_to is not None
+        last = b"0-0"
+        with anyio.move_on_after(timeout):
+            while True:
+                reply = await self.redis.xread({message.reply_to: last}, count=10, block=1000)
+                for _stream, items in reply or []:
+                    for entry_id, fields in items:
+                        last = entry_id
+                        try:
+                            return self.codec.decode(fields)
+                        except DecodeError:
+                            continue
+        raise RequestTimeout(f"no reply for request {message.correlation_id} within {timeout}s")
+
+    async def request(self, text_or_payload: str | Payload, *, timeout: float = 60.0,
+                      **options: Any) -> Decoded:
+        """Publish and wait for the reply (the deadline travels with the request)."""
+        message = await self.publish(text_or_payload, timeout=timeout, **options)
+        return await self.wait_reply(message, timeout)

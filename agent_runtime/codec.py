@@ -1,0 +1,90 @@
+"""Envelope <-> stream entry fields. Checks run cheapest first: size cap, signature (HMAC over
+the exact bytes), JSON + envelope schema, then the payload model for (type, version).
+
+A stream entry is ``{b"m": <envelope JSON>}`` plus ``{b"s": <hex HMAC-SHA256>}`` when a
+signing key is configured. Every failure raises :class:`DecodeError` with a reason code that
+ends up in the dead-letter entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from agent_runtime.errors import DecodeError
+from protocols.base import Payload, SchemaRegistry, UnknownSchema
+from protocols.envelope import AgentMessage
+
+FIELD_MESSAGE = b"m"
+FIELD_SIGNATURE = b"s"
+DEFAULT_MAX_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    message: AgentMessage
+    payload: Payload
+
+
+class Codec:
+    """Encodes and decodes envelopes for one process. Stateless after construction."""
+
+    def __init__(self, schemas: SchemaRegistry, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 signing_key: bytes | None = None) -> None:
+        self.schemas = schemas
+        self.max_bytes = max_bytes
+        self._key = signing_key
+
+    def encode(self, message: AgentMessage) -> dict[bytes, bytes]:
+        data = message.model_dump_json().encode()
+        if len(data) > self.max_bytes:
+            raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
+        if self._key is None:
+            return {FIELD_MESSAGE: data}
+        return {FIELD_MESSAGE: data, FIELD_SIGNATURE: self._sign(data)}
+
+    def decode(self, fields: dict[bytes, bytes]) -> Decoded:
+        data = fields.get(FIELD_MESSAGE)
+        if data is None:
+            raise DecodeError("undecodable", f"entry has no {FIELD_MESSAGE!r} field")
+        if len(data) > self.max_bytes:
+            raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
+        if self._key is not None:
+            self._verify(data, fields.get(FIELD_SIGNATURE))
+        try:
+            message = AgentMessage.model_validate_json(data)
+        except ValidationError as exc:
+            raise DecodeError(_json_or_schema(exc), _summary(exc)) from exc
+        try:
+            payload = self.schemas.parse(message.message_type, message.schema_version,
+                                         message.payload)
+        except UnknownSchema as exc:
+            raise DecodeError(exc.reason, str(exc)) from exc
+        except ValidationError as exc:
+            raise DecodeError("invalid", f"payload of {message.message_type}: {_summary(exc)}") \
+                from exc
+        return Decoded(message, payload)
+
+    def _sign(self, data: bytes) -> bytes:
+        assert self._key is not None
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest().encode()
+
+    def _verify(self, data: bytes, signature: bytes | None) -> None:
+        if signature is None:
+            raise DecodeError("bad_signature", "entry is not signed and signing is required")
+        if not hmac.compare_digest(self._sign(data), signature):
+            raise DecodeError("bad_signature", "signature does not match the envelope bytes")
+
+
+def _json_or_schema(exc: ValidationError) -> str:
+    return "undecodable" if any(e["type"] == "json_invalid" for e in exc.errors()) else "invalid"
+
+
+def _summary(exc: ValidationError, limit: int = 3) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+             for e in exc.errors()[:limit]]
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

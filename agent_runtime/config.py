@@ -1,0 +1,156 @@
+"""The pipeline config (YAML) and process settings from the environment.
+
+Every mapping rejects unknown keys; errors name the file and line of the offending key.
+Environment: ``AGENT_RUNTIME_REDIS_URL`` overrides ``redis_url``;
+``AGENT_RUNTIME_SIGNING_KEY`` (any string) turns on HMAC signing of every envelope.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent_runtime.errors import ConfigError
+from agent_runtime.keys import Keys
+from agent_runtime.policies.config import PolicySet
+from agent_runtime.routing import Routing
+from agent_runtime.settings import WorkerSettings
+from protocols.envelope import AGENT_NAME_PATTERN, MESSAGE_TYPE_PATTERN
+
+ENTRY_TYPES = frozenset({"user.request"})
+_NAME = re.compile(AGENT_NAME_PATTERN)
+_TYPE = re.compile(MESSAGE_TYPE_PATTERN)
+
+
+class AgentSpec(BaseModel):
+    """One agent type of the pipeline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_path: str = Field(alias="class", description="'package.module:ClassName'")
+    consumes: list[str] | None = Field(
+        default=None, description="message types it consumes (default: the class's)")
+    routes: dict[str, str] = Field(
+        default_factory=dict, description="message type -> agent type, for outputs whose "
+                                          "consumer is ambiguous")
+    replicas: int = Field(default=1, ge=0, le=1_000)
+    shards: int = Field(default=1, ge=1, le=1_024)
+    worker: dict[str, Any] = Field(default_factory=dict,
+                                   description="overrides of the pipeline's worker defaults")
+    policies: PolicySet = Field(default_factory=PolicySet)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("consumes")
+    @classmethod
+    def _types(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            if not _TYPE.match(item):
+                raise ValueError(f"{item!r} is not a dotted message type like 'plan.created'")
+        return value
+
+
+class PipelineConfig(BaseModel):
+    """A whole pipeline file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_url: str | None = None
+    key_prefix: str = Field(default="ar", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
+    allowed_modules: list[str] = Field(default_factory=list)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    agents: dict[str, AgentSpec]
+
+    @field_validator("agents")
+    @classmethod
+    def _names(cls, value: dict[str, AgentSpec]) -> dict[str, AgentSpec]:
+        if not value:
+            raise ValueError("a pipeline needs at least one agent")
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"agent name {name!r} must match {AGENT_NAME_PATTERN}")
+        return value
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+    def worker_settings(self, agent: str) -> WorkerSettings:
+        overrides = self.agents[agent].worker
+        if not overrides:
+            return self.worker
+        try:
+            return WorkerSettings.model_validate({**self.worker.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigError(f"agents.{agent}.worker: {exc}") from exc
+
+    def resolved_redis_url(self) -> str | None:
+        return os.environ.get("AGENT_RUNTIME_REDIS_URL") or self.redis_url
+
+    def routing(self, consumes: dict[str, list[str]]) -> Routing:
+        """The routing table given what each agent consumes (see pipeline.Pipeline)."""
+        table: dict[str, str] = {}
+        for agent, types in consumes.items():
+            for message_type in types:
+                table.setdefault(message_type, agent)
+        for spec in self.agents.values():
+            table.update(spec.routes)
+        shards = {name: spec.shards for name, spec in self.agents.items()}
+        return Routing(self.keys, table, shards)
+
+
+def signing_key() -> bytes | None:
+    value = os.environ.get("AGENT_RUNTIME_SIGNING_KEY")
+    return value.encode() if value else None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML file. Raises ConfigError with file:line context."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = _line_index(node)
+        raise ConfigError(_format_errors(path, exc, lines)) from exc
+
+
+def _line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each key path of a YAML document to its 1-based line."""
+    index: dict[tuple[Any, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            index[path] = key_node.start_mark.line + 1
+            index.update(_line_index(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index[(*prefix, i)] = item.start_mark.line + 1
+            index.update(_line_index(item, (*prefix, i)))
+    return index
+
+
+def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[Any, ...], int]) -> str:
+    out = [f"{path}: invalid pipeline config ({exc.error_count()} error(s))"]
+    for error in exc.errors():
+        loc = tuple("class" if p == "class_path" else p for p in error["loc"])
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        where = f"{path}:{line}" if line else str(path)
+        dotted = ".".join(str(p) for p in loc) or "<root>"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        out.append(f"  {where}: {dotted}: {message}")
+    return "\n".join(out)

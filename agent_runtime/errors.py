@@ -1,0 +1,86 @@
+"""The whole exception tree of agent-runtime, one root: :class:`AgentRuntimeError`.
+
+Handlers signal a message's fate by raising:
+
+* :class:`Retry` -- redeliver later (optionally after ``delay`` seconds); counts as a delivery
+  unless ``count=False`` (used while a circuit breaker is open).
+* :class:`Reject` -- never retry: the message goes to the dead-letter stream with the reason.
+* :class:`Skip` -- acknowledge without output (e.g. a message that is no longer relevant).
+
+Any other exception is a failure: it is retried until the delivery cap, then dead-lettered.
+"""
+
+from __future__ import annotations
+
+
+class AgentRuntimeError(Exception):
+    """Root of every error raised by agent-runtime."""
+
+
+class ConfigError(AgentRuntimeError):
+    """The pipeline configuration is invalid (unknown keys, bad class paths, routing holes)."""
+
+
+class ImportNotAllowedError(ConfigError):
+    """A dotted path names a module outside the configured allow-list."""
+
+
+class EmbeddedServerError(AgentRuntimeError):
+    """The embedded Redis/Valkey server could not be found, started or reached."""
+
+
+class TransportError(AgentRuntimeError):
+    """A Redis operation failed in a way the caller must handle."""
+
+
+class DecodeError(AgentRuntimeError):
+    """A stream entry could not be turned into a valid envelope.
+
+    ``reason`` is a short machine-readable code (``oversize``, ``undecodable``, ``invalid``,
+    ``unknown_type``, ``unknown_version``, ``bad_signature``); the message is human-readable.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class RoutingError(AgentRuntimeError):
+    """An agent produced a message type that no agent consumes and no route names."""
+
+
+class HandlerControl(AgentRuntimeError):  # noqa: N818 - control-flow signals, not failures
+    """Base of the control-flow signals a handler may raise."""
+
+
+class Retry(HandlerControl):
+    """Redeliver this message after ``delay`` seconds (``None``: the policy's backoff)."""
+
+    def __init__(self, reason: str = "retry requested", *, delay: float | None = None,
+                 count: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+        self.count = count
+
+
+class Reject(HandlerControl):
+    """Dead-letter this message now with ``reason``; it will not be retried."""
+
+    def __init__(self, reason: str, *, code: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class Skip(HandlerControl):
+    """Acknowledge this message without producing output."""
+
+
+class RequestError(AgentRuntimeError):
+    """A client request failed (timeout waiting for the reply, no server, bad input)."""
+
+
+class RequestTimeout(RequestError):
+    """No reply arrived on the request's reply stream within the timeout."""

