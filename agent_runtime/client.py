@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,8 @@ from agent_runtime.transport.connect import connect
 from protocols.base import Payload
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
+
+TRACE_TTL = 24 * 3600
 
 
 class Client:
@@ -65,8 +68,21 @@ class Client:
         return message
 
     async def send(self, message: AgentMessage) -> None:
+        """XADD the request to its inbox and open its trace with a ``published`` entry."""
         stream = self.pipeline.routing.stream_for(message.to_agent, message.correlation_id)
-        await self.redis.xadd(stream, self.codec.encode(message))
+        trace = self.keys.trace(str(message.correlation_id))
+        now_ms = str(int(time.time() * 1000)).encode()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(stream, self.codec.encode(message))
+            pipe.xadd(trace, {b"agent": b"client", b"outcome": b"published",
+                              b"message_id": str(message.message_id).encode(),
+                              b"correlation_id": str(message.correlation_id).encode(),
+                              b"message_type": message.message_type.encode(),
+                              b"from_agent": b"client", b"to_agent": message.to_agent.encode(),
+                              b"started_ms": now_ms, b"finished_ms": now_ms,
+                              b"duration_ms": b"0", b"delivery_count": b"0"})
+            pipe.expire(trace, TRACE_TTL)
+            await pipe.execute()
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
         """The first decodable reply on the request's reply stream, or RequestTimeout."""

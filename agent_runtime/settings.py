@@ -37,6 +37,8 @@ class WorkerSettings(BaseModel):
                              description="seconds acknowledged entries stay in the inbox")
     trim_interval: float = Field(default=30.0, gt=0)
     dlq_maxlen: int = Field(default=100_000, ge=100)
+    trace: bool = Field(default=True, description="write a per-request trace record")
+    trace_ttl: int = Field(default=24 * 3600, ge=60, description="seconds a trace is kept")
     heartbeat_interval: float = Field(default=5.0, gt=0)
     drain_timeout: float = Field(default=30.0, ge=0,
                                  description="seconds in-flight handlers get on SIGTERM")

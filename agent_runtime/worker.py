@@ -23,7 +23,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from agent_runtime.agent import Agent, AgentRuntime, MessageContext
+from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.errors import DecodeError, Reject, Retry, Skip
 from agent_runtime.observer import Observer
@@ -43,6 +43,8 @@ class Middleware(Protocol):
 class _Finished:
     entry: Entry
     ctx: MessageContext | None
+    started: float = 0.0  # time.time() when the handler started
+    outcome: str = "handled"
 
 
 def default_consumer_name(agent: str, slot: int | str = 0) -> str:
@@ -80,6 +82,7 @@ class Worker:
         self._delayed: dict[tuple[str, bytes], tuple[float, Entry, bool]] = {}
         self._finished: list[_Finished] = []
         self._dead: list[DeadLetter] = []
+        self._dead_traces: list[dict[bytes, bytes]] = []
         self._committing = False
         self._handlers: TaskGroup | None = None
         self.processed = 0
@@ -213,11 +216,14 @@ class Worker:
                              delivery_count=entry.delivery_count,
                              routing=self.pipeline.routing, log=log)
         started = time.perf_counter()
+        wall_started = time.time()
         try:
             with anyio.fail_after(self.settings.handler_timeout):
                 await self._chain(ctx)
         except Skip:
             ctx.clear_outputs()
+            self._finish(entry, ctx, wall_started, "skipped")
+            return
         except Reject as exc:
             self._dead_letter(entry, exc.code, exc.reason, message=message)
             return
@@ -230,7 +236,7 @@ class Worker:
             self._retry_later(entry, ctx, exc, None, counted=True)
             return
         self.observer.handled(ctx, time.perf_counter() - started)
-        self._finish(entry, ctx)
+        self._finish(entry, ctx, wall_started)
 
     def _retry_later(self, entry: Entry, ctx: MessageContext, exc: BaseException,
                      delay: float | None, *, counted: bool) -> None:
@@ -251,8 +257,9 @@ class Worker:
         self._wake_delay_loop()
 
     # ------------------------------------------------------------------ committing
-    def _finish(self, entry: Entry, ctx: MessageContext | None) -> None:
-        self._finished.append(_Finished(entry, ctx))
+    def _finish(self, entry: Entry, ctx: MessageContext | None, started: float = 0.0,
+                outcome: str = "handled") -> None:
+        self._finished.append(_Finished(entry, ctx, started, outcome))
         self._finished_event.set()
 
     def _dead_letter(self, entry: Entry, reason: str, error: str,
@@ -266,6 +273,9 @@ class Worker:
                          entry_id=entry.entry_id.decode(), stream=entry.stream, **extra)
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
         self._dead.append(DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra))
+        if message is not None and self.settings.trace:
+            self._dead_traces.append(self._trace_fields(message, entry, "dead_lettered",
+                                                        time.time(), reason, []))
         self._finished_event.set()
 
     async def _commit_loop(self) -> None:
@@ -275,7 +285,8 @@ class Worker:
             self._finished_event = anyio.Event()
             finished, self._finished = self._finished, []
             dead, self._dead = self._dead, []
-            commit = self._build_commit(finished, dead)
+            traces, self._dead_traces = self._dead_traces, []
+            commit = self._build_commit(finished, dead, traces)
             self._committing = True
             while True:
                 started = time.perf_counter()
@@ -292,18 +303,49 @@ class Worker:
             self.observer.committed(len(finished) + len(dead), time.perf_counter() - started)
             self._release([f.entry for f in finished] + [d.entry for d in dead])
 
-    def _build_commit(self, finished: list[_Finished], dead: list[DeadLetter]) -> Commit:
+    def _build_commit(self, finished: list[_Finished], dead: list[DeadLetter],
+                      traces: list[dict[bytes, bytes]]) -> Commit:
         commit = Commit(dead=dead)
+        trace_ttl = self.settings.trace_ttl
         for item in finished:
-            if item.ctx is not None:
-                for out in item.ctx.outputs:
+            ctx = item.ctx
+            if ctx is not None:
+                for out in ctx.outputs:
                     commit.outputs.append((out.stream, self.codec.encode(out.message), out.ttl))
-                commit.done_keys.append(self.keys.done(self.name,
-                                                       str(item.ctx.message.message_id)))
+                commit.done_keys.append(self.keys.done(self.name, str(ctx.message.message_id)))
+                if self.settings.trace:
+                    fields = self._trace_fields(ctx.message, item.entry, item.outcome,
+                                                item.started, "", ctx.outputs)
+                    commit.outputs.append((self.keys.trace(str(ctx.message.correlation_id)),
+                                           fields, trace_ttl))
             commit.ack(item.entry)
+        for fields in traces:
+            commit.outputs.append((self.keys.trace(fields[b"correlation_id"].decode()), fields,
+                                   trace_ttl))
         for letter in dead:
             commit.ack(letter.entry)
         return commit
+
+    def _trace_fields(self, message: AgentMessage, entry: Entry, outcome: str, started: float,
+                      reason: str, outputs: Sequence[Output]) -> dict[bytes, bytes]:
+        now = time.time()
+        started = started or now
+        return {
+            b"agent": self.name.encode(), b"consumer": self.consumer.encode(),
+            b"correlation_id": str(message.correlation_id).encode(),
+            b"message_id": str(message.message_id).encode(),
+            b"causation_id": str(message.causation_id or "").encode(),
+            b"message_type": message.message_type.encode(),
+            b"from_agent": message.from_agent.encode(), b"to_agent": message.to_agent.encode(),
+            b"outcome": outcome.encode(), b"reason": reason.encode(),
+            b"delivery_count": str(entry.delivery_count).encode(),
+            b"started_ms": str(int(started * 1000)).encode(),
+            b"finished_ms": str(int(now * 1000)).encode(),
+            b"duration_ms": f"{(now - started) * 1000:.3f}".encode(),
+            b"outputs": json.dumps([{"message_id": str(o.message.message_id),
+                                     "message_type": o.message.message_type,
+                                     "to": o.message.to_agent} for o in outputs]).encode(),
+        }
 
     def _release(self, entries: list[Entry]) -> None:
         for entry in entries:
