@@ -62,6 +62,10 @@ class PipelineConfig(BaseModel):
     redis_url: str | None = None
     key_prefix: str = Field(default="ar", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
     allowed_modules: list[str] = Field(default_factory=list)
+    python_paths: list[str] = Field(
+        default_factory=list,
+        description="directories, relative to the config file, appended to sys.path before the "
+                    "agent classes are imported (only modules under allowed_modules are imported)")
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     agents: dict[str, AgentSpec]
 
@@ -123,10 +127,27 @@ def load_config(path: str | Path) -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         lines = _line_index(node)
         raise ConfigError(_format_errors(path, exc, lines)) from exc
+    return _resolve_python_paths(config, path, node)
+
+
+def _resolve_python_paths(config: PipelineConfig, path: Path,
+                          node: yaml.Node | None) -> PipelineConfig:
+    """Make ``python_paths`` absolute (relative to the config file's folder); each must be an
+    existing directory."""
+    resolved: list[str] = []
+    for i, entry in enumerate(config.python_paths):
+        folder = (path.parent / entry).resolve()
+        if not entry.strip() or not folder.is_dir():
+            line = _line_index(node).get(("python_paths", i))
+            where = f"{path}:{line}" if line else str(path)
+            raise ConfigError(f"{where}: python_paths.{i}: {entry!r} is not a directory "
+                              f"(resolved to {folder}; paths are relative to the config file)")
+        resolved.append(str(folder))
+    return config.model_copy(update={"python_paths": resolved}) if resolved else config
 
 
 def _line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:

@@ -4,6 +4,7 @@ and what every worker process builds on start."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class Pipeline:
 
     @classmethod
     def build(cls, config: PipelineConfig, source: Path | None = None) -> Pipeline:
+        _extend_import_path(config.python_paths)
         agents = {name: _agent_type(config, name) for name in config.agents}
         schemas = SchemaRegistry([UserRequest])
         for agent in agents.values():
@@ -75,6 +77,15 @@ class Pipeline:
 
     def worker_settings(self, agent: str) -> Any:
         return self.config.worker_settings(agent)
+
+
+def _extend_import_path(paths: list[str]) -> None:
+    """Append the config's ``python_paths`` to ``sys.path`` (appended, so they never shadow
+    installed packages); the allow-list still decides what may be imported from them."""
+    for entry in paths:
+        folder = str(Path(entry).resolve())
+        if folder not in sys.path:
+            sys.path.append(folder)
 
 
 def _terminal(model: type[Payload]) -> bool:
