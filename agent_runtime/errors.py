@@ -84,3 +84,46 @@ class RequestError(AgentRuntimeError):
 
 class RequestTimeout(RequestError):
     """No reply arrived on the request's reply stream within the timeout."""
+
+
+class LLMError(AgentRuntimeError):
+    """An LLM provider call failed; raised by agent_runtime.llm, never a vendor SDK error."""
+
+    #: True when the same call may succeed later (rate limit, outage, timeout).
+    transient: bool = False
+
+
+class LLMOutputError(LLMError):
+    """The model answered, but not with valid structured output (bad JSON, schema mismatch,
+    refusal, truncated). ``usage`` is what the failed call cost, so it can still be booked."""
+
+    def __init__(self, message: str, *, usage: object | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class LLMRequestError(LLMError):
+    """The provider refused the request (4xx other than 408/409/429): fix config, do not retry."""
+
+
+class LLMUnavailable(LLMError):
+    """The provider is unreachable or failing (5xx, connection error, timeout): transient."""
+
+    transient = True
+
+
+class LLMRateLimited(LLMUnavailable):
+    """The provider answered 429; ``retry_after`` is its Retry-After in seconds, if given."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(AgentRuntimeError):
+    """A request spent more than its budget (USD)."""
+
+    def __init__(self, budget_usd: float, spent_usd: float) -> None:
+        super().__init__(f"request budget exceeded: spent ${spent_usd:.6f} of ${budget_usd:.6f}")
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
