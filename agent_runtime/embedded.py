@@ -102,7 +102,7 @@ class EmbeddedServer:
                 "--daemonize", "no", "--protected-mode", "no",
                 "--logfile", str(self.data_dir / "server.log"), *self.extra_args]
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         preexec_fn=_die_with_parent, close_fds=True)
         self._wait_ready(timeout)
         return self
@@ -114,11 +114,10 @@ class EmbeddedServer:
             while time.monotonic() < deadline:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
                     log = self.data_dir / "server.log"
                     tail = log.read_text()[-2000:] if log.exists() else ""
                     raise EmbeddedServerError(f"embedded server exited with code "
-                                              f"{self.process.returncode}: {err}{tail}")
+                                              f"{self.process.returncode}: {tail}")
                 with contextlib.suppress(redis.ConnectionError, FileNotFoundError):
                     if self.socket_path.exists() and client.ping():
                         return

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -79,6 +80,7 @@ class Worker:
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = _chain(middleware, self.instance.handle)
         self._inflight: dict[tuple[str, bytes], Entry] = {}
+        self._handling: set[uuid.UUID] = set()  # message ids with a handler running/delayed
         self._delayed: dict[tuple[str, bytes], tuple[float, Entry, bool]] = {}
         self._finished: list[_Finished] = []
         self._dead: list[DeadLetter] = []
@@ -182,13 +184,14 @@ class Worker:
         done_keys = [self.keys.done(self.name, str(d.message.message_id)) for _, d in decoded]
         done = await self.bus.already_done(done_keys)
         for (entry, item), is_done in zip(decoded, done, strict=True):
-            if is_done:
+            if is_done or item.message.message_id in self._handling:
                 self.observer.duplicate_dropped(entry)
                 self._finish(entry, None)
             elif reason := self._undeliverable(entry, item.message):
                 self._dead_letter(entry, *reason, message=item.message)
             else:
                 assert self._handlers is not None
+                self._handling.add(item.message.message_id)
                 self._handlers.start_soon(self._handle, entry, item)
         self.observer.in_flight(len(self._inflight))
 
@@ -253,12 +256,15 @@ class Worker:
                         self.settings.retry_backoff_max)
         ctx.log.info("message_retry_scheduled", error=error, delay=delay,
                      deliveries=entry.delivery_count)
+        self._handling.discard(ctx.message.message_id)
         self._delayed[(entry.stream, entry.entry_id)] = (time.monotonic() + delay, entry, counted)
         self._wake_delay_loop()
 
     # ------------------------------------------------------------------ committing
     def _finish(self, entry: Entry, ctx: MessageContext | None, started: float = 0.0,
                 outcome: str = "handled") -> None:
+        if ctx is not None:
+            self._handling.discard(ctx.message.message_id)
         self._finished.append(_Finished(entry, ctx, started, outcome))
         self._finished_event.set()
 
@@ -266,6 +272,7 @@ class Worker:
                      message: AgentMessage | None = None) -> None:
         extra = {}
         if message is not None:
+            self._handling.discard(message.message_id)
             extra = {"correlation_id": str(message.correlation_id),
                      "message_id": str(message.message_id),
                      "message_type": message.message_type}

@@ -45,3 +45,8 @@ def subprocess_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("AGENT_RUNTIME_REDIS_URL", None)
     return env
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -1,0 +1,283 @@
+"""Delivery guarantees with real worker processes on the embedded server: crash recovery,
+live leases, poison messages, bad input, de-duplication, graceful drain."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from agent_runtime.codec import Codec
+from agent_runtime.pipeline import Pipeline
+from agent_runtime.testing import WorkerProcess, wait_until
+from protocols.core import UserRequest
+from protocols.envelope import AgentMessage, utcnow
+
+pytestmark = pytest.mark.e2e
+
+FAST = {"reclaim_idle": 1.0, "reclaim_interval": 0.2, "lease_interval": 0.25,
+        "retry_backoff": 0.05, "block_ms": 200, "heartbeat_interval": 0.5,
+        "max_deliveries": 3, "drain_timeout": 10}
+
+
+class Env:
+    """One pipeline (echo -> sink) under a fresh prefix, with helpers to drive it."""
+
+    def __init__(self, tmp: Path, url: str, prefix: str, env: dict[str, str],
+                 echo: dict[str, Any], worker: dict[str, Any]) -> None:
+        self.tmp, self.url, self.env = tmp, url, env
+        self.markers = tmp / "markers"
+        self.markers.mkdir()
+        config = {"key_prefix": prefix, "allowed_modules": ["tests.fixtures"],
+                  "worker": {**FAST, **worker},
+                  "agents": {"echo": {"class": "tests.fixtures.agents:Echo",
+                                      "config": {"marker_dir": str(self.markers), **echo}},
+                             "sink": {"class": "tests.fixtures.agents:Sink"}}}
+        self.config_path = tmp / "pipeline.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.pipeline = Pipeline.load(self.config_path)
+        self.keys = self.pipeline.config.keys
+        self.codec = Codec(self.pipeline.schemas)
+        self.r = redis.Redis.from_url(url)
+        self.workers: list[WorkerProcess] = []
+
+    def start(self, agent: str, slot: str = "0", **env: str) -> WorkerProcess:
+        proc = WorkerProcess(agent, config=self.config_path, redis_url=self.url, slot=slot,
+                             env={**self.env, **env},
+                             log_path=self.tmp / f"{agent}-{slot}.log").start()
+        self.workers.append(proc)
+        key = self.keys.heartbeat(agent, f"{agent}-{_host()}-{slot}")
+        wait_until(lambda: self.r.exists(key) or not proc.alive(), 20, message=f"{agent} ready")
+        assert proc.alive(), (self.tmp / f"{agent}-{slot}.log").read_text()
+        return proc
+
+    def message(self, text: str, **overrides: Any) -> AgentMessage:
+        cid = uuid.uuid4()
+        fields: dict[str, Any] = dict(
+            message_id=uuid.uuid4(), correlation_id=cid, from_agent="client",
+            to_agent="echo", message_type="user.request", schema_version=1,
+            payload=UserRequest(text=text).model_dump(mode="json"), timestamp=utcnow(),
+            reply_to=self.keys.reply(str(cid)))
+        fields.update(overrides)
+        return AgentMessage(**fields)
+
+    def publish(self, message: AgentMessage) -> None:
+        self.r.xadd(self.keys.inbox("echo"), self.codec.encode(message))
+
+    def replies(self, message: AgentMessage) -> list[dict[str, Any]]:
+        assert message.reply_to is not None
+        out = []
+        for _id, fields in self.r.xrange(message.reply_to):
+            out.append(json.loads(fields[b"m"])["payload"])
+        return out
+
+    def sink_inputs(self) -> list[dict[str, Any]]:
+        return [json.loads(f[b"m"]) for _id, f in self.r.xrange(self.keys.inbox("sink"))]
+
+    def dead_letters(self, agent: str = "echo") -> list[dict[bytes, bytes]]:
+        return [fields for _id, fields in self.r.xrange(self.keys.dlq(agent))]
+
+    def pending(self, agent: str = "echo") -> list[dict[str, Any]]:
+        return self.r.xpending_range(self.keys.inbox(agent), agent, "-", "+", 100)
+
+    def handler_calls(self, message: AgentMessage) -> list[str]:
+        return sorted(p.name.split("-")[0] for p in self.markers.glob(f"*-{message.message_id}"))
+
+    def close(self) -> None:
+        for proc in self.workers:
+            proc.stop(15)
+        self.r.close()
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+@pytest.fixture
+def make_env(tmp_path: Path, redis_url: str, prefix: str,
+             subprocess_env: dict[str, str]) -> Iterator[Any]:
+    envs: list[Env] = []
+
+    def make(echo: dict[str, Any] | None = None, worker: dict[str, Any] | None = None) -> Env:
+        env = Env(tmp_path, redis_url, prefix, subprocess_env, echo or {}, worker or {})
+        envs.append(env)
+        return env
+
+    yield make
+    for env in envs:
+        env.close()
+
+
+def test_sigkilled_worker_message_is_reclaimed_and_handled_once(make_env: Any) -> None:
+    env = make_env(echo={"hang_first_delivery": True})
+    env.start("sink")
+    doomed = env.start("echo", "0")
+    message = env.message("crash me")
+    env.publish(message)
+    wait_until(lambda: env.handler_calls(message), message="first delivery handled")
+    doomed.kill()
+    survivor = env.start("echo", "1")
+
+    wait_until(lambda: env.replies(message), 20, message="reply after reclaim")
+    assert env.replies(message) == [{"text": "CRASH ME"}]
+    outputs = env.sink_inputs()
+    assert len(outputs) == 1
+    assert outputs[0]["payload"]["worker_pid"] == survivor.pid
+    assert outputs[0]["payload"]["delivery_count"] == 2
+    wait_until(lambda: not env.pending(), message="input acknowledged")
+
+
+def test_slow_handler_is_not_stolen_while_alive(make_env: Any) -> None:
+    # The handler runs 3x longer than reclaim_idle; lease renewal keeps it with its worker.
+    env = make_env(echo={"sleep_seconds": 3.0})
+    env.start("sink")
+    first = env.start("echo", "0")
+    message = env.message("slow")
+    env.publish(message)
+    wait_until(lambda: env.handler_calls(message), message="handler started")
+    env.start("echo", "1")  # an idle competitor that reclaims every 0.2 s
+
+    wait_until(lambda: env.replies(message), 20, message="reply")
+    assert env.handler_calls(message) == [str(first.pid)]
+    [output] = env.sink_inputs()
+    assert output["payload"]["delivery_count"] == 1
+    assert env.replies(message) == [{"text": "SLOW"}]
+
+
+def test_poison_message_is_dead_lettered_after_max_deliveries(make_env: Any) -> None:
+    env = make_env(echo={"fail_when_text_contains": "poison"})
+    env.start("sink")
+    worker = env.start("echo")
+    poison = env.message("poison pill")
+    good = [env.message(f"good {i}") for i in range(5)]
+    env.publish(poison)
+    for message in good:
+        env.publish(message)
+
+    wait_until(lambda: env.dead_letters(), 20, message="dead letter")
+    [dead] = env.dead_letters()
+    assert dead[b"reason"] == b"max_deliveries"
+    assert b"poison pill" in dead[b"error"]
+    assert dead[b"delivery_count"] == b"3"
+    assert json.loads(dead[b"orig.m"])["message_id"] == str(poison.message_id)
+    assert len(env.handler_calls(poison)) == 3
+    for message in good:
+        wait_until(lambda m=message: env.replies(m), message="good traffic continues")
+    assert worker.alive()
+    wait_until(lambda: not env.pending(), message="poison entry acknowledged")
+
+
+def test_bad_input_is_dead_lettered_on_first_delivery(make_env: Any) -> None:
+    env = make_env(worker={"max_message_bytes": 4096})
+    env.start("sink")
+    worker = env.start("echo", AGENT_RUNTIME_SIGNING_KEY="")
+    inbox = env.keys.inbox("echo")
+    good_fields = env.codec.encode(env.message("fine"))
+    wrong_schema = env.message("x").model_dump(mode="json")
+    wrong_schema["payload"] = {"txt": "missing text field"}
+    future = env.message("x").model_dump(mode="json")
+    future["schema_version"] = 7
+    bad = {
+        "undecodable": {b"m": b"\xff\xfe\x00garbage{"},
+        "oversize": {b"m": b"{" + b"x" * 5000},
+        "invalid": {b"m": json.dumps(wrong_schema).encode()},
+        "unknown_version": {b"m": json.dumps(future).encode()},
+        "no_field": {b"zzz": b"1"},
+    }
+    for fields in bad.values():
+        env.r.xadd(inbox, fields)
+    good = env.message("still works")
+    env.publish(good)
+
+    wait_until(lambda: len(env.dead_letters()) == len(bad), message="all bad entries dead")
+    reasons = sorted(d[b"reason"].decode() for d in env.dead_letters())
+    assert reasons == sorted(["undecodable", "oversize", "invalid", "unknown_version",
+                              "undecodable"])
+    assert all(d[b"delivery_count"] == b"1" for d in env.dead_letters())
+    by_reason = {d[b"reason"]: d for d in env.dead_letters()}
+    assert b"payload of user.request" in by_reason[b"invalid"][b"error"]
+    assert b"v7 is not readable" in by_reason[b"unknown_version"][b"error"]
+    wait_until(lambda: env.replies(good), message="good message after garbage")
+    assert worker.alive()
+    assert good_fields  # the codec accepts what it produces
+
+
+def test_forged_signature_is_dead_lettered(make_env: Any) -> None:
+    env = make_env()
+    worker = env.start("echo", AGENT_RUNTIME_SIGNING_KEY="fleet-secret")
+    signed = Codec(env.pipeline.schemas, signing_key=b"fleet-secret")
+    forged = Codec(env.pipeline.schemas, signing_key=b"attacker")
+    good = env.message("signed")
+    env.r.xadd(env.keys.inbox("echo"), forged.encode(env.message("forged")))
+    env.r.xadd(env.keys.inbox("echo"), env.codec.encode(env.message("unsigned")))
+    env.r.xadd(env.keys.inbox("echo"), signed.encode(good))
+
+    wait_until(lambda: len(env.dead_letters()) == 2, message="forged and unsigned dead")
+    assert {d[b"reason"] for d in env.dead_letters()} == {b"bad_signature"}
+    wait_until(lambda: env.handler_calls(good), message="signed message handled")
+    assert worker.alive()
+
+
+def test_redelivered_and_duplicated_messages_produce_no_duplicate_output(make_env: Any) -> None:
+    env = make_env()
+    env.start("sink")
+    env.start("echo")
+    message = env.message("once")
+    env.publish(message)
+    env.publish(message)  # a client retry that wrote the entry twice
+    wait_until(lambda: env.replies(message), message="reply")
+    wait_until(lambda: not env.pending() and not env.pending("sink"), message="all acked")
+
+    # A crash after the outputs were written but before the done marker: the input comes
+    # back, the handler runs again, the same output id reaches the sink, which drops it.
+    env.r.delete(env.keys.done("echo", str(message.message_id)))
+    env.publish(message)
+    wait_until(lambda: len(env.sink_inputs()) == 2, message="re-emitted output")
+    wait_until(lambda: not env.pending("sink"), message="sink acked the copy")
+
+    ids = {m["message_id"] for m in env.sink_inputs()}
+    assert len(ids) == 1  # deterministic output id
+    assert env.replies(message) == [{"text": "ONCE"}]
+    assert len(env.handler_calls(message)) == 2
+
+
+@pytest.mark.parametrize("drain_timeout", [10.0, 0.05])
+def test_sigterm_loses_nothing(make_env: Any, drain_timeout: float) -> None:
+    # Long drain: in-flight work finishes. Short drain: it is cut and handed back.
+    env = make_env(echo={"sleep_seconds": 0.3},
+                   worker={"concurrency": 4, "drain_timeout": drain_timeout,
+                           "reclaim_idle": 30.0, "lease_interval": 1.0})
+    env.start("sink")
+    first = env.start("echo", "0")
+    messages = [env.message(f"m{i}") for i in range(12)]
+    for message in messages:
+        env.publish(message)
+    wait_until(lambda: env.pending(), message="work in flight")
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    env.start("echo", "1")
+
+    for message in messages:
+        wait_until(lambda m=message: env.replies(m), 30, message="every reply")
+    for message in messages:
+        assert len(env.replies(message)) == 1
+    assert not env.dead_letters()
+
+
+def test_expired_message_is_dead_lettered(make_env: Any) -> None:
+    env = make_env()
+    env.start("echo")
+    message = env.message("late", deadline=utcnow() - timedelta(seconds=1))
+    env.publish(message)
+    wait_until(lambda: env.dead_letters(), message="dead letter")
+    assert env.dead_letters()[0][b"reason"] == b"expired"
