@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.cluster import LocalCluster
 from agent_runtime.embedded import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS
 @pytest.fixture
 def redis_url(redis_server: EmbeddedServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A local 3-master Redis Cluster on loopback ports (started on first use, ~2 s)."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), masters=3).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: LocalCluster) -> str:
+    """``redis+cluster://127.0.0.1:PORT``"""
+    return redis_cluster.url
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from agent_runtime.errors import AgentRuntimeError
 
 COMMANDS = [
     "agent_runtime.cli.worker",
+    "agent_runtime.cli.redis",
 ]
 
 

@@ -69,6 +69,7 @@ class StreamBus:
         self.cluster = cluster
         self.done_ttl = done_ttl
         self.dlq_maxlen = dlq_maxlen
+        self._turn = 0  # cluster mode: the shard the next read starts at
 
     async def ensure_group(self, stream: str) -> None:
         """Create the group at id 0 (sees every entry ever written), idempotently."""
@@ -79,14 +80,27 @@ class StreamBus:
                 raise
 
     async def read_new(self, streams: Sequence[str], count: int, block_ms: int) -> list[Entry]:
-        """New entries (``>``), delivery count 1. One XREADGROUP for all streams, except in
-        Cluster mode where each stream (its own slot) is read in turn without blocking long."""
+        """New entries (``>``), delivery count 1, at most ``count``. One XREADGROUP for all
+        streams, except in Cluster mode (see :meth:`_read_each`)."""
         if self.cluster and len(streams) > 1:
-            out: list[Entry] = []
-            for stream in streams:
-                out += await self._xreadgroup({stream: ">"}, count, block_ms // len(streams) or 1)
-            return out
+            return await self._read_each(streams, count, block_ms)
         return await self._xreadgroup({s: ">" for s in streams}, count, block_ms)
+
+    async def _read_each(self, streams: Sequence[str], count: int, block_ms: int) -> list[Entry]:
+        """Cluster mode: shards live in different slots, so one XREADGROUP per stream. A
+        non-blocking sweep (starting at a rotating shard, so none starves) returns what is
+        there; only when every shard is empty does it BLOCK, on one shard in turn, for
+        ``block_ms / shards``: busy shards are never held up by idle ones."""
+        self._turn = (self._turn + 1) % len(streams)
+        order = [*streams[self._turn:], *streams[:self._turn]]
+        out: list[Entry] = []
+        for stream in order:
+            out += await self._xreadgroup({stream: ">"}, count - len(out), None)
+            if len(out) >= count:
+                break
+        if out:
+            return out
+        return await self._xreadgroup({order[0]: ">"}, count, max(block_ms // len(streams), 1))
 
     async def read_own_pending(self, stream: str, count: int) -> list[Entry]:
         """This consumer's own pending entries (after a restart), with their new counts.
@@ -200,7 +214,8 @@ class StreamBus:
                     minid = min(minid, _as_bytes(summary["min"]), key=_id_key)
         return int(await self.redis.xtrim(stream, minid=minid, approximate=True))
 
-    async def _xreadgroup(self, streams: dict[str, str], count: int, block_ms: int) -> list[Entry]:
+    async def _xreadgroup(self, streams: dict[str, str], count: int,
+                          block_ms: int | None) -> list[Entry]:
         reply = await self.redis.xreadgroup(self.group, self.consumer, streams,  # type: ignore[arg-type]
                                             count=count, block=block_ms)
         out = []
