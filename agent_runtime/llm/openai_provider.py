@@ -1,0 +1,132 @@
+"""OpenAI Chat Completions through the official async SDK (``openai.AsyncOpenAI``).
+
+Structured output by ``response_format={"type": "json_schema", "strict": true, ...}`` with the
+pydantic model's schema made strict the way the SDK's own ``parse()`` does it; the answer is
+validated with the model. The key comes from ``OPENAI_API_KEY`` only; the base URL from
+config or ``OPENAI_BASE_URL``. The SDK is imported on first use and its own retries are off
+(``max_retries=0``): the :mod:`agent_runtime.llm.retry` policy owns retrying.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+from agent_runtime.errors import ConfigError, LLMOutputError, LLMUnavailable
+from agent_runtime.llm.base import Completion, Usage
+from agent_runtime.llm.boundary import attempt_timeout, error_from_status, tool_name, validate_json
+from agent_runtime.llm.cost import PriceTable
+from agent_runtime.llm.retry import CallPolicy, DefaultRetry
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+DEFAULT_MODEL = "gpt-4.1-mini"
+KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+
+
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """The strict ``json_schema`` response format for ``schema``."""
+    from openai.lib._pydantic import to_strict_json_schema  # the SDK's parse() helper
+
+    return {"type": "json_schema",
+            "json_schema": {"name": tool_name(schema), "strict": True,
+                            "schema": to_strict_json_schema(schema)}}
+
+
+class OpenAIProvider:
+    """:class:`~agent_runtime.llm.base.LLMProvider` for OpenAI models."""
+
+    name = "openai"
+
+    def __init__(self, *, model: str = DEFAULT_MODEL, max_tokens: int = 4096,
+                 timeout: float = 60.0, base_url: str | None = None,
+                 temperature: float | None = None, retry: CallPolicy | None = None,
+                 prices: PriceTable | None = None) -> None:
+        key = os.environ.get(KEY_ENV, "")
+        if not key:
+            raise ConfigError(f"the openai provider needs the environment variable {KEY_ENV}")
+        self.model = model
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.base_url = base_url or os.environ.get(BASE_URL_ENV) or None
+        self.temperature = temperature
+        self.retry: CallPolicy = retry or DefaultRetry()
+        self.prices = prices or PriceTable()
+        self._key = key
+        self._sdk: AsyncOpenAI | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
+
+    async def complete(self, *, system: str, prompt: str, schema: type[ModelT],
+                       max_tokens: int = 1024) -> Completion[ModelT]:
+        async def attempt() -> Completion[ModelT]:
+            return await self._attempt(system, prompt, schema, min(max_tokens, self.max_tokens))
+        return await self.retry.run(attempt)
+
+    async def aclose(self) -> None:
+        if self._sdk is not None:
+            await self._sdk.close()
+            self._sdk = None
+
+    def _client(self) -> AsyncOpenAI:
+        if self._sdk is None:
+            from openai import AsyncOpenAI  # lazy: only workers that use it pay the import
+
+            self._sdk = AsyncOpenAI(api_key=self._key, base_url=self.base_url,
+                                    timeout=self.timeout, max_retries=0)
+        return self._sdk
+
+    async def _attempt(self, system: str, prompt: str, schema: type[ModelT],
+                       max_tokens: int) -> Completion[ModelT]:
+        extra: dict[str, Any] = {}
+        if self.temperature is not None:
+            extra["temperature"] = self.temperature
+        reply = await self._create(
+            model=self.model, max_completion_tokens=max_tokens,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            response_format=response_format(schema), **extra)
+        tokens = reply.usage
+        usage = self.prices.with_cost(Usage(
+            provider=self.name, model=reply.model or self.model,
+            input_tokens=tokens.prompt_tokens if tokens else 0,
+            output_tokens=tokens.completion_tokens if tokens else 0))
+        return Completion(value=self._value(reply, schema, usage), usage=usage)
+
+    async def _create(self, **params: Any) -> ChatCompletion:
+        import openai
+
+        client = self._client()
+        try:
+            reply: ChatCompletion = await client.chat.completions.create(
+                timeout=attempt_timeout(self.timeout), **params)
+        except openai.APIStatusError as exc:
+            raise error_from_status(self.name, exc.status_code, exc.response.headers,
+                                    exc.message) from exc
+        except openai.APIConnectionError as exc:  # includes APITimeoutError
+            raise LLMUnavailable(f"openai unreachable: {type(exc).__name__}") from exc
+        except openai.APIError as exc:  # e.g. a response the SDK could not read
+            raise LLMUnavailable(f"openai call failed: {type(exc).__name__}") from exc
+        return reply
+
+    def _value(self, reply: ChatCompletion, schema: type[ModelT], usage: Usage) -> ModelT:
+        if not reply.choices:
+            raise LLMOutputError(f"openai model {usage.model}: answer has no choices",
+                                 usage=usage)
+        choice = reply.choices[0]
+        if choice.message.refusal:
+            raise LLMOutputError(f"openai model {usage.model} refused: "
+                                 f"{choice.message.refusal[:300]}", usage=usage)
+        if choice.finish_reason == "length":
+            raise LLMOutputError(f"openai model {usage.model}: answer truncated at "
+                                 f"max_completion_tokens", usage=usage)
+        if not choice.message.content:
+            raise LLMOutputError(f"openai model {usage.model}: empty answer", usage=usage)
+        return validate_json(schema, choice.message.content, usage)
