@@ -212,8 +212,9 @@ class Supervisor:
             if output is not None:
                 output.close()
         child.started = time.monotonic()
-        self.log.info("worker_spawned", agent=child.agent, slot=child.slot,
-                      pid=child.process.pid, restarts=child.restarts)
+        event = "worker_restarted" if child.restarts else "worker_spawned"
+        self.log.info(event, agent=child.agent, slot=child.slot, pid=child.process.pid,
+                      restarts=child.restarts)
 
     async def _keep_running(self, child: _Child) -> None:
         while not self._stopping:
@@ -231,8 +232,6 @@ class Supervisor:
                 return
             child.restarts += 1
             self._spawn(child)
-            self.log.info("worker_restarted", agent=child.agent, slot=child.slot,
-                          restarts=child.restarts)
 
     def _next_backoff(self, previous: float, lived: float) -> float:
         if lived >= STABLE_AFTER or previous <= 0:

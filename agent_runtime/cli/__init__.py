@@ -12,6 +12,9 @@ from agent_runtime.errors import AgentRuntimeError
 
 COMMANDS = [
     "agent_runtime.cli.worker",
+    "agent_runtime.cli.up",
+    "agent_runtime.cli.send",
+    "agent_runtime.cli.validate",
     "agent_runtime.cli.redis",
 ]
 

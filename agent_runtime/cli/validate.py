@@ -1,0 +1,46 @@
+"""``agent-runtime validate [CONFIG]``: load and check a pipeline without starting anything."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent_runtime.cli._table import format_table
+from agent_runtime.cli.common import add_config
+from agent_runtime.pipeline import Pipeline
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "validate", help="check a pipeline config (exit 0 if valid, 2 if not)",
+        description="Load the pipeline exactly as a worker does: unknown keys (with file:line), "
+                    "class paths against the allow-list, each agent's typed config block, "
+                    "routes, a producer for every consumed message type, and every agent's "
+                    "worker settings. Prints a summary and OK, or the errors (exit 2).")
+    parser.add_argument("config_file", nargs="?", metavar="CONFIG", default=None,
+                        help="pipeline YAML (same as --config)")
+    add_config(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = args.config_file or args.config
+    pipeline = Pipeline.load(path)  # ConfigError -> printed by cli.main, exit 2
+    for name in pipeline.agents:
+        pipeline.config.worker_settings(name)
+    print(summary(pipeline, str(path)))
+    print("OK")
+    return 0
+
+
+def summary(pipeline: Pipeline, path: str) -> str:
+    config = pipeline.config
+    rows = []
+    for name, agent in pipeline.agents.items():
+        spec = config.agents[name]
+        produces = ", ".join(m.message_type for m in agent.cls.produces) or "-"
+        replicas = f"{spec.replicas}" + (f" ({spec.shards} shards)" if spec.shards > 1 else "")
+        rows.append((name, spec.class_path, ", ".join(agent.consumes), produces, replicas))
+    head = (f"pipeline {path}: {len(rows)} agent type(s), key prefix {config.key_prefix!r}, "
+            f"allowed modules: {', '.join(config.allowed_modules) or '(built-ins only)'}")
+    table = format_table(("AGENT", "CLASS", "CONSUMES", "PRODUCES", "REPLICAS"), rows)
+    return f"{head}\n{table}"
