@@ -98,7 +98,7 @@ def _agent_type(config: PipelineConfig, name: str) -> AgentType:
     try:
         cls = import_object(spec.class_path, config.allowed_modules)
     except ConfigError as exc:
-        raise ConfigError(f"agents.{name}.class: {exc}") from exc
+        raise type(exc)(f"agents.{name}.class: {exc}") from exc  # keeps ImportNotAllowedError
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise ConfigError(f"agents.{name}.class: {spec.class_path!r} is not an Agent subclass")
     try:
