@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from agent_runtime.errors import AgentRuntimeError
+from agent_runtime.observability.logging import configure_logging
 
 COMMANDS = [
     "agent_runtime.cli.worker",
@@ -16,6 +17,10 @@ COMMANDS = [
     "agent_runtime.cli.send",
     "agent_runtime.cli.validate",
     "agent_runtime.cli.redis",
+    "agent_runtime.cli.status",
+    "agent_runtime.cli.trace",
+    "agent_runtime.cli.dlq",
+    "agent_runtime.cli.health",
 ]
 
 
@@ -35,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        configure_logging()  # once per process: JSON unless stderr is a terminal, redacted
         return int(args.func(args) or 0)
     except AgentRuntimeError as exc:
         print(f"agent-runtime: error: {exc}", file=sys.stderr)

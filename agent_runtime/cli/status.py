@@ -1,0 +1,46 @@
+"""``agent-runtime status [--json]``: streams, groups, consumers, lag, pending, dead letters,
+breakers and live workers, in one snapshot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import anyio
+
+from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.observability.redaction import redact
+from agent_runtime.observability.status import collect_status, render_status
+from agent_runtime.pipeline import Pipeline
+from agent_runtime.transport.connect import connect
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "status", help="show streams, lag, pending, dead letters, breakers and workers",
+        description="One snapshot of the runtime under the config's key prefix: every inbox "
+                    "with its group (lag, pending, oldest pending age) and consumers (idle "
+                    "time), dead-letter streams by reason, breaker states, live workers.")
+    parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    add_config(parser)
+    add_redis(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args)
+    url = redis_url(args, pipeline)
+    status = anyio.run(snapshot, pipeline, url)
+    clean = redact(status)
+    print(json.dumps(clean, indent=2) if args.json else render_status(clean))
+    return 0
+
+
+async def snapshot(pipeline: Pipeline, url: str) -> dict[str, Any]:
+    redis = connect(url).redis
+    try:
+        inboxes = [s for name in pipeline.agents for s in pipeline.routing.inboxes(name)]
+        return await collect_status(redis, pipeline.config.keys, inboxes)
+    finally:
+        await redis.aclose()

@@ -1,0 +1,115 @@
+"""Dead-letter tools: list, show, replay and purge entries of the ``P:dlq:AGENT`` streams.
+
+A dead-letter entry holds ``reason``, ``error``, ``stream`` (the inbox it came from),
+``entry_id``, ``delivery_count``, ``consumer``, ``failed_at_ms``, the envelope's
+``correlation_id``/``message_id``/``message_type`` when it could be decoded, and the original
+entry's fields prefixed ``orig.``. Replay XADDs the original fields to the original inbox as a
+new entry (a new delivery, count 1; same message id and correlation) and deletes the letter.
+Dead-lettered messages have no done marker, so the worker handles the replayed copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_runtime.codec import FIELD_MESSAGE, FIELD_SIGNATURE
+from agent_runtime.errors import AgentRuntimeError
+from agent_runtime.keys import Keys
+from agent_runtime.observability import inspect
+from agent_runtime.transport.streams import original_fields
+
+
+@dataclass
+class Letter:
+    """One dead-letter entry."""
+
+    dlq: str
+    id: str
+    agent: str
+    fields: dict[bytes, bytes] = field(repr=False)
+
+    def get(self, name: str) -> str:
+        return inspect.text(self.fields.get(name.encode()))
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "dlq": self.dlq, "agent": self.agent, "reason": self.get("reason"),
+                "message_type": self.get("message_type") or None,
+                "correlation_id": self.get("correlation_id") or None,
+                "message_id": self.get("message_id") or None, "stream": self.get("stream"),
+                "delivery_count": int(self.get("delivery_count") or 0),
+                "age_s": round(inspect.entry_age(self.id), 3), "error": self.get("error"),
+                "redacted": self.get("redacted") == "1"}
+
+    def detail(self) -> dict[str, Any]:
+        """Everything, the original envelope parsed when it is JSON."""
+        out = self.summary()
+        out["consumer"] = self.get("consumer")
+        out["entry_id"] = self.get("entry_id")
+        original = original_fields(self.fields)
+        out["original"] = {k.decode("utf-8", "replace"): _maybe_json(v)
+                           for k, v in original.items()}
+        return out
+
+
+def _maybe_json(value: bytes) -> Any:
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return value.decode("utf-8", "replace")
+
+
+async def find_letters(redis: Any, keys: Keys, *, agent: str | None = None,
+                       reason: str | None = None, ids: list[str] | None = None) -> list[Letter]:
+    """Dead letters matching every filter given (agent type, reason, entry ids)."""
+    if agent:
+        dlqs = [keys.dlq(agent)]
+    else:
+        dlqs = await inspect.scan_keys(redis, keys.dlq_pattern(), "stream")
+    wanted = set(ids or [])
+    out = []
+    for dlq in dlqs:
+        for entry_id, fields in await inspect.dead_letters(redis, dlq):
+            letter = Letter(dlq, entry_id, inspect.dlq_agent(keys, dlq), fields)
+            if reason and letter.get("reason") != reason:
+                continue
+            if wanted and entry_id not in wanted:
+                continue
+            out.append(letter)
+    return out
+
+
+async def replay(redis: Any, keys: Keys, letter: Letter,
+                 signing_key: bytes | None = None) -> str:
+    """Re-publish the original entry to its inbox (new entry id) and delete the letter.
+    A letter whose original was redacted is re-signed with ``signing_key`` when given."""
+    stream = letter.get("stream")
+    if not stream.startswith(keys.inbox("")):
+        raise AgentRuntimeError(f"dead letter {letter.id}: original stream {stream!r} is not an "
+                                f"inbox under prefix {keys.prefix!r}; not replaying")
+    fields = original_fields(letter.fields)
+    if FIELD_MESSAGE not in fields:
+        raise AgentRuntimeError(f"dead letter {letter.id} has no original envelope to replay")
+    if letter.get("redacted") == "1" and signing_key is not None:
+        fields[FIELD_SIGNATURE] = hmac.new(signing_key, fields[FIELD_MESSAGE],
+                                           hashlib.sha256).hexdigest().encode()
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(stream, fields)
+        pipe.xdel(letter.dlq, letter.id)
+        new_id, _deleted = await pipe.execute()
+    return inspect.text(new_id)
+
+
+async def purge(redis: Any, letters: list[Letter]) -> int:
+    """Delete ``letters``; returns how many were deleted."""
+    deleted = 0
+    by_stream: dict[str, list[str]] = {}
+    for letter in letters:
+        by_stream.setdefault(letter.dlq, []).append(letter.id)
+    for dlq, ids in by_stream.items():
+        for start in range(0, len(ids), 500):
+            deleted += int(await redis.xdel(dlq, *ids[start:start + 500]))
+    return deleted

@@ -1,0 +1,91 @@
+"""``agent-runtime status``: one snapshot of the whole runtime, as data and as text."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from agent_runtime.keys import Keys
+from agent_runtime.observability import inspect
+from agent_runtime.observability.render import duration, table
+
+
+async def collect_status(redis: Any, keys: Keys, inboxes: Iterable[str] = ()) -> dict[str, Any]:
+    """Streams (inboxes, reports), dead letters, breakers and live workers under ``keys``.
+    ``inboxes`` adds configured inboxes that may not exist yet (shown with length 0)."""
+    found = set(await inspect.scan_keys(redis, keys.inbox_pattern(), "stream"))
+    names = sorted(found | set(inboxes))
+    streams = [await inspect.stream_view(redis, name) for name in names]
+    if await redis.exists(keys.reports()):
+        streams.append(await inspect.stream_view(redis, keys.reports()))
+    dlqs = [await inspect.dead_letter_view(redis, name)
+            for name in await inspect.scan_keys(redis, keys.dlq_pattern(), "stream")]
+    return {"at": time.time(), "prefix": keys.prefix, "streams": streams,
+            "dead_letters": dlqs, "breakers": await inspect.breakers(redis, keys),
+            "workers": await inspect.heartbeats(redis, keys)}
+
+
+def render_status(status: dict[str, Any]) -> str:
+    parts = [f"agent-runtime status (prefix {status['prefix']!r})", "", "Streams"]
+    parts.append(_streams_table(status["streams"]) if status["streams"] else "  (none)")
+    consumers = _consumers_table(status["streams"])
+    if consumers:
+        parts += ["", "Consumers", consumers]
+    parts += ["", "Dead letters"]
+    parts.append(_dlq_table(status["dead_letters"]) if status["dead_letters"] else "  (none)")
+    parts += ["", "Breakers"]
+    parts.append(_breakers_text(status["breakers"]) if status["breakers"] else "  (none)")
+    parts += ["", f"Workers ({len(status['workers'])} live)"]
+    parts.append(_workers_table(status["workers"]) if status["workers"] else "  (none)")
+    return "\n".join(parts)
+
+
+def _streams_table(streams: list[dict[str, Any]]) -> str:
+    rows = []
+    for stream in streams:
+        groups = stream["groups"] or [None]
+        for group in groups:
+            if group is None:
+                rows.append([stream["stream"], stream["length"], "-", None, None, None, None])
+                continue
+            rows.append([stream["stream"], stream["length"], group["group"], group["lag"],
+                         group["pending"], duration(group["oldest_pending_age_s"]),
+                         len(group["consumers"])])
+    return table(["STREAM", "LENGTH", "GROUP", "LAG", "PENDING", "OLDEST PENDING",
+                  "CONSUMERS"], rows)
+
+
+def _consumers_table(streams: list[dict[str, Any]]) -> str:
+    rows = [[s["stream"], g["group"], c["consumer"], c["pending"], duration(c["idle_s"]),
+             duration(c["inactive_s"])]
+            for s in streams for g in s["groups"] for c in g["consumers"]]
+    if not rows:
+        return ""
+    return table(["STREAM", "GROUP", "CONSUMER", "PENDING", "IDLE", "INACTIVE"], rows)
+
+
+def _dlq_table(dlqs: list[dict[str, Any]]) -> str:
+    rows = [[d["stream"], d["length"],
+             ", ".join(f"{reason}={n}" for reason, n in d["by_reason"].items()) or "-",
+             duration(d["oldest_age_s"])] for d in dlqs]
+    return table(["STREAM", "LENGTH", "BY REASON", "OLDEST"], rows)
+
+
+def _breakers_text(breakers: dict[str, dict[str, str]]) -> str:
+    lines = []
+    for name, fields in sorted(breakers.items()):
+        state = fields.get("state", "?")
+        rest = " ".join(f"{k}={v}" for k, v in fields.items() if k != "state")
+        lines.append(f"  {name}: {state}" + (f"  ({rest})" if rest else ""))
+    return "\n".join(lines)
+
+
+def _workers_table(workers: list[dict[str, Any]]) -> str:
+    rows = [[w.get("agent"), w.get("consumer"), w.get("pid"), w.get("host"),
+             w.get("in_flight"), w.get("processed"),
+             duration(time.time() - float(w["started_at"])) if w.get("started_at") else None,
+             duration(w.get("age_s")), "stopping" if w.get("stopping") else "running"]
+            for w in workers]
+    return table(["AGENT", "CONSUMER", "PID", "HOST", "IN FLIGHT", "PROCESSED", "UP",
+                  "LAST BEAT", "STATE"], rows)
