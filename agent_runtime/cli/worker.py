@@ -10,6 +10,9 @@ import anyio
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
 from agent_runtime.codec import Codec
 from agent_runtime.config import signing_key
+from agent_runtime.observability.logging import configure_logging
+from agent_runtime.observability.process import WorkerObservability, metrics_port_from_env
+from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.worker import Worker, default_consumer_name
@@ -26,6 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="replica slot; part of the stable consumer name (default 0)")
     parser.add_argument("--consumer", default=None,
                         help="consumer name (default: NAME-HOSTNAME-SLOT)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on this port (default: "
+                             "$AGENT_RUNTIME_METRICS_PORT; off when unset)")
     add_config(parser)
     add_redis(parser)
     parser.set_defaults(func=run)
@@ -37,18 +43,23 @@ def run(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(pipeline.agents))
         raise SystemExit(f"agent-runtime worker: unknown agent type {args.name!r} "
                          f"(this config has: {known})")
+    configure_logging(redactor=env_redactor().with_config(pipeline.config))
     url = redis_url(args, pipeline)
     consumer = args.consumer or default_consumer_name(args.name, args.slot)
-    anyio.run(serve, pipeline, args.name, url, consumer)
+    port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
+    anyio.run(serve, pipeline, args.name, url, consumer, port)
     return 0
 
 
-async def serve(pipeline: Pipeline, name: str, url: str, consumer: str) -> None:
+async def serve(pipeline: Pipeline, name: str, url: str, consumer: str,
+                metrics_port: int | None = None) -> None:
     connection = connect(url)
     codec = Codec(pipeline.schemas, signing_key=signing_key(),
                   max_bytes=pipeline.worker_settings(name).max_message_bytes)
+    obs = WorkerObservability.create(pipeline, name, metrics_port)
     worker = Worker(pipeline, name, connection.redis, consumer=consumer,
-                    cluster=connection.cluster, codec=codec)
+                    cluster=connection.cluster, codec=codec, observer=obs.observer,
+                    middleware=obs.middleware, extras=obs.extras)
     async with anyio.create_task_group() as tg:
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -57,6 +68,7 @@ async def serve(pipeline: Pipeline, name: str, url: str, consumer: str) -> None:
                     return
 
         tg.start_soon(stop_on_signal)
+        tg.start_soon(obs.run_collector, connection.redis)
         await worker.run()
         tg.cancel_scope.cancel()
     await connection.redis.aclose()

@@ -1,0 +1,71 @@
+"""What a worker process gets from observability, in one object: the observer, the trace
+middleware, extras for agents (``metrics``), and the background stream collector.
+
+    obs = WorkerObservability.create(pipeline, "planner", metrics_port=9100)
+    worker = Worker(..., observer=obs.observer, middleware=obs.middleware, extras=obs.extras)
+    tg.start_soon(obs.run_collector, redis)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from agent_runtime.errors import AgentRuntimeError, ConfigError
+from agent_runtime.observability.collector import StreamCollector
+from agent_runtime.observability.metrics import Metrics, PrometheusObserver
+from agent_runtime.observability.tracing import TraceContextMiddleware
+from agent_runtime.observer import Observer
+from agent_runtime.pipeline import Pipeline
+
+METRICS_PORT_ENV = "AGENT_RUNTIME_METRICS_PORT"
+COLLECT_INTERVAL_ENV = "AGENT_RUNTIME_METRICS_INTERVAL"
+
+
+def metrics_port_from_env() -> int | None:
+    value = os.environ.get(METRICS_PORT_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"{METRICS_PORT_ENV}={value!r} is not a TCP port")
+    return int(value)
+
+
+@dataclass
+class WorkerObservability:
+    agent: str
+    streams: list[str]
+    metrics: Metrics | None = None
+    observer: Observer = field(default_factory=Observer)
+    middleware: list[Any] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    interval: float = 5.0
+
+    @classmethod
+    def create(cls, pipeline: Pipeline, agent: str,
+               metrics_port: int | None) -> WorkerObservability:
+        """Metrics only when ``metrics_port`` is set (served at once); the trace-context
+        middleware always."""
+        obs = cls(agent, pipeline.routing.inboxes(agent), middleware=[TraceContextMiddleware()])
+        obs.interval = float(os.environ.get(COLLECT_INTERVAL_ENV) or 5.0)
+        if metrics_port is not None:
+            obs.metrics = Metrics()
+            obs.observer = PrometheusObserver(obs.metrics, agent)
+            obs.extras["metrics"] = obs.metrics
+            try:
+                obs.metrics.serve(metrics_port)
+            except OSError as exc:
+                raise AgentRuntimeError(f"cannot serve metrics on port {metrics_port}: "
+                                        f"{exc.strerror}") from exc
+            structlog.get_logger("agent_runtime.metrics").info(
+                "metrics_served", port=metrics_port, agent=agent)
+        return obs
+
+    async def run_collector(self, redis: Any) -> None:
+        """Poll lag/pending of the agent's inboxes into the gauges (no-op without metrics)."""
+        if self.metrics is None:
+            return
+        await StreamCollector(redis, self.metrics, self.streams, self.interval).run()
