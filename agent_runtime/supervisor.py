@@ -63,6 +63,7 @@ class WorkerProcess(NamedTuple):
 class _Child:
     agent: str
     slot: int
+    index: int  # unique across this supervisor's children
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     restarts: int = 0
@@ -103,8 +104,9 @@ class Supervisor:
         self.max_backoff = max_backoff
         self.log = structlog.get_logger("agent_runtime.supervisor")
         self._env = _child_env(env, redis_url)
-        self._children = [_Child(agent, slot) for agent, count in self._replicas(replicas).items()
-                          for slot in range(count)]
+        pairs = [(agent, slot) for agent, count in self._replicas(replicas).items()
+                 for slot in range(count)]
+        self._children = [_Child(agent, slot, i) for i, (agent, slot) in enumerate(pairs)]
         self._stopping = False
         self._tasks: TaskGroup | None = None
 
@@ -200,12 +202,28 @@ class Supervisor:
             argv += ["--redis-url", self.redis_url]
         return argv
 
+    def _child_env(self, child: _Child) -> dict[str, str]:
+        """Per child: AGENT_RUNTIME_WORKER_INDEX, and AGENT_RUNTIME_METRICS_PORT (when set)
+        offset by that index, so no two workers of this host try to bind the same port."""
+        env = {**self._env, "AGENT_RUNTIME_WORKER_INDEX": str(child.index)}
+        base = env.get("AGENT_RUNTIME_METRICS_PORT", "")
+        if base.isdigit() and int(base) > 0:
+            env["AGENT_RUNTIME_METRICS_PORT"] = str(int(base) + child.index)
+        return env
+
+    def metrics_port(self, agent: str, slot: int) -> int | None:
+        """The metrics port given to a child (None unless AGENT_RUNTIME_METRICS_PORT is set)."""
+        child = next(c for c in self._children if (c.agent, c.slot) == (agent, slot))
+        port = self._child_env(child).get("AGENT_RUNTIME_METRICS_PORT", "")
+        return int(port) if port.isdigit() and int(port) > 0 else None
+
     def _spawn(self, child: _Child) -> None:
         child.log_path = self.log_path(child.agent, child.slot)
         output: IO[bytes] | None = child.log_path.open("ab") if child.log_path else None
         try:
             child.process = subprocess.Popen(  # noqa: S603 - argv only, no shell
-                self._argv(child), env=self._env, stdin=subprocess.DEVNULL, stdout=output,
+                self._argv(child), env=self._child_env(child), stdin=subprocess.DEVNULL,
+                stdout=output,
                 stderr=subprocess.STDOUT if output else None, start_new_session=True,
                 preexec_fn=_die_with_parent, close_fds=True)
         finally:

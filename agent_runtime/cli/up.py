@@ -106,9 +106,9 @@ async def _announce(sup: Supervisor, args: argparse.Namespace) -> None:
         status = "workers ready"
     except WorkersNotReady as exc:
         status = f"warning: {exc} (still supervising; crashed workers are restarted)"
-    rows = [(p.agent, p.slot, p.pid or "-", p.restarts, sup.log_path(p.agent, p.slot) or "-")
-            for p in sup.processes()]
-    _say(format_table(("AGENT", "SLOT", "PID", "RESTARTS", "LOG"), rows))
+    rows = [(p.agent, p.slot, p.pid or "-", p.restarts, sup.metrics_port(p.agent, p.slot) or "-",
+             sup.log_path(p.agent, p.slot) or "-") for p in sup.processes()]
+    _say(format_table(("AGENT", "SLOT", "PID", "RESTARTS", "METRICS", "LOG"), rows))
     _say(status)
     _say(f"send a request from another terminal: agent-runtime send 'TEXT' --wait "
          f"--config {args.config}    (Ctrl-C here stops everything)")
