@@ -16,7 +16,12 @@ from pydantic import BaseModel
 
 from agent_runtime.errors import ConfigError, LLMOutputError, LLMUnavailable
 from agent_runtime.llm.base import Completion, Usage
-from agent_runtime.llm.boundary import attempt_timeout, error_from_status, tool_name, validate_object
+from agent_runtime.llm.boundary import (
+    attempt_timeout,
+    error_from_status,
+    tool_name,
+    validate_object,
+)
 from agent_runtime.llm.cost import PriceTable
 from agent_runtime.llm.retry import CallPolicy, DefaultRetry
 
@@ -35,6 +40,7 @@ class AnthropicProvider:
     """:class:`~agent_runtime.llm.base.LLMProvider` for Anthropic models."""
 
     name = "anthropic"
+    default_model = DEFAULT_MODEL
 
     def __init__(self, *, model: str = DEFAULT_MODEL, max_tokens: int = 4096,
                  timeout: float = 60.0, base_url: str | None = None,
@@ -97,7 +103,8 @@ class AnthropicProvider:
 
         client = self._client()
         try:
-            return await client.messages.create(timeout=attempt_timeout(self.timeout), **params)
+            message: Message = await client.messages.create(
+                timeout=attempt_timeout(self.timeout), **params)
         except anthropic.APIStatusError as exc:
             raise error_from_status(self.name, exc.status_code, exc.response.headers,
                                     exc.message) from exc
@@ -105,6 +112,7 @@ class AnthropicProvider:
             raise LLMUnavailable(f"anthropic unreachable: {type(exc).__name__}") from exc
         except anthropic.APIError as exc:  # e.g. a response the SDK could not read
             raise LLMUnavailable(f"anthropic call failed: {type(exc).__name__}") from exc
+        return message
 
     def _value(self, message: Message, name: str, schema: type[ModelT], usage: Usage) -> ModelT:
         block = next((b for b in message.content

@@ -44,6 +44,7 @@ class OpenAIProvider:
     """:class:`~agent_runtime.llm.base.LLMProvider` for OpenAI models."""
 
     name = "openai"
+    default_model = DEFAULT_MODEL
 
     def __init__(self, *, model: str = DEFAULT_MODEL, max_tokens: int = 4096,
                  timeout: float = 60.0, base_url: str | None = None,

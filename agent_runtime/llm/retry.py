@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+)
+from tenacity.stop import stop_base
 
 from agent_runtime.errors import LLMRateLimited, LLMUnavailable
 
@@ -64,6 +71,21 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, LLMUnavailable)
 
 
+class _StopEarly(stop_base):
+    """Stop when the next wait would end past the deadline, or the provider asks for a
+    longer wait than ``max_retry_after`` (the caller redelivers later instead)."""
+
+    def __init__(self, max_retry_after: float) -> None:
+        self.max_retry_after = max_retry_after
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, LLMRateLimited) and (exc.retry_after or 0) > self.max_retry_after:
+            return True
+        left = remaining()
+        return left is not None and state.upcoming_sleep >= left
+
+
 @dataclass(frozen=True)
 class DefaultRetry:
     """tenacity retry of transient LLM errors; see the module docstring."""
@@ -78,24 +100,17 @@ class DefaultRetry:
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts) | self._stop_early,
+            stop=stop_any(stop_after_attempt(self.attempts), _StopEarly(self.max_retry_after)),
             wait=self._wait, retry=retry_if_exception(_transient),
             before_sleep=self._log_retry, reraise=True)
         return await retrying(call)
 
     def _wait(self, state: RetryCallState) -> float:
-        delay = min(self.backoff * 2 ** (state.attempt_number - 1), self.backoff_max)
+        delay = min(self.backoff * 2.0 ** (state.attempt_number - 1), self.backoff_max)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, LLMRateLimited) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         return delay + random.uniform(0, self.jitter)  # noqa: S311 - jitter, not crypto
-
-    def _stop_early(self, state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, LLMRateLimited) and (exc.retry_after or 0) > self.max_retry_after:
-            return True
-        left = remaining()
-        return left is not None and state.upcoming_sleep >= left
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -29,6 +29,7 @@ class Reply:
     status: int = 200
     body: Body = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds the server waits before answering (client timeouts)
 
     def render(self, request: dict[str, Any]) -> bytes:
         body = self.body(request) if callable(self.body) else self.body
@@ -52,9 +53,11 @@ class FakeAPI:
         self.requests: list[Recorded] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     @property
     def root_url(self) -> str:
@@ -70,6 +73,7 @@ class FakeAPI:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -102,6 +106,8 @@ class FakeAPI:
                 recorded = Recorded(time.monotonic(), self.path,
                                     {k.lower(): v for k, v in self.headers.items()}, body)
                 reply = api._next(recorded)
+                if reply.delay:
+                    api._stopping.wait(reply.delay)
                 self._send(reply.status, reply.render(body), reply.headers)
 
             def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
