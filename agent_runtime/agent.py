@@ -92,8 +92,8 @@ class Output:
 class MessageContext:
     """One delivery of one message to one handler."""
 
-    __slots__ = ("_outputs", "agent", "delivery_count", "entry_id", "log", "message",
-                 "payload", "routing", "stream")
+    __slots__ = ("_base_log", "_log", "_outputs", "agent", "delivery_count", "entry_id",
+                 "message", "payload", "routing", "stream")
 
     def __init__(self, *, agent: str, message: AgentMessage, payload: Payload, stream: str,
                  entry_id: bytes, delivery_count: int, routing: Routing, log: Any) -> None:
@@ -104,8 +104,20 @@ class MessageContext:
         self.entry_id = entry_id
         self.delivery_count = delivery_count
         self.routing = routing
-        self.log = log
+        self._base_log = log
+        self._log: Any = None
         self._outputs: list[Output] = []
+
+    @property
+    def log(self) -> Any:
+        """A logger bound to this message's ids (bound on first use: the hot path stays lean)."""
+        if self._log is None:
+            message = self.message
+            self._log = self._base_log.bind(
+                correlation_id=str(message.correlation_id), message_id=str(message.message_id),
+                causation_id=str(message.causation_id or ""),
+                message_type=message.message_type, delivery_count=self.delivery_count)
+        return self._log
 
     @property
     def outputs(self) -> list[Output]:

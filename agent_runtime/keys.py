@@ -10,7 +10,7 @@ key                                     type        what
 ``P:inbox:AGENT``                       stream      inbox of an agent type (shard 0)
 ``P:inbox:AGENT:N``                     stream      inbox shard N (N >= 1) when sharded
 ``P:dlq:AGENT``                         stream      dead letters of an agent type
-``P:done:AGENT:{MESSAGE_ID}``           string      de-duplication marker (TTL)
+``P:done:AGENT:BUCKET``                  set         ids of messages done in that time bucket (TTL)
 ``P:hb:AGENT:CONSUMER``                 string      worker heartbeat (TTL), JSON
 ``P:reply:{CID}``                       stream      replies for one request (TTL)
 ``P:trace:{CID}``                       stream      per-request trace record (TTL)
@@ -46,8 +46,10 @@ class Keys:
     def dlq(self, agent: str) -> str:
         return f"{self.prefix}:dlq:{agent}"
 
-    def done(self, agent: str, message_id: str) -> str:
-        return f"{self.prefix}:done:{agent}:{{{message_id}}}"
+    def done(self, agent: str, bucket: int) -> str:
+        """De-duplication set: ids of messages ``agent`` finished in time bucket ``bucket``
+        (epoch seconds // done_ttl). Two SMISMEMBER per batch, one SADD per commit."""
+        return f"{self.prefix}:done:{agent}:{bucket}"
 
     def heartbeat(self, agent: str, consumer: str) -> str:
         return f"{self.prefix}:hb:{agent}:{consumer}"

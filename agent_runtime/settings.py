@@ -30,8 +30,9 @@ class WorkerSettings(BaseModel):
     retry_backoff: float = Field(default=1.0, ge=0,
                                  description="first redelivery delay after a failure, doubles")
     retry_backoff_max: float = Field(default=60.0, ge=0)
-    done_ttl: int = Field(default=7 * 24 * 3600, ge=60,
-                          description="seconds a done marker (de-duplication) is kept")
+    done_ttl: int = Field(default=24 * 3600, ge=60,
+                          description="de-duplication window: a handled message id is "
+                                      "remembered for at least this long (up to twice)")
     max_message_bytes: int = Field(default=256 * 1024, ge=1_024, le=64 * 1024 * 1024)
     retention: float = Field(default=3600.0, ge=0,
                              description="seconds acknowledged entries stay in the inbox")

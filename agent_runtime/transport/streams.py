@@ -11,7 +11,7 @@ Delivery-count rules this module relies on (see docs/architecture.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 Fields = dict[bytes, bytes]
+DAY = 86_400
 
 
 @dataclass(slots=True)
@@ -47,7 +48,7 @@ class Commit:
     """Everything one flush writes, in order: outputs, done markers, dead letters, acks."""
 
     outputs: list[tuple[str, Fields, int | None]] = field(default_factory=list)
-    done_keys: list[str] = field(default_factory=list)
+    done_ids: list[str] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     acks: dict[str, list[bytes]] = field(default_factory=dict)
 
@@ -55,15 +56,17 @@ class Commit:
         self.acks.setdefault(entry.stream, []).append(entry.entry_id)
 
     def __bool__(self) -> bool:
-        return bool(self.outputs or self.done_keys or self.dead or self.acks)
+        return bool(self.outputs or self.done_ids or self.dead or self.acks)
 
 
 class StreamBus:
     """Stream operations for one agent type's consumer group, on one Redis client."""
 
     def __init__(self, redis: Redis, *, group: str, consumer: str, cluster: bool = False,
-                 done_ttl: int = 7 * 24 * 3600, dlq_maxlen: int = 100_000) -> None:
+                 done_key: Callable[[int], str] | None = None, done_ttl: int = DAY,
+                 dlq_maxlen: int = 100_000) -> None:
         self.redis = redis
+        self.done_key = done_key or (lambda day: f"done:{group}:{day}")
         self.group = group
         self.consumer = consumer
         self.cluster = cluster
@@ -165,16 +168,30 @@ class StreamBus:
         await self._fill_counts(stream, entries)
         return entries
 
-    async def already_done(self, keys: list[str]) -> list[bool]:
-        """Which de-duplication markers exist (one round trip for the batch)."""
-        if not keys:
+    def _bucket(self) -> int:
+        return int(time.time() // self.done_ttl)
+
+    def _live_buckets(self) -> tuple[int, int]:
+        current = self._bucket()
+        return current - 1, current
+
+    async def already_done(self, message_ids: list[str]) -> list[bool]:
+        """Which message ids are marked done: two SMISMEMBER (current and previous bucket of
+        ``done_ttl`` seconds), pipelined, for the whole batch."""
+        if not message_ids:
             return []
-        if self.cluster:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.exists(key)
-                return [bool(v) for v in await pipe.execute()]
-        return [v is not None for v in await self.redis.mget(keys)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in self._live_buckets():
+                pipe.smismember(self.done_key(bucket), message_ids)
+            previous, current = await pipe.execute()
+        return [bool(a or b) for a, b in zip(previous, current, strict=True)]
+
+    async def forget_done(self, message_id: str) -> None:
+        """Remove a done mark (operations and tests: makes a message handleable again)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in self._live_buckets():
+                pipe.srem(self.done_key(bucket), message_id)
+            await pipe.execute()
 
     async def commit(self, commit: Commit) -> None:
         """One pipelined round trip: XADD outputs (+EXPIRE), SET done markers, XADD dead
@@ -185,8 +202,10 @@ class StreamBus:
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]
                 if ttl:
                     pipe.expire(stream, ttl)
-            for key in commit.done_keys:
-                pipe.set(key, b"1", ex=self.done_ttl)
+            if commit.done_ids:
+                key = self.done_key(self._bucket())
+                pipe.sadd(key, *commit.done_ids)
+                pipe.expire(key, 2 * self.done_ttl + 60)
             for dead in commit.dead:
                 pipe.xadd(dead.dlq, _dead_fields(dead, self.consumer),  # type: ignore[arg-type]
                           maxlen=self.dlq_maxlen, approximate=True)

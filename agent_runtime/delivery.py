@@ -1,0 +1,100 @@
+"""Pieces of the worker's per-message path that need no event loop: the middleware chain,
+finished-message records, and the commit/trace records built from them."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent_runtime.agent import MessageContext, Output
+from agent_runtime.codec import Codec
+from agent_runtime.keys import Keys
+from agent_runtime.transport.streams import Commit, DeadLetter, Entry
+from protocols.envelope import AgentMessage
+
+Handler = Callable[[MessageContext], Awaitable[None]]
+
+
+class Middleware(Protocol):
+    """Wraps every handler call: ``await call_next(ctx)`` runs the rest of the chain."""
+
+    async def handle(self, ctx: MessageContext, call_next: Handler) -> None: ...
+
+
+def chain(middleware: Sequence[Middleware], handler: Handler) -> Handler:
+    call = handler
+    for layer in reversed(middleware):
+        call = _bind(layer, call)
+    return call
+
+
+def _bind(layer: Middleware, call_next: Handler) -> Handler:
+    async def call(ctx: MessageContext) -> None:
+        await layer.handle(ctx, call_next)
+    return call
+
+
+@dataclass(slots=True)
+class Finished:
+    """A delivery whose fate is decided: acked with the outputs of ``ctx`` (None: duplicate)."""
+
+    entry: Entry
+    ctx: MessageContext | None
+    started: float = 0.0  # time.time() when the handler started
+    outcome: str = "handled"
+
+
+@dataclass(frozen=True, slots=True)
+class Tracer:
+    """Builds per-request trace entries (see docs/architecture.md, "Traces")."""
+
+    agent: str
+    consumer: str
+
+    def fields(self, message: AgentMessage, entry: Entry, outcome: str, started: float,
+               reason: str = "", outputs: Sequence[Output] = ()) -> dict[bytes, bytes]:
+        now = time.time()
+        started = started or now
+        return {
+            b"agent": self.agent.encode(), b"consumer": self.consumer.encode(),
+            b"correlation_id": str(message.correlation_id).encode(),
+            b"message_id": str(message.message_id).encode(),
+            b"causation_id": str(message.causation_id or "").encode(),
+            b"message_type": message.message_type.encode(),
+            b"from_agent": message.from_agent.encode(), b"to_agent": message.to_agent.encode(),
+            b"outcome": outcome.encode(), b"reason": reason.encode(),
+            b"delivery_count": str(entry.delivery_count).encode(),
+            b"started_ms": str(int(started * 1000)).encode(),
+            b"finished_ms": str(int(now * 1000)).encode(),
+            b"duration_ms": f"{(now - started) * 1000:.3f}".encode(),
+            b"outputs": json.dumps([{"message_id": str(o.message.message_id),
+                                     "message_type": o.message.message_type,
+                                     "to": o.message.to_agent} for o in outputs]).encode(),
+        }
+
+
+def build_commit(finished: list[Finished], dead: list[DeadLetter],
+                 traces: list[dict[bytes, bytes]], *, codec: Codec, keys: Keys,
+                 tracer: Tracer | None, trace_ttl: int) -> Commit:
+    """Outputs, done ids, trace entries, dead letters and acks of everything finished."""
+    commit = Commit(dead=dead)
+    outputs = commit.outputs
+    for item in finished:
+        ctx = item.ctx
+        if ctx is not None:
+            for out in ctx.outputs:
+                outputs.append((out.stream, codec.encode(out.message), out.ttl))
+            commit.done_ids.append(str(ctx.message.message_id))
+            if tracer is not None:
+                fields = tracer.fields(ctx.message, item.entry, item.outcome, item.started,
+                                       outputs=ctx.outputs)
+                outputs.append((keys.trace(str(ctx.message.correlation_id)), fields, trace_ttl))
+        commit.ack(item.entry)
+    for fields in traces:
+        outputs.append((keys.trace(fields[b"correlation_id"].decode()), fields, trace_ttl))
+    for letter in dead:
+        commit.ack(letter.entry)
+    return commit
