@@ -92,10 +92,17 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class Supervisor:
     """Runs the configured replicas of every agent type as separate worker processes."""
 
-    def __init__(self, config_path: str | Path, redis_url: str, *,
-                 replicas: dict[str, int] | None = None, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None, restart_backoff: float = 0.5,
-                 max_backoff: float = 30.0) -> None:
+    def __init__(
+        self,
+        config_path: str | Path,
+        redis_url: str,
+        *,
+        replicas: dict[str, int] | None = None,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        restart_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
         self.config_path = Path(config_path)
         self.redis_url = redis_url
         self.pipeline = Pipeline.load(self.config_path)
@@ -104,8 +111,11 @@ class Supervisor:
         self.max_backoff = max_backoff
         self.log = structlog.get_logger("agent_runtime.supervisor")
         self._env = _child_env(env, redis_url)
-        pairs = [(agent, slot) for agent, count in self._replicas(replicas).items()
-                 for slot in range(count)]
+        pairs = [
+            (agent, slot)
+            for agent, count in self._replicas(replicas).items()
+            for slot in range(count)
+        ]
         self._children = [_Child(agent, slot, i) for i, (agent, slot) in enumerate(pairs)]
         self._stopping = False
         self._tasks: TaskGroup | None = None
@@ -114,8 +124,10 @@ class Supervisor:
         counts = {name: spec.replicas for name, spec in self.pipeline.config.agents.items()}
         for name, count in (override or {}).items():
             if name not in counts:
-                raise ConfigError(f"replicas: unknown agent type {name!r} (this config has: "
-                                  f"{', '.join(sorted(counts))})")
+                raise ConfigError(
+                    f"replicas: unknown agent type {name!r} (this config has: "
+                    f"{', '.join(sorted(counts))})"
+                )
             if count < 0:
                 raise ConfigError(f"replicas: {name}={count} must be >= 0")
             counts[name] = count
@@ -155,8 +167,11 @@ class Supervisor:
         for child in children:
             pipe.get(keys.heartbeat(child.agent, child.consumer))
         beats = await pipe.execute()
-        return [c for c, beat in zip(children, beats, strict=True)
-                if c.pid is None or _beat_pid(beat) != c.pid]
+        return [
+            c
+            for c, beat in zip(children, beats, strict=True)
+            if c.pid is None or _beat_pid(beat) != c.pid
+        ]
 
     def _not_ready_message(self, missing: list[_Child], timeout: float) -> str:
         parts = []
@@ -178,12 +193,20 @@ class Supervisor:
         for child in self._children:
             self._spawn(child)
             self._tasks.start_soon(self._keep_running, child)
-        self.log.info("supervisor_started", workers=len(self._children),
-                      redis_url=redact_url(self.redis_url), config=str(self.config_path))
+        self.log.info(
+            "supervisor_started",
+            workers=len(self._children),
+            redis_url=redact_url(self.redis_url),
+            config=str(self.config_path),
+        )
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
         self._stopping = True
         assert self._tasks is not None
         try:
@@ -196,8 +219,17 @@ class Supervisor:
 
     # ------------------------------------------------------------------ children
     def _argv(self, child: _Child) -> list[str]:
-        argv = [sys.executable, "-m", "agent_runtime", "worker", child.agent,
-                "--slot", str(child.slot), "--config", str(self.config_path)]
+        argv = [
+            sys.executable,
+            "-m",
+            "agent_runtime",
+            "worker",
+            child.agent,
+            "--slot",
+            str(child.slot),
+            "--config",
+            str(self.config_path),
+        ]
         if "AGENT_RUNTIME_REDIS_URL" not in self._env:  # credentials never go on argv
             argv += ["--redis-url", self.redis_url]
         return argv
@@ -222,17 +254,27 @@ class Supervisor:
         output: IO[bytes] | None = child.log_path.open("ab") if child.log_path else None
         try:
             child.process = subprocess.Popen(  # noqa: S603 - argv only, no shell
-                self._argv(child), env=self._child_env(child), stdin=subprocess.DEVNULL,
+                self._argv(child),
+                env=self._child_env(child),
+                stdin=subprocess.DEVNULL,
                 stdout=output,
-                stderr=subprocess.STDOUT if output else None, start_new_session=True,
-                preexec_fn=_die_with_parent, close_fds=True)
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                close_fds=True,
+            )
         finally:
             if output is not None:
                 output.close()
         child.started = time.monotonic()
         event = "worker_restarted" if child.restarts else "worker_spawned"
-        self.log.info(event, agent=child.agent, slot=child.slot, pid=child.process.pid,
-                      restarts=child.restarts)
+        self.log.info(
+            event,
+            agent=child.agent,
+            slot=child.slot,
+            pid=child.process.pid,
+            restarts=child.restarts,
+        )
 
     async def _keep_running(self, child: _Child) -> None:
         while not self._stopping:
@@ -242,9 +284,14 @@ class Supervisor:
             child.exits.append(code)
             lived = time.monotonic() - child.started
             child.backoff = self._next_backoff(child.backoff, lived)
-            self.log.warning("worker_exited", agent=child.agent, slot=child.slot,
-                             exit_code=code, lived_s=round(lived, 2),
-                             restart_in_s=round(child.backoff, 2))
+            self.log.warning(
+                "worker_exited",
+                agent=child.agent,
+                slot=child.slot,
+                exit_code=code,
+                lived_s=round(lived, 2),
+                restart_in_s=round(child.backoff, 2),
+            )
             await anyio.sleep(child.backoff)
             if self._stopping:
                 return
@@ -266,8 +313,13 @@ class Supervisor:
                 await _wait_exit(child)
         for child in live:
             if child.alive():
-                self.log.warning("worker_killed", agent=child.agent, slot=child.slot,
-                                 pid=child.pid, after_s=grace)
+                self.log.warning(
+                    "worker_killed",
+                    agent=child.agent,
+                    slot=child.slot,
+                    pid=child.pid,
+                    after_s=grace,
+                )
                 _signal(child, signal.SIGKILL)
         for child in live:
             if child.process is not None:
@@ -275,8 +327,10 @@ class Supervisor:
         self.log.info("supervisor_stopped", workers=len(live))
 
     def _drain_timeout(self) -> float:
-        return max((self.pipeline.worker_settings(c.agent).drain_timeout
-                    for c in self._children), default=0.0)
+        return max(
+            (self.pipeline.worker_settings(c.agent).drain_timeout for c in self._children),
+            default=0.0,
+        )
 
 
 async def _wait_exit(child: _Child) -> int:

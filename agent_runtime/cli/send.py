@@ -19,15 +19,22 @@ DEFAULT_WAIT = 60.0
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "send", help="publish a request (optionally wait for its reply)",
+        "send",
+        help="publish a request (optionally wait for its reply)",
         description="Publish TEXT as a user.request to the pipeline's entry agent and print its "
-                    "correlation id. With --wait, block until the first reply arrives on the "
-                    "request's own reply stream and print it (exit 0), or exit 1 on timeout.")
+        "correlation id. With --wait, block until the first reply arrives on the "
+        "request's own reply stream and print it (exit 0), or exit 1 on timeout.",
+    )
     parser.add_argument("text", metavar="TEXT", help="the request")
     parser.add_argument("--wait", "-w", action="store_true", help="wait for the reply")
-    parser.add_argument("--timeout", "-t", type=float, default=None,
-                        help=f"seconds to wait for the reply (default {DEFAULT_WAIT:g}); also "
-                             "the request's deadline, after which agents drop it")
+    parser.add_argument(
+        "--timeout",
+        "-t",
+        type=float,
+        default=None,
+        help=f"seconds to wait for the reply (default {DEFAULT_WAIT:g}); also "
+        "the request's deadline, after which agents drop it",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     add_config(parser)
     add_redis(parser)
@@ -56,9 +63,12 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         try:
             reply = await client.wait_reply(message, timeout)
         except RequestTimeout:
-            print(f"agent-runtime send: no reply to request {cid} within {timeout:g}s (are "
-                  "workers running for this config? see 'agent-runtime status' and "
-                  f"'agent-runtime trace {cid}')", file=sys.stderr)
+            print(
+                f"agent-runtime send: no reply to request {cid} within {timeout:g}s (are "
+                "workers running for this config? see 'agent-runtime status' and "
+                f"'agent-runtime trace {cid}')",
+                file=sys.stderr,
+            )
             return 1
     print(json.dumps(reply_json(reply), indent=2) if args.json else reply_text(reply))
     return 0
@@ -66,9 +76,13 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
 
 def reply_json(reply: Decoded) -> dict[str, Any]:
     message = reply.message
-    return {"correlation_id": str(message.correlation_id), "message_type": message.message_type,
-            "schema_version": message.schema_version, "from_agent": message.from_agent,
-            "payload": reply.payload.model_dump(mode="json")}
+    return {
+        "correlation_id": str(message.correlation_id),
+        "message_type": message.message_type,
+        "schema_version": message.schema_version,
+        "from_agent": message.from_agent,
+        "payload": reply.payload.model_dump(mode="json"),
+    }
 
 
 def reply_text(reply: Decoded) -> str:

@@ -26,20 +26,34 @@ from agent_runtime.transport.connect import redact_url
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "up", help="run all agent types as supervised worker processes",
+        "up",
+        help="run all agent types as supervised worker processes",
         description="Start the configured replicas of every agent type as separate worker "
-                    "processes, restart crashed ones with backoff, stop them gracefully on "
-                    "Ctrl-C/SIGTERM. Without a Redis URL an embedded server is started (data "
-                    "kept in the runtime directory, AOF persistence).")
+        "processes, restart crashed ones with backoff, stop them gracefully on "
+        "Ctrl-C/SIGTERM. Without a Redis URL an embedded server is started (data "
+        "kept in the runtime directory, AOF persistence).",
+    )
     add_config(parser)
     add_redis(parser)
-    parser.add_argument("--replicas", action="append", default=[], metavar="NAME=N",
-                        help="override an agent type's replica count (repeatable)")
-    parser.add_argument("--log-dir", type=Path, default=None,
-                        help="write each worker's output to DIR/AGENT-SLOT.log "
-                             "(default: this terminal)")
-    parser.add_argument("--ready-timeout", type=float, default=60.0,
-                        help="seconds to wait for every worker's first heartbeat (default 60)")
+    parser.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="override an agent type's replica count (repeatable)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="write each worker's output to DIR/AGENT-SLOT.log (default: this terminal)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for every worker's first heartbeat (default 60)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -53,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
         return code
     server = _start_embedded()
     try:
-        _say(f"redis: {server.url}  (embedded server, pid {_pid(server)}, data in "
-             f"{server.data_dir})")
+        _say(
+            f"redis: {server.url}  (embedded server, pid {_pid(server)}, data in {server.data_dir})"
+        )
         code = anyio.run(supervise, args, pipeline, server.url, replicas)
     finally:
         server.stop()
@@ -78,22 +93,27 @@ def _start_embedded() -> EmbeddedServer:
     if running:
         raise AgentRuntimeError(
             f"an embedded server started by another 'agent-runtime up' is running ({running}); "
-            "stop that one first, or pass --redis-url to use a server of your own")
+            "stop that one first, or pass --redis-url to use a server of your own"
+        )
     server = EmbeddedServer(runtime_dir() / "data", persistent=True).start()
     server.publish_state()
     return server
 
 
-async def supervise(args: argparse.Namespace, pipeline: Pipeline, url: str,
-                    replicas: dict[str, int]) -> int:
+async def supervise(
+    args: argparse.Namespace, pipeline: Pipeline, url: str, replicas: dict[str, int]
+) -> int:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        sup = Supervisor(pipeline.source or args.config, url, replicas=replicas,
-                         log_dir=args.log_dir)
+        sup = Supervisor(
+            pipeline.source or args.config, url, replicas=replicas, log_dir=args.log_dir
+        )
         async with sup, anyio.create_task_group() as tg:
             tg.start_soon(_announce, sup, args)
             async for signum in signals:
-                _say(f"{signal.Signals(signum).name} received: stopping workers (they finish "
-                     "in-flight messages first)")
+                _say(
+                    f"{signal.Signals(signum).name} received: stopping workers (they finish "
+                    "in-flight messages first)"
+                )
                 break
             tg.cancel_scope.cancel()
     _say("workers stopped")
@@ -106,12 +126,23 @@ async def _announce(sup: Supervisor, args: argparse.Namespace) -> None:
         status = "workers ready"
     except WorkersNotReady as exc:
         status = f"warning: {exc} (still supervising; crashed workers are restarted)"
-    rows = [(p.agent, p.slot, p.pid or "-", p.restarts, sup.metrics_port(p.agent, p.slot) or "-",
-             sup.log_path(p.agent, p.slot) or "-") for p in sup.processes()]
+    rows = [
+        (
+            p.agent,
+            p.slot,
+            p.pid or "-",
+            p.restarts,
+            sup.metrics_port(p.agent, p.slot) or "-",
+            sup.log_path(p.agent, p.slot) or "-",
+        )
+        for p in sup.processes()
+    ]
     _say(format_table(("AGENT", "SLOT", "PID", "RESTARTS", "METRICS", "LOG"), rows))
     _say(status)
-    _say(f"send a request from another terminal: agent-runtime send 'TEXT' --wait "
-         f"--config {args.config}    (Ctrl-C here stops everything)")
+    _say(
+        f"send a request from another terminal: agent-runtime send 'TEXT' --wait "
+        f"--config {args.config}    (Ctrl-C here stops everything)"
+    )
 
 
 def _pid(server: EmbeddedServer) -> int | str:

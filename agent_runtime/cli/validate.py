@@ -11,13 +11,20 @@ from agent_runtime.pipeline import Pipeline
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "validate", help="check a pipeline config (exit 0 if valid, 2 if not)",
+        "validate",
+        help="check a pipeline config (exit 0 if valid, 2 if not)",
         description="Load the pipeline exactly as a worker does: unknown keys (with file:line), "
-                    "class paths against the allow-list, each agent's typed config block, "
-                    "routes, a producer for every consumed message type, and every agent's "
-                    "worker settings. Prints a summary and OK, or the errors (exit 2).")
-    parser.add_argument("config_file", nargs="?", metavar="CONFIG", default=None,
-                        help="pipeline YAML (same as --config)")
+        "class paths against the allow-list, each agent's typed config block, "
+        "routes, a producer for every consumed message type, and every agent's "
+        "worker settings. Prints a summary and OK, or the errors (exit 2).",
+    )
+    parser.add_argument(
+        "config_file",
+        nargs="?",
+        metavar="CONFIG",
+        default=None,
+        help="pipeline YAML (same as --config)",
+    )
     add_config(parser)
     parser.set_defaults(func=run)
 
@@ -40,7 +47,9 @@ def summary(pipeline: Pipeline, path: str) -> str:
         produces = ", ".join(m.message_type for m in agent.cls.produces) or "-"
         replicas = f"{spec.replicas}" + (f" ({spec.shards} shards)" if spec.shards > 1 else "")
         rows.append((name, spec.class_path, ", ".join(agent.consumes), produces, replicas))
-    head = (f"pipeline {path}: {len(rows)} agent type(s), key prefix {config.key_prefix!r}, "
-            f"allowed modules: {', '.join(config.allowed_modules) or '(built-ins only)'}")
+    head = (
+        f"pipeline {path}: {len(rows)} agent type(s), key prefix {config.key_prefix!r}, "
+        f"allowed modules: {', '.join(config.allowed_modules) or '(built-ins only)'}"
+    )
     table = format_table(("AGENT", "CLASS", "CONSUMES", "PRODUCES", "REPLICAS"), rows)
     return f"{head}\n{table}"

@@ -28,8 +28,11 @@ TEXT = "Redis streams carry messages. Workers read redis streams."
 def user_env(home: Path) -> dict[str, str]:
     """A user's shell: no PYTHONPATH (the console script does not see the cwd), no Redis URL,
     a runtime dir of its own so the embedded server and its state file are private."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "AGENT_RUNTIME_REDIS_URL", "AGENT_RUNTIME_CONFIG")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "AGENT_RUNTIME_REDIS_URL", "AGENT_RUNTIME_CONFIG")
+    }
     env["AGENT_RUNTIME_HOME"] = str(home)
     return env
 
@@ -39,11 +42,19 @@ def test_up_and_send(tmp_path: Path) -> None:
     env = user_env(home)
     out = tmp_path / "up.out"
     with out.open("w") as sink:
-        up = subprocess.Popen([CLI, "up", "--config", EXAMPLE, "--log-dir", str(tmp_path / "logs")],
-                              env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        up = subprocess.Popen(
+            [CLI, "up", "--config", EXAMPLE, "--log-dir", str(tmp_path / "logs")],
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_until(lambda: "workers ready" in out.read_text() or up.poll() is not None, 60,
-                   message="up to report its workers ready")
+        wait_until(
+            lambda: "workers ready" in out.read_text() or up.poll() is not None,
+            60,
+            message="up to report its workers ready",
+        )
         text = out.read_text()
         assert "workers ready" in text, text
         assert re.search(r"^redis: unix://\S+ +\(embedded server", text, re.M)
@@ -51,18 +62,27 @@ def test_up_and_send(tmp_path: Path) -> None:
         pids = [int(p) for p in re.findall(r"^(?:counter|summarizer)\s+\d+\s+(\d+)\s", text, re.M)]
         assert len(pids) == 3  # counter x2, summarizer x1, as configured
 
-        sent = subprocess.run([CLI, "send", TEXT, "--wait", "--json", "--timeout", "30",
-                               "--config", EXAMPLE], env=env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=60, check=False)
+        sent = subprocess.run(
+            [CLI, "send", TEXT, "--wait", "--json", "--timeout", "30", "--config", EXAMPLE],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert sent.returncode == 0, sent.stderr
         reply = json.loads(sent.stdout)
         assert reply["message_type"] == "text_stats.summary"
         assert reply["from_agent"] == "summarizer"
         assert reply["payload"] == {
             "summary": "8 words (6 unique), 2 sentence(s), 57 characters; most frequent: "
-                       "redis (2), streams (2), carry (1); reading time about 3 s",
-            "words": 8, "sentences": 2, "top_words": ["redis", "streams", "carry"],
-            "reading_seconds": 3}
+            "redis (2), streams (2), carry (1); reading time about 3 s",
+            "words": 8,
+            "sentences": 2,
+            "top_words": ["redis", "streams", "carry"],
+            "reading_seconds": 3,
+        }
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

@@ -18,16 +18,27 @@ from agent_runtime.supervisor import Supervisor, WorkerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
-FAST = {"block_ms": 100, "heartbeat_interval": 0.2, "reclaim_idle": 1.0,
-        "reclaim_interval": 0.2, "lease_interval": 0.25, "retry_backoff": 0.05,
-        "drain_timeout": 2}
+FAST = {
+    "block_ms": 100,
+    "heartbeat_interval": 0.2,
+    "reclaim_idle": 1.0,
+    "reclaim_interval": 0.2,
+    "lease_interval": 0.25,
+    "retry_backoff": 0.05,
+    "drain_timeout": 2,
+}
 
 
 def write_config(tmp: Path, prefix: str, *, echo_replicas: int = 2) -> Path:
-    config = {"key_prefix": prefix, "allowed_modules": ["tests.fixtures"], "worker": FAST,
-              "agents": {"echo": {"class": "tests.fixtures.agents:Echo",
-                                  "replicas": echo_replicas},
-                         "sink": {"class": "tests.fixtures.agents:Sink"}}}
+    config = {
+        "key_prefix": prefix,
+        "allowed_modules": ["tests.fixtures"],
+        "worker": FAST,
+        "agents": {
+            "echo": {"class": "tests.fixtures.agents:Echo", "replicas": echo_replicas},
+            "sink": {"class": "tests.fixtures.agents:Sink"},
+        },
+    }
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -56,16 +67,17 @@ async def wait_for_new_pid(sup: Supervisor, agent: str, slot: int, old: int) -> 
             await anyio.sleep(0.05)
 
 
-async def test_spawns_replicas_and_answers(tmp_path: Path, prefix: str, redis_url: str,
-                                           subprocess_env: dict[str, str]) -> None:
+async def test_spawns_replicas_and_answers(
+    tmp_path: Path, prefix: str, redis_url: str, subprocess_env: dict[str, str]
+) -> None:
     config = write_config(tmp_path, prefix)
-    sup = Supervisor(config, redis_url, env=subprocess_env, log_dir=tmp_path / "logs",
-                     restart_backoff=0.05)
+    sup = Supervisor(
+        config, redis_url, env=subprocess_env, log_dir=tmp_path / "logs", restart_backoff=0.05
+    )
     async with sup:
         await sup.wait_ready(60)
         procs = sup.processes()
-        assert sorted((p.agent, p.slot) for p in procs) == [("echo", 0), ("echo", 1),
-                                                            ("sink", 0)]
+        assert sorted((p.agent, p.slot) for p in procs) == [("echo", 0), ("echo", 1), ("sink", 0)]
         assert all(p.pid is not None and alive(p.pid) and p.restarts == 0 for p in procs)
         async with Client.connect(redis_url, Pipeline.load(config)) as client:
             assert await ask(client, "hello") == "HELLO"
@@ -74,11 +86,13 @@ async def test_spawns_replicas_and_answers(tmp_path: Path, prefix: str, redis_ur
     assert (tmp_path / "logs" / "echo-1.log").exists()
 
 
-async def test_restarts_a_killed_worker(tmp_path: Path, prefix: str, redis_url: str,
-                                        subprocess_env: dict[str, str]) -> None:
+async def test_restarts_a_killed_worker(
+    tmp_path: Path, prefix: str, redis_url: str, subprocess_env: dict[str, str]
+) -> None:
     config = write_config(tmp_path, prefix, echo_replicas=1)
-    sup = Supervisor(config, redis_url, env=subprocess_env, log_dir=tmp_path / "logs",
-                     restart_backoff=0.05)
+    sup = Supervisor(
+        config, redis_url, env=subprocess_env, log_dir=tmp_path / "logs", restart_backoff=0.05
+    )
     async with sup, Client.connect(redis_url, Pipeline.load(config)) as client:
         await sup.wait_ready(60)
         old = next(p for p in sup.processes() if p.agent == "echo")
@@ -91,8 +105,9 @@ async def test_restarts_a_killed_worker(tmp_path: Path, prefix: str, redis_url: 
         assert await ask(client, "after the crash") == "AFTER THE CRASH"
 
 
-async def test_replicas_override(tmp_path: Path, prefix: str, redis_url: str,
-                                 subprocess_env: dict[str, str]) -> None:
+async def test_replicas_override(
+    tmp_path: Path, prefix: str, redis_url: str, subprocess_env: dict[str, str]
+) -> None:
     config = write_config(tmp_path, prefix, echo_replicas=1)
     sup = Supervisor(config, redis_url, replicas={"echo": 0}, env=subprocess_env)
     assert [(p.agent, p.slot) for p in sup.processes()] == [("sink", 0)]

@@ -48,8 +48,13 @@ def test_unknown_top_level_key_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_key_in_an_agent_names_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("    class: tests.fixtures.agents:Sink",
-                                        "    class: tests.fixtures.agents:Sink\n    replica: 2"))
+    path = write(
+        tmp_path,
+        GOOD.replace(
+            "    class: tests.fixtures.agents:Sink",
+            "    class: tests.fixtures.agents:Sink\n    replica: 2",
+        ),
+    )
     assert f"{path}:8: agents.sink.replica: unknown key" in load_error(path)
 
 
@@ -63,12 +68,18 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
     assert "invalid YAML" in load_error(path)
 
 
-@pytest.mark.parametrize(("class_path", "expected"), [
-    ("tests.fixtures.agents:Echo()", "is not a dotted path"),
-    ("tests.fixtures.agents:Nope", "has no attribute 'Nope'"),
-    ("tests.fixtures.agents:EchoConfig", "is not an Agent subclass"),
-    ("tests.fixtures.missing_module:Echo", "cannot import module 'tests.fixtures.missing_module'"),
-])
+@pytest.mark.parametrize(
+    ("class_path", "expected"),
+    [
+        ("tests.fixtures.agents:Echo()", "is not a dotted path"),
+        ("tests.fixtures.agents:Nope", "has no attribute 'Nope'"),
+        ("tests.fixtures.agents:EchoConfig", "is not an Agent subclass"),
+        (
+            "tests.fixtures.missing_module:Echo",
+            "cannot import module 'tests.fixtures.missing_module'",
+        ),
+    ],
+)
 def test_bad_class_paths(tmp_path: Path, class_path: str, expected: str) -> None:
     path = write(tmp_path, GOOD.replace("tests.fixtures.agents:Sink", class_path))
     message = load_error(path)
@@ -77,7 +88,8 @@ def test_bad_class_paths(tmp_path: Path, class_path: str, expected: str) -> None
 
 
 def test_module_outside_allow_list_is_refused_without_importing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "imported"
     package = tmp_path / "code" / "sneaky_plugin"
     package.mkdir(parents=True)
@@ -98,16 +110,20 @@ def test_allow_list_matches_whole_module_names(tmp_path: Path) -> None:
 
 
 def test_agent_config_block_is_checked_against_its_config_model(tmp_path: Path) -> None:
-    text = GOOD.replace("class: tests.fixtures.agents:Echo",
-                        "class: tests.fixtures.agents:Echo\n    config: {sleep_seconds: slow}")
+    text = GOOD.replace(
+        "class: tests.fixtures.agents:Echo",
+        "class: tests.fixtures.agents:Echo\n    config: {sleep_seconds: slow}",
+    )
     message = load_error(write(tmp_path, text))
     assert "agents.echo.config (Echo.Config)" in message
     assert "sleep_seconds" in message
 
 
 def test_agent_config_block_rejects_unknown_options(tmp_path: Path) -> None:
-    text = GOOD.replace("class: tests.fixtures.agents:Echo",
-                        "class: tests.fixtures.agents:Echo\n    config: {fail_sometimes: true}")
+    text = GOOD.replace(
+        "class: tests.fixtures.agents:Echo",
+        "class: tests.fixtures.agents:Echo\n    config: {fail_sometimes: true}",
+    )
     message = load_error(write(tmp_path, text))
     assert "agents.echo.config" in message
     assert "fail_sometimes" in message
@@ -120,22 +136,30 @@ def test_consumed_type_without_producer(tmp_path: Path) -> None:
 
 
 def test_consumes_override_must_be_handled_by_the_class(tmp_path: Path) -> None:
-    text = GOOD.replace("class: tests.fixtures.agents:Sink",
-                        "class: tests.fixtures.agents:Sink\n    consumes: [plan.created]")
+    text = GOOD.replace(
+        "class: tests.fixtures.agents:Sink",
+        "class: tests.fixtures.agents:Sink\n    consumes: [plan.created]",
+    )
     assert "agents.sink.consumes: Sink cannot handle ['plan.created']" in load_error(
-        write(tmp_path, text))
+        write(tmp_path, text)
+    )
 
 
 def test_route_to_unknown_agent(tmp_path: Path) -> None:
-    text = GOOD.replace("class: tests.fixtures.agents:Echo",
-                        "class: tests.fixtures.agents:Echo\n    routes: {test.echoed: nobody}")
+    text = GOOD.replace(
+        "class: tests.fixtures.agents:Echo",
+        "class: tests.fixtures.agents:Echo\n    routes: {test.echoed: nobody}",
+    )
     assert "agents.echo.routes.test.echoed: unknown agent 'nobody'" in load_error(
-        write(tmp_path, text))
+        write(tmp_path, text)
+    )
 
 
 def test_bad_worker_override_is_reported_per_agent(tmp_path: Path) -> None:
-    text = GOOD.replace("class: tests.fixtures.agents:Sink",
-                        "class: tests.fixtures.agents:Sink\n    worker: {concurrency: 0}")
+    text = GOOD.replace(
+        "class: tests.fixtures.agents:Sink",
+        "class: tests.fixtures.agents:Sink\n    worker: {concurrency: 0}",
+    )
     pipeline = Pipeline.load(write(tmp_path, text))
     with pytest.raises(ConfigError, match=r"agents\.sink\.worker"):
         pipeline.config.worker_settings("sink")
@@ -144,10 +168,10 @@ def test_bad_worker_override_is_reported_per_agent(tmp_path: Path) -> None:
 def test_python_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     package = tmp_path / "conf" / "plugins" / "unit_plugin_pkg"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text(
-        "from tests.fixtures.agents import Sink as Renamed\n")
+    (package / "__init__.py").write_text("from tests.fixtures.agents import Sink as Renamed\n")
     text = GOOD.replace("[tests.fixtures]", "[tests.fixtures, unit_plugin_pkg]").replace(
-        "tests.fixtures.agents:Sink", "unit_plugin_pkg:Renamed")
+        "tests.fixtures.agents:Sink", "unit_plugin_pkg:Renamed"
+    )
     path = write(tmp_path / "conf", "python_paths: [plugins]\n" + text)
 
     pipeline = Pipeline.load(path)

@@ -12,31 +12,48 @@ from agent_runtime.registry import import_object, is_allowed, split_path
 from tests.fixtures.agents import Echo, EchoConfig
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("pkg.mod:Class", ("pkg.mod", "Class")),
-    ("pkg.mod:Class.Inner", ("pkg.mod", "Class.Inner")),
-    ("pkg.mod.Class", ("pkg.mod", "Class")),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("pkg.mod:Class", ("pkg.mod", "Class")),
+        ("pkg.mod:Class.Inner", ("pkg.mod", "Class.Inner")),
+        ("pkg.mod.Class", ("pkg.mod", "Class")),
+    ],
+)
 def test_split_path(path: str, expected: tuple[str, str]) -> None:
     assert split_path(path) == expected
 
 
-@pytest.mark.parametrize("path", ["", "Class", "pkg.mod:", "pkg..mod:X", "pkg.mod:X()",
-                                  "os.system('x')", "pkg/mod:X", "pkg.mod:X:Y"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "Class",
+        "pkg.mod:",
+        "pkg..mod:X",
+        "pkg.mod:X()",
+        "os.system('x')",
+        "pkg/mod:X",
+        "pkg.mod:X:Y",
+    ],
+)
 def test_split_path_rejects_malformed(path: str) -> None:
     with pytest.raises(ConfigError):
         split_path(path)
 
 
-@pytest.mark.parametrize(("module", "allowed", "expected"), [
-    ("agents", [], True),                      # built-in agents are always allowed
-    ("agents.executors.shell", [], True),
-    ("agentsx", [], False),                    # a prefix matches whole dotted names only
-    ("mycorp.agents", ["mycorp"], True),
-    ("mycorp", ["mycorp"], True),
-    ("mycorporate.agents", ["mycorp"], False),
-    ("os", ["mycorp"], False),
-])
+@pytest.mark.parametrize(
+    ("module", "allowed", "expected"),
+    [
+        ("agents", [], True),  # built-in agents are always allowed
+        ("agents.executors.shell", [], True),
+        ("agentsx", [], False),  # a prefix matches whole dotted names only
+        ("mycorp.agents", ["mycorp"], True),
+        ("mycorp", ["mycorp"], True),
+        ("mycorporate.agents", ["mycorp"], False),
+        ("os", ["mycorp"], False),
+    ],
+)
 def test_is_allowed(module: str, allowed: list[str], expected: bool) -> None:
     assert is_allowed(module, allowed) is expected
 
@@ -46,8 +63,9 @@ def test_import_object_allowed() -> None:
     assert import_object("tests.fixtures.agents:Echo.Config", ["tests.fixtures"]) is EchoConfig
 
 
-def test_import_object_refuses_before_importing(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_object_refuses_before_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "imported"
     (tmp_path / "registry_probe.py").write_text(f"open({str(marker)!r}, 'w').close()\nX = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))

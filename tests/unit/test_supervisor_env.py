@@ -35,10 +35,23 @@ def child(sup: Supervisor, agent: str, slot: int) -> _Child:
 def test_argv_runs_one_worker_per_replica(config: Path) -> None:
     sup = Supervisor(config, "unix:///tmp/redis.sock")
     assert [(p.agent, p.slot, p.pid) for p in sup.processes()] == [
-        ("echo", 0, None), ("echo", 1, None), ("sink", 0, None)]
+        ("echo", 0, None),
+        ("echo", 1, None),
+        ("sink", 0, None),
+    ]
     assert sup._argv(child(sup, "echo", 1)) == [
-        sys.executable, "-m", "agent_runtime", "worker", "echo", "--slot", "1",
-        "--config", str(config), "--redis-url", "unix:///tmp/redis.sock"]
+        sys.executable,
+        "-m",
+        "agent_runtime",
+        "worker",
+        "echo",
+        "--slot",
+        "1",
+        "--config",
+        str(config),
+        "--redis-url",
+        "unix:///tmp/redis.sock",
+    ]
 
 
 def test_credentials_travel_in_the_environment_not_argv(config: Path) -> None:

@@ -16,8 +16,28 @@ from .payloads import TextCounted, TextSummary, WordCount
 
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
-DEFAULT_STOPWORDS = ("a", "an", "and", "are", "as", "at", "be", "by", "for", "in", "is", "it",
-                     "of", "on", "or", "that", "the", "this", "to", "with")
+DEFAULT_STOPWORDS = (
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "by",
+    "for",
+    "in",
+    "is",
+    "it",
+    "of",
+    "on",
+    "or",
+    "that",
+    "the",
+    "this",
+    "to",
+    "with",
+)
 
 
 class WordCounterConfig(BaseModel):
@@ -25,8 +45,10 @@ class WordCounterConfig(BaseModel):
 
     top_n: int = Field(default=3, ge=1, le=50, description="most frequent words to report")
     min_length: int = Field(default=1, ge=1, description="shorter words are not ranked")
-    stopwords: list[str] = Field(default_factory=lambda: list(DEFAULT_STOPWORDS),
-                                 description="words never ranked (case-insensitive)")
+    stopwords: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_STOPWORDS),
+        description="words never ranked (case-insensitive)",
+    )
 
 
 class WordCounter(Agent[WordCounterConfig]):
@@ -46,16 +68,21 @@ class WordCounter(Agent[WordCounterConfig]):
         ranked = Counter(w for w in words if w not in stop and len(w) >= self.config.min_length)
         top = sorted(ranked.items(), key=lambda item: (-item[1], item[0]))[: self.config.top_n]
         sentences = len(SENTENCE_END.findall(text)) or (1 if words else 0)
-        return TextCounted(words=len(words), unique_words=len(set(words)), sentences=sentences,
-                           characters=len(text),
-                           top_words=[WordCount(word=w, count=n) for w, n in top])
+        return TextCounted(
+            words=len(words),
+            unique_words=len(set(words)),
+            sentences=sentences,
+            characters=len(text),
+            top_words=[WordCount(word=w, count=n) for w, n in top],
+        )
 
 
 class SummarizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    words_per_minute: int = Field(default=200, ge=50, le=2_000,
-                                  description="reading speed for the reading-time estimate")
+    words_per_minute: int = Field(
+        default=200, ge=50, le=2_000, description="reading speed for the reading-time estimate"
+    )
 
 
 class Summarizer(Agent[SummarizerConfig]):
@@ -74,9 +101,15 @@ class Summarizer(Agent[SummarizerConfig]):
     def summarize(self, counted: TextCounted) -> TextSummary:
         seconds = math.ceil(counted.words * 60 / self.config.words_per_minute)
         top = ", ".join(f"{w.word} ({w.count})" for w in counted.top_words) or "none"
-        summary = (f"{counted.words} words ({counted.unique_words} unique), "
-                   f"{counted.sentences} sentence(s), {counted.characters} characters; "
-                   f"most frequent: {top}; reading time about {seconds} s")
-        return TextSummary(summary=summary, words=counted.words, sentences=counted.sentences,
-                           top_words=[w.word for w in counted.top_words],
-                           reading_seconds=seconds)
+        summary = (
+            f"{counted.words} words ({counted.unique_words} unique), "
+            f"{counted.sentences} sentence(s), {counted.characters} characters; "
+            f"most frequent: {top}; reading time about {seconds} s"
+        )
+        return TextSummary(
+            summary=summary,
+            words=counted.words,
+            sentences=counted.sentences,
+            top_words=[w.word for w in counted.top_words],
+            reading_seconds=seconds,
+        )
