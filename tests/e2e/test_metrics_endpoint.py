@@ -1,0 +1,100 @@
+"""The /metrics endpoint of real worker processes exposes correct counter values."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent_runtime.codec import Codec
+from agent_runtime.testing import wait_until
+from tests.integration.obs_pipeline import EchoPipeline
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(port: int, name: str, **labels: str) -> float | None:
+    return scrape(port).get((name, frozenset(labels.items())))
+
+
+@pytest.fixture
+def make_pipeline(tmp_path: Path, redis_url: str, prefix: str,
+                  subprocess_env: dict[str, str]) -> Iterator[object]:
+    made: list[EchoPipeline] = []
+
+    def make(**echo: object) -> EchoPipeline:
+        pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env, echo=dict(echo))
+        made.append(pipe)
+        return pipe
+
+    yield make
+    for pipe in made:
+        pipe.close()
+
+
+def start_with_metrics(p: EchoPipeline, agent: str) -> int:
+    port = free_port()
+    p.start(agent, AGENT_RUNTIME_METRICS_PORT=str(port), AGENT_RUNTIME_METRICS_INTERVAL="0.2")
+    return port
+
+
+def test_counters_histogram_gauges_after_n_messages(make_pipeline: object) -> None:
+    p: EchoPipeline = make_pipeline()  # type: ignore[operator]
+    echo_port = start_with_metrics(p, "echo")
+    sink_port = start_with_metrics(p, "sink")
+    messages = [p.publish(f"m{i}") for i in range(5)]
+    wait_until(lambda: all(p.replies(m) for m in messages), 30, message="5 replies")
+    # the same envelope again: the worker drops it as a duplicate
+    p.r.xadd(p.keys.inbox("echo"), Codec(p.pipeline.schemas).encode(messages[0]))
+
+    echo = {"agent": "echo", "message_type": "user.request"}
+    wait_until(lambda: sample(echo_port, "agent_runtime_duplicates_dropped_total",
+                              agent="echo") == 1, message="duplicate counted")
+    assert sample(echo_port, "agent_runtime_messages_handled_total", **echo) == 5
+    assert sample(echo_port, "agent_runtime_handle_duration_seconds_count", **echo) == 5
+    assert sample(sink_port, "agent_runtime_messages_handled_total", agent="sink",
+                  message_type="test.echoed") == 5
+    assert sample(echo_port, "agent_runtime_messages_handled_total", agent="sink",
+                  message_type="test.echoed") is None  # each process counts its own agent
+    assert sample(echo_port, "agent_runtime_in_flight_messages", agent="echo") == 0
+    group = {"stream": p.keys.inbox("echo"), "group": "echo"}
+    wait_until(lambda: sample(echo_port, "agent_runtime_stream_length_messages",
+                              stream=p.keys.inbox("echo")) == 6, message="collector round")
+    assert sample(echo_port, "agent_runtime_consumer_group_lag_messages", **group) == 0
+    assert sample(echo_port, "agent_runtime_pending_messages", **group) == 0
+    assert sample(echo_port, "agent_runtime_oldest_pending_age_seconds", **group) == 0
+
+
+def test_failures_and_dead_letters_are_counted(make_pipeline: object) -> None:
+    p: EchoPipeline = make_pipeline(fail_always=True)  # type: ignore[operator]
+    port = start_with_metrics(p, "echo")
+    for text in ("a", "b", "c"):
+        p.publish(text)
+    p.r.xadd(p.keys.inbox("echo"), {b"m": b"not json"})
+    labels = {"agent": "echo", "message_type": "user.request"}
+    wait_until(lambda: sample(port, "agent_runtime_messages_dead_lettered_total", **labels,
+                              reason="max_deliveries") == 3, 30, message="3 dead letters")
+    # max_deliveries is 2: every poison message failed twice
+    assert sample(port, "agent_runtime_messages_failed_total", **labels,
+                  error="RuntimeError") == 6
+    assert sample(port, "agent_runtime_messages_dead_lettered_total", agent="echo",
+                  message_type="unknown", reason="undecodable") == 1
+    assert sample(port, "agent_runtime_messages_handled_total", **labels) is None
+    assert p.r.xlen(p.keys.dlq("echo")) == 4
