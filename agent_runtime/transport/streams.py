@@ -216,7 +216,7 @@ class StreamBus:
         if errors:
             raise errors[0]
 
-    async def safe_trim(self, stream: str, retention_ms: int) -> int:
+    async def safe_trim(self, stream: str, retention_ms: int, *, approximate: bool = True) -> int:
         """Trim entries older than ``retention_ms`` that every group has delivered and acked.
         MINID never passes the oldest pending entry or any group's last-delivered id."""
         minid = _ms_id(int(time.time() * 1000) - retention_ms)
@@ -231,7 +231,7 @@ class StreamBus:
                 summary = await self.redis.xpending(stream, group["name"])
                 if summary.get("min"):
                     minid = min(minid, _as_bytes(summary["min"]), key=_id_key)
-        return int(await self.redis.xtrim(stream, minid=minid, approximate=True))
+        return int(await self.redis.xtrim(stream, minid=minid, approximate=approximate))
 
     async def _xreadgroup(self, streams: dict[str, str], count: int,
                           block_ms: int | None) -> list[Entry]:

@@ -1,0 +1,162 @@
+"""Envelope, codec and schema registry: the typed contract on the wire."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar
+
+import pytest
+from pydantic import ValidationError
+
+from agent_runtime.codec import Codec
+from agent_runtime.errors import DecodeError
+from protocols.base import Payload, SchemaRegistry
+from protocols.core import UserRequest
+from protocols.envelope import AgentMessage, output_id
+
+
+class GreetingV1(Payload):
+    message_type = "test.greeting"
+    schema_version = 1
+    name: str
+
+
+class GreetingV2(Payload):
+    message_type = "test.greeting"
+    schema_version = 2
+    previous: ClassVar[type[Payload] | None] = GreetingV1
+    name: str
+    language: str = "en"
+
+
+class GreetingV3(Payload):
+    message_type = "test.greeting"
+    schema_version = 3
+    previous: ClassVar[type[Payload] | None] = GreetingV2
+    name: str
+    language: str
+
+
+def message(body: Payload, **overrides: object) -> AgentMessage:
+    fields: dict[str, object] = dict(
+        message_id=uuid.uuid4(), correlation_id=uuid.uuid4(), from_agent="client",
+        to_agent="echo", message_type=body.message_type,
+        schema_version=body.schema_version, payload=body.model_dump(mode="json"),
+        timestamp=datetime.now(UTC))
+    fields.update(overrides)
+    return AgentMessage(**fields)  # type: ignore[arg-type]
+
+
+def test_envelope_is_frozen_and_rejects_unknown_fields() -> None:
+    msg = message(UserRequest(text="hi"))
+    with pytest.raises(ValidationError):
+        msg.hops = 3  # type: ignore[misc]
+    data = json.loads(msg.model_dump_json())
+    data["surprise"] = 1
+    with pytest.raises(ValidationError, match="surprise"):
+        AgentMessage.model_validate_json(json.dumps(data))
+
+
+def test_envelope_requires_timezone_and_dotted_type() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        message(UserRequest(text="hi"), timestamp=datetime(2026, 1, 1))
+    with pytest.raises(ValidationError, match="message_type"):
+        message(UserRequest(text="hi"), message_type="nodots")
+
+
+def test_derived_outputs_have_deterministic_ids_and_inherit_context() -> None:
+    parent = message(UserRequest(text="hi"), deadline=datetime(2030, 1, 1, tzinfo=UTC),
+                     reply_to="ar:reply:{x}", budget_usd=1.5)
+    kwargs = dict(index=0, from_agent="echo", to_agent="sink", message_type="test.greeting",
+                  schema_version=1, payload={"name": "a"}, now=datetime.now(UTC))
+    first, again = parent.derive(**kwargs), parent.derive(**kwargs)  # type: ignore[arg-type]
+    assert first.message_id == again.message_id == output_id(parent.message_id, 0)
+    assert parent.derive(**{**kwargs, "index": 1}).message_id != first.message_id  # type: ignore[arg-type]
+    assert first.correlation_id == parent.correlation_id
+    assert first.causation_id == parent.message_id
+    assert (first.deadline, first.reply_to, first.budget_usd) == (
+        parent.deadline, parent.reply_to, parent.budget_usd)
+    assert first.hops == parent.hops + 1
+
+
+def test_codec_round_trip_returns_typed_payload() -> None:
+    codec = Codec(SchemaRegistry([UserRequest]))
+    msg = message(UserRequest(text="hello"))
+    decoded = codec.decode(codec.encode(msg))
+    assert decoded.message == msg
+    assert decoded.payload == UserRequest(text="hello")
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({b"m": b"\xff\xfe not json"}, "undecodable"),
+    ({b"x": b"no m field"}, "undecodable"),
+    ({b"m": b"[1, 2]"}, "invalid"),
+    ({b"m": b"{" + b" " * 5000 + b"}"}, "oversize"),
+])
+def test_codec_rejects_bad_bytes_with_reason(fields: dict[bytes, bytes], reason: str) -> None:
+    codec = Codec(SchemaRegistry([UserRequest]), max_bytes=4096)
+    with pytest.raises(DecodeError) as info:
+        codec.decode(fields)
+    assert info.value.reason == reason
+
+
+def test_size_cap_is_checked_before_parsing() -> None:
+    codec = Codec(SchemaRegistry([UserRequest]), max_bytes=1024)
+    huge_but_valid = message(UserRequest(text="x" * 2000))
+    big = {b"m": huge_but_valid.model_dump_json().encode()}
+    with pytest.raises(DecodeError, match="oversize"):
+        codec.decode(big)
+    with pytest.raises(DecodeError, match="oversize"):
+        codec.encode(huge_but_valid)
+
+
+def test_codec_names_wrong_schema_and_unknown_type() -> None:
+    codec = Codec(SchemaRegistry([UserRequest]))
+    wrong = message(UserRequest(text="x"), payload={"txt": "y"})
+    with pytest.raises(DecodeError) as info:
+        codec.decode({b"m": wrong.model_dump_json().encode()})
+    assert info.value.reason == "invalid"
+    assert "payload of user.request" in str(info.value)
+    stranger = message(GreetingV1(name="x"))
+    with pytest.raises(DecodeError) as info:
+        codec.decode({b"m": stranger.model_dump_json().encode()})
+    assert info.value.reason == "unknown_type"
+
+
+def test_signatures_cover_the_exact_bytes() -> None:
+    registry = SchemaRegistry([UserRequest])
+    signer = Codec(registry, signing_key=b"k1")
+    fields = signer.encode(message(UserRequest(text="hi")))
+    assert signer.decode(fields).payload == UserRequest(text="hi")
+    tampered = {**fields, b"m": fields[b"m"].replace(b"hi", b"ho")}
+    for bad in (tampered, {b"m": fields[b"m"]}, Codec(registry, signing_key=b"k2").encode(
+            message(UserRequest(text="hi")))):
+        with pytest.raises(DecodeError) as info:
+            signer.decode(bad)
+        assert info.value.reason == "bad_signature"
+
+
+def test_versions_n_and_n_minus_1_are_readable_older_is_not() -> None:
+    registry = SchemaRegistry([GreetingV3])
+    assert registry.current("test.greeting") is GreetingV3
+    upgraded = registry.parse("test.greeting", 2, {"name": "ada", "language": "fr"})
+    assert upgraded == GreetingV3(name="ada", language="fr")
+    assert registry.parse("test.greeting", 3, {"name": "b", "language": "de"}).name == "b"
+    codec = Codec(registry)
+    with pytest.raises(DecodeError) as info:
+        codec.decode(codec.encode(message(GreetingV1(name="old"))))
+    assert info.value.reason == "unknown_version"
+    assert "reads v3 and v2" in str(info.value)
+
+
+def test_registry_refuses_two_models_for_one_version() -> None:
+    class Other(Payload):
+        message_type = "test.greeting"
+        schema_version = 1
+        nickname: str
+
+    registry = SchemaRegistry([GreetingV1])
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(Other)
