@@ -4,7 +4,6 @@ speak each API's wire format (tests/llmfakes). Nothing here touches the network.
 from __future__ import annotations
 
 import socket
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
