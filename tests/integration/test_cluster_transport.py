@@ -43,8 +43,9 @@ async def _bus(redis: Any, streams: list[str], consumer: str = "c1") -> StreamBu
     return bus
 
 
-async def test_sharded_inboxes_live_on_different_masters(cluster_redis: Any,
-                                                         streams: list[str]) -> None:
+async def test_sharded_inboxes_live_on_different_masters(
+    cluster_redis: Any, streams: list[str]
+) -> None:
     nodes = {cluster_redis.get_node_from_key(s).name for s in streams}
     assert len(nodes) >= 2, "shards of one inbox should spread over the cluster's masters"
 
@@ -54,14 +55,21 @@ async def test_request_keys_share_one_slot(prefix: str) -> None:
 
     keys = Keys(prefix)
     cid = str(uuid.uuid4())
-    slots = {key_slot(k.encode()) for k in
-             (keys.reply(cid), keys.trace(cid), keys.request_state(cid, "plan"),
-              keys.request_state(cid, "cost"))}
+    slots = {
+        key_slot(k.encode())
+        for k in (
+            keys.reply(cid),
+            keys.trace(cid),
+            keys.request_state(cid, "plan"),
+            keys.request_state(cid, "cost"),
+        )
+    }
     assert len(slots) == 1
 
 
-async def test_read_new_covers_every_shard_and_respects_count(cluster_redis: Any,
-                                                             streams: list[str]) -> None:
+async def test_read_new_covers_every_shard_and_respects_count(
+    cluster_redis: Any, streams: list[str]
+) -> None:
     bus = await _bus(cluster_redis, streams)
     for n, stream in enumerate(streams):
         for i in range(2):
@@ -74,8 +82,9 @@ async def test_read_new_covers_every_shard_and_respects_count(cluster_redis: Any
     assert await bus.read_new(streams, count=10, block_ms=50) == []
 
 
-async def test_commit_writes_and_acks_across_slots(cluster_redis: Any, streams: list[str],
-                                                   prefix: str) -> None:
+async def test_commit_writes_and_acks_across_slots(
+    cluster_redis: Any, streams: list[str], prefix: str
+) -> None:
     keys = Keys(prefix)
     bus = await _bus(cluster_redis, streams)
     for stream in streams:
@@ -84,10 +93,14 @@ async def test_commit_writes_and_acks_across_slots(cluster_redis: Any, streams: 
     assert len(entries) == SHARDS
     cid = str(uuid.uuid4())
     done = [keys.done("agent", str(uuid.uuid4())) for _ in entries]
-    commit = Commit(outputs=[(keys.inbox("next", 1), {b"m": b"out"}, None),
-                             (keys.reply(cid), {b"m": b"reply"}, 60)],
-                    done_keys=done[:2],
-                    dead=[DeadLetter(entries[2], keys.dlq("agent"), "poison", "boom")])
+    commit = Commit(
+        outputs=[
+            (keys.inbox("next", 1), {b"m": b"out"}, None),
+            (keys.reply(cid), {b"m": b"reply"}, 60),
+        ],
+        done_keys=done[:2],
+        dead=[DeadLetter(entries[2], keys.dlq("agent"), "poison", "boom")],
+    )
     for entry in entries:
         commit.ack(entry)
     await bus.commit(commit)
@@ -100,8 +113,9 @@ async def test_commit_writes_and_acks_across_slots(cluster_redis: Any, streams: 
         assert (await cluster_redis.xpending(stream, "agent"))["pending"] == 0
 
 
-async def test_lease_hand_back_and_reclaim_across_shards(cluster_redis: Any,
-                                                         streams: list[str]) -> None:
+async def test_lease_hand_back_and_reclaim_across_shards(
+    cluster_redis: Any, streams: list[str]
+) -> None:
     owner = await _bus(cluster_redis, streams, consumer="owner")
     thief = await _bus(cluster_redis, streams, consumer="thief")
     for stream in streams:
@@ -123,8 +137,9 @@ async def test_lease_hand_back_and_reclaim_across_shards(cluster_redis: Any,
     assert all(e.delivery_count == 2 for e in stolen)
 
 
-async def test_own_pending_and_redeliver_count_deliveries(cluster_redis: Any,
-                                                          streams: list[str]) -> None:
+async def test_own_pending_and_redeliver_count_deliveries(
+    cluster_redis: Any, streams: list[str]
+) -> None:
     bus = await _bus(cluster_redis, streams)
     await cluster_redis.xadd(streams[1], {b"m": b"x"})
     (entry,) = await bus.read_new(streams, count=10, block_ms=100)
@@ -147,15 +162,20 @@ async def test_safe_trim_keeps_pending_entries(cluster_redis: Any, streams: list
 
 
 def _pipeline(prefix: str) -> Pipeline:
-    config = PipelineConfig.model_validate({
-        "key_prefix": prefix, "allowed_modules": ["tests.fixtures"],
-        "agents": {"echo": {"class": "tests.fixtures.agents:Echo", "shards": SHARDS},
-                   "sink": {"class": "tests.fixtures.agents:Sink", "shards": SHARDS}}})
+    config = PipelineConfig.model_validate(
+        {
+            "key_prefix": prefix,
+            "allowed_modules": ["tests.fixtures"],
+            "agents": {
+                "echo": {"class": "tests.fixtures.agents:Echo", "shards": SHARDS},
+                "sink": {"class": "tests.fixtures.agents:Sink", "shards": SHARDS},
+            },
+        }
+    )
     return Pipeline.build(config)
 
 
-async def test_client_publishes_to_shards_and_reads_reply(cluster_redis: Any,
-                                                          prefix: str) -> None:
+async def test_client_publishes_to_shards_and_reads_reply(cluster_redis: Any, prefix: str) -> None:
     pipeline = _pipeline(prefix)
     keys = pipeline.config.keys
     client = Client(cluster_redis, pipeline)
@@ -167,9 +187,15 @@ async def test_client_publishes_to_shards_and_reads_reply(cluster_redis: Any,
         assert await cluster_redis.xlen(keys.trace(str(message.correlation_id))) == 1
     used = {pipeline.routing.stream_for("echo", m.correlation_id) for m in sent}
     assert len(used) >= 2
-    reply = sent[0].model_copy(update={"message_id": uuid.uuid4(), "message_type": "test.reply",
-                                       "from_agent": "sink", "to_agent": "client",
-                                       "payload": {"text": "HELLO 0"}})
+    reply = sent[0].model_copy(
+        update={
+            "message_id": uuid.uuid4(),
+            "message_type": "test.reply",
+            "from_agent": "sink",
+            "to_agent": "client",
+            "payload": {"text": "HELLO 0"},
+        }
+    )
     assert sent[0].reply_to is not None
     await cluster_redis.xadd(sent[0].reply_to, client.codec.encode(reply))
     decoded = await client.wait_reply(sent[0], timeout=5)
