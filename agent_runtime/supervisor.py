@@ -190,9 +190,13 @@ class Supervisor:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
-        for child in self._children:
-            self._spawn(child)
-            self._tasks.start_soon(self._keep_running, child)
+        try:
+            for child in self._children:
+                self._spawn(child)
+                self._tasks.start_soon(self._keep_running, child)
+        except BaseException as exc:  # stop what did start, then re-raise
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         self.log.info(
             "supervisor_started",
             workers=len(self._children),
@@ -214,7 +218,13 @@ class Supervisor:
                 await self._stop_all()
         finally:
             self._tasks.cancel_scope.cancel()
-            result = await self._tasks.__aexit__(exc_type, exc, tb)
+            # Only a cancellation goes into the task group (its scope may own it); any other
+            # exception of the body propagates as itself, not wrapped in an ExceptionGroup.
+            result: bool | None = None
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                result = await self._tasks.__aexit__(exc_type, exc, tb)
+            else:
+                await self._tasks.__aexit__(None, None, None)
         return result
 
     # ------------------------------------------------------------------ children

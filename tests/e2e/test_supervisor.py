@@ -14,7 +14,7 @@ import yaml
 from agent_runtime.client import Client
 from agent_runtime.errors import ConfigError
 from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor, WorkerProcess
+from agent_runtime.supervisor import Supervisor, WorkerProcess, WorkersNotReady
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -113,3 +113,26 @@ async def test_replicas_override(
     assert [(p.agent, p.slot) for p in sup.processes()] == [("sink", 0)]
     with pytest.raises(ConfigError, match="unknown agent type 'nope'"):
         Supervisor(config, redis_url, replicas={"nope": 1})
+
+
+async def test_errors_of_the_body_propagate_unwrapped(
+    tmp_path: Path, prefix: str, redis_url: str
+) -> None:
+    config = write_config(tmp_path, prefix, echo_replicas=0)
+    with pytest.raises(LookupError, match="from the body"):
+        async with Supervisor(config, redis_url, replicas={"sink": 0}):
+            raise LookupError("from the body")
+
+
+async def test_wait_ready_names_workers_that_keep_crashing(
+    tmp_path: Path, prefix: str, redis_url: str, subprocess_env: dict[str, str]
+) -> None:
+    config = write_config(tmp_path, prefix, echo_replicas=1)
+    broken = {**subprocess_env, "PYTHONHOME": str(tmp_path / "no-python-here")}
+    sup = Supervisor(config, redis_url, env=broken, log_dir=tmp_path / "logs", restart_backoff=0.05)
+    async with sup:
+        with anyio.fail_after(30):  # until each child has crashed at least once
+            while not all(c.exits for c in sup._children):
+                await anyio.sleep(0.05)
+        with pytest.raises(WorkersNotReady, match=r"echo\[0\] \(exited \d+x, last code 1\)"):
+            await sup.wait_ready(0.2)
