@@ -22,7 +22,9 @@ from agent_runtime.routing import Routing
 from agent_runtime.settings import WorkerSettings
 from protocols.envelope import AGENT_NAME_PATTERN, MESSAGE_TYPE_PATTERN
 
-ENTRY_TYPES = frozenset({"user.request"})
+#: Message types published from outside the pipeline (client, CLI): they need no producer.
+#: ``approval.decision`` comes from ``agent-runtime approve/reject``.
+ENTRY_TYPES = frozenset({"user.request", "approval.decision"})
 _NAME = re.compile(AGENT_NAME_PATTERN)
 _TYPE = re.compile(MESSAGE_TYPE_PATTERN)
 

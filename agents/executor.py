@@ -1,0 +1,175 @@
+"""executor: ``task.dispatched`` -> runs the step's tool -> ``task.result`` (to the router).
+
+Before anything runs, the task's approval must carry a valid signature for exactly this
+request, step, tool, arguments and approver (agent_runtime.approval); a missing, forged or
+mismatched approval is refused and logged, and the tool is never called. Tools are plugged in
+by dotted path (``tools: {name: {class: ..., options: {...}}}``) and imported through the
+registry allow-list. Every call goes through :func:`invoke_tool` -- the one place policies
+(retry, timeout, breaker) wrap. The step's idempotency key ``CID:STEP`` is passed to the tool.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent_runtime.agent import Agent, MessageContext
+from agent_runtime.approval import approval_key, verify
+from agent_runtime.errors import ConfigError
+from agent_runtime.registry import import_object
+from agents.common import budget_reason, over_budget
+from agents.executors.base import Tool, ToolContext, ToolError, ToolOutput, TransientToolError
+from protocols.pipeline import StepResult, Task
+
+
+class ToolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_path: str = Field(alias="class", description="'package.module:ToolClass'")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+DEFAULT_TOOLS = {
+    "file_list": {"class": "agents.executors.files:FileList"},
+    "file_read": {"class": "agents.executors.files:FileRead"},
+    "shell": {"class": "agents.executors.shell:Shell"},
+    "http": {"class": "agents.executors.http:Http"},
+    "python": {"class": "agents.executors.python:Python"},
+    "deploy": {"class": "agents.executors.deploy:Deploy"},
+}
+
+
+class ExecutorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sandbox: str = Field(default=".", description="root of file tools and shell working dir")
+    tools: dict[str, ToolSpec] = Field(
+        default_factory=lambda: {k: ToolSpec.model_validate(v) for k, v in DEFAULT_TOOLS.items()})
+    allowed_modules: list[str] = Field(default_factory=list,
+                                       description="module prefixes of tools beyond 'agents'")
+    step_timeout: float = Field(default=60.0, gt=0, description="seconds per tool attempt")
+    attempts: int = Field(default=2, ge=1, le=10, description="tries on transient tool errors")
+    retry_backoff: float = Field(default=0.2, ge=0)
+
+
+def build_tools(config: ExecutorConfig) -> dict[str, Tool]:
+    tools: dict[str, Tool] = {}
+    for name, spec in config.tools.items():
+        cls = import_object(spec.class_path, config.allowed_modules)
+        try:
+            tools[name] = cls(cls.Options.model_validate(spec.options))
+        except (AttributeError, ValidationError, TypeError) as exc:
+            raise ConfigError(f"tools.{name} ({spec.class_path}): {exc}") from exc
+    return tools
+
+
+async def invoke_tool(tool: Tool, args: dict[str, Any], context: ToolContext,
+                      seconds: float) -> ToolOutput:
+    """One tool call under a timeout. The single seam for retry/timeout/breaker policies."""
+    try:
+        with anyio.fail_after(seconds):
+            return await tool.run(args, context)
+    except TimeoutError:
+        raise TransientToolError(f"step timed out after {seconds}s") from None
+
+
+class Executor(Agent[ExecutorConfig]):
+    Config = ExecutorConfig
+    consumes = (Task,)
+    produces = (StepResult,)
+
+    _tools: dict[str, Tool] | None = None
+    _key: bytes | None = None
+    _sandbox: Path | None = None
+
+    @property
+    def sandbox(self) -> Path:
+        if self._sandbox is None:
+            self._sandbox = Path(self.config.sandbox).resolve()
+        return self._sandbox
+
+    async def start(self) -> None:
+        self.tools  # noqa: B018 - import and check every tool before the first task
+        self.key  # noqa: B018
+        if not self.sandbox.is_dir():
+            raise ConfigError(f"executor sandbox {self.config.sandbox!r} is not a directory")
+
+    @property
+    def tools(self) -> dict[str, Tool]:
+        if self._tools is None:
+            self._tools = build_tools(self.config)
+        return self._tools
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = approval_key()
+        return self._key
+
+    def approval_problem(self, ctx: MessageContext, task: Task) -> str | None:
+        approval = task.approval
+        if approval is None:
+            return "the task carries no safety approval"
+        if approval.step_id != task.step.id:
+            return "the approval is for another step"
+        if not verify(self.key, approval.signature, correlation_id=str(ctx.message.correlation_id),
+                      step_id=task.step.id, tool=task.step.tool, args=task.step.args,
+                      approver=approval.approver):
+            return "the approval signature does not match this task"
+        return None
+
+    async def handle(self, ctx: MessageContext) -> None:
+        task = ctx.payload
+        assert isinstance(task, Task)
+        step = task.step
+        problem = self.approval_problem(ctx, task)
+        if problem is not None:
+            ctx.log.warning("task_refused", step_id=step.id, tool=step.tool, reason=problem)
+            ctx.send(StepResult(step_id=step.id, tool=step.tool, status="refused",
+                                error=f"refused: {problem}"))
+            return
+        spent = task.spent_usd + step.cost_estimate_usd
+        if over_budget(ctx, spent):
+            ctx.send(StepResult(step_id=step.id, tool=step.tool, status="cancelled",
+                                error=budget_reason(ctx, spent, "spent plus this step's estimate")))
+            return
+        ctx.send(await self.run_step(ctx, task))
+
+    async def run_step(self, ctx: MessageContext, task: Task) -> StepResult:
+        step = task.step
+        started, clock = datetime.now(UTC), time.perf_counter()
+        tool = self.tools.get(step.tool)
+        base: dict[str, Any] = {"step_id": step.id, "tool": step.tool, "started_at": started}
+        if tool is None:
+            return StepResult(**base, status="failed", finished_at=datetime.now(UTC),
+                              error=f"this executor has no tool {step.tool!r}")
+        context = ToolContext(correlation_id=str(ctx.message.correlation_id), step_id=step.id,
+                              idempotency_key=task.idempotency_key,
+                              sandbox=self.sandbox,
+                              deadline=ctx.message.deadline)
+        attempts, error, output = 0, "", None
+        while attempts < self.config.attempts and output is None:
+            attempts += 1
+            try:
+                output = await invoke_tool(tool, step.args, context, self.config.step_timeout)
+            except TransientToolError as exc:
+                error = str(exc)
+                if attempts < self.config.attempts:
+                    await anyio.sleep(self.config.retry_backoff * attempts)
+            except ToolError as exc:
+                error = str(exc)
+                break
+        elapsed = (time.perf_counter() - clock) * 1000
+        done = {**base, "finished_at": datetime.now(UTC), "duration_ms": elapsed,
+                "attempts": attempts}
+        if output is None:
+            ctx.log.info("step_failed", step_id=step.id, tool=step.tool, error=error)
+            return StepResult(**done, status="failed", error=error)
+        return StepResult(**done, status="succeeded", output=output.output,
+                          truncated=output.truncated,
+                          cost_usd=output.cost_usd or step.cost_estimate_usd)

@@ -1,0 +1,89 @@
+"""``http``: fetch a URL with httpx. Host allow-list, scheme check, no redirects followed (a
+redirect could leave the list), timeout, and a cap on the body bytes read (the rest is never
+downloaded). The idempotency key travels as the ``Idempotency-Key`` header."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import Field
+
+from agents.executors.base import (
+    ToolContext,
+    ToolError,
+    ToolOptions,
+    ToolOutput,
+    TransientToolError,
+    only,
+    require,
+)
+
+
+class HttpOptions(ToolOptions):
+    hosts: list[str] = Field(default_factory=list,
+                             description="exact host names (or host:port) that may be fetched")
+    methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD"])
+    schemes: list[str] = Field(default_factory=lambda: ["https", "http"])
+    timeout: float = Field(default=10.0, gt=0, le=600)
+    max_bytes: int = Field(default=16 * 1024, ge=1, le=16 * 1024 * 1024)
+
+
+class Http:
+    """args: ``url``, optional ``method`` (GET). Output: status, content type, body text."""
+
+    Options = HttpOptions
+
+    def __init__(self, options: HttpOptions) -> None:
+        self.options = options
+
+    def check(self, args: dict[str, Any]) -> tuple[str, str]:
+        only(args, "url", "method")
+        url = require(args, "url", str)
+        method = str(args.get("method", "GET")).upper()
+        if method not in self.options.methods:
+            raise ToolError(f"method {method} is not allowed")
+        parts = urlsplit(url)
+        if parts.scheme not in self.options.schemes:
+            raise ToolError(f"scheme {parts.scheme!r} is not allowed")
+        host = (parts.hostname or "").lower()
+        with_port = f"{host}:{parts.port}" if parts.port else host
+        if host not in self.options.hosts and with_port not in self.options.hosts:
+            raise ToolError(f"host {host!r} is not on the allow-list")
+        if parts.username or parts.password:
+            raise ToolError("credentials in URLs are not allowed")
+        return method, url
+
+    async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput:
+        method, url = self.check(args)
+        headers = {"Idempotency-Key": context.idempotency_key, "User-Agent": "agent-runtime",
+                   "Accept-Encoding": "identity"}  # raw bytes are capped: no decompression
+        try:
+            async with httpx.AsyncClient(timeout=self.options.timeout, follow_redirects=False,
+                                         trust_env=False) as client, \
+                    client.stream(method, url, headers=headers) as response:
+                body, truncated = await _read_capped(response, self.options.max_bytes)
+        except httpx.TimeoutException as exc:
+            raise TransientToolError(f"{method} {url} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise TransientToolError(f"{method} {url} failed: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise TransientToolError(f"{method} {url} answered {response.status_code}")
+        result = {"status": response.status_code,
+                  "content_type": response.headers.get("content-type", ""),
+                  "body": body.decode(response.encoding or "utf-8", errors="replace")}
+        if response.status_code >= 400:
+            raise ToolError(f"{method} {url} answered {response.status_code}")
+        return ToolOutput(result, truncated=truncated)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            return b"".join(chunks)[:cap], True
+    return b"".join(chunks), False

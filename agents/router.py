@@ -1,0 +1,155 @@
+"""router: holds each request's plan DAG in Redis, dispatches ready steps to the executor type
+that declares the step's tool (independent steps in parallel), collects their results, and
+hands the finished plan to the reporter.
+
+State: one hash per request, ``keys.request_state(cid, "plan")`` (hash-tagged: one slot),
+field ``state`` (JSON of :class:`agents.plan_state.PlanState`) and ``fx:MESSAGE_ID`` (the
+effects handling that message had). Every change is one optimistic transaction (WATCH the
+key, read, compute, MULTI/EXEC; retry on conflict), so two router replicas can never both move
+a step to ``dispatched``. The ``fx`` record makes handling idempotent per input message: a
+redelivered message (its worker died before committing outputs) re-emits the very same
+outputs (same deterministic ids) without touching the state again.
+
+Human approval expiry: on a plan that waits for approval the router sends itself an
+``approval.timer``; handling it before ``expires_at`` raises ``Retry(delay, count=False)``
+(the message stays pending and leased by this worker, without using up deliveries; if the
+worker dies it is reclaimed), and at expiry the still-waiting steps are rejected. Each waiting
+request holds one in-flight slot of one router process until then: size ``concurrency``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import WatchError
+
+from agent_runtime.agent import Agent, MessageContext
+from agent_runtime.approval import APPROVAL_STATE
+from agent_runtime.errors import Retry, Skip
+from agents.common import finish
+from agents.plan_state import Effects, PlanState
+from protocols.pipeline import (
+    ApprovalResolution,
+    ApprovalTimer,
+    Outcome,
+    SafetyVerdict,
+    StepResult,
+    Task,
+)
+
+DEFAULT_EXECUTORS = {"executor": ["file_list", "file_read", "shell", "http", "python", "deploy"]}
+PLAN_STATE = "plan"
+Transition = Callable[[PlanState | None], tuple[PlanState | None, Effects]]
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executors: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_EXECUTORS.items()},
+        description="executor agent type -> the tools it declares")
+    state_ttl: int = Field(default=7 * 24 * 3600, ge=60, description="seconds a plan is kept")
+    timer_poll: float = Field(default=30.0, gt=0,
+                              description="longest wait between checks of an approval timer")
+
+
+class Router(Agent[RouterConfig]):
+    Config = RouterConfig
+    consumes = (SafetyVerdict, StepResult, ApprovalResolution, ApprovalTimer)
+    produces = (Task, StepResult, Outcome, ApprovalTimer)
+
+    def executor_for(self, tool: str) -> str | None:
+        return next((name for name, tools in self.config.executors.items() if tool in tools),
+                    None)
+
+    async def handle(self, ctx: MessageContext) -> None:
+        payload = ctx.payload
+        if isinstance(payload, SafetyVerdict) and payload.decision == "rejected":
+            finish(ctx, "rejected", payload.plan.request, reasons=payload.reasons,
+                   plan=payload.plan, spend=payload.plan.spend)
+            return
+        if isinstance(payload, ApprovalTimer):
+            remaining = (payload.expires_at - datetime.now(UTC)).total_seconds()
+            if remaining > 0:
+                raise Retry("approval timer not due", delay=min(remaining, self.config.timer_poll),
+                            count=False)
+        state, effects = await self.transact(ctx, self._transition(ctx))
+        if state is None or not effects:
+            raise Skip
+        self.emit(ctx, state, effects)
+
+    def _transition(self, ctx: MessageContext) -> Transition:
+        payload = ctx.payload
+
+        def apply(state: PlanState | None) -> tuple[PlanState | None, Effects]:
+            if isinstance(payload, SafetyVerdict):
+                if state is not None:
+                    return state, Effects()
+                return PlanState.start(payload, ctx.message.budget_usd)
+            if state is None:
+                return None, Effects()
+            if isinstance(payload, StepResult):
+                return state, state.record(payload)
+            if isinstance(payload, ApprovalResolution):
+                return state, state.resolve(payload)
+            assert isinstance(payload, ApprovalTimer)
+            return state, state.expire(payload.steps)
+
+        return apply
+
+    def emit(self, ctx: MessageContext, state: PlanState, effects: Effects) -> None:
+        cid = str(ctx.message.correlation_id)
+        for step_id in effects.dispatch:
+            step = state.plan.step(step_id)
+            target = self.executor_for(step.tool)
+            if target is None:  # fails the step through the normal result path
+                ctx.send(StepResult(step_id=step_id, tool=step.tool, status="failed",
+                                    error=f"no executor type declares tool {step.tool!r}"),
+                         to=self.runtime.name)
+                continue
+            ctx.send(Task(step=step, approval=state.approvals.get(step_id),
+                          idempotency_key=f"{cid}:{step_id}", spent_usd=state.spend.cost_usd),
+                     to=target)
+        if effects.timer and state.expires_at is not None:
+            ctx.send(ApprovalTimer(expires_at=state.expires_at, steps=state.awaiting()),
+                     to=self.runtime.name)
+        if effects.finished:
+            assert state.outcome is not None
+            results = [state.results[s.id] for s in state.plan.steps if s.id in state.results]
+            finish(ctx, state.outcome, state.plan.request, reasons=state.reasons,
+                   plan=state.plan, results=results, spend=state.spend,
+                   statuses=dict(state.status))
+
+    async def transact(self, ctx: MessageContext,
+                       apply: Transition) -> tuple[PlanState | None, Effects]:
+        """Apply ``apply`` to the request's state atomically, once per input message."""
+        cid = str(ctx.message.correlation_id)
+        keys = self.runtime.keys
+        key = keys.request_state(cid, PLAN_STATE)
+        marker = f"fx:{ctx.message.message_id}"
+        while True:
+            async with self.runtime.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw_state, raw_fx = await pipe.hmget(key, ["state", marker])
+                    state = PlanState.model_validate_json(raw_state) if raw_state else None
+                    if raw_fx is not None:
+                        return state, Effects.model_validate_json(raw_fx)
+                    state, effects = apply(state)
+                    if state is None:
+                        return None, effects
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(key, mapping={"state": state.model_dump_json(),
+                                            marker: effects.model_dump_json()})
+                    pipe.expire(key, self.config.state_ttl)
+                    decided = [s for s, v in state.status.items() if v != "awaiting_approval"]
+                    if decided:  # the approve/reject commands show only what still waits
+                        pipe.hdel(keys.request_state(cid, APPROVAL_STATE), *decided)
+                    await pipe.execute()
+                    return state, effects
+                except WatchError:
+                    ctx.log.debug("plan_state_conflict_retried")
+                    continue
+
