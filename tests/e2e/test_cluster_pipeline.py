@@ -1,0 +1,134 @@
+"""The echo pipeline (echo -> sink) with sharded inboxes (3 shards per agent type) and two
+worker processes of each agent type, against a single server and against a local 3-master
+Redis Cluster: every request is answered exactly once, nothing is left pending."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+
+from agent_runtime.client import Client
+from agent_runtime.pipeline import Pipeline
+from agent_runtime.testing import WorkerProcess
+from agent_runtime.transport import connect
+from agent_runtime.worker import default_consumer_name
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+SHARDS = 3
+REPLICAS = 2
+REQUESTS = 30
+FAST = {
+    "block_ms": 200,
+    "heartbeat_interval": 0.5,
+    "reclaim_idle": 5.0,
+    "reclaim_interval": 0.5,
+    "retry_backoff": 0.05,
+    "drain_timeout": 5,
+}
+
+
+@pytest.fixture(params=["single", "cluster"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    fixture = "redis_url" if request.param == "single" else "redis_cluster_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, prefix: str) -> Path:
+    config = {
+        "key_prefix": prefix,
+        "allowed_modules": ["tests.fixtures"],
+        "worker": FAST,
+        "agents": {
+            "echo": {"class": "tests.fixtures.agents:Echo", "shards": SHARDS, "replicas": REPLICAS},
+            "sink": {"class": "tests.fixtures.agents:Sink", "shards": SHARDS, "replicas": REPLICAS},
+        },
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def workers(
+    config_path: Path, backend_url: str, tmp_path: Path, subprocess_env: dict[str, str]
+) -> Iterator[list[WorkerProcess]]:
+    procs = [
+        WorkerProcess(
+            agent,
+            config=config_path,
+            redis_url=backend_url,
+            slot=str(slot),
+            env=subprocess_env,
+            log_path=tmp_path / f"{agent}-{slot}.log",
+        ).start()
+        for agent in ("echo", "sink")
+        for slot in range(REPLICAS)
+    ]
+    yield procs
+    for proc in procs:
+        proc.stop(15)
+
+
+async def _poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    with anyio.move_on_after(timeout):
+        while not await condition():
+            await anyio.sleep(0.05)
+        return
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def _settled(redis: Any, pipeline: Pipeline) -> bool:
+    """Every inbox shard of every agent type fully delivered and acknowledged."""
+    for agent in pipeline.agents:
+        for stream in pipeline.routing.inboxes(agent):
+            for group in await redis.xinfo_groups(stream):
+                if group["pending"] or group.get("lag"):
+                    return False
+    return True
+
+
+async def test_every_request_answered_exactly_once(
+    config_path: Path, backend_url: str, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    pipeline = Pipeline.load(config_path)
+    keys = pipeline.config.keys
+    connection = connect(backend_url)
+    redis = connection.redis
+    try:
+        beats = [keys.heartbeat(w.agent, default_consumer_name(w.agent, w.slot)) for w in workers]
+
+        async def all_ready() -> bool:
+            dead = [
+                p.read_text()
+                for w in workers
+                if not w.alive()
+                for p in tmp_path.glob(f"{w.agent}-{w.slot}.log")
+            ]
+            assert not dead, dead
+            return all([await redis.exists(b) for b in beats])
+
+        await _poll(all_ready, 60, "every worker's heartbeat")
+        client = Client(redis, pipeline)
+        sent = [await client.publish(f"hello {i}") for i in range(REQUESTS)]
+        shards_used = {pipeline.routing.stream_for("echo", m.correlation_id) for m in sent}
+        assert shards_used == set(pipeline.routing.inboxes("echo"))
+        for message in sent:
+            reply = await client.wait_reply(message, timeout=30)
+            text = message.payload["text"]
+            assert reply.payload.model_dump() == {"text": text.upper()}
+        await _poll(lambda: _settled(redis, pipeline), 30, "all inboxes acknowledged")
+        for message in sent:
+            assert message.reply_to is not None
+            assert await redis.xlen(message.reply_to) == 1, "answered more than once"
+        for agent in pipeline.agents:
+            assert await redis.xlen(keys.dlq(agent)) == 0
+        assert all(w.alive() for w in workers), "a worker crashed"
+    finally:
+        await redis.aclose()
