@@ -27,6 +27,8 @@ from agent_runtime.agent import Agent, AgentRuntime, MessageContext
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain
 from agent_runtime.errors import DecodeError, Reject, Retry, Skip
+from agent_runtime.observability.logging import set_current_message
+from agent_runtime.observability.redaction import env_redactor, redact_dead_letter
 from agent_runtime.observer import Observer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.settings import WorkerSettings
@@ -61,6 +63,7 @@ class Worker:
                              done_ttl=self.settings.done_ttl, dlq_maxlen=self.settings.dlq_maxlen)
         self.streams = pipeline.routing.inboxes(agent)
         self.observer = observer or Observer()
+        self.redactor = env_redactor().with_config(pipeline.config)  # for dead-letter text
         self.tracer = Tracer(agent, consumer) if self.settings.trace else None
         self.log = structlog.get_logger("agent_runtime.worker").bind(agent=agent,
                                                                      consumer=consumer)
@@ -211,6 +214,7 @@ class Worker:
                              stream=entry.stream, entry_id=entry.entry_id,
                              delivery_count=entry.delivery_count,
                              routing=self.pipeline.routing, log=self.log)
+        set_current_message(ctx, self.consumer)  # ids on every log line of this task
         started = time.perf_counter()
         wall_started = time.time()
         try:
@@ -270,7 +274,8 @@ class Worker:
         self.log.warning("message_dead_lettered", reason=reason, error=error,
                          entry_id=entry.entry_id.decode(), stream=entry.stream, **extra)
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
-        self._dead.append(DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra))
+        self._dead.append(redact_dead_letter(
+            DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra), self.redactor))
         self._finished_event.set()
 
     async def _commit_loop(self) -> None:

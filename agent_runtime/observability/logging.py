@@ -3,9 +3,10 @@
 * JSON lines when the log stream (stderr) is not a terminal, a readable console otherwise;
   force either with ``json=True/False`` or ``AGENT_RUNTIME_LOG_FORMAT=json|console``.
 * Level from ``AGENT_RUNTIME_LOG_LEVEL`` (default ``info``).
-* Context bound with ``structlog.contextvars`` (the worker binds correlation_id, message_id,
-  causation_id, agent and consumer around each handler) is merged into every line, including
-  lines logged by agents and libraries through ``structlog.get_logger()``.
+* The worker marks each handler task with its message (:func:`set_current_message`); every
+  line logged in that task -- by the worker, the agent, providers or tools, through any
+  ``structlog.get_logger()`` -- gets correlation_id, message_id, causation_id, agent and
+  consumer. Context bound with ``structlog.contextvars`` is merged too.
 * Every line passes the :class:`~agent_runtime.observability.redaction.Redactor` last, after
   exceptions were formatted, so secrets never reach the output.
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 import structlog
@@ -24,8 +27,38 @@ import structlog
 from agent_runtime.errors import ConfigError
 from agent_runtime.observability.redaction import Redactor, env_redactor
 
+#: The message the current asyncio task handles, with the worker's consumer name. Set by the
+#: worker at the start of each handler task (one ContextVar.set: the hot path stays lean); the
+#: ids are added to a log line only when one is emitted (:func:`add_message_context`).
+CURRENT_MESSAGE: ContextVar[tuple[Any, str] | None] = ContextVar("agent_runtime_message",
+                                                                 default=None)
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+def set_current_message(ctx: Any, consumer: str) -> None:
+    """Mark ``ctx`` (a MessageContext) as the message of the current task, for every log line
+    the task emits through structlog (agent code, providers, tools included)."""
+    CURRENT_MESSAGE.set((ctx, consumer))
+
+
+def add_message_context(_logger: Any, _method: str,
+                        event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: correlation_id, message_id, causation_id, agent and consumer of the
+    message the current task handles (fields already bound on the line win)."""
+    current = CURRENT_MESSAGE.get()
+    if current is None:
+        return event
+    ctx, consumer = current
+    message = ctx.message
+    event.setdefault("correlation_id", str(message.correlation_id))
+    event.setdefault("message_id", str(message.message_id))
+    event.setdefault("causation_id", str(message.causation_id or ""))
+    event.setdefault("message_type", message.message_type)
+    event.setdefault("agent", ctx.agent)
+    event.setdefault("consumer", consumer)
+    return event
 
 
 def log_level(value: str | None = None) -> int:
@@ -56,6 +89,7 @@ def configure_logging(json: bool | None = None, *, level: str | None = None,
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_message_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

@@ -136,6 +136,19 @@ class Redactor:
             return data, False
         return json.dumps(clean, separators=(",", ":")).encode(), True
 
+    def entry_fields(self, fields: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], bool]:
+        """A stream entry's fields with secrets masked (the envelope JSON structurally), and
+        whether anything changed. Unchanged fields keep their exact bytes."""
+        out: dict[bytes, bytes] = {}
+        changed = False
+        for key, value in fields.items():
+            if is_secret_name(key.decode("utf-8", "replace")):
+                out[key], dirty = MASK.encode(), True
+            else:
+                out[key], dirty = self.json_bytes(value)
+            changed = changed or dirty
+        return (out, True) if changed else (fields, False)
+
     def processor(self, _logger: Any, _method: str,
                   event: MutableMapping[str, Any]) -> dict[str, Any]:
         """structlog processor: redacts every field of the event dict."""
@@ -169,3 +182,18 @@ def env_redactor() -> Redactor:
 def redact(obj: Any, redactor: Redactor | None = None) -> Any:
     """Redact ``obj`` with ``redactor`` (default: the process environment's)."""
     return (redactor or env_redactor())(obj)
+
+
+def redact_dead_letter(letter: Any, redactor: Redactor) -> Any:
+    """A :class:`~agent_runtime.transport.streams.DeadLetter` with its error text and its
+    original entry redacted; ``redacted=1`` is recorded when the original had to change (replay
+    then re-publishes the redacted envelope, re-signed when a signing key is set)."""
+    from agent_runtime.transport.streams import DeadLetter, Entry
+
+    entry = letter.entry
+    fields, changed = redactor.entry_fields(entry.fields)
+    extra = {key: redactor.text(value) for key, value in letter.extra.items()}
+    if changed:
+        extra["redacted"] = "1"
+        entry = Entry(entry.stream, entry.entry_id, fields, entry.delivery_count)
+    return DeadLetter(entry, letter.dlq, letter.reason, redactor.text(letter.error), extra)

@@ -84,3 +84,30 @@ def test_console_format_when_forced(stream: io.StringIO) -> None:
     assert "worker_started" in text and "agent" in text
     with pytest.raises(ValueError):
         json.loads(text)
+
+
+def test_lines_logged_in_a_handler_task_carry_its_message_ids(stream: io.StringIO) -> None:
+    import asyncio
+    import uuid
+
+    from agent_runtime.observability.logging import set_current_message
+    from tests.unit.test_observability_metrics import context
+
+    configure_logging(json=True, stream=stream, redactor=Redactor())
+    ctx = context()
+
+    async def handler() -> None:
+        set_current_message(ctx, "echo-host-0")
+        structlog.get_logger("some.library").info("tool_called")
+
+    async def main() -> None:
+        await asyncio.get_running_loop().create_task(handler())
+        structlog.get_logger("worker").info("outside_the_task")
+
+    asyncio.run(main())
+    inside, outside = lines(stream)
+    assert inside["correlation_id"] == str(ctx.message.correlation_id)
+    assert inside["message_id"] == str(ctx.message.message_id)
+    assert (inside["agent"], inside["consumer"]) == ("echo", "echo-host-0")
+    assert uuid.UUID(str(inside["message_id"]))
+    assert "message_id" not in outside
