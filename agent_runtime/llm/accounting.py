@@ -72,12 +72,19 @@ class CostLedger:
         self._ttl = ttl
         self._book = redis.register_script(_BOOK)
 
-    async def record(self, correlation_id: str, message_id: str, usage: Usage, *,
-                     call: int = 0) -> bool:
+    async def record(
+        self, correlation_id: str, message_id: str, usage: Usage, *, call: int = 0
+    ) -> bool:
         """Book ``usage``; False if this message's call ``call`` was booked before."""
-        args: list[str | int] = [f"msg:{message_id}:{call}", f"{usage.provider}:{usage.model}",
-                usage.input_tokens, usage.output_tokens, f"{usage.cost_usd:.12f}",
-                1 if usage.cached else 0, self._ttl]
+        args: list[str | int] = [
+            f"msg:{message_id}:{call}",
+            f"{usage.provider}:{usage.model}",
+            usage.input_tokens,
+            usage.output_tokens,
+            f"{usage.cost_usd:.12f}",
+            1 if usage.cached else 0,
+            self._ttl,
+        ]
         key = self._keys.request_state(correlation_id, "cost")
         return bool(await self._book(keys=[key], args=args))
 
@@ -90,7 +97,8 @@ class CostLedger:
             cost_usd=float(fields.get("cost_usd", 0.0)),
             calls=int(fields.get("calls", 0)),
             cached_calls=int(fields.get("cached_calls", 0)),
-            by_model=_by_model(fields))
+            by_model=_by_model(fields),
+        )
 
     async def spent(self, correlation_id: str) -> float:
         raw = await self._redis.hget(self._keys.request_state(correlation_id, "cost"), "cost_usd")
@@ -114,7 +122,12 @@ def _by_model(fields: dict[str, str]) -> dict[str, ModelCost]:
         if name.startswith("by:"):
             provider_model, metric = name[3:].rsplit(":", 1)
             grouped.setdefault(provider_model, {})[metric] = value
-    return {pm: ModelCost(tokens_in=int(m.get("tokens_in", 0)),
-                          tokens_out=int(m.get("tokens_out", 0)),
-                          cost_usd=float(m.get("cost_usd", 0.0)), calls=int(m.get("calls", 0)))
-            for pm, m in grouped.items()}
+    return {
+        pm: ModelCost(
+            tokens_in=int(m.get("tokens_in", 0)),
+            tokens_out=int(m.get("tokens_out", 0)),
+            cost_usd=float(m.get("cost_usd", 0.0)),
+            calls=int(m.get("calls", 0)),
+        )
+        for pm, m in grouped.items()
+    }

@@ -42,10 +42,17 @@ class AnthropicProvider:
     name = "anthropic"
     default_model = DEFAULT_MODEL
 
-    def __init__(self, *, model: str = DEFAULT_MODEL, max_tokens: int = 4096,
-                 timeout: float = 60.0, base_url: str | None = None,
-                 temperature: float | None = None, retry: CallPolicy | None = None,
-                 prices: PriceTable | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int = 4096,
+        timeout: float = 60.0,
+        base_url: str | None = None,
+        temperature: float | None = None,
+        retry: CallPolicy | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
         key = os.environ.get(KEY_ENV, "")
         if not key:
             raise ConfigError(f"the anthropic provider needs the environment variable {KEY_ENV}")
@@ -62,10 +69,12 @@ class AnthropicProvider:
     def __repr__(self) -> str:
         return f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r})"
 
-    async def complete(self, *, system: str, prompt: str, schema: type[ModelT],
-                       max_tokens: int = 1024) -> Completion[ModelT]:
+    async def complete(
+        self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
+    ) -> Completion[ModelT]:
         async def attempt() -> Completion[ModelT]:
             return await self._attempt(system, prompt, schema, min(max_tokens, self.max_tokens))
+
         return await self.retry.run(attempt)
 
     async def aclose(self) -> None:
@@ -77,25 +86,40 @@ class AnthropicProvider:
         if self._sdk is None:
             from anthropic import AsyncAnthropic  # lazy: slow import, only where used
 
-            self._sdk = AsyncAnthropic(api_key=self._key, base_url=self.base_url,
-                                       timeout=self.timeout, max_retries=0)
+            self._sdk = AsyncAnthropic(
+                api_key=self._key, base_url=self.base_url, timeout=self.timeout, max_retries=0
+            )
         return self._sdk
 
-    async def _attempt(self, system: str, prompt: str, schema: type[ModelT],
-                       max_tokens: int) -> Completion[ModelT]:
+    async def _attempt(
+        self, system: str, prompt: str, schema: type[ModelT], max_tokens: int
+    ) -> Completion[ModelT]:
         name = tool_name(schema)
-        tool = {"name": name, "input_schema": schema.model_json_schema(),
-                "description": f"Record your answer: one {schema.__name__} object."}
+        tool = {
+            "name": name,
+            "input_schema": schema.model_json_schema(),
+            "description": f"Record your answer: one {schema.__name__} object.",
+        }
         extra: dict[str, Any] = {}
         if self.temperature is not None:
             extra["temperature"] = self.temperature
         message = await self._create(
-            model=self.model, max_tokens=max_tokens, system=system,
-            messages=[{"role": "user", "content": prompt}], tools=[tool],
-            tool_choice={"type": "tool", "name": name}, **extra)
-        usage = self.prices.with_cost(Usage(
-            provider=self.name, model=message.model or self.model,
-            input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens))
+            model=self.model,
+            max_tokens=max_tokens,
+            system=system,
+            messages=[{"role": "user", "content": prompt}],
+            tools=[tool],
+            tool_choice={"type": "tool", "name": name},
+            **extra,
+        )
+        usage = self.prices.with_cost(
+            Usage(
+                provider=self.name,
+                model=message.model or self.model,
+                input_tokens=message.usage.input_tokens,
+                output_tokens=message.usage.output_tokens,
+            )
+        )
         return Completion(value=self._value(message, name, schema, usage), usage=usage)
 
     async def _create(self, **params: Any) -> Message:
@@ -104,10 +128,12 @@ class AnthropicProvider:
         client = self._client()
         try:
             message: Message = await client.messages.create(
-                timeout=attempt_timeout(self.timeout), **params)
+                timeout=attempt_timeout(self.timeout), **params
+            )
         except anthropic.APIStatusError as exc:
-            raise error_from_status(self.name, exc.status_code, exc.response.headers,
-                                    exc.message) from exc
+            raise error_from_status(
+                self.name, exc.status_code, exc.response.headers, exc.message
+            ) from exc
         except anthropic.APIConnectionError as exc:  # includes APITimeoutError
             raise LLMUnavailable(f"anthropic unreachable: {type(exc).__name__}") from exc
         except anthropic.APIError as exc:  # e.g. a response the SDK could not read
@@ -115,15 +141,20 @@ class AnthropicProvider:
         return message
 
     def _value(self, message: Message, name: str, schema: type[ModelT], usage: Usage) -> ModelT:
-        block = next((b for b in message.content
-                      if b.type == "tool_use" and b.name == name), None)
+        block = next((b for b in message.content if b.type == "tool_use" and b.name == name), None)
         if block is None:
-            why = ("answer truncated at max_tokens" if message.stop_reason == "max_tokens"
-                   else f"no {name} tool call in the answer (stop_reason={message.stop_reason})")
+            why = (
+                "answer truncated at max_tokens"
+                if message.stop_reason == "max_tokens"
+                else f"no {name} tool call in the answer (stop_reason={message.stop_reason})"
+            )
             raise LLMOutputError(f"anthropic model {usage.model}: {why}", usage=usage)
         if message.stop_reason == "max_tokens":
-            raise LLMOutputError(f"anthropic model {usage.model}: answer truncated at "
-                                 f"max_tokens ({message.usage.output_tokens} tokens)", usage=usage)
+            raise LLMOutputError(
+                f"anthropic model {usage.model}: answer truncated at "
+                f"max_tokens ({message.usage.output_tokens} tokens)",
+                usage=usage,
+            )
         return validate_object(schema, block.input, usage)
 
 

@@ -50,8 +50,9 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def error_from_status(provider: str, status: int, headers: Mapping[str, str],
-                      detail: str) -> LLMError:
+def error_from_status(
+    provider: str, status: int, headers: Mapping[str, str], detail: str
+) -> LLMError:
     """Map one HTTP error answer to our error tree (the SDK error is chained by the caller)."""
     text = f"{provider} answered HTTP {status}: {detail[:_MAX_DETAIL]}"
     if status == 429:
@@ -95,6 +96,9 @@ def validate_json(schema: type[ModelT], text: str, usage: Usage) -> ModelT:
 
 def _summary(usage: Usage, schema: type[BaseModel], exc: ValidationError) -> str:
     problems = "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
-    return (f"{usage.provider} model {usage.model} answered output that does not match "
-            f"{schema.__name__} ({exc.error_count()} error(s): {problems})")
+        f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+    )
+    return (
+        f"{usage.provider} model {usage.model} answered output that does not match "
+        f"{schema.__name__} ({exc.error_count()} error(s): {problems})"
+    )

@@ -30,21 +30,36 @@ DEFAULT_TTL = 24 * 3600
 MAX_ENTRY_BYTES = 1 << 20
 
 
-def cache_digest(*, provider: str, model: str, system: str, prompt: str,
-                 schema: type[BaseModel], max_tokens: int) -> str:
+def cache_digest(
+    *, provider: str, model: str, system: str, prompt: str, schema: type[BaseModel], max_tokens: int
+) -> str:
     """sha256 over everything that determines the answer."""
     material = json.dumps(
-        [provider, model, system, prompt,
-         json.dumps(schema.model_json_schema(), sort_keys=True), max_tokens],
-        separators=(",", ":"))
+        [
+            provider,
+            model,
+            system,
+            prompt,
+            json.dumps(schema.model_json_schema(), sort_keys=True),
+            max_tokens,
+        ],
+        separators=(",", ":"),
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 
 class CachedProvider:
     """Wraps any provider with the Redis response cache."""
 
-    def __init__(self, inner: LLMProvider, redis: Redis, keys: Keys, ttl: int = DEFAULT_TTL,
-                 *, log: Any = None) -> None:
+    def __init__(
+        self,
+        inner: LLMProvider,
+        redis: Redis,
+        keys: Keys,
+        ttl: int = DEFAULT_TTL,
+        *,
+        log: Any = None,
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self.model: str = getattr(inner, "model", "")
@@ -56,16 +71,25 @@ class CachedProvider:
     def __repr__(self) -> str:
         return f"CachedProvider({self.inner!r}, ttl={self._ttl})"
 
-    async def complete(self, *, system: str, prompt: str, schema: type[ModelT],
-                       max_tokens: int = 1024) -> Completion[ModelT]:
-        key = self._keys.llm_cache(cache_digest(
-            provider=self.name, model=self.model, system=system, prompt=prompt,
-            schema=schema, max_tokens=max_tokens))
+    async def complete(
+        self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
+    ) -> Completion[ModelT]:
+        key = self._keys.llm_cache(
+            cache_digest(
+                provider=self.name,
+                model=self.model,
+                system=system,
+                prompt=prompt,
+                schema=schema,
+                max_tokens=max_tokens,
+            )
+        )
         hit = await self._get(key, schema)
         if hit is not None:
             return hit
-        completion = await self.inner.complete(system=system, prompt=prompt, schema=schema,
-                                               max_tokens=max_tokens)
+        completion = await self.inner.complete(
+            system=system, prompt=prompt, schema=schema, max_tokens=max_tokens
+        )
         await self._put(key, completion)
         return completion
 
@@ -89,15 +113,18 @@ class CachedProvider:
             self._log.warning("llm_cache_entry_ignored", key=key)
             return None
         self._log.debug("llm_cache_hit", provider=self.name, model=entry.get("model"))
-        usage = Usage(provider=self.name, model=str(entry.get("model") or self.model),
-                      cached=True)
+        usage = Usage(provider=self.name, model=str(entry.get("model") or self.model), cached=True)
         return Completion(value=value, usage=usage)
 
     async def _put(self, key: str, completion: Completion[Any]) -> None:
-        entry = json.dumps({"value": completion.value.model_dump(mode="json"),
-                            "model": completion.usage.model,
-                            "input_tokens": completion.usage.input_tokens,
-                            "output_tokens": completion.usage.output_tokens})
+        entry = json.dumps(
+            {
+                "value": completion.value.model_dump(mode="json"),
+                "model": completion.usage.model,
+                "input_tokens": completion.usage.input_tokens,
+                "output_tokens": completion.usage.output_tokens,
+            }
+        )
         if len(entry) > MAX_ENTRY_BYTES or self._ttl <= 0:
             return
         try:

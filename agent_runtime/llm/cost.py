@@ -35,30 +35,32 @@ class Price:
 
 
 #: model (or model-family prefix) -> price. Edit here; keep families before snapshots.
-DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType({
-    # Anthropic
-    "claude-opus-4-5": Price(5.00, 25.00),
-    "claude-opus-4-1": Price(15.00, 75.00),
-    "claude-opus-4": Price(15.00, 75.00),
-    "claude-sonnet-4-5": Price(3.00, 15.00),
-    "claude-sonnet-4": Price(3.00, 15.00),
-    "claude-3-7-sonnet": Price(3.00, 15.00),
-    "claude-haiku-4-5": Price(1.00, 5.00),
-    "claude-3-5-haiku": Price(0.80, 4.00),
-    "claude-3-haiku": Price(0.25, 1.25),
-    # OpenAI
-    "gpt-5": Price(1.25, 10.00),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4o-mini": Price(0.15, 0.60),
-    "o3": Price(2.00, 8.00),
-    "o3-mini": Price(1.10, 4.40),
-    "o4-mini": Price(1.10, 4.40),
-})
+DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
+    {
+        # Anthropic
+        "claude-opus-4-5": Price(5.00, 25.00),
+        "claude-opus-4-1": Price(15.00, 75.00),
+        "claude-opus-4": Price(15.00, 75.00),
+        "claude-sonnet-4-5": Price(3.00, 15.00),
+        "claude-sonnet-4": Price(3.00, 15.00),
+        "claude-3-7-sonnet": Price(3.00, 15.00),
+        "claude-haiku-4-5": Price(1.00, 5.00),
+        "claude-3-5-haiku": Price(0.80, 4.00),
+        "claude-3-haiku": Price(0.25, 1.25),
+        # OpenAI
+        "gpt-5": Price(1.25, 10.00),
+        "gpt-5-mini": Price(0.25, 2.00),
+        "gpt-5-nano": Price(0.05, 0.40),
+        "gpt-4.1": Price(2.00, 8.00),
+        "gpt-4.1-mini": Price(0.40, 1.60),
+        "gpt-4.1-nano": Price(0.10, 0.40),
+        "gpt-4o": Price(2.50, 10.00),
+        "gpt-4o-mini": Price(0.15, 0.60),
+        "o3": Price(2.00, 8.00),
+        "o3-mini": Price(1.10, 4.40),
+        "o4-mini": Price(1.10, 4.40),
+    }
+)
 
 
 class PriceTable:
@@ -76,8 +78,12 @@ class PriceTable:
         if found is None:
             if model not in self._warned:
                 self._warned.add(model)
-                self._log.warning("llm_price_unknown", provider=provider, model=model,
-                                  hint="add it to agent_runtime/llm/cost.py or llm.price")
+                self._log.warning(
+                    "llm_price_unknown",
+                    provider=provider,
+                    model=model,
+                    hint="add it to agent_runtime/llm/cost.py or llm.price",
+                )
             return Price(0.0, 0.0)
         return found
 

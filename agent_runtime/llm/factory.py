@@ -86,13 +86,15 @@ def parse_spec(spec: Mapping[str, Any] | LLMSpec) -> LLMSpec:
     try:
         return LLMSpec.model_validate(dict(spec))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'llm'}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'llm'}: {e['msg']}" for e in exc.errors()
+        )
         raise ConfigError(f"invalid llm config: {problems}") from None
 
 
-def build_provider(spec: Mapping[str, Any] | LLMSpec, *, redis: Redis | None = None,
-                   keys: Keys | None = None) -> LLMProvider:
+def build_provider(
+    spec: Mapping[str, Any] | LLMSpec, *, redis: Redis | None = None, keys: Keys | None = None
+) -> LLMProvider:
     """The provider ``spec`` names, wrapped in the response cache when ``redis`` is given
     (the offline rules provider is never cached: it is free and deterministic)."""
     parsed = parse_spec(spec)
@@ -111,8 +113,12 @@ def _instantiate(spec: LLMSpec) -> LLMProvider:
         provider: LLMProvider = cls()
         return provider
     options: dict[str, Any] = {
-        "max_tokens": spec.max_tokens, "timeout": spec.timeout, "base_url": spec.base_url,
-        "temperature": spec.temperature, "retry": DefaultRetry(**spec.retry.model_dump())}
+        "max_tokens": spec.max_tokens,
+        "timeout": spec.timeout,
+        "base_url": spec.base_url,
+        "temperature": spec.temperature,
+        "retry": DefaultRetry(**spec.retry.model_dump()),
+    }
     model = spec.model or cls.default_model
     options["model"] = model
     if spec.price is not None:

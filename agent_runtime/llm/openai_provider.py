@@ -35,9 +35,14 @@ def response_format(schema: type[BaseModel]) -> dict[str, Any]:
     """The strict ``json_schema`` response format for ``schema``."""
     from openai.lib._pydantic import to_strict_json_schema  # the SDK's parse() helper
 
-    return {"type": "json_schema",
-            "json_schema": {"name": tool_name(schema), "strict": True,
-                            "schema": to_strict_json_schema(schema)}}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": tool_name(schema),
+            "strict": True,
+            "schema": to_strict_json_schema(schema),
+        },
+    }
 
 
 class OpenAIProvider:
@@ -46,10 +51,17 @@ class OpenAIProvider:
     name = "openai"
     default_model = DEFAULT_MODEL
 
-    def __init__(self, *, model: str = DEFAULT_MODEL, max_tokens: int = 4096,
-                 timeout: float = 60.0, base_url: str | None = None,
-                 temperature: float | None = None, retry: CallPolicy | None = None,
-                 prices: PriceTable | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int = 4096,
+        timeout: float = 60.0,
+        base_url: str | None = None,
+        temperature: float | None = None,
+        retry: CallPolicy | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
         key = os.environ.get(KEY_ENV, "")
         if not key:
             raise ConfigError(f"the openai provider needs the environment variable {KEY_ENV}")
@@ -66,10 +78,12 @@ class OpenAIProvider:
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
 
-    async def complete(self, *, system: str, prompt: str, schema: type[ModelT],
-                       max_tokens: int = 1024) -> Completion[ModelT]:
+    async def complete(
+        self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
+    ) -> Completion[ModelT]:
         async def attempt() -> Completion[ModelT]:
             return await self._attempt(system, prompt, schema, min(max_tokens, self.max_tokens))
+
         return await self.retry.run(attempt)
 
     async def aclose(self) -> None:
@@ -81,24 +95,33 @@ class OpenAIProvider:
         if self._sdk is None:
             from openai import AsyncOpenAI  # lazy: only workers that use it pay the import
 
-            self._sdk = AsyncOpenAI(api_key=self._key, base_url=self.base_url,
-                                    timeout=self.timeout, max_retries=0)
+            self._sdk = AsyncOpenAI(
+                api_key=self._key, base_url=self.base_url, timeout=self.timeout, max_retries=0
+            )
         return self._sdk
 
-    async def _attempt(self, system: str, prompt: str, schema: type[ModelT],
-                       max_tokens: int) -> Completion[ModelT]:
+    async def _attempt(
+        self, system: str, prompt: str, schema: type[ModelT], max_tokens: int
+    ) -> Completion[ModelT]:
         extra: dict[str, Any] = {}
         if self.temperature is not None:
             extra["temperature"] = self.temperature
         reply = await self._create(
-            model=self.model, max_completion_tokens=max_tokens,
+            model=self.model,
+            max_completion_tokens=max_tokens,
             messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-            response_format=response_format(schema), **extra)
+            response_format=response_format(schema),
+            **extra,
+        )
         tokens = reply.usage
-        usage = self.prices.with_cost(Usage(
-            provider=self.name, model=reply.model or self.model,
-            input_tokens=tokens.prompt_tokens if tokens else 0,
-            output_tokens=tokens.completion_tokens if tokens else 0))
+        usage = self.prices.with_cost(
+            Usage(
+                provider=self.name,
+                model=reply.model or self.model,
+                input_tokens=tokens.prompt_tokens if tokens else 0,
+                output_tokens=tokens.completion_tokens if tokens else 0,
+            )
+        )
         return Completion(value=self._value(reply, schema, usage), usage=usage)
 
     async def _create(self, **params: Any) -> ChatCompletion:
@@ -107,10 +130,12 @@ class OpenAIProvider:
         client = self._client()
         try:
             reply: ChatCompletion = await client.chat.completions.create(
-                timeout=attempt_timeout(self.timeout), **params)
+                timeout=attempt_timeout(self.timeout), **params
+            )
         except openai.APIStatusError as exc:
-            raise error_from_status(self.name, exc.status_code, exc.response.headers,
-                                    exc.message) from exc
+            raise error_from_status(
+                self.name, exc.status_code, exc.response.headers, exc.message
+            ) from exc
         except openai.APIConnectionError as exc:  # includes APITimeoutError
             raise LLMUnavailable(f"openai unreachable: {type(exc).__name__}") from exc
         except openai.APIError as exc:  # e.g. a response the SDK could not read
@@ -119,15 +144,17 @@ class OpenAIProvider:
 
     def _value(self, reply: ChatCompletion, schema: type[ModelT], usage: Usage) -> ModelT:
         if not reply.choices:
-            raise LLMOutputError(f"openai model {usage.model}: answer has no choices",
-                                 usage=usage)
+            raise LLMOutputError(f"openai model {usage.model}: answer has no choices", usage=usage)
         choice = reply.choices[0]
         if choice.message.refusal:
-            raise LLMOutputError(f"openai model {usage.model} refused: "
-                                 f"{choice.message.refusal[:300]}", usage=usage)
+            raise LLMOutputError(
+                f"openai model {usage.model} refused: {choice.message.refusal[:300]}", usage=usage
+            )
         if choice.finish_reason == "length":
-            raise LLMOutputError(f"openai model {usage.model}: answer truncated at "
-                                 f"max_completion_tokens", usage=usage)
+            raise LLMOutputError(
+                f"openai model {usage.model}: answer truncated at max_completion_tokens",
+                usage=usage,
+            )
         if not choice.message.content:
             raise LLMOutputError(f"openai model {usage.model}: empty answer", usage=usage)
         return validate_json(schema, choice.message.content, usage)

@@ -95,14 +95,18 @@ class DefaultRetry:
     backoff_max: float = 8.0
     jitter: float = 0.25
     max_retry_after: float = 30.0
-    log: Any = field(default_factory=lambda: structlog.get_logger("agent_runtime.llm"),
-                     compare=False)
+    log: Any = field(
+        default_factory=lambda: structlog.get_logger("agent_runtime.llm"), compare=False
+    )
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
             stop=stop_any(stop_after_attempt(self.attempts), _StopEarly(self.max_retry_after)),
-            wait=self._wait, retry=retry_if_exception(_transient),
-            before_sleep=self._log_retry, reraise=True)
+            wait=self._wait,
+            retry=retry_if_exception(_transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
         return await retrying(call)
 
     def _wait(self, state: RetryCallState) -> float:
@@ -114,5 +118,9 @@ class DefaultRetry:
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        self.log.info("llm_call_retried", attempt=state.attempt_number,
-                      delay=round(state.upcoming_sleep, 3), error=type(exc).__name__)
+        self.log.info(
+            "llm_call_retried",
+            attempt=state.attempt_number,
+            delay=round(state.upcoming_sleep, 3),
+            error=type(exc).__name__,
+        )

@@ -34,8 +34,9 @@ def cid() -> str:
     return str(uuid.uuid4())
 
 
-async def test_totals_and_breakdown_by_provider_and_model(redis: Any, prefix: str,
-                                                          cid: str) -> None:
+async def test_totals_and_breakdown_by_provider_and_model(
+    redis: Any, prefix: str, cid: str
+) -> None:
     ledger = CostLedger(redis, Keys(prefix))
     await ledger.record(cid, "m1", SONNET)
     await ledger.record(cid, "m2", MINI)
@@ -52,11 +53,14 @@ async def test_totals_and_breakdown_by_provider_and_model(redis: Any, prefix: st
     assert await ledger.spent(cid) == pytest.approx(summary.cost_usd)
 
 
-async def test_each_call_of_a_message_books_once_even_concurrently(redis: Any, prefix: str,
-                                                                   cid: str) -> None:
+async def test_each_call_of_a_message_books_once_even_concurrently(
+    redis: Any, prefix: str, cid: str
+) -> None:
     ledger = CostLedger(redis, Keys(prefix))
-    results = await asyncio.gather(*[ledger.record(cid, "m1", SONNET) for _ in range(10)],
-                                   *[ledger.record(cid, "m1", MINI, call=1) for _ in range(10)])
+    results = await asyncio.gather(
+        *[ledger.record(cid, "m1", SONNET) for _ in range(10)],
+        *[ledger.record(cid, "m1", MINI, call=1) for _ in range(10)],
+    )
     assert sum(results) == 2
     summary = await ledger.summary(cid)
     assert summary.calls == 2

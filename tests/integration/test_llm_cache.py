@@ -60,14 +60,17 @@ async def cached(fake: AnthropicFake, redis: Any, prefix: str) -> AsyncIterator[
     await provider.aclose()
 
 
-async def _ask(provider: Any, prompt: str = "list files", schema: type[BaseModel] = Step,
-               max_tokens: int = 256) -> Any:
-    return await provider.complete(system="plan", prompt=prompt, schema=schema,
-                                   max_tokens=max_tokens)
+async def _ask(
+    provider: Any, prompt: str = "list files", schema: type[BaseModel] = Step, max_tokens: int = 256
+) -> Any:
+    return await provider.complete(
+        system="plan", prompt=prompt, schema=schema, max_tokens=max_tokens
+    )
 
 
-async def test_second_identical_call_is_served_from_cache(cached: CachedProvider,
-                                                          fake: AnthropicFake) -> None:
+async def test_second_identical_call_is_served_from_cache(
+    cached: CachedProvider, fake: AnthropicFake
+) -> None:
     fake.script(tool_answer(ANSWER, input_tokens=500, output_tokens=50))
     first = await _ask(cached)
     second = await _ask(cached)
@@ -79,8 +82,9 @@ async def test_second_identical_call_is_served_from_cache(cached: CachedProvider
     assert second.usage.model == first.usage.model
 
 
-async def test_any_difference_in_the_question_misses(cached: CachedProvider,
-                                                     fake: AnthropicFake) -> None:
+async def test_any_difference_in_the_question_misses(
+    cached: CachedProvider, fake: AnthropicFake
+) -> None:
     fake.script(*[tool_answer(ANSWER)] * 3, tool_answer({"tool": "ls"}))
     await _ask(cached)
     await _ask(cached, prompt="list files please")
@@ -89,8 +93,9 @@ async def test_any_difference_in_the_question_misses(cached: CachedProvider,
     assert len(fake.requests) == 4
 
 
-async def test_entries_expire_with_the_configured_ttl(cached: CachedProvider, fake: AnthropicFake,
-                                                      redis: Any, prefix: str) -> None:
+async def test_entries_expire_with_the_configured_ttl(
+    cached: CachedProvider, fake: AnthropicFake, redis: Any, prefix: str
+) -> None:
     fake.script(tool_answer(ANSWER))
     await _ask(cached)
     [key] = [k async for k in redis.scan_iter(match=Keys(prefix).llm_cache("*"))]
@@ -105,8 +110,9 @@ async def test_invalid_answer_is_not_cached(cached: CachedProvider, fake: Anthro
     assert len(fake.requests) == 2
 
 
-async def test_cache_outage_degrades_to_an_uncached_call(fake: AnthropicFake,
-                                                         tmp_path: Path) -> None:
+async def test_cache_outage_degrades_to_an_uncached_call(
+    fake: AnthropicFake, tmp_path: Path
+) -> None:
     dead = Redis(unix_socket_path=str(tmp_path / "no.sock"), retry=Retry(NoBackoff(), 0))
     inner = AnthropicProvider(base_url=fake.base_url, retry=DefaultRetry(attempts=1))
     provider = CachedProvider(inner, dead, Keys("x"), ttl=60)
@@ -118,8 +124,9 @@ async def test_cache_outage_degrades_to_an_uncached_call(fake: AnthropicFake,
         await dead.aclose()
 
 
-async def test_redelivered_message_pays_once(cached: CachedProvider, fake: AnthropicFake,
-                                             redis: Any, prefix: str) -> None:
+async def test_redelivered_message_pays_once(
+    cached: CachedProvider, fake: AnthropicFake, redis: Any, prefix: str
+) -> None:
     """A message handled twice (its first worker died before the ack) calls the provider
     once and books its cost once."""
     ledger = CostLedger(redis, Keys(prefix))

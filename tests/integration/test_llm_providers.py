@@ -50,21 +50,25 @@ class Vendor:
 
 
 def _anthropic(fake: FakeAPI) -> Vendor:
-    return Vendor("anthropic", fake, AnthropicProvider,
-                  lambda value: anthropic_api.tool_answer(value, input_tokens=1000,
-                                                          output_tokens=200),
-                  lambda status, headers: anthropic_api.error(status, "api_error", "boom",
-                                                              headers),
-                  anthropic_api.text_answer("I think you want to list files."))
+    return Vendor(
+        "anthropic",
+        fake,
+        AnthropicProvider,
+        lambda value: anthropic_api.tool_answer(value, input_tokens=1000, output_tokens=200),
+        lambda status, headers: anthropic_api.error(status, "api_error", "boom", headers),
+        anthropic_api.text_answer("I think you want to list files."),
+    )
 
 
 def _openai(fake: FakeAPI) -> Vendor:
-    return Vendor("openai", fake, OpenAIProvider,
-                  lambda value: openai_api.json_answer(value, prompt_tokens=1000,
-                                                       completion_tokens=200),
-                  lambda status, headers: openai_api.error(status, "server_error", "boom",
-                                                           headers),
-                  openai_api.json_answer('{"action": "list_files", "target": '))
+    return Vendor(
+        "openai",
+        fake,
+        OpenAIProvider,
+        lambda value: openai_api.json_answer(value, prompt_tokens=1000, completion_tokens=200),
+        lambda status, headers: openai_api.error(status, "server_error", "boom", headers),
+        openai_api.json_answer('{"action": "list_files", "target": '),
+    )
 
 
 @pytest.fixture(params=["anthropic", "openai"])
@@ -83,8 +87,9 @@ def vendor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
 async def _complete(provider: Any, prompt: str = "list the files in /tmp") -> Any:
     try:
-        return await provider.complete(system="Parse the request.", prompt=prompt,
-                                       schema=Intent, max_tokens=512)
+        return await provider.complete(
+            system="Parse the request.", prompt=prompt, schema=Intent, max_tokens=512
+        )
     finally:
         await provider.aclose()
 
@@ -108,8 +113,10 @@ async def test_request_carries_schema_system_prompt_and_key(vendor: Vendor) -> N
     body = sent.body
     if vendor.name == "anthropic":
         # the SDK sends the key as x-api-key or as a bearer token, depending on its version
-        assert "sk-ant-test-key" in (sent.headers.get("x-api-key"),
-                                     sent.headers.get("authorization", "").removeprefix("Bearer "))
+        assert "sk-ant-test-key" in (
+            sent.headers.get("x-api-key"),
+            sent.headers.get("authorization", "").removeprefix("Bearer "),
+        )
         [tool] = body["tools"]
         assert body["tool_choice"] == {"type": "tool", "name": tool["name"]}
         assert set(tool["input_schema"]["required"]) == {"action", "target", "confidence"}
@@ -194,8 +201,9 @@ async def test_unreachable_server_is_unavailable(vendor: Vendor) -> None:
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = vendor.provider(base_url=f"http://127.0.0.1:{port}/v1",
-                               retry=DefaultRetry(attempts=1))
+    provider = vendor.provider(
+        base_url=f"http://127.0.0.1:{port}/v1", retry=DefaultRetry(attempts=1)
+    )
     with pytest.raises(LLMUnavailable, match="unreachable"):
         await _complete(provider)
     assert vendor.fake.requests == []

@@ -56,8 +56,9 @@ class FakeAPI:
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     @property
     def root_url(self) -> str:
@@ -103,8 +104,12 @@ class FakeAPI:
                     self._send(404 if length <= MAX_BODY else 413, b'{"error": "not here"}', {})
                     return
                 body = json.loads(self.rfile.read(length) or b"{}")
-                recorded = Recorded(time.monotonic(), self.path,
-                                    {k.lower(): v for k, v in self.headers.items()}, body)
+                recorded = Recorded(
+                    time.monotonic(),
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
                 reply = api._next(recorded)
                 if reply.delay:
                     api._stopping.wait(reply.delay)

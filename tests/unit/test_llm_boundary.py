@@ -24,14 +24,17 @@ from agent_runtime.llm.boundary import (
 )
 
 
-@pytest.mark.parametrize(("headers", "seconds"), [
-    ({"Retry-After": "7"}, 7.0),
-    ({"retry-after": "1.5"}, 1.5),
-    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-    ({"retry-after": "-3"}, 0.0),
-    ({"retry-after": "soon"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:
     assert parse_retry_after(headers) == seconds
 
@@ -42,12 +45,23 @@ def test_retry_after_as_http_date() -> None:
     assert parsed is not None and 25 <= parsed <= 31
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (429, LLMRateLimited), (500, LLMUnavailable), (503, LLMUnavailable), (529, LLMUnavailable),
-    (408, LLMUnavailable), (409, LLMUnavailable), (400, LLMRequestError),
-    (401, LLMRequestError), (403, LLMRequestError), (404, LLMRequestError),
-    (413, LLMRequestError), (422, LLMRequestError),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (429, LLMRateLimited),
+        (500, LLMUnavailable),
+        (503, LLMUnavailable),
+        (529, LLMUnavailable),
+        (408, LLMUnavailable),
+        (409, LLMUnavailable),
+        (400, LLMRequestError),
+        (401, LLMRequestError),
+        (403, LLMRequestError),
+        (404, LLMRequestError),
+        (413, LLMRequestError),
+        (422, LLMRequestError),
+    ],
+)
 def test_status_mapping(status: int, kind: type[Exception]) -> None:
     error = error_from_status("anthropic", status, {}, "detail")
     assert type(error) is kind

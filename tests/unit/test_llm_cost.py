@@ -18,15 +18,18 @@ class RecordingLog:
         self.events.append((event, fields))
 
 
-@pytest.mark.parametrize(("model", "price"), [
-    ("claude-sonnet-4-5", Price(3.0, 15.0)),
-    ("claude-sonnet-4-5-20250929", Price(3.0, 15.0)),
-    ("claude-opus-4-5-20251101", Price(5.0, 25.0)),
-    ("claude-opus-4-20250514", Price(15.0, 75.0)),
-    ("gpt-4o-mini-2024-07-18", Price(0.15, 0.60)),
-    ("gpt-4o-2024-08-06", Price(2.5, 10.0)),
-    ("gpt-4.1-nano", Price(0.10, 0.40)),
-])
+@pytest.mark.parametrize(
+    ("model", "price"),
+    [
+        ("claude-sonnet-4-5", Price(3.0, 15.0)),
+        ("claude-sonnet-4-5-20250929", Price(3.0, 15.0)),
+        ("claude-opus-4-5-20251101", Price(5.0, 25.0)),
+        ("claude-opus-4-20250514", Price(15.0, 75.0)),
+        ("gpt-4o-mini-2024-07-18", Price(0.15, 0.60)),
+        ("gpt-4o-2024-08-06", Price(2.5, 10.0)),
+        ("gpt-4.1-nano", Price(0.10, 0.40)),
+    ],
+)
 def test_exact_and_longest_prefix_match(model: str, price: Price) -> None:
     assert PriceTable().price("x", model) == price
 

@@ -41,10 +41,18 @@ def test_default_is_the_offline_rules_provider_without_cache(redis: Any) -> None
 @pytest.mark.usefixtures("keys_in_env")
 def test_anthropic_with_options_is_cached(redis: Any) -> None:
     provider = build_provider(
-        {"provider": "anthropic", "model": "claude-sonnet-4-5", "max_tokens": 2048,
-         "timeout": 12, "base_url": "http://127.0.0.1:9/", "cache_ttl": 60,
-         "retry": {"attempts": 5}},
-        redis=redis, keys=Keys("t"))
+        {
+            "provider": "anthropic",
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 2048,
+            "timeout": 12,
+            "base_url": "http://127.0.0.1:9/",
+            "cache_ttl": 60,
+            "retry": {"attempts": 5},
+        },
+        redis=redis,
+        keys=Keys("t"),
+    )
     assert isinstance(provider, CachedProvider)
     inner = provider.inner
     assert isinstance(inner, AnthropicProvider)
@@ -72,32 +80,45 @@ def test_base_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert provider.base_url == "http://127.0.0.1:8/v1"
 
 
-@pytest.mark.parametrize(("spec", "complaint"), [
-    ({"provider": "anthropic", "api_key": "sk-in-config"}, "api_key: Extra inputs"),
-    ({"provider": "gemini"}, "provider: Input should be"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"base_url": "file:///etc/passwd"}, "base_url"),
-    ({"price": {"input": 1}}, "price.output"),
-    ({"retry": {"attempts": 3, "forever": True}}, "retry.forever"),
-])
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        ({"provider": "anthropic", "api_key": "sk-in-config"}, "api_key: Extra inputs"),
+        ({"provider": "gemini"}, "provider: Input should be"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"base_url": "file:///etc/passwd"}, "base_url"),
+        ({"price": {"input": 1}}, "price.output"),
+        ({"retry": {"attempts": 3, "forever": True}}, "retry.forever"),
+    ],
+)
 def test_bad_specs_are_config_errors(spec: dict[str, Any], complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
         parse_spec(spec)
 
 
-@pytest.mark.parametrize(("provider", "variable"),
-                         [("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")])
-def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch, provider: str,
-                                       variable: str) -> None:
+@pytest.mark.parametrize(
+    ("provider", "variable"), [("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")]
+)
+def test_missing_key_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, provider: str, variable: str
+) -> None:
     monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError, match=variable):
         build_provider(LLMSpec(provider=provider))  # type: ignore[arg-type]
 
 
 def test_vendor_sdks_are_imported_only_when_used() -> None:
-    code = ("import sys, agent_runtime.llm.factory, agent_runtime.llm.anthropic_provider, "
-            "agent_runtime.llm.openai_provider, agent_runtime.llm.cache; "
-            "print(sorted(m for m in ('anthropic', 'openai') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=60)
+    code = (
+        "import sys, agent_runtime.llm.factory, agent_runtime.llm.anthropic_provider, "
+        "agent_runtime.llm.openai_provider, agent_runtime.llm.cache; "
+        "print(sorted(m for m in ('anthropic', 'openai') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert out.stdout.strip() == "[]"

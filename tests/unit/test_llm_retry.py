@@ -41,8 +41,9 @@ async def test_gives_up_after_attempts_with_the_last_error() -> None:
     assert len(call.calls) == 3
 
 
-@pytest.mark.parametrize("error", [LLMOutputError("bad json"), LLMRequestError("400"),
-                                   ValueError("bug")])
+@pytest.mark.parametrize(
+    "error", [LLMOutputError("bad json"), LLMRequestError("400"), ValueError("bug")]
+)
 async def test_other_errors_are_not_retried(error: Exception) -> None:
     call = Flaky(error)
     with pytest.raises(type(error)):
