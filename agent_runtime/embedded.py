@@ -103,7 +103,10 @@ class EmbeddedServer:
                 "--logfile", str(self.data_dir / "server.log"), *self.extra_args]
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        preexec_fn=_die_with_parent, close_fds=True)
+                                        preexec_fn=_die_with_parent, close_fds=True,
+                                        # a terminal's Ctrl-C must not stop the server before
+                                        # the workers have drained: the owner stops it
+                                        start_new_session=True)
         self._wait_ready(timeout)
         return self
 

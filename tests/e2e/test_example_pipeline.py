@@ -1,6 +1,7 @@
 """The plug-in example end to end, as a user runs it from the repository root with the installed
 console script: ``agent-runtime up`` (embedded server, real worker processes) in one process,
-``agent-runtime send --wait --json`` in another; Ctrl-C stops everything and clears the state."""
+``agent-runtime send --wait --json`` in another; Ctrl-C (SIGINT to the process group) drains
+the workers before the server stops, and clears the state."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def test_up_and_send(tmp_path: Path) -> None:
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a shell job
         )
     try:
         wait_until(
@@ -84,10 +86,12 @@ def test_up_and_send(tmp_path: Path) -> None:
             "reading_seconds": 3,
         }
     finally:
-        up.send_signal(signal.SIGINT)
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
         code = up.wait(60)
-    assert code == 0, out.read_text()
-    assert "embedded server stopped" in out.read_text()
+    log = out.read_text()
+    assert code == 0, log
+    assert "workers stopped" in log and "embedded server stopped" in log
+    assert "Traceback" not in log and "\"level\": \"error\"" not in log, log  # clean drain
     assert not (home / STATE_FILE).exists()
     assert not any(_alive(pid) for pid in pids)
 
