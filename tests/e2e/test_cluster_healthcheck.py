@@ -1,0 +1,78 @@
+"""The container health check (deploy/docker/healthcheck.sh, the image's HEALTHCHECK and the
+Kubernetes probes) against a real worker process: healthy while the worker beats, unhealthy
+once it stopped -- on a single server and on the local Redis Cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent_runtime.testing import WorkerProcess, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "docker" / "healthcheck.sh"
+
+
+@pytest.fixture(params=["single", "cluster"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    fixture = "redis_url" if request.param == "single" else "redis_cluster_url"
+    return str(request.getfixturevalue(fixture))
+
+
+def _healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_healthcheck_follows_the_worker_heartbeat(
+    tmp_path: Path, prefix: str, backend_url: str, subprocess_env: dict[str, str]
+) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "key_prefix": prefix,
+                "allowed_modules": ["tests.fixtures"],
+                "worker": {"heartbeat_interval": 0.5, "block_ms": 200, "drain_timeout": 2},
+                "agents": {
+                    "echo": {"class": "tests.fixtures.agents:Echo"},
+                    "sink": {"class": "tests.fixtures.agents:Sink"},
+                },
+            }
+        )
+    )
+    env = {
+        **subprocess_env,
+        "AGENT_RUNTIME_AGENT": "echo",
+        "AGENT_RUNTIME_CONFIG": str(config),
+        "AGENT_RUNTIME_REDIS_URL": backend_url,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    assert _healthcheck(env).returncode == 1, "no worker yet: unhealthy"
+
+    # the worker as the image starts it: NAME only, config and URL from the environment
+    worker = WorkerProcess(
+        "echo", config=config, redis_url=backend_url, env=env, log_path=tmp_path / "echo.log"
+    )
+    worker.argv = [sys.executable, "-m", "agent_runtime", "worker", "echo"]
+    worker.start()
+    try:
+        wait_until(
+            lambda: _healthcheck(env).returncode == 0 or not worker.alive(),
+            60,
+            interval=0.2,
+            message="healthcheck to pass",
+        )
+        assert worker.alive(), (tmp_path / "echo.log").read_text()
+    finally:
+        worker.stop(15)
+    result = _healthcheck(env)
+    assert result.returncode == 1 and "UNHEALTHY" in result.stdout
