@@ -98,3 +98,68 @@ def test_failures_and_dead_letters_are_counted(make_pipeline: object) -> None:
                   message_type="unknown", reason="undecodable") == 1
     assert sample(port, "agent_runtime_messages_handled_total", **labels) is None
     assert p.r.xlen(p.keys.dlq("echo")) == 4
+
+
+def free_port_range(count: int) -> int:
+    """A base port with ``count`` free consecutive ports after it (checked by binding)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        try:
+            for offset in range(count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free port range")
+
+
+def test_up_gives_every_worker_its_own_metrics_port(tmp_path: Path, redis_url: str,
+                                                    prefix: str,
+                                                    subprocess_env: dict[str, str]) -> None:
+    import anyio
+
+    from agent_runtime.client import Client
+    from agent_runtime.supervisor import Supervisor
+
+    p = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env)
+    config = yaml_replicas(p, echo=2)
+    base = free_port_range(3)
+    env = {**subprocess_env, "AGENT_RUNTIME_METRICS_PORT": str(base)}
+
+    async def run() -> dict[tuple[str, int], int | None]:
+        sup = Supervisor(config, redis_url, env=env, log_dir=tmp_path / "logs")
+        async with sup:
+            await sup.wait_ready(60)
+            ports = {(w.agent, w.slot): sup.metrics_port(w.agent, w.slot)
+                     for w in sup.processes()}
+            async with Client.connect(redis_url, p.pipeline) as client:
+                for i in range(6):
+                    await client.request(f"r{i}", timeout=30)
+            handled = {key: await anyio.to_thread.run_sync(
+                _handled, port, key[0]) for key, port in ports.items()}
+            return handled
+
+    handled = anyio.run(run)
+    assert sorted(handled) == [("echo", 0), ("echo", 1), ("sink", 0)]
+    assert handled[("echo", 0)] + handled[("echo", 1)] == 6  # type: ignore[operator]
+    assert handled[("sink", 0)] == 6
+    p.close()
+
+
+def _handled(port: int | None, agent: str) -> int:
+    assert port is not None
+    types = {"echo": "user.request", "sink": "test.echoed"}
+    return int(sample(port, "agent_runtime_messages_handled_total", agent=agent,
+                      message_type=types[agent]) or 0)
+
+
+def yaml_replicas(p: EchoPipeline, echo: int) -> Path:
+    import yaml
+
+    data = yaml.safe_load(p.config_path.read_text())
+    data["agents"]["echo"]["replicas"] = echo
+    p.config_path.write_text(yaml.safe_dump(data))
+    return p.config_path
