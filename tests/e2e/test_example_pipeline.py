@@ -91,7 +91,7 @@ def test_up_and_send(tmp_path: Path) -> None:
     log = out.read_text()
     assert code == 0, log
     assert "workers stopped" in log and "embedded server stopped" in log
-    assert "Traceback" not in log and "\"level\": \"error\"" not in log, log  # clean drain
+    assert "Traceback" not in log and '"level": "error"' not in log, log  # clean drain
     assert not (home / STATE_FILE).exists()
     assert not any(_alive(pid) for pid in pids)
 
