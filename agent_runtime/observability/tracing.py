@@ -59,9 +59,11 @@ class TraceContextMiddleware:
     """Worker middleware: one span per handled message, outputs carry its traceparent."""
 
     def __init__(self, tracer: Any = None) -> None:
-        if tracer is None and otel_trace is not None:
+        """``tracer``: an OpenTelemetry tracer; None = the global provider's (when the API is
+        installed); False = no spans, trace context only."""
+        if tracer is None and otel_trace is not None and _sdk_configured():
             tracer = otel_trace.get_tracer("agent_runtime")
-        self.tracer = tracer
+        self.tracer = tracer or None
 
     async def handle(self, ctx: MessageContext, call_next: Handler) -> None:
         trace_id, parent_id = incoming_context(ctx)
@@ -84,11 +86,19 @@ class TraceContextMiddleware:
                 set_status_on_exception=True, attributes=_attributes(ctx)) as span:
             span_context = span.get_span_context()
             try:
-                yield (format(span_context.span_id, "016x") if span_context.is_valid
-                       else fallback)
+                recording = span.is_recording() and span_context.is_valid
+                yield format(span_context.span_id, "016x") if recording else fallback
             except BaseException as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
+
+
+def _sdk_configured() -> bool:
+    """True when the process set a real tracer provider (not the API's no-op proxy): spans
+    are only worth their per-message cost when something records them."""
+    assert otel_trace is not None
+    provider = otel_trace.get_tracer_provider()
+    return not isinstance(provider, otel_trace.ProxyTracerProvider | otel_trace.NoOpTracerProvider)
 
 
 def _attributes(ctx: MessageContext) -> dict[str, Any]:
