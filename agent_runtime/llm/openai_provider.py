@@ -31,18 +31,66 @@ KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 
 
+#: Validation keywords OpenAI's strict mode refuses; pydantic still checks them locally.
+_NOT_IN_STRICT = frozenset(
+    {
+        "minLength",
+        "maxLength",
+        "default",
+        "minProperties",
+        "maxProperties",
+        "uniqueItems",
+        "patternProperties",
+    }
+)
+#: Keys whose values map names to schemas (walk the values, keep the names).
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions"})
+
+
 def response_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """The strict ``json_schema`` response format for ``schema``."""
+    """The ``json_schema`` response format for ``schema``: strict when the schema can be
+    (every object closed, as the SDK's own ``parse()`` makes it, minus the keywords strict
+    mode refuses); a model with free-form maps (``dict[str, X]``) cannot be strict, so it is
+    sent as a plain, non-strict schema. The answer is validated with pydantic either way."""
     from openai.lib._pydantic import to_strict_json_schema  # the SDK's parse() helper
 
+    strict = _strip(to_strict_json_schema(schema))
+    ok = _all_objects_closed(strict)
     return {
         "type": "json_schema",
         "json_schema": {
             "name": tool_name(schema),
-            "strict": True,
-            "schema": to_strict_json_schema(schema),
+            "strict": ok,
+            "schema": strict if ok else schema.model_json_schema(),
         },
     }
+
+
+def _strip(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strip(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: ({k: _strip(v) for k, v in value.items()} if key in _SCHEMA_MAPS else _strip(value))
+        for key, value in node.items()
+        if key not in _NOT_IN_STRICT
+    }
+
+
+def _all_objects_closed(node: Any) -> bool:
+    if isinstance(node, list):
+        return all(_all_objects_closed(item) for item in node)
+    if not isinstance(node, dict):
+        return True
+    if node.get("type") == "object" and node.get("additionalProperties") is not False:
+        return False
+    return all(
+        all(_all_objects_closed(v) for v in value.values())
+        if key in _SCHEMA_MAPS
+        else _all_objects_closed(value)
+        for key, value in node.items()
+    )
 
 
 class OpenAIProvider:

@@ -207,3 +207,30 @@ async def test_unreachable_server_is_unavailable(vendor: Vendor) -> None:
     with pytest.raises(LLMUnavailable, match="unreachable"):
         await _complete(provider)
     assert vendor.fake.requests == []
+
+
+async def test_the_pipelines_intent_schema_round_trips(vendor: Vendor) -> None:
+    from protocols.pipeline import ParsedIntent
+
+    answer = {
+        "actions": [
+            {"action": "list_files", "target": "configs", "parameters": {}, "after": []},
+            {
+                "action": "read_file",
+                "target": "configs/policy.yaml",
+                "parameters": {},
+                "after": [0],
+            },
+        ],
+        "confidence": 0.8,
+    }
+    backwards = {**answer, "actions": [{**answer["actions"][1], "after": [1]}]}  # type: ignore[dict-item]
+    vendor.fake.script(vendor.good(answer), vendor.good(backwards))
+    provider = vendor.provider()
+    try:
+        completion = await provider.complete(system="s", prompt="p", schema=ParsedIntent)
+        assert completion.value == ParsedIntent.model_validate(answer)
+        with pytest.raises(LLMOutputError, match="does not precede"):
+            await provider.complete(system="s", prompt="p2", schema=ParsedIntent)
+    finally:
+        await provider.aclose()
