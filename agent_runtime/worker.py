@@ -73,7 +73,8 @@ class Worker:
         self._chain = chain(middleware, self.instance.handle)
         self._inflight: dict[tuple[str, bytes], Entry] = {}  # read, not yet acked
         self._handling: set[uuid.UUID] = set()  # message ids with a handler running
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], float] = {}  # handler task -> deadline
+        self._timed_out: set[asyncio.Task[Any]] = set()
         self._delayed: dict[tuple[str, bytes], tuple[float, Entry, bool]] = {}
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
@@ -105,6 +106,7 @@ class Worker:
                 side.start_soon(self._commit_loop)
                 side.start_soon(self._lease_loop)
                 side.start_soon(self._heartbeat_loop)
+                side.start_soon(self._timeout_loop)
                 await self._recover_own_pending()
                 side.start_soon(self._reclaim_loop)
                 side.start_soon(self._delay_loop)
@@ -187,14 +189,28 @@ class Worker:
 
     def _start_handler(self, entry: Entry, item: Decoded) -> None:
         self._handling.add(item.message.message_id)
-        task = asyncio.get_running_loop().create_task(self._handle(entry, item))
-        self._tasks.add(task)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._handle(entry, item))
+        self._tasks[task] = loop.time() + self.settings.handler_timeout
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not self._tasks:
             self._idle.set()
+
+    async def _timeout_loop(self) -> None:
+        """Cancel handlers past ``handler_timeout`` (one watchdog instead of a timer per
+        message; precision is a tenth of the timeout, at most 0.5 s)."""
+        loop = asyncio.get_running_loop()
+        interval = min(0.5, self.settings.handler_timeout / 10)
+        while True:
+            await anyio.sleep(interval)
+            now = loop.time()
+            for task, deadline in list(self._tasks.items()):
+                if deadline <= now and task not in self._timed_out:
+                    self._timed_out.add(task)
+                    task.cancel()
 
     def _undeliverable(self, entry: Entry, message: AgentMessage) -> tuple[str, str] | None:
         if entry.delivery_count > self.settings.max_deliveries:
@@ -218,8 +234,16 @@ class Worker:
         started = time.perf_counter()
         wall_started = time.time()
         try:
-            async with asyncio.timeout(self.settings.handler_timeout):
+            try:
                 await self._chain(ctx)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task not in self._timed_out:
+                    raise
+                self._timed_out.discard(task)
+                task.uncancel()
+                raise TimeoutError(f"handler timed out after {self.settings.handler_timeout}s"
+                                   ) from None
         except Skip:
             ctx.clear_outputs()
             self._finish(entry, ctx, wall_started, "skipped")

@@ -287,3 +287,17 @@ def _forget_done(env: Env, agent: str, message_id: str) -> None:
     """What a crash between 'outputs written' and 'done marked' leaves behind."""
     for key in env.r.scan_iter(env.keys.done(agent, 0).rsplit(":", 1)[0] + ":*"):
         env.r.srem(key, message_id)
+
+
+def test_handler_timeout_cancels_and_counts_as_failure(make_env: Any) -> None:
+    env = make_env(echo={"sleep_seconds": 30.0},
+                   worker={"handler_timeout": 0.5, "max_deliveries": 2})
+    worker = env.start("echo")
+    message = env.message("hangs")
+    env.publish(message)
+    wait_until(lambda: env.dead_letters(), 20, message="timed-out message dead-lettered")
+    [dead] = env.dead_letters()
+    assert dead[b"reason"] == b"max_deliveries"
+    assert b"timed out after 0.5s" in dead[b"error"]
+    assert len(env.handler_calls(message)) == 2
+    assert worker.alive()
