@@ -78,6 +78,25 @@ class Skip(HandlerControl):
     """Acknowledge this message without producing output."""
 
 
+class BreakerOpen(AgentRuntimeError):
+    """The circuit breaker ``name`` is open (or another caller is probing it): the call was not
+    made. ``remaining`` is how many seconds until a call may be tried again."""
+
+    transient = False
+
+    def __init__(self, name: str, remaining: float, state: str = "open") -> None:
+        super().__init__(f"circuit breaker {name!r} is {state}; retry in {remaining:.3f}s")
+        self.name = name
+        self.remaining = remaining
+        self.state = state
+
+
+class DeadlineExceeded(AgentRuntimeError):
+    """The message's deadline passed (or would pass) before the work could finish."""
+
+    transient = False
+
+
 class RequestError(AgentRuntimeError):
     """A client request failed (timeout waiting for the reply, no server, bad input)."""
 

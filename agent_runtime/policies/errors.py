@@ -1,0 +1,101 @@
+"""Which errors a policy retries or counts as a breaker failure.
+
+Names in ``retry_on`` / ``failure_on`` are families or dotted exception paths:
+
+* ``transient``: timeouts, connection errors (builtin, redis-py, httpx transport errors),
+  HTTP-ish errors whose ``status_code``/``status`` is 408, 425, 429 or 5xx, and any error with a
+  boolean ``transient`` attribute set to True (the LLM error tree: ``LLMUnavailable``,
+  ``LLMRateLimited``). An error whose ``transient`` attribute is False is never transient.
+* ``timeout``: ``TimeoutError`` (what anyio cancel-scope timeouts raise) and redis timeouts.
+* ``connection``: ``ConnectionError`` and redis connection errors.
+* ``any``: every ``Exception``.
+
+Never matched, whatever the list says: the handler's control signals (Retry, Reject, Skip),
+an open breaker, an exceeded deadline, and cancellation (not an ``Exception``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from redis import exceptions as redis_errors
+
+from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded, HandlerControl
+from agent_runtime.registry import import_object
+
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_NEVER = (HandlerControl, BreakerOpen, DeadlineExceeded)
+_TIMEOUTS = (TimeoutError, redis_errors.TimeoutError)
+_CONNECTION = (ConnectionError, redis_errors.ConnectionError)
+_EXHAUSTED = "_agent_runtime_retries_exhausted"
+
+Matcher = Callable[[BaseException], bool]
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, _TIMEOUTS)
+
+
+def is_connection(exc: BaseException) -> bool:
+    return isinstance(exc, _CONNECTION) or _httpx_transport(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    flag = getattr(exc, "transient", None)
+    if isinstance(flag, bool):
+        return flag
+    if is_timeout(exc) or is_connection(exc):
+        return True
+    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
+    return isinstance(status, int) and (status in TRANSIENT_STATUS or 500 <= status < 600)
+
+
+def _httpx_transport(exc: BaseException) -> bool:
+    """httpx's TransportError (connect/read/write/pool errors) without importing httpx."""
+    return any(cls.__name__ == "TransportError" and cls.__module__.startswith("httpx")
+               for cls in type(exc).__mro__)
+
+
+_FAMILIES: dict[str, Matcher] = {
+    "transient": is_transient,
+    "timeout": is_timeout,
+    "connection": is_connection,
+    "any": lambda exc: True,
+}
+
+
+def error_matcher(names: Iterable[str], allowed_modules: Iterable[str] = ()) -> Matcher:
+    """A predicate for ``names`` (families or dotted exception paths; paths are imported only
+    from the allow-list, plus ``agent_runtime.errors``)."""
+    allowed = ("agent_runtime.errors", *allowed_modules)
+    tests: list[Matcher] = []
+    classes: list[type[BaseException]] = []
+    for name in names:
+        if name in _FAMILIES:
+            tests.append(_FAMILIES[name])
+            continue
+        cls = import_object(name, allowed)
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            raise ConfigError(f"{name!r} is not an exception class")
+        classes.append(cls)
+    class_tuple = tuple(classes)
+
+    def matches(exc: BaseException) -> bool:
+        if not isinstance(exc, Exception) or isinstance(exc, _NEVER):
+            return False
+        return isinstance(exc, class_tuple) or any(test(exc) for test in tests)
+
+    return matches
+
+
+def mark_exhausted(exc: BaseException) -> None:
+    """Tag an error a policy already retried, so an enclosing policy does not retry it again
+    (no retry amplification: 3 call attempts x 3 handler attempts)."""
+    try:
+        setattr(exc, _EXHAUSTED, True)
+    except AttributeError:  # __slots__ exceptions: the outer policy may retry once more
+        pass
+
+
+def is_exhausted(exc: BaseException) -> bool:
+    return bool(getattr(exc, _EXHAUSTED, False))
