@@ -18,10 +18,17 @@ import hmac
 import json
 import os
 import secrets
+import time
+import uuid
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_runtime.errors import ConfigError
+from agent_runtime.errors import ConfigError, RequestError
+from agent_runtime.keys import Keys
+from protocols.pipeline import ApprovalDecision
+
+if TYPE_CHECKING:
+    from agent_runtime.client import Client
 
 APPROVAL_KEY_ENV = "AGENT_RUNTIME_APPROVAL_KEY"
 APPROVAL_STATE = "approval"
@@ -63,3 +70,33 @@ def verify(key: bytes, signature: str, *, correlation_id: str, step_id: str, too
     expected = sign(key, correlation_id=correlation_id, step_id=step_id, tool=tool, args=args,
                     approver=approver)
     return hmac.compare_digest(expected, signature)
+
+
+async def pending_approvals(redis: Any, keys: Keys, correlation_id: str) -> dict[str, Any]:
+    """Steps of a request still waiting for a human: step id -> {step, expires_at}."""
+    raw = await redis.hgetall(keys.request_state(correlation_id, APPROVAL_STATE))
+    now = time.time()
+    pending = {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+    return {k: v for k, v in pending.items() if float(v.get("expires_at", 0)) > now}
+
+
+async def submit_decision(client: Client, correlation_id: str, *, approved: bool,
+                          steps: list[str], approver: str, comment: str = "") -> list[str]:
+    """Send a human decision to the safety checker; returns the steps it covers. Raises
+    RequestError when nothing (or not a named step) of the request is waiting."""
+    try:
+        cid = uuid.UUID(correlation_id)
+    except ValueError as exc:
+        raise RequestError(f"{correlation_id!r} is not a correlation id (a UUID)") from exc
+    pending = await pending_approvals(client.redis, client.keys, str(cid))
+    if not pending:
+        raise RequestError(f"no step of request {cid} is waiting for approval (unknown "
+                           "request, already decided, finished, or the approval expired)")
+    unknown = sorted(set(steps) - set(pending))
+    if unknown:
+        raise RequestError(f"steps {unknown} of request {cid} are not waiting for approval; "
+                           f"waiting: {sorted(pending)}")
+    decision = ApprovalDecision(approved=approved, steps=steps, approver=approver,
+                                comment=comment)
+    await client.send(client.new_message(decision, correlation_id=cid))
+    return sorted(steps or pending)

@@ -76,8 +76,9 @@ class Router(Agent[RouterConfig]):
                 raise Retry("approval timer not due", delay=min(remaining, self.config.timer_poll),
                             count=False)
         state, effects = await self.transact(ctx, self._transition(ctx))
-        if state is None or not effects:
-            raise Skip
+        if state is None:
+            ctx.log.info("plan_unknown")
+            raise Skip  # e.g. a result for a request whose state expired
         self.emit(ctx, state, effects)
 
     def _transition(self, ctx: MessageContext) -> Transition:

@@ -15,6 +15,8 @@ COMMANDS = [
     "agent_runtime.cli.worker",
     "agent_runtime.cli.up",
     "agent_runtime.cli.send",
+    "agent_runtime.cli.run",
+    "agent_runtime.cli.approve",
     "agent_runtime.cli.validate",
     "agent_runtime.cli.redis",
     "agent_runtime.cli.status",

@@ -1,0 +1,64 @@
+"""``agent-runtime approve CID [--step ID]`` and ``agent-runtime reject CID [--step ID]``:
+answer a request's steps that wait for human approval. The decision goes to the safety
+checker, which signs approved steps; the router then resumes the plan (finished steps are
+never run again). Without ``--step`` the decision covers every waiting step."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+import anyio
+
+from agent_runtime.approval import submit_decision
+from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.client import Client
+from agent_runtime.errors import RequestError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, approved in (("approve", True), ("reject", False)):
+        verb = "approve" if approved else "reject"
+        parser = sub.add_parser(
+            name, help=f"{verb} a request's steps that wait for human approval",
+            description=f"{verb.capitalize()} the steps of request CORRELATION_ID that the "
+                        "safety policy holds for a human (all of them unless --step is given). "
+                        "Exits 1 when nothing of that request is waiting.")
+        parser.add_argument("correlation_id", metavar="CORRELATION_ID")
+        parser.add_argument("--step", action="append", default=[], metavar="ID",
+                            help="a step id (repeatable; default: every waiting step)")
+        parser.add_argument("--by", default=None,
+                            help="who decides (default: the login name); recorded in the "
+                                 "signed approval")
+        parser.add_argument("--comment", default="", help="shown in the report")
+        add_config(parser)
+        add_redis(parser)
+        parser.set_defaults(func=run, approved=approved)
+
+
+def run(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args)
+    client = Client.connect(redis_url(args, pipeline), pipeline)
+    approver = args.by or _login()
+    try:
+        steps: list[str] = anyio.run(_decide, client, args, approver)
+    except RequestError as exc:
+        print(f"agent-runtime {'approve' if args.approved else 'reject'}: {exc}", file=sys.stderr)
+        return 1
+    verb = "approved" if args.approved else "rejected"
+    print(f"{verb} step(s) {', '.join(steps)} of request {args.correlation_id} (by {approver})")
+    return 0
+
+
+async def _decide(client: Client, args: argparse.Namespace, approver: str) -> list[str]:
+    async with client:
+        return await submit_decision(client, args.correlation_id, approved=args.approved,
+                                     steps=args.step, approver=approver, comment=args.comment)
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "human"

@@ -1,0 +1,168 @@
+"""``agent-runtime run "TEXT"``: the whole pipeline for one request, then exit.
+
+Starts the embedded server (unless a Redis URL is configured), every agent type's replicas as
+separate worker processes (Supervisor), publishes the request, prints one progress line per
+hop from the request's trace, prints the report, stops everything.
+
+Exit status: 0 the request succeeded; 1 it did not (rejected, failed, budget exceeded, invalid);
+3 no report within --timeout; 2 usage or configuration error. ``--json`` prints only the
+Report JSON on stdout (progress goes to stderr either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from agent_runtime.approval import APPROVAL_KEY_ENV, ensure_key, pending_approvals
+from agent_runtime.cli.common import add_config, add_redis, load_pipeline
+from agent_runtime.cli.progress import hop_line, print_report
+from agent_runtime.client import Client
+from agent_runtime.embedded import EmbeddedServer, clear_state, find_running
+from agent_runtime.errors import RequestTimeout
+from agent_runtime.observability.logging import configure_logging
+from agent_runtime.pipeline import Pipeline
+from agent_runtime.supervisor import Supervisor
+from protocols.envelope import AgentMessage
+from protocols.pipeline import Report
+
+EXIT_OK, EXIT_NOT_OK, EXIT_TIMEOUT = 0, 1, 3
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "run", help="run one request through the whole pipeline and print its report",
+        description="Start Redis (embedded unless a URL is configured) and every agent as its "
+                    "own process, publish TEXT, show each hop live, print the report, shut "
+                    "down. Exit 0 on success, 1 if the request was rejected or failed, 3 on "
+                    "timeout.")
+    parser.add_argument("text", metavar="TEXT", help="the request (see docs/rules-grammar.md)")
+    parser.add_argument("--json", action="store_true",
+                        help="print only the Report as JSON on stdout")
+    parser.add_argument("--timeout", "-t", type=float, default=120.0,
+                        help="seconds to wait for the report (default %(default)g); also the "
+                             "request's deadline")
+    parser.add_argument("--budget", type=float, default=None, metavar="USD",
+                        help="the request's budget in USD, checked at every hop")
+    parser.add_argument("--ready-timeout", type=float, default=60.0,
+                        help="seconds to wait for every worker to start (default %(default)g)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="keep each worker's log in DIR/AGENT-SLOT.log (default: a "
+                             "temporary directory, removed on exit)")
+    add_config(parser)
+    add_redis(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # progress lines are the output; the supervisor's own log only when asked for
+    configure_logging(level=os.environ.get("AGENT_RUNTIME_LOG_LEVEL") or "warning")
+    pipeline = load_pipeline(args)
+    url = args.redis_url or os.environ.get("AGENT_RUNTIME_REDIS_URL") or pipeline.config.redis_url
+    with tempfile.TemporaryDirectory(prefix="agent-runtime-run-") as tmp:
+        log_dir = args.log_dir or Path(tmp, "logs")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if url:
+            code: int = anyio.run(execute, args, pipeline, url, log_dir)
+            return code
+        server = EmbeddedServer(Path(tmp, "redis"), persistent=False).start()
+        announced = find_running() is None  # lets 'approve' in another terminal find it
+        if announced:
+            server.publish_state()
+        try:
+            _say(f"embedded redis: {server.url}")
+            code = anyio.run(execute, args, pipeline, server.url, log_dir)
+        finally:
+            if announced:
+                clear_state()
+            server.stop()
+        return code
+
+
+async def execute(args: argparse.Namespace, pipeline: Pipeline, url: str,
+                  log_dir: Path) -> int:
+    env = {APPROVAL_KEY_ENV: ensure_key(dict(os.environ))[APPROVAL_KEY_ENV]}
+    started = time.monotonic()
+    async with Supervisor(pipeline.source or args.config, url, env=env, log_dir=log_dir) as sup:
+        await sup.wait_ready(args.ready_timeout)
+        _say(f"{len(sup.processes())} worker processes ready in "
+             f"{time.monotonic() - started:.1f}s (logs: {log_dir})")
+        async with Client.connect(url, pipeline) as client:
+            message = await client.publish(args.text, timeout=args.timeout,
+                                           budget_usd=args.budget)
+            _say(f"request {message.correlation_id}: {args.text}")
+            try:
+                report = await follow(client, message, args.timeout)
+            except RequestTimeout as exc:
+                _say(f"agent-runtime run: {exc}; worker logs are in {log_dir}")
+                return EXIT_TIMEOUT
+        _say("stopping workers")
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        print_report(report, sys.stdout)
+    return EXIT_OK if report.ok else EXIT_NOT_OK
+
+
+async def follow(client: Client, message: AgentMessage, wait: float) -> Report:
+    """Print progress until the report arrives (or RequestTimeout)."""
+    tail = TraceTail(client, message)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tail.follow)
+        tg.start_soon(_hint_approvals, client, str(message.correlation_id))
+        try:
+            reply = await client.wait_reply(message, wait)
+        finally:
+            tg.cancel_scope.cancel()
+    await tail.poll(block=None)  # the hops committed together with the report
+    report = reply.payload
+    assert isinstance(report, Report)
+    return report
+
+
+class TraceTail:
+    """Prints a request's trace entries as they are written."""
+
+    def __init__(self, client: Client, message: AgentMessage) -> None:
+        self.client = client
+        self.key = client.keys.trace(str(message.correlation_id))
+        self.published_ms = int(message.timestamp.timestamp() * 1000)
+        self.last = b"0-0"
+
+    async def follow(self) -> None:
+        while True:
+            await self.poll(block=200)
+
+    async def poll(self, *, block: int | None) -> None:
+        response = await self.client.redis.xread({self.key: self.last}, count=100, block=block)
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                self.last = entry_id
+                line = hop_line(fields, self.published_ms)
+                if line:
+                    _say(line)
+
+
+async def _hint_approvals(client: Client, cid: str) -> None:
+    shown: set[str] = set()
+    while True:
+        pending = await pending_approvals(client.redis, client.keys, cid)
+        for step_id, info in sorted(pending.items()):
+            if step_id not in shown:
+                shown.add(step_id)
+                step = info.get("step", {})
+                _say(f"  step {step_id} ({step.get('tool')} {json.dumps(step.get('args'))}) waits "
+                     f"for approval:\n      agent-runtime approve {cid} --step {step_id}\n"
+                     f"      agent-runtime reject {cid} --step {step_id}")
+        await anyio.sleep(0.5)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
