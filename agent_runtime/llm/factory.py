@@ -26,7 +26,7 @@ from agent_runtime.keys import Keys
 from agent_runtime.llm.base import LLMProvider
 from agent_runtime.llm.cache import DEFAULT_TTL, CachedProvider
 from agent_runtime.llm.cost import Price, PriceTable
-from agent_runtime.llm.retry import DefaultRetry
+from agent_runtime.llm.retry import CallPolicy, DefaultRetry
 from agent_runtime.registry import import_object
 
 if TYPE_CHECKING:
@@ -93,18 +93,23 @@ def parse_spec(spec: Mapping[str, Any] | LLMSpec) -> LLMSpec:
 
 
 def build_provider(
-    spec: Mapping[str, Any] | LLMSpec, *, redis: Redis | None = None, keys: Keys | None = None
+    spec: Mapping[str, Any] | LLMSpec,
+    *,
+    redis: Redis | None = None,
+    keys: Keys | None = None,
+    retry: CallPolicy | None = None,
 ) -> LLMProvider:
     """The provider ``spec`` names, wrapped in the response cache when ``redis`` is given
-    (the offline rules provider is never cached: it is free and deterministic)."""
+    (the offline rules provider is never cached: it is free and deterministic). ``retry``
+    replaces the default retry built from ``spec.retry`` (e.g. the resilience policies)."""
     parsed = parse_spec(spec)
-    provider = _instantiate(parsed)
+    provider = _instantiate(parsed, retry)
     if parsed.provider == "rules" or redis is None or parsed.cache_ttl == 0:
         return provider
     return CachedProvider(provider, redis, keys or Keys(), ttl=parsed.cache_ttl)
 
 
-def _instantiate(spec: LLMSpec) -> LLMProvider:
+def _instantiate(spec: LLMSpec, retry: CallPolicy | None) -> LLMProvider:
     try:
         cls = import_object(PROVIDERS[spec.provider], allowed=("agent_runtime.llm",))
     except ConfigError as exc:
@@ -117,7 +122,7 @@ def _instantiate(spec: LLMSpec) -> LLMProvider:
         "timeout": spec.timeout,
         "base_url": spec.base_url,
         "temperature": spec.temperature,
-        "retry": DefaultRetry(**spec.retry.model_dump()),
+        "retry": retry or DefaultRetry(**spec.retry.model_dump()),
     }
     model = spec.model or cls.default_model
     options["model"] = model

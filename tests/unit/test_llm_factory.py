@@ -122,3 +122,10 @@ def test_vendor_sdks_are_imported_only_when_used() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.usefixtures("keys_in_env")
+def test_a_given_call_policy_replaces_the_default_retry() -> None:
+    policy = DefaultRetry(attempts=7)
+    provider = build_provider({"provider": "anthropic"}, retry=policy)
+    assert isinstance(provider, AnthropicProvider) and provider.retry is policy
