@@ -234,3 +234,39 @@ async def test_the_pipelines_intent_schema_round_trips(vendor: Vendor) -> None:
             await provider.complete(system="s", prompt="p2", schema=ParsedIntent)
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize(
+    ("reply", "complaint"),
+    [
+        (anthropic_api.tool_answer(GOOD, stop_reason="max_tokens"), "truncated"),
+        (anthropic_api.text_answer("Sure! Here are your files."), "no Intent tool call"),
+    ],
+)
+async def test_anthropic_truncated_or_toolless_answers_are_output_errors(
+    monkeypatch: pytest.MonkeyPatch, reply: Reply, complaint: str
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+    with anthropic_api.AnthropicFake().running() as fake:
+        fake.script(reply)
+        provider = AnthropicProvider(base_url=fake.root_url, retry=FAST)
+        with pytest.raises(LLMOutputError, match=complaint):
+            await _complete(provider)
+
+
+@pytest.mark.parametrize(
+    ("reply", "complaint"),
+    [
+        (openai_api.json_answer(GOOD, refusal="I can't help with that."), "refused"),
+        (openai_api.json_answer('{"action": "li', finish_reason="length"), "truncated"),
+    ],
+)
+async def test_openai_refusals_and_truncation_are_output_errors(
+    monkeypatch: pytest.MonkeyPatch, reply: Reply, complaint: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-test-key")
+    with openai_api.OpenAIFake().running() as fake:
+        fake.script(reply)
+        provider = OpenAIProvider(base_url=fake.root_url + "/v1", retry=FAST)
+        with pytest.raises(LLMOutputError, match=complaint):
+            await _complete(provider)
