@@ -96,6 +96,12 @@ class Metrics:
         if cost_usd:
             self.llm_cost.labels(provider, model).inc(cost_usd)
 
+    def record_usage(self, usage: Any) -> None:
+        """Account an ``agent_runtime.llm.base.Usage`` (provider, model, tokens, cost, cached)."""
+        self.record_llm(usage.provider, usage.model, input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens, cost_usd=usage.cost_usd,
+                        cached=usage.cached)
+
     def set_breaker_state(self, name: str, state: str) -> None:
         """Set a breaker's gauge from its state name (closed, half-open, open)."""
         self.breaker_state.labels(name).set(BREAKER_STATES.get(str(state).lower(), -1))

@@ -64,6 +64,11 @@ class WorkerObservability:
                 "metrics_served", port=metrics_port, agent=agent)
         return obs
 
+    def breaker_listeners(self) -> list[Any]:
+        """Listeners for the circuit breakers (``Policies(..., listeners=...)``): the breaker
+        state gauge when metrics are on, else none."""
+        return [self.metrics.breaker_listener()] if self.metrics is not None else []
+
     async def run_collector(self, redis: Any) -> None:
         """Poll lag/pending of the agent's inboxes into the gauges (no-op without metrics)."""
         if self.metrics is None:

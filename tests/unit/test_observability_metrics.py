@@ -116,3 +116,14 @@ async def test_collector_reads_lag_pending_and_oldest_pending_age() -> None:
     assert value(metrics, "agent_runtime_oldest_pending_age_seconds", **labels) >= 59
     assert value(metrics, "agent_runtime_stream_length_messages", stream=stream) == 5
     await redis.aclose()
+
+
+def test_usage_objects_of_the_llm_layer_are_accepted() -> None:
+    from agent_runtime.llm.base import Usage
+
+    metrics = Metrics()
+    metrics.record_usage(Usage(provider="openai", model="gpt-x", input_tokens=7,
+                               output_tokens=3, cost_usd=0.01))
+    labels = {"provider": "openai", "model": "gpt-x"}
+    assert value(metrics, "agent_runtime_llm_tokens_total", **labels, kind="output") == 3
+    assert value(metrics, "agent_runtime_llm_cost_usd_total", **labels) == pytest.approx(0.01)
