@@ -9,6 +9,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from agent_runtime.transport.fastpack import use_hiredis_packing
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
@@ -31,7 +33,9 @@ def connect(url: str, **kwargs: Any) -> Connection:
         return Connection(client, True, url)
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
-    return Connection(Redis.from_url(url, **options), False, url)
+    client = Redis.from_url(url, **options)
+    use_hiredis_packing(client)
+    return Connection(client, False, url)
 
 
 def redact_url(url: str) -> str:
