@@ -24,9 +24,9 @@ IMAGE = "ghcr.io/example/agent-runtime:0.1.0"
 APP = "agent-runtime"
 REDIS_SECRET = "agent-runtime-redis"  # noqa: S105 - a Secret name; keys: url (AGENT_RUNTIME_REDIS_URL), address, password
 LLM_SECRET = "agent-runtime-llm"  # noqa: S105 - keys: ANTHROPIC_API_KEY, OPENAI_API_KEY (both optional)
-SIGNING_SECRET = "agent-runtime-signing"  # noqa: S105 - key: AGENT_RUNTIME_SIGNING_KEY (optional)
+SIGNING_SECRET = "agent-runtime-signing"  # noqa: S105 - AGENT_RUNTIME_APPROVAL_KEY, _SIGNING_KEY
 CONFIG_MAP = "agent-runtime-pipeline"
-CONFIG_MOUNT = "/etc/agent-runtime"
+CONFIG_MOUNT = "/app/configs"  # the image's WORKDIR is /app: relative paths work
 DRAIN_DEFAULT = 30.0
 GRACE_MARGIN = 30
 LAG_PER_REPLICA = "20"
@@ -67,7 +67,7 @@ def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dic
     return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
-def container(agent: str) -> dict[str, Any]:
+def container(agent: str, config_name: str) -> dict[str, Any]:
     return {
         "name": "worker",
         "image": IMAGE,
@@ -75,11 +75,13 @@ def container(agent: str) -> dict[str, Any]:
         "args": [agent],  # the image's ENTRYPOINT is ["agent-runtime", "worker"]
         "env": [
             {"name": "AGENT_RUNTIME_AGENT", "value": agent},
-            {"name": "AGENT_RUNTIME_CONFIG", "value": f"{CONFIG_MOUNT}/pipeline.yaml"},
+            {"name": "AGENT_RUNTIME_CONFIG", "value": f"{CONFIG_MOUNT}/{config_name}"},
             _secret_env("AGENT_RUNTIME_REDIS_URL", REDIS_SECRET, "url"),
             _secret_env("REDIS_ADDRESS", REDIS_SECRET, "address"),  # read by KEDA
             _secret_env("ANTHROPIC_API_KEY", LLM_SECRET, "ANTHROPIC_API_KEY", optional=True),
             _secret_env("OPENAI_API_KEY", LLM_SECRET, "OPENAI_API_KEY", optional=True),
+            # safety approvals: the safety checker signs, executors verify (same key)
+            _secret_env("AGENT_RUNTIME_APPROVAL_KEY", SIGNING_SECRET, "AGENT_RUNTIME_APPROVAL_KEY"),
             _secret_env(
                 "AGENT_RUNTIME_SIGNING_KEY",
                 SIGNING_SECRET,
@@ -117,7 +119,7 @@ def _probe(period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def deployment(agent: str, spec: dict[str, Any]) -> dict[str, Any]:
+def deployment(agent: str, spec: dict[str, Any], config_name: str) -> dict[str, Any]:
     grace = int(spec["drain_timeout"]) + GRACE_MARGIN
     return {
         "apiVersion": "apps/v1",
@@ -140,7 +142,7 @@ def deployment(agent: str, spec: dict[str, Any]) -> dict[str, Any]:
                         "runAsGroup": 10001,
                         "fsGroup": 10001,
                     },
-                    "containers": [container(agent)],
+                    "containers": [container(agent, config_name)],
                     "volumes": [
                         {"name": "pipeline", "configMap": {"name": CONFIG_MAP}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
@@ -203,12 +205,15 @@ def trigger_auth() -> dict[str, Any]:
     }
 
 
-def config_map(pipeline_text: str) -> dict[str, Any]:
+def config_map(config_path: Path) -> dict[str, Any]:
+    """The pipeline config and its sibling YAML files (e.g. the safety policy it names by a
+    relative path), mounted together at /app/configs."""
+    files = {p.name: p.read_text() for p in sorted(config_path.parent.glob("*.yaml"))}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": CONFIG_MAP, "labels": {"app.kubernetes.io/name": APP}},
-        "data": {"pipeline.yaml": pipeline_text},
+        "data": files,
     }
 
 
@@ -231,12 +236,14 @@ def render(config_path: Path) -> dict[str, str]:
         source = config_path
     header = HEADER.format(source=source)
     files = {
-        "configmap.yaml": header + _dump(config_map(text)),
+        "configmap.yaml": header + _dump(config_map(config_path)),
         "keda-auth.yaml": header + _dump(trigger_auth()),
     }
     for agent, spec in agent_specs(config).items():
         files[f"agent-{_dns(agent)}.yaml"] = header + _dump(
-            deployment(agent, spec), disruption_budget(agent), scaled_object(agent, spec, prefix)
+            deployment(agent, spec, config_path.name),
+            disruption_budget(agent),
+            scaled_object(agent, spec, prefix),
         )
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
