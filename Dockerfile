@@ -26,6 +26,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     AGENT_RUNTIME_CONFIG=/app/configs/default.yaml \
     AGENT_RUNTIME_HOME=/tmp/agent-runtime
+# procps: `uptime` for the default executor's shell allow-list (configs/default.yaml)
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends procps \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 agent \
     && useradd --system --uid 10001 --gid agent --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin agent
