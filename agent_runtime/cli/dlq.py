@@ -19,25 +19,38 @@ from agent_runtime.transport.connect import connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("dlq", help="list, show, replay or purge dead letters",
-                            description="Dead letters are kept per agent type in P:dlq:AGENT "
-                                        "with the reason, the error and the original entry.")
+    parser = sub.add_parser(
+        "dlq",
+        help="list, show, replay or purge dead letters",
+        description="Dead letters are kept per agent type in P:dlq:AGENT "
+        "with the reason, the error and the original entry.",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, help_text in (("list", "list dead letters (id, agent, reason, type, age)"),
-                            ("show", "show dead letters in full (redacted)"),
-                            ("replay", "re-publish to the original inbox and remove"),
-                            ("purge", "delete dead letters (asks unless --yes)")):
+    for name, help_text in (
+        ("list", "list dead letters (id, agent, reason, type, age)"),
+        ("show", "show dead letters in full (redacted)"),
+        ("replay", "re-publish to the original inbox and remove"),
+        ("purge", "delete dead letters (asks unless --yes)"),
+    ):
         action = actions.add_parser(name, help=help_text, description=help_text)
-        action.add_argument("ids", nargs="*" if name != "show" else "+", metavar="ID",
-                            help="dead-letter entry ids (from 'dlq list')")
+        action.add_argument(
+            "ids",
+            nargs="*" if name != "show" else "+",
+            metavar="ID",
+            help="dead-letter entry ids (from 'dlq list')",
+        )
         action.add_argument("--agent", help="only this agent type's dead letters")
         action.add_argument("--reason", help="only dead letters with this reason")
         action.add_argument("--json", action="store_true", help="print JSON")
         if name in ("replay", "purge"):
-            action.add_argument("--all", action="store_true",
-                                help="select every dead letter (when no ID or filter is given)")
-            action.add_argument("--dry-run", action="store_true",
-                                help="show what would be done, change nothing")
+            action.add_argument(
+                "--all",
+                action="store_true",
+                help="select every dead letter (when no ID or filter is given)",
+            )
+            action.add_argument(
+                "--dry-run", action="store_true", help="show what would be done, change nothing"
+            )
         if name == "purge":
             action.add_argument("--yes", "-y", action="store_true", help="do not ask")
         add_config(action)
@@ -48,18 +61,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
-    if args.action in ("replay", "purge") and not (args.ids or args.agent or args.reason
-                                                   or args.all):
-        raise SystemExit(f"agent-runtime dlq {args.action}: name dead letters (ID...), filter "
-                         "them (--agent, --reason) or pass --all")
+    if args.action in ("replay", "purge") and not (
+        args.ids or args.agent or args.reason or args.all
+    ):
+        raise SystemExit(
+            f"agent-runtime dlq {args.action}: name dead letters (ID...), filter "
+            "them (--agent, --reason) or pass --all"
+        )
     return int(anyio.run(_run, args, url, pipeline.config.keys))
 
 
 async def _run(args: argparse.Namespace, url: str, keys: Keys) -> int:
     redis = connect(url).redis
     try:
-        letters = await deadletters.find_letters(redis, keys, agent=args.agent,
-                                                 reason=args.reason, ids=args.ids or None)
+        letters = await deadletters.find_letters(
+            redis, keys, agent=args.agent, reason=args.reason, ids=args.ids or None
+        )
         if args.action == "list":
             return _list(letters, args.json)
         if args.action == "show":
@@ -77,10 +94,23 @@ def _print(data: Any, as_json: bool, text: str) -> None:
 
 def _list(letters: list[deadletters.Letter], as_json: bool) -> int:
     items = [letter.summary() for letter in letters]
-    rows = [[i["id"], i["agent"], i["reason"], i["message_type"], i["correlation_id"],
-             i["delivery_count"], duration(i["age_s"])] for i in items]
-    text = (table(["ID", "AGENT", "REASON", "TYPE", "CORRELATION", "DELIVERIES", "AGE"], rows)
-            if rows else "no dead letters")
+    rows = [
+        [
+            i["id"],
+            i["agent"],
+            i["reason"],
+            i["message_type"],
+            i["correlation_id"],
+            i["delivery_count"],
+            duration(i["age_s"]),
+        ]
+        for i in items
+    ]
+    text = (
+        table(["ID", "AGENT", "REASON", "TYPE", "CORRELATION", "DELIVERIES", "AGE"], rows)
+        if rows
+        else "no dead letters"
+    )
     _print(items, as_json, text)
     return 0
 
@@ -88,34 +118,49 @@ def _list(letters: list[deadletters.Letter], as_json: bool) -> int:
 def _show(letters: list[deadletters.Letter], args: argparse.Namespace) -> int:
     missing = sorted(set(args.ids) - {letter.id for letter in letters})
     details = [letter.detail() for letter in letters]
-    _print(details, args.json, "\n\n".join(json.dumps(d, indent=2) for d in details)
-           or "no such dead letter")
+    _print(
+        details,
+        args.json,
+        "\n\n".join(json.dumps(d, indent=2) for d in details) or "no such dead letter",
+    )
     if missing:
         print(f"not found: {', '.join(missing)}", file=sys.stderr)
     return 1 if missing or not letters else 0
 
 
-async def _replay(redis: Any, keys: Keys, letters: list[deadletters.Letter],
-                  args: argparse.Namespace) -> int:
+async def _replay(
+    redis: Any, keys: Keys, letters: list[deadletters.Letter], args: argparse.Namespace
+) -> int:
     done = []
     for letter in letters:
-        item = {"id": letter.id, "agent": letter.agent, "stream": letter.get("stream"),
-                "message_id": letter.get("message_id") or None, "new_id": None}
+        item = {
+            "id": letter.id,
+            "agent": letter.agent,
+            "stream": letter.get("stream"),
+            "message_id": letter.get("message_id") or None,
+            "new_id": None,
+        }
         if not args.dry_run:
             item["new_id"] = await deadletters.replay(redis, keys, letter, signing_key())
         done.append(item)
     verb = "would replay" if args.dry_run else "replayed"
-    lines = [f"{verb} {d['id']} ({d['agent']}, message {d['message_id']}) -> {d['stream']}"
-             + (f" as {d['new_id']}" if d["new_id"] else "") for d in done]
+    lines = [
+        f"{verb} {d['id']} ({d['agent']}, message {d['message_id']}) -> {d['stream']}"
+        + (f" as {d['new_id']}" if d["new_id"] else "")
+        for d in done
+    ]
     _print(done, args.json, "\n".join(lines) + f"\n{verb} {len(done)} dead letter(s)")
     return 0
 
 
 async def _purge(redis: Any, letters: list[deadletters.Letter], args: argparse.Namespace) -> int:
     if args.dry_run:
-        _print([x.summary() for x in letters], args.json,
-               "\n".join(f"would purge {x.id} ({x.agent}, {x.get('reason')})" for x in letters)
-               + f"\nwould purge {len(letters)} dead letter(s)")
+        _print(
+            [x.summary() for x in letters],
+            args.json,
+            "\n".join(f"would purge {x.id} ({x.agent}, {x.get('reason')})" for x in letters)
+            + f"\nwould purge {len(letters)} dead letter(s)",
+        )
         return 0
     if letters and not args.yes and not _confirm(f"Purge {len(letters)} dead letter(s)?"):
         print("not purged", file=sys.stderr)

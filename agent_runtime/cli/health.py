@@ -18,10 +18,12 @@ from agent_runtime.transport.connect import connect
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "health", help="check that workers are alive (exit 1 if not)",
+        "health",
+        help="check that workers are alive (exit 1 if not)",
         description="List live workers from their heartbeats. Exits 1 when an agent type of "
-                    "the config (replicas >= 1) has no live worker, or, with --agent and "
-                    "--consumer, when that one worker is not live.")
+        "the config (replicas >= 1) has no live worker, or, with --agent and "
+        "--consumer, when that one worker is not live.",
+    )
     parser.add_argument("--agent", help="check only this agent type's worker ...")
     parser.add_argument("--consumer", help="... with this consumer name (NAME-HOSTNAME-SLOT)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -40,15 +42,19 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-async def _check(pipeline: Pipeline, url: str, agent: str | None,
-                 consumer: str | None) -> tuple[dict[str, Any], bool, str]:
+async def _check(
+    pipeline: Pipeline, url: str, agent: str | None, consumer: str | None
+) -> tuple[dict[str, Any], bool, str]:
     redis = connect(url).redis
     keys = pipeline.config.keys
     try:
         if agent and consumer:
             beat = await check_one(redis, keys, agent, consumer)
-            text = (f"ok: {agent}/{consumer} is live (pid {beat.get('pid')})" if beat
-                    else f"UNHEALTHY: no live heartbeat for {agent}/{consumer}")
+            text = (
+                f"ok: {agent}/{consumer} is live (pid {beat.get('pid')})"
+                if beat
+                else f"UNHEALTHY: no live heartbeat for {agent}/{consumer}"
+            )
             return {"ok": beat is not None, "worker": beat}, beat is not None, text
         expected = [n for n, spec in pipeline.config.agents.items() if spec.replicas > 0]
         health = await check_all(redis, keys, expected)

@@ -18,10 +18,12 @@ from agent_runtime.transport.connect import connect
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "status", help="show streams, lag, pending, dead letters, breakers and workers",
+        "status",
+        help="show streams, lag, pending, dead letters, breakers and workers",
         description="One snapshot of the runtime under the config's key prefix: every inbox "
-                    "with its group (lag, pending, oldest pending age) and consumers (idle "
-                    "time), dead-letter streams by reason, breaker states, live workers.")
+        "with its group (lag, pending, oldest pending age) and consumers (idle "
+        "time), dead-letter streams by reason, breaker states, live workers.",
+    )
     parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     add_config(parser)
     add_redis(parser)

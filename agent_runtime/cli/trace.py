@@ -18,12 +18,18 @@ from agent_runtime.transport.connect import connect
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "trace", help="show the timeline of one request (every message, timings, outcome)",
+        "trace",
+        help="show the timeline of one request (every message, timings, outcome)",
         description="Rebuild the life of request CORRELATION_ID from its trace record (kept "
-                    "trace_ttl seconds) and the dead-letter streams: every message with "
-                    "from -> to, type, start offset, handler duration, deliveries and outcome.")
-    parser.add_argument("correlation_id", metavar="CORRELATION_ID", type=_uuid,
-                        help="the request's correlation id (printed by 'send')")
+        "trace_ttl seconds) and the dead-letter streams: every message with "
+        "from -> to, type, start offset, handler duration, deliveries and outcome.",
+    )
+    parser.add_argument(
+        "correlation_id",
+        metavar="CORRELATION_ID",
+        type=_uuid,
+        help="the request's correlation id (printed by 'send')",
+    )
     parser.add_argument("--json", action="store_true", help="print the steps as a JSON list")
     add_config(parser)
     add_redis(parser)

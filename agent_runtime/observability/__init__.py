@@ -12,5 +12,11 @@ from agent_runtime.observability.metrics import Metrics, PrometheusObserver
 from agent_runtime.observability.redaction import Redactor, redact
 from agent_runtime.observability.tracing import TraceContextMiddleware
 
-__all__ = ["Metrics", "PrometheusObserver", "Redactor", "TraceContextMiddleware",
-           "configure_logging", "redact"]
+__all__ = [
+    "Metrics",
+    "PrometheusObserver",
+    "Redactor",
+    "TraceContextMiddleware",
+    "configure_logging",
+    "redact",
+]

@@ -16,8 +16,9 @@ from agent_runtime.observability.metrics import Metrics
 class StreamCollector:
     """Polls ``streams`` every ``interval`` seconds into ``metrics``; run it as a task."""
 
-    def __init__(self, redis: Any, metrics: Metrics, streams: Sequence[str],
-                 interval: float = 5.0) -> None:
+    def __init__(
+        self, redis: Any, metrics: Metrics, streams: Sequence[str], interval: float = 5.0
+    ) -> None:
         self.redis = redis
         self.metrics = metrics
         self.streams = list(streams)
@@ -34,7 +35,8 @@ class StreamCollector:
                 if group["lag"] is not None:
                     self.metrics.lag.labels(*labels).set(group["lag"])
                 self.metrics.oldest_pending.labels(*labels).set(
-                    group["oldest_pending_age_s"] or 0.0)
+                    group["oldest_pending_age_s"] or 0.0
+                )
 
     async def run(self) -> None:
         while True:

@@ -36,13 +36,20 @@ class Letter:
         return inspect.text(self.fields.get(name.encode()))
 
     def summary(self) -> dict[str, Any]:
-        return {"id": self.id, "dlq": self.dlq, "agent": self.agent, "reason": self.get("reason"),
-                "message_type": self.get("message_type") or None,
-                "correlation_id": self.get("correlation_id") or None,
-                "message_id": self.get("message_id") or None, "stream": self.get("stream"),
-                "delivery_count": int(self.get("delivery_count") or 0),
-                "age_s": round(inspect.entry_age(self.id), 3), "error": self.get("error"),
-                "redacted": self.get("redacted") == "1"}
+        return {
+            "id": self.id,
+            "dlq": self.dlq,
+            "agent": self.agent,
+            "reason": self.get("reason"),
+            "message_type": self.get("message_type") or None,
+            "correlation_id": self.get("correlation_id") or None,
+            "message_id": self.get("message_id") or None,
+            "stream": self.get("stream"),
+            "delivery_count": int(self.get("delivery_count") or 0),
+            "age_s": round(inspect.entry_age(self.id), 3),
+            "error": self.get("error"),
+            "redacted": self.get("redacted") == "1",
+        }
 
     def detail(self) -> dict[str, Any]:
         """Everything, the original envelope parsed when it is JSON."""
@@ -50,8 +57,9 @@ class Letter:
         out["consumer"] = self.get("consumer")
         out["entry_id"] = self.get("entry_id")
         original = original_fields(self.fields)
-        out["original"] = {k.decode("utf-8", "replace"): _maybe_json(v)
-                           for k, v in original.items()}
+        out["original"] = {
+            k.decode("utf-8", "replace"): _maybe_json(v) for k, v in original.items()
+        }
         return out
 
 
@@ -62,8 +70,14 @@ def _maybe_json(value: bytes) -> Any:
         return value.decode("utf-8", "replace")
 
 
-async def find_letters(redis: Any, keys: Keys, *, agent: str | None = None,
-                       reason: str | None = None, ids: list[str] | None = None) -> list[Letter]:
+async def find_letters(
+    redis: Any,
+    keys: Keys,
+    *,
+    agent: str | None = None,
+    reason: str | None = None,
+    ids: list[str] | None = None,
+) -> list[Letter]:
     """Dead letters matching every filter given (agent type, reason, entry ids)."""
     if agent:
         dlqs = [keys.dlq(agent)]
@@ -82,20 +96,22 @@ async def find_letters(redis: Any, keys: Keys, *, agent: str | None = None,
     return out
 
 
-async def replay(redis: Any, keys: Keys, letter: Letter,
-                 signing_key: bytes | None = None) -> str:
+async def replay(redis: Any, keys: Keys, letter: Letter, signing_key: bytes | None = None) -> str:
     """Re-publish the original entry to its inbox (new entry id) and delete the letter.
     A letter whose original was redacted is re-signed with ``signing_key`` when given."""
     stream = letter.get("stream")
     if not stream.startswith(keys.inbox("")):
-        raise AgentRuntimeError(f"dead letter {letter.id}: original stream {stream!r} is not an "
-                                f"inbox under prefix {keys.prefix!r}; not replaying")
+        raise AgentRuntimeError(
+            f"dead letter {letter.id}: original stream {stream!r} is not an "
+            f"inbox under prefix {keys.prefix!r}; not replaying"
+        )
     fields = original_fields(letter.fields)
     if FIELD_MESSAGE not in fields:
         raise AgentRuntimeError(f"dead letter {letter.id} has no original envelope to replay")
     if letter.get("redacted") == "1" and signing_key is not None:
-        fields[FIELD_SIGNATURE] = hmac.new(signing_key, fields[FIELD_MESSAGE],
-                                           hashlib.sha256).hexdigest().encode()
+        fields[FIELD_SIGNATURE] = (
+            hmac.new(signing_key, fields[FIELD_MESSAGE], hashlib.sha256).hexdigest().encode()
+        )
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xadd(stream, fields)
         pipe.xdel(letter.dlq, letter.id)
@@ -111,5 +127,5 @@ async def purge(redis: Any, letters: list[Letter]) -> int:
         by_stream.setdefault(letter.dlq, []).append(letter.id)
     for dlq, ids in by_stream.items():
         for start in range(0, len(ids), 500):
-            deleted += int(await redis.xdel(dlq, *ids[start:start + 500]))
+            deleted += int(await redis.xdel(dlq, *ids[start : start + 500]))
     return deleted

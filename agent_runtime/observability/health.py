@@ -24,8 +24,12 @@ class Health:
         return not self.missing
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "expected_agents": self.expected, "missing_agents": self.missing,
-                "workers": self.workers}
+        return {
+            "ok": self.ok,
+            "expected_agents": self.expected,
+            "missing_agents": self.missing,
+            "workers": self.workers,
+        }
 
 
 async def check_all(redis: Any, keys: Keys, expected: Iterable[str]) -> Health:
@@ -50,11 +54,27 @@ async def check_one(redis: Any, keys: Keys, agent: str, consumer: str) -> dict[s
 
 
 def render_health(health: Health) -> str:
-    rows = [[w.get("agent"), w.get("consumer"), w.get("pid"), w.get("host"), w.get("in_flight"),
-             w.get("processed"), duration(w.get("age_s")),
-             "stopping" if w.get("stopping") else "running"] for w in health.workers]
-    lines = [table(["AGENT", "CONSUMER", "PID", "HOST", "IN FLIGHT", "PROCESSED", "LAST BEAT",
-                    "STATE"], rows) if rows else "  no live workers"]
+    rows = [
+        [
+            w.get("agent"),
+            w.get("consumer"),
+            w.get("pid"),
+            w.get("host"),
+            w.get("in_flight"),
+            w.get("processed"),
+            duration(w.get("age_s")),
+            "stopping" if w.get("stopping") else "running",
+        ]
+        for w in health.workers
+    ]
+    lines = [
+        table(
+            ["AGENT", "CONSUMER", "PID", "HOST", "IN FLIGHT", "PROCESSED", "LAST BEAT", "STATE"],
+            rows,
+        )
+        if rows
+        else "  no live workers"
+    ]
     if health.missing:
         lines.append(f"UNHEALTHY: no live worker for {', '.join(health.missing)}")
     else:

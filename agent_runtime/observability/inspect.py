@@ -49,10 +49,13 @@ async def group_views(redis: Any, stream: str, *, consumers: bool = True) -> lis
     for group in groups:
         name = text(group.get("name"))
         view: dict[str, Any] = {
-            "group": name, "pending": int(group.get("pending") or 0),
+            "group": name,
+            "pending": int(group.get("pending") or 0),
             "lag": None if group.get("lag") is None else int(group["lag"]),
             "last_delivered_id": text(group.get("last-delivered-id")),
-            "oldest_pending_age_s": None, "consumers": []}
+            "oldest_pending_age_s": None,
+            "consumers": [],
+        }
         if view["pending"]:
             summary = await redis.xpending(stream, name)
             if summary.get("min"):
@@ -68,20 +71,30 @@ async def consumer_views(redis: Any, stream: str, group: str) -> list[dict[str, 
         rows = await redis.xinfo_consumers(stream, group)
     except ResponseError:
         return []
-    return [{"consumer": text(row.get("name")), "pending": int(row.get("pending") or 0),
-             "idle_s": round(int(row.get("idle") or 0) / 1000, 3),
-             "inactive_s": (None if row.get("inactive") is None
-                            else round(int(row["inactive"]) / 1000, 3))}
-            for row in rows]
+    return [
+        {
+            "consumer": text(row.get("name")),
+            "pending": int(row.get("pending") or 0),
+            "idle_s": round(int(row.get("idle") or 0) / 1000, 3),
+            "inactive_s": (
+                None if row.get("inactive") is None else round(int(row["inactive"]) / 1000, 3)
+            ),
+        }
+        for row in rows
+    ]
 
 
 async def stream_view(redis: Any, stream: str) -> dict[str, Any]:
-    return {"stream": stream, "length": int(await redis.xlen(stream)),
-            "groups": await group_views(redis, stream)}
+    return {
+        "stream": stream,
+        "length": int(await redis.xlen(stream)),
+        "groups": await group_views(redis, stream),
+    }
 
 
-async def dead_letters(redis: Any, dlq: str, limit: int = DLQ_SCAN_LIMIT
-                       ) -> list[tuple[str, dict[bytes, bytes]]]:
+async def dead_letters(
+    redis: Any, dlq: str, limit: int = DLQ_SCAN_LIMIT
+) -> list[tuple[str, dict[bytes, bytes]]]:
     """The newest ``limit`` entries of a dead-letter stream, oldest first."""
     rows = await redis.xrevrange(dlq, count=limit)
     return [(text(entry_id), fields) for entry_id, fields in reversed(rows)]
@@ -90,10 +103,13 @@ async def dead_letters(redis: Any, dlq: str, limit: int = DLQ_SCAN_LIMIT
 async def dead_letter_view(redis: Any, dlq: str) -> dict[str, Any]:
     rows = await dead_letters(redis, dlq)
     reasons = Counter(text(fields.get(b"reason")) or "unknown" for _, fields in rows)
-    return {"stream": dlq, "length": int(await redis.xlen(dlq)),
-            "by_reason": dict(sorted(reasons.items())),
-            "oldest_age_s": round(entry_age(rows[0][0]), 3) if rows else None,
-            "counted": len(rows)}
+    return {
+        "stream": dlq,
+        "length": int(await redis.xlen(dlq)),
+        "by_reason": dict(sorted(reasons.items())),
+        "oldest_age_s": round(entry_age(rows[0][0]), 3) if rows else None,
+        "counted": len(rows),
+    }
 
 
 async def heartbeats(redis: Any, keys: Keys) -> list[dict[str, Any]]:
@@ -126,15 +142,15 @@ async def breakers(redis: Any, keys: Keys) -> dict[str, dict[str, str]]:
             fields = await redis.hgetall(key)
         except ResponseError:  # not a hash: someone else's key
             continue
-        out[key[len(head):]] = {text(k): text(v) for k, v in sorted(fields.items())}
+        out[key[len(head) :]] = {text(k): text(v) for k, v in sorted(fields.items())}
     return out
 
 
 def inbox_agent(keys: Keys, stream: str) -> str:
     """The agent type of an inbox stream name (``P:inbox:AGENT`` or ``P:inbox:AGENT:N``)."""
-    rest = stream[len(keys.inbox("")):]
+    rest = stream[len(keys.inbox("")) :]
     return rest.split(":", 1)[0]
 
 
 def dlq_agent(keys: Keys, stream: str) -> str:
-    return stream[len(keys.dlq("")):]
+    return stream[len(keys.dlq("")) :]

@@ -30,11 +30,17 @@ from agent_runtime.observability.redaction import Redactor, env_redactor
 #: The message the current asyncio task handles, with the worker's consumer name. Set by the
 #: worker at the start of each handler task (one ContextVar.set: the hot path stays lean); the
 #: ids are added to a log line only when one is emitted (:func:`add_message_context`).
-CURRENT_MESSAGE: ContextVar[tuple[Any, str] | None] = ContextVar("agent_runtime_message",
-                                                                 default=None)
+CURRENT_MESSAGE: ContextVar[tuple[Any, str] | None] = ContextVar(
+    "agent_runtime_message", default=None
+)
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR, "critical": logging.CRITICAL}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def set_current_message(ctx: Any, consumer: str) -> None:
@@ -43,8 +49,9 @@ def set_current_message(ctx: Any, consumer: str) -> None:
     CURRENT_MESSAGE.set((ctx, consumer))
 
 
-def add_message_context(_logger: Any, _method: str,
-                        event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def add_message_context(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: correlation_id, message_id, causation_id, agent and consumer of the
     message the current task handles (fields already bound on the line win)."""
     current = CURRENT_MESSAGE.get()
@@ -77,15 +84,23 @@ def _wants_json(json: bool | None, stream: TextIO) -> bool:
     return not stream.isatty()
 
 
-def configure_logging(json: bool | None = None, *, level: str | None = None,
-                      redactor: Redactor | None = None, stream: TextIO | None = None) -> None:
+def configure_logging(
+    json: bool | None = None,
+    *,
+    level: str | None = None,
+    redactor: Redactor | None = None,
+    stream: TextIO | None = None,
+) -> None:
     """Configure structlog (and the stdlib root logger, for libraries) for this process."""
     out = stream or sys.stderr
     redact = redactor or env_redactor()
     numeric = log_level(level)
     as_json = _wants_json(json, out)
-    renderer: Any = (structlog.processors.JSONRenderer() if as_json
-                     else structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -28,65 +28,125 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         by_type = ["agent", "message_type"]
-        self.handled = Counter("agent_runtime_messages_handled", "Messages handled successfully",
-                               by_type, registry=r)
-        self.failed = Counter("agent_runtime_messages_failed",
-                              "Handler attempts that raised (each is retried or dead-lettered)",
-                              [*by_type, "error"], registry=r)
-        self.retried = Counter("agent_runtime_messages_retried",
-                               "Handler attempts that asked for a retry (Retry raised)",
-                               [*by_type, "reason"], registry=r)
-        self.dead_lettered = Counter("agent_runtime_messages_dead_lettered",
-                                     "Messages moved to the dead-letter stream",
-                                     [*by_type, "reason"], registry=r)
-        self.duplicates = Counter("agent_runtime_duplicates_dropped",
-                                  "Deliveries dropped because the message was already done",
-                                  ["agent"], registry=r)
-        self.handle_seconds = Histogram("agent_runtime_handle_duration_seconds",
-                                        "Handler run time (successful and failed attempts)",
-                                        by_type, buckets=HANDLE_BUCKETS, registry=r)
-        self.commit_seconds = Histogram("agent_runtime_commit_duration_seconds",
-                                        "Round trip of one commit pipeline", ["agent"],
-                                        buckets=HANDLE_BUCKETS, registry=r)
-        self.in_flight = Gauge("agent_runtime_in_flight_messages",
-                               "Messages held by this worker (handling or awaiting commit/retry)",
-                               ["agent"], registry=r)
+        self.handled = Counter(
+            "agent_runtime_messages_handled", "Messages handled successfully", by_type, registry=r
+        )
+        self.failed = Counter(
+            "agent_runtime_messages_failed",
+            "Handler attempts that raised (each is retried or dead-lettered)",
+            [*by_type, "error"],
+            registry=r,
+        )
+        self.retried = Counter(
+            "agent_runtime_messages_retried",
+            "Handler attempts that asked for a retry (Retry raised)",
+            [*by_type, "reason"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "agent_runtime_messages_dead_lettered",
+            "Messages moved to the dead-letter stream",
+            [*by_type, "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "agent_runtime_duplicates_dropped",
+            "Deliveries dropped because the message was already done",
+            ["agent"],
+            registry=r,
+        )
+        self.handle_seconds = Histogram(
+            "agent_runtime_handle_duration_seconds",
+            "Handler run time (successful and failed attempts)",
+            by_type,
+            buckets=HANDLE_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "agent_runtime_commit_duration_seconds",
+            "Round trip of one commit pipeline",
+            ["agent"],
+            buckets=HANDLE_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "agent_runtime_in_flight_messages",
+            "Messages held by this worker (handling or awaiting commit/retry)",
+            ["agent"],
+            registry=r,
+        )
         self._stream_metrics(r)
         self._llm_metrics(r)
 
     def _stream_metrics(self, r: CollectorRegistry) -> None:
-        self.reclaimed = Counter("agent_runtime_messages_reclaimed",
-                                 "Entries reclaimed from dead or stuck consumers", ["stream"],
-                                 registry=r)
-        self.deleted_pending = Counter("agent_runtime_deleted_pending_entries",
-                                       "Pending entries found deleted by trimming (alarm)",
-                                       ["stream"], registry=r)
-        self.lag = Gauge("agent_runtime_consumer_group_lag_messages",
-                         "Entries not yet delivered to the group (XINFO GROUPS lag)",
-                         ["stream", "group"], registry=r)
-        self.pending = Gauge("agent_runtime_pending_messages",
-                             "Entries delivered but not acknowledged", ["stream", "group"],
-                             registry=r)
-        self.oldest_pending = Gauge("agent_runtime_oldest_pending_age_seconds",
-                                    "Age of the oldest pending entry (since it was added)",
-                                    ["stream", "group"], registry=r)
-        self.stream_length = Gauge("agent_runtime_stream_length_messages", "XLEN of a stream",
-                                   ["stream"], registry=r)
+        self.reclaimed = Counter(
+            "agent_runtime_messages_reclaimed",
+            "Entries reclaimed from dead or stuck consumers",
+            ["stream"],
+            registry=r,
+        )
+        self.deleted_pending = Counter(
+            "agent_runtime_deleted_pending_entries",
+            "Pending entries found deleted by trimming (alarm)",
+            ["stream"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "agent_runtime_consumer_group_lag_messages",
+            "Entries not yet delivered to the group (XINFO GROUPS lag)",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "agent_runtime_pending_messages",
+            "Entries delivered but not acknowledged",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "agent_runtime_oldest_pending_age_seconds",
+            "Age of the oldest pending entry (since it was added)",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.stream_length = Gauge(
+            "agent_runtime_stream_length_messages", "XLEN of a stream", ["stream"], registry=r
+        )
 
     def _llm_metrics(self, r: CollectorRegistry) -> None:
-        self.breaker_state = Gauge("agent_runtime_breaker_state",
-                                   "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-                                   ["breaker"], registry=r)
-        self.llm_tokens = Counter("agent_runtime_llm_tokens", "LLM tokens used",
-                                  ["provider", "model", "kind"], registry=r)
-        self.llm_cost = Counter("agent_runtime_llm_cost_usd", "LLM cost in US dollars",
-                                ["provider", "model"], registry=r)
-        self.llm_calls = Counter("agent_runtime_llm_calls", "LLM calls (cache hits included)",
-                                 ["provider", "model", "cached"], registry=r)
+        self.breaker_state = Gauge(
+            "agent_runtime_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            ["breaker"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "agent_runtime_llm_tokens", "LLM tokens used", ["provider", "model", "kind"], registry=r
+        )
+        self.llm_cost = Counter(
+            "agent_runtime_llm_cost_usd",
+            "LLM cost in US dollars",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.llm_calls = Counter(
+            "agent_runtime_llm_calls",
+            "LLM calls (cache hits included)",
+            ["provider", "model", "cached"],
+            registry=r,
+        )
 
     # ------------------------------------------------------------------ hooks for others
-    def record_llm(self, provider: str, model: str, *, input_tokens: int = 0,
-                   output_tokens: int = 0, cost_usd: float = 0.0, cached: bool = False) -> None:
+    def record_llm(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        cached: bool = False,
+    ) -> None:
         """Account one LLM call (call it from the provider layer)."""
         self.llm_calls.labels(provider, model, str(cached).lower()).inc()
         if input_tokens:
@@ -98,9 +158,14 @@ class Metrics:
 
     def record_usage(self, usage: Any) -> None:
         """Account an ``agent_runtime.llm.base.Usage`` (provider, model, tokens, cost, cached)."""
-        self.record_llm(usage.provider, usage.model, input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens, cost_usd=usage.cost_usd,
-                        cached=usage.cached)
+        self.record_llm(
+            usage.provider,
+            usage.model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+            cached=usage.cached,
+        )
 
     def set_breaker_state(self, name: str, state: str) -> None:
         """Set a breaker's gauge from its state name (closed, half-open, open)."""
@@ -114,8 +179,7 @@ class Metrics:
 
         class _Listener(pybreaker.CircuitBreakerListener):
             def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-                metrics.set_breaker_state(str(cb.name), str(getattr(new_state, "name",
-                                                                     new_state)))
+                metrics.set_breaker_state(str(cb.name), str(getattr(new_state, "name", new_state)))
 
         return _Listener()
 
@@ -144,8 +208,7 @@ class PrometheusObserver(Observer):
         self.metrics.handle_seconds.labels(self.agent, message_type).observe(seconds)
 
     def retried(self, ctx: MessageContext, reason: str) -> None:
-        self.metrics.retried.labels(self.agent, ctx.message.message_type,
-                                    _label(reason)).inc()
+        self.metrics.retried.labels(self.agent, ctx.message.message_type, _label(reason)).inc()
 
     def dead_lettered(self, entry: Entry, reason: str, message_type: str | None) -> None:
         self.metrics.dead_lettered.labels(self.agent, message_type or "unknown", reason).inc()
@@ -170,4 +233,3 @@ def _label(reason: str) -> str:
     """Bound label cardinality: free-text reasons are cut to their first word."""
     word = (reason or "unspecified").split(":", 1)[0].split()[0] if reason.strip() else ""
     return word[:40] or "unspecified"
-

@@ -45,8 +45,9 @@ class WorkerObservability:
     interval: float = 5.0
 
     @classmethod
-    def create(cls, pipeline: Pipeline, agent: str,
-               metrics_port: int | None) -> WorkerObservability:
+    def create(
+        cls, pipeline: Pipeline, agent: str, metrics_port: int | None
+    ) -> WorkerObservability:
         """Metrics only when ``metrics_port`` is set (served at once); the trace-context
         middleware always."""
         obs = cls(agent, pipeline.routing.inboxes(agent), middleware=[TraceContextMiddleware()])
@@ -58,10 +59,12 @@ class WorkerObservability:
             try:
                 obs.metrics.serve(metrics_port)
             except OSError as exc:
-                raise AgentRuntimeError(f"cannot serve metrics on port {metrics_port}: "
-                                        f"{exc.strerror}") from exc
+                raise AgentRuntimeError(
+                    f"cannot serve metrics on port {metrics_port}: {exc.strerror}"
+                ) from exc
             structlog.get_logger("agent_runtime.metrics").info(
-                "metrics_served", port=metrics_port, agent=agent)
+                "metrics_served", port=metrics_port, agent=agent
+            )
         return obs
 
     def breaker_listeners(self) -> list[Any]:

@@ -34,16 +34,25 @@ SECRET_NAME = re.compile(
     r"(^|[_\-.])(api[_\-]?key|apikey|authorization|auth[_\-]?token|password|passwd|pwd|secret|"
     r"token|access[_\-]?token|refresh[_\-]?token|id[_\-]?token|private[_\-]?key|"
     r"secret[_\-]?key|signing[_\-]?key|client[_\-]?secret|credentials?|cookie|set[_\-]cookie|"
-    r"x[_\-]api[_\-]key)$", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:@/\s\"']*:)"
-                           r"(?P<secret>[^@/\s\"']+)(?P<tail>@)")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|token|api_key|secret)=)"
-                             r"(?P<secret>[^&#\s\"']+)", re.IGNORECASE)
+    r"x[_\-]api[_\-]key)$",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:@/\s\"']*:)"
+    r"(?P<secret>[^@/\s\"']+)(?P<tail>@)"
+)
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>[?&](?:password|passwd|token|api_key|secret)=)"
+    r"(?P<secret>[^&#\s\"']+)",
+    re.IGNORECASE,
+)
 _BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9._~+/\-=]{8,})")
 _KEY_VALUE = re.compile(
     r"(?P<head>(?<![A-Za-z0-9])[\"']?(?:api[_\-]?key|apikey|authorization|password|passwd|"
     r"secret|client[_\-]?secret|token|access[_\-]?token|refresh[_\-]?token|private[_\-]?key)"
-    r"[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)(?P<secret>[^\s\"',;&}]+)", re.IGNORECASE)
+    r"[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)(?P<secret>[^\s\"',;&}]+)",
+    re.IGNORECASE,
+)
 _API_KEY_SHAPE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{16,}\b")
 _PATTERNS = (_URL_PASSWORD, _QUERY_PASSWORD, _BEARER, _KEY_VALUE)
 
@@ -98,8 +107,9 @@ class Redactor:
             if secret in value:
                 value = value.replace(secret, MASK)
         for pattern in _PATTERNS:
-            value = pattern.sub(lambda m: m.group("head") + MASK + (m.groupdict().get("tail")
-                                                                    or ""), value)
+            value = pattern.sub(
+                lambda m: m.group("head") + MASK + (m.groupdict().get("tail") or ""), value
+            )
         return _API_KEY_SHAPE.sub(MASK, value)
 
     def __call__(self, obj: Any) -> Any:
@@ -149,8 +159,9 @@ class Redactor:
             changed = changed or dirty
         return (out, True) if changed else (fields, False)
 
-    def processor(self, _logger: Any, _method: str,
-                  event: MutableMapping[str, Any]) -> dict[str, Any]:
+    def processor(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> dict[str, Any]:
         """structlog processor: redacts every field of the event dict."""
         return {key: self._field(key, value) for key, value in event.items()}
 

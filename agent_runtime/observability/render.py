@@ -43,8 +43,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "
     numeric = [all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w)
-                 for v, w, num in zip(values, widths, numeric, strict=True)]
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
         return (indent + "  ".join(parts)).rstrip()
 
     return "\n".join([line(list(headers)), *(line(row) for row in cells)])

@@ -19,11 +19,18 @@ async def collect_status(redis: Any, keys: Keys, inboxes: Iterable[str] = ()) ->
     streams = [await inspect.stream_view(redis, name) for name in names]
     if await redis.exists(keys.reports()):
         streams.append(await inspect.stream_view(redis, keys.reports()))
-    dlqs = [await inspect.dead_letter_view(redis, name)
-            for name in await inspect.scan_keys(redis, keys.dlq_pattern(), "stream")]
-    return {"at": time.time(), "prefix": keys.prefix, "streams": streams,
-            "dead_letters": dlqs, "breakers": await inspect.breakers(redis, keys),
-            "workers": await inspect.heartbeats(redis, keys)}
+    dlqs = [
+        await inspect.dead_letter_view(redis, name)
+        for name in await inspect.scan_keys(redis, keys.dlq_pattern(), "stream")
+    ]
+    return {
+        "at": time.time(),
+        "prefix": keys.prefix,
+        "streams": streams,
+        "dead_letters": dlqs,
+        "breakers": await inspect.breakers(redis, keys),
+        "workers": await inspect.heartbeats(redis, keys),
+    }
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -49,26 +56,51 @@ def _streams_table(streams: list[dict[str, Any]]) -> str:
             if group is None:
                 rows.append([stream["stream"], stream["length"], "-", None, None, None, None])
                 continue
-            rows.append([stream["stream"], stream["length"], group["group"], group["lag"],
-                         group["pending"], duration(group["oldest_pending_age_s"]),
-                         len(group["consumers"])])
-    return table(["STREAM", "LENGTH", "GROUP", "LAG", "PENDING", "OLDEST PENDING",
-                  "CONSUMERS"], rows)
+            rows.append(
+                [
+                    stream["stream"],
+                    stream["length"],
+                    group["group"],
+                    group["lag"],
+                    group["pending"],
+                    duration(group["oldest_pending_age_s"]),
+                    len(group["consumers"]),
+                ]
+            )
+    return table(
+        ["STREAM", "LENGTH", "GROUP", "LAG", "PENDING", "OLDEST PENDING", "CONSUMERS"], rows
+    )
 
 
 def _consumers_table(streams: list[dict[str, Any]]) -> str:
-    rows = [[s["stream"], g["group"], c["consumer"], c["pending"], duration(c["idle_s"]),
-             duration(c["inactive_s"])]
-            for s in streams for g in s["groups"] for c in g["consumers"]]
+    rows = [
+        [
+            s["stream"],
+            g["group"],
+            c["consumer"],
+            c["pending"],
+            duration(c["idle_s"]),
+            duration(c["inactive_s"]),
+        ]
+        for s in streams
+        for g in s["groups"]
+        for c in g["consumers"]
+    ]
     if not rows:
         return ""
     return table(["STREAM", "GROUP", "CONSUMER", "PENDING", "IDLE", "INACTIVE"], rows)
 
 
 def _dlq_table(dlqs: list[dict[str, Any]]) -> str:
-    rows = [[d["stream"], d["length"],
-             ", ".join(f"{reason}={n}" for reason, n in d["by_reason"].items()) or "-",
-             duration(d["oldest_age_s"])] for d in dlqs]
+    rows = [
+        [
+            d["stream"],
+            d["length"],
+            ", ".join(f"{reason}={n}" for reason, n in d["by_reason"].items()) or "-",
+            duration(d["oldest_age_s"]),
+        ]
+        for d in dlqs
+    ]
     return table(["STREAM", "LENGTH", "BY REASON", "OLDEST"], rows)
 
 
@@ -82,10 +114,21 @@ def _breakers_text(breakers: dict[str, dict[str, str]]) -> str:
 
 
 def _workers_table(workers: list[dict[str, Any]]) -> str:
-    rows = [[w.get("agent"), w.get("consumer"), w.get("pid"), w.get("host"),
-             w.get("in_flight"), w.get("processed"),
-             duration(time.time() - float(w["started_at"])) if w.get("started_at") else None,
-             duration(w.get("age_s")), "stopping" if w.get("stopping") else "running"]
-            for w in workers]
-    return table(["AGENT", "CONSUMER", "PID", "HOST", "IN FLIGHT", "PROCESSED", "UP",
-                  "LAST BEAT", "STATE"], rows)
+    rows = [
+        [
+            w.get("agent"),
+            w.get("consumer"),
+            w.get("pid"),
+            w.get("host"),
+            w.get("in_flight"),
+            w.get("processed"),
+            duration(time.time() - float(w["started_at"])) if w.get("started_at") else None,
+            duration(w.get("age_s")),
+            "stopping" if w.get("stopping") else "running",
+        ]
+        for w in workers
+    ]
+    return table(
+        ["AGENT", "CONSUMER", "PID", "HOST", "IN FLIGHT", "PROCESSED", "UP", "LAST BEAT", "STATE"],
+        rows,
+    )

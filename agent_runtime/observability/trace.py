@@ -52,24 +52,38 @@ async def _dead_letters_of(redis: Any, keys: Keys, cid: str) -> list[dict[str, A
         for entry_id, fields in await inspect.dead_letters(redis, dlq):
             if inspect.text(fields.get(b"correlation_id")) != cid:
                 continue
-            out.append({"dlq": dlq, "id": entry_id,
-                        "agent": inspect.dlq_agent(keys, dlq),
-                        "message_id": inspect.text(fields.get(b"message_id")),
-                        "message_type": inspect.text(fields.get(b"message_type")),
-                        "reason": inspect.text(fields.get(b"reason")),
-                        "error": inspect.text(fields.get(b"error")),
-                        "delivery_count": int(fields.get(b"delivery_count") or 0),
-                        "failed_at_ms": int(fields.get(b"failed_at_ms") or 0)})
+            out.append(
+                {
+                    "dlq": dlq,
+                    "id": entry_id,
+                    "agent": inspect.dlq_agent(keys, dlq),
+                    "message_id": inspect.text(fields.get(b"message_id")),
+                    "message_type": inspect.text(fields.get(b"message_type")),
+                    "reason": inspect.text(fields.get(b"reason")),
+                    "error": inspect.text(fields.get(b"error")),
+                    "delivery_count": int(fields.get(b"delivery_count") or 0),
+                    "failed_at_ms": int(fields.get(b"failed_at_ms") or 0),
+                }
+            )
     return out
 
 
 def _letter_event(letter: dict[str, Any]) -> dict[str, Any]:
-    return {"agent": letter["agent"], "message_id": letter["message_id"],
-            "message_type": letter["message_type"], "from_agent": "?",
-            "to_agent": letter["agent"], "outcome": "dead_lettered", "reason": letter["reason"],
-            "delivery_count": letter["delivery_count"], "started_ms": letter["failed_at_ms"],
-            "finished_ms": letter["failed_at_ms"], "duration_ms": None, "outputs": [],
-            "dead_letter": letter}
+    return {
+        "agent": letter["agent"],
+        "message_id": letter["message_id"],
+        "message_type": letter["message_type"],
+        "from_agent": "?",
+        "to_agent": letter["agent"],
+        "outcome": "dead_lettered",
+        "reason": letter["reason"],
+        "delivery_count": letter["delivery_count"],
+        "started_ms": letter["failed_at_ms"],
+        "finished_ms": letter["failed_at_ms"],
+        "duration_ms": None,
+        "outputs": [],
+        "dead_letter": letter,
+    }
 
 
 def waiting(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -80,33 +94,53 @@ def waiting(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events:
         sent = list(event.get("outputs") or [])
         if event.get("outcome") == "published":
-            sent = [{"message_id": event.get("message_id"),
-                     "message_type": event.get("message_type"), "to": event.get("to_agent")}]
+            sent = [
+                {
+                    "message_id": event.get("message_id"),
+                    "message_type": event.get("message_type"),
+                    "to": event.get("to_agent"),
+                }
+            ]
         out += [o for o in sent if o.get("to") != "client" and o.get("message_id") not in seen]
     return out
 
 
 def render_trace(correlation_id: str, events: list[dict[str, Any]]) -> str:
     if not events:
-        return (f"no trace for request {correlation_id} (unknown id, expired after the trace "
-                "TTL, or traces are off)")
+        return (
+            f"no trace for request {correlation_id} (unknown id, expired after the trace "
+            "TTL, or traces are off)"
+        )
     start = min(e["started_ms"] for e in events if e.get("started_ms") is not None)
     end = max(e.get("finished_ms") or start for e in events)
-    rows = [[f"+{duration(((e.get('started_ms') or start) - start) / 1000)}",
-             f"{e.get('from_agent', '?')} -> {e.get('to_agent', '?')}", e.get("message_type"),
-             e.get("agent"), _ms(e.get("duration_ms")), e.get("delivery_count"), _outcome(e)]
-            for e in events]
-    lines = [f"request {correlation_id}: {len(events)} steps over {duration((end - start) / 1000)}",
-             table(["AT", "FROM -> TO", "TYPE", "AGENT", "DURATION", "DELIVERIES", "OUTCOME"],
-                   rows)]
+    rows = [
+        [
+            f"+{duration(((e.get('started_ms') or start) - start) / 1000)}",
+            f"{e.get('from_agent', '?')} -> {e.get('to_agent', '?')}",
+            e.get("message_type"),
+            e.get("agent"),
+            _ms(e.get("duration_ms")),
+            e.get("delivery_count"),
+            _outcome(e),
+        ]
+        for e in events
+    ]
+    lines = [
+        f"request {correlation_id}: {len(events)} steps over {duration((end - start) / 1000)}",
+        table(["AT", "FROM -> TO", "TYPE", "AGENT", "DURATION", "DELIVERIES", "OUTCOME"], rows),
+    ]
     for event in events:
         letter = event.get("dead_letter")
         if letter:
-            lines.append(f"  dead letter {letter['id']} in {letter['dlq']}: "
-                         f"[{letter['reason']}] {letter['error']}")
+            lines.append(
+                f"  dead letter {letter['id']} in {letter['dlq']}: "
+                f"[{letter['reason']}] {letter['error']}"
+            )
     for item in waiting(events):
-        lines.append(f"  waiting: {item.get('message_type')} {item.get('message_id')} "
-                     f"at {item.get('to')} (not finished yet)")
+        lines.append(
+            f"  waiting: {item.get('message_type')} {item.get('message_id')} "
+            f"at {item.get('to')} (not finished yet)"
+        )
     return "\n".join(lines)
 
 

@@ -77,13 +77,24 @@ class TraceContextMiddleware:
         if self.tracer is None or otel_trace is None:
             yield fallback
             return
-        parent = otel_trace.set_span_in_context(NonRecordingSpan(SpanContext(
-            trace_id=int(trace_id, 16), span_id=int(parent_id, 16), is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+        parent = otel_trace.set_span_in_context(
+            NonRecordingSpan(
+                SpanContext(
+                    trace_id=int(trace_id, 16),
+                    span_id=int(parent_id, 16),
+                    is_remote=True,
+                    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                )
+            )
+        )
         with self.tracer.start_as_current_span(
-                f"handle {ctx.message.message_type}", context=parent,
-                kind=otel_trace.SpanKind.CONSUMER, record_exception=True,
-                set_status_on_exception=True, attributes=_attributes(ctx)) as span:
+            f"handle {ctx.message.message_type}",
+            context=parent,
+            kind=otel_trace.SpanKind.CONSUMER,
+            record_exception=True,
+            set_status_on_exception=True,
+            attributes=_attributes(ctx),
+        ) as span:
             span_context = span.get_span_context()
             try:
                 recording = span.is_recording() and span_context.is_valid
@@ -103,12 +114,16 @@ def _sdk_configured() -> bool:
 
 def _attributes(ctx: MessageContext) -> dict[str, Any]:
     message = ctx.message
-    return {"messaging.system": "redis_streams", "messaging.destination.name": ctx.stream,
-            "messaging.message.id": str(message.message_id),
-            "messaging.message.conversation_id": str(message.correlation_id),
-            "agent_runtime.agent": ctx.agent, "agent_runtime.message_type": message.message_type,
-            "agent_runtime.from_agent": message.from_agent,
-            "agent_runtime.delivery_count": ctx.delivery_count}
+    return {
+        "messaging.system": "redis_streams",
+        "messaging.destination.name": ctx.stream,
+        "messaging.message.id": str(message.message_id),
+        "messaging.message.conversation_id": str(message.correlation_id),
+        "agent_runtime.agent": ctx.agent,
+        "agent_runtime.message_type": message.message_type,
+        "agent_runtime.from_agent": message.from_agent,
+        "agent_runtime.delivery_count": ctx.delivery_count,
+    }
 
 
 def stamp_outputs(ctx: MessageContext, traceparent: str) -> None:

@@ -26,8 +26,11 @@ def free_port() -> int:
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def sample(port: int, name: str, **labels: str) -> float | None:
@@ -35,8 +38,9 @@ def sample(port: int, name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture
-def make_pipeline(tmp_path: Path, redis_url: str, prefix: str,
-                  subprocess_env: dict[str, str]) -> Iterator[object]:
+def make_pipeline(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> Iterator[object]:
     made: list[EchoPipeline] = []
 
     def make(**echo: object) -> EchoPipeline:
@@ -65,18 +69,39 @@ def test_counters_histogram_gauges_after_n_messages(make_pipeline: object) -> No
     p.r.xadd(p.keys.inbox("echo"), Codec(p.pipeline.schemas).encode(messages[0]))
 
     echo = {"agent": "echo", "message_type": "user.request"}
-    wait_until(lambda: sample(echo_port, "agent_runtime_duplicates_dropped_total",
-                              agent="echo") == 1, message="duplicate counted")
+    wait_until(
+        lambda: sample(echo_port, "agent_runtime_duplicates_dropped_total", agent="echo") == 1,
+        message="duplicate counted",
+    )
     assert sample(echo_port, "agent_runtime_messages_handled_total", **echo) == 5
     assert sample(echo_port, "agent_runtime_handle_duration_seconds_count", **echo) == 5
-    assert sample(sink_port, "agent_runtime_messages_handled_total", agent="sink",
-                  message_type="test.echoed") == 5
-    assert sample(echo_port, "agent_runtime_messages_handled_total", agent="sink",
-                  message_type="test.echoed") is None  # each process counts its own agent
+    assert (
+        sample(
+            sink_port,
+            "agent_runtime_messages_handled_total",
+            agent="sink",
+            message_type="test.echoed",
+        )
+        == 5
+    )
+    assert (
+        sample(
+            echo_port,
+            "agent_runtime_messages_handled_total",
+            agent="sink",
+            message_type="test.echoed",
+        )
+        is None
+    )  # each process counts its own agent
     assert sample(echo_port, "agent_runtime_in_flight_messages", agent="echo") == 0
     group = {"stream": p.keys.inbox("echo"), "group": "echo"}
-    wait_until(lambda: sample(echo_port, "agent_runtime_stream_length_messages",
-                              stream=p.keys.inbox("echo")) == 6, message="collector round")
+    wait_until(
+        lambda: (
+            sample(echo_port, "agent_runtime_stream_length_messages", stream=p.keys.inbox("echo"))
+            == 6
+        ),
+        message="collector round",
+    )
     assert sample(echo_port, "agent_runtime_consumer_group_lag_messages", **group) == 0
     assert sample(echo_port, "agent_runtime_pending_messages", **group) == 0
     assert sample(echo_port, "agent_runtime_oldest_pending_age_seconds", **group) == 0
@@ -89,13 +114,31 @@ def test_failures_and_dead_letters_are_counted(make_pipeline: object) -> None:
         p.publish(text)
     p.r.xadd(p.keys.inbox("echo"), {b"m": b"not json"})
     labels = {"agent": "echo", "message_type": "user.request"}
-    wait_until(lambda: sample(port, "agent_runtime_messages_dead_lettered_total", **labels,
-                              reason="max_deliveries") == 3, 30, message="3 dead letters")
+    wait_until(
+        lambda: (
+            sample(
+                port,
+                "agent_runtime_messages_dead_lettered_total",
+                **labels,
+                reason="max_deliveries",
+            )
+            == 3
+        ),
+        30,
+        message="3 dead letters",
+    )
     # max_deliveries is 2: every poison message failed twice
-    assert sample(port, "agent_runtime_messages_failed_total", **labels,
-                  error="RuntimeError") == 6
-    assert sample(port, "agent_runtime_messages_dead_lettered_total", agent="echo",
-                  message_type="unknown", reason="undecodable") == 1
+    assert sample(port, "agent_runtime_messages_failed_total", **labels, error="RuntimeError") == 6
+    assert (
+        sample(
+            port,
+            "agent_runtime_messages_dead_lettered_total",
+            agent="echo",
+            message_type="unknown",
+            reason="undecodable",
+        )
+        == 1
+    )
     assert sample(port, "agent_runtime_messages_handled_total", **labels) is None
     assert p.r.xlen(p.keys.dlq("echo")) == 4
 
@@ -116,9 +159,9 @@ def free_port_range(count: int) -> int:
     raise AssertionError("no free port range")
 
 
-def test_up_gives_every_worker_its_own_metrics_port(tmp_path: Path, redis_url: str,
-                                                    prefix: str,
-                                                    subprocess_env: dict[str, str]) -> None:
+def test_up_gives_every_worker_its_own_metrics_port(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> None:
     import anyio
 
     from agent_runtime.client import Client
@@ -133,13 +176,14 @@ def test_up_gives_every_worker_its_own_metrics_port(tmp_path: Path, redis_url: s
         sup = Supervisor(config, redis_url, env=env, log_dir=tmp_path / "logs")
         async with sup:
             await sup.wait_ready(60)
-            ports = {(w.agent, w.slot): sup.metrics_port(w.agent, w.slot)
-                     for w in sup.processes()}
+            ports = {(w.agent, w.slot): sup.metrics_port(w.agent, w.slot) for w in sup.processes()}
             async with Client.connect(redis_url, p.pipeline) as client:
                 for i in range(6):
                     await client.request(f"r{i}", timeout=30)
-            handled = {key: await anyio.to_thread.run_sync(
-                _handled, port, key[0]) for key, port in ports.items()}
+            handled = {
+                key: await anyio.to_thread.run_sync(_handled, port, key[0])
+                for key, port in ports.items()
+            }
             return handled
 
     handled = anyio.run(run)
@@ -152,8 +196,10 @@ def test_up_gives_every_worker_its_own_metrics_port(tmp_path: Path, redis_url: s
 def _handled(port: int | None, agent: str) -> int:
     assert port is not None
     types = {"echo": "user.request", "sink": "test.echoed"}
-    return int(sample(port, "agent_runtime_messages_handled_total", agent=agent,
-                      message_type=types[agent]) or 0)
+    return int(
+        sample(port, "agent_runtime_messages_handled_total", agent=agent, message_type=types[agent])
+        or 0
+    )
 
 
 def yaml_replicas(p: EchoPipeline, echo: int) -> Path:

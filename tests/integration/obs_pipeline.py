@@ -20,14 +20,28 @@ from agent_runtime.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
 from protocols.envelope import AgentMessage
 
-FAST = {"reclaim_idle": 1.0, "reclaim_interval": 0.2, "lease_interval": 0.25,
-        "retry_backoff": 0.05, "retry_backoff_max": 0.2, "block_ms": 200,
-        "heartbeat_interval": 0.5, "max_deliveries": 2, "drain_timeout": 5}
+FAST = {
+    "reclaim_idle": 1.0,
+    "reclaim_interval": 0.2,
+    "lease_interval": 0.25,
+    "retry_backoff": 0.05,
+    "retry_backoff_max": 0.2,
+    "block_ms": 200,
+    "heartbeat_interval": 0.5,
+    "max_deliveries": 2,
+    "drain_timeout": 5,
+}
 
 
 class EchoPipeline:
-    def __init__(self, tmp: Path, url: str, prefix: str, env: dict[str, str],
-                 echo: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        url: str,
+        prefix: str,
+        env: dict[str, str],
+        echo: dict[str, Any] | None = None,
+    ) -> None:
         self.tmp, self.url, self.prefix, self.env = tmp, url, prefix, env
         self.config_path = tmp / "pipeline.yaml"
         self.write_config(echo or {})
@@ -35,10 +49,15 @@ class EchoPipeline:
         self.workers: dict[tuple[str, str], WorkerProcess] = {}
 
     def write_config(self, echo: dict[str, Any]) -> None:
-        config = {"key_prefix": self.prefix, "allowed_modules": ["tests.fixtures"],
-                  "worker": FAST,
-                  "agents": {"echo": {"class": "tests.fixtures.agents:Echo", "config": echo},
-                             "sink": {"class": "tests.fixtures.agents:Sink"}}}
+        config = {
+            "key_prefix": self.prefix,
+            "allowed_modules": ["tests.fixtures"],
+            "worker": FAST,
+            "agents": {
+                "echo": {"class": "tests.fixtures.agents:Echo", "config": echo},
+                "sink": {"class": "tests.fixtures.agents:Sink"},
+            },
+        }
         self.config_path.write_text(yaml.safe_dump(config))
         self.pipeline = Pipeline.load(self.config_path)
         self.keys = self.pipeline.config.keys
@@ -48,12 +67,17 @@ class EchoPipeline:
 
     def start(self, agent: str, slot: str = "0", **env: str) -> WorkerProcess:
         log = self.tmp / f"{agent}-{slot}.log"
-        proc = WorkerProcess(agent, config=self.config_path, redis_url=self.url, slot=slot,
-                             env={**self.env, **env}, log_path=log).start()
+        proc = WorkerProcess(
+            agent,
+            config=self.config_path,
+            redis_url=self.url,
+            slot=slot,
+            env={**self.env, **env},
+            log_path=log,
+        ).start()
         self.workers[(agent, slot)] = proc
         key = self.keys.heartbeat(agent, self.consumer(agent, slot))
-        wait_until(lambda: self.r.exists(key) or not proc.alive(), 20,
-                   message=f"{agent} heartbeat")
+        wait_until(lambda: self.r.exists(key) or not proc.alive(), 20, message=f"{agent} heartbeat")
         assert proc.alive(), log.read_text()
         return proc
 
@@ -65,6 +89,7 @@ class EchoPipeline:
         async def go() -> AgentMessage:
             async with Client.connect(self.url, self.pipeline) as client:
                 return await client.publish(text)
+
         return anyio.run(go)
 
     def replies(self, message: AgentMessage) -> list[dict[str, Any]]:

@@ -15,15 +15,17 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def poisoned(tmp_path: Path, redis_url: str, prefix: str,
-             subprocess_env: dict[str, str]) -> Iterator[EchoPipeline]:
+def poisoned(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> Iterator[EchoPipeline]:
     pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env, echo={"fail_always": True})
     yield pipe
     pipe.close()
 
 
 def test_dead_letter_shows_in_status_and_list_and_replays_after_the_fix(
-        poisoned: EchoPipeline) -> None:
+    poisoned: EchoPipeline,
+) -> None:
     p = poisoned
     p.start("echo")
     p.start("sink")
@@ -40,9 +42,14 @@ def test_dead_letter_shows_in_status_and_list_and_replays_after_the_fix(
     assert code == 0 and "max_deliveries=1" in text
 
     [letter] = p.cli_json("dlq", "list")
-    assert (letter["agent"], letter["reason"], letter["message_type"],
-            letter["correlation_id"], letter["message_id"], letter["delivery_count"]) == (
-        "echo", "max_deliveries", "user.request", cid, str(message.message_id), 2)
+    assert (
+        letter["agent"],
+        letter["reason"],
+        letter["message_type"],
+        letter["correlation_id"],
+        letter["message_id"],
+        letter["delivery_count"],
+    ) == ("echo", "max_deliveries", "user.request", cid, str(message.message_id), 2)
     assert "poison: poison pill" in letter["error"]
     [detail] = p.cli_json("dlq", "show", letter["id"])
     assert detail["original"]["m"]["payload"]["text"] == "poison pill"

@@ -14,15 +14,17 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def echo_pipeline(tmp_path: Path, redis_url: str, prefix: str,
-                  subprocess_env: dict[str, str]) -> Iterator[EchoPipeline]:
+def echo_pipeline(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> Iterator[EchoPipeline]:
     pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env)
     yield pipe
     pipe.close()
 
 
 def test_status_shows_streams_lag_pending_consumers_breakers_and_workers(
-        echo_pipeline: EchoPipeline) -> None:
+    echo_pipeline: EchoPipeline,
+) -> None:
     p = echo_pipeline
     p.start("echo")
     message = p.publish("hello")  # no sink yet: its inbox holds one undelivered message
@@ -42,19 +44,25 @@ def test_status_shows_streams_lag_pending_consumers_breakers_and_workers(
     assert status["breakers"] == {"llm.openai": {"failures": "5", "state": "open"}}
     [worker] = status["workers"]
     assert (worker["agent"], worker["consumer"], worker["processed"] >= 0) == (
-        "echo", p.consumer("echo"), True)
+        "echo",
+        p.consumer("echo"),
+        True,
+    )
     assert status["dead_letters"] == []
 
     code, text = p.cli("status")
     assert code == 0
-    for expected in (p.keys.inbox("sink"), p.consumer("echo"), "llm.openai: open",
-                     "Workers (1 live)"):
+    for expected in (
+        p.keys.inbox("sink"),
+        p.consumer("echo"),
+        "llm.openai: open",
+        "Workers (1 live)",
+    ):
         assert expected in text
     assert message.reply_to is not None
 
 
-def test_health_fails_until_every_agent_type_has_a_live_worker(
-        echo_pipeline: EchoPipeline) -> None:
+def test_health_fails_until_every_agent_type_has_a_live_worker(echo_pipeline: EchoPipeline) -> None:
     p = echo_pipeline
     p.start("echo")
     code, text = p.cli("health")

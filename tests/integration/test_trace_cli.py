@@ -14,8 +14,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def echo_pipeline(tmp_path: Path, redis_url: str, prefix: str,
-                  subprocess_env: dict[str, str]) -> Iterator[EchoPipeline]:
+def echo_pipeline(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> Iterator[EchoPipeline]:
     pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env)
     yield pipe
     pipe.close()
@@ -31,15 +32,18 @@ def test_trace_lists_every_hop_in_order_with_durations(echo_pipeline: EchoPipeli
     wait_until(lambda: p.r.xlen(p.keys.trace(cid)) >= 3, message="trace entries")
 
     steps = p.cli_json("trace", cid)
-    assert [(s["agent"], s["from_agent"], s["to_agent"], s["message_type"], s["outcome"])
-            for s in steps] == [
+    assert [
+        (s["agent"], s["from_agent"], s["to_agent"], s["message_type"], s["outcome"]) for s in steps
+    ] == [
         ("client", "client", "echo", "user.request", "published"),
         ("echo", "client", "echo", "user.request", "handled"),
-        ("sink", "echo", "sink", "test.echoed", "handled")]
+        ("sink", "echo", "sink", "test.echoed", "handled"),
+    ]
     assert steps[1]["message_id"] == str(message.message_id)
     assert steps[2]["causation_id"] == str(message.message_id)
-    assert steps[1]["outputs"] == [{"message_id": steps[2]["message_id"],
-                                    "message_type": "test.echoed", "to": "sink"}]
+    assert steps[1]["outputs"] == [
+        {"message_id": steps[2]["message_id"], "message_type": "test.echoed", "to": "sink"}
+    ]
     assert steps[2]["outputs"][0]["to"] == "client"
     for step in steps[1:]:
         assert step["delivery_count"] == 1

@@ -39,8 +39,9 @@ def six_agent_config(tmp: Path, prefix: str) -> Path:
     return path
 
 
-def test_trace_of_a_request_through_all_six_agents(tmp_path: Path, redis_url: str, prefix: str,
-                                                    subprocess_env: dict[str, str]) -> None:
+def test_trace_of_a_request_through_all_six_agents(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> None:
     config = six_agent_config(tmp_path, prefix)
     pipeline = Pipeline.load(config)
     env = {**subprocess_env, "AGENT_RUNTIME_APPROVAL_KEY": secrets.token_hex(32)}
@@ -56,8 +57,9 @@ def test_trace_of_a_request_through_all_six_agents(tmp_path: Path, redis_url: st
     cid = anyio.run(run)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["trace", cid, "--json", "--config", str(config),
-                     "--redis-url", redis_url]) == 0
+        assert (
+            main(["trace", cid, "--json", "--config", str(config), "--redis-url", redis_url]) == 0
+        )
     steps: list[dict[str, Any]] = json.loads(out.getvalue())
 
     handled = [s for s in steps if s["outcome"] == "handled"]
@@ -66,8 +68,14 @@ def test_trace_of_a_request_through_all_six_agents(tmp_path: Path, redis_url: st
     assert agents[:3] == ["intent_parser", "planner", "safety_checker"]
     assert agents[3] == "router" and agents[-1] == "reporter"
     assert {"executor", "router"} <= set(agents[3:-1])
-    assert set(agents) == {"intent_parser", "planner", "safety_checker", "router", "executor",
-                           "reporter"}
+    assert set(agents) == {
+        "intent_parser",
+        "planner",
+        "safety_checker",
+        "router",
+        "executor",
+        "reporter",
+    }
     starts = [s["started_ms"] for s in steps]
     assert starts == sorted(starts)
     by_id = {s["message_id"]: s for s in handled}

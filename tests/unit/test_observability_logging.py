@@ -35,16 +35,22 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 def test_json_lines_carry_the_bound_message_context(stream: io.StringIO) -> None:
     configure_logging(json=True, stream=stream, redactor=Redactor())
     log = structlog.get_logger("test")
-    with bind_message(correlation_id="c1", message_id="m1", causation_id="p1", agent="echo",
-                      consumer="echo-h-0"):
+    with bind_message(
+        correlation_id="c1", message_id="m1", causation_id="p1", agent="echo", consumer="echo-h-0"
+    ):
         log.info("message_handled", took=3)
     log.info("worker_stopped")
     first, second = lines(stream)
     assert first["event"] == "message_handled" and first["level"] == "info"
-    assert {k: first[k] for k in ("correlation_id", "message_id", "causation_id", "agent",
-                                  "consumer")} == {
-        "correlation_id": "c1", "message_id": "m1", "causation_id": "p1", "agent": "echo",
-        "consumer": "echo-h-0"}
+    assert {
+        k: first[k] for k in ("correlation_id", "message_id", "causation_id", "agent", "consumer")
+    } == {
+        "correlation_id": "c1",
+        "message_id": "m1",
+        "causation_id": "p1",
+        "agent": "echo",
+        "consumer": "echo-h-0",
+    }
     assert "timestamp" in first
     assert "correlation_id" not in second  # unbound after the block
 
@@ -52,8 +58,12 @@ def test_json_lines_carry_the_bound_message_context(stream: io.StringIO) -> None
 def test_secrets_never_reach_the_output(stream: io.StringIO) -> None:
     configure_logging(json=True, stream=stream, redactor=Redactor((CANARY,)))
     log = structlog.get_logger("test")
-    log.warning("call_failed", error=f"401 for key {CANARY}", api_key="whatever",
-                url=f"redis://:{CANARY}@host:6379")
+    log.warning(
+        "call_failed",
+        error=f"401 for key {CANARY}",
+        api_key="whatever",
+        url=f"redis://:{CANARY}@host:6379",
+    )
     try:
         raise RuntimeError(f"boom {CANARY}")
     except RuntimeError:
@@ -64,8 +74,9 @@ def test_secrets_never_reach_the_output(stream: io.StringIO) -> None:
     assert "handler_crashed" in text and "lost connection" in text
 
 
-def test_level_comes_from_the_environment(stream: io.StringIO,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_level_comes_from_the_environment(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AGENT_RUNTIME_LOG_LEVEL", "warning")
     configure_logging(json=True, stream=stream, redactor=Redactor())
     log = structlog.get_logger("test")

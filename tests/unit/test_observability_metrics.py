@@ -29,12 +29,26 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 def context(message_type: str = "user.request") -> MessageContext:
-    message = AgentMessage(message_id=uuid.uuid4(), correlation_id=uuid.uuid4(),
-                           from_agent="client", to_agent="echo", message_type=message_type,
-                           schema_version=1, payload={"text": "hi"}, timestamp=utcnow())
-    return MessageContext(agent="echo", message=message, payload=UserRequest(text="hi"),
-                          stream="p:inbox:echo", entry_id=b"1-1", delivery_count=1,
-                          routing=Routing(Keys("p"), {}), log=structlog.get_logger())
+    message = AgentMessage(
+        message_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        from_agent="client",
+        to_agent="echo",
+        message_type=message_type,
+        schema_version=1,
+        payload={"text": "hi"},
+        timestamp=utcnow(),
+    )
+    return MessageContext(
+        agent="echo",
+        message=message,
+        payload=UserRequest(text="hi"),
+        stream="p:inbox:echo",
+        entry_id=b"1-1",
+        delivery_count=1,
+        routing=Routing(Keys("p"), {}),
+        log=structlog.get_logger(),
+    )
 
 
 def test_observer_counts_each_outcome_by_agent_and_type() -> None:
@@ -51,21 +65,34 @@ def test_observer_counts_each_outcome_by_agent_and_type() -> None:
     observer.in_flight(4)
     labels = {"agent": "echo", "message_type": "user.request"}
     assert value(metrics, "agent_runtime_messages_handled_total", **labels) == 3
-    assert value(metrics, "agent_runtime_messages_failed_total", **labels,
-                 error="RuntimeError") == 1
+    assert (
+        value(metrics, "agent_runtime_messages_failed_total", **labels, error="RuntimeError") == 1
+    )
     assert value(metrics, "agent_runtime_messages_retried_total", **labels, reason="rate") == 1
-    assert value(metrics, "agent_runtime_messages_dead_lettered_total", **labels,
-                 reason="max_deliveries") == 1
-    assert value(metrics, "agent_runtime_messages_dead_lettered_total", agent="echo",
-                 message_type="unknown", reason="undecodable") == 1
+    assert (
+        value(
+            metrics, "agent_runtime_messages_dead_lettered_total", **labels, reason="max_deliveries"
+        )
+        == 1
+    )
+    assert (
+        value(
+            metrics,
+            "agent_runtime_messages_dead_lettered_total",
+            agent="echo",
+            message_type="unknown",
+            reason="undecodable",
+        )
+        == 1
+    )
     assert value(metrics, "agent_runtime_duplicates_dropped_total", agent="echo") == 1
     assert value(metrics, "agent_runtime_messages_reclaimed_total", stream="p:inbox:echo") == 2
-    assert value(metrics, "agent_runtime_deleted_pending_entries_total",
-                 stream="p:inbox:echo") == 1
+    assert value(metrics, "agent_runtime_deleted_pending_entries_total", stream="p:inbox:echo") == 1
     assert value(metrics, "agent_runtime_in_flight_messages", agent="echo") == 4
     assert value(metrics, "agent_runtime_handle_duration_seconds_count", **labels) == 4
-    assert value(metrics, "agent_runtime_handle_duration_seconds_sum", **labels) == \
-        pytest.approx(0.56)
+    assert value(metrics, "agent_runtime_handle_duration_seconds_sum", **labels) == pytest.approx(
+        0.56
+    )
 
 
 def test_two_metrics_objects_do_not_share_state() -> None:
@@ -78,8 +105,9 @@ def test_two_metrics_objects_do_not_share_state() -> None:
 
 def test_breaker_listener_mirrors_state_changes() -> None:
     metrics = Metrics()
-    breaker = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=60, name="llm.openai",
-                                       listeners=[metrics.breaker_listener()])
+    breaker = pybreaker.CircuitBreaker(
+        fail_max=1, reset_timeout=60, name="llm.openai", listeners=[metrics.breaker_listener()]
+    )
     with pytest.raises(pybreaker.CircuitBreakerError), breaker.calling():
         raise ZeroDivisionError
     assert value(metrics, "agent_runtime_breaker_state", breaker="llm.openai") == 2
@@ -89,8 +117,7 @@ def test_breaker_listener_mirrors_state_changes() -> None:
 
 def test_llm_usage_is_accounted_by_provider_and_model() -> None:
     metrics = Metrics()
-    metrics.record_llm("anthropic", "claude-x", input_tokens=100, output_tokens=20,
-                       cost_usd=0.0015)
+    metrics.record_llm("anthropic", "claude-x", input_tokens=100, output_tokens=20, cost_usd=0.0015)
     metrics.record_llm("anthropic", "claude-x", input_tokens=50, cached=True)
     labels = {"provider": "anthropic", "model": "claude-x"}
     assert value(metrics, "agent_runtime_llm_tokens_total", **labels, kind="input") == 150
@@ -122,8 +149,9 @@ def test_usage_objects_of_the_llm_layer_are_accepted() -> None:
     from agent_runtime.llm.base import Usage
 
     metrics = Metrics()
-    metrics.record_usage(Usage(provider="openai", model="gpt-x", input_tokens=7,
-                               output_tokens=3, cost_usd=0.01))
+    metrics.record_usage(
+        Usage(provider="openai", model="gpt-x", input_tokens=7, output_tokens=3, cost_usd=0.01)
+    )
     labels = {"provider": "openai", "model": "gpt-x"}
     assert value(metrics, "agent_runtime_llm_tokens_total", **labels, kind="output") == 3
     assert value(metrics, "agent_runtime_llm_cost_usd_total", **labels) == pytest.approx(0.01)

@@ -20,14 +20,27 @@ pytestmark = pytest.mark.anyio
 
 
 def context(traceparent: str | None = None) -> MessageContext:
-    message = AgentMessage(message_id=uuid.uuid4(), correlation_id=uuid.uuid4(),
-                           from_agent="client", to_agent="echo", message_type="user.request",
-                           schema_version=1, payload={"text": "hi"}, timestamp=utcnow(),
-                           traceparent=traceparent)
-    return MessageContext(agent="echo", message=message, payload=UserRequest(text="hi"),
-                          stream="p:inbox:echo", entry_id=b"1-1", delivery_count=1,
-                          routing=Routing(Keys("p"), {"test.echoed": "sink"}),
-                          log=structlog.get_logger())
+    message = AgentMessage(
+        message_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        from_agent="client",
+        to_agent="echo",
+        message_type="user.request",
+        schema_version=1,
+        payload={"text": "hi"},
+        timestamp=utcnow(),
+        traceparent=traceparent,
+    )
+    return MessageContext(
+        agent="echo",
+        message=message,
+        payload=UserRequest(text="hi"),
+        stream="p:inbox:echo",
+        entry_id=b"1-1",
+        delivery_count=1,
+        routing=Routing(Keys("p"), {"test.echoed": "sink"}),
+        log=structlog.get_logger(),
+    )
 
 
 async def send_one(ctx: MessageContext) -> None:
@@ -41,9 +54,18 @@ async def test_without_a_tracer_the_trace_id_is_the_correlation_id() -> None:
     trace_id, span_id = parse_traceparent(out.message.traceparent) or ("", "")
     assert trace_id == ctx.message.correlation_id.hex
     assert span_id == ctx.message.message_id.hex[:16]
-    assert out.message.message_id == ctx.message.derive(
-        index=0, from_agent="echo", to_agent="sink", message_type="test.echoed",
-        schema_version=1, payload={}, now=utcnow()).message_id  # ids unchanged
+    assert (
+        out.message.message_id
+        == ctx.message.derive(
+            index=0,
+            from_agent="echo",
+            to_agent="sink",
+            message_type="test.echoed",
+            schema_version=1,
+            payload={},
+            now=utcnow(),
+        ).message_id
+    )  # ids unchanged
 
 
 async def test_an_incoming_traceparent_is_continued() -> None:
@@ -66,9 +88,16 @@ async def test_otel_spans_are_linked_hop_by_hop() -> None:
     first = context()
     await middleware.handle(first, send_one)
     hop = first.outputs[0].message
-    second = MessageContext(agent="sink", message=hop, payload=UserRequest(text="x"),
-                            stream="p:inbox:sink", entry_id=b"1-2", delivery_count=1,
-                            routing=first.routing, log=structlog.get_logger())
+    second = MessageContext(
+        agent="sink",
+        message=hop,
+        payload=UserRequest(text="x"),
+        stream="p:inbox:sink",
+        entry_id=b"1-2",
+        delivery_count=1,
+        routing=first.routing,
+        log=structlog.get_logger(),
+    )
 
     async def fail(ctx: MessageContext) -> None:
         raise RuntimeError("boom")
@@ -79,7 +108,6 @@ async def test_otel_spans_are_linked_hop_by_hop() -> None:
     assert one.name == "handle user.request" and two.name == "handle test.echoed"
     assert one.context.trace_id == two.context.trace_id == first.message.correlation_id.int
     assert two.parent is not None and two.parent.span_id == one.context.span_id
-    assert hop.traceparent == f"00-{first.message.correlation_id.hex}-" \
-        f"{one.context.span_id:016x}-01"
+    assert hop.traceparent == f"00-{first.message.correlation_id.hex}-{one.context.span_id:016x}-01"
     assert one.attributes["agent_runtime.agent"] == "echo"
     assert not two.status.is_ok

@@ -11,8 +11,14 @@ CANARY = "canary-5ecr3t-Zq81x"
 
 
 def test_env_values_of_secret_named_variables_are_masked_everywhere_in_text() -> None:
-    redactor = Redactor.from_env({"MY_API_KEY": CANARY, "HOME": "/home/someone",
-                                  "DB_PASSWORD": "hunter2hunter2", "DEBUG": "1"})
+    redactor = Redactor.from_env(
+        {
+            "MY_API_KEY": CANARY,
+            "HOME": "/home/someone",
+            "DB_PASSWORD": "hunter2hunter2",
+            "DEBUG": "1",
+        }
+    )
     out = redactor.text(f"calling with {CANARY} from /home/someone; pw hunter2hunter2")
     assert CANARY not in out and "hunter2hunter2" not in out
     assert "/home/someone" in out  # not a secret-named variable
@@ -34,8 +40,14 @@ def test_url_passwords_are_masked_and_collected_from_any_env_value() -> None:
 
 
 def test_secret_named_fields_are_masked_whatever_their_value() -> None:
-    data = {"api_key": "abc", "Authorization": "Bearer xyz", "nested": [{"password": 1234}],
-            "max_tokens": 100, "token_count": 7, "text": "hello"}
+    data = {
+        "api_key": "abc",
+        "Authorization": "Bearer xyz",
+        "nested": [{"password": 1234}],
+        "max_tokens": 100,
+        "token_count": 7,
+        "text": "hello",
+    }
     clean = Redactor()(data)
     assert clean["api_key"] == MASK and clean["Authorization"] == MASK
     assert clean["nested"][0]["password"] == MASK
@@ -44,18 +56,27 @@ def test_secret_named_fields_are_masked_whatever_their_value() -> None:
 
 def test_key_value_text_bearer_tokens_and_api_key_shapes_are_masked() -> None:
     redactor = Redactor()
-    text = redactor.text('error: {"api_key": "k-123456", password=hunter2 '
-                         "Authorization: Bearer abcdefgh12345 key sk-ant-0123456789abcdefXYZ")
+    text = redactor.text(
+        'error: {"api_key": "k-123456", password=hunter2 '
+        "Authorization: Bearer abcdefgh12345 key sk-ant-0123456789abcdefXYZ"
+    )
     for secret in ("k-123456", "hunter2", "abcdefgh12345", "sk-ant-0123456789abcdefXYZ"):
         assert secret not in text
     assert "max_tokens=5" in redactor.text("max_tokens=5")
 
 
 def test_config_secrets_are_collected() -> None:
-    config = PipelineConfig.model_validate({
-        "redis_url": f"redis://:{CANARY}@h:1/0",
-        "agents": {"a": {"class": "x:Y", "config": {"provider": {"api_key": "cfg-key-998877"},
-                                                    "model": "m1"}}}})
+    config = PipelineConfig.model_validate(
+        {
+            "redis_url": f"redis://:{CANARY}@h:1/0",
+            "agents": {
+                "a": {
+                    "class": "x:Y",
+                    "config": {"provider": {"api_key": "cfg-key-998877"}, "model": "m1"},
+                }
+            },
+        }
+    )
     redactor = Redactor().with_config(config)
     assert CANARY in redactor.secrets and "cfg-key-998877" in redactor.secrets
     assert "m1" not in redactor.secrets
@@ -74,8 +95,16 @@ def test_json_bytes_are_left_untouched_when_clean_and_rewritten_when_not() -> No
 
 
 def test_secret_names() -> None:
-    for name in ("api_key", "OPENAI_API_KEY", "x-api-key", "db_password", "client_secret",
-                 "token", "access_token", "authorization"):
+    for name in (
+        "api_key",
+        "OPENAI_API_KEY",
+        "x-api-key",
+        "db_password",
+        "client_secret",
+        "token",
+        "access_token",
+        "authorization",
+    ):
         assert is_secret_name(name), name
     for name in ("max_tokens", "tokens", "keys", "message_type", "author"):
         assert not is_secret_name(name), name
