@@ -17,7 +17,7 @@ from agent_runtime.errors import ConfigError
 from agent_runtime.registry import import_object
 from agent_runtime.routing import Routing
 from protocols.base import Payload, SchemaRegistry
-from protocols.core import UserRequest
+from protocols.core import RequestFailed, UserRequest
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Pipeline:
     def build(cls, config: PipelineConfig, source: Path | None = None) -> Pipeline:
         _extend_import_path(config.python_paths)
         agents = {name: _agent_type(config, name) for name in config.agents}
-        schemas = SchemaRegistry([UserRequest])
+        schemas = SchemaRegistry([UserRequest, RequestFailed])
         for agent in agents.values():
             for model in (*agent.cls.consumes, *agent.cls.produces):
                 _register(schemas, model, agent.name)

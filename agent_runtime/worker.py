@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -31,9 +32,11 @@ from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor, redact_dead_letter
 from agent_runtime.observer import Observer
 from agent_runtime.pipeline import Pipeline
+from agent_runtime.policies.clock import RedisClock
+from agent_runtime.policies.reply import timeout_reply
 from agent_runtime.settings import WorkerSettings
 from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus
-from protocols.envelope import AgentMessage, utcnow
+from protocols.envelope import AgentMessage
 
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
 
@@ -75,10 +78,13 @@ class Worker:
         self._handling: set[uuid.UUID] = set()  # message ids with a handler running
         self._tasks: dict[asyncio.Task[None], float] = {}  # handler task -> deadline
         self._timed_out: set[asyncio.Task[Any]] = set()
+        self._dispatching: set[asyncio.Task[None]] = set()
         self._delayed: dict[tuple[str, bytes], tuple[float, Entry, bool]] = {}
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
         self._dead_traces: list[dict[bytes, bytes]] = []
+        self._dead_replies: list[tuple[str, dict[bytes, bytes], int | None]] = []  # timeouts
+        self.clock = RedisClock(redis)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -125,6 +131,8 @@ class Worker:
 
     async def _drain(self) -> None:
         """Give in-flight handlers ``drain_timeout`` to finish, then cancel the rest."""
+        if self._dispatching:
+            await asyncio.gather(*self._dispatching, return_exceptions=True)
         if self._tasks:
             self.log.info("worker_draining", in_flight=len(self._tasks),
                           timeout=self.settings.drain_timeout)
@@ -154,7 +162,11 @@ class Worker:
             entries = await self.bus.read_new(self.streams, min(free, settings.batch_size),
                                               settings.block_ms)
             if entries:
-                await self._dispatch(entries)
+                # The next XREADGROUP overlaps this batch's de-duplication round trip.
+                fresh = self._register(entries)
+                task = asyncio.get_running_loop().create_task(self._dispatch_guarded(fresh))
+                self._dispatching.add(task)
+                task.add_done_callback(self._dispatching.discard)
 
     async def _recover_own_pending(self) -> None:
         for stream in self.streams:
@@ -164,24 +176,45 @@ class Worker:
                 await self._dispatch(entries)
 
     async def _dispatch(self, entries: list[Entry]) -> None:
+        await self._dispatch_registered(self._register(entries))
+
+    def _register(self, entries: list[Entry]) -> list[Entry]:
+        """Count entries as in flight (capacity) and drop ones already being handled."""
+        fresh = []
+        inflight = self._inflight
+        for entry in entries:
+            key = (entry.stream, entry.entry_id)
+            if key not in inflight:  # else: reclaimed our own live entry, already handled
+                inflight[key] = entry
+                fresh.append(entry)
+        return fresh
+
+    async def _dispatch_guarded(self, entries: list[Entry]) -> None:
+        try:
+            await self._dispatch_registered(entries)
+        except Exception as exc:  # Redis unreachable: leave them pending, reclaim finds them
+            self.log.error("dispatch_failed", error=repr(exc), count=len(entries))
+            for entry in entries:
+                self._inflight.pop((entry.stream, entry.entry_id), None)
+            self._capacity.set()
+
+    async def _dispatch_registered(self, entries: list[Entry]) -> None:
         """Decode, drop duplicates, dead-letter the undeliverable, start handler tasks."""
         decoded: list[tuple[Entry, Decoded]] = []
         inflight = self._inflight
         for entry in entries:
-            key = (entry.stream, entry.entry_id)
-            if key in inflight:
-                continue  # reclaimed our own live entry: it is already being handled
-            inflight[key] = entry
             try:
                 decoded.append((entry, self.codec.decode(entry.fields)))
             except DecodeError as exc:
                 self._dead_letter(entry, exc.reason, exc.detail)
         done = await self.bus.already_done([str(d.message.message_id) for _, d in decoded])
+        now = (await self.clock.now_datetime()
+               if any(d.message.deadline for _, d in decoded) else None)
         for (entry, item), is_done in zip(decoded, done, strict=True):
             if is_done or item.message.message_id in self._handling:
                 self.observer.duplicate_dropped(entry)
                 self._finish(entry, None, outcome="duplicate")
-            elif reason := self._undeliverable(entry, item.message):
+            elif reason := self._undeliverable(entry, item.message, now):
                 self._dead_letter(entry, *reason, message=item.message)
             else:
                 self._start_handler(entry, item)
@@ -212,11 +245,12 @@ class Worker:
                     self._timed_out.add(task)
                     task.cancel()
 
-    def _undeliverable(self, entry: Entry, message: AgentMessage) -> tuple[str, str] | None:
+    def _undeliverable(self, entry: Entry, message: AgentMessage,
+                       now: datetime | None) -> tuple[str, str] | None:
         if entry.delivery_count > self.settings.max_deliveries:
             return ("max_deliveries", f"delivered {entry.delivery_count} times (cap "
                     f"{self.settings.max_deliveries}); its handler may crash the worker")
-        if message.deadline is not None and message.is_expired(utcnow()):
+        if now is not None and message.is_expired(now):  # now: Redis TIME, cached <= 1 s
             return ("expired", f"deadline {message.deadline} passed before handling")
         if message.hops > AgentMessage.MAX_HOPS:
             return ("too_many_hops", f"{message.hops} hops (cap {AgentMessage.MAX_HOPS})")
@@ -295,6 +329,9 @@ class Worker:
             if self.tracer is not None:
                 self._dead_traces.append(self.tracer.fields(message, entry, "dead_lettered",
                                                             time.time(), reason))
+            if reason == "expired" and (reply := timeout_reply(message, self.name, self.codec,
+                                                               error)):
+                self._dead_replies.append(reply)  # the requester learns, in the same commit
         self.log.warning("message_dead_lettered", reason=reason, error=error,
                          entry_id=entry.entry_id.decode(), stream=entry.stream, **extra)
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
@@ -311,6 +348,8 @@ class Worker:
             traces, self._dead_traces = self._dead_traces, []
             commit = build_commit(finished, dead, traces, codec=self.codec, keys=self.keys,
                                   tracer=self.tracer, trace_ttl=self.settings.trace_ttl)
+            commit.outputs.extend(self._dead_replies)
+            self._dead_replies = []
             self._committing = True
             started = time.perf_counter()
             await self._commit_until_done(commit, len(finished) + len(dead))

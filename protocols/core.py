@@ -1,8 +1,9 @@
-"""Payloads the runtime itself needs: the user request that starts every pipeline."""
+"""Payloads the runtime itself needs: the user request that starts every pipeline, and the
+failure reply the runtime writes when it gives up on a request."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -17,3 +18,18 @@ class UserRequest(Payload):
 
     text: str = Field(min_length=1, max_length=16_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestFailed(Payload):
+    """Written to the requester's reply stream when the runtime gives up on a request, e.g.
+    its deadline passed at some hop (``status="timeout"``). Terminal: no agent consumes it."""
+
+    message_type = "request.failed"
+    schema_version = 1
+    terminal = True
+
+    status: Literal["timeout", "failed"]
+    reason: str = Field(max_length=2_000)
+    agent: str = Field(max_length=64, description="the agent type that gave up")
+    stage: str = Field(default="", max_length=128,
+                       description="message type that was being handled or waited to be")

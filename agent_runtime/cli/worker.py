@@ -14,6 +14,7 @@ from agent_runtime.observability.logging import configure_logging
 from agent_runtime.observability.process import WorkerObservability, metrics_port_from_env
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.pipeline import Pipeline
+from agent_runtime.policies import Policies
 from agent_runtime.transport.connect import connect
 from agent_runtime.worker import Worker, default_consumer_name
 
@@ -57,9 +58,13 @@ async def serve(pipeline: Pipeline, name: str, url: str, consumer: str,
     codec = Codec(pipeline.schemas, signing_key=signing_key(),
                   max_bytes=pipeline.worker_settings(name).max_message_bytes)
     obs = WorkerObservability.create(pipeline, name, metrics_port)
+    policies = Policies.for_agent(pipeline, name, connection.redis, listeners=(
+        [obs.metrics.breaker_listener()] if obs.metrics is not None else []))
+    policies.check()
     worker = Worker(pipeline, name, connection.redis, consumer=consumer,
                     cluster=connection.cluster, codec=codec, observer=obs.observer,
-                    middleware=obs.middleware, extras=obs.extras)
+                    middleware=[*obs.middleware, policies.middleware()],
+                    extras={**obs.extras, "policies": policies})
     async with anyio.create_task_group() as tg:
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

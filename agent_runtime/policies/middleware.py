@@ -140,8 +140,7 @@ def _breaker_delay(exc: BreakerOpen, scope: DeliveryScope) -> HandlerControl:
 
 def _fate(exc: Exception, scope: DeliveryScope) -> Exception:
     if isinstance(exc, DeadlineExceeded) or scope.expired():
-        return Reject(f"deadline passed while handling ({type(exc).__name__}: {exc})",
-                      code="expired")
+        return Reject(f"deadline passed while handling ({type(exc).__name__})", code="expired")
     after = getattr(exc, "retry_after", None)
     if isinstance(after, int | float) and after > 0:
         return Retry(f"{type(exc).__name__}: retry after {after}s", delay=float(after))
