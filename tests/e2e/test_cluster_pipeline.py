@@ -1,9 +1,11 @@
 """The echo pipeline (echo -> sink) with sharded inboxes (3 shards per agent type) and two
 worker processes of each agent type, against a single server and against a local 3-master
-Redis Cluster: every request is answered exactly once, nothing is left pending."""
+Redis Cluster: every request is answered exactly once, nothing is left pending. Plus one
+request through the six built-in agent types on the cluster."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,40 @@ async def test_every_request_answered_exactly_once(
         assert all(w.alive() for w in workers), "a worker crashed"
     finally:
         await redis.aclose()
+
+
+@pytest.mark.timeout(120)
+def test_six_agent_pipeline_request_on_cluster(
+    redis_cluster_url: str, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The default pipeline's six agent types (router and executor with two replicas each) on
+    the 3-master cluster: a request with parallel steps and a dependent step succeeds (the
+    router's WATCH/MULTI on the request's hash-tagged state works under Cluster)."""
+    from anyio.from_thread import start_blocking_portal
+
+    from agent_runtime.approval import APPROVAL_KEY_ENV
+    from agent_runtime.supervisor import Supervisor
+    from protocols.pipeline import Report
+    from tests.e2e.test_pipeline import write_config
+
+    config = write_config(tmp_path, "127.0.0.1")
+    pipeline = Pipeline.load(config)
+    env = {APPROVAL_KEY_ENV: "cluster-approval-key-" + uuid.uuid4().hex}
+    supervisor = Supervisor(config, redis_cluster_url, env=env, log_dir=tmp_path / "logs")
+
+    async def request() -> Report:
+        async with Client.connect(redis_cluster_url, pipeline) as client:
+            message = await client.publish(
+                "run date and run whoami and read data/notes.txt then run uname -a", timeout=60
+            )
+            reply = await client.wait_reply(message, 60)
+            assert isinstance(reply.payload, Report)
+            return reply.payload
+
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(supervisor):
+        portal.call(supervisor.wait_ready, 60)
+        report = portal.call(request)
+    assert report.status == "succeeded", report.reasons
+    by_id = {s.id: s for s in report.steps}
+    assert by_id["s4"].depends_on == ["s1", "s2", "s3"]
+    assert by_id["s2"].output["stdout"].strip()
