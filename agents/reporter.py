@@ -65,6 +65,7 @@ class Reporter(Agent[ReporterConfig]):
             return StepReport(**base, status=final)
         output, cut = _cap(result.output, self.config.max_output_chars)
         return StepReport(**base, status=result.status, output=output, error=result.error,
+                          started_at=result.started_at, finished_at=result.finished_at,
                           duration_ms=result.duration_ms, attempts=result.attempts,
                           truncated=result.truncated or cut)
 

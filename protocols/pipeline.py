@@ -265,6 +265,8 @@ class StepReport(_Model):
     status: StepStatus | Literal["not_run"]
     output: Any = None
     error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     duration_ms: float = 0.0
     attempts: int = 0
     truncated: bool = False
