@@ -39,10 +39,12 @@ def approval_key(env: MutableMapping[str, str] | None = None) -> bytes:
     """The signing key from the environment, or a ConfigError saying how to set one."""
     value = (os.environ if env is None else env).get(APPROVAL_KEY_ENV, "")
     if len(value) < MIN_KEY_LENGTH:
-        raise ConfigError(f"{APPROVAL_KEY_ENV} must be set to a secret of at least "
-                          f"{MIN_KEY_LENGTH} characters (the safety checker signs approvals "
-                          "with it, executors verify them); 'agent-runtime run' and 'up' "
-                          "generate one for their workers")
+        raise ConfigError(
+            f"{APPROVAL_KEY_ENV} must be set to a secret of at least "
+            f"{MIN_KEY_LENGTH} characters (the safety checker signs approvals "
+            "with it, executors verify them); 'agent-runtime run' and 'up' "
+            "generate one for their workers"
+        )
     return value.encode()
 
 
@@ -53,22 +55,38 @@ def ensure_key(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
     return env
 
 
+def child_env() -> dict[str, str]:
+    """The approval key for worker processes: ours, or a fresh random one (embedded/dev)."""
+    return {APPROVAL_KEY_ENV: ensure_key(dict(os.environ))[APPROVAL_KEY_ENV]}
+
+
 def canonical(value: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
-def sign(key: bytes, *, correlation_id: str, step_id: str, tool: str, args: dict[str, Any],
-         approver: str) -> str:
+def sign(
+    key: bytes, *, correlation_id: str, step_id: str, tool: str, args: dict[str, Any], approver: str
+) -> str:
     material = canonical([correlation_id, step_id, tool, args, approver])
     return hmac.new(key, material, hashlib.sha256).hexdigest()
 
 
-def verify(key: bytes, signature: str, *, correlation_id: str, step_id: str, tool: str,
-           args: dict[str, Any], approver: str) -> bool:
-    expected = sign(key, correlation_id=correlation_id, step_id=step_id, tool=tool, args=args,
-                    approver=approver)
+def verify(
+    key: bytes,
+    signature: str,
+    *,
+    correlation_id: str,
+    step_id: str,
+    tool: str,
+    args: dict[str, Any],
+    approver: str,
+) -> bool:
+    expected = sign(
+        key, correlation_id=correlation_id, step_id=step_id, tool=tool, args=args, approver=approver
+    )
     return hmac.compare_digest(expected, signature)
 
 
@@ -80,8 +98,15 @@ async def pending_approvals(redis: Any, keys: Keys, correlation_id: str) -> dict
     return {k: v for k, v in pending.items() if float(v.get("expires_at", 0)) > now}
 
 
-async def submit_decision(client: Client, correlation_id: str, *, approved: bool,
-                          steps: list[str], approver: str, comment: str = "") -> list[str]:
+async def submit_decision(
+    client: Client,
+    correlation_id: str,
+    *,
+    approved: bool,
+    steps: list[str],
+    approver: str,
+    comment: str = "",
+) -> list[str]:
     """Send a human decision to the safety checker; returns the steps it covers. Raises
     RequestError when nothing (or not a named step) of the request is waiting."""
     try:
@@ -90,13 +115,16 @@ async def submit_decision(client: Client, correlation_id: str, *, approved: bool
         raise RequestError(f"{correlation_id!r} is not a correlation id (a UUID)") from exc
     pending = await pending_approvals(client.redis, client.keys, str(cid))
     if not pending:
-        raise RequestError(f"no step of request {cid} is waiting for approval (unknown "
-                           "request, already decided, finished, or the approval expired)")
+        raise RequestError(
+            f"no step of request {cid} is waiting for approval (unknown "
+            "request, already decided, finished, or the approval expired)"
+        )
     unknown = sorted(set(steps) - set(pending))
     if unknown:
-        raise RequestError(f"steps {unknown} of request {cid} are not waiting for approval; "
-                           f"waiting: {sorted(pending)}")
-    decision = ApprovalDecision(approved=approved, steps=steps, approver=approver,
-                                comment=comment)
+        raise RequestError(
+            f"steps {unknown} of request {cid} are not waiting for approval; "
+            f"waiting: {sorted(pending)}"
+        )
+    decision = ApprovalDecision(approved=approved, steps=steps, approver=approver, comment=comment)
     await client.send(client.new_message(decision, correlation_id=cid))
     return sorted(steps or pending)

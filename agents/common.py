@@ -22,24 +22,26 @@ def llm_provider(runtime: AgentRuntime, spec: dict[str, Any]) -> LLMProvider:
     return build_provider(spec, redis=runtime.redis, keys=runtime.keys)
 
 
-async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage,
-                     call: int) -> None:
+async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage, call: int) -> None:
     """Record ``usage`` in the request's cost ledger, once per (message, call)."""
-    if runtime.redis is None or (usage.cost_usd == 0 and usage.input_tokens == 0
-                                 and usage.output_tokens == 0):
+    if runtime.redis is None or (
+        usage.cost_usd == 0 and usage.input_tokens == 0 and usage.output_tokens == 0
+    ):
         return
     from agent_runtime.llm.accounting import CostLedger
 
     ledger = CostLedger(runtime.redis, runtime.keys)
-    await ledger.record(str(ctx.message.correlation_id), str(ctx.message.message_id), usage,
-                        call=call)
+    await ledger.record(
+        str(ctx.message.correlation_id), str(ctx.message.message_id), usage, call=call
+    )
 
 
 def spend_with(spend: Spend, usage: Usage | None) -> Spend:
     if usage is None:
         return spend
-    return spend.add(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                     cost_usd=usage.cost_usd)
+    return spend.add(
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd
+    )
 
 
 def over_budget(ctx: MessageContext, cost_usd: float) -> bool:
@@ -52,11 +54,27 @@ def budget_reason(ctx: MessageContext, cost_usd: float, what: str) -> str:
     return f"{what} ${cost_usd:.6f} is over the request budget ${ctx.message.budget_usd:.6f}"
 
 
-def finish(ctx: MessageContext, status: OutcomeStatus, request: RequestInfo, *,
-           reasons: Sequence[str] = (), plan: Plan | None = None,
-           results: Sequence[StepResult] = (), spend: Spend | None = None,
-           statuses: dict[str, str] | None = None) -> None:
+def finish(
+    ctx: MessageContext,
+    status: OutcomeStatus,
+    request: RequestInfo,
+    *,
+    reasons: Sequence[str] = (),
+    plan: Plan | None = None,
+    results: Sequence[StepResult] = (),
+    spend: Spend | None = None,
+    statuses: dict[str, str] | None = None,
+) -> None:
     """End the request now: hand an Outcome to the reporter."""
-    ctx.send(Outcome(status=status, request=request, reasons=list(reasons), plan=plan,
-                     results=list(results), statuses=statuses or {}, spend=spend or Spend(),
-                     finished_by=ctx.agent))
+    ctx.send(
+        Outcome(
+            status=status,
+            request=request,
+            reasons=list(reasons),
+            plan=plan,
+            results=list(results),
+            statuses=statuses or {},
+            spend=spend or Spend(),
+            finished_by=ctx.agent,
+        )
+    )

@@ -49,9 +49,11 @@ class ExecutorConfig(BaseModel):
 
     sandbox: str = Field(default=".", description="root of file tools and shell working dir")
     tools: dict[str, ToolSpec] = Field(
-        default_factory=lambda: {k: ToolSpec.model_validate(v) for k, v in DEFAULT_TOOLS.items()})
-    allowed_modules: list[str] = Field(default_factory=list,
-                                       description="module prefixes of tools beyond 'agents'")
+        default_factory=lambda: {k: ToolSpec.model_validate(v) for k, v in DEFAULT_TOOLS.items()}
+    )
+    allowed_modules: list[str] = Field(
+        default_factory=list, description="module prefixes of tools beyond 'agents'"
+    )
     step_timeout: float = Field(default=60.0, gt=0, description="seconds per tool attempt")
     attempts: int = Field(default=2, ge=1, le=10, description="tries on transient tool errors")
     retry_backoff: float = Field(default=0.2, ge=0)
@@ -68,8 +70,9 @@ def build_tools(config: ExecutorConfig) -> dict[str, Tool]:
     return tools
 
 
-async def invoke_tool(tool: Tool, args: dict[str, Any], context: ToolContext,
-                      seconds: float) -> ToolOutput:
+async def invoke_tool(
+    tool: Tool, args: dict[str, Any], context: ToolContext, seconds: float
+) -> ToolOutput:
     """One tool call under a timeout. The single seam for retry/timeout/breaker policies."""
     try:
         with anyio.fail_after(seconds):
@@ -117,9 +120,15 @@ class Executor(Agent[ExecutorConfig]):
             return "the task carries no safety approval"
         if approval.step_id != task.step.id:
             return "the approval is for another step"
-        if not verify(self.key, approval.signature, correlation_id=str(ctx.message.correlation_id),
-                      step_id=task.step.id, tool=task.step.tool, args=task.step.args,
-                      approver=approval.approver):
+        if not verify(
+            self.key,
+            approval.signature,
+            correlation_id=str(ctx.message.correlation_id),
+            step_id=task.step.id,
+            tool=task.step.tool,
+            args=task.step.args,
+            approver=approval.approver,
+        ):
             return "the approval signature does not match this task"
         return None
 
@@ -130,13 +139,22 @@ class Executor(Agent[ExecutorConfig]):
         problem = self.approval_problem(ctx, task)
         if problem is not None:
             ctx.log.warning("task_refused", step_id=step.id, tool=step.tool, reason=problem)
-            ctx.send(StepResult(step_id=step.id, tool=step.tool, status="refused",
-                                error=f"refused: {problem}"))
+            ctx.send(
+                StepResult(
+                    step_id=step.id, tool=step.tool, status="refused", error=f"refused: {problem}"
+                )
+            )
             return
         spent = task.spent_usd + step.cost_estimate_usd
         if over_budget(ctx, spent):
-            ctx.send(StepResult(step_id=step.id, tool=step.tool, status="cancelled",
-                                error=budget_reason(ctx, spent, "spent plus this step's estimate")))
+            ctx.send(
+                StepResult(
+                    step_id=step.id,
+                    tool=step.tool,
+                    status="cancelled",
+                    error=budget_reason(ctx, spent, "spent plus this step's estimate"),
+                )
+            )
             return
         ctx.send(await self.run_step(ctx, task))
 
@@ -146,12 +164,19 @@ class Executor(Agent[ExecutorConfig]):
         tool = self.tools.get(step.tool)
         base: dict[str, Any] = {"step_id": step.id, "tool": step.tool, "started_at": started}
         if tool is None:
-            return StepResult(**base, status="failed", finished_at=datetime.now(UTC),
-                              error=f"this executor has no tool {step.tool!r}")
-        context = ToolContext(correlation_id=str(ctx.message.correlation_id), step_id=step.id,
-                              idempotency_key=task.idempotency_key,
-                              sandbox=self.sandbox,
-                              deadline=ctx.message.deadline)
+            return StepResult(
+                **base,
+                status="failed",
+                finished_at=datetime.now(UTC),
+                error=f"this executor has no tool {step.tool!r}",
+            )
+        context = ToolContext(
+            correlation_id=str(ctx.message.correlation_id),
+            step_id=step.id,
+            idempotency_key=task.idempotency_key,
+            sandbox=self.sandbox,
+            deadline=ctx.message.deadline,
+        )
         attempts, error, output = 0, "", None
         while attempts < self.config.attempts and output is None:
             attempts += 1
@@ -165,11 +190,19 @@ class Executor(Agent[ExecutorConfig]):
                 error = str(exc)
                 break
         elapsed = (time.perf_counter() - clock) * 1000
-        done = {**base, "finished_at": datetime.now(UTC), "duration_ms": elapsed,
-                "attempts": attempts}
+        done = {
+            **base,
+            "finished_at": datetime.now(UTC),
+            "duration_ms": elapsed,
+            "attempts": attempts,
+        }
         if output is None:
             ctx.log.info("step_failed", step_id=step.id, tool=step.tool, error=error)
             return StepResult(**done, status="failed", error=error)
-        return StepResult(**done, status="succeeded", output=output.output,
-                          truncated=output.truncated,
-                          cost_usd=output.cost_usd or step.cost_estimate_usd)
+        return StepResult(
+            **done,
+            status="succeeded",
+            output=output.output,
+            truncated=output.truncated,
+            cost_usd=output.cost_usd or step.cost_estimate_usd,
+        )

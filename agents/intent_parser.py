@@ -32,10 +32,13 @@ confidence to how sure you are that the actions are exactly what was asked."""
 class IntentParserConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    llm: dict[str, Any] = Field(default_factory=lambda: {"provider": "rules"},
-                                description="provider block (see agent_runtime.llm.factory)")
-    attempts: int = Field(default=2, ge=1, le=10,
-                          description="model answers tried before the request is reported")
+    llm: dict[str, Any] = Field(
+        default_factory=lambda: {"provider": "rules"},
+        description="provider block (see agent_runtime.llm.factory)",
+    )
+    attempts: int = Field(
+        default=2, ge=1, le=10, description="model answers tried before the request is reported"
+    )
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     max_tokens: int = Field(default=1024, ge=64, le=100_000)
 
@@ -60,24 +63,46 @@ class IntentParser(Agent[IntentParserConfig]):
         if parsed is None:
             finish(ctx, "invalid_request", request, reasons=[error], spend=spend)
         elif over_budget(ctx, spend.cost_usd):
-            finish(ctx, "budget_exceeded", request, spend=spend,
-                   reasons=[budget_reason(ctx, spend.cost_usd, "parsing cost")])
+            finish(
+                ctx,
+                "budget_exceeded",
+                request,
+                spend=spend,
+                reasons=[budget_reason(ctx, spend.cost_usd, "parsing cost")],
+            )
         elif parsed.confidence < self.config.min_confidence:
-            finish(ctx, "invalid_request", request, spend=spend,
-                   reasons=[f"the request is unclear (confidence {parsed.confidence:.2f} < "
-                            f"{self.config.min_confidence:.2f}); please rephrase"])
+            finish(
+                ctx,
+                "invalid_request",
+                request,
+                spend=spend,
+                reasons=[
+                    f"the request is unclear (confidence {parsed.confidence:.2f} < "
+                    f"{self.config.min_confidence:.2f}); please rephrase"
+                ],
+            )
         else:
-            ctx.send(Intent(request=request, actions=parsed.actions,
-                            confidence=parsed.confidence, spend=spend))
+            ctx.send(
+                Intent(
+                    request=request,
+                    actions=parsed.actions,
+                    confidence=parsed.confidence,
+                    spend=spend,
+                )
+            )
 
-    async def _parse(self, ctx: MessageContext,
-                     text: str) -> tuple[ParsedIntent | None, Spend, str]:
+    async def _parse(
+        self, ctx: MessageContext, text: str
+    ) -> tuple[ParsedIntent | None, Spend, str]:
         spend, error = Spend(), ""
         for call in range(self.config.attempts):
             try:
                 completion = await self.provider.complete(
-                    system=SYSTEM_PROMPT, prompt=text, schema=ParsedIntent,
-                    max_tokens=self.config.max_tokens)
+                    system=SYSTEM_PROMPT,
+                    prompt=text,
+                    schema=ParsedIntent,
+                    max_tokens=self.config.max_tokens,
+                )
             except LLMRequestError as exc:
                 return None, spend, str(exc)
             except LLMOutputError as exc:

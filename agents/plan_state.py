@@ -60,11 +60,17 @@ class PlanState(BaseModel):
     @classmethod
     def start(cls, verdict: SafetyVerdict, budget_usd: float | None) -> tuple[PlanState, Effects]:
         awaiting = set(verdict.awaiting_approval)
-        state = cls(plan=verdict.plan, spend=verdict.plan.spend, budget_usd=budget_usd,
-                    status={s.id: "awaiting_approval" if s.id in awaiting else "pending"
-                            for s in verdict.plan.steps},
-                    approvals={a.step_id: a for a in verdict.approvals},
-                    expires_at=verdict.approval_expires_at)
+        state = cls(
+            plan=verdict.plan,
+            spend=verdict.plan.spend,
+            budget_usd=budget_usd,
+            status={
+                s.id: "awaiting_approval" if s.id in awaiting else "pending"
+                for s in verdict.plan.steps
+            },
+            approvals={a.step_id: a for a in verdict.approvals},
+            expires_at=verdict.approval_expires_at,
+        )
         effects = state.advance()
         effects.timer = bool(awaiting) and not effects.finished
         return state, effects
@@ -81,8 +87,10 @@ class PlanState(BaseModel):
         if result.status == "cancelled":  # the executor found the budget spent
             self._cancel_open(result.error or "request budget exceeded")
         if self.budget_usd is not None and self.spend.cost_usd > self.budget_usd + 1e-12:
-            self._cancel_open(f"spent ${self.spend.cost_usd:.6f} of the request budget "
-                              f"${self.budget_usd:.6f}; remaining steps cancelled")
+            self._cancel_open(
+                f"spent ${self.spend.cost_usd:.6f} of the request budget "
+                f"${self.budget_usd:.6f}; remaining steps cancelled"
+            )
         return self.advance()
 
     def resolve(self, resolution: ApprovalResolution) -> Effects:
@@ -92,8 +100,11 @@ class PlanState(BaseModel):
                 self.approvals[approval.step_id] = approval
         rejected = [s for s in resolution.rejected if self.status.get(s) == "awaiting_approval"]
         for step_id in rejected:
-            self._reject(step_id, f"step {step_id} was rejected by {resolution.approver}"
-                         + (f": {resolution.comment}" if resolution.comment else ""))
+            self._reject(
+                step_id,
+                f"step {step_id} was rejected by {resolution.approver}"
+                + (f": {resolution.comment}" if resolution.comment else ""),
+            )
         return self.advance()
 
     def expire(self, steps: list[str]) -> Effects:
@@ -107,8 +118,12 @@ class PlanState(BaseModel):
         is open or running."""
         if self.outcome is not None:
             return Effects()
-        ready = [s.id for s in self.plan.steps if self.status[s.id] == "pending"
-                 and all(self.status[d] == "succeeded" for d in s.depends_on)]
+        ready = [
+            s.id
+            for s in self.plan.steps
+            if self.status[s.id] == "pending"
+            and all(self.status[d] == "succeeded" for d in s.depends_on)
+        ]
         for step_id in ready:
             self.status[step_id] = "dispatched"
         if any(v in OPEN or v == "dispatched" for v in self.status.values()):

@@ -35,10 +35,22 @@ action's "after" indices). Tools and args: file_list {path}, file_read {path},
 shell {argv: [command, args...]}, http {method: "GET", url}, deploy {service, environment,
 version}, python {function: "word_count", kwargs: {path}}. Use nothing else."""
 
-DEFAULT_RISK: dict[str, Risk] = {"file_list": "low", "file_read": "low", "python": "low",
-                                 "shell": "medium", "http": "medium", "deploy": "high"}
-DEFAULT_COST: dict[str, float] = {"file_list": 0.0, "file_read": 0.0, "python": 0.0001,
-                                  "shell": 0.0001, "http": 0.0005, "deploy": 0.01}
+DEFAULT_RISK: dict[str, Risk] = {
+    "file_list": "low",
+    "file_read": "low",
+    "python": "low",
+    "shell": "medium",
+    "http": "medium",
+    "deploy": "high",
+}
+DEFAULT_COST: dict[str, float] = {
+    "file_list": 0.0,
+    "file_read": 0.0,
+    "python": 0.0001,
+    "shell": 0.0001,
+    "http": 0.0005,
+    "deploy": 0.01,
+}
 
 
 class PlannerConfig(BaseModel):
@@ -47,10 +59,14 @@ class PlannerConfig(BaseModel):
     llm: dict[str, Any] = Field(default_factory=lambda: {"provider": "rules"})
     attempts: int = Field(default=2, ge=1, le=10)
     max_tokens: int = Field(default=2048, ge=64, le=100_000)
-    tool_risk: dict[str, Risk] = Field(default_factory=lambda: dict(DEFAULT_RISK),
-                                       description="tools the planner may use, with their risk")
-    tool_cost_usd: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_COST),
-                                            description="estimated USD per step of each tool")
+    tool_risk: dict[str, Risk] = Field(
+        default_factory=lambda: dict(DEFAULT_RISK),
+        description="tools the planner may use, with their risk",
+    )
+    tool_cost_usd: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_COST),
+        description="estimated USD per step of each tool",
+    )
 
 
 class Planner(Agent[PlannerConfig]):
@@ -76,21 +92,34 @@ class Planner(Agent[PlannerConfig]):
         estimate = round(sum(s.cost_estimate_usd for s in steps), 9)
         plan = Plan(request=intent.request, steps=steps, cost_estimate_usd=estimate, spend=spend)
         if over_budget(ctx, spend.cost_usd + estimate):
-            finish(ctx, "budget_exceeded", intent.request, plan=plan, spend=spend,
-                   reasons=[budget_reason(ctx, spend.cost_usd + estimate,
-                                          "spent so far plus the plan's estimate")])
+            finish(
+                ctx,
+                "budget_exceeded",
+                intent.request,
+                plan=plan,
+                spend=spend,
+                reasons=[
+                    budget_reason(
+                        ctx, spend.cost_usd + estimate, "spent so far plus the plan's estimate"
+                    )
+                ],
+            )
             return
         ctx.send(plan)
 
-    async def _draft(self, ctx: MessageContext,
-                     intent: Intent) -> tuple[list[PlanStep] | None, Spend, str]:
+    async def _draft(
+        self, ctx: MessageContext, intent: Intent
+    ) -> tuple[list[PlanStep] | None, Spend, str]:
         prompt = intent_prompt(ParsedIntent(actions=intent.actions, confidence=intent.confidence))
         spend, error = intent.spend, ""
         for call in range(self.config.attempts):
             try:
                 completion = await self.provider.complete(
-                    system=SYSTEM_PROMPT, prompt=prompt, schema=PlanDraft,
-                    max_tokens=self.config.max_tokens)
+                    system=SYSTEM_PROMPT,
+                    prompt=prompt,
+                    schema=PlanDraft,
+                    max_tokens=self.config.max_tokens,
+                )
                 await book_usage(self.runtime, ctx, completion.usage, call)
                 spend = spend_with(spend, completion.usage)
                 return self.steps(completion.value), spend, ""
@@ -109,7 +138,15 @@ class Planner(Agent[PlannerConfig]):
         if unknown:
             raise ValueError(f"unknown tools {unknown}; known: {sorted(self.config.tool_risk)}")
         check_dag(draft.steps)
-        return [PlanStep(id=s.id, tool=s.tool, args=s.args, depends_on=s.depends_on,
-                         description=s.description, risk=self.config.tool_risk[s.tool],
-                         cost_estimate_usd=self.config.tool_cost_usd.get(s.tool, 0.0))
-                for s in draft.steps]
+        return [
+            PlanStep(
+                id=s.id,
+                tool=s.tool,
+                args=s.args,
+                depends_on=s.depends_on,
+                description=s.description,
+                risk=self.config.tool_risk[s.tool],
+                cost_estimate_usd=self.config.tool_cost_usd.get(s.tool, 0.0),
+            )
+            for s in draft.steps
+        ]

@@ -28,8 +28,9 @@ class _Strict(BaseModel):
 
 
 class ShellPolicy(_Strict):
-    commands: list[str] = Field(default_factory=lambda: ["uptime", "date", "whoami", "uname",
-                                                         "df", "hostname", "echo"])
+    commands: list[str] = Field(
+        default_factory=lambda: ["uptime", "date", "whoami", "uname", "df", "hostname", "echo"]
+    )
     deny_args: list[str] = Field(default_factory=list, description="regexes")
 
 
@@ -39,8 +40,9 @@ class HttpPolicy(_Strict):
 
 
 class ToolLists(_Strict):
-    allow: list[str] = Field(default_factory=lambda: ["file_list", "file_read", "shell", "http",
-                                                      "python", "deploy"])
+    allow: list[str] = Field(
+        default_factory=lambda: ["file_list", "file_read", "shell", "http", "python", "deploy"]
+    )
     deny: list[str] = Field(default_factory=list)
 
 
@@ -87,26 +89,32 @@ class Evaluation:
 def evaluate(policy: Policy, plan: Plan, *, budget_usd: float | None) -> Evaluation:
     result = Evaluation()
     if len(plan.steps) > policy.max_steps:
-        result.rejections.append(f"plan has {len(plan.steps)} steps, policy allows "
-                                 f"{policy.max_steps}")
+        result.rejections.append(
+            f"plan has {len(plan.steps)} steps, policy allows {policy.max_steps}"
+        )
     for step in plan.steps:
-        result.rejections.extend(f"step {step.id} ({step.tool}): {problem}"
-                                 for problem in step_problems(policy, step))
+        result.rejections.extend(
+            f"step {step.id} ({step.tool}): {problem}" for problem in step_problems(policy, step)
+        )
         if needs_approval(policy, step):
             result.awaiting.append(step.id)
     total = plan.spend.cost_usd + plan.cost_estimate_usd
     limits = [b for b in (policy.budget_usd, budget_usd) if b is not None]
     if limits and total > min(limits) + 1e-12:
-        result.over_budget = (f"estimated cost ${total:.6f} (spent plus plan estimate) is over "
-                              f"the budget ${min(limits):.6f}")
+        result.over_budget = (
+            f"estimated cost ${total:.6f} (spent plus plan estimate) is over "
+            f"the budget ${min(limits):.6f}"
+        )
     return result
 
 
 def needs_approval(policy: Policy, step: PlanStep) -> bool:
     if step.tool in policy.approval_required:
         return True
-    return policy.approval_risk is not None and \
-        RISK_ORDER[step.risk] >= RISK_ORDER[policy.approval_risk]
+    return (
+        policy.approval_risk is not None
+        and RISK_ORDER[step.risk] >= RISK_ORDER[policy.approval_risk]
+    )
 
 
 def step_problems(policy: Policy, step: PlanStep) -> list[str]:

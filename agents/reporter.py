@@ -35,8 +35,12 @@ class Reporter(Agent[ReporterConfig]):
         outcome = ctx.payload
         assert isinstance(outcome, Outcome)
         report = self.build(str(ctx.message.correlation_id), outcome)
-        ctx.log.info("report_built", status=report.status, steps=len(report.steps),
-                     total_ms=round(report.total_ms, 1))
+        ctx.log.info(
+            "report_built",
+            status=report.status,
+            steps=len(report.steps),
+            total_ms=round(report.total_ms, 1),
+        )
         if ctx.message.reply_to is not None:
             ctx.reply(report)
         if self.config.publish_reports:
@@ -45,29 +49,44 @@ class Reporter(Agent[ReporterConfig]):
     def build(self, correlation_id: str, outcome: Outcome) -> Report:
         finished = datetime.now(UTC)
         results = {r.step_id: r for r in outcome.results}
-        steps = [self._step(step.model_dump(), results.get(step.id),
-                            outcome.statuses.get(step.id))
-                 for step in (outcome.plan.steps if outcome.plan else [])]
+        steps = [
+            self._step(step.model_dump(), results.get(step.id), outcome.statuses.get(step.id))
+            for step in (outcome.plan.steps if outcome.plan else [])
+        ]
         return Report(
-            correlation_id=correlation_id, status=outcome.status, request=outcome.request.text,
-            reasons=outcome.reasons, steps=steps, requested_at=outcome.request.requested_at,
+            correlation_id=correlation_id,
+            status=outcome.status,
+            request=outcome.request.text,
+            reasons=outcome.reasons,
+            steps=steps,
+            requested_at=outcome.request.requested_at,
             finished_at=finished,
             total_ms=max((finished - outcome.request.requested_at).total_seconds() * 1000, 0.0),
-            input_tokens=outcome.spend.input_tokens, output_tokens=outcome.spend.output_tokens,
+            input_tokens=outcome.spend.input_tokens,
+            output_tokens=outcome.spend.output_tokens,
             cost_usd=round(outcome.spend.cost_usd, 9),
-            cost_estimate_usd=outcome.plan.cost_estimate_usd if outcome.plan else 0.0)
+            cost_estimate_usd=outcome.plan.cost_estimate_usd if outcome.plan else 0.0,
+        )
 
-    def _step(self, step: dict[str, Any], result: StepResult | None,
-              status: str | None) -> StepReport:
+    def _step(
+        self, step: dict[str, Any], result: StepResult | None, status: str | None
+    ) -> StepReport:
         base = {k: step[k] for k in ("id", "tool", "args", "depends_on", "risk")}
         if result is None:
             final = status if status in NOT_RUN_STATUSES else "not_run"
             return StepReport(**base, status=final)
         output, cut = _cap(result.output, self.config.max_output_chars)
-        return StepReport(**base, status=result.status, output=output, error=result.error,
-                          started_at=result.started_at, finished_at=result.finished_at,
-                          duration_ms=result.duration_ms, attempts=result.attempts,
-                          truncated=result.truncated or cut)
+        return StepReport(
+            **base,
+            status=result.status,
+            output=output,
+            error=result.error,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            duration_ms=result.duration_ms,
+            attempts=result.attempts,
+            truncated=result.truncated or cut,
+        )
 
 
 def _cap(output: Any, limit: int) -> tuple[Any, bool]:

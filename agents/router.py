@@ -49,10 +49,12 @@ class RouterConfig(BaseModel):
 
     executors: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_EXECUTORS.items()},
-        description="executor agent type -> the tools it declares")
+        description="executor agent type -> the tools it declares",
+    )
     state_ttl: int = Field(default=7 * 24 * 3600, ge=60, description="seconds a plan is kept")
-    timer_poll: float = Field(default=30.0, gt=0,
-                              description="longest wait between checks of an approval timer")
+    timer_poll: float = Field(
+        default=30.0, gt=0, description="longest wait between checks of an approval timer"
+    )
 
 
 class Router(Agent[RouterConfig]):
@@ -61,20 +63,28 @@ class Router(Agent[RouterConfig]):
     produces = (Task, StepResult, Outcome, ApprovalTimer)
 
     def executor_for(self, tool: str) -> str | None:
-        return next((name for name, tools in self.config.executors.items() if tool in tools),
-                    None)
+        return next((name for name, tools in self.config.executors.items() if tool in tools), None)
 
     async def handle(self, ctx: MessageContext) -> None:
         payload = ctx.payload
         if isinstance(payload, SafetyVerdict) and payload.decision == "rejected":
-            finish(ctx, "rejected", payload.plan.request, reasons=payload.reasons,
-                   plan=payload.plan, spend=payload.plan.spend)
+            finish(
+                ctx,
+                "rejected",
+                payload.plan.request,
+                reasons=payload.reasons,
+                plan=payload.plan,
+                spend=payload.plan.spend,
+            )
             return
         if isinstance(payload, ApprovalTimer):
             remaining = (payload.expires_at - datetime.now(UTC)).total_seconds()
             if remaining > 0:
-                raise Retry("approval timer not due", delay=min(remaining, self.config.timer_poll),
-                            count=False)
+                raise Retry(
+                    "approval timer not due",
+                    delay=min(remaining, self.config.timer_poll),
+                    count=False,
+                )
         state, effects = await self.transact(ctx, self._transition(ctx))
         if state is None:
             ctx.log.info("plan_unknown")
@@ -106,25 +116,47 @@ class Router(Agent[RouterConfig]):
             step = state.plan.step(step_id)
             target = self.executor_for(step.tool)
             if target is None:  # fails the step through the normal result path
-                ctx.send(StepResult(step_id=step_id, tool=step.tool, status="failed",
-                                    error=f"no executor type declares tool {step.tool!r}"),
-                         to=self.runtime.name)
+                ctx.send(
+                    StepResult(
+                        step_id=step_id,
+                        tool=step.tool,
+                        status="failed",
+                        error=f"no executor type declares tool {step.tool!r}",
+                    ),
+                    to=self.runtime.name,
+                )
                 continue
-            ctx.send(Task(step=step, approval=state.approvals.get(step_id),
-                          idempotency_key=f"{cid}:{step_id}", spent_usd=state.spend.cost_usd),
-                     to=target)
+            ctx.send(
+                Task(
+                    step=step,
+                    approval=state.approvals.get(step_id),
+                    idempotency_key=f"{cid}:{step_id}",
+                    spent_usd=state.spend.cost_usd,
+                ),
+                to=target,
+            )
         if effects.timer and state.expires_at is not None:
-            ctx.send(ApprovalTimer(expires_at=state.expires_at, steps=state.awaiting()),
-                     to=self.runtime.name)
+            ctx.send(
+                ApprovalTimer(expires_at=state.expires_at, steps=state.awaiting()),
+                to=self.runtime.name,
+            )
         if effects.finished:
             assert state.outcome is not None
             results = [state.results[s.id] for s in state.plan.steps if s.id in state.results]
-            finish(ctx, state.outcome, state.plan.request, reasons=state.reasons,
-                   plan=state.plan, results=results, spend=state.spend,
-                   statuses=dict(state.status))
+            finish(
+                ctx,
+                state.outcome,
+                state.plan.request,
+                reasons=state.reasons,
+                plan=state.plan,
+                results=results,
+                spend=state.spend,
+                statuses=dict(state.status),
+            )
 
-    async def transact(self, ctx: MessageContext,
-                       apply: Transition) -> tuple[PlanState | None, Effects]:
+    async def transact(
+        self, ctx: MessageContext, apply: Transition
+    ) -> tuple[PlanState | None, Effects]:
         """Apply ``apply`` to the request's state atomically, once per input message."""
         cid = str(ctx.message.correlation_id)
         keys = self.runtime.keys
@@ -142,8 +174,13 @@ class Router(Agent[RouterConfig]):
                     if state is None:
                         return None, effects
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(key, mapping={"state": state.model_dump_json(),
-                                            marker: effects.model_dump_json()})
+                    pipe.hset(
+                        key,
+                        mapping={
+                            "state": state.model_dump_json(),
+                            marker: effects.model_dump_json(),
+                        },
+                    )
                     pipe.expire(key, self.config.state_ttl)
                     decided = [s for s, v in state.status.items() if v != "awaiting_approval"]
                     if decided:  # the approve/reject commands show only what still waits
@@ -153,4 +190,3 @@ class Router(Agent[RouterConfig]):
                 except WatchError:
                     ctx.log.debug("plan_state_conflict_retried")
                     continue
-

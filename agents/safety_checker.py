@@ -38,8 +38,9 @@ POLICY_APPROVER = "policy"
 class SafetyCheckerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    policy_file: str | None = Field(default="configs/policy.yaml",
-                                    description="policy YAML (relative to the working dir)")
+    policy_file: str | None = Field(
+        default="configs/policy.yaml", description="policy YAML (relative to the working dir)"
+    )
     policy: Policy | None = Field(default=None, description="inline policy; wins over the file")
 
     @model_validator(mode="before")
@@ -90,34 +91,56 @@ class SafetyChecker(Agent[SafetyCheckerConfig]):
             ctx.send(SafetyVerdict(decision="rejected", plan=plan, reasons=verdict.rejections))
             return
         if verdict.over_budget:
-            finish(ctx, "budget_exceeded", plan.request, reasons=[verdict.over_budget],
-                   plan=plan, spend=plan.spend)
+            finish(
+                ctx,
+                "budget_exceeded",
+                plan.request,
+                reasons=[verdict.over_budget],
+                plan=plan,
+                spend=plan.spend,
+            )
             return
         cid = str(ctx.message.correlation_id)
-        approvals = [self.approve(cid, s, POLICY_APPROVER) for s in plan.steps
-                     if s.id not in verdict.awaiting]
+        approvals = [
+            self.approve(cid, s, POLICY_APPROVER)
+            for s in plan.steps
+            if s.id not in verdict.awaiting
+        ]
         if not verdict.awaiting:
             ctx.send(SafetyVerdict(decision="approved", plan=plan, approvals=approvals))
             return
         expires = ctx.message.timestamp + timedelta(seconds=policy.approval_ttl)
         await self._record_pending(cid, [plan.step(i) for i in verdict.awaiting], expires)
         ctx.log.info("plan_awaits_approval", steps=verdict.awaiting)
-        ctx.send(SafetyVerdict(decision="needs_approval", plan=plan, approvals=approvals,
-                               awaiting_approval=verdict.awaiting,
-                               approval_expires_at=expires,
-                               reasons=[f"step {i} needs human approval"
-                                        for i in verdict.awaiting]))
+        ctx.send(
+            SafetyVerdict(
+                decision="needs_approval",
+                plan=plan,
+                approvals=approvals,
+                awaiting_approval=verdict.awaiting,
+                approval_expires_at=expires,
+                reasons=[f"step {i} needs human approval" for i in verdict.awaiting],
+            )
+        )
 
     def approve(self, cid: str, step: PlanStep, approver: str) -> StepApproval:
-        signature = sign(self.key, correlation_id=cid, step_id=step.id, tool=step.tool,
-                         args=step.args, approver=approver)
+        signature = sign(
+            self.key,
+            correlation_id=cid,
+            step_id=step.id,
+            tool=step.tool,
+            args=step.args,
+            approver=approver,
+        )
         return StepApproval(step_id=step.id, approver=approver, signature=signature)
 
     async def _record_pending(self, cid: str, steps: list[PlanStep], expires: datetime) -> None:
         """Idempotent (same fields, same values): a redelivered plan rewrites the same hash."""
         key = self.runtime.keys.request_state(cid, APPROVAL_STATE)
-        fields: dict[Any, Any] = {s.id: json.dumps({"step": s.model_dump(mode="json"),
-                                    "expires_at": expires.timestamp()}) for s in steps}
+        fields: dict[Any, Any] = {
+            s.id: json.dumps({"step": s.model_dump(mode="json"), "expires_at": expires.timestamp()})
+            for s in steps
+        }
         ttl = max(int(expires.timestamp() - time.time()) + 60, 60)
         async with self.runtime.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)
@@ -128,8 +151,11 @@ class SafetyChecker(Agent[SafetyCheckerConfig]):
     async def decide(self, ctx: MessageContext, decision: ApprovalDecision) -> None:
         cid = str(ctx.message.correlation_id)
         pending = await self._pending(cid)
-        chosen = {sid: info for sid, info in pending.items()
-                  if not decision.steps or sid in decision.steps}
+        chosen = {
+            sid: info
+            for sid, info in pending.items()
+            if not decision.steps or sid in decision.steps
+        }
         now = datetime.now(UTC).timestamp()
         live = {sid: info for sid, info in chosen.items() if info["expires_at"] > now}
         if not live:
@@ -137,18 +163,20 @@ class SafetyChecker(Agent[SafetyCheckerConfig]):
             raise Skip
         approver = f"human:{decision.approver}"
         if decision.approved:
-            approvals = [self.approve(cid, PlanStep.model_validate(info["step"]), approver)
-                         for info in live.values()]
-            resolution = ApprovalResolution(approvals=approvals, approver=approver,
-                                            comment=decision.comment)
+            approvals = [
+                self.approve(cid, PlanStep.model_validate(info["step"]), approver)
+                for info in live.values()
+            ]
+            resolution = ApprovalResolution(
+                approvals=approvals, approver=approver, comment=decision.comment
+            )
         else:
-            resolution = ApprovalResolution(rejected=sorted(live), approver=approver,
-                                            comment=decision.comment)
+            resolution = ApprovalResolution(
+                rejected=sorted(live), approver=approver, comment=decision.comment
+            )
         ctx.log.info("approval_decided", approved=decision.approved, steps=sorted(live))
         ctx.send(resolution)
 
     async def _pending(self, cid: str) -> dict[str, dict[str, Any]]:
-        raw = await self.runtime.redis.hgetall(self.runtime.keys.request_state(cid,
-                                                                               APPROVAL_STATE))
-        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v)
-                for k, v in raw.items()}
+        raw = await self.runtime.redis.hgetall(self.runtime.keys.request_state(cid, APPROVAL_STATE))
+        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}

@@ -24,8 +24,7 @@ from protocols.base import Payload
 MAX_STEPS = 16
 STEP_ID = r"^[a-z][a-z0-9_\-]{0,31}$"
 
-ActionName = Literal["list_files", "read_file", "run_command", "fetch_url", "deploy",
-                     "count_words"]
+ActionName = Literal["list_files", "read_file", "run_command", "fetch_url", "deploy", "count_words"]
 Risk = Literal["low", "medium", "high"]
 RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 StepStatus = Literal["succeeded", "failed", "refused", "skipped", "rejected", "cancelled"]
@@ -44,11 +43,12 @@ class Spend(_Model):
     output_tokens: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0)
 
-    def add(self, *, input_tokens: int = 0, output_tokens: int = 0,
-            cost_usd: float = 0.0) -> Spend:
-        return Spend(input_tokens=self.input_tokens + input_tokens,
-                     output_tokens=self.output_tokens + output_tokens,
-                     cost_usd=self.cost_usd + cost_usd)
+    def add(self, *, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0) -> Spend:
+        return Spend(
+            input_tokens=self.input_tokens + input_tokens,
+            output_tokens=self.output_tokens + output_tokens,
+            cost_usd=self.cost_usd + cost_usd,
+        )
 
 
 class RequestInfo(_Model):
@@ -298,5 +298,14 @@ class Report(Payload):
 
 
 PIPELINE_PAYLOADS: tuple[type[Payload], ...] = (
-    Intent, Plan, SafetyVerdict, ApprovalDecision, ApprovalResolution, ApprovalTimer, Task,
-    StepResult, Outcome, Report)
+    Intent,
+    Plan,
+    SafetyVerdict,
+    ApprovalDecision,
+    ApprovalResolution,
+    ApprovalTimer,
+    Task,
+    StepResult,
+    Outcome,
+    Report,
+)

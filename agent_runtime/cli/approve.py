@@ -21,16 +21,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, approved in (("approve", True), ("reject", False)):
         verb = "approve" if approved else "reject"
         parser = sub.add_parser(
-            name, help=f"{verb} a request's steps that wait for human approval",
+            name,
+            help=f"{verb} a request's steps that wait for human approval",
             description=f"{verb.capitalize()} the steps of request CORRELATION_ID that the "
-                        "safety policy holds for a human (all of them unless --step is given). "
-                        "Exits 1 when nothing of that request is waiting.")
+            "safety policy holds for a human (all of them unless --step is given). "
+            "Exits 1 when nothing of that request is waiting.",
+        )
         parser.add_argument("correlation_id", metavar="CORRELATION_ID")
-        parser.add_argument("--step", action="append", default=[], metavar="ID",
-                            help="a step id (repeatable; default: every waiting step)")
-        parser.add_argument("--by", default=None,
-                            help="who decides (default: the login name); recorded in the "
-                                 "signed approval")
+        parser.add_argument(
+            "--step",
+            action="append",
+            default=[],
+            metavar="ID",
+            help="a step id (repeatable; default: every waiting step)",
+        )
+        parser.add_argument(
+            "--by",
+            default=None,
+            help="who decides (default: the login name); recorded in the signed approval",
+        )
         parser.add_argument("--comment", default="", help="shown in the report")
         add_config(parser)
         add_redis(parser)
@@ -53,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
 async def _decide(client: Client, args: argparse.Namespace, approver: str) -> list[str]:
     async with client:
-        return await submit_decision(client, args.correlation_id, approved=args.approved,
-                                     steps=args.step, approver=approver, comment=args.comment)
+        return await submit_decision(
+            client,
+            args.correlation_id,
+            approved=args.approved,
+            steps=args.step,
+            approver=approver,
+            comment=args.comment,
+        )
 
 
 def _login() -> str:

@@ -13,9 +13,15 @@ from typing import Any, TextIO
 
 from protocols.pipeline import Report
 
-STATUS_MARK = {"succeeded": "ok", "failed": "FAILED", "refused": "REFUSED",
-               "skipped": "skipped", "rejected": "REJECTED", "cancelled": "cancelled",
-               "not_run": "not run"}
+STATUS_MARK = {
+    "succeeded": "ok",
+    "failed": "FAILED",
+    "refused": "REFUSED",
+    "skipped": "skipped",
+    "rejected": "REJECTED",
+    "cancelled": "cancelled",
+    "not_run": "not run",
+}
 OUTPUT_LINES = 12
 
 
@@ -35,8 +41,10 @@ def hop_line(fields: Mapping[bytes, bytes], published_ms: int) -> str | None:
         outputs = []
     produced = ", ".join(sorted({f"{o.get('message_type')}->{o.get('to')}" for o in outputs}))
     duration = float(get.get("duration_ms") or 0)
-    line = (f"  +{at:6.2f}s  {agent:<15} {get.get('message_type', ''):<18} "
-            f"{duration:8.1f} ms  {outcome}")
+    line = (
+        f"  +{at:6.2f}s  {agent:<15} {get.get('message_type', ''):<18} "
+        f"{duration:8.1f} ms  {outcome}"
+    )
     if produced:
         line += f"  => {produced}"
     if get.get("reason"):
@@ -45,16 +53,22 @@ def hop_line(fields: Mapping[bytes, bytes], published_ms: int) -> str | None:
 
 
 def print_report(report: Report, out: TextIO) -> None:
-    print(f"\nrequest {report.correlation_id}: {report.status.upper()} in "
-          f"{report.total_ms / 1000:.2f}s", file=out)
+    print(
+        f"\nrequest {report.correlation_id}: {report.status.upper()} in "
+        f"{report.total_ms / 1000:.2f}s",
+        file=out,
+    )
     print(f"  {report.request}", file=out)
     for reason in report.reasons:
         print(f"  - {reason}", file=out)
     for step in report.steps:
         deps = f" after {','.join(step.depends_on)}" if step.depends_on else ""
-        print(f"\n  [{step.id}] {step.tool} {_args(step.args)}{deps}: "
-              f"{STATUS_MARK.get(step.status, step.status)}"
-              f" ({step.duration_ms:.0f} ms, {step.attempts} attempt(s))", file=out)
+        print(
+            f"\n  [{step.id}] {step.tool} {_args(step.args)}{deps}: "
+            f"{STATUS_MARK.get(step.status, step.status)}"
+            f" ({step.duration_ms:.0f} ms, {step.attempts} attempt(s))",
+            file=out,
+        )
         if step.error:
             print(f"      error: {step.error}", file=out)
         if step.output is not None:
@@ -62,8 +76,11 @@ def print_report(report: Report, out: TextIO) -> None:
                 print(f"      {line}", file=out)
             if step.truncated:
                 print("      ... (output truncated)", file=out)
-    print(f"\n  tokens in/out: {report.input_tokens}/{report.output_tokens}   cost: "
-          f"${report.cost_usd:.6f} (estimate ${report.cost_estimate_usd:.6f})", file=out)
+    print(
+        f"\n  tokens in/out: {report.input_tokens}/{report.output_tokens}   cost: "
+        f"${report.cost_usd:.6f} (estimate ${report.cost_estimate_usd:.6f})",
+        file=out,
+    )
 
 
 def _args(args: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import anyio
 
-from agent_runtime.approval import APPROVAL_KEY_ENV, ensure_key, pending_approvals
+from agent_runtime.approval import child_env, pending_approvals
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline
 from agent_runtime.cli.progress import hop_line, print_report
 from agent_runtime.client import Client
@@ -38,24 +38,44 @@ EXIT_OK, EXIT_NOT_OK, EXIT_TIMEOUT = 0, 1, 3
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "run", help="run one request through the whole pipeline and print its report",
+        "run",
+        help="run one request through the whole pipeline and print its report",
         description="Start Redis (embedded unless a URL is configured) and every agent as its "
-                    "own process, publish TEXT, show each hop live, print the report, shut "
-                    "down. Exit 0 on success, 1 if the request was rejected or failed, 3 on "
-                    "timeout.")
+        "own process, publish TEXT, show each hop live, print the report, shut "
+        "down. Exit 0 on success, 1 if the request was rejected or failed, 3 on "
+        "timeout.",
+    )
     parser.add_argument("text", metavar="TEXT", help="the request (see docs/rules-grammar.md)")
-    parser.add_argument("--json", action="store_true",
-                        help="print only the Report as JSON on stdout")
-    parser.add_argument("--timeout", "-t", type=float, default=120.0,
-                        help="seconds to wait for the report (default %(default)g); also the "
-                             "request's deadline")
-    parser.add_argument("--budget", type=float, default=None, metavar="USD",
-                        help="the request's budget in USD, checked at every hop")
-    parser.add_argument("--ready-timeout", type=float, default=60.0,
-                        help="seconds to wait for every worker to start (default %(default)g)")
-    parser.add_argument("--log-dir", type=Path, default=None,
-                        help="keep each worker's log in DIR/AGENT-SLOT.log (default: a "
-                             "temporary directory, removed on exit)")
+    parser.add_argument(
+        "--json", action="store_true", help="print only the Report as JSON on stdout"
+    )
+    parser.add_argument(
+        "--timeout",
+        "-t",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the report (default %(default)g); also the request's deadline",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="the request's budget in USD, checked at every hop",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for every worker to start (default %(default)g)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="keep each worker's log in DIR/AGENT-SLOT.log (default: a "
+        "temporary directory, removed on exit)",
+    )
     add_config(parser)
     add_redis(parser)
     parser.set_defaults(func=run)
@@ -86,17 +106,17 @@ def run(args: argparse.Namespace) -> int:
         return code
 
 
-async def execute(args: argparse.Namespace, pipeline: Pipeline, url: str,
-                  log_dir: Path) -> int:
-    env = {APPROVAL_KEY_ENV: ensure_key(dict(os.environ))[APPROVAL_KEY_ENV]}
+async def execute(args: argparse.Namespace, pipeline: Pipeline, url: str, log_dir: Path) -> int:
+    env = child_env()  # safety checker signs, executors verify: one key for this run
     started = time.monotonic()
     async with Supervisor(pipeline.source or args.config, url, env=env, log_dir=log_dir) as sup:
         await sup.wait_ready(args.ready_timeout)
-        _say(f"{len(sup.processes())} worker processes ready in "
-             f"{time.monotonic() - started:.1f}s (logs: {log_dir})")
+        _say(
+            f"{len(sup.processes())} worker processes ready in "
+            f"{time.monotonic() - started:.1f}s (logs: {log_dir})"
+        )
         async with Client.connect(url, pipeline) as client:
-            message = await client.publish(args.text, timeout=args.timeout,
-                                           budget_usd=args.budget)
+            message = await client.publish(args.text, timeout=args.timeout, budget_usd=args.budget)
             _say(f"request {message.correlation_id}: {args.text}")
             try:
                 report = await follow(client, message, args.timeout)
@@ -158,9 +178,11 @@ async def _hint_approvals(client: Client, cid: str) -> None:
             if step_id not in shown:
                 shown.add(step_id)
                 step = info.get("step", {})
-                _say(f"  step {step_id} ({step.get('tool')} {json.dumps(step.get('args'))}) waits "
-                     f"for approval:\n      agent-runtime approve {cid} --step {step_id}\n"
-                     f"      agent-runtime reject {cid} --step {step_id}")
+                _say(
+                    f"  step {step_id} ({step.get('tool')} {json.dumps(step.get('args'))}) waits "
+                    f"for approval:\n      agent-runtime approve {cid} --step {step_id}\n"
+                    f"      agent-runtime reject {cid} --step {step_id}"
+                )
         await anyio.sleep(0.5)
 
 

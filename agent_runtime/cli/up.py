@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 
+from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline
 from agent_runtime.embedded import EmbeddedServer, clear_state, find_running, runtime_dir
@@ -105,7 +106,11 @@ async def supervise(
 ) -> int:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         sup = Supervisor(
-            pipeline.source or args.config, url, replicas=replicas, log_dir=args.log_dir
+            pipeline.source or args.config,
+            url,
+            replicas=replicas,
+            log_dir=args.log_dir,
+            env=child_env(),  # approval signing key: AGENT_RUNTIME_APPROVAL_KEY or a random one
         )
         async with sup, anyio.create_task_group() as tg:
             tg.start_soon(_announce, sup, args)

@@ -29,24 +29,48 @@ MODEL = "rules-v1"
 
 _SEPARATOR = re.compile(
     r"(?P<then>\s+and\s+then\s+|\s*[,;]\s*then\s+|\s+then\s+|\s*;\s*)"
-    r"|(?P<and>\s+and\s+|\s*,\s+)", re.IGNORECASE)
+    r"|(?P<and>\s+and\s+|\s*,\s+)",
+    re.IGNORECASE,
+)
 
 _URL = r"(?P<target>https?://\S+)"
 _CLAUSES: list[tuple[str, re.Pattern[str]]] = [
-    ("count_words", re.compile(r"^(?:count\s+(?:the\s+)?words\s+(?:in|of)|wc)\s+(?P<target>.+)$",
-                               re.IGNORECASE)),
-    ("list_files", re.compile(
-        r"^(?:list|ls)\s+(?:(?:all\s+)?(?:the\s+)?files\s+(?:in|of|under)\s+|"
-        r"(?:the\s+)?(?:directory|folder|dir)\s+)?(?P<target>[^\s]+/?)$", re.IGNORECASE)),
-    ("read_file", re.compile(r"^(?:read|cat|show|print)\s+(?:the\s+)?(?:file\s+)?(?P<target>.+)$",
-                             re.IGNORECASE)),
-    ("run_command", re.compile(r"^(?:run|execute|exec)\s+(?:the\s+command\s+)?(?P<target>.+)$",
-                               re.IGNORECASE)),
-    ("fetch_url", re.compile(rf"^(?:fetch|get|download|curl)\s+(?:the\s+url\s+)?{_URL}$",
-                             re.IGNORECASE)),
-    ("deploy", re.compile(
-        r"^deploy\s+(?P<target>[A-Za-z0-9][\w.\-]*)(?:\s+to\s+(?P<environment>[\w\-]+))?"
-        r"(?:\s+(?:version|at)\s+(?P<version>[\w.\-]+))?$", re.IGNORECASE)),
+    (
+        "count_words",
+        re.compile(
+            r"^(?:count\s+(?:the\s+)?words\s+(?:in|of)|wc)\s+(?P<target>.+)$", re.IGNORECASE
+        ),
+    ),
+    (
+        "list_files",
+        re.compile(
+            r"^(?:list|ls)\s+(?:(?:all\s+)?(?:the\s+)?files\s+(?:in|of|under)\s+|"
+            r"(?:the\s+)?(?:directory|folder|dir)\s+)?(?P<target>[^\s]+/?)$",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "read_file",
+        re.compile(
+            r"^(?:read|cat|show|print)\s+(?:the\s+)?(?:file\s+)?(?P<target>.+)$", re.IGNORECASE
+        ),
+    ),
+    (
+        "run_command",
+        re.compile(r"^(?:run|execute|exec)\s+(?:the\s+command\s+)?(?P<target>.+)$", re.IGNORECASE),
+    ),
+    (
+        "fetch_url",
+        re.compile(rf"^(?:fetch|get|download|curl)\s+(?:the\s+url\s+)?{_URL}$", re.IGNORECASE),
+    ),
+    (
+        "deploy",
+        re.compile(
+            r"^deploy\s+(?P<target>[A-Za-z0-9][\w.\-]*)(?:\s+to\s+(?P<environment>[\w\-]+))?"
+            r"(?:\s+(?:version|at)\s+(?P<version>[\w.\-]+))?$",
+            re.IGNORECASE,
+        ),
+    ),
 ]
 
 
@@ -62,15 +86,19 @@ class RulesProvider:
     def __init__(self, *, default_environment: str = "staging") -> None:
         self.default_environment = default_environment
         self._fillers: dict[type[BaseModel], Callable[[str], BaseModel]] = {
-            ParsedIntent: self.parse_intent, PlanDraft: self.draft_plan}
+            ParsedIntent: self.parse_intent,
+            PlanDraft: self.draft_plan,
+        }
 
-    async def complete(self, *, system: str, prompt: str, schema: type[ModelT],
-                       max_tokens: int = 1024) -> Completion[ModelT]:
-        filler = next((f for model, f in self._fillers.items() if issubclass(schema, model)),
-                      None)
+    async def complete(
+        self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
+    ) -> Completion[ModelT]:
+        filler = next((f for model, f in self._fillers.items() if issubclass(schema, model)), None)
         if filler is None:
-            raise LLMRequestError(f"the rules provider cannot produce {schema.__name__}; it "
-                                  "fills ParsedIntent and PlanDraft")
+            raise LLMRequestError(
+                f"the rules provider cannot produce {schema.__name__}; it "
+                "fills ParsedIntent and PlanDraft"
+            )
         value = schema.model_validate(filler(prompt).model_dump())
         return Completion(value, Usage(provider=self.name, model=MODEL))
 
@@ -88,8 +116,9 @@ class RulesProvider:
         try:
             return ParsedIntent(actions=actions, confidence=1.0)
         except ValidationError as exc:
-            raise UnrecognizedRequest(f"request has too many parts: {exc.error_count()} "
-                                      "error(s)") from exc
+            raise UnrecognizedRequest(
+                f"request has too many parts: {exc.error_count()} error(s)"
+            ) from exc
 
     def parse_clause(self, clause: str, *, after: list[int]) -> IntentAction:
         text = clause.strip().rstrip(".")
@@ -98,28 +127,38 @@ class RulesProvider:
             if match is None:
                 continue
             target = _unquote(match.group("target").strip())
-            parameters = {k: v for k, v in match.groupdict().items()
-                          if k != "target" and v is not None}
+            parameters = {
+                k: v for k, v in match.groupdict().items() if k != "target" and v is not None
+            }
             if action == "deploy":
                 parameters.setdefault("environment", self.default_environment)
                 parameters.setdefault("version", "latest")
-            return IntentAction(action=action, target=target, parameters=parameters,
-                                after=list(after))
-        raise UnrecognizedRequest(f"cannot understand {clause.strip()!r}; the rules provider "
-                                  "knows: list files in DIR, read FILE, run COMMAND, fetch URL, "
-                                  "deploy SERVICE [to ENV] [version V], count words in FILE")
+            return IntentAction(
+                action=action, target=target, parameters=parameters, after=list(after)
+            )
+        raise UnrecognizedRequest(
+            f"cannot understand {clause.strip()!r}; the rules provider "
+            "knows: list files in DIR, read FILE, run COMMAND, fetch URL, "
+            "deploy SERVICE [to ENV] [version V], count words in FILE"
+        )
 
     # ------------------------------------------------------------------ plans
     def draft_plan(self, prompt: str) -> PlanDraft:
         try:
             intent = ParsedIntent.model_validate_json(prompt)
         except ValidationError as exc:
-            raise LLMRequestError("the rules provider plans from the JSON of a ParsedIntent "
-                                  "(the planner's prompt)") from exc
-        steps = [DraftStep(id=f"s{i + 1}", depends_on=[f"s{d + 1}" for d in a.after],
-                           description=f"{a.action.replace('_', ' ')} {a.target}"[:500],
-                           **_tool_for(a))
-                 for i, a in enumerate(intent.actions)]
+            raise LLMRequestError(
+                "the rules provider plans from the JSON of a ParsedIntent (the planner's prompt)"
+            ) from exc
+        steps = [
+            DraftStep(
+                id=f"s{i + 1}",
+                depends_on=[f"s{d + 1}" for d in a.after],
+                description=f"{a.action.replace('_', ' ')} {a.target}"[:500],
+                **_tool_for(a),
+            )
+            for i, a in enumerate(intent.actions)
+        ]
         return PlanDraft(steps=steps)
 
 
@@ -148,7 +187,7 @@ def split_request(text: str) -> list[list[str]]:
     groups: list[list[str]] = [[]]
     start = 0
     for match in _SEPARATOR.finditer(masked):
-        groups[-1].append(text[start:match.start()])
+        groups[-1].append(text[start : match.start()])
         if match.group("then"):
             groups.append([])
         start = match.end()
@@ -176,8 +215,12 @@ def _mask_quotes(text: str) -> str:
 
 
 def _unquote(target: str) -> str:
-    if len(target) >= 2 and target[0] == target[-1] and target[0] in "\"'" \
-            and target[0] not in target[1:-1]:
+    if (
+        len(target) >= 2
+        and target[0] == target[-1]
+        and target[0] in "\"'"
+        and target[0] not in target[1:-1]
+    ):
         return target[1:-1]
     return target
 

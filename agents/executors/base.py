@@ -61,19 +61,32 @@ class Tool(Protocol):
     async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput: ...
 
 
-DEFAULT_DENY_GLOBS = (".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_ed25519*", ".git",
-                      ".ssh", ".netrc", "*.sqlite", "*secret*")
+DEFAULT_DENY_GLOBS = (
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+    ".git",
+    ".ssh",
+    ".netrc",
+    "*.sqlite",
+    "*secret*",
+)
 
 
-def sandboxed(sandbox: Path, relative: object, *, deny_globs: tuple[str, ...] | list[str]
-              = DEFAULT_DENY_GLOBS) -> Path:
+def sandboxed(
+    sandbox: Path, relative: object, *, deny_globs: tuple[str, ...] | list[str] = DEFAULT_DENY_GLOBS
+) -> Path:
     """``relative`` resolved inside ``sandbox`` (symlinks followed), or a ToolError."""
     if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise ToolError("'path' must be a non-empty string")
     candidate = Path(relative)
     if candidate.is_absolute():
-        raise ToolError(f"absolute paths are not allowed: {relative!r} (paths are relative to "
-                        "the sandbox)")
+        raise ToolError(
+            f"absolute paths are not allowed: {relative!r} (paths are relative to the sandbox)"
+        )
     resolved = (sandbox / candidate).resolve()
     if resolved != sandbox and sandbox not in resolved.parents:
         raise ToolError(f"{relative!r} is outside the sandbox")

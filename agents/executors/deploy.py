@@ -24,8 +24,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,63}$")
 
 
 class DeployOptions(ToolOptions):
-    state_dir: str | None = Field(default=None, description="where deployments are recorded "
-                                  "(default: <tmp>/agent-runtime-deploys-<uid>)")
+    state_dir: str | None = Field(
+        default=None,
+        description="where deployments are recorded (default: <tmp>/agent-runtime-deploys-<uid>)",
+    )
     environments: list[str] = Field(default_factory=lambda: ["dev", "staging", "prod"])
     duration: float = Field(default=0.2, ge=0, le=600, description="simulated seconds")
 
@@ -42,8 +44,11 @@ class Deploy:
 
     def check(self, args: dict[str, Any]) -> tuple[str, str, str]:
         only(args, "service", "environment", "version")
-        values = [args.get("service"), args.get("environment", "staging"),
-                  args.get("version", "latest")]
+        values = [
+            args.get("service"),
+            args.get("environment", "staging"),
+            args.get("version", "latest"),
+        ]
         for value in values:
             if not isinstance(value, str) or not _NAME.match(value):
                 raise ToolError(f"invalid deploy argument {value!r}")
@@ -59,9 +64,14 @@ class Deploy:
         if previous is not None and previous.get("idempotency_key") == context.idempotency_key:
             return ToolOutput({**previous, "already_applied": True})
         await anyio.sleep(self.options.duration)
-        record = {"service": service, "environment": environment, "version": version,
-                  "idempotency_key": context.idempotency_key, "deployed_at": time.time(),
-                  "previous_version": previous.get("version") if previous else None}
+        record = {
+            "service": service,
+            "environment": environment,
+            "version": version,
+            "idempotency_key": context.idempotency_key,
+            "deployed_at": time.time(),
+            "previous_version": previous.get("version") if previous else None,
+        }
         await anyio.to_thread.run_sync(_store, record_path, record)
         return ToolOutput({**record, "already_applied": False})
 

@@ -20,8 +20,12 @@ from agents.executors.base import (
 
 
 class FileReadOptions(ToolOptions):
-    max_bytes: int = Field(default=16 * 1024, ge=1, le=4 * 1024 * 1024,
-                           description="bytes returned; longer files are truncated")
+    max_bytes: int = Field(
+        default=16 * 1024,
+        ge=1,
+        le=4 * 1024 * 1024,
+        description="bytes returned; longer files are truncated",
+    )
     deny_globs: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_GLOBS))
 
 
@@ -35,8 +39,9 @@ class FileRead:
 
     async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput:
         only(args, "path")
-        path = sandboxed(context.sandbox, require(args, "path", str),
-                         deny_globs=self.options.deny_globs)
+        path = sandboxed(
+            context.sandbox, require(args, "path", str), deny_globs=self.options.deny_globs
+        )
         return await anyio.to_thread.run_sync(self._read, path)
 
     def _read(self, path: Any) -> ToolOutput:
@@ -65,8 +70,9 @@ class FileList:
 
     async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput:
         only(args, "path")
-        path = sandboxed(context.sandbox, require(args, "path", str),
-                         deny_globs=self.options.deny_globs)
+        path = sandboxed(
+            context.sandbox, require(args, "path", str), deny_globs=self.options.deny_globs
+        )
         return await anyio.to_thread.run_sync(self._list, path)
 
     def _list(self, path: Any) -> ToolOutput:
@@ -78,8 +84,15 @@ class FileList:
         for child in sorted(path.iterdir(), key=lambda p: p.name):
             if any(fnmatch.fnmatch(child.name.lower(), g) for g in self.options.deny_globs):
                 continue
-            kind = ("link" if child.is_symlink() else "dir" if child.is_dir()
-                    else "file" if child.is_file() else "other")
+            kind = (
+                "link"
+                if child.is_symlink()
+                else "dir"
+                if child.is_dir()
+                else "file"
+                if child.is_file()
+                else "other"
+            )
             size = child.stat().st_size if kind == "file" else None
             entries.append({"name": child.name, "type": kind, "size": size})
         truncated = len(entries) > self.options.max_entries

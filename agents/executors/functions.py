@@ -17,8 +17,12 @@ def word_count(path: str, context: ToolContext) -> dict[str, int | str]:
         raise ToolError(f"{path!r} is not a regular file")
     data = file.read_bytes()[:MAX_BYTES]
     text = data.decode("utf-8", errors="replace")
-    return {"path": path, "lines": text.count("\n"), "words": len(re.findall(r"\S+", text)),
-            "bytes": len(data)}
+    return {
+        "path": path,
+        "lines": text.count("\n"),
+        "words": len(re.findall(r"\S+", text)),
+        "bytes": len(data),
+    }
 
 
 def sha256(text: str) -> str:

@@ -22,8 +22,9 @@ from agents.executors.base import (
 
 
 class HttpOptions(ToolOptions):
-    hosts: list[str] = Field(default_factory=list,
-                             description="exact host names (or host:port) that may be fetched")
+    hosts: list[str] = Field(
+        default_factory=list, description="exact host names (or host:port) that may be fetched"
+    )
     methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD"])
     schemes: list[str] = Field(default_factory=lambda: ["https", "http"])
     timeout: float = Field(default=10.0, gt=0, le=600)
@@ -57,12 +58,18 @@ class Http:
 
     async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput:
         method, url = self.check(args)
-        headers = {"Idempotency-Key": context.idempotency_key, "User-Agent": "agent-runtime",
-                   "Accept-Encoding": "identity"}  # raw bytes are capped: no decompression
+        headers = {
+            "Idempotency-Key": context.idempotency_key,
+            "User-Agent": "agent-runtime",
+            "Accept-Encoding": "identity",
+        }  # raw bytes are capped: no decompression
         try:
-            async with httpx.AsyncClient(timeout=self.options.timeout, follow_redirects=False,
-                                         trust_env=False) as client, \
-                    client.stream(method, url, headers=headers) as response:
+            async with (
+                httpx.AsyncClient(
+                    timeout=self.options.timeout, follow_redirects=False, trust_env=False
+                ) as client,
+                client.stream(method, url, headers=headers) as response,
+            ):
                 body, truncated = await _read_capped(response, self.options.max_bytes)
         except httpx.TimeoutException as exc:
             raise TransientToolError(f"{method} {url} timed out") from exc
@@ -70,9 +77,11 @@ class Http:
             raise TransientToolError(f"{method} {url} failed: {type(exc).__name__}") from exc
         if response.status_code >= 500:
             raise TransientToolError(f"{method} {url} answered {response.status_code}")
-        result = {"status": response.status_code,
-                  "content_type": response.headers.get("content-type", ""),
-                  "body": body.decode(response.encoding or "utf-8", errors="replace")}
+        result = {
+            "status": response.status_code,
+            "content_type": response.headers.get("content-type", ""),
+            "body": body.decode(response.encoding or "utf-8", errors="replace"),
+        }
         if response.status_code >= 400:
             raise ToolError(f"{method} {url} answered {response.status_code}")
         return ToolOutput(result, truncated=truncated)

@@ -20,15 +20,20 @@ from pydantic import Field
 from agent_runtime.registry import import_object
 from agents.executors.base import ToolContext, ToolError, ToolOptions, ToolOutput, only
 
-DEFAULT_FUNCTIONS = {"word_count": "agents.executors.functions:word_count",
-                     "sha256": "agents.executors.functions:sha256"}
+DEFAULT_FUNCTIONS = {
+    "word_count": "agents.executors.functions:word_count",
+    "sha256": "agents.executors.functions:sha256",
+}
 
 
 class PythonOptions(ToolOptions):
-    functions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FUNCTIONS),
-                                      description="short name -> 'package.module:function'")
-    allowed_modules: list[str] = Field(default_factory=list,
-                                       description="module prefixes beyond 'agents'")
+    functions: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_FUNCTIONS),
+        description="short name -> 'package.module:function'",
+    )
+    allowed_modules: list[str] = Field(
+        default_factory=list, description="module prefixes beyond 'agents'"
+    )
     timeout: float = Field(default=10.0, gt=0, le=3_600)
     max_output_bytes: int = Field(default=16 * 1024, ge=1, le=4 * 1024 * 1024)
 
@@ -52,8 +57,9 @@ class Python:
         name = args.get("function")
         function = self.functions.get(name) if isinstance(name, str) else None
         if function is None:
-            raise ToolError(f"function {name!r} is not allowed (allowed: "
-                            f"{', '.join(sorted(self.functions))})")
+            raise ToolError(
+                f"function {name!r} is not allowed (allowed: {', '.join(sorted(self.functions))})"
+            )
         kwargs = args.get("kwargs", {})
         if not isinstance(kwargs, dict):
             raise ToolError("'kwargs' must be an object")

@@ -22,22 +22,40 @@ from pydantic import Field
 
 from agents.executors.base import ToolContext, ToolError, ToolOptions, ToolOutput, only
 
-DEFAULT_COMMANDS = ["uptime", "date", "whoami", "uname", "df", "hostname", "echo", "true",
-                    "false", "sleep"]
+DEFAULT_COMMANDS = [
+    "uptime",
+    "date",
+    "whoami",
+    "uname",
+    "df",
+    "hostname",
+    "echo",
+    "true",
+    "false",
+    "sleep",
+]
 
 
 class ShellOptions(ToolOptions):
-    commands: list[str] = Field(default_factory=lambda: list(DEFAULT_COMMANDS),
-                                description="bare command names that may run")
-    deny_args: list[str] = Field(default_factory=lambda: [r"^/", r"\.\.", r"[\x00\n\r]"],
-                                 description="regexes; an argument matching one is refused")
+    commands: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_COMMANDS),
+        description="bare command names that may run",
+    )
+    deny_args: list[str] = Field(
+        default_factory=lambda: [r"^/", r"\.\.", r"[\x00\n\r]"],
+        description="regexes; an argument matching one is refused",
+    )
     timeout: float = Field(default=10.0, gt=0, le=3_600)
     max_output_bytes: int = Field(default=8 * 1024, ge=1, le=4 * 1024 * 1024)
     max_args: int = Field(default=32, ge=1, le=1_000)
-    path: str = Field(default="/usr/local/bin:/usr/bin:/bin",
-                      description="PATH used to find commands and given to the child")
-    env_allow: list[str] = Field(default_factory=lambda: ["LANG", "LC_ALL", "TZ"],
-                                 description="variables copied from the worker's environment")
+    path: str = Field(
+        default="/usr/local/bin:/usr/bin:/bin",
+        description="PATH used to find commands and given to the child",
+    )
+    env_allow: list[str] = Field(
+        default_factory=lambda: ["LANG", "LC_ALL", "TZ"],
+        description="variables copied from the worker's environment",
+    )
 
 
 class Shell:
@@ -58,8 +76,9 @@ class Shell:
             raise ToolError(f"too many arguments ({len(argv)} > {self.options.max_args})")
         name = argv[0]
         if "/" in name or name not in self.options.commands:
-            raise ToolError(f"command {name!r} is not allowed (allowed: "
-                            f"{', '.join(self.options.commands)})")
+            raise ToolError(
+                f"command {name!r} is not allowed (allowed: {', '.join(self.options.commands)})"
+            )
         for arg in argv[1:]:
             if any(p.search(arg) for p in self._deny):
                 raise ToolError(f"argument {arg!r} is not allowed")
@@ -76,8 +95,12 @@ class Shell:
     async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput:
         argv = self.command(args)
         process = await anyio.open_process(
-            argv, stdin=subprocess.DEVNULL, cwd=context.sandbox, env=self.environment(),
-            start_new_session=True)
+            argv,
+            stdin=subprocess.DEVNULL,
+            cwd=context.sandbox,
+            env=self.environment(),
+            start_new_session=True,
+        )
         cap = self.options.max_output_bytes
         out: list[bytes] = []
         err: list[bytes] = []
@@ -95,11 +118,15 @@ class Shell:
         stdout, stderr = b"".join(out), b"".join(err)
         truncated = len(stdout) > cap or len(stderr) > cap
         err_text = stderr[:cap].decode(errors="replace")
-        result = {"exit_code": code, "stdout": stdout[:cap].decode(errors="replace"),
-                  "stderr": err_text}
+        result = {
+            "exit_code": code,
+            "stdout": stdout[:cap].decode(errors="replace"),
+            "stderr": err_text,
+        }
         if code != 0:
-            raise ToolError(f"{os.path.basename(argv[0])} exited with code {code}: "
-                            f"{err_text.strip()[:500]}")
+            raise ToolError(
+                f"{os.path.basename(argv[0])} exited with code {code}: {err_text.strip()[:500]}"
+            )
         return ToolOutput(result, truncated=truncated)
 
 

@@ -47,31 +47,50 @@ def write_config(root: Path, http_host: str) -> Path:
     sandbox = root / "sandbox"
     (sandbox / "data").mkdir(parents=True)
     (sandbox / "data" / "notes.txt").write_text("alpha beta gamma\ndelta\n")
-    policy = {"shell": {"commands": ["echo", "date", "whoami", "uname", "hostname"]},
-              "http": {"hosts": [http_host]}, "approval_required": ["deploy"],
-              "approval_ttl": 5, "budget_usd": 1.0, "deny_arg_patterns": [r"\.\.", "^/"]}
+    policy = {
+        "shell": {"commands": ["echo", "date", "whoami", "uname", "hostname"]},
+        "http": {"hosts": [http_host]},
+        "approval_required": ["deploy"],
+        "approval_ttl": 5,
+        "budget_usd": 1.0,
+        "deny_arg_patterns": [r"\.\.", "^/"],
+    }
     config = {
         "key_prefix": "e2e" + uuid.uuid4().hex[:8],
         "worker": {"drain_timeout": 2, "heartbeat_interval": 0.5, "reclaim_interval": 1},
         "agents": {
             "intent_parser": {"class": "agents.intent_parser:IntentParser"},
             "planner": {"class": "agents.planner:Planner"},
-            "safety_checker": {"class": "agents.safety_checker:SafetyChecker",
-                               "config": {"policy": policy}},
-            "router": {"class": "agents.router:Router", "replicas": 2,
-                       "config": {"timer_poll": 0.5}},
-            "executor": {"class": "agents.executor:Executor", "replicas": 2, "config": {
-                "sandbox": str(sandbox),
-                "tools": {
-                    "file_list": {"class": "agents.executors.files:FileList"},
-                    "file_read": {"class": "agents.executors.files:FileRead"},
-                    "shell": {"class": "agents.executors.shell:Shell"},
-                    "http": {"class": "agents.executors.http:Http",
-                             "options": {"hosts": [http_host]}},
-                    "python": {"class": "agents.executors.python:Python"},
-                    "deploy": {"class": "agents.executors.deploy:Deploy",
-                               "options": {"state_dir": str(root / "deploys"),
-                                           "duration": 0}}}}},
+            "safety_checker": {
+                "class": "agents.safety_checker:SafetyChecker",
+                "config": {"policy": policy},
+            },
+            "router": {
+                "class": "agents.router:Router",
+                "replicas": 2,
+                "config": {"timer_poll": 0.5},
+            },
+            "executor": {
+                "class": "agents.executor:Executor",
+                "replicas": 2,
+                "config": {
+                    "sandbox": str(sandbox),
+                    "tools": {
+                        "file_list": {"class": "agents.executors.files:FileList"},
+                        "file_read": {"class": "agents.executors.files:FileRead"},
+                        "shell": {"class": "agents.executors.shell:Shell"},
+                        "http": {
+                            "class": "agents.executors.http:Http",
+                            "options": {"hosts": [http_host]},
+                        },
+                        "python": {"class": "agents.executors.python:Python"},
+                        "deploy": {
+                            "class": "agents.executors.deploy:Deploy",
+                            "options": {"state_dir": str(root / "deploys"), "duration": 0},
+                        },
+                    },
+                },
+            },
             "reporter": {"class": "agents.reporter:Reporter"},
         },
     }
@@ -83,8 +102,9 @@ def write_config(root: Path, http_host: str) -> Path:
 class Running:
     """The module's pipeline: call async helpers from the sync tests through the portal."""
 
-    def __init__(self, portal: BlockingPortal, url: str, config: Path, root: Path,
-                 http_base: str) -> None:
+    def __init__(
+        self, portal: BlockingPortal, url: str, config: Path, root: Path, http_base: str
+    ) -> None:
         self.portal = portal
         self.url = url
         self.pipeline = Pipeline.load(config)
@@ -95,6 +115,7 @@ class Running:
         async def run() -> T:
             async with Client.connect(self.url, self.pipeline) as client:
                 return await fn(client)
+
         return self.portal.call(run)
 
     def request(self, text: str, *, budget: float | None = None) -> tuple[str, Report]:
@@ -103,12 +124,14 @@ class Running:
             reply = await client.wait_reply(message, 60)
             assert isinstance(reply.payload, Report)
             return str(message.correlation_id), reply.payload
+
         return self.call(go)
 
     def trace(self, cid: str) -> list[dict[str, str]]:
         async def read(client: Client) -> list[dict[str, str]]:
             entries = await client.redis.xrange(client.keys.trace(cid))
             return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
         return self.call(read)
 
     def handled(self, cid: str, agent: str) -> list[dict[str, str]]:
@@ -116,15 +139,17 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(redis_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[Running]:
+def running(
+    redis_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host = f"127.0.0.1:{server.server_address[1]}"
     root = tmp_path_factory.mktemp("pipeline")
     config = write_config(root, "127.0.0.1")
-    supervisor = Supervisor(config, redis_server.url, env={APPROVAL_KEY_ENV: KEY},
-                            log_dir=root / "logs")
+    supervisor = Supervisor(
+        config, redis_server.url, env={APPROVAL_KEY_ENV: KEY}, log_dir=root / "logs"
+    )
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(supervisor):
         portal.call(supervisor.wait_ready, 60)
         yield Running(portal, redis_server.url, config, root, f"http://{host}")
@@ -160,13 +185,18 @@ def test_fetch_a_url_from_an_allowed_host(running: Running) -> None:
 def test_count_words(running: Running) -> None:
     _, report = running.request("count words in data/notes.txt")
     assert report.status == "succeeded", report.reasons
-    assert steps(report)["s1"].output == {"path": "data/notes.txt", "lines": 2, "words": 4,
-                                          "bytes": 23}
+    assert steps(report)["s1"].output == {
+        "path": "data/notes.txt",
+        "lines": 2,
+        "words": 4,
+        "bytes": 23,
+    }
 
 
 def test_parallel_steps_then_a_dependent_step(running: Running) -> None:
-    cid, report = running.request("run date and run whoami and read data/notes.txt "
-                                  "then run uname -a")
+    cid, report = running.request(
+        "run date and run whoami and read data/notes.txt then run uname -a"
+    )
     assert report.status == "succeeded", report.reasons
     s = steps(report)
     assert s["s4"].depends_on == ["s1", "s2", "s3"]
@@ -201,8 +231,11 @@ def test_budget_exceeded_ends_with_a_report_and_runs_nothing(running: Running) -
 
 # ------------------------------------------------------------------ human approval
 def wait_pending(running: Running, cid: str) -> dict[str, Any]:
-    return wait_until(lambda: running.call(
-        lambda c: pending_approvals(c.redis, c.keys, cid)), timeout=20, message="approval")
+    return wait_until(
+        lambda: running.call(lambda c: pending_approvals(c.redis, c.keys, cid)),
+        timeout=20,
+        message="approval",
+    )
 
 
 def publish(running: Running, text: str) -> Any:
@@ -219,10 +252,10 @@ def test_approval_resumes_the_plan_without_rerunning_finished_steps(running: Run
     message = publish(running, "run echo before then deploy web to prod version 7")
     cid = str(message.correlation_id)
     assert list(wait_pending(running, cid)) == ["s2"]
-    wait_until(lambda: len(running.handled(cid, "executor")) == 1, timeout=20,
-               message="s1 ran")
-    covered = running.call(lambda c: submit_decision(c, cid, approved=True, steps=["s2"],
-                                                     approver="tester"))
+    wait_until(lambda: len(running.handled(cid, "executor")) == 1, timeout=20, message="s1 ran")
+    covered = running.call(
+        lambda c: submit_decision(c, cid, approved=True, steps=["s2"], approver="tester")
+    )
     assert covered == ["s2"]
     report = reply(running, message)
     assert report.status == "succeeded", report.reasons
@@ -236,8 +269,11 @@ def test_rejecting_an_approval_rejects_the_step(running: Running) -> None:
     message = publish(running, "deploy db to staging")
     cid = str(message.correlation_id)
     wait_pending(running, cid)
-    running.call(lambda c: submit_decision(c, cid, approved=False, steps=[], approver="tester",
-                                           comment="not today"))
+    running.call(
+        lambda c: submit_decision(
+            c, cid, approved=False, steps=[], approver="tester", comment="not today"
+        )
+    )
     report = reply(running, message)
     assert report.status == "rejected" and "not today" in report.reasons[0]
     assert running.handled(cid, "executor") == []
@@ -256,12 +292,19 @@ def test_an_unanswered_approval_expires_and_rejects(running: Running) -> None:
 def test_forged_or_mismatched_approvals_are_refused(running: Running) -> None:
     step = PlanStep(id="s1", tool="deploy", args={"service": "forged", "environment": "prod"})
     cid = uuid.uuid4()
-    good_for_other_args = sign(KEY.encode(), correlation_id=str(cid), step_id="s1",
-                               tool="deploy", args={"service": "other", "environment": "prod"},
-                               approver="policy")
-    approvals = [StepApproval(step_id="s1", approver="policy", signature="f" * 64),
-                 StepApproval(step_id="s1", approver="policy", signature=good_for_other_args),
-                 None]
+    good_for_other_args = sign(
+        KEY.encode(),
+        correlation_id=str(cid),
+        step_id="s1",
+        tool="deploy",
+        args={"service": "other", "environment": "prod"},
+        approver="policy",
+    )
+    approvals = [
+        StepApproval(step_id="s1", approver="policy", signature="f" * 64),
+        StepApproval(step_id="s1", approver="policy", signature=good_for_other_args),
+        None,
+    ]
 
     async def inject(client: Client) -> list[StepResult]:
         sent = []
@@ -294,8 +337,10 @@ async def _results_for(client: Client, causes: list[uuid.UUID]) -> list[StepResu
 
 # ------------------------------------------------------------------ two routers
 def test_two_router_replicas_never_double_dispatch(running: Running) -> None:
-    text = ("run echo 1 and run echo 2 and run echo 3 and run echo 4 and run echo 5 "
-            "then run echo 6 and run echo 7")
+    text = (
+        "run echo 1 and run echo 2 and run echo 3 and run echo 4 and run echo 5 "
+        "then run echo 6 and run echo 7"
+    )
 
     async def many(client: Client) -> list[tuple[str, Report]]:
         messages = [await client.publish(text, timeout=60) for _ in range(6)]
@@ -312,10 +357,15 @@ def test_two_router_replicas_never_double_dispatch(running: Running) -> None:
         assert report.status == "succeeded", report.reasons
         routed = running.handled(cid, "router")
         consumers.update(e["consumer"] for e in routed)
-        dispatched = {o["message_id"] for e in routed for o in json.loads(e["outputs"])
-                      if o["message_type"] == "task.dispatched"}
+        dispatched = {
+            o["message_id"]
+            for e in routed
+            for o in json.loads(e["outputs"])
+            if o["message_type"] == "task.dispatched"
+        }
         assert len(dispatched) == 7
         assert len(running.handled(cid, "executor")) == 7
-        assert sorted(int(steps(report)[f"s{i}"].output["stdout"]) for i in range(1, 8)) == \
-            list(range(1, 8))
+        assert sorted(int(steps(report)[f"s{i}"].output["stdout"]) for i in range(1, 8)) == list(
+            range(1, 8)
+        )
     assert len(consumers) == 2  # both replicas took part

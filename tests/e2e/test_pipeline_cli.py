@@ -17,18 +17,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent_runtime", "run", *args, "--json",
-                           "--timeout", "60"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=110, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_runtime", "run", *args, "--json", "--timeout", "60"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
 
 
-def test_run_prints_a_report_whose_steps_really_ran(redis_server: EmbeddedServer,
-                                                    subprocess_env: dict[str, str],
-                                                    tmp_path: Path) -> None:
+def test_run_prints_a_report_whose_steps_really_ran(
+    redis_server: EmbeddedServer, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
     env = {**subprocess_env, "AGENT_RUNTIME_HOME": str(tmp_path)}
-    done = run_cli(["list files in configs and read configs/policy.yaml and run echo hi "
-                    "then count words in configs/policy.yaml", "--redis-url", redis_server.url],
-                   env)
+    done = run_cli(
+        [
+            "list files in configs and read configs/policy.yaml and run echo hi "
+            "then count words in configs/policy.yaml",
+            "--redis-url",
+            redis_server.url,
+        ],
+        env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["status"] == "succeeded"
@@ -37,15 +49,14 @@ def test_run_prints_a_report_whose_steps_really_ran(redis_server: EmbeddedServer
     assert steps["s2"]["output"] == (ROOT / "configs" / "policy.yaml").read_text()
     assert steps["s3"]["output"]["stdout"] == "hi\n"
     assert steps["s4"]["depends_on"] == ["s1", "s2", "s3"]
-    assert steps["s4"]["output"]["words"] == len((ROOT / "configs/policy.yaml").read_text()
-                                                 .split())
-    for agent in ("intent_parser", "planner", "safety_checker", "router", "executor",
-                  "reporter"):
+    assert steps["s4"]["output"]["words"] == len((ROOT / "configs/policy.yaml").read_text().split())
+    for agent in ("intent_parser", "planner", "safety_checker", "router", "executor", "reporter"):
         assert agent in done.stderr  # one progress line per hop
 
 
-def test_run_exits_non_zero_when_the_policy_rejects(subprocess_env: dict[str, str],
-                                                    tmp_path: Path) -> None:
+def test_run_exits_non_zero_when_the_policy_rejects(
+    subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
     env = {**subprocess_env, "AGENT_RUNTIME_HOME": str(tmp_path)}  # run's own embedded server
     done = run_cli(["run date and run cat configs/policy.yaml"], env)
     assert done.returncode == 1, done.stderr[-3000:]

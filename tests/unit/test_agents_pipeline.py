@@ -66,8 +66,9 @@ class FakeLLM:
         self.calls = 0
         self.cost = cost
 
-    async def complete(self, *, system: str, prompt: str, schema: type[Any],
-                       max_tokens: int = 1024) -> Completion[Any]:
+    async def complete(
+        self, *, system: str, prompt: str, schema: type[Any], max_tokens: int = 1024
+    ) -> Completion[Any]:
         self.calls += 1
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
@@ -80,8 +81,10 @@ class FakeLLM:
 def test_intent_parser_uses_the_rules_provider_by_default() -> None:
     (out,) = handle(AgentHarness(IntentParser), UserRequest(text="run date then read a.txt"))
     assert out[1] == "intent.parsed"
-    assert [(a["action"], a["after"]) for a in out[2]["actions"]] == [("run_command", []),
-                                                                      ("read_file", [0])]
+    assert [(a["action"], a["after"]) for a in out[2]["actions"]] == [
+        ("run_command", []),
+        ("read_file", [0]),
+    ]
 
 
 def test_intent_parser_reports_text_outside_the_grammar() -> None:
@@ -104,12 +107,16 @@ def test_invalid_model_answers_are_retried_then_reported_never_passed_on() -> No
 
 def test_intent_parser_checks_confidence_and_budget() -> None:
     unsure = {"actions": [{"action": "read_file", "target": "a"}], "confidence": 0.1}
-    (out,) = handle(AgentHarness(IntentParser, extras={"llm": FakeLLM(unsure)}),
-                    UserRequest(text="x"))
+    (out,) = handle(
+        AgentHarness(IntentParser, extras={"llm": FakeLLM(unsure)}), UserRequest(text="x")
+    )
     assert out[2]["status"] == "invalid_request"
     sure = {**unsure, "confidence": 1.0}
-    (out,) = handle(AgentHarness(IntentParser, extras={"llm": FakeLLM(sure, cost=0.5)}),
-                    UserRequest(text="x"), budget_usd=0.1)
+    (out,) = handle(
+        AgentHarness(IntentParser, extras={"llm": FakeLLM(sure, cost=0.5)}),
+        UserRequest(text="x"),
+        budget_usd=0.1,
+    )
     assert out[2]["status"] == "budget_exceeded"
 
 
@@ -119,19 +126,31 @@ def intent(*actions: IntentAction) -> Intent:
 
 
 def test_planner_builds_a_dag_with_risk_and_cost_from_its_tables() -> None:
-    payload = intent(IntentAction(action="run_command", target="date"),
-                     IntentAction(action="deploy", target="web", after=[0],
-                                  parameters={"environment": "prod", "version": "1"}))
+    payload = intent(
+        IntentAction(action="run_command", target="date"),
+        IntentAction(
+            action="deploy",
+            target="web",
+            after=[0],
+            parameters={"environment": "prod", "version": "1"},
+        ),
+    )
     (out,) = handle(AgentHarness(Planner), payload)
     plan = Plan.model_validate(out[2])
     assert [(s.id, s.tool, s.risk, s.depends_on) for s in plan.steps] == [
-        ("s1", "shell", "medium", []), ("s2", "deploy", "high", ["s1"])]
+        ("s1", "shell", "medium", []),
+        ("s2", "deploy", "high", ["s1"]),
+    ]
     assert plan.cost_estimate_usd == pytest.approx(0.0101)
 
 
 def test_planner_rejects_cyclic_or_unknown_tool_drafts_then_reports() -> None:
-    cyclic = {"steps": [{"id": "a", "tool": "shell", "depends_on": ["b"]},
-                        {"id": "b", "tool": "shell", "depends_on": ["a"]}]}
+    cyclic = {
+        "steps": [
+            {"id": "a", "tool": "shell", "depends_on": ["b"]},
+            {"id": "b", "tool": "shell", "depends_on": ["a"]},
+        ]
+    }
     unknown = {"steps": [{"id": "a", "tool": "rm_rf"}]}
     llm = FakeLLM(cyclic, unknown)
     payload = intent(IntentAction(action="run_command", target="date"))
@@ -146,27 +165,41 @@ def test_planner_stops_a_plan_over_the_request_budget() -> None:
 
 
 # ------------------------------------------------------------------ safety_checker
-POLICY = {"shell": {"commands": ["date", "echo"]}, "http": {"hosts": ["example.com"]},
-          "deny_arg_patterns": [r"\.\."], "approval_required": ["deploy"], "budget_usd": 1.0}
+POLICY = {
+    "shell": {"commands": ["date", "echo"]},
+    "http": {"hosts": ["example.com"]},
+    "deny_arg_patterns": [r"\.\."],
+    "approval_required": ["deploy"],
+    "budget_usd": 1.0,
+}
 
 
 def plan(*steps: PlanStep) -> Plan:
-    return Plan(request=request(), steps=list(steps),
-                cost_estimate_usd=sum(s.cost_estimate_usd for s in steps))
+    return Plan(
+        request=request(),
+        steps=list(steps),
+        cost_estimate_usd=sum(s.cost_estimate_usd for s in steps),
+    )
 
 
 def safety(redis: Any = None, **policy: Any) -> AgentHarness:
-    return AgentHarness(SafetyChecker, config={"policy": {**POLICY, **policy}},
-                        redis=redis or fakeredis.FakeAsyncRedis())
+    return AgentHarness(
+        SafetyChecker,
+        config={"policy": {**POLICY, **policy}},
+        redis=redis or fakeredis.FakeAsyncRedis(),
+    )
 
 
-@pytest.mark.parametrize("step", [
-    PlanStep(id="s1", tool="shell", args={"argv": ["cat", "x"]}),
-    PlanStep(id="s1", tool="file_read", args={"path": "../x"}),
-    PlanStep(id="s1", tool="http", args={"url": "https://evil.test/"}),
-    PlanStep(id="s1", tool="rm", args={}),
-    PlanStep(id="s1", tool="shell", args={"argv": ["date"]}, risk="high"),
-])
+@pytest.mark.parametrize(
+    "step",
+    [
+        PlanStep(id="s1", tool="shell", args={"argv": ["cat", "x"]}),
+        PlanStep(id="s1", tool="file_read", args={"path": "../x"}),
+        PlanStep(id="s1", tool="http", args={"url": "https://evil.test/"}),
+        PlanStep(id="s1", tool="rm", args={}),
+        PlanStep(id="s1", tool="shell", args={"argv": ["date"]}, risk="high"),
+    ],
+)
 def test_policy_violations_reject_the_whole_plan(step: PlanStep) -> None:
     payload = plan(PlanStep(id="s0", tool="file_read", args={"path": "ok"}), step)
     (out,) = handle(safety(risk_ceiling="medium"), payload)
@@ -182,9 +215,14 @@ def test_approved_steps_are_signed_for_exactly_their_arguments() -> None:
     verdict = SafetyVerdict.model_validate(outputs[0].message.payload)
     assert verdict.decision == "approved"
     (approval,) = verdict.approvals
-    assert approval.signature == sign(KEY.encode(), correlation_id=str(message.correlation_id),
-                                      step_id="s1", tool="shell", args={"argv": ["date"]},
-                                      approver="policy")
+    assert approval.signature == sign(
+        KEY.encode(),
+        correlation_id=str(message.correlation_id),
+        step_id="s1",
+        tool="shell",
+        args={"argv": ["date"]},
+        approver="policy",
+    )
 
 
 def test_over_budget_plans_end_as_budget_exceeded() -> None:
@@ -196,8 +234,10 @@ def test_over_budget_plans_end_as_budget_exceeded() -> None:
 def test_approval_required_steps_wait_and_human_decisions_are_signed() -> None:
     redis = fakeredis.FakeAsyncRedis()
     harness = safety(redis)
-    steps = (PlanStep(id="s1", tool="shell", args={"argv": ["date"]}),
-             PlanStep(id="s2", tool="deploy", args={"service": "web"}, depends_on=["s1"]))
+    steps = (
+        PlanStep(id="s1", tool="shell", args={"argv": ["date"]}),
+        PlanStep(id="s2", tool="deploy", args={"service": "web"}, depends_on=["s1"]),
+    )
     message = harness.message_for(plan(*steps))
     (out,) = anyio.run(lambda: harness.handle(plan(*steps), message=message))
     verdict = SafetyVerdict.model_validate(out.message.payload)
@@ -208,20 +248,34 @@ def test_approval_required_steps_wait_and_human_decisions_are_signed() -> None:
     (out,) = anyio.run(lambda: harness.handle(decision, message=decided))
     (approval,) = out.message.payload["approvals"]
     assert approval["approver"] == "human:ann" and approval["step_id"] == "s2"
-    pending = anyio.run(redis.hgetall, harness.agent.runtime.keys.request_state(
-        str(message.correlation_id), "approval"))
+    pending = anyio.run(
+        redis.hgetall,
+        harness.agent.runtime.keys.request_state(str(message.correlation_id), "approval"),
+    )
     assert list(pending) == [b"s2"]
 
 
 # ------------------------------------------------------------------ executor
-def task_for(cid: uuid.UUID, step: PlanStep, *, approver: str = "policy",
-             signed_args: dict[str, Any] | None = None) -> Task:
-    signature = sign(KEY.encode(), correlation_id=str(cid), step_id=step.id, tool=step.tool,
-                     args=signed_args if signed_args is not None else step.args,
-                     approver=approver)
-    return Task(step=step, approval=StepApproval(step_id=step.id, approver=approver,
-                                                 signature=signature),
-                idempotency_key=f"{cid}:{step.id}")
+def task_for(
+    cid: uuid.UUID,
+    step: PlanStep,
+    *,
+    approver: str = "policy",
+    signed_args: dict[str, Any] | None = None,
+) -> Task:
+    signature = sign(
+        KEY.encode(),
+        correlation_id=str(cid),
+        step_id=step.id,
+        tool=step.tool,
+        args=signed_args if signed_args is not None else step.args,
+        approver=approver,
+    )
+    return Task(
+        step=step,
+        approval=StepApproval(step_id=step.id, approver=approver, signature=signature),
+        idempotency_key=f"{cid}:{step.id}",
+    )
 
 
 def run_task(task: Task, cid: uuid.UUID, sandbox: Path) -> dict[str, Any]:
@@ -233,8 +287,9 @@ def run_task(task: Task, cid: uuid.UUID, sandbox: Path) -> dict[str, Any]:
 def test_executor_runs_an_approved_task(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello")
     cid = uuid.uuid4()
-    result = run_task(task_for(cid, PlanStep(id="s1", tool="file_read", args={"path": "a.txt"})),
-                      cid, tmp_path)
+    result = run_task(
+        task_for(cid, PlanStep(id="s1", tool="file_read", args={"path": "a.txt"})), cid, tmp_path
+    )
     assert result["status"] == "succeeded" and result["output"] == "hello"
     assert result["attempts"] == 1
 
@@ -243,11 +298,11 @@ def test_executor_refuses_forged_or_mismatched_approvals(tmp_path: Path) -> None
     step = PlanStep(id="s1", tool="python", args={"function": "sha256", "kwargs": {"text": "x"}})
     cid = uuid.uuid4()
     forged = [
-        task_for(uuid.uuid4(), step),                                   # another request
+        task_for(uuid.uuid4(), step),  # another request
         task_for(cid, step, signed_args={"function": "sha256", "kwargs": {"text": "y"}}),
         task_for(cid, step, approver="human:eve").model_copy(
-            update={"approval": StepApproval(step_id="s1", approver="policy",
-                                             signature="0" * 64)}),
+            update={"approval": StepApproval(step_id="s1", approver="policy", signature="0" * 64)}
+        ),
         Task(step=step, approval=None, idempotency_key="k"),
     ]
     for task in forged:
@@ -266,8 +321,14 @@ def test_executor_reports_tool_failures(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ reporter
 def test_reporter_replies_and_publishes_a_report() -> None:
     step = PlanStep(id="s1", tool="shell", args={"argv": ["date"]})
-    result = StepResult(step_id="s1", tool="shell", status="succeeded", output="x" * 500,
-                        duration_ms=3.0, attempts=1)
+    result = StepResult(
+        step_id="s1",
+        tool="shell",
+        status="succeeded",
+        output="x" * 500,
+        duration_ms=3.0,
+        attempts=1,
+    )
     outcome = Outcome(status="succeeded", request=request(), plan=plan(step), results=[result])
     harness = AgentHarness(Reporter, config={"max_output_chars": 100})
     outputs = anyio.run(harness.handle, outcome)

@@ -31,19 +31,35 @@ SIG = "a" * 64
 
 
 def dag(**deps: list[str]) -> Plan:
-    steps = [PlanStep(id=name, tool="shell", args={"argv": ["echo", name]}, depends_on=d,
-                      cost_estimate_usd=0.1) for name, d in deps.items()]
-    return Plan(request=RequestInfo(text="t", requested_at=utcnow()), steps=steps,
-                cost_estimate_usd=0.1 * len(steps))
+    steps = [
+        PlanStep(
+            id=name,
+            tool="shell",
+            args={"argv": ["echo", name]},
+            depends_on=d,
+            cost_estimate_usd=0.1,
+        )
+        for name, d in deps.items()
+    ]
+    return Plan(
+        request=RequestInfo(text="t", requested_at=utcnow()),
+        steps=steps,
+        cost_estimate_usd=0.1 * len(steps),
+    )
 
 
 def verdict(plan: Plan, awaiting: tuple[str, ...] = ()) -> SafetyVerdict:
     return SafetyVerdict(
-        decision="needs_approval" if awaiting else "approved", plan=plan,
+        decision="needs_approval" if awaiting else "approved",
+        plan=plan,
         awaiting_approval=list(awaiting),
-        approvals=[StepApproval(step_id=s.id, approver="policy", signature=SIG)
-                   for s in plan.steps if s.id not in awaiting],
-        approval_expires_at=utcnow() + timedelta(seconds=60) if awaiting else None)
+        approvals=[
+            StepApproval(step_id=s.id, approver="policy", signature=SIG)
+            for s in plan.steps
+            if s.id not in awaiting
+        ],
+        approval_expires_at=utcnow() + timedelta(seconds=60) if awaiting else None,
+    )
 
 
 def ok(step: str, status: str = "succeeded") -> StepResult:
@@ -98,12 +114,12 @@ def test_approval_resumes_and_expiry_or_rejection_rejects() -> None:
 
 # ------------------------------------------------------------------ the agent on fakeredis
 def router(redis: Any, name: str = "router") -> AgentHarness:
-    return AgentHarness(Router, redis=redis, name=name,
-                        config={"executors": {"exec_a": ["shell"]}})
+    return AgentHarness(Router, redis=redis, name=name, config={"executors": {"exec_a": ["shell"]}})
 
 
-def send(harness: AgentHarness, payload: Any, cid: uuid.UUID,
-         message: AgentMessage | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+def send(
+    harness: AgentHarness, payload: Any, cid: uuid.UUID, message: AgentMessage | None = None
+) -> list[tuple[str, str, dict[str, Any]]]:
     message = message or harness.message_for(payload, correlation_id=cid)
     outputs = anyio.run(lambda: harness.handle(payload, message=message))
     return [(o.message.to_agent, o.message.message_type, o.message.payload) for o in outputs]
@@ -136,8 +152,9 @@ def test_a_redelivered_message_re_emits_the_same_outputs_without_new_effects() -
 
 
 def test_a_rejected_verdict_finishes_without_dispatching() -> None:
-    rejected = verdict(dag(a=[])).model_copy(update={"decision": "rejected", "approvals": [],
-                                                     "reasons": ["no"]})
+    rejected = verdict(dag(a=[])).model_copy(
+        update={"decision": "rejected", "approvals": [], "reasons": ["no"]}
+    )
     (out,) = send(router(fakeredis.FakeAsyncRedis()), rejected, uuid.uuid4())
     assert out[1] == "plan.finished" and out[2]["status"] == "rejected"
 
@@ -167,10 +184,14 @@ def test_two_routers_racing_on_one_request_dispatch_each_step_once() -> None:
     dispatched: list[str] = []
 
     async def one(harness: AgentHarness, result: StepResult) -> None:
-        outputs = await harness.handle(result, message=harness.message_for(result,
-                                                                          correlation_id=cid))
-        dispatched.extend(o.message.payload["step"]["id"] for o in outputs
-                          if o.message.message_type == "task.dispatched")
+        outputs = await harness.handle(
+            result, message=harness.message_for(result, correlation_id=cid)
+        )
+        dispatched.extend(
+            o.message.payload["step"]["id"]
+            for o in outputs
+            if o.message.message_type == "task.dispatched"
+        )
 
     async def race() -> None:
         async with anyio.create_task_group() as tg:

@@ -15,31 +15,47 @@ def plan_for(text: str) -> PlanDraft:
 
 
 def test_and_is_parallel_then_depends_on_the_whole_previous_group() -> None:
-    plan = plan_for("list files in configs and read configs/policy.yaml and run uptime "
-                    "then count words in configs/policy.yaml")
+    plan = plan_for(
+        "list files in configs and read configs/policy.yaml and run uptime "
+        "then count words in configs/policy.yaml"
+    )
     assert [(s.id, s.tool, s.depends_on) for s in plan.steps] == [
-        ("s1", "file_list", []), ("s2", "file_read", []), ("s3", "shell", []),
-        ("s4", "python", ["s1", "s2", "s3"])]
+        ("s1", "file_list", []),
+        ("s2", "file_read", []),
+        ("s3", "shell", []),
+        ("s4", "python", ["s1", "s2", "s3"]),
+    ]
     assert plan.steps[0].args == {"path": "configs"}
     assert plan.steps[2].args == {"argv": ["uptime"]}
-    assert plan.steps[3].args == {"function": "word_count",
-                                  "kwargs": {"path": "configs/policy.yaml"}}
+    assert plan.steps[3].args == {
+        "function": "word_count",
+        "kwargs": {"path": "configs/policy.yaml"},
+    }
 
 
-@pytest.mark.parametrize(("text", "tool", "args"), [
-    ("ls docs", "file_list", {"path": "docs"}),
-    ("list the directory docs", "file_list", {"path": "docs"}),
-    ("read the file README.md", "file_read", {"path": "README.md"}),
-    ("show README.md", "file_read", {"path": "README.md"}),
-    ("run uname -a", "shell", {"argv": ["uname", "-a"]}),
-    ("execute df -h.", "shell", {"argv": ["df", "-h"]}),
-    ("fetch https://example.com/a?b=c", "http", {"method": "GET",
-                                                "url": "https://example.com/a?b=c"}),
-    ("deploy web", "deploy", {"service": "web", "environment": "staging", "version": "latest"}),
-    ("Deploy api to prod version 1.2.3", "deploy",
-     {"service": "api", "environment": "prod", "version": "1.2.3"}),
-    ("wc notes.txt", "python", {"function": "word_count", "kwargs": {"path": "notes.txt"}}),
-])
+@pytest.mark.parametrize(
+    ("text", "tool", "args"),
+    [
+        ("ls docs", "file_list", {"path": "docs"}),
+        ("list the directory docs", "file_list", {"path": "docs"}),
+        ("read the file README.md", "file_read", {"path": "README.md"}),
+        ("show README.md", "file_read", {"path": "README.md"}),
+        ("run uname -a", "shell", {"argv": ["uname", "-a"]}),
+        ("execute df -h.", "shell", {"argv": ["df", "-h"]}),
+        (
+            "fetch https://example.com/a?b=c",
+            "http",
+            {"method": "GET", "url": "https://example.com/a?b=c"},
+        ),
+        ("deploy web", "deploy", {"service": "web", "environment": "staging", "version": "latest"}),
+        (
+            "Deploy api to prod version 1.2.3",
+            "deploy",
+            {"service": "api", "environment": "prod", "version": "1.2.3"},
+        ),
+        ("wc notes.txt", "python", {"function": "word_count", "kwargs": {"path": "notes.txt"}}),
+    ],
+)
 def test_each_clause_form(text: str, tool: str, args: dict[str, object]) -> None:
     (step,) = plan_for(text).steps
     assert (step.tool, step.args) == (tool, args)
@@ -52,11 +68,15 @@ def test_separators_inside_quotes_are_text() -> None:
 
 def test_comma_semicolon_and_then_forms() -> None:
     assert split_request("run date, run whoami; run uname -a and then read x") == [
-        ["run date", "run whoami"], ["run uname -a"], ["read x"]]
+        ["run date", "run whoami"],
+        ["run uname -a"],
+        ["read x"],
+    ]
 
 
-@pytest.mark.parametrize("text", ["frobnicate the widgets", "get not-a-url", "deploy",
-                                  "run 'unterminated", "   "])
+@pytest.mark.parametrize(
+    "text", ["frobnicate the widgets", "get not-a-url", "deploy", "run 'unterminated", "   "]
+)
 def test_outside_the_grammar_is_refused(text: str) -> None:
     with pytest.raises(UnrecognizedRequest):
         plan_for(text)
@@ -67,8 +87,9 @@ def test_provider_interface_is_deterministic() -> None:
         provider = RulesProvider()
         out = []
         for _ in range(2):
-            completion = await provider.complete(system="s", prompt="run date then read a",
-                                                 schema=ParsedIntent)
+            completion = await provider.complete(
+                system="s", prompt="run date then read a", schema=ParsedIntent
+            )
             assert completion.usage.provider == "rules" and completion.usage.cost_usd == 0
             out.append(completion.value)
         return out

@@ -22,8 +22,9 @@ from agents.executors.shell import Shell, ShellOptions
 
 
 def context(sandbox: Path, step: str = "s1") -> ToolContext:
-    return ToolContext(correlation_id="cid", step_id=step, idempotency_key=f"cid:{step}",
-                       sandbox=sandbox.resolve())
+    return ToolContext(
+        correlation_id="cid", step_id=step, idempotency_key=f"cid:{step}", sandbox=sandbox.resolve()
+    )
 
 
 def run(tool: Any, args: dict[str, Any], sandbox: Path) -> Any:
@@ -37,8 +38,10 @@ def test_file_read_reads_inside_the_sandbox_and_caps(tmp_path: Path) -> None:
     assert out.output == "x" * 10 and out.truncated
 
 
-@pytest.mark.parametrize("path", ["../outside.txt", "/etc/passwd", "link.txt", ".env",
-                                  "sub/../../outside.txt", "key.pem"])
+@pytest.mark.parametrize(
+    "path",
+    ["../outside.txt", "/etc/passwd", "link.txt", ".env", "sub/../../outside.txt", "key.pem"],
+)
 def test_file_read_refuses_escapes_and_secrets(tmp_path: Path, path: str) -> None:
     sandbox = tmp_path / "box"
     sandbox.mkdir()
@@ -55,19 +58,23 @@ def test_file_list_lists_entries_and_hides_denied_names(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     (tmp_path / ".env").write_text("x")
     out = run(FileList(FileListOptions()), {"path": "."}, tmp_path)
-    assert out.output == [{"name": "b.txt", "type": "file", "size": 2},
-                          {"name": "dir", "type": "dir", "size": None}]
+    assert out.output == [
+        {"name": "b.txt", "type": "file", "size": 2},
+        {"name": "dir", "type": "dir", "size": None},
+    ]
 
 
 # ------------------------------------------------------------------ shell
-def test_shell_runs_argv_in_the_sandbox_with_a_stripped_environment(tmp_path: Path,
-                                                                    monkeypatch: Any) -> None:
+def test_shell_runs_argv_in_the_sandbox_with_a_stripped_environment(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     monkeypatch.setenv("AGENT_RUNTIME_APPROVAL_KEY", "must-not-leak-0123456789")
     shell = Shell(ShellOptions(commands=["env", "pwd"]))
     env_out = run(shell, {"argv": ["env"]}, tmp_path).output["stdout"]
     assert "must-not-leak" not in env_out and "PATH=" in env_out
-    assert run(shell, {"argv": ["pwd"]}, tmp_path).output["stdout"].strip() == \
-        str(tmp_path.resolve())
+    assert run(shell, {"argv": ["pwd"]}, tmp_path).output["stdout"].strip() == str(
+        tmp_path.resolve()
+    )
 
 
 def test_shell_never_uses_a_shell(tmp_path: Path) -> None:
@@ -75,8 +82,10 @@ def test_shell_never_uses_a_shell(tmp_path: Path) -> None:
     assert out.output["stdout"] == "$HOME; `id`\n"
 
 
-@pytest.mark.parametrize("argv", [["rm", "-rf", "x"], ["/bin/echo", "x"], ["echo", "../x"],
-                                  ["echo", "/etc"], [], "echo hi"])
+@pytest.mark.parametrize(
+    "argv",
+    [["rm", "-rf", "x"], ["/bin/echo", "x"], ["echo", "../x"], ["echo", "/etc"], [], "echo hi"],
+)
 def test_shell_refuses_what_is_not_allowed(tmp_path: Path, argv: Any) -> None:
     with pytest.raises(ToolError):
         run(Shell(ShellOptions()), {"argv": argv}, tmp_path)
@@ -122,8 +131,9 @@ def local_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_http_fetches_allowed_hosts_with_the_idempotency_key(tmp_path: Path,
-                                                            local_server: str) -> None:
+def test_http_fetches_allowed_hosts_with_the_idempotency_key(
+    tmp_path: Path, local_server: str
+) -> None:
     tool = Http(HttpOptions(hosts=["127.0.0.1"], max_bytes=20))
     out = run(tool, {"url": f"http://{local_server}/x"}, tmp_path)
     assert out.output["status"] == 200
@@ -131,14 +141,15 @@ def test_http_fetches_allowed_hosts_with_the_idempotency_key(tmp_path: Path,
     assert out.truncated
 
 
-def test_http_refuses_other_hosts_and_flags_server_errors(tmp_path: Path,
-                                                          local_server: str) -> None:
+def test_http_refuses_other_hosts_and_flags_server_errors(
+    tmp_path: Path, local_server: str
+) -> None:
     with pytest.raises(ToolError, match="allow-list"):
-        run(Http(HttpOptions(hosts=["example.com"])), {"url": f"http://{local_server}/"},
-            tmp_path)
+        run(Http(HttpOptions(hosts=["example.com"])), {"url": f"http://{local_server}/"}, tmp_path)
     with pytest.raises(TransientToolError):
-        run(Http(HttpOptions(hosts=["127.0.0.1"])), {"url": f"http://{local_server}/fail"},
-            tmp_path)
+        run(
+            Http(HttpOptions(hosts=["127.0.0.1"])), {"url": f"http://{local_server}/fail"}, tmp_path
+        )
 
 
 # ------------------------------------------------------------------ python, deploy
