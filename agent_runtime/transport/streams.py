@@ -194,23 +194,36 @@ class StreamBus:
             await pipe.execute()
 
     async def commit(self, commit: Commit) -> None:
-        """One pipelined round trip: XADD outputs (+EXPIRE), SET done markers, XADD dead
-        letters, then XACK. Not a transaction: a crash in between leaves the input pending,
-        it is redelivered, produces the same output ids, and downstream drops the copies."""
+        """One pipelined round trip: XADD outputs (+EXPIRE), XADD dead letters, SADD done ids,
+        then XACK. Not a transaction: a crash in between leaves the input pending, it is
+        redelivered, produces the same output ids, and downstream drops the copies.
+
+        Redis Cluster splits a pipeline by node and runs the nodes concurrently, so an XACK
+        could land before the outputs on another node: there the writes go first and the done
+        marks + XACKs follow in a second round trip, only after every write succeeded."""
+        if self.cluster and (commit.outputs or commit.dead):
+            await self._run(commit, writes=True, marks=False)
+            await self._run(commit, writes=False, marks=True)
+        else:
+            await self._run(commit, writes=True, marks=True)
+
+    async def _run(self, commit: Commit, *, writes: bool, marks: bool) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, fields, ttl in commit.outputs:
-                pipe.xadd(stream, fields)  # type: ignore[arg-type]
-                if ttl:
-                    pipe.expire(stream, ttl)
-            if commit.done_ids:
+            if writes:
+                for stream, fields, ttl in commit.outputs:
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                    if ttl:
+                        pipe.expire(stream, ttl)
+                for dead in commit.dead:
+                    pipe.xadd(dead.dlq, _dead_fields(dead, self.consumer),  # type: ignore[arg-type]
+                              maxlen=self.dlq_maxlen, approximate=True)
+            if marks and commit.done_ids:
                 key = self.done_key(self._bucket())
                 pipe.sadd(key, *commit.done_ids)
                 pipe.expire(key, 2 * self.done_ttl + 60)
-            for dead in commit.dead:
-                pipe.xadd(dead.dlq, _dead_fields(dead, self.consumer),  # type: ignore[arg-type]
-                          maxlen=self.dlq_maxlen, approximate=True)
-            for stream, ids in commit.acks.items():
-                pipe.xack(stream, self.group, *ids)
+            if marks:
+                for stream, ids in commit.acks.items():
+                    pipe.xack(stream, self.group, *ids)
             results = await pipe.execute(raise_on_error=False)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from agent_runtime.client import Client
 from agent_runtime.config import PipelineConfig
@@ -37,7 +38,14 @@ def streams(prefix: str) -> list[str]:
 
 
 async def _bus(redis: Any, streams: list[str], consumer: str = "c1") -> StreamBus:
-    bus = StreamBus(redis, group="agent", consumer=consumer, cluster=True)
+    keys = Keys(streams[0].split(":", 1)[0])  # the test's own prefix
+    bus = StreamBus(
+        redis,
+        group="agent",
+        consumer=consumer,
+        cluster=True,
+        done_key=lambda bucket: keys.done("agent", bucket),
+    )
     for stream in streams:
         await bus.ensure_group(stream)
     return bus
@@ -92,13 +100,13 @@ async def test_commit_writes_and_acks_across_slots(
     entries = await bus.read_new(streams, count=10, block_ms=100)
     assert len(entries) == SHARDS
     cid = str(uuid.uuid4())
-    done = [keys.done("agent", str(uuid.uuid4())) for _ in entries]
+    done = [str(uuid.uuid4()) for _ in entries]
     commit = Commit(
         outputs=[
             (keys.inbox("next", 1), {b"m": b"out"}, None),
             (keys.reply(cid), {b"m": b"reply"}, 60),
         ],
-        done_keys=done[:2],
+        done_ids=done[:2],
         dead=[DeadLetter(entries[2], keys.dlq("agent"), "poison", "boom")],
     )
     for entry in entries:
@@ -200,3 +208,29 @@ async def test_client_publishes_to_shards_and_reads_reply(cluster_redis: Any, pr
     await cluster_redis.xadd(sent[0].reply_to, client.codec.encode(reply))
     decoded = await client.wait_reply(sent[0], timeout=5)
     assert decoded.payload.model_dump() == {"text": "HELLO 0"}
+
+
+async def test_failed_output_write_leaves_input_pending_and_not_done(
+    cluster_redis: Any, streams: list[str], prefix: str
+) -> None:
+    """Cluster pipelines run nodes concurrently: an XACK must still never beat a failed (or
+    unfinished) output write on another node."""
+    keys = Keys(prefix)
+    bus = await _bus(cluster_redis, streams)
+    inbox = streams[0]
+    await cluster_redis.xadd(inbox, {b"m": b"in"})
+    (entry,) = await bus.read_new([inbox], count=1, block_ms=100)
+    inbox_node = cluster_redis.get_node_from_key(inbox).name
+    broken = next(
+        k
+        for k in (keys.inbox("next", n) for n in range(64))
+        if cluster_redis.get_node_from_key(k).name != inbox_node
+    )
+    await cluster_redis.set(broken, b"not a stream")  # XADD to it fails with WRONGTYPE
+    message_id = str(uuid.uuid4())
+    commit = Commit(outputs=[(broken, {b"m": b"out"}, None)], done_ids=[message_id])
+    commit.ack(entry)
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await bus.commit(commit)
+    assert (await cluster_redis.xpending(inbox, "agent"))["pending"] == 1
+    assert await bus.already_done([message_id]) == [False]
