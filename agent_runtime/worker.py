@@ -178,50 +178,58 @@ class Worker:
     async def _dispatch(self, entries: list[Entry]) -> None:
         await self._dispatch_registered(self._register(entries))
 
-    def _register(self, entries: list[Entry]) -> list[Entry]:
-        """Count entries as in flight (capacity) and drop ones already being handled."""
-        fresh = []
-        inflight = self._inflight
+    def _register(self, entries: list[Entry]) -> list[tuple[Entry, Decoded]]:
+        """Synchronous intake of a batch: count entries as in flight (capacity), decode them,
+        dead-letter what does not decode, and ack at once a copy of a message whose handling
+        is already under way here (its id stays claimed until the first copy's commit)."""
+        decoded: list[tuple[Entry, Decoded]] = []
+        inflight, handling = self._inflight, self._handling
         for entry in entries:
             key = (entry.stream, entry.entry_id)
-            if key not in inflight:  # else: reclaimed our own live entry, already handled
-                inflight[key] = entry
-                fresh.append(entry)
-        return fresh
-
-    async def _dispatch_guarded(self, entries: list[Entry]) -> None:
-        try:
-            await self._dispatch_registered(entries)
-        except Exception as exc:  # Redis unreachable: leave them pending, reclaim finds them
-            self.log.error("dispatch_failed", error=repr(exc), count=len(entries))
-            for entry in entries:
-                self._inflight.pop((entry.stream, entry.entry_id), None)
-            self._capacity.set()
-
-    async def _dispatch_registered(self, entries: list[Entry]) -> None:
-        """Decode, drop duplicates, dead-letter the undeliverable, start handler tasks."""
-        decoded: list[tuple[Entry, Decoded]] = []
-        inflight = self._inflight
-        for entry in entries:
+            if key in inflight:
+                continue  # reclaimed our own live entry: it is already being handled
+            inflight[key] = entry
             try:
-                decoded.append((entry, self.codec.decode(entry.fields)))
+                item = self.codec.decode(entry.fields)
             except DecodeError as exc:
                 self._dead_letter(entry, exc.reason, exc.detail)
-        done = await self.bus.already_done([str(d.message.message_id) for _, d in decoded])
-        now = (await self.clock.now_datetime()
-               if any(d.message.deadline for _, d in decoded) else None)
-        for (entry, item), is_done in zip(decoded, done, strict=True):
-            if is_done or item.message.message_id in self._handling:
+                continue
+            if item.message.message_id in handling:
                 self.observer.duplicate_dropped(entry)
+                self._finish(entry, None, outcome="duplicate")
+                continue
+            handling.add(item.message.message_id)
+            decoded.append((entry, item))
+        return decoded
+
+    async def _dispatch_guarded(self, batch: list[tuple[Entry, Decoded]]) -> None:
+        try:
+            await self._dispatch_registered(batch)
+        except Exception as exc:  # Redis unreachable: leave them pending, reclaim finds them
+            self.log.error("dispatch_failed", error=repr(exc), count=len(batch))
+            for entry, item in batch:
+                self._inflight.pop((entry.stream, entry.entry_id), None)
+                self._handling.discard(item.message.message_id)
+            self._capacity.set()
+
+    async def _dispatch_registered(self, batch: list[tuple[Entry, Decoded]]) -> None:
+        """Drop what is already done (one round trip), dead-letter the undeliverable, start
+        handler tasks for the rest."""
+        done = await self.bus.already_done([str(d.message.message_id) for _, d in batch])
+        now = (await self.clock.now_datetime()
+               if any(d.message.deadline for _, d in batch) else None)
+        for (entry, item), is_done in zip(batch, done, strict=True):
+            if is_done:
+                self.observer.duplicate_dropped(entry)
+                self._handling.discard(item.message.message_id)
                 self._finish(entry, None, outcome="duplicate")
             elif reason := self._undeliverable(entry, item.message, now):
                 self._dead_letter(entry, *reason, message=item.message)
             else:
                 self._start_handler(entry, item)
-        self.observer.in_flight(len(inflight))
+        self.observer.in_flight(len(self._inflight))
 
     def _start_handler(self, entry: Entry, item: Decoded) -> None:
-        self._handling.add(item.message.message_id)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._handle(entry, item))
         self._tasks[task] = loop.time() + self.settings.handler_timeout
@@ -313,8 +321,6 @@ class Worker:
     # ------------------------------------------------------------------ committing
     def _finish(self, entry: Entry, ctx: MessageContext | None, started: float = 0.0,
                 outcome: str = "handled") -> None:
-        if ctx is not None:
-            self._handling.discard(ctx.message.message_id)
         self._finished.append(Finished(entry, ctx, started, outcome))
         self._finished_event.set()
 
@@ -322,7 +328,6 @@ class Worker:
                      message: AgentMessage | None = None) -> None:
         extra = {}
         if message is not None:
-            self._handling.discard(message.message_id)
             extra = {"correlation_id": str(message.correlation_id),
                      "message_id": str(message.message_id),
                      "message_type": message.message_type}
@@ -356,6 +361,7 @@ class Worker:
             self._committing = False
             self.observer.committed(len(finished) + len(dead), time.perf_counter() - started)
             self._release([f.entry for f in finished] + [d.entry for d in dead])
+            self._release_ids(finished, dead)
 
     async def _commit_until_done(self, commit: Any, messages: int) -> None:
         """Retry a failed commit (OOM, lost connection) with backoff; entries stay pending and
@@ -377,6 +383,17 @@ class Worker:
         self.processed += len(entries)
         self.observer.in_flight(len(self._inflight))
         self._capacity.set()
+
+    def _release_ids(self, finished: list[Finished], dead: list[DeadLetter]) -> None:
+        """Message ids are released only once their done mark is written, so a copy read in
+        between is recognised as a duplicate either here (in memory) or by the done set."""
+        handling = self._handling
+        for item in finished:
+            if item.ctx is not None:
+                handling.discard(item.ctx.message.message_id)
+        for letter in dead:
+            if "message_id" in letter.extra:
+                handling.discard(uuid.UUID(letter.extra["message_id"]))
 
     async def _flush_remaining(self) -> None:
         """After the handlers finished: wait until the committer wrote everything."""
