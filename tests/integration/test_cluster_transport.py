@@ -234,3 +234,31 @@ async def test_failed_output_write_leaves_input_pending_and_not_done(
         await bus.commit(commit)
     assert (await cluster_redis.xpending(inbox, "agent"))["pending"] == 1
     assert await bus.already_done([message_id]) == [False]
+
+
+async def test_shared_breaker_lua_runs_on_the_cluster(redis_cluster_url: str, prefix: str) -> None:
+    """The breaker's Lua scripts touch one key each: they run on Redis Cluster, and failures
+    from two clients open it for both."""
+    from agent_runtime.errors import BreakerOpen
+    from agent_runtime.policies import BreakerPolicy, SharedBreaker, error_matcher
+
+    spec = BreakerPolicy.model_validate({"fail_max": 2, "reset_timeout": 30})
+    clients = [connect(redis_cluster_url).redis for _ in range(2)]
+    try:
+        breakers = [
+            SharedBreaker("dep", spec, c, Keys(prefix), counts=error_matcher(spec.failure_on))
+            for c in clients
+        ]
+
+        async def fail() -> None:
+            raise ConnectionError("dependency down")
+
+        for breaker in breakers:
+            with pytest.raises(ConnectionError):
+                await breaker.call(fail)
+        for breaker in breakers:
+            with pytest.raises(BreakerOpen):
+                await breaker.call(fail)
+    finally:
+        for client in clients:
+            await client.aclose()
