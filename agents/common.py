@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent_runtime.agent import AgentRuntime, MessageContext
+from agent_runtime.errors import LLMUnavailable, Retry
 from agent_runtime.llm.base import LLMProvider, Usage
 from protocols.pipeline import Outcome, OutcomeStatus, Plan, RequestInfo, Spend, StepResult
 
@@ -34,6 +35,14 @@ async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage, c
     await ledger.record(
         str(ctx.message.correlation_id), str(ctx.message.message_id), usage, call=call
     )
+
+
+def llm_unavailable(ctx: MessageContext, exc: LLMUnavailable, give_up_after: int) -> str:
+    """Redeliver later (Retry, honouring Retry-After) while deliveries remain; on delivery
+    ``give_up_after`` return the reason to report, so a request never hangs on an outage."""
+    if ctx.delivery_count < give_up_after:
+        raise Retry(f"LLM provider unavailable: {exc}", delay=getattr(exc, "retry_after", None))
+    return f"the LLM provider is unavailable ({ctx.delivery_count} deliveries): {exc}"
 
 
 def spend_with(spend: Spend, usage: Usage | None) -> Spend:

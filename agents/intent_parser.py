@@ -14,9 +14,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime.agent import Agent, MessageContext
-from agent_runtime.errors import LLMOutputError, LLMRequestError
+from agent_runtime.errors import LLMOutputError, LLMRequestError, LLMUnavailable
 from agent_runtime.llm.base import LLMProvider, Usage
-from agents.common import book_usage, budget_reason, finish, llm_provider, over_budget, spend_with
+from agents.common import (
+    book_usage,
+    budget_reason,
+    finish,
+    llm_provider,
+    llm_unavailable,
+    over_budget,
+    spend_with,
+)
 from protocols.core import UserRequest
 from protocols.pipeline import Intent, Outcome, ParsedIntent, RequestInfo, Spend
 
@@ -41,6 +49,9 @@ class IntentParserConfig(BaseModel):
     )
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     max_tokens: int = Field(default=1024, ge=64, le=100_000)
+    give_up_after: int = Field(
+        default=3, ge=1, le=100, description="deliveries while the LLM is down before reporting"
+    )
 
 
 class IntentParser(Agent[IntentParserConfig]):
@@ -59,7 +70,12 @@ class IntentParser(Agent[IntentParserConfig]):
     async def handle(self, ctx: MessageContext) -> None:
         assert isinstance(ctx.payload, UserRequest)
         request = RequestInfo(text=ctx.payload.text, requested_at=ctx.message.timestamp)
-        parsed, spend, error = await self._parse(ctx, request.text)
+        try:
+            parsed, spend, error = await self._parse(ctx, request.text)
+        except LLMUnavailable as exc:
+            reason = llm_unavailable(ctx, exc, self.config.give_up_after)
+            finish(ctx, "failed", request, reasons=[reason])
+            return
         if parsed is None:
             finish(ctx, "invalid_request", request, reasons=[error], spend=spend)
         elif over_budget(ctx, spend.cost_usd):

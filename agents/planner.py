@@ -13,10 +13,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime.agent import Agent, MessageContext
-from agent_runtime.errors import LLMOutputError, LLMRequestError
+from agent_runtime.errors import LLMOutputError, LLMRequestError, LLMUnavailable
 from agent_runtime.llm.base import LLMProvider, Usage
 from agent_runtime.llm.rules import intent_prompt
-from agents.common import book_usage, budget_reason, finish, llm_provider, over_budget, spend_with
+from agents.common import (
+    book_usage,
+    budget_reason,
+    finish,
+    llm_provider,
+    llm_unavailable,
+    over_budget,
+    spend_with,
+)
 from protocols.pipeline import (
     Intent,
     Outcome,
@@ -59,6 +67,9 @@ class PlannerConfig(BaseModel):
     llm: dict[str, Any] = Field(default_factory=lambda: {"provider": "rules"})
     attempts: int = Field(default=2, ge=1, le=10)
     max_tokens: int = Field(default=2048, ge=64, le=100_000)
+    give_up_after: int = Field(
+        default=3, ge=1, le=100, description="deliveries while the LLM is down before reporting"
+    )
     tool_risk: dict[str, Risk] = Field(
         default_factory=lambda: dict(DEFAULT_RISK),
         description="tools the planner may use, with their risk",
@@ -85,7 +96,12 @@ class Planner(Agent[PlannerConfig]):
     async def handle(self, ctx: MessageContext) -> None:
         intent = ctx.payload
         assert isinstance(intent, Intent)
-        steps, spend, error = await self._draft(ctx, intent)
+        try:
+            steps, spend, error = await self._draft(ctx, intent)
+        except LLMUnavailable as exc:
+            reason = llm_unavailable(ctx, exc, self.config.give_up_after)
+            finish(ctx, "failed", intent.request, reasons=[reason], spend=intent.spend)
+            return
         if steps is None:
             finish(ctx, "invalid_request", intent.request, reasons=[error], spend=spend)
             return

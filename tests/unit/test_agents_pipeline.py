@@ -336,3 +336,17 @@ def test_reporter_replies_and_publishes_a_report() -> None:
     report = Report.model_validate(outputs[0].message.payload)
     assert report.status == "succeeded" and report.steps[0].truncated
     assert json.dumps(report.model_dump(mode="json"))
+
+
+def test_an_llm_outage_is_retried_then_reported_never_a_hang() -> None:
+    from agent_runtime.errors import LLMRateLimited, Retry
+
+    outage = LLMRateLimited("429", retry_after=7.0)
+    harness = AgentHarness(IntentParser, extras={"llm": FakeLLM(outage, outage)})
+    with pytest.raises(Retry) as caught:
+        anyio.run(lambda: harness.handle(UserRequest(text="x"), delivery_count=1))
+    assert caught.value.delay == 7.0
+    (out,) = anyio.run(lambda: harness.handle(UserRequest(text="x"), delivery_count=3))
+    assert out.message.message_type == "plan.finished"
+    assert out.message.payload["status"] == "failed"
+    assert "unavailable" in out.message.payload["reasons"][0]
