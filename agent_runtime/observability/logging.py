@@ -84,6 +84,19 @@ def _wants_json(json: bool | None, stream: TextIO) -> bool:
     return not stream.isatty()
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at write time (test runners swap and close it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(
     json: bool | None = None,
     *,
@@ -92,7 +105,7 @@ def configure_logging(
     stream: TextIO | None = None,
 ) -> None:
     """Configure structlog (and the stdlib root logger, for libraries) for this process."""
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     redact = redactor or env_redactor()
     numeric = log_level(level)
     as_json = _wants_json(json, out)
