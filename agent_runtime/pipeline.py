@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from agent_runtime.agent import Agent
 from agent_runtime.config import ENTRY_TYPES, PipelineConfig, load_config
 from agent_runtime.errors import ConfigError
+from agent_runtime.policies.errors import policy_problems
 from agent_runtime.registry import import_object
 from agent_runtime.routing import Routing
 from protocols.base import Payload, SchemaRegistry
@@ -63,6 +64,9 @@ class Pipeline:
             for message_type, target in spec.routes.items():
                 if target not in self.agents:
                     problems.append(f"agents.{name}.routes.{message_type}: unknown agent {target!r}")
+        for name, spec in self.config.agents.items():
+            problems += policy_problems(f"agents.{name}.policies", spec.policies,
+                                        self.config.allowed_modules)
         for agent in self.agents.values():
             for message_type in agent.consumes:
                 if message_type not in produced:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from redis import exceptions as redis_errors
 
 from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded, HandlerControl
+from agent_runtime.policies.config import PolicySet, PolicySpec
 from agent_runtime.registry import import_object
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -99,3 +100,21 @@ def mark_exhausted(exc: BaseException) -> None:
 
 def is_exhausted(exc: BaseException) -> bool:
     return bool(getattr(exc, _EXHAUSTED, False))
+
+
+def policy_problems(where: str, policy_set: PolicySet,
+                    allowed_modules: Iterable[str]) -> list[str]:
+    """Error paths of an agent's policies that cannot be imported (for ``validate``)."""
+    specs: dict[str, PolicySpec] = {where: policy_set}
+    specs.update({f"{where}.calls.{name}": spec for name, spec in policy_set.calls.items()})
+    problems = []
+    for path, spec in specs.items():
+        lists = [("retry.retry_on", spec.retry.retry_on)]
+        if spec.breaker is not None:
+            lists.append(("breaker.failure_on", spec.breaker.failure_on))
+        for key, names in lists:
+            try:
+                error_matcher(names, allowed_modules)
+            except ConfigError as exc:
+                problems.append(f"{path}.{key}: {exc}")
+    return problems

@@ -301,3 +301,21 @@ async def test_rate_limit_beyond_backoff_max_becomes_a_delayed_redelivery() -> N
     with pytest.raises(Retry) as info:
         await middleware().handle(Ctx(), limited)  # type: ignore[arg-type]
     assert info.value.delay == 45 and info.value.count is True
+
+
+def test_validate_reports_error_paths_outside_the_allow_list(tmp_path: Any) -> None:
+    from agent_runtime.pipeline import Pipeline
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "allowed_modules: [tests.fixtures]\n"
+        "agents:\n"
+        "  echo:\n"
+        "    class: tests.fixtures.agents:Echo\n"
+        "    policies:\n"
+        "      calls:\n"
+        "        tool.x: {retry: {retry_on: ['json:JSONDecodeError']}}\n"
+        "  sink:\n"
+        "    class: tests.fixtures.agents:Sink\n")
+    with pytest.raises(ConfigError, match=r"agents\.echo\.policies\.calls\.tool\.x\.retry"):
+        Pipeline.load(path)
