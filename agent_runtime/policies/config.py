@@ -99,7 +99,12 @@ DEFAULT_CALL = PolicySpec(breaker=BreakerPolicy())
 
 
 class PolicySet(PolicySpec):
-    """An agent type's policies: its handler's (the inherited fields) and its calls'."""
+    """An agent type's policies: its handler's (the inherited fields) and its calls'.
+
+    A handler is not retried in-process by default (``retry.attempts: 1``): its calls have
+    their own retries, and a failed delivery is redelivered by the worker with backoff."""
+
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(attempts=1))
 
     calls: dict[str, PolicySpec] = Field(
         default_factory=dict,

@@ -100,6 +100,9 @@ class PolicyMiddleware:
     def __init__(self, policy: Policy, clock: RedisClock) -> None:
         self.policy = policy
         self.clock = clock
+        spec = policy.spec  # nothing to do around the handler but the deadline: lean path
+        self._plain = (spec.retry.attempts == 1 and policy.breaker is None
+                       and spec.timeout.attempt is None and spec.timeout.total is None)
 
     async def handle(self, ctx: MessageContext, call_next: Handler) -> None:
         scope = DeliveryScope(await self.clock.deadline_of(ctx.message))
@@ -109,7 +112,10 @@ class PolicyMiddleware:
         stats = CallStats()
         with delivery_scope(scope):
             try:
-                await self.policy.run(_attempt, ctx, call_next, stats=stats)
+                if self._plain and scope.deadline is None:
+                    await call_next(ctx)
+                else:
+                    await self.policy.run(_attempt, ctx, call_next, stats=stats)
             except HandlerControl:
                 raise
             except BreakerOpen as exc:

@@ -78,6 +78,8 @@ class Policy:
         started = time.monotonic()
         try:
             with _fail_after(budget) as scope:
+                if self.spec.retry.attempts == 1:  # nothing to retry: the lean path
+                    return await self._attempt(call, stats)
                 return await self._retrying(ends)(self._attempt, call, stats)
         except TimeoutError as exc:
             if by_deadline and scope is not None and scope.cancelled_caught:
@@ -133,7 +135,9 @@ class Policy:
             raise
 
     async def _timed(self, call: Callable[[], Awaitable[T]]) -> T:
-        with _fail_after(self.spec.timeout.attempt):
+        if self.spec.timeout.attempt is None:
+            return await call()
+        with anyio.fail_after(self.spec.timeout.attempt):
             return await call()
 
     def _log_retry(self, state: RetryCallState) -> None:
@@ -168,10 +172,6 @@ def _retry_after(exc: BaseException | None) -> float | None:
     return float(value) if isinstance(value, int | float) and value >= 0 else None
 
 
-@contextlib.contextmanager
 def _fail_after(seconds: float | None) -> Any:
-    if seconds is None:
-        yield None
-        return
-    with anyio.fail_after(seconds) as scope:
-        yield scope
+    """A cancel scope raising TimeoutError after ``seconds``; a no-op (yielding None) without."""
+    return contextlib.nullcontext() if seconds is None else anyio.fail_after(seconds)

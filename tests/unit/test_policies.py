@@ -81,6 +81,7 @@ def test_unlisted_calls_get_a_breaker_named_after_the_call() -> None:
     default = policies.for_call("llm.anthropic")
     assert default.breaker is not None and default.breaker.name is None
     assert policies.breaker is None  # a handler has no breaker unless configured
+    assert policies.retry.attempts == 1  # ...and no in-process retries: the worker redelivers
 
 
 def test_dotted_error_paths_obey_the_allow_list() -> None:
