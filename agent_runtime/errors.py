@@ -50,7 +50,7 @@ class RoutingError(AgentRuntimeError):
     """An agent produced a message type that no agent consumes and no route names."""
 
 
-class HandlerControl(AgentRuntimeError):  # noqa: N818 - control-flow signals, not failures
+class HandlerControl(AgentRuntimeError):
     """Base of the control-flow signals a handler may raise."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.exceptions import DataError
 
+hiredis: Any
 try:
     import hiredis
 except ImportError:  # pragma: no cover - hiredis is a dependency; stay correct without it

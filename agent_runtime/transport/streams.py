@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 Fields = dict[bytes, bytes]
@@ -62,7 +61,7 @@ class Commit:
 class StreamBus:
     """Stream operations for one agent type's consumer group, on one Redis client."""
 
-    def __init__(self, redis: Redis, *, group: str, consumer: str, cluster: bool = False,
+    def __init__(self, redis: Any, *, group: str, consumer: str, cluster: bool = False,
                  done_key: Callable[[int], str] | None = None, done_ttl: int = DAY,
                  dlq_maxlen: int = 100_000) -> None:
         self.redis = redis
@@ -194,8 +193,10 @@ class StreamBus:
             await pipe.execute()
 
     async def commit(self, commit: Commit) -> None:
-        """One pipelined round trip: XADD outputs (+EXPIRE), XADD dead letters, SADD done ids,
-        then XACK. Not a transaction: a crash in between leaves the input pending, it is
+        """One round trip: XADD outputs (+EXPIRE), XADD dead letters, SADD done ids, then XACK,
+        in MULTI/EXEC on a single server: a write refused for OOM (``maxmemory`` +
+        ``noeviction``) aborts the whole transaction, so nothing is acked without its outputs
+        and the worker retries the batch. A crash before EXEC leaves the input pending; it is
         redelivered, produces the same output ids, and downstream drops the copies.
 
         Redis Cluster splits a pipeline by node and runs the nodes concurrently, so an XACK
@@ -208,14 +209,14 @@ class StreamBus:
             await self._run(commit, writes=True, marks=True)
 
     async def _run(self, commit: Commit, *, writes: bool, marks: bool) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
             if writes:
                 for stream, fields, ttl in commit.outputs:
-                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                    pipe.xadd(stream, fields)
                     if ttl:
                         pipe.expire(stream, ttl)
                 for dead in commit.dead:
-                    pipe.xadd(dead.dlq, _dead_fields(dead, self.consumer),  # type: ignore[arg-type]
+                    pipe.xadd(dead.dlq, _dead_fields(dead, self.consumer),
                               maxlen=self.dlq_maxlen, approximate=True)
             if marks and commit.done_ids:
                 key = self.done_key(self._bucket())
@@ -248,7 +249,7 @@ class StreamBus:
 
     async def _xreadgroup(self, streams: dict[str, str], count: int,
                           block_ms: int | None) -> list[Entry]:
-        reply = await self.redis.xreadgroup(self.group, self.consumer, streams,  # type: ignore[arg-type]
+        reply = await self.redis.xreadgroup(self.group, self.consumer, streams,
                                             count=count, block=block_ms)
         out = []
         for name, items in reply or []:
