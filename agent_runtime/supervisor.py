@@ -142,7 +142,7 @@ class Supervisor:
         """The file a child's stdout/stderr go to (None: inherited)."""
         return self.log_dir / f"{agent}-{slot}.log" if self.log_dir else None
 
-    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 - the API asks so
+    async def wait_ready(self, timeout: float) -> None:
         """Return once every worker's heartbeat key exists and names its current pid."""
         keys = self.pipeline.config.keys
         connection = connect(self.redis_url)

@@ -38,10 +38,16 @@ def envelopes(n: int, prefix: str) -> list[dict[bytes, bytes]]:
     for i in range(n):
         cid = uuid.uuid4()
         message = AgentMessage(
-            message_id=uuid.uuid4(), correlation_id=cid, from_agent="client", to_agent="noop",
-            message_type="user.request", schema_version=1,
+            message_id=uuid.uuid4(),
+            correlation_id=cid,
+            from_agent="client",
+            to_agent="noop",
+            message_type="user.request",
+            schema_version=1,
             payload=UserRequest(text=f"benchmark request {i}").model_dump(mode="json"),
-            timestamp=utcnow(), reply_to=f"{prefix}:reply:{{{cid}}}")
+            timestamp=utcnow(),
+            reply_to=f"{prefix}:reply:{{{cid}}}",
+        )
         out.append(codec.encode(message))
     return out
 
@@ -49,15 +55,20 @@ def envelopes(n: int, prefix: str) -> list[dict[bytes, bytes]]:
 def _config(prefix: str, worker: dict[str, object]) -> object:
     from agent_runtime.config import PipelineConfig
 
-    return PipelineConfig.model_validate({
-        "key_prefix": prefix, "allowed_modules": ["benchmarks"], "worker": worker,
-        "agents": {"noop": {"class": "benchmarks.agents:Noop"}}})
+    return PipelineConfig.model_validate(
+        {
+            "key_prefix": prefix,
+            "allowed_modules": ["benchmarks"],
+            "worker": worker,
+            "agents": {"noop": {"class": "benchmarks.agents:Noop"}},
+        }
+    )
 
 
 def produce(r: redis.Redis, stream: str, items: list[dict[bytes, bytes]]) -> None:
     for start in range(0, len(items), 1000):
         with r.pipeline(transaction=False) as pipe:
-            for fields in items[start:start + 1000]:
+            for fields in items[start : start + 1000]:
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]
             pipe.execute()
 
@@ -72,11 +83,17 @@ def wait_consumed(r: redis.Redis, stream: str, group: str, n: int, timeout: floa
     raise TimeoutError(f"{stream}: not all {n} entries consumed within {timeout}s")
 
 
-def run_one(r: redis.Redis, url: str, argv: list[str], stream: str, group: str,
-            items: list[dict[bytes, bytes]], ready: object) -> float:
+def run_one(
+    r: redis.Redis,
+    url: str,
+    argv: list[str],
+    stream: str,
+    group: str,
+    items: list[dict[bytes, bytes]],
+    ready: object,
+) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENT_RUNTIME_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while not ready():  # type: ignore[operator]
@@ -95,8 +112,14 @@ def run_one(r: redis.Redis, url: str, argv: list[str], stream: str, group: str,
 def raw(r: redis.Redis, url: str, items: list[dict[bytes, bytes]], batch: int) -> float:
     stream = f"raw{uuid.uuid4().hex[:6]}:inbox"
     r.xgroup_create(stream, "raw", id="0", mkstream=True)
-    argv = [sys.executable, str(ROOT / "benchmarks" / "raw_consumer.py"), url, stream, "raw",
-            str(batch)]
+    argv = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "raw_consumer.py"),
+        url,
+        stream,
+        "raw",
+        str(batch),
+    ]
     consumers = lambda: any(g["consumers"] for g in r.xinfo_groups(stream))  # noqa: E731
     return run_one(r, url, argv, stream, "raw", items, consumers)
 
@@ -105,32 +128,54 @@ def runtime(r: redis.Redis, url: str, n: int, worker: dict[str, object], tmp: Pa
     prefix = f"b{uuid.uuid4().hex[:6]}"
     items = envelopes(n, prefix)
     config = tmp / f"{prefix}.yaml"
-    config.write_text(yaml.safe_dump({
-        "key_prefix": prefix, "allowed_modules": ["benchmarks"], "worker": worker,
-        "agents": {"noop": {"class": "benchmarks.agents:Noop"}}}))
-    argv = [sys.executable, "-m", "agent_runtime", "worker", "noop", "--config", str(config),
-            "--redis-url", url]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "key_prefix": prefix,
+                "allowed_modules": ["benchmarks"],
+                "worker": worker,
+                "agents": {"noop": {"class": "benchmarks.agents:Noop"}},
+            }
+        )
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "agent_runtime",
+        "worker",
+        "noop",
+        "--config",
+        str(config),
+        "--redis-url",
+        url,
+    ]
     hb = f"{prefix}:hb:*"
-    return run_one(r, url, argv, f"{prefix}:inbox:noop", "noop", items,
-                   lambda: bool(r.keys(hb)))
+    return run_one(r, url, argv, f"{prefix}:inbox:noop", "noop", items, lambda: bool(r.keys(hb)))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128, help="XREADGROUP COUNT for both")
     parser.add_argument("--concurrency", type=int, default=256)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, {platform.platform()}")
-    with tempfile.TemporaryDirectory() as tmp, \
-            EmbeddedServer(Path(tmp) / "redis", persistent=False) as server:
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {platform.platform()}"
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedServer(Path(tmp) / "redis", persistent=False) as server,
+    ):
         r = redis.Redis.from_url(server.url)
         base = {"batch_size": args.batch, "concurrency": args.concurrency}
-        variants = {"runtime (defaults: trace on)": base,
-                    "runtime (trace off)": {**base, "trace": False}}
+        variants = {
+            "runtime (defaults: trace on)": base,
+            "runtime (trace off)": {**base, "trace": False},
+        }
         results: dict[str, list[float]] = {"raw redis-py loop": [], **{k: [] for k in variants}}
         sample = envelopes(args.messages, "raw")
         for round_ in range(args.rounds):
@@ -138,12 +183,16 @@ def main() -> None:
             for name, worker in variants.items():
                 results[name].append(runtime(r, server.url, args.messages, worker, Path(tmp)))
                 r.flushall()
-            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s"
-                                                      for k, v in results.items()))
+            print(
+                f"round {round_ + 1}: "
+                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items())
+            )
         best = {k: max(v) for k, v in results.items()}
         baseline = best["raw redis-py loop"]
-        print(f"\n{args.messages:,} messages, best of {args.rounds} rounds, batch {args.batch}, "
-              f"concurrency {args.concurrency}")
+        print(
+            f"\n{args.messages:,} messages, best of {args.rounds} rounds, batch {args.batch}, "
+            f"concurrency {args.concurrency}"
+        )
         for name, value in best.items():
             print(f"  {name:32s} {value:10,.0f} msg/s   ratio {value / baseline:.2f}x")
 

@@ -30,7 +30,7 @@ class Payload(BaseModel):
         return cls.model_validate(previous.model_dump(mode="json"), strict=False)
 
 
-class UnknownSchema(LookupError):  # noqa: N818
+class UnknownSchema(LookupError):
     """(message_type, version) is not readable by this registry; ``reason`` says which part."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -83,10 +83,13 @@ class SchemaRegistry:
         if previous is None or version != current.schema_version - 1:
             readable = f"v{current.schema_version}" + (
                 f" and v{current.schema_version - 1}"
-                if current.schema_version - 1 in self._models[message_type] else "")
+                if current.schema_version - 1 in self._models[message_type]
+                else ""
+            )
             raise UnknownSchema(
                 "unknown_version",
-                f"{message_type} v{version} is not readable (this worker reads {readable})")
+                f"{message_type} v{version} is not readable (this worker reads {readable})",
+            )
         return current.upgrade(previous.model_validate(data))
 
 
