@@ -10,5 +10,15 @@ from agent_runtime.errors import AgentRuntimeError, ConfigError, Reject, Retry, 
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "AgentRuntime", "AgentRuntimeError", "ConfigError", "MessageContext",
-           "NoConfig", "Reject", "Retry", "Skip", "__version__"]
+__all__ = [
+    "Agent",
+    "AgentRuntime",
+    "AgentRuntimeError",
+    "ConfigError",
+    "MessageContext",
+    "NoConfig",
+    "Reject",
+    "Retry",
+    "Skip",
+    "__version__",
+]

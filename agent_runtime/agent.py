@@ -92,11 +92,31 @@ class Output:
 class MessageContext:
     """One delivery of one message to one handler."""
 
-    __slots__ = ("_base_log", "_log", "_outputs", "agent", "delivery_count", "entry_id",
-                 "message", "payload", "routing", "stream")
+    __slots__ = (
+        "_base_log",
+        "_log",
+        "_outputs",
+        "agent",
+        "delivery_count",
+        "entry_id",
+        "message",
+        "payload",
+        "routing",
+        "stream",
+    )
 
-    def __init__(self, *, agent: str, message: AgentMessage, payload: Payload, stream: str,
-                 entry_id: bytes, delivery_count: int, routing: Routing, log: Any) -> None:
+    def __init__(
+        self,
+        *,
+        agent: str,
+        message: AgentMessage,
+        payload: Payload,
+        stream: str,
+        entry_id: bytes,
+        delivery_count: int,
+        routing: Routing,
+        log: Any,
+    ) -> None:
         self.agent = agent
         self.message = message
         self.payload = payload
@@ -114,17 +134,21 @@ class MessageContext:
         if self._log is None:
             message = self.message
             self._log = self._base_log.bind(
-                correlation_id=str(message.correlation_id), message_id=str(message.message_id),
+                correlation_id=str(message.correlation_id),
+                message_id=str(message.message_id),
                 causation_id=str(message.causation_id or ""),
-                message_type=message.message_type, delivery_count=self.delivery_count)
+                message_type=message.message_type,
+                delivery_count=self.delivery_count,
+            )
         return self._log
 
     @property
     def outputs(self) -> list[Output]:
         return self._outputs
 
-    def send(self, payload: Payload, *, to: str | None = None,
-             now: datetime | None = None) -> AgentMessage:
+    def send(
+        self, payload: Payload, *, to: str | None = None, now: datetime | None = None
+    ) -> AgentMessage:
         """Queue ``payload`` for agent ``to`` (default: the agent that consumes its type)."""
         target = to or self.routing.agent_for(payload.message_type)
         stream = self.routing.stream_for(target, self.message.correlation_id)
@@ -136,8 +160,14 @@ class MessageContext:
             raise RoutingError(f"message {self.message.message_id} has no reply_to stream")
         return self._queue(self.message.reply_to, "client", payload, now, ttl=REPLY_TTL)
 
-    def send_to_stream(self, stream: str, payload: Payload, *, to_agent: str = "client",
-                       now: datetime | None = None) -> AgentMessage:
+    def send_to_stream(
+        self,
+        stream: str,
+        payload: Payload,
+        *,
+        to_agent: str = "client",
+        now: datetime | None = None,
+    ) -> AgentMessage:
         """Queue ``payload`` on an explicit stream (e.g. the shared reports stream)."""
         return self._queue(stream, to_agent, payload, now)
 
@@ -145,11 +175,22 @@ class MessageContext:
         """Forget queued outputs (used by retry policies before a fresh attempt)."""
         self._outputs.clear()
 
-    def _queue(self, stream: str, to_agent: str, payload: Payload,
-               now: datetime | None, ttl: int | None = None) -> AgentMessage:
+    def _queue(
+        self,
+        stream: str,
+        to_agent: str,
+        payload: Payload,
+        now: datetime | None,
+        ttl: int | None = None,
+    ) -> AgentMessage:
         message = self.message.derive(
-            index=len(self._outputs), from_agent=self.agent, to_agent=to_agent,
-            message_type=payload.message_type, schema_version=payload.schema_version,
-            payload=payload.model_dump(mode="json"), now=now or utcnow())
+            index=len(self._outputs),
+            from_agent=self.agent,
+            to_agent=to_agent,
+            message_type=payload.message_type,
+            schema_version=payload.schema_version,
+            payload=payload.model_dump(mode="json"),
+            now=now or utcnow(),
+        )
         self._outputs.append(Output(stream, message, ttl))
         return message

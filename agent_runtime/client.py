@@ -1,8 +1,8 @@
 """Publish requests and await their replies.
 
-    async with Client.connect("unix:///tmp/.../redis.sock", pipeline) as client:
-        message = await client.publish("list files in configs")
-        reply = await client.wait_reply(message, timeout=30)
+async with Client.connect("unix:///tmp/.../redis.sock", pipeline) as client:
+    message = await client.publish("list files in configs")
+    reply = await client.wait_reply(message, timeout=30)
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ class Client:
         self.redis = redis
         self.pipeline = pipeline
         self.keys = pipeline.config.keys
-        self.codec = codec or Codec(pipeline.schemas, signing_key=signing_key(),
-                                    max_bytes=pipeline.config.worker.max_message_bytes)
+        self.codec = codec or Codec(
+            pipeline.schemas,
+            signing_key=signing_key(),
+            max_bytes=pipeline.config.worker.max_message_bytes,
+        )
 
     @classmethod
     def connect(cls, url: str, pipeline: Pipeline) -> Client:
@@ -46,23 +49,39 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.redis.aclose()
 
-    def new_message(self, payload: Payload, *, to: str | None = None,
-                    timeout: float | None = None, budget_usd: float | None = None,
-                    correlation_id: uuid.UUID | None = None) -> AgentMessage:
+    def new_message(
+        self,
+        payload: Payload,
+        *,
+        to: str | None = None,
+        timeout: float | None = None,
+        budget_usd: float | None = None,
+        correlation_id: uuid.UUID | None = None,
+    ) -> AgentMessage:
         now = utcnow()
         cid = correlation_id or uuid.uuid4()
         target = to or self.pipeline.routing.agent_for(payload.message_type)
         return AgentMessage(
-            message_id=uuid.uuid4(), correlation_id=cid, from_agent="client", to_agent=target,
-            message_type=payload.message_type, schema_version=payload.schema_version,
-            payload=payload.model_dump(mode="json"), timestamp=now,
+            message_id=uuid.uuid4(),
+            correlation_id=cid,
+            from_agent="client",
+            to_agent=target,
+            message_type=payload.message_type,
+            schema_version=payload.schema_version,
+            payload=payload.model_dump(mode="json"),
+            timestamp=now,
             deadline=now + timedelta(seconds=timeout) if timeout else None,
-            reply_to=self.keys.reply(str(cid)), budget_usd=budget_usd)
+            reply_to=self.keys.reply(str(cid)),
+            budget_usd=budget_usd,
+        )
 
     async def publish(self, text_or_payload: str | Payload, **options: Any) -> AgentMessage:
         """Publish a request (a text becomes a ``UserRequest``); returns the envelope sent."""
-        payload = (UserRequest(text=text_or_payload) if isinstance(text_or_payload, str)
-                   else text_or_payload)
+        payload = (
+            UserRequest(text=text_or_payload)
+            if isinstance(text_or_payload, str)
+            else text_or_payload
+        )
         message = self.new_message(payload, **options)
         await self.send(message)
         return message
@@ -74,13 +93,22 @@ class Client:
         now_ms = str(int(time.time() * 1000)).encode()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(stream, self.codec.encode(message))
-            pipe.xadd(trace, {b"agent": b"client", b"outcome": b"published",
-                              b"message_id": str(message.message_id).encode(),
-                              b"correlation_id": str(message.correlation_id).encode(),
-                              b"message_type": message.message_type.encode(),
-                              b"from_agent": b"client", b"to_agent": message.to_agent.encode(),
-                              b"started_ms": now_ms, b"finished_ms": now_ms,
-                              b"duration_ms": b"0", b"delivery_count": b"0"})
+            pipe.xadd(
+                trace,
+                {
+                    b"agent": b"client",
+                    b"outcome": b"published",
+                    b"message_id": str(message.message_id).encode(),
+                    b"correlation_id": str(message.correlation_id).encode(),
+                    b"message_type": message.message_type.encode(),
+                    b"from_agent": b"client",
+                    b"to_agent": message.to_agent.encode(),
+                    b"started_ms": now_ms,
+                    b"finished_ms": now_ms,
+                    b"duration_ms": b"0",
+                    b"delivery_count": b"0",
+                },
+            )
             pipe.expire(trace, TRACE_TTL)
             await pipe.execute()
 
@@ -100,8 +128,9 @@ class Client:
                             continue
         raise RequestTimeout(f"no reply for request {message.correlation_id} within {timeout}s")
 
-    async def request(self, text_or_payload: str | Payload, *, timeout: float = 60.0,
-                      **options: Any) -> Decoded:
+    async def request(
+        self, text_or_payload: str | Payload, *, timeout: float = 60.0, **options: Any
+    ) -> Decoded:
         """Publish and wait for the reply (the deadline travels with the request)."""
         message = await self.publish(text_or_payload, timeout=timeout, **options)
         return await self.wait_reply(message, timeout)

@@ -32,8 +32,13 @@ class Decoded:
 class Codec:
     """Encodes and decodes envelopes for one process. Stateless after construction."""
 
-    def __init__(self, schemas: SchemaRegistry, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 signing_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        schemas: SchemaRegistry,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        signing_key: bytes | None = None,
+    ) -> None:
         self.schemas = schemas
         self.max_bytes = max_bytes
         self._key = signing_key
@@ -59,13 +64,15 @@ class Codec:
         except ValidationError as exc:
             raise DecodeError(_json_or_schema(exc), _summary(exc)) from exc
         try:
-            payload = self.schemas.parse(message.message_type, message.schema_version,
-                                         message.payload)
+            payload = self.schemas.parse(
+                message.message_type, message.schema_version, message.payload
+            )
         except UnknownSchema as exc:
             raise DecodeError(exc.reason, str(exc)) from exc
         except ValidationError as exc:
-            raise DecodeError("invalid", f"payload of {message.message_type}: {_summary(exc)}") \
-                from exc
+            raise DecodeError(
+                "invalid", f"payload of {message.message_type}: {_summary(exc)}"
+            ) from exc
         return Decoded(message, payload)
 
     def _sign(self, data: bytes) -> bytes:
@@ -84,7 +91,9 @@ def _json_or_schema(exc: ValidationError) -> str:
 
 
 def _summary(exc: ValidationError, limit: int = 3) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-             for e in exc.errors()[:limit]]
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        for e in exc.errors()[:limit]
+    ]
     more = exc.error_count() - limit
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

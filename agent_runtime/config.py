@@ -36,14 +36,17 @@ class AgentSpec(BaseModel):
 
     class_path: str = Field(alias="class", description="'package.module:ClassName'")
     consumes: list[str] | None = Field(
-        default=None, description="message types it consumes (default: the class's)")
+        default=None, description="message types it consumes (default: the class's)"
+    )
     routes: dict[str, str] = Field(
-        default_factory=dict, description="message type -> agent type, for outputs whose "
-                                          "consumer is ambiguous")
+        default_factory=dict,
+        description="message type -> agent type, for outputs whose consumer is ambiguous",
+    )
     replicas: int = Field(default=1, ge=0, le=1_000)
     shards: int = Field(default=1, ge=1, le=1_024)
-    worker: dict[str, Any] = Field(default_factory=dict,
-                                   description="overrides of the pipeline's worker defaults")
+    worker: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the pipeline's worker defaults"
+    )
     policies: PolicySet = Field(default_factory=PolicySet)
     config: dict[str, Any] = Field(default_factory=dict)
 
@@ -67,7 +70,8 @@ class PipelineConfig(BaseModel):
     python_paths: list[str] = Field(
         default_factory=list,
         description="directories, relative to the config file, appended to sys.path before the "
-                    "agent classes are imported (only modules under allowed_modules are imported)")
+        "agent classes are imported (only modules under allowed_modules are imported)",
+    )
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     agents: dict[str, AgentSpec]
 
@@ -136,8 +140,9 @@ def load_config(path: str | Path) -> PipelineConfig:
     return _resolve_python_paths(config, path, node)
 
 
-def _resolve_python_paths(config: PipelineConfig, path: Path,
-                          node: yaml.Node | None) -> PipelineConfig:
+def _resolve_python_paths(
+    config: PipelineConfig, path: Path, node: yaml.Node | None
+) -> PipelineConfig:
     """Make ``python_paths`` absolute (relative to the config file's folder); each must be an
     existing directory."""
     resolved: list[str] = []
@@ -146,8 +151,10 @@ def _resolve_python_paths(config: PipelineConfig, path: Path,
         if not entry.strip() or not folder.is_dir():
             line = _line_index(node).get(("python_paths", i))
             where = f"{path}:{line}" if line else str(path)
-            raise ConfigError(f"{where}: python_paths.{i}: {entry!r} is not a directory "
-                              f"(resolved to {folder}; paths are relative to the config file)")
+            raise ConfigError(
+                f"{where}: python_paths.{i}: {entry!r} is not a directory "
+                f"(resolved to {folder}; paths are relative to the config file)"
+            )
         resolved.append(str(folder))
     return config.model_copy(update={"python_paths": resolved}) if resolved else config
 

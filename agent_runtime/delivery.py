@@ -34,6 +34,7 @@ def chain(middleware: Sequence[Middleware], handler: Handler) -> Handler:
 def _bind(layer: Middleware, call_next: Handler) -> Handler:
     async def call(ctx: MessageContext) -> None:
         await layer.handle(ctx, call_next)
+
     return call
 
 
@@ -54,31 +55,55 @@ class Tracer:
     agent: str
     consumer: str
 
-    def fields(self, message: AgentMessage, entry: Entry, outcome: str, started: float,
-               reason: str = "", outputs: Sequence[Output] = ()) -> dict[bytes, bytes]:
+    def fields(
+        self,
+        message: AgentMessage,
+        entry: Entry,
+        outcome: str,
+        started: float,
+        reason: str = "",
+        outputs: Sequence[Output] = (),
+    ) -> dict[bytes, bytes]:
         now = time.time()
         started = started or now
         return {
-            b"agent": self.agent.encode(), b"consumer": self.consumer.encode(),
+            b"agent": self.agent.encode(),
+            b"consumer": self.consumer.encode(),
             b"correlation_id": str(message.correlation_id).encode(),
             b"message_id": str(message.message_id).encode(),
             b"causation_id": str(message.causation_id or "").encode(),
             b"message_type": message.message_type.encode(),
-            b"from_agent": message.from_agent.encode(), b"to_agent": message.to_agent.encode(),
-            b"outcome": outcome.encode(), b"reason": reason.encode(),
+            b"from_agent": message.from_agent.encode(),
+            b"to_agent": message.to_agent.encode(),
+            b"outcome": outcome.encode(),
+            b"reason": reason.encode(),
             b"delivery_count": str(entry.delivery_count).encode(),
             b"started_ms": str(int(started * 1000)).encode(),
             b"finished_ms": str(int(now * 1000)).encode(),
             b"duration_ms": f"{(now - started) * 1000:.3f}".encode(),
-            b"outputs": json.dumps([{"message_id": str(o.message.message_id),
-                                     "message_type": o.message.message_type,
-                                     "to": o.message.to_agent} for o in outputs]).encode(),
+            b"outputs": json.dumps(
+                [
+                    {
+                        "message_id": str(o.message.message_id),
+                        "message_type": o.message.message_type,
+                        "to": o.message.to_agent,
+                    }
+                    for o in outputs
+                ]
+            ).encode(),
         }
 
 
-def build_commit(finished: list[Finished], dead: list[DeadLetter],
-                 traces: list[dict[bytes, bytes]], *, codec: Codec, keys: Keys,
-                 tracer: Tracer | None, trace_ttl: int) -> Commit:
+def build_commit(
+    finished: list[Finished],
+    dead: list[DeadLetter],
+    traces: list[dict[bytes, bytes]],
+    *,
+    codec: Codec,
+    keys: Keys,
+    tracer: Tracer | None,
+    trace_ttl: int,
+) -> Commit:
     """Outputs, done ids, trace entries, dead letters and acks of everything finished."""
     commit = Commit(dead=dead)
     outputs = commit.outputs
@@ -89,8 +114,9 @@ def build_commit(finished: list[Finished], dead: list[DeadLetter],
                 outputs.append((out.stream, codec.encode(out.message), out.ttl))
             commit.done_ids.append(str(ctx.message.message_id))
             if tracer is not None:
-                fields = tracer.fields(ctx.message, item.entry, item.outcome, item.started,
-                                       outputs=ctx.outputs)
+                fields = tracer.fields(
+                    ctx.message, item.entry, item.outcome, item.started, outputs=ctx.outputs
+                )
                 outputs.append((keys.trace(str(ctx.message.correlation_id)), fields, trace_ttl))
         commit.ack(item.entry)
     for fields in traces:

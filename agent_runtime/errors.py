@@ -57,8 +57,9 @@ class HandlerControl(AgentRuntimeError):
 class Retry(HandlerControl):
     """Redeliver this message after ``delay`` seconds (``None``: the policy's backoff)."""
 
-    def __init__(self, reason: str = "retry requested", *, delay: float | None = None,
-                 count: bool = True) -> None:
+    def __init__(
+        self, reason: str = "retry requested", *, delay: float | None = None, count: bool = True
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay

@@ -35,7 +35,9 @@ class Keys:
     prefix: str = "ar"
 
     def inbox(self, agent: str, shard: int = 0) -> str:
-        return f"{self.prefix}:inbox:{agent}" if shard == 0 else f"{self.prefix}:inbox:{agent}:{shard}"
+        return (
+            f"{self.prefix}:inbox:{agent}" if shard == 0 else f"{self.prefix}:inbox:{agent}:{shard}"
+        )
 
     def inboxes(self, agent: str, shards: int) -> list[str]:
         return [self.inbox(agent, n) for n in range(shards)]

@@ -63,19 +63,25 @@ class Pipeline:
         for name, spec in self.config.agents.items():
             for message_type, target in spec.routes.items():
                 if target not in self.agents:
-                    problems.append(f"agents.{name}.routes.{message_type}: unknown agent {target!r}")
+                    problems.append(
+                        f"agents.{name}.routes.{message_type}: unknown agent {target!r}"
+                    )
         for name, spec in self.config.agents.items():
-            problems += policy_problems(f"agents.{name}.policies", spec.policies,
-                                        self.config.allowed_modules)
+            problems += policy_problems(
+                f"agents.{name}.policies", spec.policies, self.config.allowed_modules
+            )
         for agent in self.agents.values():
             for message_type in agent.consumes:
                 if message_type not in produced:
-                    problems.append(f"agents.{agent.name}: consumes {message_type!r} but no agent "
-                                    "produces it")
+                    problems.append(
+                        f"agents.{agent.name}: consumes {message_type!r} but no agent produces it"
+                    )
             for model in agent.cls.produces:
                 if model.message_type not in self.routing.table and not _terminal(model):
-                    problems.append(f"agents.{agent.name}: produces {model.message_type!r} but no "
-                                    "agent consumes it and no route names one")
+                    problems.append(
+                        f"agents.{agent.name}: produces {model.message_type!r} but no "
+                        "agent consumes it and no route names one"
+                    )
         if problems:
             raise ConfigError("invalid pipeline:\n  " + "\n  ".join(problems))
 
@@ -113,8 +119,9 @@ def _agent_type(config: PipelineConfig, name: str) -> AgentType:
     consumes = spec.consumes if spec.consumes is not None else declared
     unknown = sorted(set(consumes) - set(declared))
     if unknown:
-        raise ConfigError(f"agents.{name}.consumes: {cls.__name__} cannot handle {unknown}; "
-                          f"it handles {declared}")
+        raise ConfigError(
+            f"agents.{name}.consumes: {cls.__name__} cannot handle {unknown}; it handles {declared}"
+        )
     if not consumes:
         raise ConfigError(f"agents.{name}: {cls.__name__} consumes no message type")
     return AgentType(name, cls, agent_config, list(consumes))

@@ -43,7 +43,8 @@ def import_object(path: str, allowed: Iterable[str]) -> Any:
         listed = ", ".join((*BUILTIN_PREFIXES, *allowed))
         raise ImportNotAllowedError(
             f"refusing to import {path!r}: module {module_name!r} is not under an allowed "
-            f"prefix ({listed}); add its package to 'allowed_modules' in the config")
+            f"prefix ({listed}); add its package to 'allowed_modules' in the config"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

@@ -25,7 +25,8 @@ class Routing:
         except KeyError:
             raise RoutingError(
                 f"no agent consumes {message_type!r} and no route names one; "
-                "add it to an agent's 'consumes' or 'routes' in the pipeline config") from None
+                "add it to an agent's 'consumes' or 'routes' in the pipeline config"
+            ) from None
 
     def stream_for(self, agent: str, correlation_id: uuid.UUID) -> str:
         """The inbox shard of ``agent`` for this request: one request keeps to one shard, so

@@ -11,44 +11,63 @@ class WorkerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    concurrency: int = Field(default=32, ge=1, le=10_000,
-                             description="in-flight handlers per worker process")
+    concurrency: int = Field(
+        default=32, ge=1, le=10_000, description="in-flight handlers per worker process"
+    )
     batch_size: int = Field(default=128, ge=1, le=10_000, description="XREADGROUP COUNT")
     block_ms: int = Field(default=1_000, ge=1, le=60_000, description="XREADGROUP BLOCK")
-    max_deliveries: int = Field(default=5, ge=1, le=1_000,
-                                description="deliveries before a failing message is dead-lettered")
-    handler_timeout: float = Field(default=60.0, gt=0,
-                                   description="seconds one handler attempt may run")
-    reclaim_idle: float = Field(default=120.0, gt=0,
-                                description="seconds an entry of another consumer must be idle "
-                                            "before it is reclaimed (> lease interval)")
-    reclaim_interval: float = Field(default=10.0, gt=0,
-                                    description="seconds between reclaim scans")
-    lease_interval: float | None = Field(default=None, gt=0,
-                                         description="seconds between lease renewals of in-flight "
-                                                     "entries (default reclaim_idle / 4)")
-    retry_backoff: float = Field(default=1.0, ge=0,
-                                 description="first redelivery delay after a failure, doubles")
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        le=1_000,
+        description="deliveries before a failing message is dead-lettered",
+    )
+    handler_timeout: float = Field(
+        default=60.0, gt=0, description="seconds one handler attempt may run"
+    )
+    reclaim_idle: float = Field(
+        default=120.0,
+        gt=0,
+        description="seconds an entry of another consumer must be idle "
+        "before it is reclaimed (> lease interval)",
+    )
+    reclaim_interval: float = Field(default=10.0, gt=0, description="seconds between reclaim scans")
+    lease_interval: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds between lease renewals of in-flight "
+        "entries (default reclaim_idle / 4)",
+    )
+    retry_backoff: float = Field(
+        default=1.0, ge=0, description="first redelivery delay after a failure, doubles"
+    )
     retry_backoff_max: float = Field(default=60.0, ge=0)
-    done_ttl: int = Field(default=24 * 3600, ge=60,
-                          description="de-duplication window: a handled message id is "
-                                      "remembered for at least this long (up to twice)")
+    done_ttl: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="de-duplication window: a handled message id is "
+        "remembered for at least this long (up to twice)",
+    )
     max_message_bytes: int = Field(default=256 * 1024, ge=1_024, le=64 * 1024 * 1024)
-    retention: float = Field(default=3600.0, ge=0,
-                             description="seconds acknowledged entries stay in the inbox")
+    retention: float = Field(
+        default=3600.0, ge=0, description="seconds acknowledged entries stay in the inbox"
+    )
     trim_interval: float = Field(default=30.0, gt=0)
     dlq_maxlen: int = Field(default=100_000, ge=100)
     trace: bool = Field(default=True, description="write a per-request trace record")
     trace_ttl: int = Field(default=24 * 3600, ge=60, description="seconds a trace is kept")
     heartbeat_interval: float = Field(default=5.0, gt=0)
-    drain_timeout: float = Field(default=30.0, ge=0,
-                                 description="seconds in-flight handlers get on SIGTERM")
+    drain_timeout: float = Field(
+        default=30.0, ge=0, description="seconds in-flight handlers get on SIGTERM"
+    )
 
     @model_validator(mode="after")
     def _lease_below_reclaim(self) -> WorkerSettings:
         if self.lease_interval is not None and self.lease_interval * 2 > self.reclaim_idle:
-            raise ValueError("lease_interval must be at most half of reclaim_idle, or a live "
-                             "handler's entry could be reclaimed")
+            raise ValueError(
+                "lease_interval must be at most half of reclaim_idle, or a live "
+                "handler's entry could be reclaimed"
+            )
         return self
 
     @property

@@ -31,8 +31,12 @@ from protocols.envelope import AgentMessage, utcnow
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> T:
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> T:
     """Poll ``condition`` until it returns a truthy value; raise AssertionError on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -60,27 +64,42 @@ class AgentHarness:
         table = {m.message_type: "next" for m in self.agent_cls.produces}
         table.update(self.routes)
         self.routing = Routing(keys, table)
-        runtime = AgentRuntime(self.name, keys, self.routing, self.redis,
-                               structlog.get_logger(), self.extras)
+        runtime = AgentRuntime(
+            self.name, keys, self.routing, self.redis, structlog.get_logger(), self.extras
+        )
         config: BaseModel = self.agent_cls.Config.model_validate(dict(self.config))
         self.agent = self.agent_cls(config, runtime)
 
-    async def handle(self, payload: Payload, *, delivery_count: int = 1,
-                     message: AgentMessage | None = None) -> list[Output]:
+    async def handle(
+        self, payload: Payload, *, delivery_count: int = 1, message: AgentMessage | None = None
+    ) -> list[Output]:
         message = message or self.message_for(payload)
-        ctx = MessageContext(agent=self.name, message=message, payload=payload,
-                             stream="test:inbox", entry_id=b"0-1", delivery_count=delivery_count,
-                             routing=self.routing, log=structlog.get_logger())
+        ctx = MessageContext(
+            agent=self.name,
+            message=message,
+            payload=payload,
+            stream="test:inbox",
+            entry_id=b"0-1",
+            delivery_count=delivery_count,
+            routing=self.routing,
+            log=structlog.get_logger(),
+        )
         await self.agent.handle(ctx)
         return ctx.outputs
 
     def message_for(self, payload: Payload, **overrides: Any) -> AgentMessage:
         cid = uuid.uuid4()
         fields: dict[str, Any] = dict(
-            message_id=uuid.uuid4(), correlation_id=cid, from_agent="test", to_agent=self.name,
-            message_type=payload.message_type, schema_version=payload.schema_version,
-            payload=payload.model_dump(mode="json"), timestamp=utcnow(),
-            reply_to=f"test:reply:{{{cid}}}")
+            message_id=uuid.uuid4(),
+            correlation_id=cid,
+            from_agent="test",
+            to_agent=self.name,
+            message_type=payload.message_type,
+            schema_version=payload.schema_version,
+            payload=payload.model_dump(mode="json"),
+            timestamp=utcnow(),
+            reply_to=f"test:reply:{{{cid}}}",
+        )
         fields.update(overrides)
         return AgentMessage(**fields)
 
@@ -88,25 +107,53 @@ class AgentHarness:
 class WorkerProcess:
     """``python -m agent_runtime worker NAME`` as a child process."""
 
-    def __init__(self, agent: str, *, config: str | Path, redis_url: str, slot: str = "0",
-                 env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        agent: str,
+        *,
+        config: str | Path,
+        redis_url: str,
+        slot: str = "0",
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.agent = agent
         self.slot = slot
-        self.argv = [sys.executable, "-m", "agent_runtime", "worker", agent, "--slot", slot,
-                     "--config", str(config), "--redis-url", redis_url]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "agent_runtime",
+            "worker",
+            agent,
+            "--slot",
+            slot,
+            "--config",
+            str(config),
+            "--redis-url",
+            redis_url,
+        ]
         self.env = dict(env if env is not None else os.environ)
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         if self.log_path is None:
-            self.process = subprocess.Popen(self.argv, env=self.env,  # noqa: S603
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,  # noqa: S603
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
             return self
         with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=out,  # noqa: S603
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=out,  # noqa: S603
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         return self
 
     @property

@@ -49,10 +49,19 @@ def default_consumer_name(agent: str, slot: int | str = 0) -> str:
 class Worker:
     """Consumes one agent type's inbox(es). Construct, then ``await run()`` (asyncio)."""
 
-    def __init__(self, pipeline: Pipeline, agent: str, redis: Any, *, consumer: str,
-                 cluster: bool = False, codec: Codec | None = None,
-                 middleware: Sequence[Middleware] = (), observer: Observer | None = None,
-                 extras: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        agent: str,
+        redis: Any,
+        *,
+        consumer: str,
+        cluster: bool = False,
+        codec: Codec | None = None,
+        middleware: Sequence[Middleware] = (),
+        observer: Observer | None = None,
+        extras: dict[str, Any] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.agent_type = pipeline.agents[agent]
         self.name = agent
@@ -61,17 +70,23 @@ class Worker:
         self.redis = redis
         self.consumer = consumer
         self.codec = codec or Codec(pipeline.schemas, max_bytes=self.settings.max_message_bytes)
-        self.bus = StreamBus(redis, group=self.keys.group(agent), consumer=consumer,
-                             cluster=cluster, done_key=lambda day: self.keys.done(agent, day),
-                             done_ttl=self.settings.done_ttl, dlq_maxlen=self.settings.dlq_maxlen)
+        self.bus = StreamBus(
+            redis,
+            group=self.keys.group(agent),
+            consumer=consumer,
+            cluster=cluster,
+            done_key=lambda day: self.keys.done(agent, day),
+            done_ttl=self.settings.done_ttl,
+            dlq_maxlen=self.settings.dlq_maxlen,
+        )
         self.streams = pipeline.routing.inboxes(agent)
         self.observer = observer or Observer()
         self.redactor = env_redactor().with_config(pipeline.config)  # for dead-letter text
         self.tracer = Tracer(agent, consumer) if self.settings.trace else None
-        self.log = structlog.get_logger("agent_runtime.worker").bind(agent=agent,
-                                                                     consumer=consumer)
-        self.runtime = AgentRuntime(agent, self.keys, pipeline.routing, redis, self.log,
-                                    dict(extras or {}))
+        self.log = structlog.get_logger("agent_runtime.worker").bind(agent=agent, consumer=consumer)
+        self.runtime = AgentRuntime(
+            agent, self.keys, pipeline.routing, redis, self.log, dict(extras or {})
+        )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = chain(middleware, self.instance.handle)
         self._inflight: dict[tuple[str, bytes], Entry] = {}  # read, not yet acked
@@ -105,8 +120,12 @@ class Worker:
         for stream in self.streams:
             await self.bus.ensure_group(stream)
         await self.instance.start()
-        self.log.info("worker_started", streams=self.streams, pid=os.getpid(),
-                      concurrency=self.settings.concurrency)
+        self.log.info(
+            "worker_started",
+            streams=self.streams,
+            pid=os.getpid(),
+            concurrency=self.settings.concurrency,
+        )
         try:
             async with anyio.create_task_group() as side:
                 side.start_soon(self._commit_loop)
@@ -134,8 +153,9 @@ class Worker:
         if self._dispatching:
             await asyncio.gather(*self._dispatching, return_exceptions=True)
         if self._tasks:
-            self.log.info("worker_draining", in_flight=len(self._tasks),
-                          timeout=self.settings.drain_timeout)
+            self.log.info(
+                "worker_draining", in_flight=len(self._tasks), timeout=self.settings.drain_timeout
+            )
             self._idle.clear()
             with anyio.move_on_after(self.settings.drain_timeout):
                 await self._idle.wait()
@@ -159,8 +179,9 @@ class Worker:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
-            entries = await self.bus.read_new(self.streams, min(free, settings.batch_size),
-                                              settings.block_ms)
+            entries = await self.bus.read_new(
+                self.streams, min(free, settings.batch_size), settings.block_ms
+            )
             if entries:
                 # The next XREADGROUP overlaps this batch's de-duplication round trip.
                 fresh = self._register(entries)
@@ -216,8 +237,7 @@ class Worker:
         """Drop what is already done (one round trip), dead-letter the undeliverable, start
         handler tasks for the rest."""
         done = await self.bus.already_done([str(d.message.message_id) for _, d in batch])
-        now = (await self.clock.now_datetime()
-               if any(d.message.deadline for _, d in batch) else None)
+        now = await self.clock.now_datetime() if any(d.message.deadline for _, d in batch) else None
         for (entry, item), is_done in zip(batch, done, strict=True):
             if is_done:
                 self.observer.duplicate_dropped(entry)
@@ -253,11 +273,15 @@ class Worker:
                     self._timed_out.add(task)
                     task.cancel()
 
-    def _undeliverable(self, entry: Entry, message: AgentMessage,
-                       now: datetime | None) -> tuple[str, str] | None:
+    def _undeliverable(
+        self, entry: Entry, message: AgentMessage, now: datetime | None
+    ) -> tuple[str, str] | None:
         if entry.delivery_count > self.settings.max_deliveries:
-            return ("max_deliveries", f"delivered {entry.delivery_count} times (cap "
-                    f"{self.settings.max_deliveries}); its handler may crash the worker")
+            return (
+                "max_deliveries",
+                f"delivered {entry.delivery_count} times (cap "
+                f"{self.settings.max_deliveries}); its handler may crash the worker",
+            )
         if now is not None and message.is_expired(now):  # now: Redis TIME, cached <= 1 s
             return ("expired", f"deadline {message.deadline} passed before handling")
         if message.hops > AgentMessage.MAX_HOPS:
@@ -268,10 +292,16 @@ class Worker:
 
     # ------------------------------------------------------------------ handling
     async def _handle(self, entry: Entry, item: Decoded) -> None:
-        ctx = MessageContext(agent=self.name, message=item.message, payload=item.payload,
-                             stream=entry.stream, entry_id=entry.entry_id,
-                             delivery_count=entry.delivery_count,
-                             routing=self.pipeline.routing, log=self.log)
+        ctx = MessageContext(
+            agent=self.name,
+            message=item.message,
+            payload=item.payload,
+            stream=entry.stream,
+            entry_id=entry.entry_id,
+            delivery_count=entry.delivery_count,
+            routing=self.pipeline.routing,
+            log=self.log,
+        )
         set_current_message(ctx, self.consumer)  # ids on every log line of this task
         started = time.perf_counter()
         wall_started = time.time()
@@ -284,8 +314,9 @@ class Worker:
                     raise
                 self._timed_out.discard(task)
                 task.uncancel()
-                raise TimeoutError(f"handler timed out after {self.settings.handler_timeout}s"
-                                   ) from None
+                raise TimeoutError(
+                    f"handler timed out after {self.settings.handler_timeout}s"
+                ) from None
         except Skip:
             ctx.clear_outputs()
             self._finish(entry, ctx, wall_started, "skipped")
@@ -301,47 +332,78 @@ class Worker:
             self.observer.handled(ctx, time.perf_counter() - started)
             self._finish(entry, ctx, wall_started)
 
-    def _retry_later(self, entry: Entry, ctx: MessageContext, exc: BaseException,
-                     delay: float | None, *, counted: bool) -> None:
+    def _retry_later(
+        self,
+        entry: Entry,
+        ctx: MessageContext,
+        exc: BaseException,
+        delay: float | None,
+        *,
+        counted: bool,
+    ) -> None:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if counted and entry.delivery_count >= self.settings.max_deliveries:
             ctx.log.warning("message_failed_finally", error=error)
-            self._dead_letter(entry, "max_deliveries",
-                              f"failed {entry.delivery_count} deliveries; last error: {error}",
-                              message=ctx.message)
+            self._dead_letter(
+                entry,
+                "max_deliveries",
+                f"failed {entry.delivery_count} deliveries; last error: {error}",
+                message=ctx.message,
+            )
             return
         if delay is None:
-            delay = min(self.settings.retry_backoff * 2 ** (entry.delivery_count - 1),
-                        self.settings.retry_backoff_max)
+            delay = min(
+                self.settings.retry_backoff * 2 ** (entry.delivery_count - 1),
+                self.settings.retry_backoff_max,
+            )
         ctx.log.info("message_retry_scheduled", error=error, delay=delay)
         self._handling.discard(ctx.message.message_id)
         self._delayed[(entry.stream, entry.entry_id)] = (time.monotonic() + delay, entry, counted)
         self._delay_wakeup.set()
 
     # ------------------------------------------------------------------ committing
-    def _finish(self, entry: Entry, ctx: MessageContext | None, started: float = 0.0,
-                outcome: str = "handled") -> None:
+    def _finish(
+        self,
+        entry: Entry,
+        ctx: MessageContext | None,
+        started: float = 0.0,
+        outcome: str = "handled",
+    ) -> None:
         self._finished.append(Finished(entry, ctx, started, outcome))
         self._finished_event.set()
 
-    def _dead_letter(self, entry: Entry, reason: str, error: str,
-                     message: AgentMessage | None = None) -> None:
+    def _dead_letter(
+        self, entry: Entry, reason: str, error: str, message: AgentMessage | None = None
+    ) -> None:
         extra = {}
         if message is not None:
-            extra = {"correlation_id": str(message.correlation_id),
-                     "message_id": str(message.message_id),
-                     "message_type": message.message_type}
+            extra = {
+                "correlation_id": str(message.correlation_id),
+                "message_id": str(message.message_id),
+                "message_type": message.message_type,
+            }
             if self.tracer is not None:
-                self._dead_traces.append(self.tracer.fields(message, entry, "dead_lettered",
-                                                            time.time(), reason))
-            if reason == "expired" and (reply := timeout_reply(message, self.name, self.codec,
-                                                               error)):
+                self._dead_traces.append(
+                    self.tracer.fields(message, entry, "dead_lettered", time.time(), reason)
+                )
+            if reason == "expired" and (
+                reply := timeout_reply(message, self.name, self.codec, error)
+            ):
                 self._dead_replies.append(reply)  # the requester learns, in the same commit
-        self.log.warning("message_dead_lettered", reason=reason, error=error,
-                         entry_id=entry.entry_id.decode(), stream=entry.stream, **extra)
+        self.log.warning(
+            "message_dead_lettered",
+            reason=reason,
+            error=error,
+            entry_id=entry.entry_id.decode(),
+            stream=entry.stream,
+            **extra,
+        )
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
-        self._dead.append(redact_dead_letter(
-            DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra), self.redactor))
+        self._dead.append(
+            redact_dead_letter(
+                DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra), self.redactor
+            )
+        )
         self._finished_event.set()
 
     async def _commit_loop(self) -> None:
@@ -351,8 +413,15 @@ class Worker:
             finished, self._finished = self._finished, []
             dead, self._dead = self._dead, []
             traces, self._dead_traces = self._dead_traces, []
-            commit = build_commit(finished, dead, traces, codec=self.codec, keys=self.keys,
-                                  tracer=self.tracer, trace_ttl=self.settings.trace_ttl)
+            commit = build_commit(
+                finished,
+                dead,
+                traces,
+                codec=self.codec,
+                keys=self.keys,
+                tracer=self.tracer,
+                trace_ttl=self.settings.trace_ttl,
+            )
             commit.outputs.extend(self._dead_replies)
             self._dead_replies = []
             self._committing = True
@@ -372,8 +441,9 @@ class Worker:
                 await self.bus.commit(commit)
                 return
             except Exception as exc:
-                self.log.error("commit_failed", error=repr(exc), retry_in=backoff,
-                               messages=messages)
+                self.log.error(
+                    "commit_failed", error=repr(exc), retry_in=backoff, messages=messages
+                )
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -423,8 +493,12 @@ class Worker:
                     self.log.error("reclaim_failed", stream=stream, error=repr(exc))
                     continue
                 if entries or deleted:
-                    self.log.info("entries_reclaimed", stream=stream, count=len(entries),
-                                  deleted_while_pending=deleted)
+                    self.log.info(
+                        "entries_reclaimed",
+                        stream=stream,
+                        count=len(entries),
+                        deleted_while_pending=deleted,
+                    )
                     self.observer.reclaimed(stream, len(entries), deleted)
                 if entries:
                     await self._dispatch(entries)
@@ -465,10 +539,17 @@ class Worker:
         key = self.keys.heartbeat(self.name, self.consumer)
         ttl = max(int(self.settings.heartbeat_interval * 3), 2)
         while True:
-            beat = {"agent": self.name, "consumer": self.consumer, "pid": os.getpid(),
-                    "host": socket.gethostname(), "started_at": self.started_at,
-                    "at": time.time(), "in_flight": len(self._inflight),
-                    "processed": self.processed, "stopping": self._stopping.is_set()}
+            beat = {
+                "agent": self.name,
+                "consumer": self.consumer,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started_at": self.started_at,
+                "at": time.time(),
+                "in_flight": len(self._inflight),
+                "processed": self.processed,
+                "stopping": self._stopping.is_set(),
+            }
             try:
                 await self.redis.set(key, json.dumps(beat), ex=ttl)
             except Exception as exc:
@@ -490,8 +571,9 @@ class Worker:
         if not self._inflight:
             return
         try:
-            await self.bus.hand_back(self._inflight_by_stream(),
-                                     idle_ms=int(self.settings.reclaim_idle * 1000))
+            await self.bus.hand_back(
+                self._inflight_by_stream(), idle_ms=int(self.settings.reclaim_idle * 1000)
+            )
             self.log.info("in_flight_handed_back", count=len(self._inflight))
         except Exception as exc:
             self.log.error("hand_back_failed", error=repr(exc))

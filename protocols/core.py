@@ -31,5 +31,8 @@ class RequestFailed(Payload):
     status: Literal["timeout", "failed"]
     reason: str = Field(max_length=2_000)
     agent: str = Field(max_length=64, description="the agent type that gave up")
-    stage: str = Field(default="", max_length=128,
-                       description="message type that was being handled or waited to be")
+    stage: str = Field(
+        default="",
+        max_length=128,
+        description="message type that was being handled or waited to be",
+    )

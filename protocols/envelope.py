@@ -74,8 +74,17 @@ class AgentMessage(BaseModel):
     def is_expired(self, now: datetime) -> bool:
         return self.deadline is not None and now >= self.deadline
 
-    def derive(self, *, index: int, from_agent: str, to_agent: str, message_type: str,
-               schema_version: int, payload: dict[str, Any], now: datetime) -> AgentMessage:
+    def derive(
+        self,
+        *,
+        index: int,
+        from_agent: str,
+        to_agent: str,
+        message_type: str,
+        schema_version: int,
+        payload: dict[str, Any],
+        now: datetime,
+    ) -> AgentMessage:
         """The ``index``-th output of handling this message (deterministic id, inherited
         correlation, deadline, reply stream, budget and trace context)."""
         return AgentMessage(

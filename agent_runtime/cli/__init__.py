@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="agent-runtime",
         description="Run multi-agent pipelines over Redis Streams: typed messages, no lost work.",
         epilog="Without a Redis URL (--redis-url, AGENT_RUNTIME_REDIS_URL or redis_url in the "
-               "config) commands use the embedded server that 'agent-runtime up' started.")
+        "config) commands use the embedded server that 'agent-runtime up' started.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

@@ -13,16 +13,22 @@ DEFAULT_CONFIG = "configs/default.yaml"
 
 
 def add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", default=os.environ.get("AGENT_RUNTIME_CONFIG",
-                                                               DEFAULT_CONFIG),
-                        help="pipeline YAML (default: $AGENT_RUNTIME_CONFIG or %(default)s)")
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=os.environ.get("AGENT_RUNTIME_CONFIG", DEFAULT_CONFIG),
+        help="pipeline YAML (default: $AGENT_RUNTIME_CONFIG or %(default)s)",
+    )
 
 
 def add_redis(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", default=None,
-                        help="redis://, rediss://, unix:// or redis+cluster:// URL (default: "
-                             "$AGENT_RUNTIME_REDIS_URL, the config's redis_url, or the embedded "
-                             "server started by 'agent-runtime up')")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="redis://, rediss://, unix:// or redis+cluster:// URL (default: "
+        "$AGENT_RUNTIME_REDIS_URL, the config's redis_url, or the embedded "
+        "server started by 'agent-runtime up')",
+    )
 
 
 def load_pipeline(args: argparse.Namespace) -> Pipeline:
@@ -40,5 +46,6 @@ def redis_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str:
         raise AgentRuntimeError(
             "no Redis server to talk to: no --redis-url, AGENT_RUNTIME_REDIS_URL or redis_url "
             "in the config, and no embedded server is running (start one with "
-            "'agent-runtime up' in another terminal)")
+            "'agent-runtime up' in another terminal)"
+        )
     return url

@@ -21,18 +21,26 @@ from agent_runtime.worker import Worker, default_consumer_name
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "worker", help="run one agent type (one consumer) in this process",
+        "worker",
+        help="run one agent type (one consumer) in this process",
         description="Consume the inbox of agent type NAME until SIGTERM/SIGINT, then drain: "
-                    "stop reading, let in-flight handlers finish (drain_timeout), hand the "
-                    "rest back to the group.")
+        "stop reading, let in-flight handlers finish (drain_timeout), hand the "
+        "rest back to the group.",
+    )
     parser.add_argument("name", metavar="NAME", help="agent type, as named in the config")
-    parser.add_argument("--slot", default="0",
-                        help="replica slot; part of the stable consumer name (default 0)")
-    parser.add_argument("--consumer", default=None,
-                        help="consumer name (default: NAME-HOSTNAME-SLOT)")
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="serve Prometheus metrics on this port (default: "
-                             "$AGENT_RUNTIME_METRICS_PORT; off when unset)")
+    parser.add_argument(
+        "--slot", default="0", help="replica slot; part of the stable consumer name (default 0)"
+    )
+    parser.add_argument(
+        "--consumer", default=None, help="consumer name (default: NAME-HOSTNAME-SLOT)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (default: "
+        "$AGENT_RUNTIME_METRICS_PORT; off when unset)",
+    )
     add_config(parser)
     add_redis(parser)
     parser.set_defaults(func=run)
@@ -42,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args)
     if args.name not in pipeline.agents:
         known = ", ".join(sorted(pipeline.agents))
-        raise SystemExit(f"agent-runtime worker: unknown agent type {args.name!r} "
-                         f"(this config has: {known})")
+        raise SystemExit(
+            f"agent-runtime worker: unknown agent type {args.name!r} (this config has: {known})"
+        )
     configure_logging(redactor=env_redactor().with_config(pipeline.config))
     url = redis_url(args, pipeline)
     consumer = args.consumer or default_consumer_name(args.name, args.slot)
@@ -52,20 +61,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(pipeline: Pipeline, name: str, url: str, consumer: str,
-                metrics_port: int | None = None) -> None:
+async def serve(
+    pipeline: Pipeline, name: str, url: str, consumer: str, metrics_port: int | None = None
+) -> None:
     connection = connect(url)
-    codec = Codec(pipeline.schemas, signing_key=signing_key(),
-                  max_bytes=pipeline.worker_settings(name).max_message_bytes)
+    codec = Codec(
+        pipeline.schemas,
+        signing_key=signing_key(),
+        max_bytes=pipeline.worker_settings(name).max_message_bytes,
+    )
     obs = WorkerObservability.create(pipeline, name, metrics_port)
-    policies = Policies.for_agent(pipeline, name, connection.redis, listeners=(
-        [obs.metrics.breaker_listener()] if obs.metrics is not None else []))
+    policies = Policies.for_agent(
+        pipeline,
+        name,
+        connection.redis,
+        listeners=([obs.metrics.breaker_listener()] if obs.metrics is not None else []),
+    )
     policies.check()
-    worker = Worker(pipeline, name, connection.redis, consumer=consumer,
-                    cluster=connection.cluster, codec=codec, observer=obs.observer,
-                    middleware=[*obs.middleware, policies.middleware()],
-                    extras={**obs.extras, "policies": policies})
+    worker = Worker(
+        pipeline,
+        name,
+        connection.redis,
+        consumer=consumer,
+        cluster=connection.cluster,
+        codec=codec,
+        observer=obs.observer,
+        middleware=[*obs.middleware, policies.middleware()],
+        extras={**obs.extras, "policies": policies},
+    )
     async with anyio.create_task_group() as tg:
+
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:

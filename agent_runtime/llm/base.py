@@ -36,5 +36,6 @@ class LLMProvider(Protocol):
 
     name: str
 
-    async def complete(self, *, system: str, prompt: str, schema: type[ModelT],
-                       max_tokens: int = 1024) -> Completion[ModelT]: ...
+    async def complete(
+        self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
+    ) -> Completion[ModelT]: ...

@@ -22,8 +22,24 @@ from agent_runtime.policies.middleware import Policies, PolicyMiddleware
 from agent_runtime.policies.runner import CallStats, Policy
 
 __all__ = [
-    "DEFAULT_CALL", "BreakerListener", "BreakerPolicy", "BreakerState", "CallStats",
-    "DeliveryScope", "Policies", "Policy", "PolicyMiddleware", "PolicySet", "PolicySpec",
-    "RedisClock", "RetryPolicy", "SharedBreaker", "TimeoutPolicy", "current_scope",
-    "delivery_scope", "error_matcher", "is_transient", "remaining",
+    "DEFAULT_CALL",
+    "BreakerListener",
+    "BreakerPolicy",
+    "BreakerState",
+    "CallStats",
+    "DeliveryScope",
+    "Policies",
+    "Policy",
+    "PolicyMiddleware",
+    "PolicySet",
+    "PolicySpec",
+    "RedisClock",
+    "RetryPolicy",
+    "SharedBreaker",
+    "TimeoutPolicy",
+    "current_scope",
+    "delivery_scope",
+    "error_matcher",
+    "is_transient",
+    "remaining",
 ]

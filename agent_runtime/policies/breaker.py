@@ -113,9 +113,17 @@ class _Snapshot(pybreaker.CircuitBreakerStorage):
 class SharedBreaker:
     """One named breaker, shared by every process through ``keys.breaker(name)``."""
 
-    def __init__(self, name: str, policy: BreakerPolicy, redis: Any, keys: Keys, *,
-                 counts: Matcher, listeners: Sequence[BreakerListener] = (),
-                 attempt_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        policy: BreakerPolicy,
+        redis: Any,
+        keys: Keys,
+        *,
+        counts: Matcher,
+        listeners: Sequence[BreakerListener] = (),
+        attempt_timeout: float | None = None,
+    ) -> None:
         self.name = name
         self.policy = policy
         self.redis = redis
@@ -123,8 +131,9 @@ class SharedBreaker:
         self.counts = counts
         self.listeners = list(listeners)
         self.log = structlog.get_logger("agent_runtime.policies").bind(breaker=name)
-        probe = policy.probe_timeout or (attempt_timeout + 1.0 if attempt_timeout else
-                                         policy.reset_timeout)
+        probe = policy.probe_timeout or (
+            attempt_timeout + 1.0 if attempt_timeout else policy.reset_timeout
+        )
         self._probe_ms = max(int(probe * 1000), 1)
         self._reset_ms = max(int(policy.reset_timeout * 1000), 1)
         self._acquire = redis.register_script(breaker_lua.ACQUIRE)
@@ -132,8 +141,9 @@ class SharedBreaker:
         self._release = redis.register_script(breaker_lua.RELEASE)
         self._seen: str | None = None  # last state this process saw
 
-    async def call(self, fn: Callable[[], Awaitable[T]], *,
-                   on_probe: Callable[[], None] | None = None) -> T:
+    async def call(
+        self, fn: Callable[[], Awaitable[T]], *, on_probe: Callable[[], None] | None = None
+    ) -> T:
         """Run ``await fn()`` under the breaker; :class:`BreakerOpen` if it is open.
         ``on_probe`` is called when this call is the half-open probe."""
         token = uuid.uuid4().hex
@@ -142,9 +152,13 @@ class SharedBreaker:
             on_probe()
         snapshot = _Snapshot(self.name, "half-open" if probe else "closed", failures)
         breaker = pybreaker.CircuitBreaker(
-            fail_max=self.policy.fail_max, reset_timeout=self.policy.reset_timeout,
-            exclude=[lambda exc: not self.counts(exc)], state_storage=snapshot, name=self.name,
-            throw_new_error_on_trip=False)
+            fail_max=self.policy.fail_max,
+            reset_timeout=self.policy.reset_timeout,
+            exclude=[lambda exc: not self.counts(exc)],
+            state_storage=snapshot,
+            name=self.name,
+            throw_new_error_on_trip=False,
+        )
         cancelled: BaseException | None = None
         try:
             with breaker.calling():
@@ -162,7 +176,8 @@ class SharedBreaker:
     async def _enter(self, token: str) -> tuple[bool, int]:
         ttl = breaker_lua.HASH_TTL_SECONDS
         decision, state, wait_ms, failures = await self._acquire(
-            keys=[self.key], args=[token, self._reset_ms, self._probe_ms, ttl])
+            keys=[self.key], args=[token, self._reset_ms, self._probe_ms, ttl]
+        )
         decision, state = _text(decision), _text(state)
         self._observe(state)
         if decision == "open":
@@ -172,8 +187,9 @@ class SharedBreaker:
             raise BreakerOpen(self.name, wait, "half-open")
         return decision == "probe", int(failures)
 
-    async def _leave(self, token: str, probe: bool, snapshot: _Snapshot,
-                     cancelled: BaseException | None) -> None:
+    async def _leave(
+        self, token: str, probe: bool, snapshot: _Snapshot, cancelled: BaseException | None
+    ) -> None:
         if cancelled is not None or not (snapshot.failed or snapshot.succeeded):
             if probe:
                 await self._release(keys=[self.key], args=[token])
@@ -182,8 +198,15 @@ class SharedBreaker:
         if outcome == "success" and not probe and snapshot.initial == 0:
             return  # healthy path: nothing to reset, no write
         _before, after, _failures = await self._record(
-            keys=[self.key], args=[token, outcome, self.policy.fail_max, self._reset_ms,
-                                   breaker_lua.HASH_TTL_SECONDS])
+            keys=[self.key],
+            args=[
+                token,
+                outcome,
+                self.policy.fail_max,
+                self._reset_ms,
+                breaker_lua.HASH_TTL_SECONDS,
+            ],
+        )
         self._observe(_text(after))
 
     def _observe(self, state: str) -> None:
@@ -211,8 +234,9 @@ class SharedBreaker:
         left = 0.0
         if state == "open":
             left = max(int(data.get("opened_at_ms", 0)) + self._reset_ms - now_ms, 0) / 1000
-        return BreakerState(self.name, state, int(data.get("failures", 0)),
-                            int(data.get("trips", 0)), left)
+        return BreakerState(
+            self.name, state, int(data.get("failures", 0)), int(data.get("trips", 0)), left
+        )
 
 
 def _text(value: Any) -> str:

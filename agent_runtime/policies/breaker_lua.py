@@ -24,7 +24,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 #: ARGV: token, reset_ms, probe_ms, ttl_s.
 #: Returns {decision, state, wait_ms, failures}; decision: call | probe | open | busy.
-ACQUIRE = _NOW + """
+ACQUIRE = (
+    _NOW
+    + """
 local h = redis.call('HMGET', KEYS[1], 'state', 'failures', 'opened_at_ms', 'probe_until_ms')
 local state = h[1] or 'closed'
 local failures = tonumber(h[2]) or 0
@@ -41,10 +43,13 @@ redis.call('HSET', KEYS[1], 'state', 'half-open', 'probe', ARGV[1],
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return {'probe', 'half-open', 0, failures}
 """
+)
 
 #: ARGV: token, outcome (success | failure), fail_max, reset_ms, ttl_s.
 #: Returns {state_before, state_after, failures}.
-RECORD = _NOW + """
+RECORD = (
+    _NOW
+    + """
 local h = redis.call('HMGET', KEYS[1], 'state', 'failures', 'probe')
 local state = h[1] or 'closed'
 local failures = tonumber(h[2]) or 0
@@ -78,6 +83,7 @@ if failures >= tonumber(ARGV[3]) then
 end
 return {state, state, failures}
 """
+)
 
 #: ARGV: token. A cancelled prober gives its lock back (the state stays half-open).
 RELEASE = """

@@ -30,8 +30,9 @@ from protocols.envelope import AgentMessage
 class RedisClock:
     """The Redis server's time, cached: at most one ``TIME`` per ``refresh`` seconds."""
 
-    def __init__(self, redis: Any, *, refresh: float = 1.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, redis: Any, *, refresh: float = 1.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.redis = redis
         self.refresh = refresh
         self._monotonic = monotonic
@@ -56,7 +57,8 @@ class RedisClock:
             seconds, micros = await self.redis.time()
         except Exception as exc:  # keep extrapolating the last reading; else the local clock
             structlog.get_logger("agent_runtime.policies").warning(
-                "redis_time_failed", error=repr(exc))
+                "redis_time_failed", error=repr(exc)
+            )
             if self._server is None:
                 self._server, self._local = time.time(), before
             return

@@ -33,8 +33,10 @@ def _check_error_names(value: list[str]) -> list[str]:
     for name in value:
         if name not in ERROR_FAMILIES and not _DOTTED_ERROR.match(name):
             families = ", ".join(sorted(ERROR_FAMILIES))
-            raise ValueError(f"{name!r} is neither an error family ({families}) nor a dotted "
-                             "exception path like 'package.module:ErrorClass'")
+            raise ValueError(
+                f"{name!r} is neither an error family ({families}) nor a dotted "
+                "exception path like 'package.module:ErrorClass'"
+            )
     return value
 
 
@@ -43,15 +45,19 @@ class RetryPolicy(_Strict):
 
     attempts: int = Field(default=3, ge=1, le=100, description="attempts in total (1: no retry)")
     backoff: float = Field(default=0.2, ge=0, description="first delay, seconds; doubles")
-    backoff_max: float = Field(default=10.0, ge=0,
-                               description="longest in-process sleep; a Retry-After above it is "
-                                           "not waited for here (the worker redelivers later)")
+    backoff_max: float = Field(
+        default=10.0,
+        ge=0,
+        description="longest in-process sleep; a Retry-After above it is "
+        "not waited for here (the worker redelivers later)",
+    )
     jitter: float = Field(default=0.1, ge=0, description="random extra delay, 0..jitter s")
     retry_on: list[str] = Field(
         default_factory=lambda: ["transient"],
         description="error classes to retry: families 'transient' (timeouts, connection "
-                    "errors, 408/425/429/5xx, errors with transient=True), 'timeout', "
-                    "'connection', 'any', or dotted exception paths from the allow-list")
+        "errors, 408/425/429/5xx, errors with transient=True), 'timeout', "
+        "'connection', 'any', or dotted exception paths from the allow-list",
+    )
 
     check_retry_on = field_validator("retry_on")(_check_error_names)
 
@@ -60,27 +66,36 @@ class TimeoutPolicy(_Strict):
     """anyio cancel-scope timeouts. The message deadline always caps both."""
 
     attempt: float | None = Field(default=None, gt=0, description="seconds per attempt")
-    total: float | None = Field(default=None, gt=0,
-                                description="seconds for all attempts and the sleeps between")
+    total: float | None = Field(
+        default=None, gt=0, description="seconds for all attempts and the sleeps between"
+    )
 
 
 class BreakerPolicy(_Strict):
     """pybreaker circuit breaker with its state shared in Redis by every worker."""
 
     enabled: bool = True
-    name: str | None = Field(default=None, pattern=BREAKER_NAME,
-                             description="breaker name shared by the fleet (default: the call "
-                                         "name, or 'agent.NAME' for a handler breaker)")
+    name: str | None = Field(
+        default=None,
+        pattern=BREAKER_NAME,
+        description="breaker name shared by the fleet (default: the call "
+        "name, or 'agent.NAME' for a handler breaker)",
+    )
     fail_max: int = Field(default=5, ge=1, description="consecutive failures that open it")
-    reset_timeout: float = Field(default=30.0, gt=0,
-                                 description="seconds open before one caller may probe")
+    reset_timeout: float = Field(
+        default=30.0, gt=0, description="seconds open before one caller may probe"
+    )
     failure_on: list[str] = Field(
         default_factory=lambda: ["transient"],
         description="errors that count as failures (same names as retry_on); other errors "
-                    "mean the dependency answered and count as success")
+        "mean the dependency answered and count as success",
+    )
     probe_timeout: float | None = Field(
-        default=None, gt=0, description="seconds the half-open probe holds its lock (default: "
-                                        "the attempt timeout + 1 s, else reset_timeout)")
+        default=None,
+        gt=0,
+        description="seconds the half-open probe holds its lock (default: "
+        "the attempt timeout + 1 s, else reset_timeout)",
+    )
 
     check_failure_on = field_validator("failure_on")(_check_error_names)
 
@@ -109,7 +124,8 @@ class PolicySet(PolicySpec):
     calls: dict[str, PolicySpec] = Field(
         default_factory=dict,
         description="policies of the agent's LLM/tool calls by call name, e.g. 'llm.anthropic'"
-                    " or 'tool.http'; unlisted calls get DEFAULT_CALL")
+        " or 'tool.http'; unlisted calls get DEFAULT_CALL",
+    )
 
     @model_validator(mode="after")
     def _call_names(self) -> PolicySet:

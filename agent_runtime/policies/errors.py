@@ -53,8 +53,10 @@ def is_transient(exc: BaseException) -> bool:
 
 def _httpx_transport(exc: BaseException) -> bool:
     """httpx's TransportError (connect/read/write/pool errors) without importing httpx."""
-    return any(cls.__name__ == "TransportError" and cls.__module__.startswith("httpx")
-               for cls in type(exc).__mro__)
+    return any(
+        cls.__name__ == "TransportError" and cls.__module__.startswith("httpx")
+        for cls in type(exc).__mro__
+    )
 
 
 _FAMILIES: dict[str, Matcher] = {
@@ -102,8 +104,7 @@ def is_exhausted(exc: BaseException) -> bool:
     return bool(getattr(exc, _EXHAUSTED, False))
 
 
-def policy_problems(where: str, policy_set: PolicySet,
-                    allowed_modules: Iterable[str]) -> list[str]:
+def policy_problems(where: str, policy_set: PolicySet, allowed_modules: Iterable[str]) -> list[str]:
     """Error paths of an agent's policies that cannot be imported (for ``validate``)."""
     specs: dict[str, PolicySpec] = {where: policy_set}
     specs.update({f"{where}.calls.{name}": spec for name, spec in policy_set.calls.items()})

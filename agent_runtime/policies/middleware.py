@@ -40,9 +40,16 @@ Handler = Callable[[MessageContext], Awaitable[None]]
 class Policies:
     """Builds and caches the :class:`Policy` objects of one agent type in one process."""
 
-    def __init__(self, agent: str, policy_set: PolicySet, redis: Any, keys: Keys, *,
-                 allowed_modules: Iterable[str] = (),
-                 listeners: Sequence[BreakerListener] = ()) -> None:
+    def __init__(
+        self,
+        agent: str,
+        policy_set: PolicySet,
+        redis: Any,
+        keys: Keys,
+        *,
+        allowed_modules: Iterable[str] = (),
+        listeners: Sequence[BreakerListener] = (),
+    ) -> None:
         self.agent = agent
         self.policy_set = policy_set
         self.redis = redis
@@ -55,11 +62,18 @@ class Policies:
         self.handler = self._build(f"agent.{agent}", policy_set)
 
     @classmethod
-    def for_agent(cls, pipeline: Any, agent: str, redis: Any,
-                  listeners: Sequence[BreakerListener] = ()) -> Policies:
+    def for_agent(
+        cls, pipeline: Any, agent: str, redis: Any, listeners: Sequence[BreakerListener] = ()
+    ) -> Policies:
         config = pipeline.config
-        return cls(agent, config.agents[agent].policies, redis, config.keys,
-                   allowed_modules=config.allowed_modules, listeners=listeners)
+        return cls(
+            agent,
+            config.agents[agent].policies,
+            redis,
+            config.keys,
+            allowed_modules=config.allowed_modules,
+            listeners=listeners,
+        )
 
     def call(self, name: str) -> Policy:
         """The policy of call ``name`` (``calls.NAME`` in the config, else DEFAULT_CALL)."""
@@ -88,9 +102,14 @@ class Policies:
             breaker = self._breakers.get(breaker_name)
             if breaker is None:
                 breaker = self._breakers[breaker_name] = SharedBreaker(
-                    breaker_name, spec.breaker, self.redis, self.keys,
+                    breaker_name,
+                    spec.breaker,
+                    self.redis,
+                    self.keys,
                     counts=error_matcher(spec.breaker.failure_on, self.allowed_modules),
-                    listeners=self.listeners, attempt_timeout=spec.timeout.attempt)
+                    listeners=self.listeners,
+                    attempt_timeout=spec.timeout.attempt,
+                )
         return Policy(name, spec, retryable=retryable, breaker=breaker)
 
 
@@ -101,14 +120,17 @@ class PolicyMiddleware:
         self.policy = policy
         self.clock = clock
         spec = policy.spec  # nothing to do around the handler but the deadline: lean path
-        self._plain = (spec.retry.attempts == 1 and policy.breaker is None
-                       and spec.timeout.attempt is None and spec.timeout.total is None)
+        self._plain = (
+            spec.retry.attempts == 1
+            and policy.breaker is None
+            and spec.timeout.attempt is None
+            and spec.timeout.total is None
+        )
 
     async def handle(self, ctx: MessageContext, call_next: Handler) -> None:
         scope = DeliveryScope(await self.clock.deadline_of(ctx.message))
         if scope.expired():
-            raise Reject(f"deadline {ctx.message.deadline} passed before handling",
-                         code="expired")
+            raise Reject(f"deadline {ctx.message.deadline} passed before handling", code="expired")
         stats = CallStats()
         with delivery_scope(scope):
             try:
@@ -137,11 +159,11 @@ async def _attempt(ctx: MessageContext, call_next: Handler) -> None:
 def _breaker_delay(exc: BreakerOpen, scope: DeliveryScope) -> HandlerControl:
     left = scope.remaining()
     if left is not None and left <= exc.remaining:
-        return Reject(f"circuit breaker {exc.name!r} stays {exc.state} past the deadline",
-                      code="expired")
+        return Reject(
+            f"circuit breaker {exc.name!r} stays {exc.state} past the deadline", code="expired"
+        )
     delay = exc.remaining + random.uniform(0, min(exc.remaining * 0.1, 0.5))  # noqa: S311
-    return Retry(f"breaker_open: {exc.name} is {exc.state}", delay=delay,
-                 count=scope.failures > 0)
+    return Retry(f"breaker_open: {exc.name} is {exc.state}", delay=delay, count=scope.failures > 0)
 
 
 def _fate(exc: Exception, scope: DeliveryScope) -> Exception:

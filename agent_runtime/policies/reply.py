@@ -24,10 +24,16 @@ def timeout_reply(message: AgentMessage, agent: str, codec: Codec, reason: str) 
     """``(reply stream, entry fields, ttl)`` of the timeout reply, or None without reply_to."""
     if message.reply_to is None:
         return None
-    payload = RequestFailed(status="timeout", reason=reason[:2_000], agent=agent,
-                            stage=message.message_type)
-    reply = message.derive(index=TIMEOUT_REPLY_INDEX, from_agent=agent, to_agent="client",
-                           message_type=payload.message_type,
-                           schema_version=payload.schema_version,
-                           payload=payload.model_dump(mode="json"), now=utcnow())
+    payload = RequestFailed(
+        status="timeout", reason=reason[:2_000], agent=agent, stage=message.message_type
+    )
+    reply = message.derive(
+        index=TIMEOUT_REPLY_INDEX,
+        from_agent=agent,
+        to_agent="client",
+        message_type=payload.message_type,
+        schema_version=payload.schema_version,
+        payload=payload.model_dump(mode="json"),
+        now=utcnow(),
+    )
     return (message.reply_to, codec.encode(reply), REPLY_TTL)

@@ -58,16 +58,28 @@ class CallStats:
 class Policy:
     """A named policy. Stateless per call (share one instance between tasks)."""
 
-    def __init__(self, name: str, spec: PolicySpec, *, retryable: Matcher,
-                 breaker: SharedBreaker | None = None, log: Any = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: PolicySpec,
+        *,
+        retryable: Matcher,
+        breaker: SharedBreaker | None = None,
+        log: Any = None,
+    ) -> None:
         self.name = name
         self.spec = spec
         self.retryable = retryable
         self.breaker = breaker
         self.log = log or structlog.get_logger("agent_runtime.policies").bind(policy=name)
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any,
-                  stats: CallStats | None = None, **kwargs: Any) -> T:
+    async def run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        stats: CallStats | None = None,
+        **kwargs: Any,
+    ) -> T:
         """``await fn(*args, **kwargs)`` under this policy (``stats`` is reserved)."""
         stats = stats if stats is not None else CallStats()
         call = functools.partial(fn, *args, **kwargs)
@@ -106,8 +118,11 @@ class Policy:
         return AsyncRetrying(
             stop=stop_any(stop_after_attempt(retry.attempts), _TooLate(ends, retry.backoff_max)),
             wait=self._wait,
-            retry=retry_if_exception(self._should_retry), sleep=anyio.sleep,
-            before_sleep=self._log_retry, reraise=True)
+            retry=retry_if_exception(self._should_retry),
+            sleep=anyio.sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
 
     def _should_retry(self, exc: BaseException) -> bool:
         return self.retryable(exc) and not is_exhausted(exc)
@@ -142,8 +157,12 @@ class Policy:
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        self.log.info("call_retried", attempt=state.attempt_number,
-                      delay=round(state.upcoming_sleep, 3), error=type(exc).__name__)
+        self.log.info(
+            "call_retried",
+            attempt=state.attempt_number,
+            delay=round(state.upcoming_sleep, 3),
+            error=type(exc).__name__,
+        )
 
 
 class _TooLate(stop_base):
@@ -159,8 +178,7 @@ class _TooLate(stop_base):
         after = _retry_after(outcome.exception() if outcome else None)
         if after is not None and after > self.longest:
             return True  # not worth blocking a handler: the worker redelivers later
-        return self.ends is not None and \
-            time.monotonic() + retry_state.upcoming_sleep >= self.ends
+        return self.ends is not None and time.monotonic() + retry_state.upcoming_sleep >= self.ends
 
 
 def _set_probe(stats: CallStats) -> None:

@@ -25,8 +25,10 @@ def connect(url: str, **kwargs: Any) -> Connection:
     """A client for ``url``; bytes in, bytes out (``decode_responses=False``)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"{redact_url(url)!r} is not a Redis URL (redis://, rediss://, unix://, "
-                         "redis+cluster://)")
+        raise ValueError(
+            f"{redact_url(url)!r} is not a Redis URL (redis://, rediss://, unix://, "
+            "redis+cluster://)"
+        )
     options: dict[str, Any] = {"health_check_interval": 30, **kwargs}
     if scheme in CLUSTER_SCHEMES:
         client: Any = RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **options)

@@ -28,8 +28,9 @@ def _pack_command(self: Any, *args: Any) -> list[bytes]:
         args = (*args[0].split(), *args[1:])
     if any(isinstance(a, (bool, bytearray, memoryview)) for a in args):
         if any(isinstance(a, bool) for a in args):
-            raise DataError("Invalid input of type: 'bool'. Convert to a bytes, string, int or "
-                            "float first.")
+            raise DataError(
+                "Invalid input of type: 'bool'. Convert to a bytes, string, int or float first."
+            )
         args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
     try:
         return [hiredis.pack_command(args)]

@@ -61,9 +61,17 @@ class Commit:
 class StreamBus:
     """Stream operations for one agent type's consumer group, on one Redis client."""
 
-    def __init__(self, redis: Any, *, group: str, consumer: str, cluster: bool = False,
-                 done_key: Callable[[int], str] | None = None, done_ttl: int = DAY,
-                 dlq_maxlen: int = 100_000) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        group: str,
+        consumer: str,
+        cluster: bool = False,
+        done_key: Callable[[int], str] | None = None,
+        done_ttl: int = DAY,
+        dlq_maxlen: int = 100_000,
+    ) -> None:
         self.redis = redis
         self.done_key = done_key or (lambda day: f"done:{group}:{day}")
         self.group = group
@@ -94,7 +102,7 @@ class StreamBus:
         there; only when every shard is empty does it BLOCK, on one shard in turn, for
         ``block_ms / shards``: busy shards are never held up by idle ones."""
         self._turn = (self._turn + 1) % len(streams)
-        order = [*streams[self._turn:], *streams[:self._turn]]
+        order = [*streams[self._turn :], *streams[: self._turn]]
         out: list[Entry] = []
         for stream in order:
             out += await self._xreadgroup({stream: ">"}, count - len(out), None)
@@ -130,8 +138,14 @@ class StreamBus:
         claimed: list[Entry] = []
         deleted = 0
         while len(claimed) < limit:
-            reply = await self.redis.xautoclaim(stream, self.group, self.consumer, min_idle_ms,
-                                                start_id=cursor, count=min(100, limit))
+            reply = await self.redis.xautoclaim(
+                stream,
+                self.group,
+                self.consumer,
+                min_idle_ms,
+                start_id=cursor,
+                count=min(100, limit),
+            )
             cursor, items = reply[0], reply[1]
             deleted += len(reply[2]) if len(reply) > 2 else 0
             claimed += [Entry(stream, eid, f) for eid, f in items if f is not None]
@@ -156,8 +170,9 @@ class StreamBus:
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, ids in leases.items():
                 for chunk in _chunks(ids, 500):
-                    pipe.xclaim(stream, self.group, self.consumer, 0, chunk, idle=idle_ms,
-                                justid=True)
+                    pipe.xclaim(
+                        stream, self.group, self.consumer, 0, chunk, idle=idle_ms, justid=True
+                    )
             await pipe.execute()
 
     async def redeliver(self, stream: str, ids: list[bytes]) -> list[Entry]:
@@ -216,8 +231,12 @@ class StreamBus:
                     if ttl:
                         pipe.expire(stream, ttl)
                 for dead in commit.dead:
-                    pipe.xadd(dead.dlq, _dead_fields(dead, self.consumer),
-                              maxlen=self.dlq_maxlen, approximate=True)
+                    pipe.xadd(
+                        dead.dlq,
+                        _dead_fields(dead, self.consumer),
+                        maxlen=self.dlq_maxlen,
+                        approximate=True,
+                    )
             if marks and commit.done_ids:
                 key = self.done_key(self._bucket())
                 pipe.sadd(key, *commit.done_ids)
@@ -247,10 +266,12 @@ class StreamBus:
                     minid = min(minid, _as_bytes(summary["min"]), key=_id_key)
         return int(await self.redis.xtrim(stream, minid=minid, approximate=approximate))
 
-    async def _xreadgroup(self, streams: dict[str, str], count: int,
-                          block_ms: int | None) -> list[Entry]:
-        reply = await self.redis.xreadgroup(self.group, self.consumer, streams,
-                                            count=count, block=block_ms)
+    async def _xreadgroup(
+        self, streams: dict[str, str], count: int, block_ms: int | None
+    ) -> list[Entry]:
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, streams, count=count, block=block_ms
+        )
         out = []
         for name, items in reply or []:
             stream = name.decode() if isinstance(name, bytes) else name
@@ -261,9 +282,14 @@ class StreamBus:
         if not entries:
             return
         ids = sorted((e.entry_id for e in entries), key=_id_key)
-        rows = await self.redis.xpending_range(stream, self.group, ids[0], ids[-1],
-                                               count=len(entries) * 4 + 100,
-                                               consumername=self.consumer)
+        rows = await self.redis.xpending_range(
+            stream,
+            self.group,
+            ids[0],
+            ids[-1],
+            count=len(entries) * 4 + 100,
+            consumername=self.consumer,
+        )
         counts = {row["message_id"]: row["times_delivered"] for row in rows}
         for entry in entries:
             entry.delivery_count = int(counts.get(entry.entry_id, entry.delivery_count))
@@ -310,4 +336,4 @@ def _as_bytes(value: Any) -> bytes:
 
 def _chunks(items: list[bytes], size: int) -> Iterable[list[bytes]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

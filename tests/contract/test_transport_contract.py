@@ -36,8 +36,13 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 
 
 def bus(redis: Any, prefix: str, consumer: str = "a-0") -> StreamBus:
-    return StreamBus(redis, group="a", consumer=consumer,
-                     done_key=lambda b: f"{prefix}:done:a:{b}", done_ttl=3600)
+    return StreamBus(
+        redis,
+        group="a",
+        consumer=consumer,
+        done_key=lambda b: f"{prefix}:done:a:{b}",
+        done_ttl=3600,
+    )
 
 
 async def seeded(redis: Any, prefix: str, n: int) -> tuple[StreamBus, list[bytes]]:
@@ -62,9 +67,10 @@ async def test_commit_writes_outputs_done_ids_and_acks(client: Any) -> None:
     redis, prefix = client
     b, _ = await seeded(redis, prefix, 3)
     entries = await b.read_new([STREAM], count=10, block_ms=1)
-    commit = Commit(outputs=[(f"{prefix}:out", {b"m": b"o1"}, None),
-                             (f"{prefix}:reply", {b"m": b"r"}, 60)],
-                    done_ids=["id-1", "id-2"])
+    commit = Commit(
+        outputs=[(f"{prefix}:out", {b"m": b"o1"}, None), (f"{prefix}:reply", {b"m": b"r"}, 60)],
+        done_ids=["id-1", "id-2"],
+    )
     for entry in entries:
         commit.ack(entry)
     await b.commit(commit)

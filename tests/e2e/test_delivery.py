@@ -23,24 +23,45 @@ from protocols.envelope import AgentMessage, utcnow
 
 pytestmark = pytest.mark.e2e
 
-FAST = {"reclaim_idle": 1.0, "reclaim_interval": 0.2, "lease_interval": 0.25,
-        "retry_backoff": 0.05, "block_ms": 200, "heartbeat_interval": 0.5,
-        "max_deliveries": 3, "drain_timeout": 10}
+FAST = {
+    "reclaim_idle": 1.0,
+    "reclaim_interval": 0.2,
+    "lease_interval": 0.25,
+    "retry_backoff": 0.05,
+    "block_ms": 200,
+    "heartbeat_interval": 0.5,
+    "max_deliveries": 3,
+    "drain_timeout": 10,
+}
 
 
 class Env:
     """One pipeline (echo -> sink) under a fresh prefix, with helpers to drive it."""
 
-    def __init__(self, tmp: Path, url: str, prefix: str, env: dict[str, str],
-                 echo: dict[str, Any], worker: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        url: str,
+        prefix: str,
+        env: dict[str, str],
+        echo: dict[str, Any],
+        worker: dict[str, Any],
+    ) -> None:
         self.tmp, self.url, self.env = tmp, url, env
         self.markers = tmp / "markers"
         self.markers.mkdir()
-        config = {"key_prefix": prefix, "allowed_modules": ["tests.fixtures"],
-                  "worker": {**FAST, **worker},
-                  "agents": {"echo": {"class": "tests.fixtures.agents:Echo",
-                                      "config": {"marker_dir": str(self.markers), **echo}},
-                             "sink": {"class": "tests.fixtures.agents:Sink"}}}
+        config = {
+            "key_prefix": prefix,
+            "allowed_modules": ["tests.fixtures"],
+            "worker": {**FAST, **worker},
+            "agents": {
+                "echo": {
+                    "class": "tests.fixtures.agents:Echo",
+                    "config": {"marker_dir": str(self.markers), **echo},
+                },
+                "sink": {"class": "tests.fixtures.agents:Sink"},
+            },
+        }
         self.config_path = tmp / "pipeline.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.pipeline = Pipeline.load(self.config_path)
@@ -50,9 +71,14 @@ class Env:
         self.workers: list[WorkerProcess] = []
 
     def start(self, agent: str, slot: str = "0", **env: str) -> WorkerProcess:
-        proc = WorkerProcess(agent, config=self.config_path, redis_url=self.url, slot=slot,
-                             env={**self.env, **env},
-                             log_path=self.tmp / f"{agent}-{slot}.log").start()
+        proc = WorkerProcess(
+            agent,
+            config=self.config_path,
+            redis_url=self.url,
+            slot=slot,
+            env={**self.env, **env},
+            log_path=self.tmp / f"{agent}-{slot}.log",
+        ).start()
         self.workers.append(proc)
         key = self.keys.heartbeat(agent, f"{agent}-{_host()}-{slot}")
         wait_until(lambda: self.r.exists(key) or not proc.alive(), 20, message=f"{agent} ready")
@@ -62,10 +88,16 @@ class Env:
     def message(self, text: str, **overrides: Any) -> AgentMessage:
         cid = uuid.uuid4()
         fields: dict[str, Any] = dict(
-            message_id=uuid.uuid4(), correlation_id=cid, from_agent="client",
-            to_agent="echo", message_type="user.request", schema_version=1,
-            payload=UserRequest(text=text).model_dump(mode="json"), timestamp=utcnow(),
-            reply_to=self.keys.reply(str(cid)))
+            message_id=uuid.uuid4(),
+            correlation_id=cid,
+            from_agent="client",
+            to_agent="echo",
+            message_type="user.request",
+            schema_version=1,
+            payload=UserRequest(text=text).model_dump(mode="json"),
+            timestamp=utcnow(),
+            reply_to=self.keys.reply(str(cid)),
+        )
         fields.update(overrides)
         return AgentMessage(**fields)
 
@@ -104,8 +136,9 @@ def _host() -> str:
 
 
 @pytest.fixture
-def make_env(tmp_path: Path, redis_url: str, prefix: str,
-             subprocess_env: dict[str, str]) -> Iterator[Any]:
+def make_env(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> Iterator[Any]:
     envs: list[Env] = []
 
     def make(echo: dict[str, Any] | None = None, worker: dict[str, Any] | None = None) -> Env:
@@ -201,8 +234,9 @@ def test_bad_input_is_dead_lettered_on_first_delivery(make_env: Any) -> None:
 
     wait_until(lambda: len(env.dead_letters()) == len(bad), message="all bad entries dead")
     reasons = sorted(d[b"reason"].decode() for d in env.dead_letters())
-    assert reasons == sorted(["undecodable", "oversize", "invalid", "unknown_version",
-                              "undecodable"])
+    assert reasons == sorted(
+        ["undecodable", "oversize", "invalid", "unknown_version", "undecodable"]
+    )
     assert all(d[b"delivery_count"] == b"1" for d in env.dead_letters())
     by_reason = {d[b"reason"]: d for d in env.dead_letters()}
     assert b"payload of user.request" in by_reason[b"invalid"][b"error"]
@@ -254,9 +288,15 @@ def test_redelivered_and_duplicated_messages_produce_no_duplicate_output(make_en
 @pytest.mark.parametrize("drain_timeout", [10.0, 0.05])
 def test_sigterm_loses_nothing(make_env: Any, drain_timeout: float) -> None:
     # Long drain: in-flight work finishes. Short drain: it is cut and handed back.
-    env = make_env(echo={"sleep_seconds": 0.3},
-                   worker={"concurrency": 4, "drain_timeout": drain_timeout,
-                           "reclaim_idle": 30.0, "lease_interval": 1.0})
+    env = make_env(
+        echo={"sleep_seconds": 0.3},
+        worker={
+            "concurrency": 4,
+            "drain_timeout": drain_timeout,
+            "reclaim_idle": 30.0,
+            "lease_interval": 1.0,
+        },
+    )
     env.start("sink")
     first = env.start("echo", "0")
     messages = [env.message(f"m{i}") for i in range(12)]
@@ -290,8 +330,9 @@ def _forget_done(env: Env, agent: str, message_id: str) -> None:
 
 
 def test_handler_timeout_cancels_and_counts_as_failure(make_env: Any) -> None:
-    env = make_env(echo={"sleep_seconds": 30.0},
-                   worker={"handler_timeout": 0.5, "max_deliveries": 2})
+    env = make_env(
+        echo={"sleep_seconds": 30.0}, worker={"handler_timeout": 0.5, "max_deliveries": 2}
+    )
     worker = env.start("echo")
     message = env.message("hangs")
     env.publish(message)

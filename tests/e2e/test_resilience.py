@@ -26,29 +26,56 @@ from protocols.envelope import AgentMessage, utcnow
 
 pytestmark = pytest.mark.e2e
 
-FAST = {"reclaim_idle": 5.0, "reclaim_interval": 0.2, "lease_interval": 0.5,
-        "retry_backoff": 0.05, "block_ms": 200, "heartbeat_interval": 0.5,
-        "max_deliveries": 4, "drain_timeout": 2, "batch_size": 1, "concurrency": 2}
-DEP = {"retry": {"attempts": 3, "backoff": 0.05, "jitter": 0.01},
-       "breaker": {"fail_max": 5, "reset_timeout": 2}}
+FAST = {
+    "reclaim_idle": 5.0,
+    "reclaim_interval": 0.2,
+    "lease_interval": 0.5,
+    "retry_backoff": 0.05,
+    "block_ms": 200,
+    "heartbeat_interval": 0.5,
+    "max_deliveries": 4,
+    "drain_timeout": 2,
+    "batch_size": 1,
+    "concurrency": 2,
+}
+DEP = {
+    "retry": {"attempts": 3, "backoff": 0.05, "jitter": 0.01},
+    "breaker": {"fail_max": 5, "reset_timeout": 2},
+}
 
 
 class Env:
     """One 'flaky' agent type under a fresh prefix, and helpers to drive and observe it."""
 
-    def __init__(self, tmp: Path, url: str, prefix: str, env: dict[str, str],
-                 dep: dict[str, Any], worker: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        url: str,
+        prefix: str,
+        env: dict[str, str],
+        dep: dict[str, Any],
+        worker: dict[str, Any],
+    ) -> None:
         self.tmp, self.url, self.env = tmp, url, env
         self.state = tmp / "state"
         self.state.mkdir()
         self.outage = tmp / "outage"
-        config = {"key_prefix": prefix, "allowed_modules": ["tests.fixtures"],
-                  "worker": {**FAST, **worker},
-                  "agents": {"flaky": {
-                      "class": "tests.fixtures.flaky:Flaky",
-                      "config": {"state_dir": str(self.state), "outage_file": str(self.outage),
-                                 "hang_seconds": 3.0},
-                      "policies": {"retry": {"attempts": 1}, "calls": {"dep": dep}}}}}
+        config = {
+            "key_prefix": prefix,
+            "allowed_modules": ["tests.fixtures"],
+            "worker": {**FAST, **worker},
+            "agents": {
+                "flaky": {
+                    "class": "tests.fixtures.flaky:Flaky",
+                    "config": {
+                        "state_dir": str(self.state),
+                        "outage_file": str(self.outage),
+                        "hang_seconds": 3.0,
+                    },
+                    "policies": {"retry": {"attempts": 1}, "calls": {"dep": dep}},
+                }
+            },
+        }
         self.config_path = tmp / "pipeline.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.pipeline = Pipeline.load(self.config_path)
@@ -59,8 +86,14 @@ class Env:
 
     def start(self, slot: str = "0") -> WorkerProcess:
         log = self.tmp / f"flaky-{slot}.log"
-        proc = WorkerProcess("flaky", config=self.config_path, redis_url=self.url, slot=slot,
-                             env=self.env, log_path=log).start()
+        proc = WorkerProcess(
+            "flaky",
+            config=self.config_path,
+            redis_url=self.url,
+            slot=slot,
+            env=self.env,
+            log_path=log,
+        ).start()
         self.workers.append(proc)
         key = self.keys.heartbeat("flaky", f"flaky-{socket.gethostname()}-{slot}")
         wait_until(lambda: self.r.exists(key) or not proc.alive(), 20, message="worker ready")
@@ -70,11 +103,17 @@ class Env:
     def publish(self, text: str, deadline_in: float | None = None) -> AgentMessage:
         cid = uuid.uuid4()
         message = AgentMessage(
-            message_id=uuid.uuid4(), correlation_id=cid, from_agent="client", to_agent="flaky",
-            message_type="user.request", schema_version=1,
-            payload=UserRequest(text=text).model_dump(mode="json"), timestamp=utcnow(),
+            message_id=uuid.uuid4(),
+            correlation_id=cid,
+            from_agent="client",
+            to_agent="flaky",
+            message_type="user.request",
+            schema_version=1,
+            payload=UserRequest(text=text).model_dump(mode="json"),
+            timestamp=utcnow(),
             deadline=None if deadline_in is None else utcnow() + timedelta(seconds=deadline_in),
-            reply_to=self.keys.reply(str(cid)))
+            reply_to=self.keys.reply(str(cid)),
+        )
         self.r.xadd(self.keys.inbox("flaky"), self.codec.encode(message))
         return message
 
@@ -102,8 +141,9 @@ class Env:
 
 
 @pytest.fixture
-def make_env(tmp_path: Path, redis_url: str, prefix: str,
-             subprocess_env: dict[str, str]) -> Iterator[Any]:
+def make_env(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> Iterator[Any]:
     envs: list[Env] = []
 
     def make(dep: dict[str, Any] | None = None, worker: dict[str, Any] | None = None) -> Env:
@@ -155,8 +195,11 @@ def test_breaker_is_shared_by_workers_and_an_outage_burns_no_message(make_env: A
     def observers() -> set[str]:
         return {name.split("-")[1] for name in env.markers("open")}
 
-    wait_until(lambda: observers() == {str(w.pid) for w in workers}, 20,
-               message="both worker processes refused by the open breaker")
+    wait_until(
+        lambda: observers() == {str(w.pid) for w in workers},
+        20,
+        message="both worker processes refused by the open breaker",
+    )
     assert env.breaker()["state"] in {"open", "half-open"}
     env.outage.unlink()  # the outage ends (well inside the retry horizon)
 

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_oom_commit_acks_nothing(tmp_path: Path) -> None:
-    with EmbeddedServer(tmp_path, persistent=False,
-                        extra_args=("--maxmemory", "4mb")) as server:
+    with EmbeddedServer(tmp_path, persistent=False, extra_args=("--maxmemory", "4mb")) as server:
         client = Redis.from_url(server.url)
         bus = StreamBus(client, group="a", consumer="a-0")
         await bus.ensure_group("in")

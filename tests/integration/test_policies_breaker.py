@@ -35,11 +35,16 @@ class Recorder:
         self.changes.append((cb.name, str(old_state), str(new_state)))
 
 
-def make(redis: Any, prefix: str, listener: Recorder | None = None,
-         **policy: Any) -> SharedBreaker:
+def make(redis: Any, prefix: str, listener: Recorder | None = None, **policy: Any) -> SharedBreaker:
     spec = BreakerPolicy.model_validate({"fail_max": 2, "reset_timeout": 0.3, **policy})
-    return SharedBreaker("dep", spec, redis, Keys(prefix), counts=error_matcher(spec.failure_on),
-                         listeners=[listener] if listener else [])
+    return SharedBreaker(
+        "dep",
+        spec,
+        redis,
+        Keys(prefix),
+        counts=error_matcher(spec.failure_on),
+        listeners=[listener] if listener else [],
+    )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

@@ -34,11 +34,17 @@ REAL_TIME = time.time
 
 @pytest.fixture
 def pipeline(prefix: str) -> Pipeline:
-    config = PipelineConfig.model_validate({
-        "key_prefix": prefix, "allowed_modules": ["tests.fixtures"],
-        "worker": {"block_ms": 100, "heartbeat_interval": 0.5, "drain_timeout": 1},
-        "agents": {"echo": {"class": "tests.fixtures.agents:Echo"},
-                   "sink": {"class": "tests.fixtures.agents:Sink"}}})
+    config = PipelineConfig.model_validate(
+        {
+            "key_prefix": prefix,
+            "allowed_modules": ["tests.fixtures"],
+            "worker": {"block_ms": 100, "heartbeat_interval": 0.5, "drain_timeout": 1},
+            "agents": {
+                "echo": {"class": "tests.fixtures.agents:Echo"},
+                "sink": {"class": "tests.fixtures.agents:Sink"},
+            },
+        }
+    )
     return Pipeline.build(config)
 
 
@@ -51,11 +57,16 @@ async def redis(redis_url: str) -> AsyncIterator[Any]:
 
 def skew_local_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None:
     """Every local wall-clock reading the runtime makes is ``offset`` off."""
+
     def skewed() -> datetime:
         return REAL_UTCNOW() + offset
 
-    for module in (protocols.envelope, agent_runtime.agent, agent_runtime.policies.reply,
-                   agent_runtime.worker):
+    for module in (
+        protocols.envelope,
+        agent_runtime.agent,
+        agent_runtime.policies.reply,
+        agent_runtime.worker,
+    ):
         monkeypatch.setattr(module, "utcnow", skewed, raising=False)
     monkeypatch.setattr(time, "time", lambda: REAL_TIME() + offset.total_seconds())
 
@@ -63,14 +74,20 @@ def skew_local_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None
 def request(pipeline: Pipeline, deadline: datetime) -> AgentMessage:
     cid = uuid.uuid4()
     return AgentMessage(
-        message_id=uuid.uuid4(), correlation_id=cid, from_agent="client", to_agent="echo",
-        message_type="user.request", schema_version=1,
-        payload=UserRequest(text="hello").model_dump(mode="json"), timestamp=REAL_UTCNOW(),
-        deadline=deadline, reply_to=pipeline.config.keys.reply(str(cid)))
+        message_id=uuid.uuid4(),
+        correlation_id=cid,
+        from_agent="client",
+        to_agent="echo",
+        message_type="user.request",
+        schema_version=1,
+        payload=UserRequest(text="hello").model_dump(mode="json"),
+        timestamp=REAL_UTCNOW(),
+        deadline=deadline,
+        reply_to=pipeline.config.keys.reply(str(cid)),
+    )
 
 
-async def run_worker_until(pipeline: Pipeline, redis: Any,
-                           done: Callable[[], Any]) -> None:
+async def run_worker_until(pipeline: Pipeline, redis: Any, done: Callable[[], Any]) -> None:
     worker = Worker(pipeline, "echo", redis, consumer="echo-test-0")
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)

@@ -41,10 +41,15 @@ class GreetingV3(Payload):
 
 def message(body: Payload, **overrides: object) -> AgentMessage:
     fields: dict[str, object] = dict(
-        message_id=uuid.uuid4(), correlation_id=uuid.uuid4(), from_agent="client",
-        to_agent="echo", message_type=body.message_type,
-        schema_version=body.schema_version, payload=body.model_dump(mode="json"),
-        timestamp=datetime.now(UTC))
+        message_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        from_agent="client",
+        to_agent="echo",
+        message_type=body.message_type,
+        schema_version=body.schema_version,
+        payload=body.model_dump(mode="json"),
+        timestamp=datetime.now(UTC),
+    )
     fields.update(overrides)
     return AgentMessage(**fields)  # type: ignore[arg-type]
 
@@ -67,17 +72,31 @@ def test_envelope_requires_timezone_and_dotted_type() -> None:
 
 
 def test_derived_outputs_have_deterministic_ids_and_inherit_context() -> None:
-    parent = message(UserRequest(text="hi"), deadline=datetime(2030, 1, 1, tzinfo=UTC),
-                     reply_to="ar:reply:{x}", budget_usd=1.5)
-    kwargs = dict(index=0, from_agent="echo", to_agent="sink", message_type="test.greeting",
-                  schema_version=1, payload={"name": "a"}, now=datetime.now(UTC))
+    parent = message(
+        UserRequest(text="hi"),
+        deadline=datetime(2030, 1, 1, tzinfo=UTC),
+        reply_to="ar:reply:{x}",
+        budget_usd=1.5,
+    )
+    kwargs = dict(
+        index=0,
+        from_agent="echo",
+        to_agent="sink",
+        message_type="test.greeting",
+        schema_version=1,
+        payload={"name": "a"},
+        now=datetime.now(UTC),
+    )
     first, again = parent.derive(**kwargs), parent.derive(**kwargs)  # type: ignore[arg-type]
     assert first.message_id == again.message_id == output_id(parent.message_id, 0)
     assert parent.derive(**{**kwargs, "index": 1}).message_id != first.message_id  # type: ignore[arg-type]
     assert first.correlation_id == parent.correlation_id
     assert first.causation_id == parent.message_id
     assert (first.deadline, first.reply_to, first.budget_usd) == (
-        parent.deadline, parent.reply_to, parent.budget_usd)
+        parent.deadline,
+        parent.reply_to,
+        parent.budget_usd,
+    )
     assert first.hops == parent.hops + 1
 
 
@@ -89,12 +108,15 @@ def test_codec_round_trip_returns_typed_payload() -> None:
     assert decoded.payload == UserRequest(text="hello")
 
 
-@pytest.mark.parametrize(("fields", "reason"), [
-    ({b"m": b"\xff\xfe not json"}, "undecodable"),
-    ({b"x": b"no m field"}, "undecodable"),
-    ({b"m": b"[1, 2]"}, "invalid"),
-    ({b"m": b"{" + b" " * 5000 + b"}"}, "oversize"),
-])
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({b"m": b"\xff\xfe not json"}, "undecodable"),
+        ({b"x": b"no m field"}, "undecodable"),
+        ({b"m": b"[1, 2]"}, "invalid"),
+        ({b"m": b"{" + b" " * 5000 + b"}"}, "oversize"),
+    ],
+)
 def test_codec_rejects_bad_bytes_with_reason(fields: dict[bytes, bytes], reason: str) -> None:
     codec = Codec(SchemaRegistry([UserRequest]), max_bytes=4096)
     with pytest.raises(DecodeError) as info:
@@ -131,8 +153,11 @@ def test_signatures_cover_the_exact_bytes() -> None:
     fields = signer.encode(message(UserRequest(text="hi")))
     assert signer.decode(fields).payload == UserRequest(text="hi")
     tampered = {**fields, b"m": fields[b"m"].replace(b"hi", b"ho")}
-    for bad in (tampered, {b"m": fields[b"m"]}, Codec(registry, signing_key=b"k2").encode(
-            message(UserRequest(text="hi")))):
+    for bad in (
+        tampered,
+        {b"m": fields[b"m"]},
+        Codec(registry, signing_key=b"k2").encode(message(UserRequest(text="hi"))),
+    ):
         with pytest.raises(DecodeError) as info:
             signer.decode(bad)
         assert info.value.reason == "bad_signature"

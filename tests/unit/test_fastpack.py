@@ -9,13 +9,16 @@ from redis.exceptions import DataError
 from agent_runtime.transport.fastpack import _fast_class
 
 
-@pytest.mark.parametrize("args", [
-    ("XADD", "s", "*", b"m", b"\x00\xffbytes"),
-    ("XINFO GROUPS", "stream"),
-    (b"CONFIG GET", b"maxmemory"),
-    ("SET", "k", 12, "EX", 3.5),
-    ("SADD", "k", "ünïcode", memoryview(b"mv"), bytearray(b"ba")),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("XADD", "s", "*", b"m", b"\x00\xffbytes"),
+        ("XINFO GROUPS", "stream"),
+        (b"CONFIG GET", b"maxmemory"),
+        ("SET", "k", 12, "EX", 3.5),
+        ("SADD", "k", "ünïcode", memoryview(b"mv"), bytearray(b"ba")),
+    ],
+)
 def test_same_bytes_as_redis_py(args: tuple[object, ...]) -> None:
     plain = Connection()
     fast = _fast_class(Connection)()

@@ -100,12 +100,20 @@ class HTTPStatusError(Exception):
         self.status_code = status_code
 
 
-@pytest.mark.parametrize(("error", "transient"), [
-    (TimeoutError(), True), (ConnectionResetError(), True), (LLMUnavailable("down"), True),
-    (LLMRateLimited("429", retry_after=1), True), (LLMRequestError("400"), False),
-    (HTTPStatusError(503), True), (HTTPStatusError(429), True), (HTTPStatusError(404), False),
-    (ValueError("bad input"), False),
-])
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (TimeoutError(), True),
+        (ConnectionResetError(), True),
+        (LLMUnavailable("down"), True),
+        (LLMRateLimited("429", retry_after=1), True),
+        (LLMRequestError("400"), False),
+        (HTTPStatusError(503), True),
+        (HTTPStatusError(429), True),
+        (HTTPStatusError(404), False),
+        (ValueError("bad input"), False),
+    ],
+)
 def test_transient_family(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
 
@@ -159,7 +167,8 @@ async def test_attempt_timeout_cancels_and_retries() -> None:
     stats = CallStats()
     with pytest.raises(TimeoutError):
         await policy(retry={"attempts": 2, **FAST}, timeout={"attempt": 0.05}).run(
-            hangs, stats=stats)
+            hangs, stats=stats
+        )
     assert stats.attempts == 2 and finished == []
 
 
@@ -184,12 +193,16 @@ async def test_retry_after_is_honoured_and_a_long_one_is_left_to_the_worker() ->
 async def test_no_sleep_or_attempt_past_the_deadline() -> None:
     flaky = Flaky(5, ConnectionError("down"))
     p = policy(retry={"attempts": 5, "backoff": 10, "jitter": 0, "backoff_max": 10})
-    with delivery_scope(DeliveryScope(deadline=anyio.current_time() + 1.0)), \
-            pytest.raises(ConnectionError):
+    with (
+        delivery_scope(DeliveryScope(deadline=anyio.current_time() + 1.0)),
+        pytest.raises(ConnectionError),
+    ):
         await p.run(flaky)
     assert flaky.calls == 1  # a 10 s backoff would end past the 1 s deadline
-    with delivery_scope(DeliveryScope(deadline=anyio.current_time() - 1)), \
-            pytest.raises(DeadlineExceeded):
+    with (
+        delivery_scope(DeliveryScope(deadline=anyio.current_time() - 1)),
+        pytest.raises(DeadlineExceeded),
+    ):
         await p.run(flaky)
     assert flaky.calls == 1
 
@@ -198,8 +211,10 @@ async def test_the_deadline_cuts_a_hanging_call() -> None:
     async def hangs() -> None:
         await anyio.sleep(30)
 
-    with delivery_scope(DeliveryScope(deadline=anyio.current_time() + 0.05)), \
-            pytest.raises(DeadlineExceeded):
+    with (
+        delivery_scope(DeliveryScope(deadline=anyio.current_time() + 0.05)),
+        pytest.raises(DeadlineExceeded),
+    ):
         await policy(timeout={"total": 60}).run(hangs)
 
 
@@ -210,7 +225,8 @@ async def test_total_timeout_covers_every_attempt() -> None:
     stats = CallStats()
     with pytest.raises(TimeoutError):
         await policy(retry={"attempts": 50, **FAST}, timeout={"attempt": 0.02, "total": 0.2}).run(
-            hangs, stats=stats)
+            hangs, stats=stats
+        )
     assert 1 < stats.attempts < 50
 
 
@@ -281,8 +297,7 @@ async def test_open_breaker_delays_without_counting_unless_the_work_failed() -> 
         raise BreakerOpen("dep", 2.0)
 
     with pytest.raises(Retry) as info:
-        await middleware(retry={"attempts": 3, **FAST}).handle(
-            Ctx(), fails_then_refused)  # type: ignore[arg-type]
+        await middleware(retry={"attempts": 3, **FAST}).handle(Ctx(), fails_then_refused)  # type: ignore[arg-type]
     assert info.value.count is True  # it really failed once in this delivery
 
 
@@ -317,6 +332,7 @@ def test_validate_reports_error_paths_outside_the_allow_list(tmp_path: Any) -> N
         "      calls:\n"
         "        tool.x: {retry: {retry_on: ['json:JSONDecodeError']}}\n"
         "  sink:\n"
-        "    class: tests.fixtures.agents:Sink\n")
+        "    class: tests.fixtures.agents:Sink\n"
+    )
     with pytest.raises(ConfigError, match=r"agents\.echo\.policies\.calls\.tool\.x\.retry"):
         Pipeline.load(path)
