@@ -123,9 +123,9 @@ class EmbeddedServer:
             str(self.data_dir / "server.log"),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - argv list, no shell
             argv,
-            stdin=subprocess.DEVNULL,  # noqa: S603
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,

@@ -138,19 +138,19 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         if self.log_path is None:
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: S603 - argv list, no shell
                 self.argv,
-                env=self.env,  # noqa: S603
+                env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
             return self
         with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: S603 - argv list, no shell
                 self.argv,
                 env=self.env,
-                stdout=out,  # noqa: S603
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )

@@ -28,7 +28,7 @@ async def test_oom_commit_acks_nothing(tmp_path: Path) -> None:
 
         commit = Commit(outputs=[("out", {b"m": b"output"}, None)], done_ids=["id"])
         commit.ack(entry)
-        with pytest.raises(redis.exceptions.RedisError, match="maxmemory|EXECABORT"):
+        with pytest.raises(redis.exceptions.RedisError, match=r"maxmemory|EXECABORT"):
             await bus.commit(commit)
 
         assert (await client.xpending("in", "a"))["pending"] == 1
