@@ -4,8 +4,13 @@ Before anything runs, the task's approval must carry a valid signature for exact
 request, step, tool, arguments and approver (agent_runtime.approval); a missing, forged or
 mismatched approval is refused and logged, and the tool is never called. Tools are plugged in
 by dotted path (``tools: {name: {class: ..., options: {...}}}``) and imported through the
-registry allow-list. Every call goes through :func:`invoke_tool` -- the one place policies
-(retry, timeout, breaker) wrap. The step's idempotency key ``CID:STEP`` is passed to the tool.
+registry allow-list. Every call goes through :func:`invoke_tool` under the call policy
+``tool.NAME`` of the worker's resilience policies (``runtime.extras["policies"]``: retry,
+timeout, circuit breaker shared by the fleet; see docs/policies.md); ``BreakerOpen`` and
+``DeadlineExceeded`` propagate to the policy middleware (delayed redelivery, ``expired``).
+Without worker policies (the harness, unit tests) a local policy built from ``attempts``,
+``retry_backoff`` and ``step_timeout`` is used, without a breaker. The step's idempotency key
+``CID:STEP`` is passed to the tool.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import approval_key, verify
-from agent_runtime.errors import ConfigError
+from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded
+from agent_runtime.policies import CallStats, Policy, PolicySpec, RetryPolicy
+from agent_runtime.policies.errors import is_transient
 from agent_runtime.registry import import_object
 from agents.common import budget_reason, over_budget
 from agents.executors.base import Tool, ToolContext, ToolError, ToolOutput, TransientToolError
@@ -55,8 +62,14 @@ class ExecutorConfig(BaseModel):
         default_factory=list, description="module prefixes of tools beyond 'agents'"
     )
     step_timeout: float = Field(default=60.0, gt=0, description="seconds per tool attempt")
-    attempts: int = Field(default=2, ge=1, le=10, description="tries on transient tool errors")
-    retry_backoff: float = Field(default=0.2, ge=0)
+    attempts: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="tries on transient tool errors when the worker supplies no policies "
+        "(under a worker: policies.calls['tool.NAME'].retry)",
+    )
+    retry_backoff: float = Field(default=0.2, ge=0, description="first retry delay (no policies)")
 
 
 def build_tools(config: ExecutorConfig) -> dict[str, Tool]:
@@ -89,6 +102,7 @@ class Executor(Agent[ExecutorConfig]):
     _tools: dict[str, Tool] | None = None
     _key: bytes | None = None
     _sandbox: Path | None = None
+    _local_policies: dict[str, Policy] | None = None
 
     @property
     def sandbox(self) -> Path:
@@ -113,6 +127,23 @@ class Executor(Agent[ExecutorConfig]):
         if self._key is None:
             self._key = approval_key()
         return self._key
+
+    def tool_policy(self, tool: str) -> Policy:
+        """The worker's ``tool.NAME`` call policy, else a local one from this config."""
+        name = f"tool.{tool}"
+        policies = self.runtime.extras.get("policies")
+        if policies is not None:
+            return policies.call(name)  # type: ignore[no-any-return]
+        if self._local_policies is None:
+            self._local_policies = {}
+        policy = self._local_policies.get(name)
+        if policy is None:
+            retry = RetryPolicy(
+                attempts=self.config.attempts, backoff=self.config.retry_backoff, jitter=0
+            )  # invoke_tool applies step_timeout to each attempt
+            spec = PolicySpec(retry=retry)
+            policy = self._local_policies[name] = Policy(name, spec, retryable=is_transient)
+        return policy
 
     def approval_problem(self, ctx: MessageContext, task: Task) -> str | None:
         approval = task.approval
@@ -177,18 +208,7 @@ class Executor(Agent[ExecutorConfig]):
             sandbox=self.sandbox,
             deadline=ctx.message.deadline,
         )
-        attempts, error, output = 0, "", None
-        while attempts < self.config.attempts and output is None:
-            attempts += 1
-            try:
-                output = await invoke_tool(tool, step.args, context, self.config.step_timeout)
-            except TransientToolError as exc:
-                error = str(exc)
-                if attempts < self.config.attempts:
-                    await anyio.sleep(self.config.retry_backoff * attempts)
-            except ToolError as exc:
-                error = str(exc)
-                break
+        output, error, attempts = await self.call_tool(tool, task, context)
         elapsed = (time.perf_counter() - clock) * 1000
         done = {
             **base,
@@ -206,3 +226,23 @@ class Executor(Agent[ExecutorConfig]):
             truncated=output.truncated,
             cost_usd=output.cost_usd or step.cost_estimate_usd,
         )
+
+    async def call_tool(
+        self, tool: Tool, task: Task, context: ToolContext
+    ) -> tuple[ToolOutput | None, str, int]:
+        """(output or None, error, attempts): the tool under its call policy. A tool error (or
+        a timeout) once retries are spent fails the step; an open breaker or a passed deadline
+        propagates to the policy middleware."""
+        step, stats = task.step, CallStats()
+        policy = self.tool_policy(step.tool)
+        try:
+            output = await policy.run(
+                invoke_tool, tool, step.args, context, self.config.step_timeout, stats=stats
+            )
+        except (BreakerOpen, DeadlineExceeded):
+            raise
+        except ToolError as exc:
+            return None, str(exc), stats.attempts
+        except TimeoutError:
+            return None, f"step timed out (policy {policy.name})", stats.attempts
+        return output, "", stats.attempts

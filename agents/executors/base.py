@@ -23,11 +23,17 @@ from agent_runtime.errors import AgentRuntimeError
 
 
 class ToolError(AgentRuntimeError):
-    """The step failed; ``str(error)`` is shown to the user."""
+    """The step failed; ``str(error)`` is shown to the user. Not retried, and not a failure of
+    the dependency for a circuit breaker (the policies' ``transient`` flag)."""
+
+    transient: ClassVar[bool] = False
 
 
 class TransientToolError(ToolError):
-    """The step failed in a way a later attempt may not."""
+    """The step failed in a way a later attempt may not: retried by the call policy, counted
+    by its circuit breaker."""
+
+    transient: ClassVar[bool] = True
 
 
 class ToolOptions(BaseModel):
