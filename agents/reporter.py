@@ -2,7 +2,10 @@
 request's reply stream and to the shared reports stream.
 
 Step outputs are cut to ``max_output_chars`` each (marked ``truncated``) so a report always
-fits in one message.
+fits in one message. Every report is passed through the secret redaction of
+:mod:`agent_runtime.observability.redaction` before it is sent: secrets of the process
+environment, ``password=...``-style values, URL passwords, bearer tokens and values under
+secret-named fields are masked in step arguments, outputs, errors and reasons.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime.agent import Agent, MessageContext
+from agent_runtime.observability.redaction import Redactor, redact
 from protocols.pipeline import Outcome, Report, StepReport, StepResult
 
 NOT_RUN_STATUSES = frozenset({"skipped", "rejected", "cancelled"})
@@ -34,7 +38,7 @@ class Reporter(Agent[ReporterConfig]):
     async def handle(self, ctx: MessageContext) -> None:
         outcome = ctx.payload
         assert isinstance(outcome, Outcome)
-        report = self.build(str(ctx.message.correlation_id), outcome)
+        report = self.redacted(self.build(str(ctx.message.correlation_id), outcome))
         ctx.log.info(
             "report_built",
             status=report.status,
@@ -45,6 +49,14 @@ class Reporter(Agent[ReporterConfig]):
             ctx.reply(report)
         if self.config.publish_reports:
             ctx.send_to_stream(self.runtime.keys.reports(), report)
+
+    def redacted(self, report: Report) -> Report:
+        """``report`` with secrets masked (the worker's redactor from ``extras["redactor"]``
+        when the process supplies one, else the process environment's)."""
+        redactor: Redactor | None = self.runtime.extras.get("redactor")
+        data = report.model_dump(mode="json")
+        clean = redact(data, redactor)
+        return report if clean == data else Report.model_validate_json(json.dumps(clean))
 
     def build(self, correlation_id: str, outcome: Outcome) -> Report:
         finished = datetime.now(UTC)
