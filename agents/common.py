@@ -24,7 +24,12 @@ def llm_provider(runtime: AgentRuntime, spec: dict[str, Any]) -> LLMProvider:
 
 
 async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage, call: int) -> None:
-    """Record ``usage`` in the request's cost ledger, once per (message, call)."""
+    """Record ``usage`` in the process's Prometheus metrics (LLM calls, tokens and cost by
+    provider and model, when ``runtime.extras["metrics"]`` is set) and in the request's cost
+    ledger, once per (message, call)."""
+    metrics = runtime.extras.get("metrics")
+    if metrics is not None:
+        metrics.record_usage(usage)
     if runtime.redis is None or (
         usage.cost_usd == 0 and usage.input_tokens == 0 and usage.output_tokens == 0
     ):
