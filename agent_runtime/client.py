@@ -24,6 +24,9 @@ from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
 
 TRACE_TTL = 24 * 3600
+#: Seconds past a request's deadline to keep waiting for the runtime's own ``request.failed``
+#: timeout reply (workers answer an expired request within its deadline + 2 s).
+REPLY_GRACE = 2.5
 
 
 class Client:

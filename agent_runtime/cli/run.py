@@ -4,9 +4,11 @@ Starts the embedded server (unless a Redis URL is configured), every agent type'
 separate worker processes (Supervisor), publishes the request, prints one progress line per
 hop from the request's trace, prints the report, stops everything.
 
-Exit status: 0 the request succeeded; 1 it did not (rejected, failed, budget exceeded, invalid);
-3 no report within --timeout; 2 usage or configuration error. ``--json`` prints only the
-Report JSON on stdout (progress goes to stderr either way).
+Exit status: 0 the request succeeded; 1 it did not (rejected, failed, budget exceeded, invalid,
+or the runtime gave up on it); 3 timeout: the request's deadline (--timeout) passed at some hop
+(the runtime's ``request.failed`` timeout reply, printed like a report) or no reply came at all;
+2 usage or configuration error. ``--json`` prints only the Report (or the ``request.failed``
+reply) as JSON on stdout (progress goes to stderr either way).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import anyio
 from agent_runtime.approval import child_env, pending_approvals
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline
 from agent_runtime.cli.progress import hop_line, print_report
-from agent_runtime.client import Client
+from agent_runtime.client import REPLY_GRACE, Client
 from agent_runtime.embedded import EmbeddedServer, clear_state, find_running
-from agent_runtime.errors import RequestTimeout
+from agent_runtime.errors import RequestError, RequestTimeout
 from agent_runtime.observability.logging import configure_logging
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.supervisor import Supervisor
+from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage
 from protocols.pipeline import Report
 
@@ -54,7 +57,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-t",
         type=float,
         default=120.0,
-        help="seconds to wait for the report (default %(default)g); also the request's deadline",
+        help="the request's deadline in seconds (default %(default)g); the report, or the "
+        "runtime's timeout reply, is awaited up to 2.5 s longer",
     )
     parser.add_argument(
         "--budget",
@@ -119,11 +123,13 @@ async def execute(args: argparse.Namespace, pipeline: Pipeline, url: str, log_di
             message = await client.publish(args.text, timeout=args.timeout, budget_usd=args.budget)
             _say(f"request {message.correlation_id}: {args.text}")
             try:
-                report = await follow(client, message, args.timeout)
+                report = await follow(client, message, args.timeout + REPLY_GRACE)
             except RequestTimeout as exc:
                 _say(f"agent-runtime run: {exc}; worker logs are in {log_dir}")
                 return EXIT_TIMEOUT
         _say("stopping workers")
+    if isinstance(report, RequestFailed):
+        return print_failure(report, args.json, log_dir)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
@@ -131,8 +137,21 @@ async def execute(args: argparse.Namespace, pipeline: Pipeline, url: str, log_di
     return EXIT_OK if report.ok else EXIT_NOT_OK
 
 
-async def follow(client: Client, message: AgentMessage, wait: float) -> Report:
-    """Print progress until the report arrives (or RequestTimeout)."""
+def print_failure(failed: RequestFailed, as_json: bool, log_dir: Path) -> int:
+    """The runtime gave up on the request (``request.failed``): print it; 3 on a timeout."""
+    if as_json:
+        data = {"message_type": failed.message_type, **failed.model_dump(mode="json")}
+        print(json.dumps(data, indent=2))
+    else:
+        stage = f" ({failed.stage})" if failed.stage else ""
+        print(f"request {failed.status}: {failed.agent}{stage}: {failed.reason}")
+    _say(f"agent-runtime run: the request {failed.status}; worker logs are in {log_dir}")
+    return EXIT_TIMEOUT if failed.status == "timeout" else EXIT_NOT_OK
+
+
+async def follow(client: Client, message: AgentMessage, wait: float) -> Report | RequestFailed:
+    """Print progress until the report (or the runtime's ``request.failed`` reply) arrives,
+    or RequestTimeout."""
     tail = TraceTail(client, message)
     async with anyio.create_task_group() as tg:
         tg.start_soon(tail.follow)
@@ -142,9 +161,10 @@ async def follow(client: Client, message: AgentMessage, wait: float) -> Report:
         finally:
             tg.cancel_scope.cancel()
     await tail.poll(block=None)  # the hops committed together with the report
-    report = reply.payload
-    assert isinstance(report, Report)
-    return report
+    answer = reply.payload
+    if not isinstance(answer, Report | RequestFailed):
+        raise RequestError(f"unexpected reply {reply.message.message_type!r} to the request")
+    return answer
 
 
 class TraceTail:

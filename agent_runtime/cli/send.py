@@ -10,9 +10,10 @@ from typing import Any
 import anyio
 
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
-from agent_runtime.client import Client
+from agent_runtime.client import REPLY_GRACE, Client
 from agent_runtime.codec import Decoded
 from agent_runtime.errors import RequestTimeout
+from protocols.core import RequestFailed
 
 DEFAULT_WAIT = 60.0
 
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="publish a request (optionally wait for its reply)",
         description="Publish TEXT as a user.request to the pipeline's entry agent and print its "
         "correlation id. With --wait, block until the first reply arrives on the "
-        "request's own reply stream and print it (exit 0), or exit 1 on timeout.",
+        "request's own reply stream and print it (exit 0; exit 1 when the reply is the "
+        "runtime's request.failed, e.g. the deadline passed), or exit 1 on timeout.",
     )
     parser.add_argument("text", metavar="TEXT", help="the request")
     parser.add_argument("--wait", "-w", action="store_true", help="wait for the reply")
@@ -32,8 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-t",
         type=float,
         default=None,
-        help=f"seconds to wait for the reply (default {DEFAULT_WAIT:g}); also "
-        "the request's deadline, after which agents drop it",
+        help=f"the request's deadline, after which agents drop it and reply request.failed "
+        f"(default with --wait: {DEFAULT_WAIT:g}); --wait waits up to 2.5 s longer for that reply",
     )
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     add_config(parser)
@@ -61,7 +63,7 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         if not args.json:
             print(f"correlation id: {cid}", flush=True)
         try:
-            reply = await client.wait_reply(message, timeout)
+            reply = await client.wait_reply(message, timeout + REPLY_GRACE)
         except RequestTimeout:
             print(
                 f"agent-runtime send: no reply to request {cid} within {timeout:g}s (are "
@@ -71,6 +73,9 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
             )
             return 1
     print(json.dumps(reply_json(reply), indent=2) if args.json else reply_text(reply))
+    if isinstance(reply.payload, RequestFailed):
+        print(f"agent-runtime send: request {cid} {reply.payload.status}", file=sys.stderr)
+        return 1
     return 0
 
 
