@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -18,6 +18,7 @@ from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config import signing_key
 from agent_runtime.errors import DecodeError, RequestTimeout
 from agent_runtime.pipeline import Pipeline
+from agent_runtime.policies.clock import RedisClock
 from agent_runtime.transport.connect import connect
 from protocols.base import Payload
 from protocols.core import UserRequest
@@ -41,6 +42,7 @@ class Client:
             signing_key=signing_key(),
             max_bytes=pipeline.config.worker.max_message_bytes,
         )
+        self.clock = RedisClock(redis)  # deadlines on the server's clock, not this host's
 
     @classmethod
     def connect(cls, url: str, pipeline: Pipeline) -> Client:
@@ -60,8 +62,12 @@ class Client:
         timeout: float | None = None,
         budget_usd: float | None = None,
         correlation_id: uuid.UUID | None = None,
+        now: datetime | None = None,
     ) -> AgentMessage:
-        now = utcnow()
+        """The request envelope. Its deadline is ``now`` (default: the local clock) plus
+        ``timeout``; :meth:`publish` passes the Redis server's time."""
+        stamp = utcnow()
+        now = now or stamp
         cid = correlation_id or uuid.uuid4()
         target = to or self.pipeline.routing.agent_for(payload.message_type)
         return AgentMessage(
@@ -72,19 +78,25 @@ class Client:
             message_type=payload.message_type,
             schema_version=payload.schema_version,
             payload=payload.model_dump(mode="json"),
-            timestamp=now,
+            timestamp=stamp,
             deadline=now + timedelta(seconds=timeout) if timeout else None,
             reply_to=self.keys.reply(str(cid)),
             budget_usd=budget_usd,
         )
 
     async def publish(self, text_or_payload: str | Payload, **options: Any) -> AgentMessage:
-        """Publish a request (a text becomes a ``UserRequest``); returns the envelope sent."""
+        """Publish a request (a text becomes a ``UserRequest``); returns the envelope sent.
+
+        A ``timeout`` becomes the deadline on the Redis server's clock (``TIME``), the clock
+        every worker checks deadlines against: a client whose own clock is skewed neither
+        expires its requests early nor extends them."""
         payload = (
             UserRequest(text=text_or_payload)
             if isinstance(text_or_payload, str)
             else text_or_payload
         )
+        if options.get("timeout") and "now" not in options:
+            options["now"] = await self.clock.now_datetime()
         message = self.new_message(payload, **options)
         await self.send(message)
         return message
