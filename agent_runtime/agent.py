@@ -87,6 +87,7 @@ class Output:
     stream: str
     message: AgentMessage
     ttl: int | None = None  # seconds; set on per-request streams (replies)
+    maxlen: int | None = None  # XADD MAXLEN ~: only for streams no consumer group reads
 
 
 class MessageContext:
@@ -167,9 +168,14 @@ class MessageContext:
         *,
         to_agent: str = "client",
         now: datetime | None = None,
+        maxlen: int | None = None,
     ) -> AgentMessage:
-        """Queue ``payload`` on an explicit stream (e.g. the shared reports stream)."""
-        return self._queue(stream, to_agent, payload, now)
+        """Queue ``payload`` on an explicit stream (e.g. the shared reports stream).
+
+        ``maxlen`` caps the stream at about that many entries (XADD MAXLEN ~). Only for
+        streams that no consumer group reads: on Redis < 8.2 and Valkey, MAXLEN also drops
+        entries still pending or not yet delivered to a group."""
+        return self._queue(stream, to_agent, payload, now, maxlen=maxlen)
 
     def clear_outputs(self) -> None:
         """Forget queued outputs (used by retry policies before a fresh attempt)."""
@@ -182,6 +188,7 @@ class MessageContext:
         payload: Payload,
         now: datetime | None,
         ttl: int | None = None,
+        maxlen: int | None = None,
     ) -> AgentMessage:
         message = self.message.derive(
             index=len(self._outputs),
@@ -192,5 +199,5 @@ class MessageContext:
             payload=payload.model_dump(mode="json"),
             now=now or utcnow(),
         )
-        self._outputs.append(Output(stream, message, ttl))
+        self._outputs.append(Output(stream, message, ttl, maxlen))
         return message

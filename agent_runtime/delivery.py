@@ -112,6 +112,8 @@ def build_commit(
         if ctx is not None:
             for out in ctx.outputs:
                 outputs.append((out.stream, codec.encode(out.message), out.ttl))
+                if out.maxlen:
+                    commit.caps[out.stream] = out.maxlen
             commit.done_ids.append(str(ctx.message.message_id))
             if tracer is not None:
                 fields = tracer.fields(

@@ -28,6 +28,9 @@ class ReporterConfig(BaseModel):
 
     max_output_chars: int = Field(default=8_000, ge=100, le=1_000_000)
     publish_reports: bool = Field(default=True, description="also write to the reports stream")
+    reports_maxlen: int = Field(
+        default=10_000, ge=1, description="the reports stream keeps about this many reports"
+    )
 
 
 class Reporter(Agent[ReporterConfig]):
@@ -48,7 +51,11 @@ class Reporter(Agent[ReporterConfig]):
         if ctx.message.reply_to is not None:
             ctx.reply(report)
         if self.config.publish_reports:
-            ctx.send_to_stream(self.runtime.keys.reports(), report)
+            # Capped with XADD MAXLEN ~: no consumer group reads the reports stream (operators
+            # and tools read it with XRANGE/XREAD), so trimming cannot drop a pending entry.
+            ctx.send_to_stream(
+                self.runtime.keys.reports(), report, maxlen=self.config.reports_maxlen
+            )
 
     def redacted(self, report: Report) -> Report:
         """``report`` with secrets masked (the worker's redactor from ``extras["redactor"]``

@@ -50,6 +50,7 @@ class Commit:
     done_ids: list[str] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     acks: dict[str, list[bytes]] = field(default_factory=dict)
+    caps: dict[str, int] = field(default_factory=dict)  # stream -> XADD MAXLEN ~ (no groups)
 
     def ack(self, entry: Entry) -> None:
         self.acks.setdefault(entry.stream, []).append(entry.entry_id)
@@ -227,7 +228,11 @@ class StreamBus:
         async with self.redis.pipeline(transaction=not self.cluster) as pipe:
             if writes:
                 for stream, fields, ttl in commit.outputs:
-                    pipe.xadd(stream, fields)
+                    cap = commit.caps.get(stream)
+                    if cap:
+                        pipe.xadd(stream, fields, maxlen=cap, approximate=True)
+                    else:
+                        pipe.xadd(stream, fields)
                     if ttl:
                         pipe.expire(stream, ttl)
                 for dead in commit.dead:
