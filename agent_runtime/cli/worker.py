@@ -87,7 +87,11 @@ async def serve(
         codec=codec,
         observer=obs.observer,
         middleware=[*obs.middleware, policies.middleware()],
-        extras={**obs.extras, "policies": policies},
+        extras={
+            **obs.extras,
+            "policies": policies,
+            "redactor": env_redactor().with_config(pipeline.config),
+        },
     )
     async with anyio.create_task_group() as tg:
 
