@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,9 +48,16 @@ class Finished:
     outcome: str = "handled"
 
 
+TRACE_FIELD = b"t"
+
+
 @dataclass(frozen=True, slots=True)
 class Tracer:
-    """Builds per-request trace entries (see docs/architecture.md, "Traces")."""
+    """Builds per-request trace entries: one stream field ``t`` holding a JSON object (agent,
+    consumer, correlation_id, message_id, causation_id, message_type, from_agent, to_agent,
+    outcome, reason, delivery_count, started_ms, finished_ms, duration_ms, outputs). One
+    field keeps the per-message cost on client and server low; read with
+    :func:`expand_trace`."""
 
     agent: str
     consumer: str
@@ -66,38 +73,50 @@ class Tracer:
     ) -> dict[bytes, bytes]:
         now = time.time()
         started = started or now
-        return {
-            b"agent": self.agent.encode(),
-            b"consumer": self.consumer.encode(),
-            b"correlation_id": str(message.correlation_id).encode(),
-            b"message_id": str(message.message_id).encode(),
-            b"causation_id": str(message.causation_id or "").encode(),
-            b"message_type": message.message_type.encode(),
-            b"from_agent": message.from_agent.encode(),
-            b"to_agent": message.to_agent.encode(),
-            b"outcome": outcome.encode(),
-            b"reason": reason.encode(),
-            b"delivery_count": str(entry.delivery_count).encode(),
-            b"started_ms": str(int(started * 1000)).encode(),
-            b"finished_ms": str(int(now * 1000)).encode(),
-            b"duration_ms": f"{(now - started) * 1000:.3f}".encode(),
-            b"outputs": json.dumps(
-                [
-                    {
-                        "message_id": str(o.message.message_id),
-                        "message_type": o.message.message_type,
-                        "to": o.message.to_agent,
-                    }
-                    for o in outputs
-                ]
-            ).encode(),
+        record = {
+            "agent": self.agent,
+            "consumer": self.consumer,
+            "correlation_id": str(message.correlation_id),
+            "message_id": str(message.message_id),
+            "causation_id": str(message.causation_id or ""),
+            "message_type": message.message_type,
+            "from_agent": message.from_agent,
+            "to_agent": message.to_agent,
+            "outcome": outcome,
+            "reason": reason,
+            "delivery_count": entry.delivery_count,
+            "started_ms": int(started * 1000),
+            "finished_ms": int(now * 1000),
+            "duration_ms": round((now - started) * 1000, 3),
+            "outputs": [
+                {
+                    "message_id": str(o.message.message_id),
+                    "message_type": o.message.message_type,
+                    "to": o.message.to_agent,
+                }
+                for o in outputs
+            ],
         }
+        return {TRACE_FIELD: json.dumps(record).encode()}
+
+
+def expand_trace(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    """A trace entry as flat text fields (``outputs`` as a JSON list), whichever form it was
+    written in (workers write one JSON field, the client's publish entry flat fields)."""
+    raw = fields.get(TRACE_FIELD)
+    if raw is None:
+        return dict(fields)
+    record = json.loads(raw)
+    return {
+        key.encode(): (value if isinstance(value, str) else json.dumps(value)).encode()
+        for key, value in record.items()
+    }
 
 
 def build_commit(
     finished: list[Finished],
     dead: list[DeadLetter],
-    traces: list[dict[bytes, bytes]],
+    traces: list[tuple[str, dict[bytes, bytes]]],
     *,
     codec: Codec,
     keys: Keys,
@@ -121,8 +140,8 @@ def build_commit(
                 )
                 outputs.append((keys.trace(str(ctx.message.correlation_id)), fields, trace_ttl))
         commit.ack(item.entry)
-    for fields in traces:
-        outputs.append((keys.trace(fields[b"correlation_id"].decode()), fields, trace_ttl))
+    for correlation_id, fields in traces:
+        outputs.append((keys.trace(correlation_id), fields, trace_ttl))
     for letter in dead:
         commit.ack(letter.entry)
     return commit

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from agent_runtime.delivery import expand_trace
 from protocols.pipeline import Report
 
 STATUS_MARK = {
@@ -27,7 +28,7 @@ OUTPUT_LINES = 12
 
 def hop_line(fields: Mapping[bytes, bytes], published_ms: int) -> str | None:
     """One trace entry as a progress line (None for the client's own publish entry)."""
-    get = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+    get = {k.decode(): v.decode(errors="replace") for k, v in expand_trace(fields).items()}
     if get.get("outcome") == "published" and get.get("message_type") == "user.request":
         return None
     at = (int(get.get("finished_ms", published_ms) or published_ms) - published_ms) / 1000

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent_runtime.delivery import expand_trace
 from agent_runtime.keys import Keys
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
@@ -15,6 +16,7 @@ _INT_FIELDS = ("delivery_count", "started_ms", "finished_ms")
 
 
 def _event(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    fields = expand_trace(fields)
     event: dict[str, Any] = {k.decode(): inspect.text(v) for k, v in fields.items()}
     event["entry_id"] = entry_id
     for name in _INT_FIELDS:

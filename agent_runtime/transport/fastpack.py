@@ -26,16 +26,23 @@ def _pack_command(self: Any, *args: Any) -> list[bytes]:
         args = (*args[0].encode().split(), *args[1:])
     elif b" " in args[0]:
         args = (*args[0].split(), *args[1:])
-    if any(isinstance(a, (bool, bytearray, memoryview)) for a in args):
-        if any(isinstance(a, bool) for a in args):
-            raise DataError(
-                "Invalid input of type: 'bool'. Convert to a bytes, string, int or float first."
-            )
-        args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
     try:
         return [hiredis.pack_command(args)]
+    except TypeError:  # rare types: checked only when hiredis refuses (off the hot path)
+        return [hiredis.pack_command(_coerce(args))]
+
+
+def _coerce(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    if any(isinstance(a, bool) for a in args):
+        raise DataError(
+            "Invalid input of type: 'bool'. Convert to a bytes, string, int or float first."
+        )
+    out = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
+    try:
+        hiredis.pack_command(out)
     except TypeError as exc:
         raise DataError(str(exc)) from exc
+    return out
 
 
 @cache

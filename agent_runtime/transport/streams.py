@@ -209,31 +209,32 @@ class StreamBus:
             await pipe.execute()
 
     async def commit(self, commit: Commit) -> None:
-        """One round trip: XADD outputs (+EXPIRE), XADD dead letters, SADD done ids, then XACK,
-        in MULTI/EXEC on a single server: a write refused for OOM (``maxmemory`` +
-        ``noeviction``) aborts the whole transaction, so nothing is acked without its outputs
-        and the worker retries the batch. A crash before EXEC leaves the input pending; it is
-        redelivered, produces the same output ids, and downstream drops the copies.
-
-        Redis Cluster splits a pipeline by node and runs the nodes concurrently, so an XACK
-        could land before the outputs on another node: there the writes go first and the done
-        marks + XACKs follow in a second round trip, only after every write succeeded."""
-        if self.cluster and (commit.outputs or commit.dead):
+        """Two pipelined round trips: first the writes (XADD outputs + EXPIRE, XADD dead
+        letters), then -- only if every write succeeded -- SADD done ids and XACK. So nothing
+        is acked without its outputs: not when a write is refused for OOM (``maxmemory`` +
+        ``noeviction`` refuses XADD and SADD but still accepts XACK), and not on Redis Cluster,
+        where a pipeline runs its nodes concurrently. A crash in between leaves the input
+        pending; it is redelivered, produces the same output ids, and downstream drops the
+        copies. Without writes it is one round trip."""
+        if commit.outputs or commit.dead:
             await self._run(commit, writes=True, marks=False)
-            await self._run(commit, writes=False, marks=True)
-        else:
-            await self._run(commit, writes=True, marks=True)
+        await self._run(commit, writes=False, marks=True)
 
     async def _run(self, commit: Commit, *, writes: bool, marks: bool) -> None:
-        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
+        # The marks (SADD + XACK, a handful of commands) run in MULTI/EXEC on a single server:
+        # an OOM-refused SADD aborts the XACK too. Cluster keys span slots: no transaction.
+        transaction = marks and not writes and not self.cluster
+        async with self.redis.pipeline(transaction=transaction) as pipe:
             if writes:
+                expiring: set[str] = set()  # one EXPIRE per key and commit
                 for stream, fields, ttl in commit.outputs:
                     cap = commit.caps.get(stream)
                     if cap:
                         pipe.xadd(stream, fields, maxlen=cap, approximate=True)
                     else:
                         pipe.xadd(stream, fields)
-                    if ttl:
+                    if ttl and stream not in expiring:
+                        expiring.add(stream)
                         pipe.expire(stream, ttl)
                 for dead in commit.dead:
                     pipe.xadd(

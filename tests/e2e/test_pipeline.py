@@ -19,6 +19,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agent_runtime.approval import APPROVAL_KEY_ENV, pending_approvals, sign, submit_decision
 from agent_runtime.client import Client
+from agent_runtime.delivery import expand_trace
 from agent_runtime.embedded import EmbeddedServer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.supervisor import Supervisor
@@ -130,7 +131,10 @@ class Running:
     def trace(self, cid: str) -> list[dict[str, str]]:
         async def read(client: Client) -> list[dict[str, str]]:
             entries = await client.redis.xrange(client.keys.trace(cid))
-            return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+            return [
+                {k.decode(): v.decode() for k, v in expand_trace(fields).items()}
+                for _, fields in entries
+            ]
 
         return self.call(read)
 

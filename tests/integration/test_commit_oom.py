@@ -1,5 +1,6 @@
-"""Backpressure: with maxmemory + noeviction, output writes fail with OOM while XACK would
-still work. A commit must then ack nothing, so the input stays pending (REDIS-NOTES)."""
+"""Backpressure: with maxmemory + noeviction, XADD and SADD fail with OOM while XACK would
+still work. A commit must then ack nothing, so the input stays pending (REDIS-NOTES), and the
+retried commit succeeds once memory is back."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ async def test_oom_commit_acks_nothing(tmp_path: Path) -> None:
         with pytest.raises(redis.exceptions.RedisError, match=r"maxmemory|EXECABORT"):
             await bus.commit(commit)
 
+        # Nothing is acknowledged while any write or mark is refused: the input stays pending
+        # (an output may already be written; its copy on retry has the same message id).
         assert (await client.xpending("in", "a"))["pending"] == 1
-        assert await client.xlen("out") == 0
+        assert await bus.already_done(["id"]) == [False]
+
+        await client.delete(*[f"filler:{i}" for i in range(10_000)])  # memory back
+        await bus.commit(commit)  # the worker retries the same batch
+        assert (await client.xpending("in", "a"))["pending"] == 0
+        assert await bus.already_done(["id"]) == [True]
+        assert await client.xlen("out") >= 1
         await client.aclose()
