@@ -12,7 +12,7 @@ from typing import Protocol
 from agent_runtime.agent import MessageContext, Output
 from agent_runtime.codec import Codec
 from agent_runtime.keys import Keys
-from agent_runtime.transport.streams import Commit, DeadLetter, Entry
+from agent_runtime.transport.streams import TRACE_FIELD, Commit, DeadLetter, Entry
 from protocols.envelope import AgentMessage
 
 Handler = Callable[[MessageContext], Awaitable[None]]
@@ -48,13 +48,10 @@ class Finished:
     outcome: str = "handled"
 
 
-TRACE_FIELD = b"t"
-
-
 @dataclass(frozen=True, slots=True)
 class Tracer:
-    """Builds per-request trace entries: one stream field ``t`` holding a JSON object (agent,
-    consumer, correlation_id, message_id, causation_id, message_type, from_agent, to_agent,
+    """Builds per-request trace records, stored as one stream field ``t`` holding a JSON object
+    (agent, consumer, correlation_id, message_id, causation_id, message_type, from_agent, to_agent,
     outcome, reason, delivery_count, started_ms, finished_ms, duration_ms, outputs). One
     field keeps the per-message cost on client and server low; read with
     :func:`expand_trace`."""
@@ -62,7 +59,7 @@ class Tracer:
     agent: str
     consumer: str
 
-    def fields(
+    def record(
         self,
         message: AgentMessage,
         entry: Entry,
@@ -70,7 +67,7 @@ class Tracer:
         started: float,
         reason: str = "",
         outputs: Sequence[Output] = (),
-    ) -> dict[bytes, bytes]:
+    ) -> bytes:
         now = time.time()
         started = started or now
         record = {
@@ -97,7 +94,7 @@ class Tracer:
                 for o in outputs
             ],
         }
-        return {TRACE_FIELD: json.dumps(record).encode()}
+        return json.dumps(record).encode()
 
 
 def expand_trace(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
@@ -116,7 +113,7 @@ def expand_trace(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
 def build_commit(
     finished: list[Finished],
     dead: list[DeadLetter],
-    traces: list[tuple[str, dict[bytes, bytes]]],
+    traces: list[tuple[str, bytes]],
     *,
     codec: Codec,
     keys: Keys,
@@ -124,7 +121,7 @@ def build_commit(
     trace_ttl: int,
 ) -> Commit:
     """Outputs, done ids, trace entries, dead letters and acks of everything finished."""
-    commit = Commit(dead=dead)
+    commit = Commit(dead=dead, trace_ttl=trace_ttl)
     outputs = commit.outputs
     for item in finished:
         ctx = item.ctx
@@ -135,13 +132,12 @@ def build_commit(
                     commit.caps[out.stream] = out.maxlen
             commit.done_ids.append(str(ctx.message.message_id))
             if tracer is not None:
-                fields = tracer.fields(
+                record = tracer.record(
                     ctx.message, item.entry, item.outcome, item.started, outputs=ctx.outputs
                 )
-                outputs.append((keys.trace(str(ctx.message.correlation_id)), fields, trace_ttl))
+                commit.traces.append((keys.trace(str(ctx.message.correlation_id)), record))
         commit.ack(item.entry)
-    for correlation_id, fields in traces:
-        outputs.append((keys.trace(correlation_id), fields, trace_ttl))
+    commit.traces += [(keys.trace(cid), record) for cid, record in traces]
     for letter in dead:
         commit.ack(letter.entry)
     return commit

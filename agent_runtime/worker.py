@@ -97,7 +97,7 @@ class Worker:
         self._delayed: dict[tuple[str, bytes], tuple[float, Entry, bool]] = {}
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
-        self._dead_traces: list[tuple[str, dict[bytes, bytes]]] = []
+        self._dead_traces: list[tuple[str, bytes]] = []
         self._dead_replies: list[tuple[str, dict[bytes, bytes], int | None]] = []  # timeouts
         self.clock = RedisClock(redis)  # expiry on the server's clock: skew-proof
         self._committing = False
@@ -383,8 +383,8 @@ class Worker:
                 "message_type": message.message_type,
             }
             if self.tracer is not None:
-                fields = self.tracer.fields(message, entry, "dead_lettered", time.time(), reason)
-                self._dead_traces.append((extra["correlation_id"], fields))
+                record = self.tracer.record(message, entry, "dead_lettered", time.time(), reason)
+                self._dead_traces.append((extra["correlation_id"], record))
             if reason == "expired" and (
                 reply := timeout_reply(message, self.name, self.codec, error)
             ):

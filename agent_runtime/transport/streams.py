@@ -19,6 +19,14 @@ from redis.exceptions import ResponseError
 
 Fields = dict[bytes, bytes]
 DAY = 86_400
+TRACE_FIELD = b"t"
+_TRACE_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  redis.call('XADD', key, '*', 't', ARGV[i + 1])
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
 
 
 @dataclass(slots=True)
@@ -51,12 +59,14 @@ class Commit:
     dead: list[DeadLetter] = field(default_factory=list)
     acks: dict[str, list[bytes]] = field(default_factory=dict)
     caps: dict[str, int] = field(default_factory=dict)  # stream -> XADD MAXLEN ~ (no groups)
+    traces: list[tuple[str, bytes]] = field(default_factory=list)  # (trace key, JSON record)
+    trace_ttl: int = 24 * 3600
 
     def ack(self, entry: Entry) -> None:
         self.acks.setdefault(entry.stream, []).append(entry.entry_id)
 
     def __bool__(self) -> bool:
-        return bool(self.outputs or self.done_ids or self.dead or self.acks)
+        return bool(self.outputs or self.done_ids or self.dead or self.acks or self.traces)
 
 
 class StreamBus:
@@ -216,7 +226,7 @@ class StreamBus:
         where a pipeline runs its nodes concurrently. A crash in between leaves the input
         pending; it is redelivered, produces the same output ids, and downstream drops the
         copies. Without writes it is one round trip."""
-        if commit.outputs or commit.dead:
+        if commit.outputs or commit.dead or commit.traces:
             await self._run(commit, writes=True, marks=False)
         await self._run(commit, writes=False, marks=True)
 
@@ -236,6 +246,7 @@ class StreamBus:
                     if ttl and stream not in expiring:
                         expiring.add(stream)
                         pipe.expire(stream, ttl)
+                self._add_traces(pipe, commit, expiring)
                 for dead in commit.dead:
                     pipe.xadd(
                         dead.dlq,
@@ -254,6 +265,28 @@ class StreamBus:
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             raise errors[0]
+
+    def _add_traces(self, pipe: Any, commit: Commit, expiring: set[str]) -> None:
+        """Trace records: on a single server one EVAL writes them all (XADD + EXPIRE each), a
+        fast path that saves two replies per message; on Cluster (keys in many slots) plain
+        XADD + one EXPIRE per key."""
+        if not commit.traces:
+            return
+        if self.cluster or len(commit.traces) == 1:
+            for key, record in commit.traces:
+                pipe.xadd(key, {TRACE_FIELD: record})
+                if key not in expiring:
+                    expiring.add(key)
+                    pipe.expire(key, commit.trace_ttl)
+            return
+        keys = [key for key, _ in commit.traces]
+        pipe.eval(
+            _TRACE_SCRIPT,
+            len(keys),
+            *keys,
+            commit.trace_ttl,
+            *[record for _, record in commit.traces],
+        )
 
     async def safe_trim(self, stream: str, retention_ms: int, *, approximate: bool = True) -> int:
         """Trim entries older than ``retention_ms`` that every group has delivered and acked.
