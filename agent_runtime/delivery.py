@@ -73,8 +73,8 @@ class Tracer:
         record = {
             "agent": self.agent,
             "consumer": self.consumer,
-            "correlation_id": str(message.correlation_id),
-            "message_id": str(message.message_id),
+            "correlation_id": message.correlation_text,
+            "message_id": message.id_text,
             "causation_id": str(message.causation_id or ""),
             "message_type": message.message_type,
             "from_agent": message.from_agent,
@@ -87,7 +87,7 @@ class Tracer:
             "duration_ms": round((now - started) * 1000, 3),
             "outputs": [
                 {
-                    "message_id": str(o.message.message_id),
+                    "message_id": o.message.id_text,
                     "message_type": o.message.message_type,
                     "to": o.message.to_agent,
                 }
@@ -130,12 +130,12 @@ def build_commit(
                 outputs.append((out.stream, codec.encode(out.message), out.ttl))
                 if out.maxlen:
                     commit.caps[out.stream] = out.maxlen
-            commit.done_ids.append(str(ctx.message.message_id))
+            commit.done_ids.append(ctx.message.id_text)
             if tracer is not None:
                 record = tracer.record(
                     ctx.message, item.entry, item.outcome, item.started, outputs=ctx.outputs
                 )
-                commit.traces.append((keys.trace(str(ctx.message.correlation_id)), record))
+                commit.traces.append((keys.trace(ctx.message.correlation_text), record))
         commit.ack(item.entry)
     commit.traces += [(keys.trace(cid), record) for cid, record in traces]
     for letter in dead:

@@ -236,7 +236,7 @@ class Worker:
     async def _dispatch_registered(self, batch: list[tuple[Entry, Decoded]]) -> None:
         """Drop what is already done (one round trip), dead-letter the undeliverable, start
         handler tasks for the rest."""
-        done = await self.bus.already_done([str(d.message.message_id) for _, d in batch])
+        done = await self.bus.already_done([d.message.id_text for _, d in batch])
         now = await self.clock.now_datetime() if any(d.message.deadline for _, d in batch) else None
         for (entry, item), is_done in zip(batch, done, strict=True):
             if is_done:

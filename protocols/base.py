@@ -44,6 +44,7 @@ class SchemaRegistry:
 
     def __init__(self, models: Iterable[type[Payload]] = ()) -> None:
         self._models: dict[str, dict[int, type[Payload]]] = {}
+        self._current: dict[str, type[Payload]] = {}
         for model in models:
             self.register(model)
 
@@ -58,6 +59,7 @@ class SchemaRegistry:
                 f"{existing.__module__}.{existing.__qualname__}"
             )
         versions[model.schema_version] = model
+        self._current[model.message_type] = versions[max(versions)]
         return model
 
     def __contains__(self, message_type: object) -> bool:
@@ -67,10 +69,10 @@ class SchemaRegistry:
         return sorted(self._models)
 
     def current(self, message_type: str) -> type[Payload]:
-        versions = self._models.get(message_type)
-        if not versions:
+        model = self._current.get(message_type)
+        if model is None:
             raise UnknownSchema("unknown_type", f"no payload model for {message_type!r}")
-        return versions[max(versions)]
+        return model
 
     def parse(self, message_type: str, version: int, data: dict[str, Any]) -> Payload:
         """Validate ``data`` and return an instance of the *current* model of the type.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -57,6 +58,16 @@ class AgentMessage(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
 
     MAX_HOPS: ClassVar[int] = 64
+
+    @cached_property
+    def id_text(self) -> str:
+        """``str(message_id)``, computed once (the worker's hot path needs it several times)."""
+        return str(self.message_id)
+
+    @cached_property
+    def correlation_text(self) -> str:
+        """``str(correlation_id)``, computed once."""
+        return str(self.correlation_id)
 
     def is_expired(self, now: datetime) -> bool:
         return self.deadline is not None and now >= self.deadline
