@@ -9,12 +9,11 @@ The SDK is imported on first use (it takes ~1-2 s to import), and its own retrie
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from agent_runtime.errors import ConfigError, LLMOutputError, LLMUnavailable
+from agent_runtime.errors import LLMOutputError, LLMUnavailable
 from agent_runtime.llm.base import Completion, Usage
 from agent_runtime.llm.boundary import (
     attempt_timeout,
@@ -22,8 +21,7 @@ from agent_runtime.llm.boundary import (
     tool_name,
     validate_object,
 )
-from agent_runtime.llm.cost import PriceTable
-from agent_runtime.llm.retry import CallPolicy, DefaultRetry
+from agent_runtime.llm.sdk_base import SDKProvider
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -36,60 +34,20 @@ KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 
 
-class AnthropicProvider:
+class AnthropicProvider(SDKProvider["AsyncAnthropic"]):
     """:class:`~agent_runtime.llm.base.LLMProvider` for Anthropic models."""
 
     name = "anthropic"
     default_model = DEFAULT_MODEL
+    key_env = KEY_ENV
+    base_url_env = BASE_URL_ENV
 
-    def __init__(
-        self,
-        *,
-        model: str = DEFAULT_MODEL,
-        max_tokens: int = 4096,
-        timeout: float = 60.0,
-        base_url: str | None = None,
-        temperature: float | None = None,
-        retry: CallPolicy | None = None,
-        prices: PriceTable | None = None,
-    ) -> None:
-        key = os.environ.get(KEY_ENV, "")
-        if not key:
-            raise ConfigError(f"the anthropic provider needs the environment variable {KEY_ENV}")
-        self.model = model
-        self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.base_url = base_url or os.environ.get(BASE_URL_ENV) or None
-        self.temperature = temperature
-        self.retry: CallPolicy = retry or DefaultRetry()
-        self.prices = prices or PriceTable()
-        self._key = key
-        self._sdk: AsyncAnthropic | None = None
+    def _make_client(self) -> AsyncAnthropic:
+        from anthropic import AsyncAnthropic  # lazy: slow import, only where used
 
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r})"
-
-    async def complete(
-        self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
-    ) -> Completion[ModelT]:
-        async def attempt() -> Completion[ModelT]:
-            return await self._attempt(system, prompt, schema, min(max_tokens, self.max_tokens))
-
-        return await self.retry.run(attempt)
-
-    async def aclose(self) -> None:
-        if self._sdk is not None:
-            await self._sdk.close()
-            self._sdk = None
-
-    def _client(self) -> AsyncAnthropic:
-        if self._sdk is None:
-            from anthropic import AsyncAnthropic  # lazy: slow import, only where used
-
-            self._sdk = AsyncAnthropic(
-                api_key=self._key, base_url=self.base_url, timeout=self.timeout, max_retries=0
-            )
-        return self._sdk
+        return AsyncAnthropic(
+            api_key=self._key, base_url=self.base_url, timeout=self.timeout, max_retries=0
+        )
 
     async def _attempt(
         self, system: str, prompt: str, schema: type[ModelT], max_tokens: int

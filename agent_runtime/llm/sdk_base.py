@@ -1,0 +1,100 @@
+"""What the SDK-backed providers share: key from the environment, options, lazy SDK client.
+
+A subclass names its provider and environment variables in class attributes and implements
+:meth:`SDKProvider._make_client` (importing its SDK there, on first use: the vendor SDKs stay
+unimported until a call needs them) and :meth:`SDKProvider._attempt` (one call, no retries:
+:meth:`SDKProvider.complete` runs it inside the :mod:`agent_runtime.llm.retry` policy).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import ClassVar, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from agent_runtime.errors import ConfigError
+from agent_runtime.llm.base import Completion
+from agent_runtime.llm.cost import PriceTable
+from agent_runtime.llm.retry import CallPolicy, DefaultRetry
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class _SDKClient(Protocol):
+    async def close(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=_SDKClient)
+
+
+class SDKProvider(ABC, Generic[ClientT]):
+    """Base of :class:`~agent_runtime.llm.base.LLMProvider` implementations over a vendor SDK."""
+
+    name: str
+    default_model: ClassVar[str]
+    #: Environment variable holding the API key (the only place the key is read from).
+    key_env: ClassVar[str]
+    #: Environment variable giving the base URL when the config does not.
+    base_url_env: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        max_tokens: int = 4096,
+        timeout: float = 60.0,
+        base_url: str | None = None,
+        temperature: float | None = None,
+        retry: CallPolicy | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        key = os.environ.get(self.key_env, "")
+        if not key:
+            raise ConfigError(
+                f"the {self.name} provider needs the environment variable {self.key_env}"
+            )
+        self.model = self.default_model if model is None else model
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.base_url = base_url or os.environ.get(self.base_url_env) or None
+        self.temperature = temperature
+        self.retry: CallPolicy = retry or DefaultRetry()
+        self.prices = prices or PriceTable()
+        self._key = key
+        self._sdk: ClientT | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+
+    async def complete(
+        self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
+    ) -> Completion[ModelT]:
+        async def attempt() -> Completion[ModelT]:
+            return await self._attempt(system, prompt, schema, min(max_tokens, self.max_tokens))
+
+        return await self.retry.run(attempt)
+
+    async def aclose(self) -> None:
+        if self._sdk is not None:
+            await self._sdk.close()
+            self._sdk = None
+
+    def _client(self) -> ClientT:
+        if self._sdk is None:
+            self._sdk = self._make_client()
+        return self._sdk
+
+    @abstractmethod
+    def _make_client(self) -> ClientT:
+        """A new SDK client (SDK retries off), importing the SDK here, not at module level."""
+
+    @abstractmethod
+    async def _attempt(
+        self, system: str, prompt: str, schema: type[ModelT], max_tokens: int
+    ) -> Completion[ModelT]:
+        """One call to the API, no retries."""
+
+
+__all__ = ["SDKProvider"]
