@@ -136,13 +136,16 @@ async def test_every_request_answered_exactly_once(
         await redis.aclose()
 
 
-@pytest.mark.timeout(120)
-def test_six_agent_pipeline_request_on_cluster(
-    redis_cluster_url: str, tmp_path: Path, subprocess_env: dict[str, str]
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("target", ["single", "cluster"])
+def test_six_agent_pipeline_two_replicas_each(
+    target: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """The default pipeline's six agent types (router and executor with two replicas each) on
-    the 3-master cluster: a request with parallel steps and a dependent step succeeds (the
-    router's WATCH/MULTI on the request's hash-tagged state works under Cluster)."""
+    """The default pipeline's six agent types, two worker processes of each, on a single
+    server and on the 3-master cluster: a request with parallel steps and a dependent step
+    succeeds (the router's WATCH/MULTI on the request's hash-tagged state works under
+    Cluster, and replicas of every type share the work)."""
+    url = request.getfixturevalue("redis_url" if target == "single" else "redis_cluster_url")
     from anyio.from_thread import start_blocking_portal
 
     from agent_runtime.approval import APPROVAL_KEY_ENV
@@ -153,10 +156,16 @@ def test_six_agent_pipeline_request_on_cluster(
     config = write_config(tmp_path, "127.0.0.1")
     pipeline = Pipeline.load(config)
     env = {APPROVAL_KEY_ENV: "cluster-approval-key-" + uuid.uuid4().hex}
-    supervisor = Supervisor(config, redis_cluster_url, env=env, log_dir=tmp_path / "logs")
+    supervisor = Supervisor(
+        config,
+        url,
+        replicas=dict.fromkeys(pipeline.agents, 2),
+        env=env,
+        log_dir=tmp_path / "logs",
+    )
 
-    async def request() -> Report:
-        async with Client.connect(redis_cluster_url, pipeline) as client:
+    async def ask() -> Report:
+        async with Client.connect(url, pipeline) as client:
             message = await client.publish(
                 "run date and run whoami and read data/notes.txt then run uname -a", timeout=60
             )
@@ -165,8 +174,9 @@ def test_six_agent_pipeline_request_on_cluster(
             return reply.payload
 
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(supervisor):
-        portal.call(supervisor.wait_ready, 60)
-        report = portal.call(request)
+        portal.call(supervisor.wait_ready, 90)
+        assert len(supervisor.processes()) == 2 * len(pipeline.agents)
+        report = portal.call(ask)
     assert report.status == "succeeded", report.reasons
     by_id = {s.id: s for s in report.steps}
     assert by_id["s4"].depends_on == ["s1", "s2", "s3"]
