@@ -1,15 +1,22 @@
-"""Helpers the built-in agents share: the LLM provider, usage booking, the budget check at
-every hop, and ending a request early with an :class:`~protocols.pipeline.Outcome`."""
+"""Helpers the built-in agents share: the LLM provider, asking it with retries on invalid
+answers, usage booking, the budget check at every hop, and ending a request early with an
+:class:`~protocols.pipeline.Outcome`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from agent_runtime.agent import AgentRuntime, MessageContext
-from agent_runtime.errors import LLMUnavailable, Retry
+from agent_runtime.errors import LLMOutputError, LLMRequestError, LLMUnavailable, Retry
 from agent_runtime.llm.base import LLMProvider, Usage
 from protocols.pipeline import Outcome, OutcomeStatus, Plan, RequestInfo, Spend, StepResult
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 
 
 def llm_provider(runtime: AgentRuntime, spec: dict[str, Any]) -> LLMProvider:
@@ -40,6 +47,56 @@ async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage, c
     await ledger.record(
         str(ctx.message.correlation_id), str(ctx.message.message_id), usage, call=call
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LLMAsk(Generic[ModelT]):
+    """One structured question to the LLM provider, and how an agent reports its failures."""
+
+    system: str
+    prompt: str
+    schema: type[ModelT]
+    max_tokens: int
+    attempts: int
+    #: Log event of an answer that did not validate (logged at warning, then asked again).
+    invalid_event: str
+    #: Prefix of the reason reported when no answer validated.
+    invalid_reason: str
+    #: Prefix of the reason reported when the provider refuses the request.
+    refused_reason: str = ""
+    #: Exceptions that mark an answer invalid (raised by the provider or by ``check``).
+    invalid: tuple[type[Exception], ...] = (LLMOutputError,)
+
+
+async def ask_llm(
+    runtime: AgentRuntime,
+    ctx: MessageContext,
+    provider: LLMProvider,
+    ask: LLMAsk[ModelT],
+    spend: Spend,
+    check: Callable[[ModelT], T],
+) -> tuple[T | None, Spend, str]:
+    """``(check(answer), spend, "")`` for the first answer that validates in ``ask.attempts``
+    tries, else ``(None, spend, reason)``; each answer's usage is booked and added to
+    ``spend``. :class:`~agent_runtime.errors.LLMUnavailable` propagates (see
+    :func:`llm_unavailable`)."""
+    error = ""
+    for call in range(ask.attempts):
+        try:
+            completion = await provider.complete(
+                system=ask.system, prompt=ask.prompt, schema=ask.schema, max_tokens=ask.max_tokens
+            )
+            await book_usage(runtime, ctx, completion.usage, call)
+            spend = spend_with(spend, completion.usage)
+            return check(completion.value), spend, ""
+        except LLMRequestError as exc:
+            return None, spend, f"{ask.refused_reason}{exc}"
+        except ask.invalid as exc:
+            usage = getattr(exc, "usage", None)
+            spend = spend_with(spend, usage if isinstance(usage, Usage) else None)
+            error = f"{ask.invalid_reason}{exc}"
+            ctx.log.warning(ask.invalid_event, attempt=call + 1, error=str(exc))
+    return None, spend, error
 
 
 def llm_unavailable(ctx: MessageContext, exc: LLMUnavailable, give_up_after: int) -> str:

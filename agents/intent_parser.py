@@ -14,16 +14,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime.agent import Agent, MessageContext
-from agent_runtime.errors import LLMOutputError, LLMRequestError, LLMUnavailable
-from agent_runtime.llm.base import LLMProvider, Usage
+from agent_runtime.errors import LLMUnavailable
+from agent_runtime.llm.base import LLMProvider
 from agents.common import (
-    book_usage,
+    LLMAsk,
+    ask_llm,
     budget_reason,
     finish,
     llm_provider,
     llm_unavailable,
     over_budget,
-    spend_with,
 )
 from protocols.core import UserRequest
 from protocols.pipeline import Intent, Outcome, ParsedIntent, RequestInfo, Spend
@@ -110,23 +110,13 @@ class IntentParser(Agent[IntentParserConfig]):
     async def _parse(
         self, ctx: MessageContext, text: str
     ) -> tuple[ParsedIntent | None, Spend, str]:
-        spend, error = Spend(), ""
-        for call in range(self.config.attempts):
-            try:
-                completion = await self.provider.complete(
-                    system=SYSTEM_PROMPT,
-                    prompt=text,
-                    schema=ParsedIntent,
-                    max_tokens=self.config.max_tokens,
-                )
-            except LLMRequestError as exc:
-                return None, spend, str(exc)
-            except LLMOutputError as exc:
-                usage = exc.usage if isinstance(exc.usage, Usage) else None
-                spend = spend_with(spend, usage)
-                error = f"the model's answer was not a valid intent: {exc}"
-                ctx.log.warning("intent_answer_invalid", attempt=call + 1, error=str(exc))
-                continue
-            await book_usage(self.runtime, ctx, completion.usage, call)
-            return completion.value, spend_with(spend, completion.usage), ""
-        return None, spend, error
+        ask = LLMAsk(
+            system=SYSTEM_PROMPT,
+            prompt=text,
+            schema=ParsedIntent,
+            max_tokens=self.config.max_tokens,
+            attempts=self.config.attempts,
+            invalid_event="intent_answer_invalid",
+            invalid_reason="the model's answer was not a valid intent: ",
+        )
+        return await ask_llm(self.runtime, ctx, self.provider, ask, Spend(), lambda value: value)

@@ -13,17 +13,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime.agent import Agent, MessageContext
-from agent_runtime.errors import LLMOutputError, LLMRequestError, LLMUnavailable
-from agent_runtime.llm.base import LLMProvider, Usage
+from agent_runtime.errors import LLMOutputError, LLMUnavailable
+from agent_runtime.llm.base import LLMProvider
 from agent_runtime.llm.rules import intent_prompt
 from agents.common import (
-    book_usage,
+    LLMAsk,
+    ask_llm,
     budget_reason,
     finish,
     llm_provider,
     llm_unavailable,
     over_budget,
-    spend_with,
 )
 from protocols.pipeline import (
     Intent,
@@ -126,27 +126,20 @@ class Planner(Agent[PlannerConfig]):
     async def _draft(
         self, ctx: MessageContext, intent: Intent
     ) -> tuple[list[PlanStep] | None, Spend, str]:
-        prompt = intent_prompt(ParsedIntent(actions=intent.actions, confidence=intent.confidence))
-        spend, error = intent.spend, ""
-        for call in range(self.config.attempts):
-            try:
-                completion = await self.provider.complete(
-                    system=SYSTEM_PROMPT,
-                    prompt=prompt,
-                    schema=PlanDraft,
-                    max_tokens=self.config.max_tokens,
-                )
-                await book_usage(self.runtime, ctx, completion.usage, call)
-                spend = spend_with(spend, completion.usage)
-                return self.steps(completion.value), spend, ""
-            except LLMRequestError as exc:
-                return None, spend, f"cannot plan this request: {exc}"
-            except (LLMOutputError, ValueError) as exc:
-                usage = getattr(exc, "usage", None)
-                spend = spend_with(spend, usage if isinstance(usage, Usage) else None)
-                error = f"the model's plan was not valid: {exc}"
-                ctx.log.warning("plan_answer_invalid", attempt=call + 1, error=str(exc))
-        return None, spend, error
+        ask = LLMAsk(
+            system=SYSTEM_PROMPT,
+            prompt=intent_prompt(
+                ParsedIntent(actions=intent.actions, confidence=intent.confidence)
+            ),
+            schema=PlanDraft,
+            max_tokens=self.config.max_tokens,
+            attempts=self.config.attempts,
+            invalid_event="plan_answer_invalid",
+            invalid_reason="the model's plan was not valid: ",
+            refused_reason="cannot plan this request: ",
+            invalid=(LLMOutputError, ValueError),
+        )
+        return await ask_llm(self.runtime, ctx, self.provider, ask, intent.spend, self.steps)
 
     def steps(self, draft: PlanDraft) -> list[PlanStep]:
         """Checked steps with risk and cost from the tables (ValueError if invalid)."""
