@@ -2,7 +2,8 @@
 
 * :class:`AgentHarness` runs one agent's handler on a payload, no Redis needed, and returns
   what it sent -- the unit-test harness for a new agent type.
-* :class:`WorkerProcess` starts a real ``agent-runtime worker`` process (argv only).
+* :class:`WorkerProcess` starts a real ``agent-runtime worker`` process (argv only) and
+  waits for its first heartbeat (:meth:`WorkerProcess.wait_ready`).
 * :func:`wait_until` polls a condition with a deadline (never a bare sleep).
 """
 
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -25,10 +26,17 @@ from pydantic import BaseModel
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
 from agent_runtime.keys import Keys
 from agent_runtime.routing import Routing
+from agent_runtime.worker import default_consumer_name
 from protocols.base import Payload
 from protocols.envelope import AgentMessage, utcnow
 
 T = TypeVar("T")
+
+
+class SupportsExists(Protocol):
+    """A synchronous Redis client, as far as :meth:`WorkerProcess.wait_ready` needs one."""
+
+    def exists(self, *names: str) -> Any: ...
 
 
 def wait_until(
@@ -154,6 +162,19 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+        return self
+
+    def wait_ready(self, redis: SupportsExists, keys: Keys, timeout: float = 20.0) -> WorkerProcess:
+        """Wait until the worker's heartbeat key exists; AssertionError (with the worker's log)
+        if the process exits first, or if no heartbeat comes within ``timeout`` seconds."""
+        key = keys.heartbeat(self.agent, default_consumer_name(self.agent, self.slot))
+        wait_until(
+            lambda: redis.exists(key) or not self.alive(),
+            timeout,
+            message=f"{self.agent} heartbeat",
+        )
+        if not self.alive():
+            raise AssertionError(self.log_path.read_text() if self.log_path else "worker exited")
         return self
 
     @property

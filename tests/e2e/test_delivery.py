@@ -80,10 +80,7 @@ class Env:
             log_path=self.tmp / f"{agent}-{slot}.log",
         ).start()
         self.workers.append(proc)
-        key = self.keys.heartbeat(agent, f"{agent}-{_host()}-{slot}")
-        wait_until(lambda: self.r.exists(key) or not proc.alive(), 20, message=f"{agent} ready")
-        assert proc.alive(), (self.tmp / f"{agent}-{slot}.log").read_text()
-        return proc
+        return proc.wait_ready(self.r, self.keys)
 
     def message(self, text: str, **overrides: Any) -> AgentMessage:
         cid = uuid.uuid4()
@@ -127,12 +124,6 @@ class Env:
         for proc in self.workers:
             proc.stop(15)
         self.r.close()
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
 
 
 @pytest.fixture

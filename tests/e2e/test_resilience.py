@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -95,10 +94,7 @@ class Env:
             log_path=log,
         ).start()
         self.workers.append(proc)
-        key = self.keys.heartbeat("flaky", f"flaky-{socket.gethostname()}-{slot}")
-        wait_until(lambda: self.r.exists(key) or not proc.alive(), 20, message="worker ready")
-        assert proc.alive(), log.read_text()
-        return proc
+        return proc.wait_ready(self.r, self.keys)
 
     def publish(self, text: str, deadline_in: float | None = None) -> AgentMessage:
         cid = uuid.uuid4()

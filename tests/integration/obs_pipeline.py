@@ -17,7 +17,7 @@ import yaml
 from agent_runtime.cli import main
 from agent_runtime.client import Client
 from agent_runtime.pipeline import Pipeline
-from agent_runtime.testing import WorkerProcess, wait_until
+from agent_runtime.testing import WorkerProcess
 from protocols.envelope import AgentMessage
 
 FAST = {
@@ -76,10 +76,7 @@ class EchoPipeline:
             log_path=log,
         ).start()
         self.workers[(agent, slot)] = proc
-        key = self.keys.heartbeat(agent, self.consumer(agent, slot))
-        wait_until(lambda: self.r.exists(key) or not proc.alive(), 20, message=f"{agent} heartbeat")
-        assert proc.alive(), log.read_text()
-        return proc
+        return proc.wait_ready(self.r, self.keys)
 
     def stop(self, agent: str, slot: str = "0") -> None:
         proc = self.workers.pop((agent, slot))
