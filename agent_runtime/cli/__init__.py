@@ -8,6 +8,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from agent_runtime import __version__
 from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.observability.logging import configure_logging
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Without a Redis URL (--redis-url, AGENT_RUNTIME_REDIS_URL or redis_url in the "
         "config) commands use the embedded server that 'agent-runtime up' started.",
     )
+    parser.add_argument("--version", action="version", version=f"agent-runtime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
