@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 
 import anyio
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     url = redis_url(args, pipeline)
     consumer = args.consumer or default_consumer_name(args.name, args.slot)
     port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
-    anyio.run(serve, pipeline, args.name, url, consumer, port)
+    anyio.run(serve, pipeline, args.name, url, consumer, port, backend_options=loop_options())
     return 0
 
 
@@ -106,3 +107,15 @@ async def serve(
         await worker.run()
         tg.cancel_scope.cancel()
     await connection.redis.aclose()
+
+
+def loop_options() -> dict[str, bool]:
+    """uvloop when it is installed (a dependency on Linux and macOS): the worker's per-message
+    task scheduling and socket I/O run in C. AGENT_RUNTIME_UVLOOP=0 turns it off."""
+    if os.environ.get("AGENT_RUNTIME_UVLOOP", "1") == "0":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
