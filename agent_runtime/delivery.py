@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from agent_runtime.agent import MessageContext, Output
@@ -36,6 +37,26 @@ def _bind(layer: Middleware, call_next: Handler) -> Handler:
         await layer.handle(ctx, call_next)
 
     return call
+
+
+def undeliverable(
+    entry: Entry, message: AgentMessage, now: datetime | None, agent: str, max_deliveries: int
+) -> tuple[str, str] | None:
+    """Why a decoded message must be dead-lettered without handling: (reason, text), or None.
+    ``now`` is the Redis server time (None when no message of the batch has a deadline)."""
+    if entry.delivery_count > max_deliveries:
+        return (
+            "max_deliveries",
+            f"delivered {entry.delivery_count} times (cap {max_deliveries}); its handler may "
+            "crash the worker",
+        )
+    if now is not None and message.is_expired(now):
+        return ("expired", f"deadline {message.deadline} passed before handling")
+    if message.hops > AgentMessage.MAX_HOPS:
+        return ("too_many_hops", f"{message.hops} hops (cap {AgentMessage.MAX_HOPS})")
+    if message.to_agent != agent:
+        return ("misrouted", f"addressed to {message.to_agent!r}, read by {agent!r}")
+    return None
 
 
 @dataclass(slots=True)

@@ -12,13 +12,11 @@ still runs is cancelled and handed back (made reclaimable at once), the committe
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -26,14 +24,16 @@ import structlog
 
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext
 from agent_runtime.codec import Codec, Decoded
-from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain
+from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain, undeliverable
 from agent_runtime.errors import DecodeError, Reject, Retry, Skip
+from agent_runtime.housekeeping import Housekeeping, by_stream
 from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor, redact_dead_letter
 from agent_runtime.observer import Observer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.reply import timeout_reply
+from agent_runtime.retries import RetryScheduler
 from agent_runtime.settings import WorkerSettings
 from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus
 from protocols.envelope import AgentMessage
@@ -94,7 +94,6 @@ class Worker:
         self._tasks: dict[asyncio.Task[None], float] = {}  # handler task -> deadline
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._dispatching: set[asyncio.Task[None]] = set()
-        self._delayed: dict[tuple[str, bytes], tuple[float, Entry, bool]] = {}
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
         self._dead_traces: list[tuple[str, bytes]] = []
@@ -103,18 +102,34 @@ class Worker:
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()
-        self._delay_wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
         self.processed = 0
-        self.started_at = time.time()
+        self.chores = Housekeeping(self.bus, self.settings, self.log)
+        self.retries = RetryScheduler(self.bus, self.log)
+        self._heartbeat_key = self.keys.heartbeat(agent, consumer)
+
+    def _forget(self, entry: Entry) -> None:
+        self._inflight.pop((entry.stream, entry.entry_id), None)
+
+    def _leases(self) -> dict[str, list[bytes]]:
+        return by_stream(self._inflight)
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "agent": self.name,
+            "consumer": self.consumer,
+            "in_flight": len(self._inflight),
+            "processed": self.processed,
+            "stopping": self._stopping.is_set(),
+        }
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
         """Ask the worker to drain and stop (call from the worker's event loop)."""
         self._stopping.set()
         self._capacity.set()
-        self._delay_wakeup.set()
+        self.retries.wake()
 
     async def run(self) -> None:
         for stream in self.streams:
@@ -129,13 +144,13 @@ class Worker:
         try:
             async with anyio.create_task_group() as side:
                 side.start_soon(self._commit_loop)
-                side.start_soon(self._lease_loop)
-                side.start_soon(self._heartbeat_loop)
+                side.start_soon(self.chores.lease_loop, self._leases)
+                side.start_soon(self.chores.heartbeat_loop, self._heartbeat_key, self._status)
                 side.start_soon(self._timeout_loop)
                 await self._recover_own_pending()
                 side.start_soon(self._reclaim_loop)
-                side.start_soon(self._delay_loop)
-                side.start_soon(self._trim_loop)
+                side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
+                side.start_soon(self.chores.trim_loop, self.streams, self._stopping)
                 await self._read_loop()
                 await self._drain()
                 await self._flush_remaining()
@@ -143,9 +158,9 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._cancel_handlers()
-                await self._hand_back()
+                await self.chores.hand_back(self._leases())
                 await self.instance.stop()
-                await self.redis.delete(self.keys.heartbeat(self.name, self.consumer))
+                await self.redis.delete(self._heartbeat_key)
         self.log.info("worker_stopped", processed=self.processed)
 
     async def _drain(self) -> None:
@@ -238,12 +253,13 @@ class Worker:
         handler tasks for the rest."""
         done = await self.bus.already_done([d.message.id_text for _, d in batch])
         now = await self.clock.now_datetime() if any(d.message.deadline for _, d in batch) else None
+        cap = self.settings.max_deliveries
         for (entry, item), is_done in zip(batch, done, strict=True):
             if is_done:
                 self.observer.duplicate_dropped(entry)
                 self._handling.discard(item.message.message_id)
                 self._finish(entry, None, outcome="duplicate")
-            elif reason := self._undeliverable(entry, item.message, now):
+            elif reason := undeliverable(entry, item.message, now, self.name, cap):
                 self._dead_letter(entry, *reason, message=item.message)
             else:
                 self._start_handler(entry, item)
@@ -272,23 +288,6 @@ class Worker:
                 if deadline <= now and task not in self._timed_out:
                     self._timed_out.add(task)
                     task.cancel()
-
-    def _undeliverable(
-        self, entry: Entry, message: AgentMessage, now: datetime | None
-    ) -> tuple[str, str] | None:
-        if entry.delivery_count > self.settings.max_deliveries:
-            return (
-                "max_deliveries",
-                f"delivered {entry.delivery_count} times (cap "
-                f"{self.settings.max_deliveries}); its handler may crash the worker",
-            )
-        if now is not None and message.is_expired(now):  # now: Redis TIME, cached <= 1 s
-            return ("expired", f"deadline {message.deadline} passed before handling")
-        if message.hops > AgentMessage.MAX_HOPS:
-            return ("too_many_hops", f"{message.hops} hops (cap {AgentMessage.MAX_HOPS})")
-        if message.to_agent != self.name:
-            return ("misrouted", f"addressed to {message.to_agent!r}, read by {self.name!r}")
-        return None
 
     # ------------------------------------------------------------------ handling
     async def _handle(self, entry: Entry, item: Decoded) -> None:
@@ -358,8 +357,7 @@ class Worker:
             )
         ctx.log.info("message_retry_scheduled", error=error, delay=delay)
         self._handling.discard(ctx.message.message_id)
-        self._delayed[(entry.stream, entry.entry_id)] = (time.monotonic() + delay, entry, counted)
-        self._delay_wakeup.set()
+        self.retries.schedule(entry, delay, counted=counted)
 
     # ------------------------------------------------------------------ committing
     def _finish(
@@ -471,14 +469,6 @@ class Worker:
             await anyio.sleep(0.01)
 
     # ------------------------------------------------------------------ side loops
-    async def _lease_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.lease_every)
-            try:
-                await self.bus.renew(self._inflight_by_stream())
-            except Exception as exc:
-                self.log.error("lease_renewal_failed", error=repr(exc))
-
     async def _reclaim_loop(self) -> None:
         idle_ms = int(self.settings.reclaim_idle * 1000)
         while not self._stopping.is_set():
@@ -502,83 +492,3 @@ class Worker:
                 if entries:
                     await self._dispatch(entries)
             await anyio.sleep(self.settings.reclaim_interval)
-
-    async def _delay_loop(self) -> None:
-        while not self._stopping.is_set():
-            now = time.monotonic()
-            due = [(k, v) for k, v in self._delayed.items() if v[0] <= now]
-            for key, _ in due:
-                del self._delayed[key]
-            await self._redeliver([(v[1], v[2]) for _, v in due])
-            wait = min((v[0] for v in self._delayed.values()), default=now + 3600) - now
-            with anyio.move_on_after(max(wait, 0.0)):
-                await self._delay_wakeup.wait()
-            self._delay_wakeup.clear()
-
-    async def _redeliver(self, due: list[tuple[Entry, bool]]) -> None:
-        """Due retries: counted ones are XCLAIMed again (the delivery count rises), the others
-        (an open breaker) are handled again as they are."""
-        if not due:
-            return
-        by_stream: dict[str, list[Entry]] = {}
-        for entry, counted in due:
-            self._inflight.pop((entry.stream, entry.entry_id), None)
-            if counted:
-                by_stream.setdefault(entry.stream, []).append(entry)
-        fresh = [entry for entry, counted in due if not counted]
-        for stream, entries in by_stream.items():
-            try:
-                fresh += await self.bus.redeliver(stream, [e.entry_id for e in entries])
-            except Exception as exc:  # left pending: reclaim finds them after reclaim_idle
-                self.log.error("redelivery_failed", stream=stream, error=repr(exc))
-        if fresh:
-            await self._dispatch(fresh)
-
-    async def _heartbeat_loop(self) -> None:
-        key = self.keys.heartbeat(self.name, self.consumer)
-        ttl = max(int(self.settings.heartbeat_interval * 3), 2)
-        while True:
-            beat = {
-                "agent": self.name,
-                "consumer": self.consumer,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "started_at": self.started_at,
-                "at": time.time(),
-                "in_flight": len(self._inflight),
-                "processed": self.processed,
-                "stopping": self._stopping.is_set(),
-            }
-            try:
-                await self.redis.set(key, json.dumps(beat), ex=ttl)
-            except Exception as exc:
-                self.log.error("heartbeat_failed", error=repr(exc))
-            await anyio.sleep(self.settings.heartbeat_interval)
-
-    async def _trim_loop(self) -> None:
-        retention_ms = int(self.settings.retention * 1000)
-        while not self._stopping.is_set():
-            for stream in self.streams:
-                try:
-                    await self.bus.safe_trim(stream, retention_ms)
-                except Exception as exc:
-                    self.log.error("trim_failed", stream=stream, error=repr(exc))
-            await anyio.sleep(self.settings.trim_interval)
-
-    async def _hand_back(self) -> None:
-        """Make entries this worker still holds reclaimable at once by other workers."""
-        if not self._inflight:
-            return
-        try:
-            await self.bus.hand_back(
-                self._inflight_by_stream(), idle_ms=int(self.settings.reclaim_idle * 1000)
-            )
-            self.log.info("in_flight_handed_back", count=len(self._inflight))
-        except Exception as exc:
-            self.log.error("hand_back_failed", error=repr(exc))
-
-    def _inflight_by_stream(self) -> dict[str, list[bytes]]:
-        out: dict[str, list[bytes]] = {}
-        for stream, entry_id in self._inflight:
-            out.setdefault(stream, []).append(entry_id)
-        return out

@@ -1,0 +1,81 @@
+"""The worker's periodic chores that do not touch message handling: lease renewal, the
+heartbeat, safe trimming of the inboxes and handing entries back on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from agent_runtime.settings import WorkerSettings
+from agent_runtime.transport.streams import StreamBus
+
+Leases = Callable[[], dict[str, list[bytes]]]
+
+
+def by_stream(keys: Iterable[tuple[str, bytes]]) -> dict[str, list[bytes]]:
+    """Group (stream, entry id) pairs by stream."""
+    out: dict[str, list[bytes]] = {}
+    for stream, entry_id in keys:
+        out.setdefault(stream, []).append(entry_id)
+    return out
+
+
+@dataclass
+class Housekeeping:
+    """Chores of one worker. Every loop logs and carries on when Redis fails."""
+
+    bus: StreamBus
+    settings: WorkerSettings
+    log: Any
+
+    async def lease_loop(self, leases: Leases) -> None:
+        """Renew the lease of every entry this worker holds (XCLAIM JUSTID: no count)."""
+        while True:
+            await anyio.sleep(self.settings.lease_every)
+            try:
+                await self.bus.renew(leases())
+            except Exception as exc:
+                self.log.error("lease_renewal_failed", error=repr(exc))
+
+    async def heartbeat_loop(self, key: str, status: Callable[[], Mapping[str, Any]]) -> None:
+        """A JSON heartbeat with a TTL of three intervals (``health`` and probes read it)."""
+        ttl = max(int(self.settings.heartbeat_interval * 3), 2)
+        started_at = time.time()
+        base = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": started_at}
+        while True:
+            beat = {**base, **status(), "at": time.time()}
+            try:
+                await self.bus.redis.set(key, json.dumps(beat), ex=ttl)
+            except Exception as exc:
+                self.log.error("heartbeat_failed", error=repr(exc))
+            await anyio.sleep(self.settings.heartbeat_interval)
+
+    async def trim_loop(self, streams: list[str], stopping: asyncio.Event) -> None:
+        """Trim acknowledged entries older than ``retention`` (never pending/undelivered)."""
+        retention_ms = int(self.settings.retention * 1000)
+        while not stopping.is_set():
+            for stream in streams:
+                try:
+                    await self.bus.safe_trim(stream, retention_ms)
+                except Exception as exc:
+                    self.log.error("trim_failed", stream=stream, error=repr(exc))
+            await anyio.sleep(self.settings.trim_interval)
+
+    async def hand_back(self, leases: dict[str, list[bytes]]) -> None:
+        """Make entries this worker still holds reclaimable at once by other workers."""
+        count = sum(len(ids) for ids in leases.values())
+        if not count:
+            return
+        try:
+            await self.bus.hand_back(leases, idle_ms=int(self.settings.reclaim_idle * 1000))
+            self.log.info("in_flight_handed_back", count=count)
+        except Exception as exc:
+            self.log.error("hand_back_failed", error=repr(exc))
