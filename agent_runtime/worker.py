@@ -105,6 +105,7 @@ class Worker:
         self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
         self.processed = 0
+        self._read_backoff = 0.1
         self.chores = Housekeeping(self.bus, self.settings, self.log)
         self.retries = RetryScheduler(self.bus, self.log)
         self._heartbeat_key = self.keys.heartbeat(agent, consumer)
@@ -132,6 +133,7 @@ class Worker:
         self.retries.wake()
 
     async def run(self) -> None:
+        await self.bus.check_server()
         for stream in self.streams:
             await self.bus.ensure_group(stream)
         await self.instance.start()
@@ -194,15 +196,31 @@ class Worker:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
-            entries = await self.bus.read_new(
-                self.streams, min(free, settings.batch_size), settings.block_ms
-            )
+            try:
+                entries = await self.bus.read_new(
+                    self.streams, min(free, settings.batch_size), settings.block_ms
+                )
+            except Exception as exc:  # NOGROUP after a server restart, a lost connection
+                await self._recover_read(exc)
+                continue
             if entries:
                 # The next XREADGROUP overlaps this batch's de-duplication round trip.
                 fresh = self._register(entries)
                 task = asyncio.get_running_loop().create_task(self._dispatch_guarded(fresh))
                 self._dispatching.add(task)
                 task.add_done_callback(self._dispatching.discard)
+
+    async def _recover_read(self, exc: Exception) -> None:
+        """The server lost our groups (restart without persistence, stream deleted): create
+        them again; any other read error: log and back off, the loop goes on."""
+        if "NOGROUP" in str(exc):
+            self.log.warning("consumer_group_recreated", error=str(exc))
+            for stream in self.streams:
+                await self.bus.ensure_group(stream)
+            return
+        self.log.error("read_failed", error=repr(exc), retry_in=self._read_backoff)
+        await anyio.sleep(self._read_backoff)
+        self._read_backoff = min(self._read_backoff * 2, 5.0)
 
     async def _recover_own_pending(self) -> None:
         for stream in self.streams:

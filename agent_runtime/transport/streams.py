@@ -17,6 +17,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from agent_runtime.errors import TransportError
+
 Fields = dict[bytes, bytes]
 DAY = 86_400
 TRACE_FIELD = b"t"
@@ -91,6 +93,25 @@ class StreamBus:
         self.done_ttl = done_ttl
         self.dlq_maxlen = dlq_maxlen
         self._turn = 0  # cluster mode: the shard the next read starts at
+
+    async def check_server(self) -> None:
+        """Refuse a server whose ``maxmemory-policy`` evicts keys: eviction silently deletes
+        streams and de-duplication sets and loses messages (REDIS-NOTES). Every node of a
+        cluster is checked; ``noeviction`` is required."""
+        info = await self.redis.info("memory")
+        nodes = (
+            [info]
+            if "maxmemory_policy" in info
+            else [node for node in info.values() if isinstance(node, dict)]
+        )
+        policies = {_text(node.get("maxmemory_policy", "noeviction")) for node in nodes}
+        bad = sorted(policies - {"noeviction"})
+        if bad:
+            raise TransportError(
+                f"the Redis server's maxmemory-policy is {', '.join(bad)}: it would evict "
+                "streams and de-duplication keys and lose messages; set "
+                "'maxmemory-policy noeviction'"
+            )
 
     async def ensure_group(self, stream: str) -> None:
         """Create the group at id 0 (sees every entry ever written), idempotently."""
@@ -376,3 +397,7 @@ def _as_bytes(value: Any) -> bytes:
 def _chunks(items: list[bytes], size: int) -> Iterable[list[bytes]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -333,3 +333,14 @@ def test_handler_timeout_cancels_and_counts_as_failure(make_env: Any) -> None:
     assert b"timed out after 0.5s" in dead[b"error"]
     assert len(env.handler_calls(message)) == 2
     assert worker.alive()
+
+
+def test_lost_consumer_group_is_recreated(make_env: Any) -> None:
+    # What a server restart without persistence (or a deleted stream) does to a live worker.
+    env = make_env()
+    worker = env.start("echo")
+    env.r.delete(env.keys.inbox("echo"))  # the stream and its consumer group are gone
+    message = env.message("after the group was lost")
+    env.publish(message)
+    wait_until(lambda: env.handler_calls(message), 20, message="handled after NOGROUP")
+    assert worker.alive()
