@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pydantic_core import to_json
+
 from agent_runtime.agent import MessageContext, Output
 from agent_runtime.codec import Codec
 from agent_runtime.keys import Keys
@@ -115,7 +117,7 @@ class Tracer:
                 for o in outputs
             ],
         }
-        return json.dumps(record).encode()
+        return to_json(record)  # pydantic-core: a few times faster than json.dumps
 
 
 def expand_trace(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:

@@ -21,7 +21,7 @@ async def test_evicting_server_is_refused(tmp_path: Path) -> None:
     ) as server:
         client = Redis.from_url(server.url)
         try:
-            with pytest.raises(TransportError, match="allkeys-lru.*noeviction"):
+            with pytest.raises(TransportError, match=r"allkeys-lru.*noeviction"):
                 await StreamBus(client, group="a", consumer="a-0").check_server()
         finally:
             await client.aclose()
