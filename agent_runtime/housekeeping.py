@@ -1,5 +1,6 @@
-"""The worker's periodic chores that do not touch message handling: lease renewal, the
-heartbeat, safe trimming of the inboxes and handing entries back on shutdown."""
+"""The worker's chores around message handling: lease renewal, the handler-timeout watchdog,
+committing with retry, the heartbeat, safe trimming of the inboxes and handing entries back
+on shutdown."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import anyio
 
 from agent_runtime.settings import WorkerSettings
-from agent_runtime.transport.streams import StreamBus
+from agent_runtime.transport.streams import Commit, StreamBus
 
 Leases = Callable[[], dict[str, list[bytes]]]
 
@@ -44,6 +45,35 @@ class Housekeeping:
                 await self.bus.renew(leases())
             except Exception as exc:
                 self.log.error("lease_renewal_failed", error=repr(exc))
+
+    async def watchdog(self, tasks: dict[Any, float], timed_out: set[Any]) -> None:
+        """Cancel handler tasks past their deadline (``tasks``: task -> loop-time deadline).
+        One watchdog instead of a timer per message; precision is a tenth of
+        ``handler_timeout``, at most 0.5 s. Cancelled tasks are put in ``timed_out``."""
+        loop = asyncio.get_running_loop()
+        interval = min(0.5, self.settings.handler_timeout / 10)
+        while True:
+            await anyio.sleep(interval)
+            now = loop.time()
+            for task, deadline in list(tasks.items()):
+                if deadline <= now and task not in timed_out:
+                    timed_out.add(task)
+                    task.cancel()
+
+    async def commit_until_done(self, commit: Commit, messages: int) -> None:
+        """Retry a failed commit (OOM, lost connection) with backoff; its entries stay pending
+        and leased meanwhile, so nothing is acked before its outputs are written."""
+        backoff = 0.05
+        while True:
+            try:
+                await self.bus.commit(commit)
+                return
+            except Exception as exc:
+                self.log.error(
+                    "commit_failed", error=repr(exc), retry_in=backoff, messages=messages
+                )
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def heartbeat_loop(self, key: str, status: Callable[[], Mapping[str, Any]]) -> None:
         """A JSON heartbeat with a TTL of three intervals (``health`` and probes read it)."""

@@ -148,7 +148,7 @@ class Worker:
                 side.start_soon(self._commit_loop)
                 side.start_soon(self.chores.lease_loop, self._leases)
                 side.start_soon(self.chores.heartbeat_loop, self._heartbeat_key, self._status)
-                side.start_soon(self._timeout_loop)
+                side.start_soon(self.chores.watchdog, self._tasks, self._timed_out)
                 await self._recover_own_pending()
                 side.start_soon(self._reclaim_loop)
                 side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
@@ -294,20 +294,6 @@ class Worker:
         if not self._tasks:
             self._idle.set()
 
-    async def _timeout_loop(self) -> None:
-        """Cancel handlers past ``handler_timeout`` (one watchdog instead of a timer per
-        message; precision is a tenth of the timeout, at most 0.5 s)."""
-        loop = asyncio.get_running_loop()
-        interval = min(0.5, self.settings.handler_timeout / 10)
-        while True:
-            await anyio.sleep(interval)
-            now = loop.time()
-            for task, deadline in list(self._tasks.items()):
-                if deadline <= now and task not in self._timed_out:
-                    self._timed_out.add(task)
-                    task.cancel()
-
-    # ------------------------------------------------------------------ handling
     async def _handle(self, entry: Entry, item: Decoded) -> None:
         ctx = MessageContext(
             agent=self.name,
@@ -441,26 +427,11 @@ class Worker:
             self._dead_replies = []
             self._committing = True
             started = time.perf_counter()
-            await self._commit_until_done(commit, len(finished) + len(dead))
+            await self.chores.commit_until_done(commit, len(finished) + len(dead))
             self._committing = False
             self.observer.committed(len(finished) + len(dead), time.perf_counter() - started)
             self._release([f.entry for f in finished] + [d.entry for d in dead])
             self._release_ids(finished, dead)
-
-    async def _commit_until_done(self, commit: Any, messages: int) -> None:
-        """Retry a failed commit (OOM, lost connection) with backoff; entries stay pending and
-        leased meanwhile, so nothing is acked before its outputs are written."""
-        backoff = 0.05
-        while True:
-            try:
-                await self.bus.commit(commit)
-                return
-            except Exception as exc:
-                self.log.error(
-                    "commit_failed", error=repr(exc), retry_in=backoff, messages=messages
-                )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
 
     def _release(self, entries: list[Entry]) -> None:
         for entry in entries:
