@@ -34,6 +34,7 @@ from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.reply import timeout_reply
 from agent_runtime.retries import RetryScheduler
+from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
 from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus
 from protocols.envelope import AgentMessage
@@ -91,8 +92,9 @@ class Worker:
         self._chain = chain(middleware, self.instance.handle)
         self._inflight: dict[tuple[str, bytes], Entry] = {}  # read, not yet acked
         self._handling: set[uuid.UUID] = set()  # message ids with a handler running
-        self._tasks: dict[asyncio.Task[None], float] = {}  # handler task -> deadline
-        self._timed_out: set[asyncio.Task[Any]] = set()
+        self._pool: HandlerPool[tuple[Entry, Decoded]] = HandlerPool(
+            self._handle, self.settings.concurrency, self.settings.handler_timeout
+        )
         self._dispatching: set[asyncio.Task[None]] = set()
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
@@ -102,7 +104,6 @@ class Worker:
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()
-        self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
         self.processed = 0
         self._read_backoff = 0.1
@@ -148,7 +149,7 @@ class Worker:
                 side.start_soon(self._commit_loop)
                 side.start_soon(self.chores.lease_loop, self._leases)
                 side.start_soon(self.chores.heartbeat_loop, self._heartbeat_key, self._status)
-                side.start_soon(self.chores.watchdog, self._tasks, self._timed_out)
+                side.start_soon(self.chores.watchdog, self._pool.running, self._pool.timed_out)
                 await self._recover_own_pending()
                 side.start_soon(self._reclaim_loop)
                 side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
@@ -160,6 +161,7 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._cancel_handlers()
+                await self._pool.close()
                 await self.chores.hand_back(self._leases())
                 await self.instance.stop()
                 await self.redis.delete(self._heartbeat_key)
@@ -169,21 +171,18 @@ class Worker:
         """Give in-flight handlers ``drain_timeout`` to finish, then cancel the rest."""
         if self._dispatching:
             await asyncio.gather(*self._dispatching, return_exceptions=True)
-        if self._tasks:
+        if len(self._pool):
             self.log.info(
-                "worker_draining", in_flight=len(self._tasks), timeout=self.settings.drain_timeout
+                "worker_draining", in_flight=len(self._pool), timeout=self.settings.drain_timeout
             )
-            self._idle.clear()
             with anyio.move_on_after(self.settings.drain_timeout):
-                await self._idle.wait()
+                await self._pool.idle.wait()
         await self._cancel_handlers()
 
     async def _cancel_handlers(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Handlers not started yet stay in flight (handed back); running ones are cancelled."""
+        self._pool.drop_queued()
+        await self._pool.cancel_running()
 
     # ------------------------------------------------------------------ intake
     async def _read_loop(self) -> None:
@@ -284,17 +283,10 @@ class Worker:
         self.observer.in_flight(len(self._inflight))
 
     def _start_handler(self, entry: Entry, item: Decoded) -> None:
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._handle(entry, item))
-        self._tasks[task] = loop.time() + self.settings.handler_timeout
-        task.add_done_callback(self._task_done)
+        self._pool.submit((entry, item))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-        if not self._tasks:
-            self._idle.set()
-
-    async def _handle(self, entry: Entry, item: Decoded) -> None:
+    async def _handle(self, job: tuple[Entry, Decoded]) -> None:
+        entry, item = job
         ctx = MessageContext(
             agent=self.name,
             message=item.message,
@@ -313,9 +305,9 @@ class Worker:
                 await self._chain(ctx)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if task is None or task not in self._timed_out:
+                if task is None or task not in self._pool.timed_out:
                     raise
-                self._timed_out.discard(task)
+                self._pool.timed_out.discard(task)
                 task.uncancel()
                 raise TimeoutError(
                     f"handler timed out after {self.settings.handler_timeout}s"

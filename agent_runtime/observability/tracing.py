@@ -66,6 +66,12 @@ class TraceContextMiddleware:
         self.tracer = tracer or None
 
     async def handle(self, ctx: MessageContext, call_next: Handler) -> None:
+        if self.tracer is None:  # no spans recorded: only the outputs need the trace context
+            await call_next(ctx)
+            if ctx.outputs:
+                trace_id, _ = incoming_context(ctx)
+                stamp_outputs(ctx, format_traceparent(trace_id, ctx.message.message_id.hex[:16]))
+            return
         trace_id, parent_id = incoming_context(ctx)
         with self._span(ctx, trace_id, parent_id) as span_id:
             await call_next(ctx)

@@ -91,25 +91,25 @@ class DeliveryScope:
         return left is not None and left <= 0
 
 
-_SCOPE: ContextVar[DeliveryScope | None] = ContextVar("agent_runtime_delivery", default=None)
+SCOPE: ContextVar[DeliveryScope | None] = ContextVar("agent_runtime_delivery", default=None)
 
 
 @contextmanager
 def delivery_scope(scope: DeliveryScope) -> Iterator[DeliveryScope]:
     """Make ``scope`` the current delivery for policies run inside the block (and in tasks
     started from it)."""
-    token = _SCOPE.set(scope)
+    token = SCOPE.set(scope)
     try:
         yield scope
     finally:
-        _SCOPE.reset(token)
+        SCOPE.reset(token)
 
 
 def current_scope() -> DeliveryScope | None:
-    return _SCOPE.get()
+    return SCOPE.get()
 
 
 def remaining() -> float | None:
     """Seconds left before the current delivery's deadline (None: no deadline)."""
-    scope = _SCOPE.get()
+    scope = SCOPE.get()
     return None if scope is None else scope.remaining()

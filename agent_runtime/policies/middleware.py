@@ -29,7 +29,7 @@ from agent_runtime.agent import MessageContext
 from agent_runtime.errors import BreakerOpen, DeadlineExceeded, HandlerControl, Reject, Retry
 from agent_runtime.keys import Keys
 from agent_runtime.policies.breaker import BreakerListener, SharedBreaker
-from agent_runtime.policies.clock import DeliveryScope, RedisClock, delivery_scope
+from agent_runtime.policies.clock import SCOPE, DeliveryScope, RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
 from agent_runtime.policies.errors import error_matcher
 from agent_runtime.policies.runner import CallStats, Policy
@@ -128,25 +128,29 @@ class PolicyMiddleware:
         )
 
     async def handle(self, ctx: MessageContext, call_next: Handler) -> None:
-        scope = DeliveryScope(await self.clock.deadline_of(ctx.message))
+        message = ctx.message
+        deadline = None if message.deadline is None else await self.clock.deadline_of(message)
+        scope = DeliveryScope(deadline)
         if scope.expired():
             raise Reject(f"deadline {ctx.message.deadline} passed before handling", code="expired")
         stats = CallStats()
-        with delivery_scope(scope):
-            try:
-                if self._plain and scope.deadline is None:
-                    await call_next(ctx)
-                else:
-                    await self.policy.run(_attempt, ctx, call_next, stats=stats)
-            except HandlerControl:
+        token = SCOPE.set(scope)  # the delivery every nested call policy sees
+        try:
+            if self._plain and deadline is None:
+                await call_next(ctx)
+            else:
+                await self.policy.run(_attempt, ctx, call_next, stats=stats)
+        except HandlerControl:
+            raise
+        except BreakerOpen as exc:
+            raise _breaker_delay(exc, scope) from exc
+        except Exception as exc:
+            fate = _fate(exc, scope)
+            if fate is exc:
                 raise
-            except BreakerOpen as exc:
-                raise _breaker_delay(exc, scope) from exc
-            except Exception as exc:
-                fate = _fate(exc, scope)
-                if fate is exc:
-                    raise
-                raise fate from exc
+            raise fate from exc
+        finally:
+            SCOPE.reset(token)
         if stats.attempts > 1:
             ctx.log.info("handler_succeeded_after_retries", attempts=stats.attempts)
 
