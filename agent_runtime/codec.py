@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -23,10 +23,14 @@ FIELD_SIGNATURE = b"s"
 DEFAULT_MAX_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """A decoded entry: the envelope and its payload as the current model of its type."""
+
     message: AgentMessage
     payload: Payload
+
+
+_validate_envelope = AgentMessage.__pydantic_validator__.validate_json  # model_validate_json
 
 
 class Codec:
@@ -60,7 +64,7 @@ class Codec:
         if self._key is not None:
             self._verify(data, fields.get(FIELD_SIGNATURE))
         try:
-            message = AgentMessage.model_validate_json(data)
+            message = _validate_envelope(data)
         except ValidationError as exc:
             raise DecodeError(_json_or_schema(exc), _summary(exc)) from exc
         try:

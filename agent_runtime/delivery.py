@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from pydantic_core import to_json
-
 from agent_runtime.agent import MessageContext, Output
 from agent_runtime.codec import Codec
 from agent_runtime.keys import Keys
@@ -73,16 +71,24 @@ class Finished:
     outcome: str = "handled"
 
 
-@dataclass(frozen=True, slots=True)
 class Tracer:
     """Builds per-request trace records, stored as one stream field ``t`` holding a JSON object
     (agent, consumer, correlation_id, message_id, causation_id, message_type, from_agent, to_agent,
     outcome, reason, delivery_count, started_ms, finished_ms, duration_ms, outputs). One
     field keeps the per-message cost on client and server low; read with
-    :func:`expand_trace`."""
+    :func:`expand_trace`.
 
-    agent: str
-    consumer: str
+    A record is written for every handled message, so it is formatted directly: ids are UUID
+    text (nothing to escape), every other string goes through the JSON encoder, names (agents,
+    message types, outcomes) once per process from a small cache."""
+
+    __slots__ = ("_head", "_quoted", "agent", "consumer")
+
+    def __init__(self, agent: str, consumer: str) -> None:
+        self.agent = agent
+        self.consumer = consumer
+        self._head = f'{{"agent":{_quote(agent)},"consumer":{_quote(consumer)},"correlation_id":"'
+        self._quoted: dict[str, str] = {}  # from_agent -> JSON string (a handful of names)
 
     def record(
         self,
@@ -95,31 +101,43 @@ class Tracer:
     ) -> bytes:
         now = time.time()
         started = started or now
-        record = {
-            "agent": self.agent,
-            "consumer": self.consumer,
-            "correlation_id": message.correlation_text,
-            "message_id": message.id_text,
-            "causation_id": str(message.causation_id or ""),
-            "message_type": message.message_type,
-            "from_agent": message.from_agent,
-            "to_agent": message.to_agent,
-            "outcome": outcome,
-            "reason": reason,
-            "delivery_count": entry.delivery_count,
-            "started_ms": int(started * 1000),
-            "finished_ms": int(now * 1000),
-            "duration_ms": round((now - started) * 1000, 3),
-            "outputs": [
-                {
-                    "message_id": o.message.id_text,
-                    "message_type": o.message.message_type,
-                    "to": o.message.to_agent,
-                }
-                for o in outputs
-            ],
-        }
-        return to_json(record)  # pydantic-core: a few times faster than json.dumps
+        quoted = self._quoted
+        sender = quoted.get(message.from_agent) or self._quote(message.from_agent)
+        fate = quoted.get(outcome) or self._quote(outcome)
+        kind = quoted.get(message.message_type) or self._quote(message.message_type)
+        target = quoted.get(message.to_agent) or self._quote(message.to_agent)
+        causation = message.causation_id
+        listed = ",".join(self._output(o.message) for o in outputs) if outputs else ""
+        return (
+            f'{self._head}{message.correlation_text}","message_id":"{message.id_text}",'
+            f'"causation_id":"{"" if causation is None else causation}",'
+            f'"message_type":{kind},"from_agent":{sender},'
+            f'"to_agent":{target},"outcome":{fate},'
+            f'"reason":{_quote(reason) if reason else EMPTY},'
+            f'"delivery_count":{entry.delivery_count},"started_ms":{int(started * 1000)},'
+            f'"finished_ms":{int(now * 1000)},"duration_ms":{round((now - started) * 1000, 3)},'
+            f'"outputs":[{listed}]}}'
+        ).encode()
+
+    def _output(self, message: AgentMessage) -> str:
+        quoted = self._quoted
+        kind = quoted.get(message.message_type) or self._quote(message.message_type)
+        target = quoted.get(message.to_agent) or self._quote(message.to_agent)
+        return f'{{"message_id":"{message.id_text}","message_type":{kind},"to":{target}}}'
+
+    def _quote(self, text: str) -> str:
+        """JSON string of a name seen again and again (agent names, outcomes), cached."""
+        quoted = _quote(text)
+        if len(self._quoted) < 1024:
+            self._quoted[text] = quoted
+        return quoted
+
+
+EMPTY = '""'
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def expand_trace(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
@@ -147,22 +165,29 @@ def build_commit(
 ) -> Commit:
     """Outputs, done ids, trace entries, dead letters and acks of everything finished."""
     commit = Commit(dead=dead, trace_ttl=trace_ttl)
-    outputs = commit.outputs
+    outputs, done_ids, acks, traced = commit.outputs, commit.done_ids, commit.acks, commit.traces
+    trace_key = keys.trace
+    last_stream, last_acks = "", []  # one inbox in almost every batch
     for item in finished:
-        ctx = item.ctx
+        ctx, entry = item.ctx, item.entry
         if ctx is not None:
-            for out in ctx.outputs:
-                outputs.append((out.stream, codec.encode(out.message), out.ttl))
-                if out.maxlen:
-                    commit.caps[out.stream] = out.maxlen
-            commit.done_ids.append(ctx.message.id_text)
+            message = ctx.message
+            if ctx.outputs:
+                for out in ctx.outputs:
+                    outputs.append((out.stream, codec.encode(out.message), out.ttl))
+                    if out.maxlen:
+                        commit.caps[out.stream] = out.maxlen
+            done_ids.append(message.id_text)
             if tracer is not None:
                 record = tracer.record(
-                    ctx.message, item.entry, item.outcome, item.started, outputs=ctx.outputs
+                    message, entry, item.outcome, item.started, outputs=ctx.outputs
                 )
-                commit.traces.append((keys.trace(ctx.message.correlation_text), record))
-        commit.ack(item.entry)
-    commit.traces += [(keys.trace(cid), record) for cid, record in traces]
+                traced.append((trace_key(message.correlation_text), record))
+        if entry.stream != last_stream:
+            last_stream = entry.stream
+            last_acks = acks.setdefault(last_stream, [])
+        last_acks.append(entry.entry_id)
+    traced += [(trace_key(cid), record) for cid, record in traces]
     for letter in dead:
         commit.ack(letter.entry)
     return commit

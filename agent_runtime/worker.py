@@ -270,20 +270,25 @@ class Worker:
         handler tasks for the rest."""
         done = await self.bus.already_done([d.message.id_text for _, d in batch])
         now = await self.clock.now_datetime() if any(d.message.deadline for _, d in batch) else None
-        cap = self.settings.max_deliveries
-        for (entry, item), is_done in zip(batch, done, strict=True):
+        cap, name, max_hops = self.settings.max_deliveries, self.name, AgentMessage.MAX_HOPS
+        submit = self._pool.submit
+        for job, is_done in zip(batch, done, strict=True):
+            entry, item = job
+            message = item.message
             if is_done:
                 self.observer.duplicate_dropped(entry)
-                self._handling.discard(item.message.message_id)
+                self._handling.discard(message.message_id)
                 self._finish(entry, None, outcome="duplicate")
-            elif reason := undeliverable(entry, item.message, now, self.name, cap):
-                self._dead_letter(entry, *reason, message=item.message)
+            elif (
+                entry.delivery_count > cap
+                or now is not None
+                or message.hops > max_hops
+                or message.to_agent != name
+            ) and (reason := undeliverable(entry, message, now, name, cap)):
+                self._dead_letter(entry, *reason, message=message)
             else:
-                self._start_handler(entry, item)
+                submit(job)
         self.observer.in_flight(len(self._inflight))
-
-    def _start_handler(self, entry: Entry, item: Decoded) -> None:
-        self._pool.submit((entry, item))
 
     async def _handle(self, job: tuple[Entry, Decoded]) -> None:
         entry, item = job
@@ -325,7 +330,8 @@ class Worker:
             self._retry_later(entry, ctx, exc, None, counted=True)
         else:
             self.observer.handled(ctx, time.perf_counter() - started)
-            self._finish(entry, ctx, wall_started)
+            self._finished.append(Finished(entry, ctx, wall_started, "handled"))
+            self._finished_event.set()
 
     def _retry_later(
         self,
@@ -422,26 +428,25 @@ class Worker:
             await self.chores.commit_until_done(commit, len(finished) + len(dead))
             self._committing = False
             self.observer.committed(len(finished) + len(dead), time.perf_counter() - started)
-            self._release([f.entry for f in finished] + [d.entry for d in dead])
-            self._release_ids(finished, dead)
+            self._release(finished, dead)
 
-    def _release(self, entries: list[Entry]) -> None:
-        for entry in entries:
-            self._inflight.pop((entry.stream, entry.entry_id), None)
-        self.processed += len(entries)
-        self.observer.in_flight(len(self._inflight))
-        self._capacity.set()
-
-    def _release_ids(self, finished: list[Finished], dead: list[DeadLetter]) -> None:
-        """Message ids are released only once their done mark is written, so a copy read in
-        between is recognised as a duplicate either here (in memory) or by the done set."""
-        handling = self._handling
+    def _release(self, finished: list[Finished], dead: list[DeadLetter]) -> None:
+        """Free the in-flight slots of committed entries and release their message ids. Ids
+        are released only once their done mark is written, so a copy read in between is
+        recognised as a duplicate either here (in memory) or by the done set."""
+        inflight, handling = self._inflight, self._handling
         for item in finished:
+            entry = item.entry
+            inflight.pop((entry.stream, entry.entry_id), None)
             if item.ctx is not None:
                 handling.discard(item.ctx.message.message_id)
         for letter in dead:
+            inflight.pop((letter.entry.stream, letter.entry.entry_id), None)
             if "message_id" in letter.extra:
                 handling.discard(uuid.UUID(letter.extra["message_id"]))
+        self.processed += len(finished) + len(dead)
+        self.observer.in_flight(len(inflight))
+        self._capacity.set()
 
     async def _flush_remaining(self) -> None:
         """After the handlers finished: wait until the committer wrote everything."""

@@ -329,13 +329,36 @@ class StreamBus:
     async def _xreadgroup(
         self, streams: dict[str, str], count: int, block_ms: int | None
     ) -> list[Entry]:
-        reply = await self.redis.xreadgroup(
-            self.group, self.consumer, streams, count=count, block=block_ms
-        )
-        out = []
-        for name, items in reply or []:
+        if self.cluster:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, streams, count=count, block=block_ms
+            )
+            out = []
+            for name, items in reply or []:
+                stream = name.decode() if isinstance(name, bytes) else name
+                out += [Entry(stream, eid, fields) for eid, fields in items]
+            return out
+        return await self._xreadgroup_raw(streams, count, block_ms)
+
+    async def _xreadgroup_raw(
+        self, streams: dict[str, str], count: int, block_ms: int | None
+    ) -> list[Entry]:
+        """The hot read: the command name as bytes makes redis-py skip its reply callback
+        (RESP2/RESP3 -> dicts of dicts, a streaming-lag hook), and the flat field lists become
+        dicts here in one pass: about a microsecond less per entry."""
+        args: list[Any] = [b"XREADGROUP", b"GROUP", self.group, self.consumer, b"COUNT", count]
+        if block_ms is not None:
+            args += [b"BLOCK", block_ms]
+        args += [b"STREAMS", *streams, *streams.values()]
+        reply = await self.redis.execute_command(*args)
+        if not reply:
+            return []
+        out: list[Entry] = []
+        for name, items in reply.items() if isinstance(reply, dict) else reply:
             stream = name.decode() if isinstance(name, bytes) else name
-            out += [Entry(stream, eid, fields) for eid, fields in items]
+            for entry_id, flat in items:
+                it = iter(flat)
+                out.append(Entry(stream, entry_id, dict(zip(it, it, strict=True))))
         return out
 
     async def _fill_counts(self, stream: str, entries: list[Entry]) -> None:

@@ -1,0 +1,92 @@
+"""Trace records are formatted by hand on the hot path: they must still be exactly the JSON
+object ``trace``/``status`` read back, whatever text the free-form fields hold."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from agent_runtime.agent import Output
+from agent_runtime.delivery import Tracer, expand_trace
+from agent_runtime.transport.streams import TRACE_FIELD, Entry
+from protocols.envelope import AgentMessage, utcnow
+
+AWKWARD = ["plain", 'quote " and \\ backslash', "new\nline\ttab\x01ctl", "unicodé ✓ 𝄞", ""]
+
+
+def message(from_agent: str = "client", causation: uuid.UUID | None = None) -> AgentMessage:
+    return AgentMessage(
+        message_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        causation_id=causation,
+        from_agent=from_agent,
+        to_agent="planner",
+        message_type="intent.parsed",
+        schema_version=1,
+        payload={},
+        timestamp=utcnow(),
+    )
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_record_is_valid_json_with_every_field(text: str) -> None:
+    tracer = Tracer("planner", f"planner-{text}-0")
+    msg = message(from_agent=text[:64], causation=uuid.uuid4())
+    out = message().derive(
+        index=0,
+        from_agent="planner",
+        to_agent="safety",
+        message_type="plan.proposed",
+        schema_version=1,
+        payload={},
+        now=utcnow(),
+    )
+    started = time.time() - 0.25
+    raw = tracer.record(
+        msg,
+        Entry("s", b"1-0", {}, delivery_count=3),
+        "dead_lettered",
+        started,
+        reason=text,
+        outputs=[Output("inbox", out)],
+    )
+    record = json.loads(raw)
+    assert record.pop("finished_ms") >= record["started_ms"] == int(started * 1000)
+    assert 250 <= record.pop("duration_ms") < 60_000
+    assert record == {
+        "agent": "planner",
+        "consumer": f"planner-{text}-0",
+        "correlation_id": str(msg.correlation_id),
+        "message_id": str(msg.message_id),
+        "causation_id": str(msg.causation_id),
+        "message_type": "intent.parsed",
+        "from_agent": text[:64],
+        "to_agent": "planner",
+        "outcome": "dead_lettered",
+        "reason": text,
+        "delivery_count": 3,
+        "started_ms": int(started * 1000),
+        "outputs": [
+            {"message_id": str(out.message_id), "message_type": "plan.proposed", "to": "safety"}
+        ],
+    }
+
+
+def test_record_without_causation_reason_or_outputs() -> None:
+    msg = message()
+    record = json.loads(Tracer("a", "c").record(msg, Entry("s", b"1-0", {}), "handled", 0.0))
+    assert record["causation_id"] == ""
+    assert record["reason"] == ""
+    assert record["outputs"] == []
+    assert record["started_ms"] == record["finished_ms"]  # started 0: the record's own time
+
+
+def test_records_expand_to_text_fields() -> None:
+    raw = Tracer("a", "c").record(message(), Entry("s", b"1-0", {}), "handled", time.time())
+    fields = expand_trace({TRACE_FIELD: raw})
+    assert fields[b"outcome"] == b"handled"
+    assert fields[b"outputs"] == b"[]"
+    assert fields[b"delivery_count"] == b"1"
