@@ -26,8 +26,9 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-#: A runner that ran handlers without pausing for this long yields to the event loop once, so
-#: reads, commits, leases and heartbeats run even under a stream of CPU-only handlers.
+#: Runners that ran handlers without pausing for this long (together, in one event-loop turn)
+#: yield to the loop, so reads, commits, leases and heartbeats run even under a stream of
+#: CPU-only handlers.
 MAX_BURST = 0.02
 
 
@@ -76,6 +77,9 @@ class HandlerPool(Generic[T]):
         self._parked: list[asyncio.Future[None]] = []
         self._runners: set[asyncio.Task[None]] = set()
         self._kick_pending = False
+        self._closing = False
+        self._yielding = False  # the budget of this loop turn is spent
+        self._turn_started = time.monotonic()
         self._burst = 1
         #: busy runner -> loop-time deadline of the handler it runs (the watchdog reads it)
         self.running: dict[asyncio.Task[None], float] = {}
@@ -100,6 +104,10 @@ class HandlerPool(Generic[T]):
         runners woken by the previous kick had their step; while messages still wait (the
         runners paused in I/O), the next kick wakes twice as many."""
         self._kick_pending = False
+        if self._closing:
+            return
+        if not self._yielding:  # called from the loop: a new turn (at most 2 budgets a turn)
+            self._turn_started = time.monotonic()
         waiting = len(self._queue)
         if not waiting:
             self._burst = 1
@@ -111,7 +119,7 @@ class HandlerPool(Generic[T]):
             elif len(self._runners) < self._concurrency:
                 task = asyncio.get_running_loop().create_task(self._run())
                 self._runners.add(task)
-                task.add_done_callback(self._runners.discard)
+                task.add_done_callback(self._runner_ended)
             else:
                 break
             woken += 1
@@ -122,12 +130,19 @@ class HandlerPool(Generic[T]):
         self._kick_pending = True
         asyncio.get_running_loop().call_soon(self._kick)
 
+    def _runner_ended(self, task: asyncio.Task[None]) -> None:
+        """A runner ended (its handler let a cancellation through): messages that wait get
+        another runner, unless the pool is closing."""
+        self._runners.discard(task)
+        if self._queue and not self._closing and not self._kick_pending:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_soon(self._kick)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         assert me is not None
         queue, running, timed_out = self._queue, self.running, self.timed_out
-        burst_started = time.monotonic()
         while True:
             if not queue:
                 parked = loop.create_future()
@@ -138,7 +153,9 @@ class HandlerPool(Generic[T]):
                     if parked in self._parked:
                         self._parked.remove(parked)
                     raise
-                burst_started = time.monotonic()
+                continue
+            if self._yielding or time.monotonic() - self._turn_started > MAX_BURST:
+                await self._yield_turn()
                 continue
             item = queue.popleft()
             running[me] = loop.time() + self._timeout
@@ -149,9 +166,22 @@ class HandlerPool(Generic[T]):
                 timed_out.discard(me)
                 if not running and not queue:
                     self.idle.set()
-            if time.monotonic() - burst_started > MAX_BURST:
-                await asyncio.sleep(0)
-                burst_started = time.monotonic()
+            if me.cancelling():  # the handler swallowed a cancellation meant for it: the
+                raise asyncio.CancelledError  # runner ends, as a task of its own would have
+
+    async def _yield_turn(self) -> None:
+        """The runners' CPU-only stretch in this event-loop turn used its budget: every runner
+        waits for the next turn (I/O and other tasks run in between), where one of them starts
+        a fresh budget. The budget is the pool's, not each runner's, so a turn holds at most
+        about one budget of handlers however many runners are busy."""
+        if not self._yielding:
+            self._yielding = True
+            asyncio.get_running_loop().call_soon(self._new_turn)
+        await asyncio.sleep(0)
+
+    def _new_turn(self) -> None:
+        self._yielding = False
+        self._turn_started = time.monotonic()
 
     def drop_queued(self) -> list[T]:
         """Take back what no runner started (on stop: it is handed back, not handled)."""
@@ -171,6 +201,7 @@ class HandlerPool(Generic[T]):
 
     async def close(self) -> None:
         """Cancel every runner, busy or parked, and wait for them."""
+        self._closing = True
         self.drop_queued()
         runners = list(self._runners)
         for task in runners:
