@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import NamedTuple
 
 from pydantic import ValidationError
@@ -31,6 +32,29 @@ class Decoded(NamedTuple):
 
 
 _validate_envelope = AgentMessage.__pydantic_validator__.validate_json  # model_validate_json
+
+
+# The envelope as this runtime writes it starts with both ids in canonical form. When it does,
+# and each key occurs once in the bytes (so it is the envelope's own key, not a duplicate or a
+# payload key), the id texts are taken from the bytes instead of str(UUID), a Python-level
+# formatting that costs more than the rest of the worker's per-message bookkeeping.
+_UUID_TEXT = rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+_ID_HEAD = re.compile(
+    rb'\{"message_id":"' + _UUID_TEXT + rb'","correlation_id":"' + _UUID_TEXT + rb'"'
+)
+
+
+def _keep_id_texts(message: AgentMessage, data: bytes) -> None:
+    """Fill ``message.id_text``/``correlation_text`` from ``data`` when that is exact."""
+    head = _ID_HEAD.match(data)
+    if (
+        head is not None
+        and data.count(b'"message_id"') == 1
+        and data.count(b'"correlation_id"') == 1
+    ):
+        cached = message.__dict__  # where functools.cached_property keeps its value
+        cached["id_text"] = head[1].decode()
+        cached["correlation_text"] = head[2].decode()
 
 
 class Codec:
@@ -77,6 +101,7 @@ class Codec:
             raise DecodeError(
                 "invalid", f"payload of {message.message_type}: {_summary(exc)}"
             ) from exc
+        _keep_id_texts(message, data)
         return Decoded(message, payload)
 
     def _sign(self, data: bytes) -> bytes:

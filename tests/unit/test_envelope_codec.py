@@ -185,3 +185,46 @@ def test_registry_refuses_two_models_for_one_version() -> None:
     registry = SchemaRegistry([GreetingV1])
     with pytest.raises(ValueError, match="already registered"):
         registry.register(Other)
+
+
+def _wire(message_id: str, correlation_id: str, payload: str = '{"text":"hi"}') -> bytes:
+    return (
+        f'{{"message_id":"{message_id}","correlation_id":"{correlation_id}",'
+        f'"from_agent":"client","to_agent":"echo","message_type":"user.request",'
+        f'"schema_version":1,"payload":{payload},"timestamp":"2026-01-01T00:00:00Z"}}'
+    ).encode()
+
+
+A, B, C = (str(uuid.uuid4()) for _ in range(3))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _wire(A, B),  # as the runtime writes it: texts taken from the bytes
+        _wire(A.upper(), B.upper()),  # non-canonical case
+        _wire(A.replace("-", ""), B),  # no hyphens
+        _wire(A, B, payload=f'{{"text":"hi","metadata":{{"message_id":"{C}"}}}}'),  # payload key
+        (
+            f'{{"correlation_id":"{B}","message_id":"{A}","from_agent":"client",'
+            '"to_agent":"echo","message_type":"user.request","schema_version":1,'
+            '"payload":{"text":"hi"},"timestamp":"2026-01-01T00:00:00Z"}'
+        ).encode(),  # other field order
+        _wire(A, B).replace(b'"message_id"', b'"message_id" ', 1),  # whitespace
+    ],
+)
+def test_id_texts_always_equal_the_parsed_ids(data: bytes) -> None:
+    """The worker's id texts (done marks, traces) are taken from the envelope bytes when that
+    is exact; whatever the bytes look like, they equal the ids the envelope was parsed to."""
+    message = Codec(SchemaRegistry([UserRequest])).decode({b"m": data}).message
+    assert message.id_text == str(message.message_id) == str(uuid.UUID(A))
+    assert message.correlation_text == str(message.correlation_id) == str(uuid.UUID(B))
+
+
+def test_duplicate_id_keys_never_give_a_text_other_than_the_parsed_id() -> None:
+    data = _wire(A, B)[:-1] + f',"message_id":"{C}"}}'.encode()
+    try:
+        message = Codec(SchemaRegistry([UserRequest])).decode({b"m": data}).message
+    except DecodeError:
+        return  # refusing the entry is fine too
+    assert message.id_text == str(message.message_id)
