@@ -33,28 +33,30 @@ MAX_BURST = 0.02
 
 
 class _InContext:
-    """Await a coroutine with each of its steps run in ``context`` (a task of its own would
-    do the same). Cancellation and results pass through unchanged."""
+    """Await the rest of a started coroutine with each of its steps run in ``context`` (a
+    task of its own would do the same). Cancellation passes through unchanged."""
 
-    __slots__ = ("context", "coro")
+    __slots__ = ("context", "coro", "first")
 
-    def __init__(self, coro: Coroutine[Any, Any, None], context: contextvars.Context) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, None], context: contextvars.Context, first: Any
+    ) -> None:
         self.coro = coro
         self.context = context
+        self.first = first  # what the coroutine's first step yielded (it ran already)
 
     def __await__(self) -> Generator[Any, Any, None]:
         run, send, throw = self.context.run, self.coro.send, self.coro.throw
-        value: Any = None
-        error: BaseException | None = None
+        yielded = self.first
         while True:
-            try:
-                yielded = run(send, value) if error is None else run(throw, error)
-            except StopIteration:
-                return
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:  # cancellation of the runner: into the handler
                 value, error = None, exc
+            try:
+                yielded = run(send, value) if error is None else run(throw, error)
+            except StopIteration:
+                return
 
 
 class HandlerPool(Generic[T]):
@@ -160,7 +162,14 @@ class HandlerPool(Generic[T]):
             item = queue.popleft()
             running[me] = loop.time() + self._timeout
             try:
-                await _InContext(self._handle(item), contextvars.copy_context())
+                # First step inline: a handler that never awaits costs no trampoline at all.
+                coro, context = self._handle(item), contextvars.copy_context()
+                try:
+                    first = context.run(coro.send, None)
+                except StopIteration:
+                    pass
+                else:
+                    await _InContext(coro, context, first)
             finally:
                 del running[me]
                 timed_out.discard(me)

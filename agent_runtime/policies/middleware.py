@@ -131,14 +131,15 @@ class PolicyMiddleware:
         message = ctx.message
         deadline = None if message.deadline is None else await self.clock.deadline_of(message)
         scope = DeliveryScope(deadline)
-        if scope.expired():
+        if deadline is not None and scope.expired():
             raise Reject(f"deadline {ctx.message.deadline} passed before handling", code="expired")
-        stats = CallStats()
+        stats = None
         token = SCOPE.set(scope)  # the delivery every nested call policy sees
         try:
             if self._plain and deadline is None:
-                await call_next(ctx)
+                await call_next(ctx)  # nothing to apply around it: no attempt bookkeeping
             else:
+                stats = CallStats()
                 await self.policy.run(_attempt, ctx, call_next, stats=stats)
         except HandlerControl:
             raise
@@ -151,7 +152,7 @@ class PolicyMiddleware:
             raise fate from exc
         finally:
             SCOPE.reset(token)
-        if stats.attempts > 1:
+        if stats is not None and stats.attempts > 1:
             ctx.log.info("handler_succeeded_after_retries", attempts=stats.attempts)
 
 
