@@ -15,7 +15,6 @@ import asyncio
 import os
 import socket
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,7 +90,7 @@ class Worker:
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = chain(middleware, self.instance.handle)
         self._inflight: dict[tuple[str, bytes], Entry] = {}  # read, not yet acked
-        self._handling: set[uuid.UUID] = set()  # message ids with a handler running
+        self._handling: set[str] = set()  # ids (text) of messages with a handler running
         self._pool: HandlerPool[tuple[Entry, Decoded]] = HandlerPool(
             self._handle, self.settings.concurrency, self.settings.handler_timeout
         )
@@ -247,11 +246,11 @@ class Worker:
             except DecodeError as exc:
                 self._dead_letter(entry, exc.reason, exc.detail)
                 continue
-            if item.message.message_id in handling:
+            if item.message.id_text in handling:
                 self.observer.duplicate_dropped(entry)
                 self._finish(entry, None, outcome="duplicate")
                 continue
-            handling.add(item.message.message_id)
+            handling.add(item.message.id_text)
             decoded.append((entry, item))
         return decoded
 
@@ -262,7 +261,7 @@ class Worker:
             self.log.error("dispatch_failed", error=repr(exc), count=len(batch))
             for entry, item in batch:
                 self._inflight.pop((entry.stream, entry.entry_id), None)
-                self._handling.discard(item.message.message_id)
+                self._handling.discard(item.message.id_text)
             self._capacity.set()
 
     async def _dispatch_registered(self, batch: list[tuple[Entry, Decoded]]) -> None:
@@ -277,7 +276,7 @@ class Worker:
             message = item.message
             if is_done:
                 self.observer.duplicate_dropped(entry)
-                self._handling.discard(message.message_id)
+                self._handling.discard(message.id_text)
                 self._finish(entry, None, outcome="duplicate")
             elif (
                 entry.delivery_count > cap
@@ -358,7 +357,7 @@ class Worker:
                 self.settings.retry_backoff_max,
             )
         ctx.log.info("message_retry_scheduled", error=error, delay=delay)
-        self._handling.discard(ctx.message.message_id)
+        self._handling.discard(ctx.message.id_text)
         self.retries.schedule(entry, delay, counted=counted)
 
     # ------------------------------------------------------------------ committing
@@ -379,7 +378,7 @@ class Worker:
         if message is not None:
             extra = {
                 "correlation_id": str(message.correlation_id),
-                "message_id": str(message.message_id),
+                "message_id": message.id_text,
                 "message_type": message.message_type,
             }
             if self.tracer is not None:
@@ -439,11 +438,11 @@ class Worker:
             entry = item.entry
             inflight.pop((entry.stream, entry.entry_id), None)
             if item.ctx is not None:
-                handling.discard(item.ctx.message.message_id)
+                handling.discard(item.ctx.message.id_text)
         for letter in dead:
             inflight.pop((letter.entry.stream, letter.entry.entry_id), None)
             if "message_id" in letter.extra:
-                handling.discard(uuid.UUID(letter.extra["message_id"]))
+                handling.discard(letter.extra["message_id"])
         self.processed += len(finished) + len(dead)
         self.observer.in_flight(len(inflight))
         self._capacity.set()
