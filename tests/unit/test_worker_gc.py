@@ -9,12 +9,13 @@ import subprocess
 import sys
 
 PROBE = (
-    "import gc, json; from agent_runtime.cli.worker import tune_gc; tune_gc(); "
-    "print(json.dumps([gc.get_threshold(), gc.get_freeze_count()]))"
+    "import gc, json; default = gc.get_threshold(); "
+    "from agent_runtime.cli.worker import tune_gc; tune_gc(); "
+    "print(json.dumps([gc.get_threshold(), gc.get_freeze_count(), default]))"
 )
 
 
-def probe(**env: str) -> tuple[list[int], int]:
+def probe(**env: str) -> tuple[list[int], int, list[int]]:
     out = subprocess.run(
         [sys.executable, "-c", PROBE],
         env={**os.environ, **env},
@@ -23,17 +24,17 @@ def probe(**env: str) -> tuple[list[int], int]:
         check=True,
         timeout=60,
     ).stdout
-    threshold, frozen = json.loads(out)
-    return threshold, frozen
+    threshold, frozen, default = json.loads(out)
+    return threshold, frozen, default
 
 
 def test_worker_processes_freeze_start_up_objects_and_raise_the_threshold() -> None:
-    threshold, frozen = probe(AGENT_RUNTIME_GC_TUNE="1")
+    threshold, frozen, _ = probe(AGENT_RUNTIME_GC_TUNE="1")
     assert threshold == [10_000, 10, 10]
     assert frozen > 1_000  # modules, config models, ... are out of the collector's view
 
 
 def test_gc_tune_0_keeps_pythons_defaults() -> None:
-    threshold, frozen = probe(AGENT_RUNTIME_GC_TUNE="0")
-    assert threshold == [700, 10, 10]
+    threshold, frozen, default = probe(AGENT_RUNTIME_GC_TUNE="0")
+    assert threshold == default
     assert frozen == 0
