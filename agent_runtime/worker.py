@@ -1,12 +1,13 @@
 """One agent type's consume loop in one process (asyncio).
 
 Flow: XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (one pipelined SMISMEMBER per
-batch) -> one asyncio task per message (bounded concurrency, middleware chain, timeout) -> the
-committer writes outputs + done ids + traces + dead letters + XACKs of everything finished
-since its last round trip, in one pipeline. Side loops renew leases of in-flight entries,
-reclaim entries of dead consumers, redeliver failed entries after backoff, trim the inboxes
-and beat the heartbeat. On stop: no more reads, in-flight handlers get ``drain_timeout``, what
-still runs is cancelled and handed back (made reclaimable at once), the committer flushes.
+batch) -> the handler pool (runners.py: long-lived runner tasks, bounded concurrency,
+middleware chain, timeout watchdog) -> the committer writes outputs + done ids + traces +
+dead letters + XACKs of everything finished since its last round trip. Side loops renew
+leases of in-flight entries, reclaim entries of dead consumers, redeliver failed entries after
+backoff, trim the inboxes and beat the heartbeat. On stop: no more reads, in-flight handlers
+get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable at
+once), the committer flushes.
 """
 
 from __future__ import annotations
@@ -265,12 +266,11 @@ class Worker:
             self._capacity.set()
 
     async def _dispatch_registered(self, batch: list[tuple[Entry, Decoded]]) -> None:
-        """Drop what is already done (one round trip), dead-letter the undeliverable, start
-        handler tasks for the rest."""
+        """Drop what is already done (one round trip), dead-letter the undeliverable, hand
+        the rest to the handler pool."""
         done = await self.bus.already_done([d.message.id_text for _, d in batch])
         now = await self.clock.now_datetime() if any(d.message.deadline for _, d in batch) else None
-        cap, name, max_hops = self.settings.max_deliveries, self.name, AgentMessage.MAX_HOPS
-        submit = self._pool.submit
+        cap, name, submit = self.settings.max_deliveries, self.name, self._pool.submit
         for job, is_done in zip(batch, done, strict=True):
             entry, item = job
             message = item.message
@@ -278,12 +278,7 @@ class Worker:
                 self.observer.duplicate_dropped(entry)
                 self._handling.discard(message.id_text)
                 self._finish(entry, None, outcome="duplicate")
-            elif (
-                entry.delivery_count > cap
-                or now is not None
-                or message.hops > max_hops
-                or message.to_agent != name
-            ) and (reason := undeliverable(entry, message, now, name, cap)):
+            elif reason := undeliverable(entry, message, now, name, cap):
                 self._dead_letter(entry, *reason, message=message)
             else:
                 submit(job)
