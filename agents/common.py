@@ -10,13 +10,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from agent_runtime.agent import AgentRuntime, MessageContext
+from agent_runtime.agent import Agent, AgentRuntime, MessageContext
 from agent_runtime.errors import LLMOutputError, LLMRequestError, LLMUnavailable, Retry
 from agent_runtime.llm.base import LLMProvider, Usage
 from protocols.pipeline import Outcome, OutcomeStatus, Plan, RequestInfo, Spend, StepResult
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 def llm_provider(runtime: AgentRuntime, spec: dict[str, Any]) -> LLMProvider:
@@ -28,6 +29,18 @@ def llm_provider(runtime: AgentRuntime, spec: dict[str, Any]) -> LLMProvider:
     from agent_runtime.llm.factory import build_provider
 
     return build_provider(spec, redis=runtime.redis, keys=runtime.keys)
+
+
+class LLMAgent(Agent[ConfigT]):
+    """An agent whose Config has an ``llm:`` block: :attr:`provider` is built on first use."""
+
+    _provider: LLMProvider | None = None
+
+    @property
+    def provider(self) -> LLMProvider:
+        if self._provider is None:
+            self._provider = llm_provider(self.runtime, self.config.llm)  # type: ignore[attr-defined]
+        return self._provider
 
 
 async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage, call: int) -> None:

@@ -13,15 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_runtime.agent import Agent, MessageContext
+from agent_runtime.agent import MessageContext
 from agent_runtime.errors import LLMUnavailable
-from agent_runtime.llm.base import LLMProvider
 from agents.common import (
+    LLMAgent,
     LLMAsk,
     ask_llm,
     budget_reason,
     finish,
-    llm_provider,
     llm_unavailable,
     over_budget,
 )
@@ -54,18 +53,10 @@ class IntentParserConfig(BaseModel):
     )
 
 
-class IntentParser(Agent[IntentParserConfig]):
+class IntentParser(LLMAgent[IntentParserConfig]):
     Config = IntentParserConfig
     consumes = (UserRequest,)
     produces = (Intent, Outcome)
-
-    _provider: LLMProvider | None = None
-
-    @property
-    def provider(self) -> LLMProvider:
-        if self._provider is None:
-            self._provider = llm_provider(self.runtime, self.config.llm)
-        return self._provider
 
     async def handle(self, ctx: MessageContext) -> None:
         assert isinstance(ctx.payload, UserRequest)

@@ -12,16 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_runtime.agent import Agent, MessageContext
+from agent_runtime.agent import MessageContext
 from agent_runtime.errors import LLMOutputError, LLMUnavailable
-from agent_runtime.llm.base import LLMProvider
 from agent_runtime.llm.rules import intent_prompt
 from agents.common import (
+    LLMAgent,
     LLMAsk,
     ask_llm,
     budget_reason,
     finish,
-    llm_provider,
     llm_unavailable,
     over_budget,
 )
@@ -80,18 +79,10 @@ class PlannerConfig(BaseModel):
     )
 
 
-class Planner(Agent[PlannerConfig]):
+class Planner(LLMAgent[PlannerConfig]):
     Config = PlannerConfig
     consumes = (Intent,)
     produces = (Plan, Outcome)
-
-    _provider: LLMProvider | None = None
-
-    @property
-    def provider(self) -> LLMProvider:
-        if self._provider is None:
-            self._provider = llm_provider(self.runtime, self.config.llm)
-        return self._provider
 
     async def handle(self, ctx: MessageContext) -> None:
         intent = ctx.payload
