@@ -7,6 +7,7 @@ async with Client.connect("unix:///tmp/.../redis.sock", pipeline) as client:
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -24,7 +25,6 @@ from protocols.base import Payload
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
 
-TRACE_TTL = 24 * 3600
 #: Seconds past a request's deadline to keep waiting for the runtime's own ``request.failed``
 #: timeout reply (workers answer an expired request within its deadline + 2 s).
 REPLY_GRACE = 2.5
@@ -43,6 +43,9 @@ class Client:
             max_bytes=pipeline.config.worker.max_message_bytes,
         )
         self.clock = RedisClock(redis)  # deadlines on the server's clock, not this host's
+        #: TTL of a request's trace, set when :meth:`send` creates it: the pipeline's
+        #: ``worker.trace_ttl`` (24 h by default)
+        self.trace_ttl = pipeline.config.worker.trace_ttl
 
     @classmethod
     def connect(cls, url: str, pipeline: Pipeline) -> Client:
@@ -102,29 +105,30 @@ class Client:
         return message
 
     async def send(self, message: AgentMessage) -> None:
-        """XADD the request to its inbox and open its trace with a ``published`` entry."""
+        """XADD the request to its inbox and open its trace (a list) with a ``published``
+        record, which creates the list and so sets its TTL: workers only EXPIRE a trace list
+        their own record creates."""
         stream = self.pipeline.routing.stream_for(message.to_agent, message.correlation_id)
-        trace = self.keys.trace(str(message.correlation_id))
-        now_ms = str(int(time.time() * 1000)).encode()
+        cid = str(message.correlation_id)
+        trace = self.keys.trace(cid)
+        now_ms = int(time.time() * 1000)
+        record = {
+            "agent": "client",
+            "outcome": "published",
+            "message_id": str(message.message_id),
+            "correlation_id": cid,
+            "message_type": message.message_type,
+            "from_agent": "client",
+            "to_agent": message.to_agent,
+            "started_ms": now_ms,
+            "finished_ms": now_ms,
+            "duration_ms": 0,
+            "delivery_count": 0,
+        }
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(stream, self.codec.encode(message))
-            pipe.xadd(
-                trace,
-                {
-                    b"agent": b"client",
-                    b"outcome": b"published",
-                    b"message_id": str(message.message_id).encode(),
-                    b"correlation_id": str(message.correlation_id).encode(),
-                    b"message_type": message.message_type.encode(),
-                    b"from_agent": b"client",
-                    b"to_agent": message.to_agent.encode(),
-                    b"started_ms": now_ms,
-                    b"finished_ms": now_ms,
-                    b"duration_ms": b"0",
-                    b"delivery_count": b"0",
-                },
-            )
-            pipe.expire(trace, TRACE_TTL)
+            pipe.rpush(trace, json.dumps(record, ensure_ascii=False).encode())
+            pipe.expire(trace, self.trace_ttl)
             await pipe.execute()
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:

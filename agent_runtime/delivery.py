@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -13,7 +13,7 @@ from typing import Protocol
 from agent_runtime.agent import MessageContext, Output
 from agent_runtime.codec import Codec
 from agent_runtime.keys import Keys
-from agent_runtime.transport.streams import TRACE_FIELD, Commit, DeadLetter, Entry
+from agent_runtime.transport.streams import Commit, DeadLetter, Entry
 from protocols.envelope import AgentMessage
 
 Handler = Callable[[MessageContext], Awaitable[None]]
@@ -72,11 +72,10 @@ class Finished:
 
 
 class Tracer:
-    """Builds per-request trace records, stored as one stream field ``t`` holding a JSON object
-    (agent, consumer, correlation_id, message_id, causation_id, message_type, from_agent, to_agent,
-    outcome, reason, delivery_count, started_ms, finished_ms, duration_ms, outputs). One
-    field keeps the per-message cost on client and server low; read with
-    :func:`expand_trace`.
+    """Builds per-request trace records: JSON objects (agent, consumer, correlation_id,
+    message_id, causation_id, message_type, from_agent, to_agent, outcome, reason,
+    delivery_count, started_ms, finished_ms, duration_ms, outputs), each one element of the
+    request's trace list (``keys.trace``); read with :func:`expand_trace`.
 
     A record is written for every handled message, so it is formatted directly: ids are UUID
     text (nothing to escape), every other string goes through the JSON encoder, names (agents,
@@ -140,13 +139,16 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def expand_trace(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
-    """A trace entry as flat text fields (``outputs`` as a JSON list), whichever form it was
-    written in (workers write one JSON field, the client's publish entry flat fields)."""
-    raw = fields.get(TRACE_FIELD)
-    if raw is None:
-        return dict(fields)
-    record = json.loads(raw)
+def expand_trace(raw: bytes) -> dict[bytes, bytes]:
+    """A trace record (one element of the request's trace list: a JSON object, written by
+    the workers and by the client's publish) as flat text fields (``outputs`` as a JSON list);
+    empty if it is not a JSON object."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(record, dict):
+        return {}
     return {
         key.encode(): (value if isinstance(value, str) else json.dumps(value)).encode()
         for key, value in record.items()

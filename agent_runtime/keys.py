@@ -13,7 +13,7 @@ key                                     type        what
 ``P:done:AGENT:BUCKET``                  set         ids of messages done in that time bucket (TTL)
 ``P:hb:AGENT:CONSUMER``                 string      worker heartbeat (TTL), JSON
 ``P:reply:{CID}``                       stream      replies for one request (TTL)
-``P:trace:{CID}``                       stream      per-request trace record (TTL)
+``P:tracelog:{CID}``                    list        per-request trace: JSON records (TTL)
 ``P:req:{CID}:*``                       various     per-request state (plans, approvals, cost)
 ``P:reports``                           stream      every final report (capped)
 ``P:breaker:NAME``                      hash        shared circuit-breaker state
@@ -63,7 +63,11 @@ class Keys:
         return f"{self.prefix}:reply:{{{correlation_id}}}"
 
     def trace(self, correlation_id: str) -> str:
-        return f"{self.prefix}:trace:{{{correlation_id}}}"
+        """The request's trace: a list of JSON records, one per published/handled/dead-lettered
+        message (a list, not a stream: a new stream preallocates ~4 KB per request). Named
+        ``tracelog`` so it never meets a stream-typed ``P:trace:{CID}`` left by an older
+        version (those expire within their TTL, 24 h by default; nothing reads them)."""
+        return f"{self.prefix}:tracelog:{{{correlation_id}}}"
 
     def request_state(self, correlation_id: str, name: str) -> str:
         return f"{self.prefix}:req:{{{correlation_id}}}:{name}"

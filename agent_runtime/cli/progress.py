@@ -1,14 +1,13 @@
 """Live progress and the final report of ``agent-runtime run``, as text.
 
-Progress lines come from the request's trace stream (one entry per handled message, written
-by the workers in their commit pipeline): time since publish, agent, message type, what it
-produced, and how long the handler took.
+Progress lines come from the request's trace list (one JSON record per handled message,
+written by the workers in their commit pipeline): time since publish, agent, message type,
+what it produced, and how long the handler took.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any, TextIO
 
 from agent_runtime.delivery import expand_trace
@@ -26,9 +25,12 @@ STATUS_MARK = {
 OUTPUT_LINES = 12
 
 
-def hop_line(fields: Mapping[bytes, bytes], published_ms: int) -> str | None:
-    """One trace entry as a progress line (None for the client's own publish entry)."""
-    get = {k.decode(): v.decode(errors="replace") for k, v in expand_trace(fields).items()}
+def hop_line(record: bytes, published_ms: int) -> str | None:
+    """One trace record as a progress line (None for the client's own publish record, or a
+    record that is not a JSON object)."""
+    get = {k.decode(): v.decode(errors="replace") for k, v in expand_trace(record).items()}
+    if not get:
+        return None
     if get.get("outcome") == "published" and get.get("message_type") == "user.request":
         return None
     at = (int(get.get("finished_ms", published_ms) or published_ms) - published_ms) / 1000

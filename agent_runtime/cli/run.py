@@ -168,26 +168,31 @@ async def follow(client: Client, message: AgentMessage, wait: float) -> Report |
 
 
 class TraceTail:
-    """Prints a request's trace entries as they are written."""
+    """Prints a request's trace records as they are written: the trace is a list, read from
+    the first index not printed yet (``LRANGE key N -1``) every ``interval`` seconds."""
 
-    def __init__(self, client: Client, message: AgentMessage) -> None:
+    def __init__(self, client: Client, message: AgentMessage, interval: float = 0.2) -> None:
         self.client = client
         self.key = client.keys.trace(str(message.correlation_id))
         self.published_ms = int(message.timestamp.timestamp() * 1000)
-        self.last = b"0-0"
+        self.interval = interval
+        self.next = 0  # index of the first record not printed yet
 
     async def follow(self) -> None:
         while True:
-            await self.poll(block=200)
+            await self.poll(block=int(self.interval * 1000))
 
     async def poll(self, *, block: int | None) -> None:
-        response = await self.client.redis.xread({self.key: self.last}, count=100, block=block)
-        for _stream, entries in response or []:
-            for entry_id, fields in entries:
-                self.last = entry_id
-                line = hop_line(fields, self.published_ms)
-                if line:
-                    _say(line)
+        """Print the records written since the last poll; ``block`` ms: sleep that long
+        first (a list cannot be waited on without taking its elements), None: read at once."""
+        if block:
+            await anyio.sleep(block / 1000)
+        records = await self.client.redis.lrange(self.key, self.next, -1)
+        self.next += len(records)
+        for record in records:
+            line = hop_line(record, self.published_ms)
+            if line:
+                _say(line)
 
 
 async def _hint_approvals(client: Client, cid: str) -> None:

@@ -1,6 +1,6 @@
-"""``agent-runtime trace CID``: the life of one request, rebuilt from its trace stream
-(``keys.trace(cid)``, written by the client and by every worker's commit) and from the
-dead-letter streams (entries carrying that correlation id)."""
+"""``agent-runtime trace CID``: the life of one request, rebuilt from its trace list
+(``keys.trace(cid)``: one JSON record per message, written by the client and by every
+worker's commit) and from the dead-letter streams (entries carrying that correlation id)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from agent_runtime.observability.render import duration, table
 _INT_FIELDS = ("delivery_count", "started_ms", "finished_ms")
 
 
-def _event(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    fields = expand_trace(fields)
+def _event(index: int, record: bytes) -> dict[str, Any] | None:
+    fields = expand_trace(record)
+    if not fields:
+        return None
     event: dict[str, Any] = {k.decode(): inspect.text(v) for k, v in fields.items()}
-    event["entry_id"] = entry_id
+    event["entry_id"] = str(index)  # the record's position in the trace list
     for name in _INT_FIELDS:
         event[name] = int(event[name]) if event.get(name, "").isdigit() else None
     try:
@@ -34,8 +36,8 @@ def _event(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 async def load_trace(redis: Any, keys: Keys, correlation_id: str) -> list[dict[str, Any]]:
     """Every recorded step of the request, in time order, with dead letters attached."""
-    rows = await redis.xrange(keys.trace(correlation_id))
-    events = [_event(inspect.text(eid), fields) for eid, fields in rows]
+    records = await redis.lrange(keys.trace(correlation_id), 0, -1)
+    events = [e for i, raw in enumerate(records) if (e := _event(i, raw)) is not None]
     letters = await _dead_letters_of(redis, keys, correlation_id)
     by_message = {e.get("message_id"): e for e in events if e.get("outcome") == "dead_lettered"}
     for letter in letters:

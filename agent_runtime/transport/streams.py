@@ -21,13 +21,22 @@ from agent_runtime.errors import TransportError
 
 Fields = dict[bytes, bytes]
 DAY = 86_400
-TRACE_FIELD = b"t"
+# Trace records of one commit on a single server: RPUSH each record (the raw JSON) to its
+# request's list, EXPIRE only a list this push created (RPUSH replied 1), pcall throughout so a
+# trace key of another type (or an OOM refusal) loses the record and never fails the commit.
+# Returns the number of records written.
 _TRACE_SCRIPT = """
+local written = 0
 for i, key in ipairs(KEYS) do
-  redis.call('XADD', key, '*', 't', ARGV[i + 1])
-  redis.call('EXPIRE', key, ARGV[1])
+  local length = redis.pcall('RPUSH', key, ARGV[i + 1])
+  if type(length) == 'number' then
+    written = written + 1
+    if length == 1 then
+      redis.pcall('EXPIRE', key, ARGV[1])
+    end
+  end
 end
-return #KEYS
+return written
 """
 
 
@@ -248,7 +257,8 @@ class StreamBus:
         pending; it is redelivered, produces the same output ids, and downstream drops the
         copies. Without writes it is one round trip. Trace records are not outputs: on a
         single server they ride the marks transaction (one round trip less per commit); on
-        Cluster they go with the writes."""
+        Cluster they go with the writes. A trace record that cannot be written (its key holds
+        another type, say) is lost; the commit still succeeds."""
         if commit.outputs or commit.dead or (commit.traces and self.cluster):
             await self._run(commit, writes=True, marks=False)
         await self._run(commit, writes=False, marks=True)
@@ -257,6 +267,7 @@ class StreamBus:
         # The marks (SADD + XACK, a handful of commands) run in MULTI/EXEC on a single server:
         # an OOM-refused SADD aborts the XACK too. Cluster keys span slots: no transaction.
         transaction = marks and not writes and not self.cluster
+        traced = range(0)  # pipeline positions of the trace commands: their errors are ignored
         async with self.redis.pipeline(transaction=transaction) as pipe:
             if writes:
                 expiring: set[str] = set()  # one EXPIRE per key and commit
@@ -270,7 +281,7 @@ class StreamBus:
                         expiring.add(stream)
                         pipe.expire(stream, ttl)
                 if self.cluster:
-                    self._add_traces(pipe, commit, expiring)
+                    traced = self._add_traces(pipe, commit, expiring)
                 for dead in commit.dead:
                     pipe.xadd(
                         dead.dlq,
@@ -279,7 +290,7 @@ class StreamBus:
                         approximate=True,
                     )
             if marks and not self.cluster:
-                self._add_traces(pipe, commit, set())
+                traced = self._add_traces(pipe, commit, set())
             if marks and commit.done_ids:
                 key = self.done_key(self._bucket())
                 pipe.sadd(key, *commit.done_ids)
@@ -288,31 +299,39 @@ class StreamBus:
                 for stream, ids in commit.acks.items():
                     pipe.xack(stream, self.group, *ids)
             results = await pipe.execute(raise_on_error=False)
-        errors = [r for r in results if isinstance(r, Exception)]
+        errors = [r for i, r in enumerate(results) if isinstance(r, Exception) and i not in traced]
         if errors:
             raise errors[0]
 
-    def _add_traces(self, pipe: Any, commit: Commit, expiring: set[str]) -> None:
-        """Trace records: on a single server one EVAL writes them all (XADD + EXPIRE each), a
-        fast path that saves two replies per message; on Cluster (keys in many slots) plain
-        XADD + one EXPIRE per key."""
+    def _add_traces(self, pipe: Any, commit: Commit, expiring: set[str]) -> range:
+        """Queue the trace records; returns their commands' positions in ``pipe``, whose
+        replies the caller ignores: a lost trace record never fails a commit (delivery matters
+        more than observability).
+
+        A request's trace is a list of JSON records (a list costs ~0.5 KB per record; a new
+        stream preallocates a 4 KB node per request). On a single server one EVAL writes them
+        all (RPUSH each, EXPIRE when the push created the list, errors caught in the script):
+        one reply per commit. On Cluster (keys in many slots) plain RPUSH + one EXPIRE per key
+        and commit."""
+        first = len(pipe)
         if not commit.traces:
-            return
-        if self.cluster or len(commit.traces) == 1:
+            return range(first, first)
+        if self.cluster:
             for key, record in commit.traces:
-                pipe.xadd(key, {TRACE_FIELD: record})
+                pipe.rpush(key, record)
                 if key not in expiring:
                     expiring.add(key)
                     pipe.expire(key, commit.trace_ttl)
-            return
-        keys = [key for key, _ in commit.traces]
-        pipe.eval(
-            _TRACE_SCRIPT,
-            len(keys),
-            *keys,
-            commit.trace_ttl,
-            *[record for _, record in commit.traces],
-        )
+        else:
+            keys = [key for key, _ in commit.traces]
+            pipe.eval(
+                _TRACE_SCRIPT,
+                len(keys),
+                *keys,
+                commit.trace_ttl,
+                *[record for _, record in commit.traces],
+            )
+        return range(first, len(pipe))
 
     async def safe_trim(self, stream: str, retention_ms: int, *, approximate: bool = True) -> int:
         """Trim entries older than ``retention_ms`` that every group has delivered and acked.

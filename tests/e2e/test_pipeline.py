@@ -130,10 +130,10 @@ class Running:
 
     def trace(self, cid: str) -> list[dict[str, str]]:
         async def read(client: Client) -> list[dict[str, str]]:
-            entries = await client.redis.xrange(client.keys.trace(cid))
+            records = await client.redis.lrange(client.keys.trace(cid), 0, -1)
             return [
-                {k.decode(): v.decode() for k, v in expand_trace(fields).items()}
-                for _, fields in entries
+                {k.decode(): v.decode() for k, v in expand_trace(record).items()}
+                for record in records
             ]
 
         return self.call(read)

@@ -192,7 +192,7 @@ async def test_client_publishes_to_shards_and_reads_reply(cluster_redis: Any, pr
         stream = pipeline.routing.stream_for("echo", message.correlation_id)
         bodies = [f[b"m"] for _id, f in await cluster_redis.xrange(stream)]
         assert sum(str(message.message_id).encode() in b for b in bodies) == 1
-        assert await cluster_redis.xlen(keys.trace(str(message.correlation_id))) == 1
+        assert await cluster_redis.llen(keys.trace(str(message.correlation_id))) == 1
     used = {pipeline.routing.stream_for("echo", m.correlation_id) for m in sent}
     assert len(used) >= 2
     reply = sent[0].model_copy(
@@ -234,6 +234,41 @@ async def test_failed_output_write_leaves_input_pending_and_not_done(
         await bus.commit(commit)
     assert (await cluster_redis.xpending(inbox, "agent"))["pending"] == 1
     assert await bus.already_done([message_id]) == [False]
+
+
+async def test_trace_records_are_lists_and_never_fail_the_commit(
+    cluster_redis: Any, streams: list[str], prefix: str
+) -> None:
+    """On Cluster, trace records are plain RPUSH + EXPIRE in the writes pipeline; a trace key
+    of another type loses its record, and the commit still writes, marks and acks."""
+    keys = Keys(prefix)
+    bus = await _bus(cluster_redis, streams)
+    for stream in streams:
+        await cluster_redis.xadd(stream, {b"m": b"in"})
+    entries = await bus.read_new(streams, count=10, block_ms=100)
+    cids = [str(uuid.uuid4()) for _ in range(3)]
+    broken, good, other = (keys.trace(cid) for cid in cids)
+    await cluster_redis.set(broken, b"not a list")  # RPUSH to it fails with WRONGTYPE
+    done = [str(uuid.uuid4()) for _ in entries]
+    commit = Commit(
+        outputs=[(keys.inbox("next", 1), {b"m": b"out"}, None)],
+        done_ids=done,
+        traces=[(good, b'{"n":1}'), (broken, b'{"n":2}'), (other, b'{"n":3}'), (good, b"4")],
+        trace_ttl=300,
+    )
+    for entry in entries:
+        commit.ack(entry)
+    await bus.commit(commit)  # does not raise
+
+    assert await bus.already_done(done) == [True] * len(done)
+    assert await cluster_redis.xlen(keys.inbox("next", 1)) == 1
+    for stream in streams:
+        assert (await cluster_redis.xpending(stream, "agent"))["pending"] == 0
+    assert await cluster_redis.type(good) == b"list"
+    assert await cluster_redis.lrange(good, 0, -1) == [b'{"n":1}', b"4"]
+    assert await cluster_redis.lrange(other, 0, -1) == [b'{"n":3}']
+    assert 0 < await cluster_redis.ttl(good) <= 300
+    assert await cluster_redis.get(broken) == b"not a list"
 
 
 async def test_shared_breaker_lua_runs_on_the_cluster(redis_cluster_url: str, prefix: str) -> None:

@@ -67,7 +67,7 @@ def test_dead_letter_shows_in_status_and_list_and_replays_after_the_fix(
     wait_until(lambda: p.replies(message), 20, message="reply after replay")
     assert p.replies(message) == [{"text": "POISON PILL"}]
     assert p.cli_json("dlq", "list") == []
-    wait_until(lambda: p.r.xlen(p.keys.trace(cid)) >= 4, message="trace of the replay")
+    wait_until(lambda: p.r.llen(p.keys.trace(cid)) >= 4, message="trace of the replay")
     steps = p.cli_json("trace", cid)
     echo_steps = [(s["outcome"], s["delivery_count"]) for s in steps if s["agent"] == "echo"]
     assert echo_steps == [("dead_lettered", 2), ("handled", 1)]

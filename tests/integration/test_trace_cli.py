@@ -29,7 +29,7 @@ def test_trace_lists_every_hop_in_order_with_durations(echo_pipeline: EchoPipeli
     message = p.publish("trace me")
     cid = str(message.correlation_id)
     wait_until(lambda: p.replies(message), 20, message="reply")
-    wait_until(lambda: p.r.xlen(p.keys.trace(cid)) >= 3, message="trace entries")
+    wait_until(lambda: p.r.llen(p.keys.trace(cid)) >= 3, message="trace entries")
 
     steps = p.cli_json("trace", cid)
     assert [
@@ -71,7 +71,7 @@ def test_trace_shows_where_a_request_waits(echo_pipeline: EchoPipeline) -> None:
     p.start("echo")  # no sink running: the echoed message waits in the sink's inbox
     message = p.publish("stuck")
     cid = str(message.correlation_id)
-    wait_until(lambda: p.r.xlen(p.keys.trace(cid)) >= 2, 20, message="echo handled")
+    wait_until(lambda: p.r.llen(p.keys.trace(cid)) >= 2, 20, message="echo handled")
     code, text = p.cli("trace", cid)
     assert code == 0
     assert "waiting: test.echoed" in text and "at sink" in text

@@ -10,8 +10,9 @@ import uuid
 import pytest
 
 from agent_runtime.agent import Output
+from agent_runtime.cli.progress import hop_line
 from agent_runtime.delivery import Tracer, expand_trace
-from agent_runtime.transport.streams import TRACE_FIELD, Entry
+from agent_runtime.transport.streams import Entry
 from protocols.envelope import AgentMessage, utcnow
 
 AWKWARD = ["plain", 'quote " and \\ backslash', "new\nline\ttab\x01ctl", "unicodé ✓ 𝄞", ""]
@@ -86,7 +87,25 @@ def test_record_without_causation_reason_or_outputs() -> None:
 
 def test_records_expand_to_text_fields() -> None:
     raw = Tracer("a", "c").record(message(), Entry("s", b"1-0", {}), "handled", time.time())
-    fields = expand_trace({TRACE_FIELD: raw})
+    fields = expand_trace(raw)
     assert fields[b"outcome"] == b"handled"
     assert fields[b"outputs"] == b"[]"
     assert fields[b"delivery_count"] == b"1"
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_a_record_that_is_not_a_json_object_expands_to_nothing(raw: bytes) -> None:
+    assert expand_trace(raw) == {}
+    assert hop_line(raw, 0) is None
+
+
+def test_hop_line_of_worker_and_client_records() -> None:
+    msg = message()
+    raw = Tracer("planner", "planner-0").record(msg, Entry("s", b"1-0", {}), "handled", 0.0)
+    finished = json.loads(raw)["finished_ms"]
+    line = hop_line(raw, finished - 1500)
+    assert line is not None
+    assert line.startswith("  +  1.50s  planner") and "intent.parsed" in line
+    assert line.endswith("handled")
+    published = {"agent": "client", "outcome": "published", "message_type": "user.request"}
+    assert hop_line(json.dumps(published).encode(), 0) is None
