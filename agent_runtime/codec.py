@@ -44,6 +44,9 @@ _ID_HEAD = re.compile(
 )
 
 
+_new_decoded = tuple.__new__  # Decoded(message, payload) without the namedtuple's Python frame
+
+
 def _keep_id_texts(message: AgentMessage, data: bytes) -> None:
     """Fill ``message.id_text``/``correlation_text`` from ``data`` when that is exact."""
     head = _ID_HEAD.match(data)
@@ -102,7 +105,7 @@ class Codec:
                 "invalid", f"payload of {message.message_type}: {_summary(exc)}"
             ) from exc
         _keep_id_texts(message, data)
-        return Decoded(message, payload)
+        return _new_decoded(Decoded, (message, payload))
 
     def _sign(self, data: bytes) -> bytes:
         assert self._key is not None

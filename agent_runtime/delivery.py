@@ -81,13 +81,15 @@ class Tracer:
     text (nothing to escape), every other string goes through the JSON encoder, names (agents,
     message types, outcomes) once per process from a small cache."""
 
-    __slots__ = ("_head", "_quoted", "agent", "consumer")
+    __slots__ = ("_head", "_middles", "_quoted", "agent", "consumer")
 
     def __init__(self, agent: str, consumer: str) -> None:
         self.agent = agent
         self.consumer = consumer
         self._head = f'{{"agent":{_quote(agent)},"consumer":{_quote(consumer)},"correlation_id":"'
         self._quoted: dict[str, str] = {}  # from_agent -> JSON string (a handful of names)
+        # (message_type, from_agent, to_agent, outcome) -> that stretch of the record, formatted
+        self._middles: dict[tuple[str, str, str, str], str] = {}
 
     def record(
         self,
@@ -99,24 +101,32 @@ class Tracer:
         outputs: Sequence[Output] = (),
     ) -> bytes:
         now = time.time()
-        started = started or now
-        quoted = self._quoted
-        sender = quoted.get(message.from_agent) or self._quote(message.from_agent)
-        fate = quoted.get(outcome) or self._quote(outcome)
-        kind = quoted.get(message.message_type) or self._quote(message.message_type)
-        target = quoted.get(message.to_agent) or self._quote(message.to_agent)
+        if not started:
+            started = now
+        names = (message.message_type, message.from_agent, message.to_agent, outcome)
+        middle = self._middles.get(names) or self._middle(names)
         causation = message.causation_id
+        micros = int((now - started) * 1_000_000)  # duration_ms with three decimals, no float
+        if micros < 0:  # the wall clock stepped back
+            micros = 0
         listed = ",".join(self._output(o.message) for o in outputs) if outputs else ""
         return (
             f'{self._head}{message.correlation_text}","message_id":"{message.id_text}",'
-            f'"causation_id":"{"" if causation is None else causation}",'
-            f'"message_type":{kind},"from_agent":{sender},'
-            f'"to_agent":{target},"outcome":{fate},'
+            f'"causation_id":"{"" if causation is None else causation}",{middle}'
             f'"reason":{_quote(reason) if reason else EMPTY},'
             f'"delivery_count":{entry.delivery_count},"started_ms":{int(started * 1000)},'
-            f'"finished_ms":{int(now * 1000)},"duration_ms":{round((now - started) * 1000, 3)},'
+            f'"finished_ms":{int(now * 1000)},"duration_ms":{micros // 1000}.{micros % 1000:03d},'
             f'"outputs":[{listed}]}}'
         ).encode()
+
+    def _middle(self, names: tuple[str, str, str, str]) -> str:
+        kind, sender, target, fate = (self._quoted.get(n) or self._quote(n) for n in names)
+        middle = (
+            f'"message_type":{kind},"from_agent":{sender},"to_agent":{target},"outcome":{fate},'
+        )
+        if len(self._middles) < 1024:
+            self._middles[names] = middle
+        return middle
 
     def _output(self, message: AgentMessage) -> str:
         quoted = self._quoted
@@ -174,16 +184,15 @@ def build_commit(
         ctx, entry = item.ctx, item.entry
         if ctx is not None:
             message = ctx.message
-            if ctx.outputs:
-                for out in ctx.outputs:
+            queued = ctx._outputs  # the property's list, without the property's frame
+            if queued:
+                for out in queued:
                     outputs.append((out.stream, codec.encode(out.message), out.ttl))
                     if out.maxlen:
                         commit.caps[out.stream] = out.maxlen
             done_ids.append(message.id_text)
             if tracer is not None:
-                record = tracer.record(
-                    message, entry, item.outcome, item.started, outputs=ctx.outputs
-                )
+                record = tracer.record(message, entry, item.outcome, item.started, outputs=queued)
                 traced.append((trace_key(message.correlation_text), record))
         if entry.stream != last_stream:
             last_stream = entry.stream

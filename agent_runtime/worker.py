@@ -324,8 +324,10 @@ class Worker:
             self._retry_later(entry, ctx, exc, None, counted=True)
         else:
             self.observer.handled(ctx, time.perf_counter() - started)
-            self._finished.append(Finished(entry, ctx, wall_started, "handled"))
-            self._finished_event.set()
+            finished = self._finished
+            if not finished:  # the committer is woken by the first of a round (see _commit_loop)
+                self._finished_event.set()
+            finished.append(Finished(entry, ctx, wall_started, "handled"))
 
     def _retry_later(
         self,
@@ -400,6 +402,9 @@ class Worker:
         self._finished_event.set()
 
     async def _commit_loop(self) -> None:
+        # The event is set whenever _finished or _dead is non-empty: clearing it and taking
+        # both lists happen with no await in between, so appending to an empty _finished (or
+        # to _dead) and setting the event then keeps that true.
         while True:
             await self._finished_event.wait()
             self._finished_event.clear()

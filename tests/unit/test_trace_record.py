@@ -109,3 +109,34 @@ def test_hop_line_of_worker_and_client_records() -> None:
     assert line.endswith("handled")
     published = {"agent": "client", "outcome": "published", "message_type": "user.request"}
     assert hop_line(json.dumps(published).encode(), 0) is None
+
+
+@pytest.mark.parametrize("elapsed", [0.0, 0.0004, 0.00105, 0.25, 1.5, 3601.25])
+def test_duration_is_the_elapsed_milliseconds_to_the_microsecond(
+    elapsed: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = 1_763_900_000.5
+    monkeypatch.setattr(time, "time", lambda: now)
+    started = now - elapsed
+    raw = Tracer("a", "a-0").record(message(), Entry("s", b"1-0", {}), "handled", started)
+    record = json.loads(raw)
+    assert record["duration_ms"] == pytest.approx(elapsed * 1000, abs=0.0015)
+    assert record["finished_ms"] - record["started_ms"] == int(now * 1000) - int(started * 1000)
+
+
+def test_a_wall_clock_step_back_gives_zero_not_a_negative_duration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_763_900_000.0)
+    raw = Tracer("a", "a-0").record(message(), Entry("s", b"1-0", {}), "handled", 1_763_900_002.0)
+    assert json.loads(raw)["duration_ms"] == 0
+
+
+def test_the_cached_names_stay_per_combination() -> None:
+    tracer = Tracer("a", "a-0")
+    first = json.loads(tracer.record(message("x"), Entry("s", b"1-0", {}), "handled", 0.0))
+    second = json.loads(tracer.record(message("y"), Entry("s", b"1-0", {}), "skipped", 0.0))
+    third = json.loads(tracer.record(message("x"), Entry("s", b"1-0", {}), "skipped", 0.0))
+    assert (first["from_agent"], first["outcome"]) == ("x", "handled")
+    assert (second["from_agent"], second["outcome"]) == ("y", "skipped")
+    assert (third["from_agent"], third["outcome"]) == ("x", "skipped")
