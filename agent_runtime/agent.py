@@ -198,6 +198,7 @@ class MessageContext:
             schema_version=payload.schema_version,
             payload=payload.model_dump(mode="json"),
             now=now or utcnow(),
+            traceparent=self.message.hop_traceparent(),
         )
         self._outputs.append(Output(stream, message, ttl, maxlen))
         return message

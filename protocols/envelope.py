@@ -26,6 +26,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """(trace id, parent span id) of a W3C ``traceparent`` value, or None."""
+    if not value:
+        return None
+    parts = value.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    return parts[1], parts[2]
+
+
+def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str:
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+
+
 def output_id(input_message_id: uuid.UUID, index: int) -> uuid.UUID:
     """The id of output ``index`` of handling ``input_message_id``: same input, same ids."""
     return uuid.uuid5(OUTPUT_ID_NAMESPACE, f"{input_message_id}:{index}")
@@ -82,9 +96,11 @@ class AgentMessage(BaseModel):
         schema_version: int,
         payload: dict[str, Any],
         now: datetime,
+        traceparent: str | None = None,
     ) -> AgentMessage:
         """The ``index``-th output of handling this message (deterministic id, inherited
-        correlation, deadline, reply stream, budget and trace context)."""
+        correlation, deadline, reply stream and budget). ``traceparent``: the output's trace
+        context (default: this message's; handlers' outputs get :meth:`hop_traceparent`)."""
         return AgentMessage(
             message_id=output_id(self.message_id, index),
             correlation_id=self.correlation_id,
@@ -98,6 +114,15 @@ class AgentMessage(BaseModel):
             deadline=self.deadline,
             hops=self.hops + 1,
             reply_to=self.reply_to,
-            traceparent=self.traceparent,
+            traceparent=self.traceparent if traceparent is None else traceparent,
             budget_usd=self.budget_usd,
         )
+
+    def hop_traceparent(self) -> str:
+        """The W3C trace context of this message's outputs: the trace continues (the incoming
+        ``traceparent``'s trace id, else the correlation id, a UUID being 32 hex digits) and
+        this hop's span id is derived from the message id, so spans link hop by hop. With an
+        OpenTelemetry SDK the worker's TraceContextMiddleware puts its real span id there."""
+        parsed = parse_traceparent(self.traceparent)
+        trace_id = parsed[0] if parsed else self.correlation_id.hex
+        return format_traceparent(trace_id, self.message_id.hex[:16])

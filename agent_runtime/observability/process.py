@@ -49,8 +49,15 @@ class WorkerObservability:
         cls, pipeline: Pipeline, agent: str, metrics_port: int | None
     ) -> WorkerObservability:
         """Metrics only when ``metrics_port`` is set (served at once); the trace-context
-        middleware always."""
-        obs = cls(agent, pipeline.routing.inboxes(agent), middleware=[TraceContextMiddleware()])
+        middleware only when an OpenTelemetry tracer records spans (without one, outputs get
+        the hop's trace context when queued and the layer would cost every message a
+        coroutine for nothing)."""
+        tracing = TraceContextMiddleware()
+        obs = cls(
+            agent,
+            pipeline.routing.inboxes(agent),
+            middleware=[tracing] if tracing.tracer is not None else [],
+        )
         obs.interval = float(os.environ.get(COLLECT_INTERVAL_ENV) or 5.0)
         if metrics_port is not None:
             obs.metrics = Metrics()

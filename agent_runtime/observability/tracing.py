@@ -10,9 +10,11 @@
   is its child: spans are linked hop by hop.
 
 Without OpenTelemetry (or with no tracer provider configured) the span id is derived from the
-message id and nothing is exported. With ``pip install 'agent-runtime[otel]'`` and a tracer
-provider set up by the process (e.g. ``opentelemetry-instrument`` or your own SDK set-up), a
-real span named ``handle <message_type>`` is recorded per handled message.
+message id and nothing is exported: outputs get that context when they are queued
+(``AgentMessage.hop_traceparent``), and the worker runs without this middleware. With
+``pip install 'agent-runtime[otel]'`` and a tracer provider set up by the process (e.g.
+``opentelemetry-instrument`` or your own SDK set-up), a real span named
+``handle <message_type>`` is recorded per handled message.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from agent_runtime.agent import MessageContext, Output
+from protocols.envelope import format_traceparent, parse_traceparent
 
 Handler = Callable[[MessageContext], Awaitable[None]]
 
@@ -30,20 +33,6 @@ try:  # optional dependency
     from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 except ImportError:  # pragma: no cover - exercised when the extra is absent
     otel_trace = None  # type: ignore[assignment]
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str] | None:
-    """(trace id, parent span id) of a W3C ``traceparent`` value, or None."""
-    if not value:
-        return None
-    parts = value.split("-")
-    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None
-    return parts[1], parts[2]
-
-
-def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str:
-    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
 
 
 def incoming_context(ctx: MessageContext) -> tuple[str, str]:
@@ -66,11 +55,8 @@ class TraceContextMiddleware:
         self.tracer = tracer or None
 
     async def handle(self, ctx: MessageContext, call_next: Handler) -> None:
-        if self.tracer is None:  # no spans recorded: only the outputs need the trace context
+        if self.tracer is None:  # no spans: outputs already carry the hop's trace context
             await call_next(ctx)
-            if ctx.outputs:
-                trace_id, _ = incoming_context(ctx)
-                stamp_outputs(ctx, format_traceparent(trace_id, ctx.message.message_id.hex[:16]))
             return
         trace_id, parent_id = incoming_context(ctx)
         with self._span(ctx, trace_id, parent_id) as span_id:

@@ -111,3 +111,30 @@ async def test_otel_spans_are_linked_hop_by_hop() -> None:
     assert hop.traceparent == f"00-{first.message.correlation_id.hex}-{one.context.span_id:016x}-01"
     assert one.attributes["agent_runtime.agent"] == "echo"
     assert not two.status.is_ok
+
+
+async def test_outputs_carry_the_hop_context_with_no_middleware_at_all() -> None:
+    incoming = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    for traceparent, trace_id in ((None, None), (incoming, "ab" * 16)):
+        ctx = context(traceparent)
+        await send_one(ctx)  # what a worker without TraceContextMiddleware runs
+        [out] = ctx.outputs
+        expected = trace_id or ctx.message.correlation_id.hex
+        assert out.message.traceparent == f"00-{expected}-{ctx.message.message_id.hex[:16]}-01"
+
+
+def test_the_worker_skips_the_middleware_when_no_tracer_records_spans() -> None:
+    from agent_runtime.config import PipelineConfig
+    from agent_runtime.observability.process import WorkerObservability
+    from agent_runtime.pipeline import Pipeline
+
+    pipeline = Pipeline.build(
+        PipelineConfig.model_validate(
+            {
+                "agents": {"noop": {"class": "tests.fixtures.agents:Noop"}},
+                "allowed_modules": ["tests"],
+            }
+        )
+    )
+    obs = WorkerObservability.create(pipeline, "noop", None)
+    assert obs.middleware == []  # no OpenTelemetry SDK configured in this process
