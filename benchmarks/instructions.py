@@ -1,0 +1,173 @@
+"""CPU instructions per message of one worker, counted by valgrind (callgrind): a figure that,
+unlike msg/s, does not move with the other tenants of a noisy machine.
+
+Starts an embedded server, runs ``agent-runtime worker``'s ``serve`` in this process with the
+no-op agent, pre-fills its inbox with N envelopes in one MULTI/EXEC, and counts instructions
+only while the worker consumes them (callgrind's instrumentation is switched on and off around
+that phase). The raw redis-py XREADGROUP/XACK loop is counted the same way.
+
+    .venv/bin/python benchmarks/instructions.py [--messages 10000]
+
+runs itself under ``valgrind --tool=callgrind`` once per variant (raw loop, runtime with
+traces, runtime without) and prints instructions per message. Under valgrind a clock read
+(``time.time()``) is a system call of some 5,000 user instructions instead of a vDSO read of
+~150: figures that differ in their number of clock reads per message are not comparable to
+the instruction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from single_hop import envelopes  # noqa: E402
+
+from agent_runtime.cli import worker as cli_worker  # noqa: E402
+from agent_runtime.config import load_config  # noqa: E402
+from agent_runtime.embedded import EmbeddedServer  # noqa: E402
+from agent_runtime.pipeline import Pipeline  # noqa: E402
+
+
+def instrument(on: bool) -> None:
+    """Switch callgrind's counting for this process (no-op when not run under valgrind)."""
+    subprocess.run(
+        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
+        capture_output=True,
+        check=False,
+    )
+
+
+def consumed(r: redis.Redis, stream: str, group: str, n: int) -> bool:
+    info = {g["name"]: g for g in r.xinfo_groups(stream)}.get(group.encode())
+    return bool(info and (info["entries-read"] or 0) >= n and info["pending"] == 0)
+
+
+async def run_worker(url: str, tmp: Path, n: int, trace: bool, r: redis.Redis) -> None:
+    prefix = "ib"
+    config = tmp / "pipeline.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "key_prefix": prefix,
+                "allowed_modules": ["benchmarks"],
+                "worker": {"batch_size": 128, "concurrency": 256, "trace": trace},
+                "agents": {"noop": {"class": "benchmarks.agents:Noop"}},
+            }
+        )
+    )
+    pipeline = Pipeline.build(load_config(config))
+    stream = f"{prefix}:inbox:noop"
+    items = envelopes(n, prefix)
+    task = asyncio.get_running_loop().create_task(cli_worker.serve(pipeline, "noop", url, "noop-0"))
+    while not r.keys(f"{prefix}:hb:*"):  # noqa: ASYNC110 -- state of another client
+        await asyncio.sleep(0.05)
+    with r.pipeline(transaction=True) as pipe:
+        for fields in items:
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+        pipe.execute()
+    instrument(True)
+    while not consumed(r, stream, "noop", n):  # noqa: ASYNC110 -- the server's group state
+        await asyncio.sleep(0.2)  # few polls: their cost is counted too
+    instrument(False)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def run_raw(r: redis.Redis, n: int) -> None:
+    stream, group = "raw:inbox", "raw"
+    r.xgroup_create(stream, group, id="0", mkstream=True)
+    items = envelopes(n, "raw")
+    with r.pipeline(transaction=True) as pipe:
+        for fields in items:
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+        pipe.execute()
+    gc.collect()
+    instrument(True)
+    done = 0
+    while done < n:  # the loop of benchmarks/raw_consumer.py
+        reply = r.xreadgroup(group, "raw-0", {stream: ">"}, count=128, block=1000)
+        for _name, entries in reply or []:
+            r.xack(stream, group, *[entry_id for entry_id, _fields in entries])
+            done += len(entries)
+    instrument(False)
+
+
+def measure(what: str, messages: int, trace: bool) -> float:
+    """Run this script under callgrind for one variant; instructions per message."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={tmp}/callgrind.out",
+            sys.executable,
+            __file__,
+            "--variant",
+            what,
+            "--messages",
+            str(messages),
+            "--trace" if trace else "--no-trace",
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1]) / messages
+    raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-2000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--variant", choices=["runtime", "raw"], help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    if args.variant is None:  # the driver: one valgrind run per variant
+        raw = measure("raw", args.messages, False)
+        print(f"raw redis-py loop          {raw:9,.0f} instructions/message")
+        for trace in (True, False):
+            runtime = measure("runtime", args.messages, trace)
+            label = f"runtime (trace {'on' if trace else 'off'})"
+            print(f"{label:26s} {runtime:9,.0f} instructions/message  ({runtime / raw:.1f}x raw)")
+        return
+    args.what = args.variant
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedServer(Path(tmp) / "redis", persistent=False) as server,
+    ):
+        r = redis.Redis.from_url(server.url)
+        if args.what == "raw":
+            run_raw(r, args.messages)
+        else:
+            import uvloop
+
+            uvloop.run(run_worker(server.url, Path(tmp), args.messages, args.trace, r))
+    label = args.what + ("" if args.what == "raw" else f" trace={'on' if args.trace else 'off'}")
+    print(
+        f"{label}: divide valgrind's 'Collected' by {args.messages} "
+        f"({time.monotonic() - started:.0f}s)",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
