@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,8 @@ def run_raw(r: redis.Redis, n: int) -> None:
 
 def measure(what: str, messages: int, trace: bool) -> float:
     """Run this script under callgrind for one variant; instructions per message."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("benchmarks/instructions.py needs valgrind (e.g. apt install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         argv = [
             "valgrind",
