@@ -124,6 +124,26 @@ def raw(r: redis.Redis, url: str, items: list[dict[bytes, bytes]], batch: int) -
     return run_one(r, url, argv, stream, "raw", items, consumers)
 
 
+def floor(r: redis.Redis, url: str, n: int, batch: int, trace: bool) -> float:
+    """The contract's per-message work without a worker (benchmarks/floor_consumer.py)."""
+    prefix = f"f{uuid.uuid4().hex[:6]}"
+    items = envelopes(n, prefix)
+    stream = f"{prefix}:inbox:noop"
+    r.xgroup_create(stream, "noop", id="0", mkstream=True)
+    argv = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "floor_consumer.py"),
+        url,
+        stream,
+        "noop",
+        str(batch),
+        prefix,
+        "1" if trace else "0",
+    ]
+    consumers = lambda: any(g["consumers"] for g in r.xinfo_groups(stream))  # noqa: E731
+    return run_one(r, url, argv, stream, "noop", items, consumers)
+
+
 def runtime(r: redis.Redis, url: str, n: int, worker: dict[str, object], tmp: Path) -> float:
     prefix = f"b{uuid.uuid4().hex[:6]}"
     items = envelopes(n, prefix)
@@ -161,6 +181,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128, help="XREADGROUP COUNT for both")
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run benchmarks/floor_consumer.py (the contract's per-message work with no "
+        "worker around it, traces on and off): an upper bound for any Python consumer",
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
@@ -176,12 +202,20 @@ def main() -> None:
             "runtime (defaults: trace on)": base,
             "runtime (trace off)": {**base, "trace": False},
         }
-        results: dict[str, list[float]] = {"raw redis-py loop": [], **{k: [] for k in variants}}
+        floors = {"floor (trace on)": True, "floor (trace off)": False} if args.floor else {}
+        results: dict[str, list[float]] = {
+            "raw redis-py loop": [],
+            **{k: [] for k in variants},
+            **{k: [] for k in floors},
+        }
         sample = envelopes(args.messages, "raw")
         for round_ in range(args.rounds):
             results["raw redis-py loop"].append(raw(r, server.url, sample, args.batch))
             for name, worker in variants.items():
                 results[name].append(runtime(r, server.url, args.messages, worker, Path(tmp)))
+                r.flushall()
+            for name, trace in floors.items():
+                results[name].append(floor(r, server.url, args.messages, args.batch, trace))
                 r.flushall()
             print(
                 f"round {round_ + 1}: "
