@@ -81,7 +81,7 @@ class Tracer:
     text (nothing to escape), every other string goes through the JSON encoder, names (agents,
     message types, outcomes) once per process from a small cache."""
 
-    __slots__ = ("_head", "_middles", "_quoted", "agent", "consumer")
+    __slots__ = ("_finished", "_head", "_middles", "_now", "_quoted", "agent", "consumer")
 
     def __init__(self, agent: str, consumer: str) -> None:
         self.agent = agent
@@ -90,6 +90,8 @@ class Tracer:
         self._quoted: dict[str, str] = {}  # from_agent -> JSON string (a handful of names)
         # (message_type, from_agent, to_agent, outcome) -> that stretch of the record, formatted
         self._middles: dict[tuple[str, str, str, str], str] = {}
+        self._now = 0.0  # the clock reading _finished was formatted for (one per commit)
+        self._finished = ""
 
     def record(
         self,
@@ -99,8 +101,16 @@ class Tracer:
         started: float,
         reason: str = "",
         outputs: Sequence[Output] = (),
+        now: float | None = None,
     ) -> bytes:
-        now = time.time()
+        """The record of ``message``; ``now`` (``time.time()``, read here when not given) is
+        when its fate was decided: a commit passes one reading for all its records, so the
+        ``finished_ms`` text is formatted once per commit."""
+        if now is None:
+            now = time.time()
+        if now != self._now:
+            self._now = now
+            self._finished = f'"finished_ms":{int(now * 1000)},"duration_ms":'
         if not started:
             started = now
         names = (message.message_type, message.from_agent, message.to_agent, outcome)
@@ -109,14 +119,14 @@ class Tracer:
         micros = int((now - started) * 1_000_000)  # duration_ms with three decimals, no float
         if micros < 0:  # the wall clock stepped back
             micros = 0
+        millis, rest = divmod(micros, 1000)
         listed = ",".join(self._output(o.message) for o in outputs) if outputs else ""
         return (
             f'{self._head}{message.correlation_text}","message_id":"{message.id_text}",'
             f'"causation_id":"{"" if causation is None else causation}",{middle}'
             f'"reason":{_quote(reason) if reason else EMPTY},'
             f'"delivery_count":{entry.delivery_count},"started_ms":{int(started * 1000)},'
-            f'"finished_ms":{int(now * 1000)},"duration_ms":{micros // 1000}.{micros % 1000:03d},'
-            f'"outputs":[{listed}]}}'
+            f'{self._finished}{millis}.{_THOUSANDTHS[rest]},"outputs":[{listed}]}}'
         ).encode()
 
     def _middle(self, names: tuple[str, str, str, str]) -> str:
@@ -143,6 +153,7 @@ class Tracer:
 
 
 EMPTY = '""'
+_THOUSANDTHS = tuple(f"{n:03d}" for n in range(1000))  # the fraction of duration_ms, as text
 
 
 def _quote(text: str) -> str:
@@ -179,6 +190,7 @@ def build_commit(
     commit = Commit(dead=dead, trace_ttl=trace_ttl)
     outputs, done_ids, acks, traced = commit.outputs, commit.done_ids, commit.acks, commit.traces
     trace_key = keys.trace
+    now = time.time()  # the finished_ms of every record of this commit
     last_stream, last_acks = "", []  # one inbox in almost every batch
     for item in finished:
         ctx, entry = item.ctx, item.entry
@@ -192,7 +204,9 @@ def build_commit(
                         commit.caps[out.stream] = out.maxlen
             done_ids.append(message.id_text)
             if tracer is not None:
-                record = tracer.record(message, entry, item.outcome, item.started, outputs=queued)
+                record = tracer.record(
+                    message, entry, item.outcome, item.started, outputs=queued, now=now
+                )
                 traced.append((trace_key(message.correlation_text), record))
         if entry.stream != last_stream:
             last_stream = entry.stream

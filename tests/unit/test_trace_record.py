@@ -140,3 +140,14 @@ def test_the_cached_names_stay_per_combination() -> None:
     assert (first["from_agent"], first["outcome"]) == ("x", "handled")
     assert (second["from_agent"], second["outcome"]) == ("y", "skipped")
     assert (third["from_agent"], third["outcome"]) == ("x", "skipped")
+
+
+def test_a_given_clock_reading_is_the_records_finish_and_is_not_kept_stale() -> None:
+    tracer = Tracer("a", "a-0")
+    entry = Entry("s", b"1-0", {})
+    first = json.loads(tracer.record(message(), entry, "handled", 1_000.25, now=1_000.5))
+    same = json.loads(tracer.record(message(), entry, "handled", 1_000.0, now=1_000.5))
+    later = json.loads(tracer.record(message(), entry, "handled", 1_000.0, now=1_002.0))
+    assert (first["finished_ms"], first["duration_ms"]) == (1_000_500, 250)
+    assert (same["finished_ms"], same["duration_ms"]) == (1_000_500, 500)
+    assert (later["finished_ms"], later["duration_ms"]) == (1_002_000, 2_000)
