@@ -45,7 +45,6 @@ def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool
     codec = Codec(SchemaRegistry([UserRequest]))
     keys = Keys(prefix)
     tracer = Tracer("noop", "floor-0") if trace else None
-    script = r.register_script(_TRACE_SCRIPT)
     read = [b"XREADGROUP", b"GROUP", group, "floor-0", b"COUNT", count, b"BLOCK", 1000]
     read += [b"STREAMS", stream, b">"]
     gc.collect()
@@ -68,6 +67,7 @@ def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool
                 pipe.smismember(keys.done("noop", bucket), ids)
                 previous, current = pipe.execute()
             acks, done, trace_keys, records = [], [], [], []
+            handled = []
             for (entry, message, payload), old, new in zip(decoded, previous, current, strict=True):
                 acks.append(entry.entry_id)
                 if old or new:
@@ -79,12 +79,16 @@ def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool
                 except StopIteration:
                     pass
                 done.append(message.id_text)
-                if tracer is not None:
+                handled.append((entry, message, started))
+            if tracer is not None:
+                now = time.time()  # one reading per commit, as the worker's commit does
+                for entry, message, started in handled:
                     trace_keys.append(keys.trace(message.correlation_text))
-                    records.append(tracer.record(message, entry, "handled", started))
+                    records.append(tracer.record(message, entry, "handled", started, now=now))
             with r.pipeline(transaction=True) as pipe:
                 if trace_keys:
-                    script(trace_keys, [TRACE_TTL, *records], client=pipe)
+                    n = len(trace_keys)  # as the worker's commit: EVAL (no SCRIPT EXISTS trip)
+                    pipe.eval(_TRACE_SCRIPT, n, *trace_keys, TRACE_TTL, *records)
                 if done:
                     key = keys.done("noop", bucket)
                     pipe.sadd(key, *done)
