@@ -9,10 +9,9 @@ that phase). The raw redis-py XREADGROUP/XACK loop is counted the same way.
     .venv/bin/python benchmarks/instructions.py [--messages 10000]
 
 runs itself under ``valgrind --tool=callgrind`` once per variant (raw loop, runtime with
-traces, runtime without) and prints instructions per message. Under valgrind a clock read
-(``time.time()``) is a system call of some 5,000 user instructions instead of a vDSO read of
-~150: figures that differ in their number of clock reads per message are not comparable to
-the instruction.
+traces and without, and benchmarks/floor_consumer.py with traces and without: the contract's
+per-message work with no worker around it) and prints instructions per message. A clock read
+(``time.time()``) counts about 500 instructions here.
 """
 
 from __future__ import annotations
@@ -110,6 +109,28 @@ def run_raw(r: redis.Redis, n: int) -> None:
     instrument(False)
 
 
+def run_floor(r: redis.Redis, url: str, n: int, trace: bool) -> None:
+    """benchmarks/floor_consumer.py (the contract's per-message work, no worker), in a thread."""
+    import threading
+
+    import floor_consumer
+
+    prefix = "fl"
+    stream = f"{prefix}:inbox:noop"
+    r.xgroup_create(stream, "noop", id="0", mkstream=True)
+    items = envelopes(n, prefix)
+    with r.pipeline(transaction=True) as pipe:
+        for fields in items:
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+        pipe.execute()
+    instrument(True)
+    args = (url, stream, "noop", 128, prefix, trace)
+    threading.Thread(target=floor_consumer.main, args=args, daemon=True).start()
+    while not consumed(r, stream, "noop", n):
+        time.sleep(0.2)  # few polls: their cost is counted too
+    instrument(False)
+
+
 def measure(what: str, messages: int, trace: bool) -> float:
     """Run this script under callgrind for one variant; instructions per message."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
@@ -140,7 +161,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--variant", choices=["runtime", "raw"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=["runtime", "raw", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if args.variant is None:  # the driver: one valgrind run per variant
@@ -150,6 +171,10 @@ def main() -> None:
             runtime = measure("runtime", args.messages, trace)
             label = f"runtime (trace {'on' if trace else 'off'})"
             print(f"{label:26s} {runtime:9,.0f} instructions/message  ({runtime / raw:.1f}x raw)")
+        for trace in (True, False):
+            floor = measure("floor", args.messages, trace)
+            label = f"floor (trace {'on' if trace else 'off'})"
+            print(f"{label:26s} {floor:9,.0f} instructions/message  ({floor / raw:.1f}x raw)")
         return
     args.what = args.variant
     started = time.monotonic()
@@ -160,6 +185,8 @@ def main() -> None:
         r = redis.Redis.from_url(server.url)
         if args.what == "raw":
             run_raw(r, args.messages)
+        elif args.what == "floor":
+            run_floor(r, server.url, args.messages, args.trace)
         else:
             import uvloop
 
