@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 import yaml
@@ -83,6 +84,23 @@ def wait_consumed(r: redis.Redis, stream: str, group: str, n: int, timeout: floa
     raise TimeoutError(f"{stream}: not all {n} entries consumed within {timeout}s")
 
 
+class Run(NamedTuple):
+    """One consumer's round: messages per second, and its CPU time per message (user + system
+    while it consumed, from /proc; None where there is no /proc)."""
+
+    rate: float
+    cpu_us: float | None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def run_one(
     r: redis.Redis,
     url: str,
@@ -91,7 +109,7 @@ def run_one(
     group: str,
     items: list[dict[bytes, bytes]],
     ready: object,
-) -> float:
+) -> Run:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENT_RUNTIME_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -100,16 +118,21 @@ def run_one(
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"consumer did not start: {argv}")
             time.sleep(0.01)
+        cpu_started = cpu_seconds(proc.pid)
         started = time.perf_counter()
         produce(r, stream, items)
         finished = wait_consumed(r, stream, group, len(items), 300)
-        return len(items) / (finished - started)
+        cpu_finished = cpu_seconds(proc.pid)
+        cpu_us = None
+        if cpu_started is not None and cpu_finished is not None:
+            cpu_us = (cpu_finished - cpu_started) / len(items) * 1e6
+        return Run(len(items) / (finished - started), cpu_us)
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-def raw(r: redis.Redis, url: str, items: list[dict[bytes, bytes]], batch: int) -> float:
+def raw(r: redis.Redis, url: str, items: list[dict[bytes, bytes]], batch: int) -> Run:
     stream = f"raw{uuid.uuid4().hex[:6]}:inbox"
     r.xgroup_create(stream, "raw", id="0", mkstream=True)
     argv = [
@@ -124,7 +147,7 @@ def raw(r: redis.Redis, url: str, items: list[dict[bytes, bytes]], batch: int) -
     return run_one(r, url, argv, stream, "raw", items, consumers)
 
 
-def floor(r: redis.Redis, url: str, n: int, batch: int, trace: bool) -> float:
+def floor(r: redis.Redis, url: str, n: int, batch: int, trace: bool) -> Run:
     """The contract's per-message work without a worker (benchmarks/floor_consumer.py)."""
     prefix = f"f{uuid.uuid4().hex[:6]}"
     items = envelopes(n, prefix)
@@ -144,7 +167,7 @@ def floor(r: redis.Redis, url: str, n: int, batch: int, trace: bool) -> float:
     return run_one(r, url, argv, stream, "noop", items, consumers)
 
 
-def runtime(r: redis.Redis, url: str, n: int, worker: dict[str, object], tmp: Path) -> float:
+def runtime(r: redis.Redis, url: str, n: int, worker: dict[str, object], tmp: Path) -> Run:
     prefix = f"b{uuid.uuid4().hex[:6]}"
     items = envelopes(n, prefix)
     config = tmp / f"{prefix}.yaml"
@@ -203,7 +226,7 @@ def main() -> None:
             "runtime (trace off)": {**base, "trace": False},
         }
         floors = {"floor (trace on)": True, "floor (trace off)": False} if args.floor else {}
-        results: dict[str, list[float]] = {
+        results: dict[str, list[Run]] = {
             "raw redis-py loop": [],
             **{k: [] for k in variants},
             **{k: [] for k in floors},
@@ -219,24 +242,40 @@ def main() -> None:
                 r.flushall()
             print(
                 f"round {round_ + 1}: "
-                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items())
+                + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items())
             )
         _report(results, args)
 
 
-def _report(results: dict[str, list[float]], args: argparse.Namespace) -> None:
+def _report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
     """Best of the rounds, and the median of the per-round ratios: raw and runtime run back to
-    back within a round, so a round's ratio is the figure least disturbed by a noisy machine."""
+    back within a round, so a round's ratio is the figure least disturbed by a noisy machine.
+
+    CPU us/msg is the consumer's own CPU time per message (median). "CPU-bound ratio" is the
+    ratio a consumer would reach if it never waited (1 / its CPU time per message, against the
+    raw loop of the same round): an upper bound for that consumer's way of doing the work."""
     raw_runs = results["raw redis-py loop"]
     print(
         f"\n{args.messages:,} messages, {args.rounds} rounds, batch {args.batch}, "
         f"concurrency {args.concurrency}"
     )
-    print(f"  {'':32s} {'best msg/s':>12s} {'median ratio':>13s}")
+    print(
+        f"  {'':32s} {'best msg/s':>12s} {'median ratio':>13s} {'CPU us/msg':>11s}"
+        f" {'CPU-bound ratio':>16s}"
+    )
     for name, runs in results.items():
-        ratios = sorted(r / raw for r, raw in zip(runs, raw_runs, strict=True))
-        median = ratios[len(ratios) // 2]
-        print(f"  {name:32s} {max(runs):12,.0f} {median:12.2f}x")
+        ratios = sorted(run.rate / raw.rate for run, raw in zip(runs, raw_runs, strict=True))
+        line = f"  {name:32s} {max(run.rate for run in runs):12,.0f} {_median(ratios):12.2f}x"
+        cpus = [run.cpu_us for run in runs]
+        if all(cpu for cpu in cpus):
+            bound = [1e6 / cpu / raw.rate for cpu, raw in zip(cpus, raw_runs, strict=True) if cpu]
+            line += f" {_median([c for c in cpus if c]):11.1f} {_median(bound):15.2f}x"
+        print(line)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 if __name__ == "__main__":
