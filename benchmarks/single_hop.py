@@ -132,39 +132,36 @@ def run_one(
         proc.wait(30)
 
 
+def script_consumer(
+    r: redis.Redis,
+    url: str,
+    script: str,
+    stream: str,
+    group: str,
+    items: list[dict[bytes, bytes]],
+    *extra: str,
+) -> Run:
+    """One round of ``python benchmarks/SCRIPT URL STREAM GROUP EXTRA...`` as the consumer,
+    ready once the group has a consumer."""
+    r.xgroup_create(stream, group, id="0", mkstream=True)
+    argv = [sys.executable, str(ROOT / "benchmarks" / script), url, stream, group, *extra]
+    consumers = lambda: any(g["consumers"] for g in r.xinfo_groups(stream))  # noqa: E731
+    return run_one(r, url, argv, stream, group, items, consumers)
+
+
 def raw(r: redis.Redis, url: str, items: list[dict[bytes, bytes]], batch: int) -> Run:
     stream = f"raw{uuid.uuid4().hex[:6]}:inbox"
-    r.xgroup_create(stream, "raw", id="0", mkstream=True)
-    argv = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "raw_consumer.py"),
-        url,
-        stream,
-        "raw",
-        str(batch),
-    ]
-    consumers = lambda: any(g["consumers"] for g in r.xinfo_groups(stream))  # noqa: E731
-    return run_one(r, url, argv, stream, "raw", items, consumers)
+    return script_consumer(r, url, "raw_consumer.py", stream, "raw", items, str(batch))
 
 
 def floor(r: redis.Redis, url: str, n: int, batch: int, trace: bool) -> Run:
     """The contract's per-message work without a worker (benchmarks/floor_consumer.py)."""
     prefix = f"f{uuid.uuid4().hex[:6]}"
+    stream, flag = f"{prefix}:inbox:noop", "1" if trace else "0"
     items = envelopes(n, prefix)
-    stream = f"{prefix}:inbox:noop"
-    r.xgroup_create(stream, "noop", id="0", mkstream=True)
-    argv = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "floor_consumer.py"),
-        url,
-        stream,
-        "noop",
-        str(batch),
-        prefix,
-        "1" if trace else "0",
-    ]
-    consumers = lambda: any(g["consumers"] for g in r.xinfo_groups(stream))  # noqa: E731
-    return run_one(r, url, argv, stream, "noop", items, consumers)
+    return script_consumer(
+        r, url, "floor_consumer.py", stream, "noop", items, str(batch), prefix, flag
+    )
 
 
 def runtime(r: redis.Redis, url: str, n: int, worker: dict[str, object], tmp: Path) -> Run:
