@@ -21,6 +21,7 @@ from agent_runtime.errors import DecodeError, RequestTimeout
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.transport.connect import connect
+from agent_runtime.transport.streams import TRACE_SCRIPT
 from protocols.base import Payload
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
@@ -43,9 +44,6 @@ class Client:
             max_bytes=pipeline.config.worker.max_message_bytes,
         )
         self.clock = RedisClock(redis)  # deadlines on the server's clock, not this host's
-        #: TTL of a request's trace, set when :meth:`send` creates it: the pipeline's
-        #: ``worker.trace_ttl`` (24 h by default)
-        self.trace_ttl = pipeline.config.worker.trace_ttl
 
     @classmethod
     def connect(cls, url: str, pipeline: Pipeline) -> Client:
@@ -105,31 +103,22 @@ class Client:
         return message
 
     async def send(self, message: AgentMessage) -> None:
-        """XADD the request to its inbox and open its trace (a list) with a ``published``
-        record, which creates the list and so sets its TTL: workers only EXPIRE a trace list
-        their own record creates."""
+        """XADD the request to its inbox and, when the entry agent writes traces (its
+        ``trace`` setting), open the request's trace (a list) with a ``published`` record and
+        the agent's ``trace_ttl``. Only a failed XADD raises: a trace record that cannot be
+        written (its key holds another type) is lost, as a worker's would be; raising after
+        the request was queued would invite a retry that sends it twice."""
         stream = self.pipeline.routing.stream_for(message.to_agent, message.correlation_id)
-        cid = str(message.correlation_id)
-        trace = self.keys.trace(cid)
-        now_ms = int(time.time() * 1000)
-        record = {
-            "agent": "client",
-            "outcome": "published",
-            "message_id": str(message.message_id),
-            "correlation_id": cid,
-            "message_type": message.message_type,
-            "from_agent": "client",
-            "to_agent": message.to_agent,
-            "started_ms": now_ms,
-            "finished_ms": now_ms,
-            "duration_ms": 0,
-            "delivery_count": 0,
-        }
+        settings = self.pipeline.worker_settings(message.to_agent)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(stream, self.codec.encode(message))
-            pipe.rpush(trace, json.dumps(record, ensure_ascii=False).encode())
-            pipe.expire(trace, self.trace_ttl)
-            await pipe.execute()
+            if settings.trace:
+                trace = self.keys.trace(str(message.correlation_id))
+                record = json.dumps(_published_record(message), ensure_ascii=False).encode()
+                pipe.eval(TRACE_SCRIPT, 1, trace, settings.trace_ttl, record)
+            queued, *_trace = await pipe.execute(raise_on_error=False)
+        if isinstance(queued, Exception):
+            raise queued
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
         """The first decodable reply on the request's reply stream, or RequestTimeout."""
@@ -153,3 +142,22 @@ class Client:
         """Publish and wait for the reply (the deadline travels with the request)."""
         message = await self.publish(text_or_payload, timeout=timeout, **options)
         return await self.wait_reply(message, timeout)
+
+
+def _published_record(message: AgentMessage) -> dict[str, Any]:
+    """The first record of a request's trace: the client published it (JSON, as the workers'
+    records; see agent_runtime/delivery.py Tracer)."""
+    now_ms = int(time.time() * 1000)
+    return {
+        "agent": "client",
+        "outcome": "published",
+        "message_id": str(message.message_id),
+        "correlation_id": str(message.correlation_id),
+        "message_type": message.message_type,
+        "from_agent": "client",
+        "to_agent": message.to_agent,
+        "started_ms": now_ms,
+        "finished_ms": now_ms,
+        "duration_ms": 0,
+        "delivery_count": 0,
+    }

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent_runtime.codec import Codec
 from agent_runtime.delivery import Tracer
 from agent_runtime.keys import Keys
-from agent_runtime.transport.streams import _TRACE_SCRIPT, Entry
+from agent_runtime.transport.streams import TRACE_SCRIPT, Entry
 from protocols import SchemaRegistry, UserRequest
 
 TRACE_TTL = 24 * 3600
@@ -88,7 +88,7 @@ def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool
             with r.pipeline(transaction=True) as pipe:
                 if trace_keys:
                     n = len(trace_keys)  # as the worker's commit: EVAL (no SCRIPT EXISTS trip)
-                    pipe.eval(_TRACE_SCRIPT, n, *trace_keys, TRACE_TTL, *records)
+                    pipe.eval(TRACE_SCRIPT, n, *trace_keys, TRACE_TTL, *records)
                 if done:
                     key = keys.done("noop", bucket)
                     pipe.sadd(key, *done)

@@ -25,7 +25,7 @@ DAY = 86_400
 # request's list, EXPIRE only a list this push created (RPUSH replied 1), pcall throughout so a
 # trace key of another type (or an OOM refusal) loses the record and never fails the commit.
 # Returns the number of records written.
-_TRACE_SCRIPT = """
+TRACE_SCRIPT = """
 local written = 0
 for i, key in ipairs(KEYS) do
   local length = redis.pcall('RPUSH', key, ARGV[i + 1])
@@ -325,7 +325,7 @@ class StreamBus:
         else:
             keys = [key for key, _ in commit.traces]
             pipe.eval(
-                _TRACE_SCRIPT,
+                TRACE_SCRIPT,
                 len(keys),
                 *keys,
                 commit.trace_ttl,

@@ -21,6 +21,7 @@ from agent_runtime.keys import Keys
 from agent_runtime.observability.trace import load_trace
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport.streams import Commit, Entry, StreamBus
+from protocols.core import UserRequest
 from protocols.envelope import AgentMessage
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -33,12 +34,12 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def _pipeline(prefix: str, trace_ttl: int = 24 * 3600) -> Pipeline:
+def _pipeline(prefix: str, trace_ttl: int = 24 * 3600, trace: bool = True) -> Pipeline:
     config = PipelineConfig.model_validate(
         {
             "key_prefix": prefix,
             "allowed_modules": ["tests.fixtures"],
-            "worker": {"trace_ttl": trace_ttl},
+            "worker": {"trace_ttl": trace_ttl, "trace": trace},
             "agents": {
                 "echo": {"class": "tests.fixtures.agents:Echo"},
                 "sink": {"class": "tests.fixtures.agents:Sink"},
@@ -144,6 +145,29 @@ async def test_client_opens_the_trace_with_a_json_published_record(
     record = json.loads(raw)
     assert before <= record.pop("started_ms") == record.pop("finished_ms")
     assert record == {**_published(message), "duration_ms": 0, "delivery_count": 0}
+
+
+async def test_client_writes_no_trace_when_traces_are_off(redis: Redis, prefix: str) -> None:
+    pipeline = _pipeline(prefix, trace=False)
+    message = await Client(redis, pipeline).publish("hello")
+    assert await redis.xlen(pipeline.config.keys.inbox("echo")) == 1
+    assert not await redis.exists(pipeline.config.keys.trace(str(message.correlation_id)))
+
+
+async def test_a_trace_key_of_another_type_does_not_fail_the_publish(
+    redis: Redis, prefix: str
+) -> None:
+    pipeline = _pipeline(prefix)
+    keys = pipeline.config.keys
+    client = Client(redis, pipeline)
+    message = client.new_message(UserRequest(text="hello"))
+    broken = keys.trace(str(message.correlation_id))
+    await redis.set(broken, b"not a list")
+    await client.send(message)  # raising here would invite a retry that sends it twice
+    [(_id, fields)] = await redis.xrange(keys.inbox("echo"))
+    assert json.loads(fields[b"m"])["message_id"] == str(message.message_id)
+    assert await redis.get(broken) == b"not a list"
+    assert await redis.ttl(broken) == -1
 
 
 def _published(message: AgentMessage) -> dict[str, object]:
