@@ -88,6 +88,7 @@ class Output:
     message: AgentMessage
     ttl: int | None = None  # seconds; set on per-request streams (replies)
     maxlen: int | None = None  # XADD MAXLEN ~: only for streams no consumer group reads
+    terminal: bool = False  # the request's terminal reply: written at most once per request
 
 
 class MessageContext:
@@ -159,7 +160,9 @@ class MessageContext:
         """Queue ``payload`` on the request's reply stream (``reply_to``)."""
         if self.message.reply_to is None:
             raise RoutingError(f"message {self.message.message_id} has no reply_to stream")
-        return self._queue(self.message.reply_to, "client", payload, now, ttl=REPLY_TTL)
+        return self._queue(
+            self.message.reply_to, "client", payload, now, ttl=REPLY_TTL, terminal=True
+        )
 
     def send_to_stream(
         self,
@@ -189,6 +192,7 @@ class MessageContext:
         now: datetime | None,
         ttl: int | None = None,
         maxlen: int | None = None,
+        terminal: bool = False,
     ) -> AgentMessage:
         message = self.message.derive(
             index=len(self._outputs),
@@ -200,5 +204,5 @@ class MessageContext:
             now=now or utcnow(),
             traceparent=self.message.hop_traceparent(),
         )
-        self._outputs.append(Output(stream, message, ttl, maxlen))
+        self._outputs.append(Output(stream, message, ttl, maxlen, terminal))
         return message
