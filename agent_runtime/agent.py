@@ -65,6 +65,9 @@ class Agent(Generic[ConfigT]):
     Config: ClassVar[type[BaseModel]] = NoConfig
     consumes: ClassVar[tuple[type[Payload], ...]] = ()
     produces: ClassVar[tuple[type[Payload], ...]] = ()
+    #: Error types of this agent that retrying cannot fix: dead-lettered on the first delivery
+    #: (besides the runtime's own list, agent_runtime/policies/errors.py PERMANENT_TYPES).
+    permanent_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self, config: ConfigT, runtime: AgentRuntime) -> None:
         self.config = config

@@ -105,7 +105,7 @@ class Worker:
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
         self._dead_traces: list[tuple[str, bytes]] = []
-        self._permanent = tuple(getattr(self.agent_type.cls, "permanent_errors", ()))
+        self._permanent = tuple(self.agent_type.cls.permanent_errors)
         self.clock = RedisClock(redis)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
