@@ -48,10 +48,15 @@ COMMIT_MARK_TTL = 3600
 # trace ttl, item count, then per item: kind (h handled, a ack only, d dead), message id,
 # inbox, entry id, write count, and per write: stream, ttl, maxlen, guard, field count,
 # fields...; then the trace count and (key, record) pairs. Returns {-1} for a replay, else a
-# flat list of (item index, error) of handled items that were not written.
+# flat list of (item index, error) of handled items that were not written (kept in the mark,
+# so a replay returns the same list).
 COMMIT_SCRIPT = """#!lua
 local A = ARGV
-if not redis.call('SET', A[1], '1', 'NX', 'EX', A[2]) then return {-1} end
+if not redis.call('SET', A[1], '1', 'NX', 'EX', A[2]) then
+  local before = redis.call('GET', A[1])
+  if before and before ~= '1' then return cjson.decode(before) end
+  return {-1}
+end
 local group, cur, prev = A[3], A[4], A[5]
 local refused, marked, i = {}, 0, 9
 local function bad_type(key, want)
@@ -98,6 +103,7 @@ for item = 1, tonumber(A[8]) do
   end
 end
 if marked > 0 then redis.call('EXPIRE', cur, A[6]) end
+if #refused > 0 then redis.call('SET', A[1], cjson.encode(refused), 'KEEPTTL') end
 for t = 1, tonumber(A[i]) do
   local key, record = A[i + 2 * t - 1], A[i + 2 * t]
   local length = redis.pcall('RPUSH', key, record)

@@ -221,6 +221,9 @@ async def test_output_key_of_another_type_refuses_that_input_alone(real: Any) ->
         ]
     )
     [refused] = await b.commit(commit)
+    if ATOMIC[id(redis)]:  # a replay of the same commit reports the same refusal
+        [again] = await b.commit(commit)
+        assert again.handled is refused.handled
 
     assert refused.handled.entry.entry_id == bad.entry_id
     assert "WRONGTYPE" in refused.error
