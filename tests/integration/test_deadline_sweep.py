@@ -255,3 +255,19 @@ async def test_every_published_request_has_a_deadline_in_the_sweeps_set(
     assert later.deadline is not None
     expected = int(later.deadline.timestamp() * 1000)
     assert await redis.zscore(pipeline.config.keys.deadlines(), member) == expected
+
+
+async def test_on_a_cluster_each_request_is_answered_on_its_own_slot(
+    redis_cluster_url: str, pipeline: Pipeline
+) -> None:
+    cluster = connect(redis_cluster_url).redis
+    try:
+        client = Client(cluster, pipeline)
+        messages = await overdue(client, 12)  # correlation ids spread over the slots
+        first, second = sweep(cluster, pipeline, "a"), sweep(cluster, pipeline, "b")
+        await drain(first, second)
+        for message in messages:
+            (failed,) = await replies(client, message)
+            assert (failed.code, failed.agent) == ("no_consumer", "echo")
+    finally:
+        await cluster.aclose()
