@@ -74,8 +74,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-#: Command errors that pass (the member stays and is tried again next round).
-_TRANSIENT = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
+#: Errors that pass (the member stays and is tried again next round). redis-py turns most
+#: error prefixes into classes (and strips the prefix); ``BUSY`` (a script running) it does not.
+_TRANSIENT = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+    redis_errors.MasterDownError,
+    redis_errors.MovedError,
+    redis_errors.AskError,
+)
 
 
 def deadline_member(correlation_id: str, reply_stream: str) -> str:
@@ -216,9 +228,7 @@ def settled(result: Any) -> bool:
     failure (OOM, BUSY, a lost connection, ...) leaves it for the next round."""
     if not isinstance(result, BaseException):
         return True
-    if isinstance(result, redis_errors.ConnectionError | redis_errors.TimeoutError):
-        return False
-    return not str(result).startswith(_TRANSIENT)
+    return not (isinstance(result, _TRANSIENT) or str(result).startswith("BUSY"))
 
 
 class DeadlineSweep:
@@ -257,12 +267,12 @@ class DeadlineSweep:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = interval
-            if handled < self.settings.sweep_batch:  # a full batch: go on at once
+            if handled < self.settings.sweep_batch:  # a full batch settled: go on at once
                 await anyio.sleep(_jittered(interval))
 
     async def sweep_once(self) -> int:
-        """One round: members handled (0 when nothing is due or another process holds the
-        lock)."""
+        """One round: members settled (0 when nothing is due, another process holds the lock,
+        or every answer failed transiently)."""
         key = self.keys.deadlines()
         now_ms = int(await self.clock.now() * 1000)
         if not await self.redis.zrangebyscore(key, "-inf", now_ms, start=0, num=1):
@@ -282,7 +292,8 @@ class DeadlineSweep:
         await self.redis.eval(RELEASE_SCRIPT, 1, self.keys.sweep_lock(), self.token)
 
     async def answer(self, due: list[bytes], now_ms: int) -> int:
-        """Answer the due members (one pipelined round trip), then ZREM the settled ones."""
+        """Answer the due members (one pipelined round trip), then ZREM the settled ones;
+        returns how many were settled (those left failed transiently: the loop waits)."""
         requests = [(raw, parse_member(raw, self.keys)) for raw in due]
         done = [raw for raw, parsed in requests if parsed is None]  # not ours: drop
         valid = [(raw, parsed) for raw, parsed in requests if parsed is not None]
@@ -295,7 +306,7 @@ class DeadlineSweep:
                     done.append(raw)
         if done:
             await self.redis.zrem(self.keys.deadlines(), *done)
-        return len(due)
+        return len(done)
 
     async def _write(
         self, requests: list[tuple[str, str]], verdicts: list[tuple[str, Waiting]], now_ms: int

@@ -10,14 +10,17 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from agent_runtime.client import Client
 from agent_runtime.codec import Codec
 from agent_runtime.config import PipelineConfig
+from agent_runtime.embedded import EmbeddedServer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.sweep import DeadlineSweep, deadline_member
 from agent_runtime.transport.connect import connect
@@ -271,3 +274,28 @@ async def test_on_a_cluster_each_request_is_answered_on_its_own_slot(
             assert (failed.code, failed.agent) == ("no_consumer", "echo")
     finally:
         await cluster.aclose()
+
+
+async def test_out_of_memory_leaves_requests_for_a_later_round(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    with EmbeddedServer(tmp_path, persistent=False, extra_args=("--maxmemory", "4mb")) as server:
+        redis = connect(server.url).redis
+        client = Client(redis, pipeline)
+        messages = await overdue(client, 3)
+        due = await redis.zrange(pipeline.config.keys.deadlines(), 0, -1)
+        with pytest.raises(ResponseError):  # fill memory up to the limit
+            for i in range(10_000):
+                await redis.set(f"filler:{i}", b"x" * 4096)
+
+        sweeper = sweep(redis, pipeline)
+        assert await sweeper.answer(due, int(time.time() * 1000)) == 0  # every script refused
+        with pytest.raises(OutOfMemoryError):
+            await sweeper.sweep_once()  # nor can the lock be taken
+        assert await redis.zcard(pipeline.config.keys.deadlines()) == 3
+        assert [await replies(client, m) for m in messages] == [[], [], []]
+
+        await redis.delete(*[f"filler:{i}" for i in range(10_000)])  # memory back
+        await drain(sweeper)
+        assert [len(await replies(client, m)) for m in messages] == [1, 1, 1]
+        await redis.aclose()
