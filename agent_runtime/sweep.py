@@ -39,6 +39,7 @@ from agent_runtime.codec import Codec
 from agent_runtime.keys import Keys
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
+from agent_runtime.policies.errors import classify
 from protocols.core import RequestFailed
 from protocols.envelope import OUTPUT_ID_NAMESPACE, AgentMessage
 
@@ -73,21 +74,6 @@ RELEASE_SCRIPT = """#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-#: Errors that pass (the member stays and is tried again next round). redis-py turns most
-#: error prefixes into classes (and strips the prefix); ``BUSY`` (a script running) it does not.
-_TRANSIENT = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.OutOfMemoryError,
-    redis_errors.BusyLoadingError,
-    redis_errors.ReadOnlyError,
-    redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
-    redis_errors.MasterDownError,
-    redis_errors.MovedError,
-    redis_errors.AskError,
-)
 
 
 def deadline_member(correlation_id: str, reply_stream: str) -> str:
@@ -226,9 +212,7 @@ def settled(result: Any) -> bool:
     """Whether a member's answer script settled it: ran (answered, already answered, or the
     reply key is unusable), or failed for good (a command error about its keys). A transient
     failure (OOM, BUSY, a lost connection, ...) leaves it for the next round."""
-    if not isinstance(result, BaseException):
-        return True
-    return not (isinstance(result, _TRANSIENT) or str(result).startswith("BUSY"))
+    return not isinstance(result, BaseException) or classify(result) == "permanent"
 
 
 class DeadlineSweep:
