@@ -16,7 +16,7 @@ sweep lock (``SET NX PX``, a token, released by compare-and-delete) and handles 
   races (another sweep, a worker dead-lettering it, the reporter's success reply);
 * one ``ZREM`` of every member handled, answered or not (a set guard means it was answered).
 
-See docs/architecture.md ("Deadline sweep").
+See docs/architecture.md ("Deadlines and the deadline sweep").
 """
 
 from __future__ import annotations
