@@ -19,7 +19,7 @@ from agent_runtime.errors import ConfigError
 from agent_runtime.keys import Keys
 from agent_runtime.policies.config import PolicySet
 from agent_runtime.routing import Routing
-from agent_runtime.settings import WorkerSettings
+from agent_runtime.settings import RequestSettings, WorkerSettings
 from protocols.envelope import AGENT_NAME_PATTERN, MESSAGE_TYPE_PATTERN
 
 #: Message types published from outside the pipeline (client, CLI): they need no producer.
@@ -73,6 +73,7 @@ class PipelineConfig(BaseModel):
         "agent classes are imported (only modules under allowed_modules are imported)",
     )
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    requests: RequestSettings = Field(default_factory=RequestSettings)
     agents: dict[str, AgentSpec]
 
     @field_validator("agents")

@@ -38,6 +38,7 @@ from agent_runtime.policies.reply import failure_reply
 from agent_runtime.retries import RetryScheduler
 from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
+from agent_runtime.sweep import DeadlineSweep
 from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable
 from protocols.envelope import AgentMessage
 
@@ -160,6 +161,7 @@ class Worker:
                 side.start_soon(self._reclaim_loop)
                 side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
                 side.start_soon(self.chores.trim_loop, self.streams, self._stopping)
+                side.start_soon(DeadlineSweep.for_worker(self).run, self._stopping)
                 await self._read_loop()
                 await self._drain()
                 await self._flush_remaining()

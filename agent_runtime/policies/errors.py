@@ -103,6 +103,10 @@ PERMANENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
+#: Cluster states redis-py maps to classes, stripping their code (MASTERDOWN: ClusterDown).
+_CLUSTER_CHANGES = (redis_errors.ClusterDownError, redis_errors.MovedError, redis_errors.AskError)
+
+
 def redis_error_kind(exc: redis_errors.ResponseError) -> Kind:
     """An error reply of the server: a command error about one key or one call (WRONGTYPE,
     ERR ...) is permanent; a state of the server (OOM, LOADING, BUSY, TRYAGAIN, cluster
@@ -111,6 +115,8 @@ def redis_error_kind(exc: redis_errors.ResponseError) -> Kind:
     if isinstance(exc, redis_errors.BusyLoadingError | redis_errors.OutOfMemoryError):
         return "infrastructure"
     if isinstance(exc, redis_errors.ReadOnlyError | redis_errors.TryAgainError):
+        return "infrastructure"
+    if isinstance(exc, _CLUSTER_CHANGES):
         return "infrastructure"
     return "infrastructure" if code in REDIS_TRANSIENT_CODES else "permanent"
 
