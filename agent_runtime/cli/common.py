@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
+
+from agent_runtime.cli.failures import URL_SCHEMES, ServerUnavailable, UsageError, mask_url
 from agent_runtime.embedded import find_running
-from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.pipeline import Pipeline
+from agent_runtime.transport.connect import Connection, connect
+from agent_runtime.validation import load_valid
 
 DEFAULT_CONFIG = "configs/default.yaml"
+#: Seconds a command waits to open a connection, and for the first PING of ``run``/``up``.
+CONNECT_TIMEOUT = 10.0
 
 
 def add_config(parser: argparse.ArgumentParser) -> None:
@@ -31,21 +40,70 @@ def add_redis(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_pipeline(args: argparse.Namespace) -> Pipeline:
-    return Pipeline.load(args.config)
+def load_pipeline(
+    args: argparse.Namespace, *, environment_for: Iterable[str] | None = ()
+) -> Pipeline:
+    """The pipeline, checked the way ``validate`` checks it: every problem at once (a
+    ConfigError, one line per problem, exit 2). ``environment_for``: agent types whose
+    environment (the API keys of their LLM providers) must be set in this process; None
+    means all of them (for commands that start them)."""
+    return load_valid(args.config, environment_for=environment_for)
 
 
 def redis_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str:
     """The URL to use, or a clear error when there is none and no embedded server runs."""
-    url = getattr(args, "redis_url", None) or os.environ.get("AGENT_RUNTIME_REDIS_URL")
-    if not url and pipeline is not None:
-        url = pipeline.config.redis_url
+    url = configured_url(args, pipeline) or find_running()
     if not url:
-        url = find_running()
-    if not url:
-        raise AgentRuntimeError(
+        raise ServerUnavailable(
             "no Redis server to talk to: no --redis-url, AGENT_RUNTIME_REDIS_URL or redis_url "
             "in the config, and no embedded server is running (start one with "
             "'agent-runtime up' in another terminal)"
         )
+    return use_url(args, url)
+
+
+def configured_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str | None:
+    """--redis-url, else AGENT_RUNTIME_REDIS_URL, else the config's ``redis_url`` (checked)."""
+    url = getattr(args, "redis_url", None) or os.environ.get("AGENT_RUNTIME_REDIS_URL")
+    if not url and pipeline is not None:
+        url = pipeline.config.redis_url
+    return use_url(args, url) if url else None
+
+
+def use_url(args: argparse.Namespace, url: str) -> str:
+    """Check ``url`` (exit 2 when it cannot be a Redis URL) and remember it for the error
+    line of a failure (cli.main names the URL, password masked)."""
+    check_url(url)
+    args.target_url = url
     return url
+
+
+def check_url(url: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in URL_SCHEMES:
+        raise UsageError(
+            f"{mask_url(url)!r} is not a Redis URL: the scheme must be one of "
+            f"{', '.join(s + '://' for s in URL_SCHEMES)}"
+        )
+    if scheme == "unix":
+        return
+    try:
+        urlsplit(f"redis://{rest}").port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise UsageError(f"{mask_url(url)}: bad port ({exc})") from None
+
+
+def open_connection(url: str, **options: Any) -> Connection:
+    """A connection for a command (opening it gives up after CONNECT_TIMEOUT seconds)."""
+    return connect(url, socket_connect_timeout=CONNECT_TIMEOUT, **options)
+
+
+async def ping(url: str) -> None:
+    """Fail now (one line, exit 4) if the server cannot be reached or refuses us, before a
+    command starts processes that need it."""
+    connection = open_connection(url)
+    try:
+        with anyio.fail_after(CONNECT_TIMEOUT):
+            await connection.redis.ping()
+    finally:
+        await connection.redis.aclose()
