@@ -64,7 +64,7 @@ class IntentAction(_Model):
     """One thing the user asked for. ``after``: indices of earlier actions it waits for."""
 
     action: ActionName
-    target: str = Field(min_length=1, max_length=2_000)
+    target: str = Field(min_length=1, max_length=MAX_REQUEST_TEXT)  # a clause of a request
     parameters: dict[str, str] = Field(default_factory=dict)
     after: list[int] = Field(default_factory=list)
 

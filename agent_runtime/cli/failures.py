@@ -26,13 +26,15 @@ from agent_runtime.errors import (
     RequestError,
     RequestTimeout,
 )
+from agent_runtime.supervisor import WorkersNotReady
 from agent_runtime.transport.connect import redact_url
 
 EXIT_OK = 0  # the command did what was asked; a request succeeded
 EXIT_NOT_OK = 1  # a request did not succeed (failed, rejected, ...); a check found a problem
 EXIT_USAGE = 2  # bad arguments, invalid config, invalid request text, bad URL
 EXIT_TIMEOUT = 3  # a request's deadline passed (no reply in time, or a timeout reply)
-EXIT_UNREACHABLE = 4  # the Redis server cannot be reached or used (refused, auth, TLS, ...)
+EXIT_UNREACHABLE = 4  # the Redis server cannot be reached or used (refused, auth, TLS, ...),
+# no server is running, or the workers of 'run'/'up' did not start
 EXIT_INTERNAL = 70  # a bug: the traceback is printed
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
@@ -98,7 +100,7 @@ def _describe_one(exc: BaseException, url: str | None) -> Failure | None:
         )
     if isinstance(exc, ConfigError):
         return Failure(EXIT_USAGE, config_lines(exc))
-    if isinstance(exc, ServerUnavailable | EmbeddedServerError):
+    if isinstance(exc, ServerUnavailable | EmbeddedServerError | WorkersNotReady):
         return Failure(EXIT_UNREACHABLE, [str(exc)])
     if isinstance(exc, UsageError | RequestError):
         return Failure(EXIT_USAGE, [str(exc)])

@@ -22,7 +22,7 @@ from protocols.core import RequestFailed
 from protocols.pipeline import Report
 
 #: ``send --json``: the envelope's fields with the payload nested; ``run --json``: the
-#: payload's fields and its ``message_type``.
+#: payload's fields (and its ``message_type``, except for a Report: exactly the Report).
 JsonShape = Literal["envelope", "payload"]
 #: ``request.failed`` codes that mean the deadline passed (the fleet's deadline sweep).
 TIMEOUT_CODES = frozenset({"expired", "no_consumer"})
@@ -43,7 +43,9 @@ def print_reply(reply: Decoded, out: TextIO, *, as_json: JsonShape | None = None
     if as_json == "envelope":
         print(json.dumps(reply_json(reply), indent=2), file=out)
     elif as_json == "payload":
-        data = {"message_type": reply.message.message_type, **payload.model_dump(mode="json")}
+        data = payload.model_dump(mode="json")
+        if not isinstance(payload, Report):  # a Report stays loadable with Report's model
+            data = {"message_type": reply.message.message_type, **data}
         print(json.dumps(data, indent=2), file=out)
     elif isinstance(payload, Report):
         print_report(payload, out)
