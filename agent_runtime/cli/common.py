@@ -17,8 +17,9 @@ from agent_runtime.transport.connect import Connection, connect
 from agent_runtime.validation import load_valid
 
 DEFAULT_CONFIG = "configs/default.yaml"
-#: Seconds a command waits to open a connection, and for the first PING of ``run``/``up``.
-CONNECT_TIMEOUT = 10.0
+#: Seconds a command waits to open a connection and for its first PING
+#: (``AGENT_RUNTIME_CONNECT_TIMEOUT`` overrides it).
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 def add_config(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +52,8 @@ def load_pipeline(
 
 
 def redis_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str:
-    """The URL to use, or a clear error when there is none and no embedded server runs."""
+    """The URL to use, checked and answering PING; a clear error when there is none and no
+    embedded server runs. Call it before an event loop runs (it runs one for the PING)."""
     url = configured_url(args, pipeline) or find_running()
     if not url:
         raise ServerUnavailable(
@@ -59,7 +61,9 @@ def redis_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str:
             "in the config, and no embedded server is running (start one with "
             "'agent-runtime up' in another terminal)"
         )
-    return use_url(args, url)
+    use_url(args, url)
+    anyio.run(ping, url)  # one line (exit 4) now rather than a hang or a failure midway
+    return url
 
 
 def configured_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str | None:
@@ -93,17 +97,28 @@ def check_url(url: str) -> None:
         raise UsageError(f"{mask_url(url)}: bad port ({exc})") from None
 
 
+def connect_timeout() -> float:
+    value = os.environ.get("AGENT_RUNTIME_CONNECT_TIMEOUT", "")
+    try:
+        seconds = float(value) if value else DEFAULT_CONNECT_TIMEOUT
+    except ValueError:
+        raise UsageError(f"AGENT_RUNTIME_CONNECT_TIMEOUT={value!r} is not a number") from None
+    if not 0 < seconds <= 3600:
+        raise UsageError("AGENT_RUNTIME_CONNECT_TIMEOUT must be > 0 and <= 3600 seconds")
+    return seconds
+
+
 def open_connection(url: str, **options: Any) -> Connection:
-    """A connection for a command (opening it gives up after CONNECT_TIMEOUT seconds)."""
-    return connect(url, socket_connect_timeout=CONNECT_TIMEOUT, **options)
+    """A connection for a command (opening it gives up after :func:`connect_timeout`)."""
+    return connect(url, socket_connect_timeout=connect_timeout(), **options)
 
 
 async def ping(url: str) -> None:
-    """Fail now (one line, exit 4) if the server cannot be reached or refuses us, before a
-    command starts processes that need it."""
+    """Fail now (one line, exit 4) if the server cannot be reached, refuses us or does not
+    answer within :func:`connect_timeout` seconds, before a command does anything else."""
     connection = open_connection(url)
     try:
-        with anyio.fail_after(CONNECT_TIMEOUT):
+        with anyio.fail_after(connect_timeout()):
             await connection.redis.ping()
     finally:
         await connection.redis.aclose()

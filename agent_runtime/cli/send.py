@@ -13,7 +13,6 @@ from agent_runtime.cli.common import (
     add_redis,
     load_pipeline,
     open_connection,
-    ping,
     redis_url,
 )
 from agent_runtime.cli.failures import EXIT_OK, EXIT_TIMEOUT
@@ -58,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     payload = user_request(args.text)  # refused before anything is published (exit 2)
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
-    anyio.run(ping, url)  # an unreachable server: one line (exit 4) before anything else
     client = Client(open_connection(url).redis, pipeline)
     result: int = anyio.run(_send, client, args, payload)
     return result

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,6 +182,59 @@ def test_debug_shows_the_traceback(tmp_path: Path, prefix: str, env: dict[str, s
         .splitlines()[-1]
         .endswith("(is the server running on that host and port?)")
     )
+
+
+class Listener:
+    """A TCP port on loopback that accepts connections and answers each with ``greeting``
+    (nothing at all when empty), then keeps it open: a server that is not Redis."""
+
+    def __init__(self, greeting: bytes) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.greeting = greeting
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            if self.greeting:
+                conn.sendall(self.greeting)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_server_that_never_answers_is_a_timeout_line(
+    tmp_path: Path, prefix: str, env: dict[str, str]
+) -> None:
+    silent = Listener(b"")
+    try:
+        config = echo_sink(tmp_path, prefix)
+        url = f"redis://127.0.0.1:{silent.port}"
+        quick = {**env, "AGENT_RUNTIME_CONNECT_TIMEOUT": "0.5"}
+        result = cli("status", "-c", str(config), "--redis-url", url, env=quick)
+        one_line(result, EXIT_UNREACHABLE, url, "timed out")
+    finally:
+        silent.close()
+
+
+def test_a_tls_failure_is_one_line(tmp_path: Path, prefix: str, env: dict[str, str]) -> None:
+    plain = Listener(b"-ERR this port does not speak TLS\r\n")
+    try:
+        config = echo_sink(tmp_path, prefix)
+        url = f"rediss://:tls-secret-55@127.0.0.1:{plain.port}"
+        result = cli("send", "hello", "-c", str(config), "--redis-url", url, env=env)
+        one_line(result, EXIT_UNREACHABLE, f"rediss://***@127.0.0.1:{plain.port}", "TLS")
+        assert "tls-secret-55" not in result.stderr
+    finally:
+        plain.close()
 
 
 # ------------------------------------------------------------------ refused before starting
