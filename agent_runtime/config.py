@@ -25,6 +25,8 @@ from protocols.envelope import AGENT_NAME_PATTERN, MESSAGE_TYPE_PATTERN
 #: Message types published from outside the pipeline (client, CLI): they need no producer.
 #: ``approval.decision`` comes from ``agent-runtime approve/reject``.
 ENTRY_TYPES = frozenset({"user.request", "approval.decision"})
+#: A config file larger than this is refused unread (a pipeline config is a few KiB).
+MAX_CONFIG_BYTES = 1 << 20
 #: Key of the validation context holding the config file's folder (see :func:`config_path`).
 CONFIG_DIR = "config_dir"
 _NAME = re.compile(AGENT_NAME_PATTERN)
@@ -148,12 +150,20 @@ def load_config(path: str | Path) -> PipelineConfig:
 def read_yaml(path: Path) -> tuple[yaml.Node | None, dict[str, Any]]:
     """The document's node tree (for line numbers) and its data, which must be a mapping."""
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a pipeline config")
     try:
+        text = raw.decode()
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: nested too deeply") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -69,7 +69,15 @@ def problems(
     environ: Mapping[str, str] = os.environ,
 ) -> list[str]:
     """Every problem of the config file at ``path`` (empty: it is valid)."""
-    path = Path(path)
+    try:
+        return _problems(Path(path), environment_for, environ)
+    except RecursionError:
+        return [f"{path}: nested too deeply (or a YAML alias refers to itself)"]
+
+
+def _problems(
+    path: Path, environment_for: Iterable[str] | None, environ: Mapping[str, str]
+) -> list[str]:
     try:
         node, data = read_yaml(path)
     except ConfigError as exc:

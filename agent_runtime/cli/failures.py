@@ -15,7 +15,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import redis.exceptions as redis_errors
 
@@ -200,12 +200,11 @@ def mask_url(url: str) -> str:
 
 def url_password(url: str) -> str:
     """The password in ``url`` (user info or ``password=`` query), or ''."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password or ""
-    except ValueError:
-        return ""
-    for key, value in parse_qsl(parts.query):
+    _scheme, _sep, rest = url.partition("://")
+    location, _, query = rest.partition("?")
+    creds, at, _host = location.split("/", 1)[0].rpartition("@")
+    password = creds.partition(":")[2] if at else ""
+    for key, value in parse_qsl(query):
         if key == "password" and value:
             password = value
     return password
