@@ -72,9 +72,10 @@ def describe(exc: BaseException, url: str | None) -> Failure | None:
     if not leaves:
         return None
     described = [_describe_one(leaf, url) for leaf in leaves]
-    if any(d is None for d in described):
+    first = described[0]
+    if first is None or any(d is None for d in described):
         return None
-    return described[0]
+    return Failure(first.code, [scrub(line, url) for line in first.lines])
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
