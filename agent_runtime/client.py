@@ -18,14 +18,14 @@ import structlog
 
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config import signing_key
-from agent_runtime.errors import DecodeError, RequestTimeout
+from agent_runtime.errors import DecodeError, RequestError, RequestTimeout
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.sweep import register_deadline
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.streams import TRACE_SCRIPT
 from protocols.base import Payload
-from protocols.core import UserRequest
+from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage, utcnow
 
 #: Seconds past a request's deadline to keep waiting for the runtime's own ``request.failed``
@@ -99,9 +99,7 @@ class Client:
         every worker checks deadlines against: a client whose own clock is skewed neither
         expires its requests early nor extends them."""
         payload = (
-            UserRequest(text=text_or_payload)
-            if isinstance(text_or_payload, str)
-            else text_or_payload
+            user_request(text_or_payload) if isinstance(text_or_payload, str) else text_or_payload
         )
         if "now" not in options:  # every request has a deadline (default: the config's)
             options["now"] = await self.clock.now_datetime()
@@ -154,6 +152,21 @@ class Client:
         """Publish and wait for the reply (the deadline travels with the request)."""
         message = await self.publish(text_or_payload, timeout=timeout, **options)
         return await self.wait_reply(message, timeout)
+
+
+def user_request(text: str) -> UserRequest:
+    """``text`` as a request, or RequestError naming the limit when it is empty (or only
+    whitespace) or longer than ``MAX_REQUEST_TEXT`` characters: refused before publishing."""
+    if not text.strip():
+        raise RequestError(
+            f"the request text is empty; it must have 1 to {MAX_REQUEST_TEXT:,} characters"
+        )
+    if len(text) > MAX_REQUEST_TEXT:
+        raise RequestError(
+            f"the request text has {len(text):,} characters; the limit is "
+            f"{MAX_REQUEST_TEXT:,} (UserRequest.text)"
+        )
+    return UserRequest(text=text)
 
 
 def _published_record(message: AgentMessage) -> dict[str, Any]:

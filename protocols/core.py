@@ -9,6 +9,10 @@ from pydantic import Field
 
 from protocols.base import Payload
 
+#: Characters a request text may have (``UserRequest.text``, ``RequestInfo.text``): the
+#: client refuses longer or empty text before publishing.
+MAX_REQUEST_TEXT = 16_000
+
 
 class UserRequest(Payload):
     """What a user asks for, as published by ``agent-runtime send``/``run`` or the client."""
@@ -16,7 +20,7 @@ class UserRequest(Payload):
     message_type = "user.request"
     schema_version = 1
 
-    text: str = Field(min_length=1, max_length=16_000)
+    text: str = Field(min_length=1, max_length=MAX_REQUEST_TEXT)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
