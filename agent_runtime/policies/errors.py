@@ -103,22 +103,28 @@ PERMANENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
-#: Cluster states redis-py maps to classes, stripping their code (MASTERDOWN: ClusterDown).
-_CLUSTER_CHANGES = (redis_errors.ClusterDownError, redis_errors.MovedError, redis_errors.AskError)
+#: Server states redis-py maps to classes, stripping their code (MASTERDOWN: ClusterDown).
+_INFRASTRUCTURE_CLASSES = (
+    redis_errors.BusyLoadingError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+    redis_errors.MovedError,
+    redis_errors.AskError,
+    redis_errors.ExecAbortError,
+)
 
 
 def redis_error_kind(exc: redis_errors.ResponseError) -> Kind:
     """An error reply of the server: a command error about one key or one call (WRONGTYPE,
     ERR ...) is permanent; a state of the server (OOM, LOADING, BUSY, TRYAGAIN, cluster
-    changes) is infrastructure."""
-    code = str(exc).split(" ", 1)[0].upper()
-    if isinstance(exc, redis_errors.BusyLoadingError | redis_errors.OutOfMemoryError):
+    changes) is infrastructure. redis-py strips the code of the errors it maps to classes
+    (``OOM`` -> ``OutOfMemoryError``) and keeps it in ``status_code``."""
+    if isinstance(exc, _INFRASTRUCTURE_CLASSES):
         return "infrastructure"
-    if isinstance(exc, redis_errors.ReadOnlyError | redis_errors.TryAgainError):
-        return "infrastructure"
-    if isinstance(exc, _CLUSTER_CHANGES):
-        return "infrastructure"
-    return "infrastructure" if code in REDIS_TRANSIENT_CODES else "permanent"
+    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+    return "infrastructure" if str(code).upper() in REDIS_TRANSIENT_CODES else "permanent"
 
 
 def classify(exc: BaseException, permanent: tuple[type[BaseException], ...] = ()) -> Kind:

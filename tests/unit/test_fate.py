@@ -117,3 +117,29 @@ def test_an_explicit_transient_flag_decides() -> None:
     assert classify(Refused()) == "permanent"
     assert classify(ValueError()) == "permanent"
     assert classify(redis_errors.ResponseError("TRYAGAIN multiple keys")) == "infrastructure"
+
+
+def test_redis_errors_as_redis_py_raises_them() -> None:
+    """redis-py strips the code of the errors it maps to classes: the class (or the code kept
+    in ``status_code``) decides, not the remaining text."""
+    from redis._parsers.base import BaseParser
+
+    def parsed(reply: str) -> BaseException:
+        return BaseParser.parse_error(reply)  # type: ignore[no-any-return]
+
+    for reply in (
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "LOADING Redis is loading the dataset in memory",
+        "BUSY Redis is busy running a script",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "CLUSTERDOWN The cluster is down",
+        "MASTERDOWN Link with MASTER is down",
+        "EXECABORT Transaction discarded because of previous errors.",
+        "READONLY You can't write against a read only replica.",
+    ):
+        assert classify(parsed(reply)) == "infrastructure", reply
+    for reply in (
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "ERR value is not an integer or out of range",
+    ):
+        assert classify(parsed(reply)) == "permanent", reply
