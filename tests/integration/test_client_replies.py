@@ -24,7 +24,7 @@ from agent_runtime.embedded import EmbeddedServer
 from agent_runtime.errors import RequestError, RequestTimeout
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.transport.replies import READER_NAME
+from agent_runtime.transport.replies import READER_NAME, ReplyReader
 from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage, utcnow
 from tests.fixtures.agents import EchoReply
@@ -146,6 +146,47 @@ async def test_a_reply_key_of_another_type_fails_only_its_own_wait(
             await admin.xadd(good.reply_to, reply_to(client, good, "for good"))
     assert isinstance(results["bad"], RequestError) and "not a stream" in str(results["bad"])
     assert results["good"].payload.text == "for good"
+
+
+async def test_a_wait_that_joins_a_blocked_read_wakes_it(
+    redis_url: str, pipeline: Pipeline, admin: Any
+) -> None:
+    """The second wait's reply arrives while the first wait's read blocks for 2 minutes: the
+    second wait returns well within its 30 s, so the joining stream woke that read."""
+    async with Client.connect(redis_url, pipeline) as client:
+        client.replies = ReplyReader(client.redis, client.codec, lanes=1, block_ms=120_000)
+        first, second = request_of(client, "first"), request_of(client, "second")
+        assert first.reply_to is not None and second.reply_to is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.wait_reply, first, 60)
+            await until(lambda: blocked_reader(admin), what="a blocked reader")
+            await admin.xadd(second.reply_to, reply_to(client, second, "second"))
+            reply = await client.wait_reply(second, 30)
+            await admin.xadd(first.reply_to, reply_to(client, first, "first"))
+    assert reply.payload.text == "second"  # type: ignore[attr-defined]
+
+
+async def test_waits_on_a_cluster_get_their_replies(
+    redis_cluster_url: str, pipeline: Pipeline
+) -> None:
+    """Reply streams of many slots (one node cannot XREAD them together): polled."""
+    async with Client.connect(redis_cluster_url, pipeline) as client:
+        requests = [request_of(client, f"request {i}") for i in range(20)]
+        results: dict[str, str] = {}
+
+        async def wait(request: AgentMessage) -> None:
+            reply = await client.wait_reply(request, timeout=60)
+            results[str(request.correlation_id)] = reply.payload.text  # type: ignore[attr-defined]
+
+        async with anyio.create_task_group() as tg:
+            for request in requests:
+                tg.start_soon(wait, request)
+            for request in requests:
+                assert request.reply_to is not None
+                await client.redis.xadd(
+                    request.reply_to, reply_to(client, request, request_text(request))
+                )
+    assert results == {str(r.correlation_id): request_text(r) for r in requests}
 
 
 # ------------------------------------------------------------------ connection errors
