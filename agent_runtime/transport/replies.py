@@ -8,6 +8,7 @@ multiplexes every wait of one client over a small fixed number of connections:
   connection of its own (not from the client's pool) and runs one task while it has waiters:
   ``XREAD COUNT 10 BLOCK block_ms STREAMS <every waited stream> <last id read of each>``.
   Each waiter has its own future, resolved with the first decodable entry of its stream.
+  A lane without waiters ends its task and closes its connection.
 * A waiter that joins while its lane's read is blocked wakes the read with
   ``CLIENT UNBLOCK <lane connection id>`` (sent on the client's shared connection; one wake in
   flight per lane, retried every few ms while the read has not reached the server yet). The
@@ -122,10 +123,12 @@ class ReplyReader:
         task.add_done_callback(self.tasks.discard)
 
     async def aclose(self) -> None:
+        """Stop reading; waits still waiting fail with RequestError (the client closed)."""
         for task in list(self.tasks):
             task.cancel()
         for lane in self.lanes:
             await lane.aclose()
+            lane.fail(list(lane.waiters), RequestError("the client was closed"))
 
     def new_connection(self) -> Any:
         """A connection like the client's pool makes (same address, TLS, credentials), named,
@@ -178,16 +181,23 @@ class Lane:
             self.last.pop(stream, None)
 
     async def run(self) -> None:
+        """Read while anyone waits; then close the connection (a client whose owner closes
+        only its Redis client leaks nothing) and end, unless a waiter joined meanwhile."""
         while self.waiters:
-            try:
-                await self.step()
-            except TRANSIENT:
-                await self.lost()
-                if time.monotonic() - self.connected_at >= HEALTHY:
-                    self.backoff.reset()  # a blip after a healthy while starts from the base
-                await anyio.sleep(self.backoff.next())
-            except Exception as exc:  # last resort: never leave waiters hanging on a bug
-                self.fail(list(self.waiters), RequestError(f"reading replies failed: {exc!r}"))
+            while self.waiters:
+                await self.attempt()
+            await self.lost()
+
+    async def attempt(self) -> None:
+        try:
+            await self.step()
+        except TRANSIENT:
+            await self.lost()
+            if time.monotonic() - self.connected_at >= HEALTHY:
+                self.backoff.reset()  # a blip after a healthy while starts from the base
+            await anyio.sleep(self.backoff.next())
+        except Exception as exc:  # last resort: never leave waiters hanging on a bug
+            self.fail(list(self.waiters), RequestError(f"reading replies failed: {exc!r}"))
 
     async def step(self) -> None:
         try:

@@ -5,6 +5,7 @@ test with the real codec to the real reply keys (the test is about the client)."
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import uuid
@@ -79,11 +80,16 @@ async def reader_connections(admin: Any) -> list[dict[str, Any]]:
 
 
 async def until(condition: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll an async condition until it is truthy (never a fixed sleep)."""
-    with anyio.fail_after(timeout):
-        while not (value := await condition()):
+    """Poll a condition (sync or async) until it is truthy (never a fixed sleep)."""
+    with anyio.move_on_after(timeout):
+        while True:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
             await anyio.sleep(0.01)
-    return value
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def blocked_reader(admin: Any) -> list[dict[str, Any]]:
@@ -396,3 +402,35 @@ async def test_ten_thousand_concurrent_requests_share_a_few_connections(
         for i in range(1, REQUESTS)
     )
     assert 1 <= peak[0] <= 10, f"the client used up to {peak[0]} connections"
+
+
+async def test_closing_the_client_ends_its_waits(redis_url: str, pipeline: Pipeline) -> None:
+    client = Client.connect(redis_url, pipeline)
+    outcome: list[BaseException] = []
+
+    async def wait() -> None:
+        try:
+            await client.wait_reply(request_of(client), timeout=60)
+        except RequestError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        await until(client.replies.waiting, what="a waiter")
+        await client.aclose()
+    assert "closed" in str(outcome[0])
+
+
+async def test_a_reader_without_waits_holds_no_connection(
+    redis_url: str, pipeline: Pipeline, admin: Any
+) -> None:
+    """A client whose owner closes only its Redis client (never ``Client.aclose``) leaves no
+    reader connection open once its waits are over."""
+    async with connect(redis_url).redis as redis:
+        client = Client(redis, pipeline)
+        request = request_of(client)
+        assert request.reply_to is not None
+        await admin.xadd(request.reply_to, reply_to(client, request, "done"))
+        await client.wait_reply(request, timeout=60)
+        await until(lambda: client.replies.connections() == 0, what="the lane to close")
+    assert await reader_connections(admin) == []
