@@ -6,6 +6,8 @@ server started here; all scenarios run in the same run:
 * ``reader``: N concurrent ``Client.wait_reply`` (the client's ReplyReader).
 * ``requests``: N concurrent ``Client.request`` (publish + wait) answered by an in-process
   responder that writes each request's reply with the real codec (its connection excluded).
+* ``floor``: N tasks that only wait (an event, under a timeout), no Redis: what any waiter
+  costs in this process whatever reads its reply.
 * ``per-wait``: the old approach, one blocking XREAD loop per wait on the client's shared
   redis-py client (default pool: 100 connections); errors counted.
 * ``per-wait-pool``: the same with a pool large enough for every wait (``--baseline-waits``).
@@ -45,7 +47,7 @@ from agent_runtime.transport.connect import connect  # noqa: E402
 from protocols.core import UserRequest  # noqa: E402
 from protocols.envelope import AgentMessage, utcnow  # noqa: E402
 
-SCENARIOS = ("reader", "requests", "per-wait", "per-wait-pool")
+SCENARIOS = ("reader", "requests", "floor", "per-wait", "per-wait-pool")
 
 
 def pipeline_for(prefix: str) -> Pipeline:
@@ -125,14 +127,20 @@ async def scenario(name: str, url: str, waits: int) -> dict[str, Any]:
 
 async def run_waits(name: str, client: Client, writer: Any, waits: int) -> dict[str, Any]:
     messages = [client.new_message(UserRequest(text=f"r{i}"), to="echo") for i in range(waits)]
-    outcome = {"ok": 0, "errors": 0}
+    outcome = {"ok": 0, "errors": 0, "waiting": 0}
     errors: dict[str, int] = {}
+
+    answered = anyio.Event()
 
     async def wait(message: AgentMessage) -> None:
         assert message.reply_to is not None
         try:
             if name == "reader":
                 await client.wait_reply(message, 300)
+            elif name == "floor":
+                outcome["waiting"] += 1
+                with anyio.fail_after(300):
+                    await answered.wait()
             else:
                 await old_wait(client.redis, message.reply_to, 300)
             outcome["ok"] += 1
@@ -147,6 +155,7 @@ async def run_waits(name: str, client: Client, writer: Any, waits: int) -> dict[
         await until(lambda: waiting(name, client, outcome, waits))
         waiting_s, rss = time.perf_counter() - started, rss_bytes() - rss0
         replied = time.perf_counter()
+        answered.set()
         for start in range(0, waits, 1000):
             async with writer.pipeline(transaction=False) as pipe:
                 for message in messages[start : start + 1000]:
@@ -155,6 +164,7 @@ async def run_waits(name: str, client: Client, writer: Any, waits: int) -> dict[
     done_s = time.perf_counter() - replied
     kinds = " ".join(f"{kind}:{n}" for kind, n in errors.items())
     timing = {"all_waiting_s": waiting_s, "replies_s": done_s}
+    del outcome["waiting"]
     return {**outcome, "kinds": kinds, "rss_mib": rss / 2**20, **timing}
 
 
@@ -162,6 +172,8 @@ def waiting(name: str, client: Client, outcome: dict[str, int], waits: int) -> b
     """All waits registered (reader) or started and not failed (old approach)."""
     if name == "reader":
         return client.replies.waiting() == waits
+    if name == "floor":
+        return outcome["waiting"] == waits
     pool = client.redis.connection_pool
     return outcome["errors"] + len(pool._in_use_connections) >= waits
 
@@ -238,6 +250,7 @@ def main() -> None:
         plan = [
             ("reader", args.waits),
             ("requests", args.waits),
+            ("floor", args.waits),
             ("per-wait", args.waits),
             ("per-wait-pool", args.baseline_waits),
             ("reader", args.baseline_waits),
