@@ -27,6 +27,7 @@ multiplexes every wait of one client over a small fixed number of connections:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import zlib
@@ -136,7 +137,7 @@ class ReplyReader:
         pool = self.redis.connection_pool
         options = dict(pool.connection_kwargs)
         options.update(
-            client_name=self.name,
+            client_name=None,  # named after connecting (an ACL may refuse CLIENT SETNAME)
             health_check_interval=0,
             socket_timeout=self.block_ms / 1000 + 10,
             retry=Retry(NoBackoff(), 0),
@@ -306,10 +307,24 @@ class BlockingLane(Lane):
             self.conn = self.reader.new_connection()
         if self.conn_id is None or not self.conn.is_connected:
             await self.conn.connect()
-            await self.conn.send_command("CLIENT", "ID")
-            self.conn_id = int(await self.conn.read_response())
+            self.conn_id = await self.identify()
             self.connected_at = time.monotonic()
         return self.conn
+
+    async def identify(self) -> int:
+        """Name the connection and return its CLIENT ID (one round trip). Where an ACL refuses
+        either, the connection stays unnamed, or gets 0 (no wake-ups: short reads)."""
+        if self.reader.name:
+            await self.conn.send_command("CLIENT", "SETNAME", self.reader.name)
+        await self.conn.send_command("CLIENT", "ID")
+        if self.reader.name:
+            with contextlib.suppress(ResponseError):
+                await self.conn.read_response()
+        try:
+            return int(await self.conn.read_response())
+        except ResponseError:
+            self.reader.block_ms = min(self.reader.block_ms, SHORT_BLOCK_MS)
+            return 0
 
     async def read(self) -> None:
         conn = await self.connect()
@@ -339,7 +354,7 @@ class BlockingLane(Lane):
         """CLIENT UNBLOCK the blocked read so the next one includes the new streams. It
         answers 0 while the read has not reached the server yet: try again shortly."""
         try:
-            while self.blocking and self.stale and self.conn_id is not None:
+            while self.blocking and self.stale and self.conn_id:
                 if await self.reader.redis.client_unblock(self.conn_id):
                     return
                 await anyio.sleep(0.002)

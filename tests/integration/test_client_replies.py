@@ -434,3 +434,29 @@ async def test_a_reader_without_waits_holds_no_connection(
         await client.wait_reply(request, timeout=60)
         await until(lambda: client.replies.connections() == 0, what="the lane to close")
     assert await reader_connections(admin) == []
+
+
+async def test_waits_work_where_an_acl_refuses_the_client_commands(
+    redis_url: str, pipeline: Pipeline, admin: Any, prefix: str
+) -> None:
+    """No CLIENT SETNAME, ID or UNBLOCK allowed: lanes go unnamed, read with short blocks,
+    and every wait still gets its reply."""
+    user = f"limited-{prefix}"
+    await admin.execute_command(
+        "ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all",
+        "-client|setname", "-client|id", "-client|unblock",
+    )  # fmt: skip
+    url = redis_url.replace("unix://", f"unix://{user}:secret@")
+    try:
+        async with Client.connect(url, pipeline) as client:
+            first, second = request_of(client, "first"), request_of(client, "second")
+            assert first.reply_to is not None and second.reply_to is not None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.wait_reply, first, 60)
+                await until(client.replies.waiting, what="the first waiter")
+                await admin.xadd(second.reply_to, reply_to(client, second, "second"))
+                reply = await client.wait_reply(second, 30)
+                await admin.xadd(first.reply_to, reply_to(client, first, "first"))
+    finally:
+        await admin.execute_command("ACL", "DELUSER", user)
+    assert reply.payload.text == "second"  # type: ignore[attr-defined]
