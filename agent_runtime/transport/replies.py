@@ -8,7 +8,7 @@ multiplexes every wait of one client over a small fixed number of connections:
   connection of its own (not from the client's pool) and runs one task while it has waiters:
   ``XREAD COUNT 10 BLOCK block_ms STREAMS <every waited stream> <last id read of each>``.
   Each waiter has its own future, resolved with the first decodable entry of its stream.
-  A lane without waiters ends its task and closes its connection.
+  A lane without waiters for a second ends its task and closes its connection.
 * A waiter that joins while its lane's read is blocked wakes the read with
   ``CLIENT UNBLOCK <lane connection id>`` (sent on the client's shared connection; one wake in
   flight per lane, retried every few ms while the read has not reached the server yet). The
@@ -51,6 +51,7 @@ COUNT = 10  # entries per stream per read (a reply stream holds one or two)
 POLL_INTERVAL = 0.1  # cluster: seconds between rounds that found nothing
 POLL_CHUNK = 1_000  # cluster: XREADs per pipeline
 READER_NAME = "agent-runtime-replies"
+IDLE = 1.0  # seconds a lane without waiters keeps its connection
 HEALTHY = 1.0  # seconds a connection must have lived for its loss to reset the backoff
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)  # LOADING is a ConnectionError
 TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
@@ -155,6 +156,7 @@ class Lane:
         self.task: asyncio.Task[None] | None = None
         self.backoff = Backoff()
         self.connected_at = -HEALTHY  # monotonic time of the last (re)connection
+        self.arrived: asyncio.Event | None = None  # set when a waiter joins an idle lane
 
     def add(self, stream: str) -> asyncio.Future[Decoded]:
         future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
@@ -164,6 +166,8 @@ class Lane:
             self.last[stream] = b"0-0"
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self.run())
+        elif self.arrived is not None:
+            self.arrived.set()
         elif joined:
             self.joined()
         return future
@@ -182,12 +186,26 @@ class Lane:
             self.last.pop(stream, None)
 
     async def run(self) -> None:
-        """Read while anyone waits; then close the connection (a client whose owner closes
-        only its Redis client leaks nothing) and end, unless a waiter joined meanwhile."""
-        while self.waiters:
+        """Read while anyone waits. With no waiters for ``IDLE`` seconds, close the connection
+        (a client whose owner closes only its Redis client leaks nothing) and end, unless a
+        waiter joined meanwhile."""
+        try:
             while self.waiters:
-                await self.attempt()
+                while self.waiters:
+                    await self.attempt()
+                if not await self.idle():
+                    await self.lost()  # the loop condition sees a waiter that joined meanwhile
+        except BaseException:
             await self.lost()
+            raise
+
+    async def idle(self) -> bool:
+        """Wait up to ``IDLE`` seconds for a waiter; whether one came."""
+        self.arrived = asyncio.Event()
+        with anyio.move_on_after(IDLE):
+            await self.arrived.wait()
+        self.arrived = None
+        return bool(self.waiters)
 
     async def attempt(self) -> None:
         try:
