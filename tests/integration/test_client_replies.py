@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import signal
 import uuid
@@ -321,7 +322,14 @@ def request_text(request: AgentMessage) -> str:
 )
 @given(
     junk=st.lists(
-        st.dictionaries(st.binary(min_size=1, max_size=20), st.binary(max_size=200), min_size=1),
+        st.one_of(
+            st.dictionaries(
+                st.binary(min_size=1, max_size=20), st.binary(max_size=200), min_size=1
+            ),
+            st.binary(max_size=300).map(lambda m: {b"m": m}),  # an envelope field, not JSON
+            st.integers(1, 200).map(lambda depth: {b"m": b"[" * depth + b"]" * depth}),
+            st.text(max_size=100).map(lambda t: {b"m": json.dumps({"message_id": t}).encode()}),
+        ),
         max_size=5,
     )
 )
