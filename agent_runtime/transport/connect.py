@@ -1,17 +1,50 @@
 """Create the Redis client from a URL: ``redis://``, ``rediss://``, ``unix://`` or, for Redis
-Cluster, ``redis+cluster://`` / ``rediss+cluster://`` (any node of the cluster)."""
+Cluster, ``redis+cluster://`` / ``rediss+cluster://`` (any node of the cluster).
+
+Connection behaviour under network faults (docs/operations.md, "Connection drops"):
+
+* One bounded pool per process (:data:`MAX_CONNECTIONS`, ``?max_connections=N`` in the URL
+  overrides it); a caller that finds every connection busy waits up to :data:`POOL_TIMEOUT`
+  seconds for one instead of failing (redis-py's default pool raises "Too many connections").
+  So a server that drops every client reconnects at most that many connections per drop.
+* redis-py retries a command whose connection broke :data:`COMMAND_RETRIES` times (its
+  default is 10, and each retry's connect is retried 10 times again: about a hundred
+  connection attempts per command while the server is away).
+* New sockets open through the pool's :class:`ReconnectGate`: after a failed attempt the
+  next one waits a jittered exponential delay (``Backoff``, reset by the first success);
+  connects asked for meanwhile fail at once, and their callers back off in their own loops.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_runtime.backoff import Backoff
 from agent_runtime.transport.fastpack import use_hiredis_packing
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+#: Connections per process and URL; a worker's loops use a handful, handlers share the rest.
+MAX_CONNECTIONS = 10
+#: Seconds a command waits for a free pooled connection before ConnectionError.
+POOL_TIMEOUT = 20.0
+#: Transparent re-sends of a command whose connection broke (one new connection each).
+COMMAND_RETRIES = 2
+#: Seconds a socket connect may take.
+CONNECT_TIMEOUT = 5.0
+#: Error replies that mean "not now" rather than "never" (the server is loading, busy, full).
+UNAVAILABLE_REPLIES = ("OOM", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
 
 
 @dataclass(frozen=True)
@@ -29,15 +62,95 @@ def connect(url: str, **kwargs: Any) -> Connection:
             f"{redact_url(url)!r} is not a Redis URL (redis://, rediss://, unix://, "
             "redis+cluster://)"
         )
-    options: dict[str, Any] = {"health_check_interval": 30, **kwargs}
+    retry = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), COMMAND_RETRIES)
+    options: dict[str, Any] = {
+        "health_check_interval": 30,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "retry": retry,
+        **kwargs,
+    }
     if scheme in CLUSTER_SCHEMES:
         client: Any = RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **options)
         return Connection(client, True, url)
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
-    client = Redis.from_url(url, **options)
+    options = {"max_connections": MAX_CONNECTIONS, "timeout": POOL_TIMEOUT, **options}
+    client = Redis.from_pool(GatedPool.from_url(url, **options))
     use_hiredis_packing(client)
     return Connection(client, False, url)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server cannot serve *now* (connection lost or refused,
+    timeout, LOADING, BUSY, OOM, ...): wait and try again, nothing is wrong with the request."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(UNAVAILABLE_REPLIES)
+
+
+class ReconnectGate:
+    """Paces the socket connects of one pool. While connects succeed they run freely. After a
+    failure, one attempt at a time is made, each after the backoff's next delay; a connect
+    asked for meanwhile fails at once (ConnectionError, no socket opened), so its caller backs
+    off in its own loop instead of queueing. The first success resets the backoff. A process
+    whose server is away so opens a few sockets in its first seconds, then one per ``cap``
+    seconds, however many tasks want a connection."""
+
+    def __init__(self, backoff: Backoff | None = None) -> None:
+        self.backoff = backoff or Backoff(initial=0.2, cap=2.0)
+        self.attempts = 0  # sockets this pool tried to open (tests and benchmarks read it)
+        self._failing = False
+        self._trying = False
+        self._not_before = 0.0
+
+    async def open(self, connect: Callable[[], Awaitable[None]]) -> None:
+        if not self._failing:
+            await self._attempt(connect)
+            return
+        wait = self._not_before - time.monotonic()
+        if self._trying or wait > 0:
+            raise RedisConnectionError(
+                f"server unreachable; next connection attempt in {max(wait, 0.0):.2f}s"
+            )
+        self._trying = True
+        try:
+            await self._attempt(connect)
+        finally:
+            self._trying = False
+
+    async def _attempt(self, connect: Callable[[], Awaitable[None]]) -> None:
+        self.attempts += 1
+        try:
+            await connect()
+        except Exception:
+            self._failing = True
+            self._not_before = time.monotonic() + self.backoff.next_delay()
+            raise
+        self._failing = False
+        self.backoff.reset()
+
+
+class GatedPool(BlockingConnectionPool):
+    """A bounded, blocking pool whose connections open their sockets through one gate."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = ReconnectGate()
+        base: Any = self.connection_class
+        self.connection_class = _gated_class(base)
+
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[no-untyped-call]
+        connection.reconnect_gate = self.gate
+        return connection
+
+
+@cache
+def _gated_class(base: Any) -> type:
+    async def _connect(self: Any) -> None:
+        await self.reconnect_gate.open(partial(base._connect, self))
+
+    return type(f"Gated{base.__name__}", (base,), {"_connect": _connect})
 
 
 def redact_url(url: str) -> str:
