@@ -17,10 +17,10 @@ import anyio
 
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config import signing_key
-from agent_runtime.errors import DecodeError, RequestTimeout
+from agent_runtime.errors import DecodeError, RequestTimeout, TransportError
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.transport.connect import connect
+from agent_runtime.transport.connect import connect, out_of_memory
 from agent_runtime.transport.streams import TRACE_SCRIPT
 from protocols.base import Payload
 from protocols.core import UserRequest
@@ -117,6 +117,11 @@ class Client:
                 record = json.dumps(_published_record(message), ensure_ascii=False).encode()
                 pipe.eval(TRACE_SCRIPT, 1, trace, settings.trace_ttl, record)
             queued, *_trace = await pipe.execute(raise_on_error=False)
+        if out_of_memory(queued):  # maxmemory + noeviction: refused, not queued
+            raise TransportError(
+                f"request {message.correlation_id} not published: the Redis server is out of "
+                f"memory (OOM: {queued}); free memory or raise maxmemory, then publish again"
+            ) from queued
         if isinstance(queued, Exception):
             raise queued
 

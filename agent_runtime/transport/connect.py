@@ -3,10 +3,10 @@ Cluster, ``redis+cluster://`` / ``rediss+cluster://`` (any node of the cluster).
 
 Connection behaviour under network faults (docs/operations.md, "Connection drops"):
 
-* One bounded pool per process (:data:`MAX_CONNECTIONS`, ``?max_connections=N`` in the URL
-  overrides it); a caller that finds every connection busy waits up to :data:`POOL_TIMEOUT`
-  seconds for one instead of failing (redis-py's default pool raises "Too many connections").
-  So a server that drops every client reconnects at most that many connections per drop.
+* One bounded pool per client (:data:`MAX_CONNECTIONS`, ``?max_connections=N`` in the URL
+  overrides it); a caller that finds every connection busy queues, first come first served,
+  up to :data:`POOL_TIMEOUT` seconds (redis-py's default pool raises "Too many connections").
+  So a server that drops every client sees at most that many reconnects per drop and client.
 * redis-py retries a command whose connection broke :data:`COMMAND_RETRIES` times (its
   default is 10, and each retry's connect is retried 10 times again: about a hundred
   connection attempts per command while the server is away).
@@ -17,18 +17,19 @@ Connection behaviour under network faults (docs/operations.md, "Connection drops
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_runtime.backoff import Backoff
@@ -43,8 +44,16 @@ POOL_TIMEOUT = 20.0
 COMMAND_RETRIES = 2
 #: Seconds a socket connect may take.
 CONNECT_TIMEOUT = 5.0
-#: Error replies that mean "not now" rather than "never" (the server is loading, busy, full).
-UNAVAILABLE_REPLIES = ("OOM", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+#: Errors that mean "not now" rather than "never" (connection, loading, full, failing over).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,  # includes BusyLoadingError (LOADING)
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+    OutOfMemoryError,
+    TryAgainError,
+    ClusterDownError,  # includes MasterDownError
+)
 
 
 @dataclass(frozen=True)
@@ -82,10 +91,17 @@ def connect(url: str, **kwargs: Any) -> Connection:
 
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the server cannot serve *now* (connection lost or refused,
-    timeout, LOADING, BUSY, OOM, ...): wait and try again, nothing is wrong with the request."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError):
-        return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(UNAVAILABLE_REPLIES)
+    timeout, LOADING, BUSY, OOM, ...): wait and try again, nothing is wrong with the request.
+    (redis-py turns OOM, LOADING, TRYAGAIN, CLUSTERDOWN and MASTERDOWN replies into their own
+    classes, with the code cut off the message.)"""
+    return isinstance(exc, UNAVAILABLE) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("BUSY ")
+    )
+
+
+def out_of_memory(exc: object) -> bool:
+    """An OOM refusal (``maxmemory`` reached with ``noeviction``): the write did not happen."""
+    return isinstance(exc, OutOfMemoryError)
 
 
 class ReconnectGate:
@@ -130,12 +146,18 @@ class ReconnectGate:
         self.backoff.reset()
 
 
-class GatedPool(BlockingConnectionPool):
-    """A bounded, blocking pool whose connections open their sockets through one gate."""
+class GatedPool(ConnectionPool):
+    """A bounded pool: at most ``max_connections`` connections, handed out first come, first
+    served (a caller that finds them all busy queues for up to ``timeout`` seconds; redis-py's
+    blocking pool lets a task that releases a connection take it straight back, so a loop of
+    blocking reads can starve everyone else). New sockets open through one ReconnectGate."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, timeout: float | None = POOL_TIMEOUT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
         self.gate = ReconnectGate()
+        self._slots = asyncio.Semaphore(self.max_connections)  # FIFO since Python 3.11.1
+        self._holders: set[Any] = set()
         base: Any = self.connection_class
         self.connection_class = _gated_class(base)
 
@@ -143,6 +165,31 @@ class GatedPool(BlockingConnectionPool):
         connection = super().make_connection()  # type: ignore[no-untyped-call]
         connection.reconnect_gate = self.gate
         return connection
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise RedisConnectionError(
+                f"no connection free within {self.timeout}s "
+                f"(all {self.max_connections} in use; raise ?max_connections= in the URL)"
+            ) from None
+        try:
+            connection = await super().get_connection()  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._slots.release()
+            raise
+        self._holders.add(connection)
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            if connection in self._holders:  # not when get_connection itself gave up on it
+                self._holders.discard(connection)
+                self._slots.release()
 
 
 @cache
