@@ -112,8 +112,11 @@ class ReconnectGate:
     whose server is away so opens a few sockets in its first seconds, then one per ``cap``
     seconds, however many tasks want a connection."""
 
-    def __init__(self, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.backoff = backoff or Backoff(initial=0.2, cap=2.0)
+        self.clock = clock
         self.attempts = 0  # sockets this pool tried to open (tests and benchmarks read it)
         self._failing = False
         self._trying = False
@@ -123,7 +126,7 @@ class ReconnectGate:
         if not self._failing:
             await self._attempt(connect)
             return
-        wait = self._not_before - time.monotonic()
+        wait = self._not_before - self.clock()
         if self._trying or wait > 0:
             raise RedisConnectionError(
                 f"server unreachable; next connection attempt in {max(wait, 0.0):.2f}s"
@@ -140,7 +143,7 @@ class ReconnectGate:
             await connect()
         except Exception:
             self._failing = True
-            self._not_before = time.monotonic() + self.backoff.next_delay()
+            self._not_before = self.clock() + self.backoff.next_delay()
             raise
         self._failing = False
         self.backoff.reset()
