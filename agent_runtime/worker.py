@@ -4,10 +4,11 @@ Flow: XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (one pipelined SMISM
 batch) -> the handler pool (runners.py: long-lived runner tasks, bounded concurrency,
 middleware chain, timeout watchdog) -> the committer writes outputs + done ids + traces +
 dead letters + XACKs of everything finished since its last round trip. Side loops renew
-leases of in-flight entries, reclaim entries of dead consumers, redeliver failed entries after
-backoff, trim the inboxes and beat the heartbeat. On stop: no more reads, in-flight handlers
-get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable at
-once), the committer flushes.
+leases of in-flight entries, reclaim entries of dead consumers and own orphans (reclaim.py),
+redeliver failed entries after backoff, trim the inboxes and beat the heartbeat; each survives
+connection errors with a jittered backoff (backoff.py). On stop: no more reads, in-flight
+handlers get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable
+at once), the committer flushes.
 """
 
 from __future__ import annotations

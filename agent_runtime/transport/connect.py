@@ -107,7 +107,7 @@ def out_of_memory(exc: object) -> bool:
 class ReconnectGate:
     """Paces the socket connects of one pool. While connects succeed they run freely. After a
     failure, one attempt at a time is made, each after the backoff's next delay; a connect
-    asked for meanwhile fails at once (ConnectionError, no socket opened), so its caller backs
+    asked for meanwhile fails at once with the last attempt's error (no socket), so its caller backs
     off in its own loop instead of queueing. The first success resets the backoff. A process
     whose server is away so opens a few sockets in its first seconds, then one per ``cap``
     seconds, however many tasks want a connection."""
@@ -121,16 +121,22 @@ class ReconnectGate:
         self._failing = False
         self._trying = False
         self._not_before = 0.0
+        self._last: Exception | None = None
+
+    def _again(self) -> Exception:
+        """The last attempt's error once more (same type and text, so callers and the CLI
+        tell "refused" from "unknown host" as usual), without opening a socket."""
+        last = self._last
+        if isinstance(last, OSError):
+            return type(last)(*last.args)
+        return RedisConnectionError(f"server unreachable (last attempt: {last!r})")
 
     async def open(self, connect: Callable[[], Awaitable[None]]) -> None:
         if not self._failing:
             await self._attempt(connect)
             return
-        wait = self._not_before - self.clock()
-        if self._trying or wait > 0:
-            raise RedisConnectionError(
-                f"server unreachable; next connection attempt in {max(wait, 0.0):.2f}s"
-            )
+        if self._trying or self._not_before > self.clock():
+            raise self._again()
         self._trying = True
         try:
             await self._attempt(connect)
@@ -141,7 +147,8 @@ class ReconnectGate:
         self.attempts += 1
         try:
             await connect()
-        except Exception:
+        except Exception as exc:
+            self._last = exc
             self._failing = True
             self._not_before = self.clock() + self.backoff.next_delay()
             raise

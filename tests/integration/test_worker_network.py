@@ -75,13 +75,15 @@ async def test_a_worker_started_before_its_server_waits_for_it(tmp_path: Path, p
 
             await poll(retried, "the worker retrying the connection")
             await anyio.to_thread.run_sync(server.start)
-            await Client(redis, pipeline).publish("hello")
+            publisher = connect(server.url).redis  # another process, in real life
+            await Client(publisher, pipeline).publish("hello")
 
             async def handled() -> bool:
-                return await echoed(redis, pipeline) == ["hello"]
+                return await echoed(publisher, pipeline) == ["hello"]
 
             await poll(handled, "the request handled once the server is up")
             worker.stop()
+            await publisher.aclose()
     finally:
         await redis.aclose()
         server.stop()
