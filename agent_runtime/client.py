@@ -23,11 +23,11 @@ import structlog
 
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config import signing_key
-from agent_runtime.errors import RequestError, RequestTimeout
+from agent_runtime.errors import RequestError, RequestTimeout, TransportError
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.sweep import register_deadline
-from agent_runtime.transport.connect import connect
+from agent_runtime.transport.connect import connect, out_of_memory
 from agent_runtime.transport.replies import ReplyReader
 from agent_runtime.transport.streams import TRACE_SCRIPT
 from protocols.base import Payload
@@ -141,6 +141,11 @@ class Client:
                 pipe.eval(TRACE_SCRIPT, 1, trace, settings.trace_ttl, record)
             swept = register_deadline(pipe, self.keys, message)  # the sweep answers it
             queued, *rest = await pipe.execute(raise_on_error=False)
+        if out_of_memory(queued):  # maxmemory + noeviction: refused, not queued
+            raise TransportError(
+                f"request {message.correlation_id} not published: the Redis server is out of "
+                f"memory (OOM: {queued}); free memory or raise maxmemory, then publish again"
+            ) from queued
         if isinstance(queued, Exception):
             raise queued
         if swept and isinstance(rest[-1], Exception):  # queued all the same: do not raise
