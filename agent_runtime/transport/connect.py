@@ -205,7 +205,11 @@ class GatedPool(ConnectionPool):
 @cache
 def _gated_class(base: Any) -> type:
     async def _connect(self: Any) -> None:
-        await self.reconnect_gate.open(partial(base._connect, self))
+        gate = getattr(self, "reconnect_gate", None)  # None: made outside the pool (a reader
+        if gate is None:  # lane's own connection, which backs off by itself)
+            await base._connect(self)
+            return
+        await gate.open(partial(base._connect, self))
 
     return type(f"Gated{base.__name__}", (base,), {"_connect": _connect})
 
