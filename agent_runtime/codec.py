@@ -99,11 +99,10 @@ class Codec:
                 message.message_type, message.schema_version, message.payload
             )
         except UnknownSchema as exc:
-            raise DecodeError(exc.reason, str(exc)) from exc
+            raise DecodeError(exc.reason, str(exc), message) from exc
         except ValidationError as exc:
-            raise DecodeError(
-                "invalid", f"payload of {message.message_type}: {_summary(exc)}"
-            ) from exc
+            text = f"payload of {message.message_type}: {_summary(exc)}"
+            raise DecodeError("invalid", text, message) from exc
         _keep_id_texts(message, data)
         return _new_decoded(Decoded, (message, payload))
 

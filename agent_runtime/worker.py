@@ -4,10 +4,11 @@ Flow: XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (one pipelined SMISM
 batch) -> the handler pool (runners.py: long-lived runner tasks, bounded concurrency,
 middleware chain, timeout watchdog) -> the committer writes outputs + done ids + traces +
 dead letters + XACKs of everything finished since its last round trip. Side loops renew
-leases of in-flight entries, reclaim entries of dead consumers, redeliver failed entries after
-backoff, trim the inboxes and beat the heartbeat. On stop: no more reads, in-flight handlers
-get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable at
-once), the committer flushes.
+leases of in-flight entries, reclaim entries of dead consumers and own orphans (reclaim.py),
+redeliver failed entries after backoff, trim the inboxes and beat the heartbeat; each survives
+connection errors with a jittered backoff (backoff.py). On stop: no more reads, in-flight
+handlers get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable
+at once), the committer flushes.
 """
 
 from __future__ import annotations
@@ -16,30 +17,40 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
 
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext
+from agent_runtime.backoff import Backoff, pause, until_done
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain, undeliverable
-from agent_runtime.errors import DecodeError, Reject, Retry, Skip
+from agent_runtime.errors import DecodeError, Skip
+from agent_runtime.fate import Fate, fate_of
 from agent_runtime.housekeeping import Housekeeping, by_stream
 from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor, redact_dead_letter
 from agent_runtime.observer import Observer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.policies.reply import timeout_reply
+from agent_runtime.policies.reply import failure_reply
+from agent_runtime.reclaim import Reclaimer
 from agent_runtime.retries import RetryScheduler
 from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
-from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus
+from agent_runtime.sweep import DeadlineSweep
+from agent_runtime.transport.connect import unavailable
+from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable
 from protocols.envelope import AgentMessage
 
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
+
+#: Namespace of dead-letter ids (uuid5 of the dead message's id): ``request.failed`` names it.
+_DEAD_LETTER_IDS = uuid.UUID("0b8e5f6c-7d2a-4c1e-9f3b-5a6d7e8f9a0b")
 
 
 def default_consumer_name(agent: str, slot: int | str = 0) -> str:
@@ -79,6 +90,7 @@ class Worker:
             done_key=lambda day: self.keys.done(agent, day),
             done_ttl=self.settings.done_ttl,
             dlq_maxlen=self.settings.dlq_maxlen,
+            mark_prefix=self.keys.commit_mark(consumer, ""),
         )
         self.streams = pipeline.routing.inboxes(agent)
         self.observer = observer or Observer()
@@ -99,16 +111,21 @@ class Worker:
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
         self._dead_traces: list[tuple[str, bytes]] = []
-        self._dead_replies: list[tuple[str, dict[bytes, bytes], int | None]] = []  # timeouts
+        self._permanent = tuple(self.agent_type.cls.permanent_errors)
         self.clock = RedisClock(redis)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self.processed = 0
-        self._read_backoff = 0.1
+        self._read_backoff = Backoff(0.1, 5.0)
         self.chores = Housekeeping(self.bus, self.settings, self.log)
         self.retries = RetryScheduler(self.bus, self.log)
+        free = lambda: self.settings.concurrency - len(self._inflight)  # noqa: E731
+        keys = self._inflight.keys()
+        self.reclaimer = Reclaimer(
+            self.bus, self.settings, self.streams, keys, free, self.observer, self.log
+        )
         self._heartbeat_key = self.keys.heartbeat(agent, consumer)
 
     def _forget(self, entry: Entry) -> None:
@@ -134,9 +151,8 @@ class Worker:
         self.retries.wake()
 
     async def run(self) -> None:
-        await self.bus.check_server()
-        for stream in self.streams:
-            await self.bus.ensure_group(stream)
+        if not await self._until_done("start", self._prepare):
+            return  # stopped while the server was unreachable
         await self.instance.start()
         self.log.info(
             "worker_started",
@@ -151,9 +167,10 @@ class Worker:
                 side.start_soon(self.chores.heartbeat_loop, self._heartbeat_key, self._status)
                 side.start_soon(self.chores.watchdog, self._pool.running, self._pool.timed_out)
                 await self._recover_own_pending()
-                side.start_soon(self._reclaim_loop)
+                side.start_soon(self.reclaimer.run, self._dispatch, self._stopping)
                 side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
                 side.start_soon(self.chores.trim_loop, self.streams, self._stopping)
+                side.start_soon(DeadlineSweep.for_worker(self).run, self._stopping)
                 await self._read_loop()
                 await self._drain()
                 await self._flush_remaining()
@@ -164,8 +181,23 @@ class Worker:
                 await self._pool.close()
                 await self.chores.hand_back(self._leases())
                 await self.instance.stop()
-                await self.redis.delete(self._heartbeat_key)
+                await self._delete_heartbeat()
         self.log.info("worker_stopped", processed=self.processed)
+
+    async def _prepare(self) -> None:
+        await self.bus.check_server()
+        for stream in self.streams:
+            await self.bus.ensure_group(stream)
+
+    async def _until_done(self, step: str, action: Callable[[], Awaitable[None]]) -> bool:
+        """``action``, retried with backoff while the server is unavailable (backoff.py)."""
+        return await until_done(action, unavailable, self._stopping, self.log, step)
+
+    async def _delete_heartbeat(self) -> None:
+        try:
+            await self.redis.delete(self._heartbeat_key)
+        except Exception as exc:  # it expires by itself (TTL of three intervals)
+            self.log.warning("heartbeat_delete_failed", error=repr(exc))
 
     async def _drain(self) -> None:
         """Give in-flight handlers ``drain_timeout`` to finish, then cancel the rest."""
@@ -202,6 +234,7 @@ class Worker:
             except Exception as exc:  # NOGROUP after a server restart, a lost connection
                 await self._recover_read(exc)
                 continue
+            self._read_backoff.reset()
             if entries:
                 # The next XREADGROUP overlaps this batch's de-duplication round trip.
                 fresh = self._register(entries)
@@ -211,25 +244,40 @@ class Worker:
 
     async def _recover_read(self, exc: Exception) -> None:
         """The server lost our groups (restart without persistence, stream deleted): create
-        them again; any other read error: log and back off, the loop goes on."""
+        them again; any other read error: log and back off (jittered, exponential, reset by
+        the next successful read), the loop goes on."""
         if "NOGROUP" in str(exc):
             self.log.warning("consumer_group_recreated", error=str(exc))
-            for stream in self.streams:
-                await self.bus.ensure_group(stream)
-            return
-        self.log.error("read_failed", error=repr(exc), retry_in=self._read_backoff)
-        await anyio.sleep(self._read_backoff)
-        self._read_backoff = min(self._read_backoff * 2, 5.0)
+            try:
+                for stream in self.streams:
+                    await self.bus.ensure_group(stream)
+                return
+            except Exception as again:
+                exc = again
+        delay = self._read_backoff.next_delay()
+        self.log.error("read_failed", error=repr(exc), retry_in=round(delay, 3))
+        await pause(delay, self._stopping)
 
     async def _recover_own_pending(self) -> None:
+        """Re-read own pending entries (restart under the same name); waits while the server is
+        unavailable, leaves them to the reclaim loop's orphan sweep on any other error."""
         for stream in self.streams:
-            entries = await self.bus.read_own_pending(stream, 10_000)
-            if entries:
-                self.log.info("own_pending_recovered", stream=stream, count=len(entries))
-                await self._dispatch(entries)
+            try:
+                await self._until_done("recover_own_pending", partial(self._own, stream))
+            except Exception as exc:
+                self.log.error("own_pending_recovery_failed", stream=stream, error=repr(exc))
+
+    async def _own(self, stream: str) -> None:
+        entries = await self.bus.read_own_pending(stream, 10_000)
+        if entries:
+            self.log.info("own_pending_recovered", stream=stream, count=len(entries))
+            await self._dispatch(entries)
 
     async def _dispatch(self, entries: list[Entry]) -> None:
-        await self._dispatch_registered(self._register(entries))
+        """Register and dispatch entries of the reclaim loop, the own-pending recovery and the
+        retry scheduler. Never raises: when Redis fails, the entries are forgotten here and
+        stay pending; the reclaim loop's orphan sweep finds them (reclaim.py)."""
+        await self._dispatch_guarded(self._register(entries))
 
     def _register(self, entries: list[Entry]) -> list[tuple[Entry, Decoded]]:
         """Synchronous intake of a batch: count entries as in flight (capacity), decode them,
@@ -245,7 +293,8 @@ class Worker:
             try:
                 item = self.codec.decode(entry.fields)
             except DecodeError as exc:
-                self._dead_letter(entry, exc.reason, exc.detail)
+                known = exc.message if isinstance(exc.message, AgentMessage) else None
+                self._dead_letter(entry, exc.reason, exc.detail, message=known)
                 continue
             if item.message.id_text in handling:
                 self.observer.duplicate_dropped(entry)
@@ -314,14 +363,8 @@ class Worker:
         except Skip:
             ctx.clear_outputs()
             self._finish(entry, ctx, wall_started, "skipped")
-        except Reject as exc:
-            self._dead_letter(entry, exc.code, exc.reason, message=item.message)
-        except Retry as exc:
-            self.observer.retried(ctx, exc.reason)
-            self._retry_later(entry, ctx, exc, exc.delay, counted=exc.count)
         except Exception as exc:  # the last-resort handler: one message never kills the loop
-            self.observer.failed(ctx, exc, time.perf_counter() - started)
-            self._retry_later(entry, ctx, exc, None, counted=True)
+            self._fail(entry, ctx, exc, time.perf_counter() - started)
         else:
             self.observer.handled(ctx, time.perf_counter() - started)
             finished = self._finished
@@ -329,33 +372,30 @@ class Worker:
                 self._finished_event.set()
             finished.append(Finished(entry, ctx, wall_started, "handled"))
 
-    def _retry_later(
-        self,
-        entry: Entry,
-        ctx: MessageContext,
-        exc: BaseException,
-        delay: float | None,
-        *,
-        counted: bool,
-    ) -> None:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if counted and entry.delivery_count >= self.settings.max_deliveries:
-            ctx.log.warning("message_failed_finally", error=error)
-            self._dead_letter(
-                entry,
-                "max_deliveries",
-                f"failed {entry.delivery_count} deliveries; last error: {error}",
-                message=ctx.message,
-            )
+    def _fail(self, entry: Entry, ctx: MessageContext, exc: Exception, took: float) -> None:
+        """Carry out the fate (agent_runtime/fate.py) of a handler that raised ``exc``."""
+        settings = self.settings
+        fate: Fate = fate_of(
+            exc,
+            entry.delivery_count,
+            max_deliveries=settings.max_deliveries,
+            retry_backoff=settings.retry_backoff,
+            retry_backoff_max=settings.retry_backoff_max,
+            permanent=self._permanent,
+        )
+        if fate.action == "dead":
+            if fate.reason not in ("rejected", "expired"):
+                self.observer.failed(ctx, exc, took)
+            ctx.log.warning("message_failed_finally", error=fate.error, reason=fate.reason)
+            self._dead_letter(entry, fate.reason, fate.error, message=ctx.message)
             return
-        if delay is None:
-            delay = min(
-                self.settings.retry_backoff * 2 ** (entry.delivery_count - 1),
-                self.settings.retry_backoff_max,
-            )
-        ctx.log.info("message_retry_scheduled", error=error, delay=delay)
+        if fate.counted:
+            self.observer.failed(ctx, exc, took)
+        else:
+            self.observer.retried(ctx, fate.error)
+        ctx.log.info("message_retry_scheduled", error=fate.error, delay=fate.delay)
         self._handling.discard(ctx.message.id_text)
-        self.retries.schedule(entry, delay, counted=counted)
+        self.retries.schedule(entry, fate.delay, counted=fate.counted)
 
     # ------------------------------------------------------------------ committing
     def _finish(
@@ -371,20 +411,30 @@ class Worker:
     def _dead_letter(
         self, entry: Entry, reason: str, error: str, message: AgentMessage | None = None
     ) -> None:
-        extra = {}
+        """Queue ``entry`` for the dead-letter stream; a message whose envelope was read gets a
+        trace record and its requester one ``request.failed`` reply, in the same commit."""
+        extra: dict[str, str] = {}
+        reply = None
         if message is not None:
+            letter_id = str(uuid.uuid5(_DEAD_LETTER_IDS, message.id_text))
             extra = {
                 "correlation_id": str(message.correlation_id),
                 "message_id": message.id_text,
                 "message_type": message.message_type,
+                "dead_letter_id": letter_id,
             }
             if self.tracer is not None:
                 record = self.tracer.record(message, entry, "dead_lettered", time.time(), reason)
                 self._dead_traces.append((extra["correlation_id"], record))
-            if reason == "expired" and (
-                reply := timeout_reply(message, self.name, self.codec, error)
-            ):
-                self._dead_replies.append(reply)  # the requester learns, in the same commit
+            reply = failure_reply(
+                message,
+                self.name,
+                self.codec,
+                self.keys,
+                reason=reason,
+                error=self.redactor.text(error),
+                dead_letter_id=letter_id,
+            )
         self.log.warning(
             "message_dead_lettered",
             reason=reason,
@@ -394,11 +444,11 @@ class Worker:
             **extra,
         )
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
-        self._dead.append(
-            redact_dead_letter(
-                DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra), self.redactor
-            )
+        letter = redact_dead_letter(
+            DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra), self.redactor
         )
+        letter.reply = reply
+        self._dead.append(letter)
         self._finished_event.set()
 
     async def _commit_loop(self) -> None:
@@ -420,22 +470,35 @@ class Worker:
                 tracer=self.tracer,
                 trace_ttl=self.settings.trace_ttl,
             )
-            commit.outputs.extend(self._dead_replies)
-            self._dead_replies = []
             self._committing = True
             started = time.perf_counter()
-            await self.chores.commit_until_done(commit, len(finished) + len(dead))
+            refused = await self.chores.commit_until_done(commit, len(finished) + len(dead))
             self._committing = False
             self.observer.committed(len(finished) + len(dead), time.perf_counter() - started)
-            self._release(finished, dead)
+            self._refuse(refused, finished)
+            self._release(finished, dead, refused)
 
-    def _release(self, finished: list[Finished], dead: list[DeadLetter]) -> None:
+    def _refuse(self, refused: list[Unwritable], finished: list[Finished]) -> None:
+        """Inputs whose outputs the server refused for a reason of their own (an output key of
+        another type): each is dead-lettered alone, in the next commit."""
+        for item in refused:
+            ctx = next((f.ctx for f in finished if f.entry is item.handled.entry), None)
+            message = None if ctx is None else ctx.message
+            self._dead_letter(item.handled.entry, "unwritable_output", item.error, message=message)
+
+    def _release(
+        self, finished: list[Finished], dead: list[DeadLetter], refused: list[Unwritable]
+    ) -> None:
         """Free the in-flight slots of committed entries and release their message ids. Ids
         are released only once their done mark is written, so a copy read in between is
-        recognised as a duplicate either here (in memory) or by the done set."""
+        recognised as a duplicate either here (in memory) or by the done set. Refused inputs
+        stay in flight until their dead letter is committed."""
         inflight, handling = self._inflight, self._handling
+        kept = {id(item.handled.entry) for item in refused}
         for item in finished:
             entry = item.entry
+            if id(entry) in kept:
+                continue
             inflight.pop((entry.stream, entry.entry_id), None)
             if item.ctx is not None:
                 handling.discard(item.ctx.message.id_text)
@@ -443,7 +506,7 @@ class Worker:
             inflight.pop((letter.entry.stream, letter.entry.entry_id), None)
             if "message_id" in letter.extra:
                 handling.discard(letter.extra["message_id"])
-        self.processed += len(finished) + len(dead)
+        self.processed += len(finished) + len(dead) - len(kept)
         self.observer.in_flight(len(inflight))
         self._capacity.set()
 
@@ -452,28 +515,3 @@ class Worker:
         while self._finished or self._dead or self._committing:
             self._finished_event.set()
             await anyio.sleep(0.01)
-
-    # ------------------------------------------------------------------ side loops
-    async def _reclaim_loop(self) -> None:
-        idle_ms = int(self.settings.reclaim_idle * 1000)
-        while not self._stopping.is_set():
-            for stream in self.streams:
-                free = self.settings.concurrency - len(self._inflight)
-                if free <= 0 or self._stopping.is_set():
-                    break
-                try:
-                    entries, deleted = await self.bus.reclaim(stream, idle_ms, free)
-                except Exception as exc:
-                    self.log.error("reclaim_failed", stream=stream, error=repr(exc))
-                    continue
-                if entries or deleted:
-                    self.log.info(
-                        "entries_reclaimed",
-                        stream=stream,
-                        count=len(entries),
-                        deleted_while_pending=deleted,
-                    )
-                    self.observer.reclaimed(stream, len(entries), deleted)
-                if entries:
-                    await self._dispatch(entries)
-            await anyio.sleep(self.settings.reclaim_interval)
