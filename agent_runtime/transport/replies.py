@@ -135,17 +135,16 @@ class ReplyReader:
             await lane.aclose()
 
     def new_connection(self) -> Any:
-        """A connection like the client's pool makes (same address, TLS, credentials), named,
-        without redis-py's own retries or health checks: the lane reconnects by itself."""
-        pool = self.redis.connection_pool
-        options = dict(pool.connection_kwargs)
-        options.update(
-            client_name=None,  # named after connecting (an ACL may refuse CLIENT SETNAME)
-            health_check_interval=0,
-            socket_timeout=self.block_ms / 1000 + 10,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return pool.connection_class(**options)
+        """A connection made by the client's pool (same address, TLS, credentials, and
+        whatever the pool adds: its reconnect gate, hiredis packing), not handed out by it
+        (not counted against its size), without redis-py's own retries or health checks (the
+        lane reconnects by itself) and unnamed (named after connecting, see ``identify``)."""
+        conn = self.redis.connection_pool.make_connection()
+        conn.client_name = None
+        conn.health_check_interval = 0
+        conn.socket_timeout = self.block_ms / 1000 + 10
+        conn.retry = Retry(NoBackoff(), 0)
+        return conn
 
 
 class Lane:
