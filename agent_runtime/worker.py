@@ -27,6 +27,7 @@ from agent_runtime.codec import Codec, Decoded
 from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain, undeliverable
 from agent_runtime.errors import DecodeError, Reject, Retry, Skip
 from agent_runtime.housekeeping import Housekeeping, by_stream
+from agent_runtime.limits import MAX_ERROR_TEXT
 from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor, redact_dead_letter
 from agent_runtime.observer import Observer
@@ -36,6 +37,7 @@ from agent_runtime.policies.reply import timeout_reply
 from agent_runtime.retries import RetryScheduler
 from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
+from agent_runtime.transport.original import describe_original
 from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus
 from protocols.envelope import AgentMessage
 
@@ -70,7 +72,12 @@ class Worker:
         self.keys = pipeline.config.keys
         self.redis = redis
         self.consumer = consumer
-        self.codec = codec or Codec(pipeline.schemas, max_bytes=self.settings.max_message_bytes)
+        self.codec = codec or Codec(
+            pipeline.schemas,
+            max_bytes=self.settings.max_message_bytes,
+            keys=self.keys,
+            reply_streams=pipeline.config.reply_streams,
+        )
         self.bus = StreamBus(
             redis,
             group=self.keys.group(agent),
@@ -247,6 +254,9 @@ class Worker:
             except DecodeError as exc:
                 self._dead_letter(entry, exc.reason, exc.detail)
                 continue
+            except Exception as exc:  # a decoder bug must not stop intake: the entry is dead
+                self._dead_letter(entry, "undecodable", f"decoder failed: {exc!r}")
+                continue
             if item.message.id_text in handling:
                 self.observer.duplicate_dropped(entry)
                 self._finish(entry, None, outcome="duplicate")
@@ -371,6 +381,7 @@ class Worker:
     def _dead_letter(
         self, entry: Entry, reason: str, error: str, message: AgentMessage | None = None
     ) -> None:
+        error = error[:MAX_ERROR_TEXT]  # bounded before it is logged and redacted
         extra = {}
         if message is not None:
             extra = {
@@ -394,11 +405,9 @@ class Worker:
             **extra,
         )
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
-        self._dead.append(
-            redact_dead_letter(
-                DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra), self.redactor
-            )
-        )
+        original = describe_original(entry.fields, whole=message is not None)  # bounded
+        letter = DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra, original)
+        self._dead.append(redact_dead_letter(letter, self.redactor))
         self._finished_event.set()
 
     async def _commit_loop(self) -> None:
