@@ -98,7 +98,7 @@ def invalid_utf8(agent: str, keys: Keys) -> st.SearchStrategy[Entry]:
 
 
 def random_fields() -> st.SearchStrategy[Entry]:
-    fields = st.dictionaries(st.binary(max_size=12), st.binary(max_size=64), max_size=6)
+    fields = st.dictionaries(st.binary(max_size=12), st.binary(max_size=64), min_size=1, max_size=6)
     return fields.map(lambda f: ("random fields", f))
 
 
