@@ -65,6 +65,9 @@ class Agent(Generic[ConfigT]):
     Config: ClassVar[type[BaseModel]] = NoConfig
     consumes: ClassVar[tuple[type[Payload], ...]] = ()
     produces: ClassVar[tuple[type[Payload], ...]] = ()
+    #: Error types of this agent that retrying cannot fix: dead-lettered on the first delivery
+    #: (besides the runtime's own list, agent_runtime/policies/errors.py PERMANENT_TYPES).
+    permanent_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self, config: ConfigT, runtime: AgentRuntime) -> None:
         self.config = config
@@ -88,6 +91,7 @@ class Output:
     message: AgentMessage
     ttl: int | None = None  # seconds; set on per-request streams (replies)
     maxlen: int | None = None  # XADD MAXLEN ~: only for streams no consumer group reads
+    terminal: bool = False  # the request's terminal reply: written at most once per request
 
 
 class MessageContext:
@@ -159,7 +163,9 @@ class MessageContext:
         """Queue ``payload`` on the request's reply stream (``reply_to``)."""
         if self.message.reply_to is None:
             raise RoutingError(f"message {self.message.message_id} has no reply_to stream")
-        return self._queue(self.message.reply_to, "client", payload, now, ttl=REPLY_TTL)
+        return self._queue(
+            self.message.reply_to, "client", payload, now, ttl=REPLY_TTL, terminal=True
+        )
 
     def send_to_stream(
         self,
@@ -189,6 +195,7 @@ class MessageContext:
         now: datetime | None,
         ttl: int | None = None,
         maxlen: int | None = None,
+        terminal: bool = False,
     ) -> AgentMessage:
         message = self.message.derive(
             index=len(self._outputs),
@@ -200,5 +207,5 @@ class MessageContext:
             now=now or utcnow(),
             traceparent=self.message.hop_traceparent(),
         )
-        self._outputs.append(Output(stream, message, ttl, maxlen))
+        self._outputs.append(Output(stream, message, ttl, maxlen, terminal))
         return message

@@ -14,21 +14,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
+import structlog
 
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config import signing_key
-from agent_runtime.errors import DecodeError, RequestTimeout
+from agent_runtime.errors import DecodeError, RequestError, RequestTimeout
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
+from agent_runtime.sweep import register_deadline
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.streams import TRACE_SCRIPT
 from protocols.base import Payload
-from protocols.core import UserRequest
+from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage, utcnow
 
 #: Seconds past a request's deadline to keep waiting for the runtime's own ``request.failed``
 #: timeout reply (workers answer an expired request within its deadline + 2 s).
 REPLY_GRACE = 2.5
+
+_log = structlog.get_logger("agent_runtime.client")
 
 
 class Client:
@@ -68,9 +72,12 @@ class Client:
         now: datetime | None = None,
     ) -> AgentMessage:
         """The request envelope. Its deadline is ``now`` (default: the local clock) plus
-        ``timeout``; :meth:`publish` passes the Redis server's time."""
+        ``timeout`` (default: the config's ``requests.deadline``); :meth:`publish` passes the
+        Redis server's time."""
         stamp = utcnow()
         now = now or stamp
+        if timeout is None:
+            timeout = self.pipeline.config.requests.deadline
         cid = correlation_id or uuid.uuid4()
         target = to or self.pipeline.routing.agent_for(payload.message_type)
         return AgentMessage(
@@ -82,7 +89,7 @@ class Client:
             schema_version=payload.schema_version,
             payload=payload.model_dump(mode="json"),
             timestamp=stamp,
-            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            deadline=now + timedelta(seconds=timeout),
             reply_to=self.keys.reply(str(cid)),
             budget_usd=budget_usd,
         )
@@ -94,11 +101,9 @@ class Client:
         every worker checks deadlines against: a client whose own clock is skewed neither
         expires its requests early nor extends them."""
         payload = (
-            UserRequest(text=text_or_payload)
-            if isinstance(text_or_payload, str)
-            else text_or_payload
+            user_request(text_or_payload) if isinstance(text_or_payload, str) else text_or_payload
         )
-        if options.get("timeout") and "now" not in options:
+        if "now" not in options:  # every request has a deadline (default: the config's)
             options["now"] = await self.clock.now_datetime()
         message = self.new_message(payload, **options)
         await self.send(message)
@@ -107,9 +112,11 @@ class Client:
     async def send(self, message: AgentMessage) -> None:
         """XADD the request to its inbox and, when the entry agent writes traces (its
         ``trace`` setting), open the request's trace (a list) with a ``published`` record and
-        the agent's ``trace_ttl``. Only a failed XADD raises: a trace record that cannot be
-        written (its key holds another type) is lost, as a worker's would be; raising after
-        the request was queued would invite a retry that sends it twice."""
+        the agent's ``trace_ttl``; a message with a deadline and a reply stream is entered in
+        the fleet's deadline set (``ZADD GT``, see agent_runtime/sweep.py), so it is answered
+        even when no agent does. Only a failed XADD raises: a trace record or deadline entry
+        that cannot be written is lost (logged), as a worker's would be; raising after the
+        request was queued would invite a retry that sends it twice."""
         stream = self.pipeline.routing.stream_for(message.to_agent, message.correlation_id)
         settings = self.pipeline.worker_settings(message.to_agent)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -118,9 +125,12 @@ class Client:
                 trace = self.keys.trace(str(message.correlation_id))
                 record = json.dumps(_published_record(message), ensure_ascii=False).encode()
                 pipe.eval(TRACE_SCRIPT, 1, trace, settings.trace_ttl, record)
-            queued, *_trace = await pipe.execute(raise_on_error=False)
+            swept = register_deadline(pipe, self.keys, message)  # the sweep answers it
+            queued, *rest = await pipe.execute(raise_on_error=False)
         if isinstance(queued, Exception):
             raise queued
+        if swept and isinstance(rest[-1], Exception):  # queued all the same: do not raise
+            _log.warning("deadline_not_registered", error=repr(rest[-1]))
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
         """The first decodable reply on the request's reply stream, or RequestTimeout."""
@@ -144,6 +154,21 @@ class Client:
         """Publish and wait for the reply (the deadline travels with the request)."""
         message = await self.publish(text_or_payload, timeout=timeout, **options)
         return await self.wait_reply(message, timeout)
+
+
+def user_request(text: str) -> UserRequest:
+    """``text`` as a request, or RequestError naming the limit when it is empty (or only
+    whitespace) or longer than ``MAX_REQUEST_TEXT`` characters: refused before publishing."""
+    if not text.strip():
+        raise RequestError(
+            f"the request text is empty; it must have 1 to {MAX_REQUEST_TEXT:,} characters"
+        )
+    if len(text) > MAX_REQUEST_TEXT:
+        raise RequestError(
+            f"the request text has {len(text):,} characters; the limit is "
+            f"{MAX_REQUEST_TEXT:,} (UserRequest.text)"
+        )
+    return UserRequest(text=text)
 
 
 def _published_record(message: AgentMessage) -> dict[str, Any]:

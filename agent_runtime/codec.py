@@ -118,14 +118,15 @@ class Codec:
                 message.message_type, message.schema_version, message.payload
             )
         except UnknownSchema as exc:
-            raise DecodeError(exc.reason, str(exc)) from exc
+            raise DecodeError(exc.reason, str(exc), message) from exc
         except ValidationError as exc:
-            raise DecodeError(
-                "invalid", f"payload of {message.message_type}: {_summary(exc)}"
-            ) from exc
+            text = f"payload of {message.message_type}: {_summary(exc)}"
+            raise DecodeError("invalid", text, message) from exc
         return _new_decoded(Decoded, (message, payload))
 
     def _check_reply(self, reply_to: str, message: AgentMessage) -> None:
+        """Raise ``invalid`` for a ``reply_to`` other than the request's own reply stream.
+        The error carries no envelope: no failure reply may go to that stream."""
         if reply_to != self._reply(message.correlation_text):
             raise DecodeError(
                 "invalid",

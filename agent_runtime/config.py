@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,12 +27,16 @@ from agent_runtime.errors import ConfigError
 from agent_runtime.keys import Keys
 from agent_runtime.policies.config import PolicySet
 from agent_runtime.routing import Routing
-from agent_runtime.settings import WorkerSettings
+from agent_runtime.settings import RequestSettings, WorkerSettings
 from protocols.envelope import AGENT_NAME_PATTERN, MESSAGE_TYPE_PATTERN
 
 #: Message types published from outside the pipeline (client, CLI): they need no producer.
 #: ``approval.decision`` comes from ``agent-runtime approve/reject``.
 ENTRY_TYPES = frozenset({"user.request", "approval.decision"})
+#: A config file larger than this is refused unread (a pipeline config is a few KiB).
+MAX_CONFIG_BYTES = 1 << 20
+#: Key of the validation context holding the config file's folder (see :func:`config_path`).
+CONFIG_DIR = "config_dir"
 _NAME = re.compile(AGENT_NAME_PATTERN)
 _TYPE = re.compile(MESSAGE_TYPE_PATTERN)
 
@@ -85,6 +90,7 @@ class PipelineConfig(BaseModel):
         description="streams besides the request's own P:reply:{CID} that a message may name "
         "as reply_to (anything else is dead-lettered 'invalid'); none may lie under key_prefix",
     )
+    requests: RequestSettings = Field(default_factory=RequestSettings)
     agents: dict[str, AgentSpec]
 
     @field_validator("agents")
@@ -142,69 +148,114 @@ def signing_key() -> bytes | None:
     return value.encode() if value else None
 
 
+def config_path(value: str, info: ValidationInfo) -> str:
+    """A file path of an agent's ``config:`` block, relative to the config file's folder
+    (the ``config_dir`` of the validation context, which ``Pipeline.load`` passes); without a
+    context (a config built in code, the test harness) relative to the working directory."""
+    base = (info.context or {}).get(CONFIG_DIR)
+    if base is None or Path(value).is_absolute():
+        return value
+    return str(Path(base) / value)
+
+
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML file. Raises ConfigError with file:line context."""
+    """Read and validate a pipeline YAML file. Raises ConfigError with file:line context, one
+    line per problem."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    node, data = read_yaml(path)
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        lines = _line_index(node)
-        raise ConfigError(_format_errors(path, exc, lines)) from exc
-    return _resolve_python_paths(config, path, node)
+        raise ConfigError(_format_errors(path, exc, line_index(node))) from exc
+    problems = python_path_problems(config, path, node)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return resolve_python_paths(config, path)
 
 
-def _resolve_python_paths(
-    config: PipelineConfig, path: Path, node: yaml.Node | None
-) -> PipelineConfig:
-    """Make ``python_paths`` absolute (relative to the config file's folder); each must be an
-    existing directory."""
-    resolved: list[str] = []
+def read_yaml(path: Path) -> tuple[yaml.Node | None, dict[str, Any]]:
+    """The document's node tree (for line numbers) and its data, which must be a mapping."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a pipeline config")
+    try:
+        text = raw.decode()
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: nested too deeply") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return node, data
+
+
+def python_path_problems(config: PipelineConfig, path: Path, node: yaml.Node | None) -> list[str]:
+    """``python_paths`` entries that are not existing directories (relative to the config
+    file's folder)."""
+    lines = line_index(node)
+    problems = []
     for i, entry in enumerate(config.python_paths):
         folder = (path.parent / entry).resolve()
         if not entry.strip() or not folder.is_dir():
-            line = _line_index(node).get(("python_paths", i))
+            line = lines.get(("python_paths", i))
             where = f"{path}:{line}" if line else str(path)
-            raise ConfigError(
+            problems.append(
                 f"{where}: python_paths.{i}: {entry!r} is not a directory "
                 f"(resolved to {folder}; paths are relative to the config file)"
             )
-        resolved.append(str(folder))
+    return problems
+
+
+def resolve_python_paths(config: PipelineConfig, path: Path) -> PipelineConfig:
+    """``python_paths`` made absolute (relative to the config file's folder)."""
+    resolved = [str((path.parent / entry).resolve()) for entry in config.python_paths]
     return config.model_copy(update={"python_paths": resolved}) if resolved else config
 
 
-def _line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+def line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
     """Map each key path of a YAML document to its 1-based line."""
     index: dict[tuple[Any, ...], int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             path = (*prefix, key_node.value)
             index[path] = key_node.start_mark.line + 1
-            index.update(_line_index(value_node, path))
+            index.update(line_index(value_node, path))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             index[(*prefix, i)] = item.start_mark.line + 1
-            index.update(_line_index(item, (*prefix, i)))
+            index.update(line_index(item, (*prefix, i)))
     return index
 
 
-def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[Any, ...], int]) -> str:
-    out = [f"{path}: invalid pipeline config ({exc.error_count()} error(s))"]
+def error_lines(
+    path: Path,
+    exc: ValidationError,
+    lines: dict[tuple[Any, ...], int],
+    prefix: tuple[Any, ...] = (),
+) -> list[str]:
+    """One ``FILE:LINE: dotted.key: message`` per error of ``exc`` (its locations taken
+    under ``prefix``; the line is the nearest enclosing key's that the YAML has)."""
+    out = []
     for error in exc.errors():
-        loc = tuple("class" if p == "class_path" else p for p in error["loc"])
+        loc = (*prefix, *("class" if p == "class_path" else p for p in error["loc"]))
         line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
         where = f"{path}:{line}" if line else str(path)
         dotted = ".".join(str(p) for p in loc) or "<root>"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        out.append(f"  {where}: {dotted}: {message}")
-    return "\n".join(out)
+        out.append(f"{where}: {dotted}: {message}")
+    return out
+
+
+def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[Any, ...], int]) -> str:
+    return "\n".join(error_lines(path, exc, lines))

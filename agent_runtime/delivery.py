@@ -14,7 +14,7 @@ from agent_runtime.agent import MessageContext, Output
 from agent_runtime.codec import Codec
 from agent_runtime.keys import Keys
 from agent_runtime.limits import too_deep
-from agent_runtime.transport.streams import Commit, DeadLetter, Entry
+from agent_runtime.transport.streams import Commit, DeadLetter, Entry, Handled, Write
 from protocols.envelope import AgentMessage
 
 Handler = Callable[[MessageContext], Awaitable[None]]
@@ -189,33 +189,34 @@ def build_commit(
     tracer: Tracer | None,
     trace_ttl: int,
 ) -> Commit:
-    """Outputs, done ids, trace entries, dead letters and acks of everything finished."""
+    """Outputs, done ids, trace entries, dead letters and acks of everything finished. A
+    terminal reply is guarded by its request's outcome key (one terminal reply per request)."""
     commit = Commit(dead=dead, trace_ttl=trace_ttl)
-    outputs, done_ids, acks, traced = commit.outputs, commit.done_ids, commit.acks, commit.traces
+    handled, traced = commit.handled, commit.traces
     trace_key = keys.trace
     now = time.time()  # the finished_ms of every record of this commit
-    last_stream, last_acks = "", []  # one inbox in almost every batch
     for item in finished:
         ctx, entry = item.ctx, item.entry
-        if ctx is not None:
-            message = ctx.message
-            queued = ctx._outputs  # the property's list, without the property's frame
-            if queued:
-                for out in queued:
-                    outputs.append((out.stream, codec.encode(out.message), out.ttl))
-                    if out.maxlen:
-                        commit.caps[out.stream] = out.maxlen
-            done_ids.append(message.id_text)
-            if tracer is not None:
-                record = tracer.record(
-                    message, entry, item.outcome, item.started, outputs=queued, now=now
-                )
-                traced.append((trace_key(message.correlation_text), record))
-        if entry.stream != last_stream:
-            last_stream = entry.stream
-            last_acks = acks.setdefault(last_stream, [])
-        last_acks.append(entry.entry_id)
+        if ctx is None:
+            handled.append(Handled(entry))  # a duplicate: ack only
+            continue
+        message = ctx.message
+        queued = ctx._outputs  # the property's list, without the property's frame
+        writes = [
+            Write(
+                out.stream,
+                codec.encode(out.message),
+                out.ttl,
+                out.maxlen,
+                keys.outcome(message.correlation_text) if out.terminal else None,
+            )
+            for out in queued
+        ]
+        handled.append(Handled(entry, message.id_text, writes))
+        if tracer is not None:
+            record = tracer.record(
+                message, entry, item.outcome, item.started, outputs=queued, now=now
+            )
+            traced.append((trace_key(message.correlation_text), record))
     traced += [(trace_key(cid), record) for cid, record in traces]
-    for letter in dead:
-        commit.ack(letter.entry)
     return commit

@@ -40,10 +40,13 @@ class DecodeError(AgentRuntimeError):
     ``unknown_type``, ``unknown_version``, ``bad_signature``); the message is human-readable.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, message: object | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        #: The envelope (an ``AgentMessage``) when it was valid and only its payload was not:
+        #: its requester can then be told (``request.failed``).
+        self.message = message
 
 
 class RoutingError(AgentRuntimeError):

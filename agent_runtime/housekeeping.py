@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from agent_runtime.settings import WorkerSettings
-from agent_runtime.transport.streams import Commit, StreamBus
+from agent_runtime.transport.streams import Commit, StreamBus, Unwritable
 
 Leases = Callable[[], dict[str, list[bytes]]]
 
@@ -60,14 +60,14 @@ class Housekeeping:
                     timed_out.add(task)
                     task.cancel()
 
-    async def commit_until_done(self, commit: Commit, messages: int) -> None:
+    async def commit_until_done(self, commit: Commit, messages: int) -> list[Unwritable]:
         """Retry a failed commit (OOM, lost connection) with backoff; its entries stay pending
-        and leased meanwhile, so nothing is acked before its outputs are written."""
+        and leased meanwhile, so nothing is acked before its outputs are written. Returns the
+        inputs refused for a reason of their own (see StreamBus.commit)."""
         backoff = 0.05
         while True:
             try:
-                await self.bus.commit(commit)
-                return
+                return await self.bus.commit(commit)
             except Exception as exc:
                 self.log.error(
                     "commit_failed", error=repr(exc), retry_in=backoff, messages=messages

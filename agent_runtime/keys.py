@@ -15,6 +15,13 @@ key                                     type        what
 ``P:reply:{CID}``                       stream      replies for one request (TTL)
 ``P:tracelog:{CID}``                    list        per-request trace: JSON records (TTL)
 ``P:req:{CID}:*``                       various     per-request state (plans, approvals, cost)
+``P:req:{CID}:outcome``                 string      the request's terminal outcome guard (TTL):
+                                                    set NX by whoever writes its terminal reply
+``P:deadlines``                         zset        open requests by deadline (ms), member
+                                                    ``CID REPLY_STREAM``; swept by the fleet
+``P:sweep:lock``                        string      lock of the deadline sweep (TTL)
+``P:commit:CONSUMER:TOKEN``             string      a commit's applied mark (TTL): a replayed
+                                                    commit is refused
 ``P:reports``                           stream      every final report (capped)
 ``P:breaker:NAME``                      hash        shared circuit-breaker state
 ``P:llmcache:HASH``                     string      LLM response cache (TTL)
@@ -71,6 +78,24 @@ class Keys:
 
     def request_state(self, correlation_id: str, name: str) -> str:
         return f"{self.prefix}:req:{{{correlation_id}}}:{name}"
+
+    def outcome(self, correlation_id: str) -> str:
+        """The terminal-outcome guard of a request: ``SET NX`` by the one writer of its
+        terminal reply (success or ``request.failed``); a second writer finds it set and writes
+        nothing, so a request gets exactly one terminal reply."""
+        return self.request_state(correlation_id, "outcome")
+
+    def deadlines(self) -> str:
+        """Open requests by deadline (sorted set, score = deadline in epoch ms, member
+        ``"CID REPLY_STREAM"``): the fleet's deadline sweep answers the ones nobody did."""
+        return f"{self.prefix}:deadlines"
+
+    def sweep_lock(self) -> str:
+        return f"{self.prefix}:sweep:lock"
+
+    def commit_mark(self, consumer: str, token: str) -> str:
+        """Set by a commit script when it applied commit ``token``: a replay is refused."""
+        return f"{self.prefix}:commit:{consumer}:{token}"
 
     def reports(self) -> str:
         return f"{self.prefix}:reports"

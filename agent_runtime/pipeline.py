@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent_runtime.agent import Agent
-from agent_runtime.config import ENTRY_TYPES, PipelineConfig, load_config
+from agent_runtime.config import CONFIG_DIR, ENTRY_TYPES, PipelineConfig, load_config
 from agent_runtime.errors import ConfigError
 from agent_runtime.policies.errors import policy_problems
 from agent_runtime.registry import import_object
@@ -44,7 +44,7 @@ class Pipeline:
     @classmethod
     def build(cls, config: PipelineConfig, source: Path | None = None) -> Pipeline:
         _extend_import_path(config.python_paths)
-        agents = {name: _agent_type(config, name) for name in config.agents}
+        agents = {name: _agent_type(config, name, source) for name in config.agents}
         schemas = SchemaRegistry([UserRequest, RequestFailed])
         for agent in agents.values():
             for model in (*agent.cls.consumes, *agent.cls.produces):
@@ -103,7 +103,7 @@ def _terminal(model: type[Payload]) -> bool:
     return bool(getattr(model, "terminal", False))
 
 
-def _agent_type(config: PipelineConfig, name: str) -> AgentType:
+def _agent_type(config: PipelineConfig, name: str, source: Path | None) -> AgentType:
     spec = config.agents[name]
     try:
         cls = import_object(spec.class_path, config.allowed_modules)
@@ -112,7 +112,9 @@ def _agent_type(config: PipelineConfig, name: str) -> AgentType:
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise ConfigError(f"agents.{name}.class: {spec.class_path!r} is not an Agent subclass")
     try:
-        agent_config = cls.Config.model_validate(spec.config)
+        # file paths in an agent's config are relative to the config file (config_path)
+        context = {CONFIG_DIR: str(source.parent)} if source is not None else None
+        agent_config = cls.Config.model_validate(spec.config, context=context)
     except ValidationError as exc:
         raise ConfigError(f"agents.{name}.config ({cls.__name__}.Config): {exc}") from exc
     declared = [m.message_type for m in cls.consumes]

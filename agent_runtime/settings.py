@@ -1,4 +1,5 @@
-"""Worker delivery settings: batching, concurrency, reclaim, delivery cap, retention."""
+"""Worker delivery settings (batching, concurrency, reclaim, delivery cap, retention) and
+request settings (default deadline, deadline sweep)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,26 @@ class WorkerSettings(BaseModel):
     @property
     def lease_every(self) -> float:
         return self.lease_interval or self.reclaim_idle / 4
+
+
+class RequestSettings(BaseModel):
+    """Request defaults and the fleet's deadline sweep (``requests:`` in a pipeline file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deadline: float = Field(
+        default=300.0,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="seconds a request may take when its publisher gives no timeout; past it "
+        "the requester gets request.failed (expired / no_consumer)",
+    )
+    sweep_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="seconds between deadline sweeps of each worker (one of them runs it)",
+    )
+    sweep_batch: int = Field(
+        default=100, ge=1, le=10_000, description="overdue requests answered per sweep round"
+    )

@@ -16,6 +16,7 @@ import asyncio
 import os
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,8 @@ import structlog
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain, undeliverable
-from agent_runtime.errors import DecodeError, Reject, Retry, Skip
+from agent_runtime.errors import DecodeError, Skip
+from agent_runtime.fate import Fate, fate_of
 from agent_runtime.housekeeping import Housekeeping, by_stream
 from agent_runtime.limits import MAX_ERROR_TEXT
 from agent_runtime.observability.logging import set_current_message
@@ -33,15 +35,19 @@ from agent_runtime.observability.redaction import env_redactor, redact_dead_lett
 from agent_runtime.observer import Observer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.policies.reply import timeout_reply
+from agent_runtime.policies.reply import failure_reply
 from agent_runtime.retries import RetryScheduler
 from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
+from agent_runtime.sweep import DeadlineSweep
 from agent_runtime.transport.original import describe_original
-from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus
+from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable, Write
 from protocols.envelope import AgentMessage
 
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
+
+#: Namespace of dead-letter ids (uuid5 of the dead message's id): ``request.failed`` names it.
+_DEAD_LETTER_IDS = uuid.UUID("0b8e5f6c-7d2a-4c1e-9f3b-5a6d7e8f9a0b")
 
 
 def default_consumer_name(agent: str, slot: int | str = 0) -> str:
@@ -86,6 +92,7 @@ class Worker:
             done_key=lambda day: self.keys.done(agent, day),
             done_ttl=self.settings.done_ttl,
             dlq_maxlen=self.settings.dlq_maxlen,
+            mark_prefix=self.keys.commit_mark(consumer, ""),
         )
         self.streams = pipeline.routing.inboxes(agent)
         self.observer = observer or Observer()
@@ -106,7 +113,7 @@ class Worker:
         self._finished: list[Finished] = []
         self._dead: list[DeadLetter] = []
         self._dead_traces: list[tuple[str, bytes]] = []
-        self._dead_replies: list[tuple[str, dict[bytes, bytes], int | None]] = []  # timeouts
+        self._permanent = tuple(self.agent_type.cls.permanent_errors)
         self.clock = RedisClock(redis)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
@@ -161,6 +168,7 @@ class Worker:
                 side.start_soon(self._reclaim_loop)
                 side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
                 side.start_soon(self.chores.trim_loop, self.streams, self._stopping)
+                side.start_soon(DeadlineSweep.for_worker(self).run, self._stopping)
                 await self._read_loop()
                 await self._drain()
                 await self._flush_remaining()
@@ -252,7 +260,8 @@ class Worker:
             try:
                 item = self.codec.decode(entry.fields)
             except DecodeError as exc:
-                self._dead_letter(entry, exc.reason, exc.detail)
+                known = exc.message if isinstance(exc.message, AgentMessage) else None
+                self._dead_letter(entry, exc.reason, exc.detail, message=known)
                 continue
             except Exception as exc:  # a decoder bug must not stop intake: the entry is dead
                 self._dead_letter(entry, "undecodable", f"decoder failed: {exc!r}")
@@ -324,14 +333,8 @@ class Worker:
         except Skip:
             ctx.clear_outputs()
             self._finish(entry, ctx, wall_started, "skipped")
-        except Reject as exc:
-            self._dead_letter(entry, exc.code, exc.reason, message=item.message)
-        except Retry as exc:
-            self.observer.retried(ctx, exc.reason)
-            self._retry_later(entry, ctx, exc, exc.delay, counted=exc.count)
         except Exception as exc:  # the last-resort handler: one message never kills the loop
-            self.observer.failed(ctx, exc, time.perf_counter() - started)
-            self._retry_later(entry, ctx, exc, None, counted=True)
+            self._fail(entry, ctx, exc, time.perf_counter() - started)
         else:
             self.observer.handled(ctx, time.perf_counter() - started)
             finished = self._finished
@@ -339,33 +342,30 @@ class Worker:
                 self._finished_event.set()
             finished.append(Finished(entry, ctx, wall_started, "handled"))
 
-    def _retry_later(
-        self,
-        entry: Entry,
-        ctx: MessageContext,
-        exc: BaseException,
-        delay: float | None,
-        *,
-        counted: bool,
-    ) -> None:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if counted and entry.delivery_count >= self.settings.max_deliveries:
-            ctx.log.warning("message_failed_finally", error=error)
-            self._dead_letter(
-                entry,
-                "max_deliveries",
-                f"failed {entry.delivery_count} deliveries; last error: {error}",
-                message=ctx.message,
-            )
+    def _fail(self, entry: Entry, ctx: MessageContext, exc: Exception, took: float) -> None:
+        """Carry out the fate (agent_runtime/fate.py) of a handler that raised ``exc``."""
+        settings = self.settings
+        fate: Fate = fate_of(
+            exc,
+            entry.delivery_count,
+            max_deliveries=settings.max_deliveries,
+            retry_backoff=settings.retry_backoff,
+            retry_backoff_max=settings.retry_backoff_max,
+            permanent=self._permanent,
+        )
+        if fate.action == "dead":
+            if fate.reason not in ("rejected", "expired"):
+                self.observer.failed(ctx, exc, took)
+            ctx.log.warning("message_failed_finally", error=fate.error, reason=fate.reason)
+            self._dead_letter(entry, fate.reason, fate.error, message=ctx.message)
             return
-        if delay is None:
-            delay = min(
-                self.settings.retry_backoff * 2 ** (entry.delivery_count - 1),
-                self.settings.retry_backoff_max,
-            )
-        ctx.log.info("message_retry_scheduled", error=error, delay=delay)
+        if fate.counted:
+            self.observer.failed(ctx, exc, took)
+        else:
+            self.observer.retried(ctx, fate.error)
+        ctx.log.info("message_retry_scheduled", error=fate.error, delay=fate.delay)
         self._handling.discard(ctx.message.id_text)
-        self.retries.schedule(entry, delay, counted=counted)
+        self.retries.schedule(entry, fate.delay, counted=fate.counted)
 
     # ------------------------------------------------------------------ committing
     def _finish(
@@ -381,21 +381,23 @@ class Worker:
     def _dead_letter(
         self, entry: Entry, reason: str, error: str, message: AgentMessage | None = None
     ) -> None:
+        """Queue ``entry`` for the dead-letter stream; a message whose envelope was read gets a
+        trace record and its requester one ``request.failed`` reply, in the same commit."""
         error = error[:MAX_ERROR_TEXT]  # bounded before it is logged and redacted
-        extra = {}
+        extra: dict[str, str] = {}
+        reply = None
         if message is not None:
+            letter_id = str(uuid.uuid5(_DEAD_LETTER_IDS, message.id_text))
             extra = {
                 "correlation_id": str(message.correlation_id),
                 "message_id": message.id_text,
                 "message_type": message.message_type,
+                "dead_letter_id": letter_id,
             }
             if self.tracer is not None:
                 record = self.tracer.record(message, entry, "dead_lettered", time.time(), reason)
                 self._dead_traces.append((extra["correlation_id"], record))
-            if reason == "expired" and (
-                reply := timeout_reply(message, self.name, self.codec, error)
-            ):
-                self._dead_replies.append(reply)  # the requester learns, in the same commit
+            reply = self._failure_reply(message, reason, error, letter_id)
         self.log.warning(
             "message_dead_lettered",
             reason=reason,
@@ -406,9 +408,33 @@ class Worker:
         )
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
         original = describe_original(entry.fields, whole=message is not None)  # bounded
-        letter = DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra, original)
-        self._dead.append(redact_dead_letter(letter, self.redactor))
+        letter = DeadLetter(
+            entry, self.keys.dlq(self.name), reason, error, extra, original=original
+        )
+        letter = redact_dead_letter(letter, self.redactor)
+        letter.reply = reply
+        self._dead.append(letter)
         self._finished_event.set()
+
+    def _failure_reply(
+        self, message: AgentMessage, reason: str, error: str, letter_id: str
+    ) -> Write | None:
+        """The requester's ``request.failed``; None when it cannot be built (an envelope at a
+        model limit, e.g. ``hops`` 1000: its reply would be hop 1001). Dead-lettering never
+        raises: the entry is dead-lettered and acked either way."""
+        try:
+            return failure_reply(
+                message,
+                self.name,
+                self.codec,
+                self.keys,
+                reason=reason,
+                error=self.redactor.text(error),
+                dead_letter_id=letter_id,
+            )
+        except Exception as exc:
+            self.log.error("failure_reply_failed", reason=reason, error=repr(exc)[:500])
+            return None
 
     async def _commit_loop(self) -> None:
         # The event is set whenever _finished or _dead is non-empty: clearing it and taking
@@ -429,22 +455,35 @@ class Worker:
                 tracer=self.tracer,
                 trace_ttl=self.settings.trace_ttl,
             )
-            commit.outputs.extend(self._dead_replies)
-            self._dead_replies = []
             self._committing = True
             started = time.perf_counter()
-            await self.chores.commit_until_done(commit, len(finished) + len(dead))
+            refused = await self.chores.commit_until_done(commit, len(finished) + len(dead))
             self._committing = False
             self.observer.committed(len(finished) + len(dead), time.perf_counter() - started)
-            self._release(finished, dead)
+            self._refuse(refused, finished)
+            self._release(finished, dead, refused)
 
-    def _release(self, finished: list[Finished], dead: list[DeadLetter]) -> None:
+    def _refuse(self, refused: list[Unwritable], finished: list[Finished]) -> None:
+        """Inputs whose outputs the server refused for a reason of their own (an output key of
+        another type): each is dead-lettered alone, in the next commit."""
+        for item in refused:
+            ctx = next((f.ctx for f in finished if f.entry is item.handled.entry), None)
+            message = None if ctx is None else ctx.message
+            self._dead_letter(item.handled.entry, "unwritable_output", item.error, message=message)
+
+    def _release(
+        self, finished: list[Finished], dead: list[DeadLetter], refused: list[Unwritable]
+    ) -> None:
         """Free the in-flight slots of committed entries and release their message ids. Ids
         are released only once their done mark is written, so a copy read in between is
-        recognised as a duplicate either here (in memory) or by the done set."""
+        recognised as a duplicate either here (in memory) or by the done set. Refused inputs
+        stay in flight until their dead letter is committed."""
         inflight, handling = self._inflight, self._handling
+        kept = {id(item.handled.entry) for item in refused}
         for item in finished:
             entry = item.entry
+            if id(entry) in kept:
+                continue
             inflight.pop((entry.stream, entry.entry_id), None)
             if item.ctx is not None:
                 handling.discard(item.ctx.message.id_text)
@@ -452,7 +491,7 @@ class Worker:
             inflight.pop((letter.entry.stream, letter.entry.entry_id), None)
             if "message_id" in letter.extra:
                 handling.discard(letter.extra["message_id"])
-        self.processed += len(finished) + len(dead)
+        self.processed += len(finished) + len(dead) - len(kept)
         self.observer.in_flight(len(inflight))
         self._capacity.set()
 

@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import APPROVAL_STATE, approval_key, sign
+from agent_runtime.config import config_path
 from agent_runtime.errors import Skip
 from agents.common import finish
 from agents.policy import Policy, evaluate, load_policy
@@ -39,18 +40,22 @@ class SafetyCheckerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy_file: str | None = Field(
-        default="configs/policy.yaml", description="policy YAML (relative to the working dir)"
+        default="configs/policy.yaml",
+        description="policy YAML, relative to the pipeline config file (unset: "
+        "configs/policy.yaml in the working directory)",
     )
     policy: Policy | None = Field(default=None, description="inline policy; wins over the file")
 
     @model_validator(mode="before")
     @classmethod
-    def _load(cls, data: Any) -> Any:
+    def _load(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and data.get("policy") is None:
             path = data.get("policy_file", "configs/policy.yaml")
             if path is None:
                 raise ValueError("set policy_file or an inline policy")
-            data = {**data, "policy": load_policy(Path(path))}
+            if "policy_file" in data and isinstance(path, str):
+                path = config_path(path, info)  # an explicit path: relative to the config
+            data = {**data, "policy_file": path, "policy": load_policy(Path(path))}
         return data
 
     @property

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols.base import Payload
+from protocols.core import MAX_REQUEST_TEXT
 
 MAX_STEPS = 16
 STEP_ID = r"^[a-z][a-z0-9_\-]{0,31}$"
@@ -54,7 +55,7 @@ class Spend(_Model):
 class RequestInfo(_Model):
     """What every hop carries about the original request."""
 
-    text: str = Field(max_length=16_000)
+    text: str = Field(max_length=MAX_REQUEST_TEXT)
     requested_at: datetime
 
 
@@ -63,7 +64,7 @@ class IntentAction(_Model):
     """One thing the user asked for. ``after``: indices of earlier actions it waits for."""
 
     action: ActionName
-    target: str = Field(min_length=1, max_length=2_000)
+    target: str = Field(min_length=1, max_length=MAX_REQUEST_TEXT)  # a clause of a request
     parameters: dict[str, str] = Field(default_factory=dict)
     after: list[int] = Field(default_factory=list)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from agent_runtime import __version__
-from agent_runtime.errors import AgentRuntimeError
+from agent_runtime.cli.failures import EXIT_INTERNAL, describe
 from agent_runtime.observability.logging import configure_logging
 
 COMMANDS = [
@@ -42,13 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status (README.md, "Exit status"). An expected failure is
+    one line per problem on stderr, never a traceback (unless AGENT_RUNTIME_DEBUG=1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         configure_logging()  # once per process: JSON unless stderr is a terminal, redacted
         return int(args.func(args) or 0)
-    except AgentRuntimeError as exc:
-        print(f"agent-runtime: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        return report_failure(exc, getattr(args, "target_url", None))
+
+
+def report_failure(exc: BaseException, url: str | None) -> int:
+    """Print ``exc`` as the user should see it and return the exit status."""
+    failure = describe(exc, url)
+    if failure is None or os.environ.get("AGENT_RUNTIME_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(exc)
+    if failure is None:
+        print("agent-runtime: internal error (a bug: the traceback is above)", file=sys.stderr)
+        return EXIT_INTERNAL
+    for line in failure.lines:
+        print(f"agent-runtime: error: {line}", file=sys.stderr)
+    return failure.code

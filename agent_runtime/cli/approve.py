@@ -12,7 +12,13 @@ import sys
 import anyio
 
 from agent_runtime.approval import submit_decision
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.cli.common import (
+    add_config,
+    add_redis,
+    load_pipeline,
+    open_connection,
+    redis_url,
+)
 from agent_runtime.client import Client
 from agent_runtime.errors import RequestError
 
@@ -48,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args)
-    client = Client.connect(redis_url(args, pipeline), pipeline)
+    client = Client(open_connection(redis_url(args, pipeline)).redis, pipeline)
     approver = args.by or _login()
     try:
         steps: list[str] = anyio.run(_decide, client, args, approver)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
+
+from agent_runtime.cli.failures import URL_SCHEMES, ServerUnavailable, UsageError, mask_url
 from agent_runtime.embedded import find_running
-from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.pipeline import Pipeline
+from agent_runtime.transport.connect import Connection, connect
+from agent_runtime.validation import load_valid
 
 DEFAULT_CONFIG = "configs/default.yaml"
+#: Seconds a command waits to open a connection and for its first PING
+#: (``AGENT_RUNTIME_CONNECT_TIMEOUT`` overrides it).
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 def add_config(parser: argparse.ArgumentParser) -> None:
@@ -31,21 +41,84 @@ def add_redis(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_pipeline(args: argparse.Namespace) -> Pipeline:
-    return Pipeline.load(args.config)
+def load_pipeline(
+    args: argparse.Namespace, *, environment_for: Iterable[str] | None = ()
+) -> Pipeline:
+    """The pipeline, checked the way ``validate`` checks it: every problem at once (a
+    ConfigError, one line per problem, exit 2). ``environment_for``: agent types whose
+    environment (the API keys of their LLM providers) must be set in this process; None
+    means all of them (for commands that start them)."""
+    return load_valid(args.config, environment_for=environment_for)
 
 
 def redis_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str:
-    """The URL to use, or a clear error when there is none and no embedded server runs."""
-    url = getattr(args, "redis_url", None) or os.environ.get("AGENT_RUNTIME_REDIS_URL")
-    if not url and pipeline is not None:
-        url = pipeline.config.redis_url
+    """The URL to use, checked and answering PING; a clear error when there is none and no
+    embedded server runs. Call it before an event loop runs (it runs one for the PING)."""
+    url = configured_url(args, pipeline) or find_running()
     if not url:
-        url = find_running()
-    if not url:
-        raise AgentRuntimeError(
+        raise ServerUnavailable(
             "no Redis server to talk to: no --redis-url, AGENT_RUNTIME_REDIS_URL or redis_url "
             "in the config, and no embedded server is running (start one with "
             "'agent-runtime up' in another terminal)"
         )
+    use_url(args, url)
+    anyio.run(ping, url)  # one line (exit 4) now rather than a hang or a failure midway
     return url
+
+
+def configured_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str | None:
+    """--redis-url, else AGENT_RUNTIME_REDIS_URL, else the config's ``redis_url`` (checked)."""
+    url = getattr(args, "redis_url", None) or os.environ.get("AGENT_RUNTIME_REDIS_URL")
+    if not url and pipeline is not None:
+        url = pipeline.config.redis_url
+    return use_url(args, url) if url else None
+
+
+def use_url(args: argparse.Namespace, url: str) -> str:
+    """Check ``url`` (exit 2 when it cannot be a Redis URL) and remember it for the error
+    line of a failure (cli.main names the URL, password masked)."""
+    check_url(url)
+    args.target_url = url
+    return url
+
+
+def check_url(url: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in URL_SCHEMES:
+        raise UsageError(
+            f"{mask_url(url)!r} is not a Redis URL: the scheme must be one of "
+            f"{', '.join(s + '://' for s in URL_SCHEMES)}"
+        )
+    if scheme == "unix":
+        return
+    try:
+        urlsplit(f"redis://{rest}").port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise UsageError(f"{mask_url(url)}: bad port ({exc})") from None
+
+
+def connect_timeout() -> float:
+    value = os.environ.get("AGENT_RUNTIME_CONNECT_TIMEOUT", "")
+    try:
+        seconds = float(value) if value else DEFAULT_CONNECT_TIMEOUT
+    except ValueError:
+        raise UsageError(f"AGENT_RUNTIME_CONNECT_TIMEOUT={value!r} is not a number") from None
+    if not 0 < seconds <= 3600:
+        raise UsageError("AGENT_RUNTIME_CONNECT_TIMEOUT must be > 0 and <= 3600 seconds")
+    return seconds
+
+
+def open_connection(url: str, **options: Any) -> Connection:
+    """A connection for a command (opening it gives up after :func:`connect_timeout`)."""
+    return connect(url, socket_connect_timeout=connect_timeout(), **options)
+
+
+async def ping(url: str) -> None:
+    """Fail now (one line, exit 4) if the server cannot be reached, refuses us or does not
+    answer within :func:`connect_timeout` seconds, before a command does anything else."""
+    connection = open_connection(url)
+    try:
+        with anyio.fail_after(connect_timeout()):
+            await connection.redis.ping()
+    finally:
+        await connection.redis.aclose()

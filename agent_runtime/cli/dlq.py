@@ -9,13 +9,18 @@ from typing import Any
 
 import anyio
 
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.cli.common import (
+    add_config,
+    add_redis,
+    load_pipeline,
+    open_connection,
+    redis_url,
+)
 from agent_runtime.config import signing_key
 from agent_runtime.keys import Keys
 from agent_runtime.observability import deadletters
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.render import duration, table
-from agent_runtime.transport.connect import connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, url: str, keys: Keys) -> int:
-    redis = connect(url).redis
+    redis = open_connection(url).redis
     try:
         letters = await deadletters.find_letters(
             redis, keys, agent=args.agent, reason=args.reason, ids=args.ids or None

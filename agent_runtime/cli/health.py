@@ -9,11 +9,16 @@ from typing import Any
 
 import anyio
 
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.cli.common import (
+    add_config,
+    add_redis,
+    load_pipeline,
+    open_connection,
+    redis_url,
+)
 from agent_runtime.observability.health import check_all, check_one, render_health
 from agent_runtime.observability.redaction import redact
 from agent_runtime.pipeline import Pipeline
-from agent_runtime.transport.connect import connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 async def _check(
     pipeline: Pipeline, url: str, agent: str | None, consumer: str | None
 ) -> tuple[dict[str, Any], bool, str]:
-    redis = connect(url).redis
+    redis = open_connection(url).redis
     keys = pipeline.config.keys
     try:
         if agent and consumer:

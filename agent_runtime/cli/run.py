@@ -4,11 +4,13 @@ Starts the embedded server (unless a Redis URL is configured), every agent type'
 separate worker processes (Supervisor), publishes the request, prints one progress line per
 hop from the request's trace, prints the report, stops everything.
 
-Exit status: 0 the request succeeded; 1 it did not (rejected, failed, budget exceeded, invalid,
-or the runtime gave up on it); 3 timeout: the request's deadline (--timeout) passed at some hop
-(the runtime's ``request.failed`` timeout reply, printed like a report) or no reply came at all;
-2 usage or configuration error. ``--json`` prints only the Report (or the ``request.failed``
-reply) as JSON on stdout (progress goes to stderr either way).
+Any terminal reply ends it: the default pipeline's Report, the runtime's ``request.failed``, or
+a custom pipeline's own reply type (cli/outcome.py prints each). Exit status (the table in
+README.md): 0 the request succeeded; 1 it did not (rejected, failed, budget exceeded, invalid,
+or the runtime gave up on it); 2 usage or configuration error (nothing was started); 3 its
+deadline (--timeout) passed (the runtime's timeout reply, or no reply at all); 4 the Redis
+server cannot be reached (nothing was started). ``--json`` prints only the reply's payload
+(with its ``message_type``) as JSON on stdout (progress goes to stderr either way).
 """
 
 from __future__ import annotations
@@ -24,19 +26,26 @@ from pathlib import Path
 import anyio
 
 from agent_runtime.approval import child_env, pending_approvals
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline
-from agent_runtime.cli.progress import hop_line, print_report
-from agent_runtime.client import REPLY_GRACE, Client
+from agent_runtime.cli.common import (
+    add_config,
+    add_redis,
+    configured_url,
+    load_pipeline,
+    open_connection,
+    ping,
+)
+from agent_runtime.cli.failures import EXIT_OK, EXIT_TIMEOUT
+from agent_runtime.cli.outcome import print_reply
+from agent_runtime.cli.progress import hop_line
+from agent_runtime.client import REPLY_GRACE, Client, user_request
+from agent_runtime.codec import Decoded
 from agent_runtime.embedded import EmbeddedServer, clear_state, find_running
-from agent_runtime.errors import RequestError, RequestTimeout
+from agent_runtime.errors import RequestTimeout
 from agent_runtime.observability.logging import configure_logging
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.supervisor import Supervisor
-from protocols.core import RequestFailed
+from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage
-from protocols.pipeline import Report
-
-EXIT_OK, EXIT_NOT_OK, EXIT_TIMEOUT = 0, 1, 3
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,13 +53,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "run",
         help="run one request through the whole pipeline and print its report",
         description="Start Redis (embedded unless a URL is configured) and every agent as its "
-        "own process, publish TEXT, show each hop live, print the report, shut "
-        "down. Exit 0 on success, 1 if the request was rejected or failed, 3 on "
-        "timeout.",
+        "own process, publish TEXT, show each hop live, print the reply (the "
+        "report), shut down. Exit 0 on success, 1 if the request was rejected or "
+        "failed, 2 on a usage or config error, 3 on timeout, 4 if the Redis server "
+        "cannot be reached (see the README's exit status table).",
     )
-    parser.add_argument("text", metavar="TEXT", help="the request (see docs/rules-grammar.md)")
     parser.add_argument(
-        "--json", action="store_true", help="print only the Report as JSON on stdout"
+        "text",
+        metavar="TEXT",
+        help=f"the request, 1 to {MAX_REQUEST_TEXT:,} characters (see docs/rules-grammar.md)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print only the reply (the Report) as JSON on stdout"
     )
     parser.add_argument(
         "--timeout",
@@ -88,13 +102,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     # progress lines are the output; the supervisor's own log only when asked for
     configure_logging(level=os.environ.get("AGENT_RUNTIME_LOG_LEVEL") or "warning")
-    pipeline = load_pipeline(args)
-    url = args.redis_url or os.environ.get("AGENT_RUNTIME_REDIS_URL") or pipeline.config.redis_url
+    payload = user_request(args.text)  # refused before anything starts (exit 2)
+    pipeline = load_pipeline(args, environment_for=None)  # every problem, nothing started
+    url = configured_url(args, pipeline)
     with tempfile.TemporaryDirectory(prefix="agent-runtime-run-") as tmp:
         log_dir = args.log_dir or Path(tmp, "logs")
         log_dir.mkdir(parents=True, exist_ok=True)
         if url:
-            code: int = anyio.run(execute, args, pipeline, url, log_dir)
+            anyio.run(ping, url)  # an unreachable server: one line, exit 4, no worker started
+            code: int = anyio.run(execute, args, pipeline, payload, url, log_dir)
             return code
         server = EmbeddedServer(Path(tmp, "redis"), persistent=False).start()
         announced = find_running() is None  # lets 'approve' in another terminal find it
@@ -102,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
             server.publish_state()
         try:
             _say(f"embedded redis: {server.url}")
-            code = anyio.run(execute, args, pipeline, server.url, log_dir)
+            args.target_url = server.url
+            code = anyio.run(execute, args, pipeline, payload, server.url, log_dir)
         finally:
             if announced:
                 clear_state()
@@ -110,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
         return code
 
 
-async def execute(args: argparse.Namespace, pipeline: Pipeline, url: str, log_dir: Path) -> int:
+async def execute(
+    args: argparse.Namespace, pipeline: Pipeline, payload: UserRequest, url: str, log_dir: Path
+) -> int:
     env = child_env()  # safety checker signs, executors verify: one key for this run
     started = time.monotonic()
     async with Supervisor(pipeline.source or args.config, url, env=env, log_dir=log_dir) as sup:
@@ -119,52 +138,42 @@ async def execute(args: argparse.Namespace, pipeline: Pipeline, url: str, log_di
             f"{len(sup.processes())} worker processes ready in "
             f"{time.monotonic() - started:.1f}s (logs: {log_dir})"
         )
-        async with Client.connect(url, pipeline) as client:
-            message = await client.publish(args.text, timeout=args.timeout, budget_usd=args.budget)
+        client = Client(open_connection(url).redis, pipeline)
+        async with client:
+            message = await client.publish(payload, timeout=args.timeout, budget_usd=args.budget)
             _say(f"request {message.correlation_id}: {args.text}")
-            try:
-                report = await follow(client, message, args.timeout + REPLY_GRACE)
-            except RequestTimeout as exc:
-                _say(f"agent-runtime run: {exc}; worker logs are in {log_dir}")
-                return EXIT_TIMEOUT
+            reply = await follow(client, message, args.timeout + REPLY_GRACE)
         _say("stopping workers")
-    if isinstance(report, RequestFailed):
-        return print_failure(report, args.json, log_dir)
-    if args.json:
-        print(json.dumps(report.model_dump(mode="json"), indent=2))
-    else:
-        print_report(report, sys.stdout)
-    return EXIT_OK if report.ok else EXIT_NOT_OK
+    if reply is None:
+        _say(
+            f"agent-runtime run: no reply to request {message.correlation_id} within "
+            f"{args.timeout:g}s; worker logs are in {log_dir}"
+        )
+        return EXIT_TIMEOUT
+    code = print_reply(reply, sys.stdout, as_json="payload" if args.json else None)
+    if code != EXIT_OK:
+        _say(f"agent-runtime run: the request did not succeed; worker logs are in {log_dir}")
+    return code
 
 
-def print_failure(failed: RequestFailed, as_json: bool, log_dir: Path) -> int:
-    """The runtime gave up on the request (``request.failed``): print it; 3 on a timeout."""
-    if as_json:
-        data = {"message_type": failed.message_type, **failed.model_dump(mode="json")}
-        print(json.dumps(data, indent=2))
-    else:
-        stage = f" ({failed.stage})" if failed.stage else ""
-        print(f"request {failed.status}: {failed.agent}{stage}: {failed.reason}")
-    _say(f"agent-runtime run: the request {failed.status}; worker logs are in {log_dir}")
-    return EXIT_TIMEOUT if failed.status == "timeout" else EXIT_NOT_OK
-
-
-async def follow(client: Client, message: AgentMessage, wait: float) -> Report | RequestFailed:
-    """Print progress until the report (or the runtime's ``request.failed`` reply) arrives,
-    or RequestTimeout."""
+async def follow(client: Client, message: AgentMessage, wait: float) -> Decoded | None:
+    """Print progress until the request's reply (whatever its type: a Report, the runtime's
+    ``request.failed``, a custom pipeline's own terminal reply) arrives; None when none
+    arrived within ``wait`` seconds. The wait runs in the task group's host, and its timeout
+    is caught there: a task group would wrap it in an exception group."""
     tail = TraceTail(client, message)
+    reply: Decoded | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(tail.follow)
         tg.start_soon(_hint_approvals, client, str(message.correlation_id))
         try:
             reply = await client.wait_reply(message, wait)
+        except RequestTimeout:
+            reply = None
         finally:
             tg.cancel_scope.cancel()
-    await tail.poll(block=None)  # the hops committed together with the report
-    answer = reply.payload
-    if not isinstance(answer, Report | RequestFailed):
-        raise RequestError(f"unexpected reply {reply.message.message_type!r} to the request")
-    return answer
+    await tail.poll(block=None)  # the hops committed together with the reply
+    return reply
 
 
 class TraceTail:

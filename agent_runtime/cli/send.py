@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 import anyio
 
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
-from agent_runtime.client import REPLY_GRACE, Client
-from agent_runtime.codec import Decoded
+from agent_runtime.cli.common import (
+    add_config,
+    add_redis,
+    load_pipeline,
+    open_connection,
+    redis_url,
+)
+from agent_runtime.cli.failures import EXIT_OK, EXIT_TIMEOUT
+from agent_runtime.cli.outcome import print_reply
+from agent_runtime.client import REPLY_GRACE, Client, user_request
 from agent_runtime.errors import RequestTimeout
-from protocols.core import RequestFailed
+from protocols.core import MAX_REQUEST_TEXT, UserRequest
 
 DEFAULT_WAIT = 60.0
 
@@ -24,10 +30,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="publish a request (optionally wait for its reply)",
         description="Publish TEXT as a user.request to the pipeline's entry agent and print its "
         "correlation id. With --wait, block until the first reply arrives on the "
-        "request's own reply stream and print it (exit 0; exit 1 when the reply is the "
-        "runtime's request.failed, e.g. the deadline passed), or exit 1 on timeout.",
+        "request's own reply stream and print it as 'run' does: exit 0 when the request "
+        "succeeded, 1 when it did not (a report that is not a success, the runtime's "
+        "request.failed), 3 when its deadline passed (no reply in time, or a timeout "
+        "reply). Exit codes: see the README.",
     )
-    parser.add_argument("text", metavar="TEXT", help="the request")
+    parser.add_argument(
+        "text", metavar="TEXT", help=f"the request (1 to {MAX_REQUEST_TEXT:,} characters)"
+    )
     parser.add_argument("--wait", "-w", action="store_true", help="wait for the reply")
     parser.add_argument(
         "--timeout",
@@ -44,22 +54,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    payload = user_request(args.text)  # refused before anything is published (exit 2)
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
-    client = Client.connect(url, pipeline)
-    result: int = anyio.run(_send, client, args)
+    client = Client(open_connection(url).redis, pipeline)
+    result: int = anyio.run(_send, client, args, payload)
     return result
 
 
-async def _send(client: Client, args: argparse.Namespace) -> int:
+async def _send(client: Client, args: argparse.Namespace, payload: UserRequest) -> int:
     timeout = args.timeout if args.timeout is not None else DEFAULT_WAIT
     deadline = timeout if (args.wait or args.timeout is not None) else None
     async with client:
-        message = await client.publish(args.text, timeout=deadline)
+        message = await client.publish(payload, timeout=deadline)
         cid = str(message.correlation_id)
         if not args.wait:
             print(json.dumps({"correlation_id": cid}) if args.json else cid)
-            return 0
+            return EXIT_OK
         if not args.json:
             print(f"correlation id: {cid}", flush=True)
         try:
@@ -71,28 +82,8 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
                 f"'agent-runtime trace {cid}')",
                 file=sys.stderr,
             )
-            return 1
-    print(json.dumps(reply_json(reply), indent=2) if args.json else reply_text(reply))
-    if isinstance(reply.payload, RequestFailed):
-        print(f"agent-runtime send: request {cid} {reply.payload.status}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def reply_json(reply: Decoded) -> dict[str, Any]:
-    message = reply.message
-    return {
-        "correlation_id": str(message.correlation_id),
-        "message_type": message.message_type,
-        "schema_version": message.schema_version,
-        "from_agent": message.from_agent,
-        "payload": reply.payload.model_dump(mode="json"),
-    }
-
-
-def reply_text(reply: Decoded) -> str:
-    lines = [f"reply: {reply.message.message_type} from {reply.message.from_agent}"]
-    for key, value in reply.payload.model_dump(mode="json").items():
-        shown = value if isinstance(value, str) else json.dumps(value)
-        lines.append(f"  {key}: {shown}")
-    return "\n".join(lines)
+            return EXIT_TIMEOUT
+    code = print_reply(reply, sys.stdout, as_json="envelope" if args.json else None)
+    if code != EXIT_OK:
+        print(f"agent-runtime send: request {cid} did not succeed", file=sys.stderr)
+    return code

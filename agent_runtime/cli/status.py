@@ -9,11 +9,16 @@ from typing import Any
 
 import anyio
 
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.cli.common import (
+    add_config,
+    add_redis,
+    load_pipeline,
+    open_connection,
+    redis_url,
+)
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.status import collect_status, render_status
 from agent_runtime.pipeline import Pipeline
-from agent_runtime.transport.connect import connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def snapshot(pipeline: Pipeline, url: str) -> dict[str, Any]:
-    redis = connect(url).redis
+    redis = open_connection(url).redis
     try:
         inboxes = [s for name in pipeline.agents for s in pipeline.routing.inboxes(name)]
         return await collect_status(redis, pipeline.config.keys, inboxes)

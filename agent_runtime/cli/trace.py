@@ -9,11 +9,16 @@ from typing import Any
 
 import anyio
 
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.cli.common import (
+    add_config,
+    add_redis,
+    load_pipeline,
+    open_connection,
+    redis_url,
+)
 from agent_runtime.keys import Keys
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.trace import load_trace, render_trace
-from agent_runtime.transport.connect import connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def fetch(url: str, keys: Keys, correlation_id: str) -> list[dict[str, Any]]:
-    redis = connect(url).redis
+    redis = open_connection(url).redis
     try:
         return await load_trace(redis, keys, correlation_id)
     finally:

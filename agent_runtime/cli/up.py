@@ -8,7 +8,6 @@ workers (drain), then the server.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -17,12 +16,12 @@ import anyio
 
 from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline
+from agent_runtime.cli.common import add_config, add_redis, configured_url, load_pipeline, ping
+from agent_runtime.cli.failures import mask_url
 from agent_runtime.embedded import EmbeddedServer, clear_state, find_running, runtime_dir
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.supervisor import Supervisor, WorkersNotReady
-from agent_runtime.transport.connect import redact_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,14 +58,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args)  # fail fast, before any process starts
+    # every problem of the config (and the API keys of every agent type) before any process
+    pipeline = load_pipeline(args, environment_for=None)
     replicas = parse_replicas(args.replicas)
-    url = args.redis_url or os.environ.get("AGENT_RUNTIME_REDIS_URL") or pipeline.config.redis_url
+    url = configured_url(args, pipeline)
     if url:
-        _say(f"redis: {redact_url(url)}")
+        anyio.run(ping, url)  # an unreachable server: one line, exit 4, no worker started
+        _say(f"redis: {mask_url(url)}")
         code: int = anyio.run(supervise, args, pipeline, url, replicas)
         return code
     server = _start_embedded()
+    args.target_url = server.url
     try:
         _say(
             f"redis: {server.url}  (embedded server, pid {_pid(server)}, data in {server.data_dir})"

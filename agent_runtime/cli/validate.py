@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config
+from agent_runtime.cli.failures import EXIT_USAGE
 from agent_runtime.pipeline import Pipeline
+from agent_runtime.validation import problems
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "validate",
         help="check a pipeline config (exit 0 if valid, 2 if not)",
-        description="Load the pipeline exactly as a worker does: unknown keys (with file:line), "
-        "class paths against the allow-list, each agent's typed config block, "
-        "routes, a producer for every consumed message type, and every agent's "
-        "worker settings. Prints a summary and OK, or the errors (exit 2).",
+        description="Load the pipeline exactly as a worker does and report every problem at "
+        "once, each with file:line: unknown keys, class paths against the "
+        "allow-list, each agent's typed config block (file paths in it are relative "
+        "to the config file), every llm: block (provider, keys, and the API-key "
+        "environment variable its provider needs), worker settings, routes, a "
+        "producer for every consumed message type. Prints a summary and OK, or the "
+        "problems, one per line (exit 2).",
     )
     parser.add_argument(
         "config_file",
@@ -31,9 +37,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = args.config_file or args.config
-    pipeline = Pipeline.load(path)  # ConfigError -> printed by cli.main, exit 2
-    for name in pipeline.agents:
-        pipeline.config.worker_settings(name)
+    found = problems(path, environment_for=None)
+    if found:
+        for line in found:
+            print(f"agent-runtime: error: {line}", file=sys.stderr)
+        print(f"agent-runtime: {path}: {len(found)} problem(s)", file=sys.stderr)
+        return EXIT_USAGE
+    pipeline = Pipeline.load(path)
     print(summary(pipeline, str(path)))
     print("OK")
     return 0

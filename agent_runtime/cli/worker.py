@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args)
+    # every problem of the config, and this agent type's API key, before anything starts
+    pipeline = load_pipeline(args, environment_for=[args.name])
     if args.name not in pipeline.agents:
         known = ", ".join(sorted(pipeline.agents))
         raise SystemExit(

@@ -39,6 +39,13 @@ PROVIDERS: Mapping[str, str] = {
     "openai": "agent_runtime.llm.openai_provider:OpenAIProvider",
 }
 
+#: provider name -> the environment variable holding its API key (the only place a key is
+#: read from; ``validate`` and the commands that start workers check it is set).
+KEY_ENV: Mapping[str, str] = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+}
+
 
 class PriceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

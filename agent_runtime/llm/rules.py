@@ -7,7 +7,9 @@ It fills two structured-output schemas:
   group; double or single quotes protect a separator word inside a clause);
 * :class:`~protocols.pipeline.PlanDraft` from the JSON of a ParsedIntent (one step per action).
 
-Same input, same output, every time. Anything outside the grammar raises
+Its limits are the request's: a text of up to ``MAX_REQUEST_TEXT`` characters (the limit of
+``UserRequest.text``) and at most ``MAX_STEPS`` clauses; a clause's target may be as long as
+the text. Same input, same output, every time. Anything outside the grammar raises
 :class:`UnrecognizedRequest` (a request error: retrying cannot help).
 """
 
@@ -23,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 
 from agent_runtime.errors import LLMRequestError
 from agent_runtime.llm.base import Completion, ModelT, Usage
-from protocols.pipeline import DraftStep, IntentAction, ParsedIntent, PlanDraft
+from protocols.core import MAX_REQUEST_TEXT
+from protocols.pipeline import MAX_STEPS, DraftStep, IntentAction, ParsedIntent, PlanDraft
 
 MODEL = "rules-v1"
 
@@ -104,7 +107,16 @@ class RulesProvider:
 
     # ------------------------------------------------------------------ intents
     def parse_intent(self, text: str) -> ParsedIntent:
+        if len(text) > MAX_REQUEST_TEXT:
+            raise UnrecognizedRequest(
+                f"the request has {len(text):,} characters; the limit is {MAX_REQUEST_TEXT:,}"
+            )
         groups = split_request(text)
+        clauses = sum(len(group) for group in groups)
+        if clauses > MAX_STEPS:
+            raise UnrecognizedRequest(
+                f"the request has {clauses} clauses; the limit is {MAX_STEPS}"
+            )
         actions: list[IntentAction] = []
         previous: list[int] = []
         for group in groups:
@@ -116,9 +128,7 @@ class RulesProvider:
         try:
             return ParsedIntent(actions=actions, confidence=1.0)
         except ValidationError as exc:
-            raise UnrecognizedRequest(
-                f"request has too many parts: {exc.error_count()} error(s)"
-            ) from exc
+            raise UnrecognizedRequest(f"the request does not fit an intent: {exc}") from exc
 
     def parse_clause(self, clause: str, *, after: list[int]) -> IntentAction:
         text = clause.strip().rstrip(".")

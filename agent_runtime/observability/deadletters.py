@@ -49,6 +49,7 @@ class Letter:
             "message_type": self.get("message_type") or None,
             "correlation_id": self.get("correlation_id") or None,
             "message_id": self.get("message_id") or None,
+            "dead_letter_id": self.get("dead_letter_id") or None,
             "stream": self.get("stream"),
             "delivery_count": int(self.get("delivery_count") or 0),
             "age_s": round(inspect.entry_age(self.id), 3),
@@ -94,7 +95,8 @@ async def find_letters(
     reason: str | None = None,
     ids: list[str] | None = None,
 ) -> list[Letter]:
-    """Dead letters matching every filter given (agent type, reason, entry ids)."""
+    """Dead letters matching every filter given (agent type, reason, ids: the entry ids in
+    the dead-letter stream, or the ``dead_letter_id`` a ``request.failed`` reply names)."""
     if agent:
         dlqs = [keys.dlq(agent)]
     else:
@@ -106,7 +108,7 @@ async def find_letters(
             letter = Letter(dlq, entry_id, inspect.dlq_agent(keys, dlq), fields)
             if reason and letter.get("reason") != reason:
                 continue
-            if wanted and entry_id not in wanted:
+            if wanted and entry_id not in wanted and letter.get("dead_letter_id") not in wanted:
                 continue
             out.append(letter)
     return out
@@ -114,7 +116,9 @@ async def find_letters(
 
 async def replay(redis: Any, keys: Keys, letter: Letter, signing_key: bytes | None = None) -> str:
     """Re-publish the original entry to its inbox (new entry id) and delete the letter.
-    A letter whose original was redacted is re-signed with ``signing_key`` when given."""
+    A letter whose original was redacted is re-signed with ``signing_key`` when given. The
+    request is reopened: its outcome guard is cleared, so the replayed message can end it
+    again (its requester, who got ``request.failed``, then sees a second terminal reply)."""
     stream = letter.get("stream")
     if not stream.startswith(keys.inbox("")):
         raise AgentRuntimeError(
@@ -130,10 +134,13 @@ async def replay(redis: Any, keys: Keys, letter: Letter, signing_key: bytes | No
         fields[FIELD_SIGNATURE] = (
             hmac.new(signing_key, fields[FIELD_MESSAGE], hashlib.sha256).hexdigest().encode()
         )
+    cid = letter.get("correlation_id")
     async with redis.pipeline(transaction=False) as pipe:
+        if cid:
+            pipe.delete(keys.outcome(cid))
         pipe.xadd(stream, fields)
         pipe.xdel(letter.dlq, letter.id)
-        new_id, _deleted = await pipe.execute()
+        *_reopened, new_id, _deleted = await pipe.execute()
     return inspect.text(new_id)
 
 

@@ -221,4 +221,6 @@ def redact_dead_letter(letter: Any, redactor: Redactor) -> Any:
     if changed:
         extra["redacted"] = "1"
     error = redactor.text(letter.error[:MAX_ERROR_TEXT])
-    return DeadLetter(letter.entry, letter.dlq, letter.reason, error, extra, fields)
+    return DeadLetter(
+        letter.entry, letter.dlq, letter.reason, error, extra, letter.reply, original=fields
+    )

@@ -12,15 +12,34 @@ Names in ``retry_on`` / ``failure_on`` are families or dotted exception paths:
 
 Never matched, whatever the list says: the handler's control signals (Retry, Reject, Skip),
 an open breaker, an exceeded deadline, and cancellation (not an ``Exception``).
+
+This module is also the one place that decides whether a failure is *permanent* (the same
+input fails the same way again: dead-letter it on its first delivery) or *transient* (back off
+and retry): :func:`classify`. Redis errors are classified by their error code
+(:func:`redis_error_kind`); ``infrastructure`` transient errors (the Redis server unreachable,
+out of memory, loading, busy) are retried without counting a delivery, so an outage never
+burns a message's deliveries -- its deadline bounds the wait.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
+from pydantic import ValidationError
 from redis import exceptions as redis_errors
 
-from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded, HandlerControl
+from agent_runtime.errors import (
+    BreakerOpen,
+    BudgetExceeded,
+    ConfigError,
+    DeadlineExceeded,
+    DecodeError,
+    HandlerControl,
+    LLMRequestError,
+    Reject,
+    RoutingError,
+)
 from agent_runtime.policies.config import PolicySet, PolicySpec
 from agent_runtime.registry import import_object
 
@@ -42,6 +61,8 @@ def is_connection(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, redis_errors.ResponseError):
+        return redis_error_kind(exc) != "permanent"
     flag = getattr(exc, "transient", None)
     if isinstance(flag, bool):
         return flag
@@ -57,6 +78,73 @@ def _httpx_transport(exc: BaseException) -> bool:
         cls.__name__ == "TransportError" and cls.__module__.startswith("httpx")
         for cls in type(exc).__mro__
     )
+
+
+Kind = Literal["permanent", "transient", "infrastructure"]
+
+#: Error codes (first word of a Redis error reply) that a later try can get past.
+REDIS_TRANSIENT_CODES = frozenset(
+    {"OOM", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "MOVED", "ASK"}
+    | {"NOSCRIPT", "NOREPLICAS", "EXECABORT", "UNBLOCKED"}
+)
+#: Error types whose every instance is permanent: the same input fails again the same way.
+PERMANENT_TYPES: tuple[type[BaseException], ...] = (
+    ValidationError,  # a payload or model over a field limit, a wrong type
+    ConfigError,
+    DecodeError,
+    Reject,
+    RoutingError,
+    LLMRequestError,  # the provider refused the request: fix the request or the config
+    BudgetExceeded,
+    DeadlineExceeded,
+    ValueError,  # a bad argument: a URL with a bad port, a malformed number, bad JSON
+    TypeError,
+    UnicodeError,
+)
+
+
+#: Server states redis-py maps to classes, stripping their code (MASTERDOWN: ClusterDown).
+_INFRASTRUCTURE_CLASSES = (
+    redis_errors.BusyLoadingError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+    redis_errors.MovedError,
+    redis_errors.AskError,
+    redis_errors.ExecAbortError,
+)
+
+
+def redis_error_kind(exc: redis_errors.ResponseError) -> Kind:
+    """An error reply of the server: a command error about one key or one call (WRONGTYPE,
+    ERR ...) is permanent; a state of the server (OOM, LOADING, BUSY, TRYAGAIN, cluster
+    changes) is infrastructure. redis-py strips the code of the errors it maps to classes
+    (``OOM`` -> ``OutOfMemoryError``) and keeps it in ``status_code``."""
+    if isinstance(exc, _INFRASTRUCTURE_CLASSES):
+        return "infrastructure"
+    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+    return "infrastructure" if str(code).upper() in REDIS_TRANSIENT_CODES else "permanent"
+
+
+def classify(exc: BaseException, permanent: tuple[type[BaseException], ...] = ()) -> Kind:
+    """Whether ``exc`` is permanent, transient, or infrastructure (transient, and not the
+    message's fault: retried without counting a delivery). ``permanent``: an agent's own
+    permanent error types (``Agent.permanent_errors``). Errors this module does not know are
+    transient (retried with backoff up to the delivery cap), as are errors whose
+    ``transient`` attribute is True; an explicit ``transient = False`` is permanent."""
+    if isinstance(exc, BreakerOpen):
+        return "transient"
+    if isinstance(exc, redis_errors.ResponseError):
+        return redis_error_kind(exc)
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return "infrastructure"
+    if isinstance(exc, PERMANENT_TYPES) or (permanent and isinstance(exc, permanent)):
+        return "permanent"
+    flag = getattr(exc, "transient", None)
+    if flag is False:
+        return "permanent"
+    return "transient"
 
 
 _FAMILIES: dict[str, Matcher] = {

@@ -11,6 +11,7 @@ Delivery-count rules this module relies on (see docs/architecture.md):
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,36 +54,68 @@ class Entry:
 
 
 @dataclass(slots=True)
+class Write:
+    """One XADD of a commit. ``ttl``: EXPIRE the stream after the write (per-request streams);
+    ``maxlen``: XADD MAXLEN ~ (streams no group reads); ``guard``: a request's outcome key --
+    the write happens only if ``SET guard NX`` succeeds (one terminal reply per request)."""
+
+    stream: str
+    fields: Fields
+    ttl: int | None = None
+    maxlen: int | None = None
+    guard: str | None = None
+
+
+@dataclass(slots=True)
+class Handled:
+    """An input whose handler finished: its outputs, its done mark (``message_id``; empty for
+    a duplicate, which is only acked) and its ack."""
+
+    entry: Entry
+    message_id: str = ""
+    writes: list[Write] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class DeadLetter:
-    """Move ``entry`` to ``dlq`` with ``reason`` (a code) and ``error`` (human text).
-    ``original``: what the letter keeps of the entry (:func:`describe_original`; computed
-    from ``entry`` with ``whole=False`` when not given)."""
+    """Move ``entry`` to ``dlq`` with ``reason`` (a code) and ``error`` (human text), and write
+    ``reply`` (the requester's ``request.failed``, guarded) in the same commit. ``original``:
+    what the letter keeps of the entry (:func:`describe_original`; computed from ``entry`` with
+    ``whole=False`` when not given)."""
 
     entry: Entry
     dlq: str
     reason: str
     error: str
     extra: dict[str, str] = field(default_factory=dict)
+    reply: Write | None = None
     original: Fields | None = None
 
 
 @dataclass(slots=True)
 class Commit:
-    """Everything one flush writes, in order: outputs, done markers, dead letters, acks."""
+    """Everything one flush writes: handled inputs (outputs, done marks, acks), dead letters
+    (+ failure replies) and trace records. ``token`` names this commit: the atomic path marks
+    it applied, so a commit replayed after an ambiguous failure (the server ran it, the reply
+    was lost) is refused instead of writing its outputs twice."""
 
-    outputs: list[tuple[str, Fields, int | None]] = field(default_factory=list)
-    done_ids: list[str] = field(default_factory=list)
+    handled: list[Handled] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    acks: dict[str, list[bytes]] = field(default_factory=dict)
-    caps: dict[str, int] = field(default_factory=dict)  # stream -> XADD MAXLEN ~ (no groups)
     traces: list[tuple[str, bytes]] = field(default_factory=list)  # (trace key, JSON record)
     trace_ttl: int = 24 * 3600
-
-    def ack(self, entry: Entry) -> None:
-        self.acks.setdefault(entry.stream, []).append(entry.entry_id)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __bool__(self) -> bool:
-        return bool(self.outputs or self.done_ids or self.dead or self.acks or self.traces)
+        return bool(self.handled or self.dead or self.traces)
+
+
+@dataclass(slots=True)
+class Unwritable:
+    """A handled input whose outputs the server refused for a reason of their own (a key of
+    another type): it was not acked; the worker dead-letters it alone."""
+
+    handled: Handled
+    error: str
 
 
 class StreamBus:
@@ -98,8 +131,14 @@ class StreamBus:
         done_key: Callable[[int], str] | None = None,
         done_ttl: int = DAY,
         dlq_maxlen: int = 100_000,
+        atomic: bool = True,
+        mark_prefix: str | None = None,
     ) -> None:
         self.redis = redis
+        self.atomic = atomic  # commit with one script (single server with scripting)
+        self.mark_prefix = mark_prefix or f"commit:{group}:{consumer}:"
+        self._commit_script: Any = None
+        self._reply_script: Any = None
         self.done_key = done_key or (lambda day: f"done:{group}:{day}")
         self.group = group
         self.consumer = consumer
@@ -253,90 +292,43 @@ class StreamBus:
                 pipe.srem(self.done_key(bucket), message_id)
             await pipe.execute()
 
-    async def commit(self, commit: Commit) -> None:
-        """Two pipelined round trips: first the writes (XADD outputs + EXPIRE, XADD dead
-        letters), then -- only if every write succeeded -- SADD done ids and XACK. So nothing
-        is acked without its outputs: not when a write is refused for OOM (``maxmemory`` +
-        ``noeviction`` refuses XADD and SADD but still accepts XACK), and not on Redis Cluster,
-        where a pipeline runs its nodes concurrently. A crash in between leaves the input
-        pending; it is redelivered, produces the same output ids, and downstream drops the
-        copies. Without writes it is one round trip. Trace records are not outputs: on a
-        single server they ride the marks transaction (one round trip less per commit); on
-        Cluster they go with the writes. A trace record that cannot be written (its key holds
-        another type, say) is lost; the commit still succeeds."""
-        if commit.outputs or commit.dead or (commit.traces and self.cluster):
-            await self._run(commit, writes=True, marks=False)
-        await self._run(commit, writes=False, marks=True)
+    async def commit(self, commit: Commit) -> list[Unwritable]:
+        """Write ``commit`` (agent_runtime/transport/commit.py: one atomic script on a single
+        server, two pipelined round trips on Cluster). Raises on an infrastructure error (OOM,
+        lost connection: nothing was acked, retry the same commit); returns the handled inputs
+        refused for a reason of their own output keys (not acked: dead-letter them)."""
+        from agent_runtime.transport import commit as committing
 
-    async def _run(self, commit: Commit, *, writes: bool, marks: bool) -> None:
-        # The marks (SADD + XACK, a handful of commands) run in MULTI/EXEC on a single server:
-        # an OOM-refused SADD aborts the XACK too. Cluster keys span slots: no transaction.
-        transaction = marks and not writes and not self.cluster
-        traced = range(0)  # pipeline positions of the trace commands: their errors are ignored
-        async with self.redis.pipeline(transaction=transaction) as pipe:
-            if writes:
-                expiring: set[str] = set()  # one EXPIRE per key and commit
-                for stream, fields, ttl in commit.outputs:
-                    cap = commit.caps.get(stream)
-                    if cap:
-                        pipe.xadd(stream, fields, maxlen=cap, approximate=True)
-                    else:
-                        pipe.xadd(stream, fields)
-                    if ttl and stream not in expiring:
-                        expiring.add(stream)
-                        pipe.expire(stream, ttl)
-                if self.cluster:
-                    traced = self._add_traces(pipe, commit, expiring)
-                for dead in commit.dead:
-                    pipe.xadd(
-                        dead.dlq,
-                        _dead_fields(dead, self.consumer),
-                        maxlen=self.dlq_maxlen,
-                        approximate=True,
-                    )
-            if marks and not self.cluster:
-                traced = self._add_traces(pipe, commit, set())
-            if marks and commit.done_ids:
-                key = self.done_key(self._bucket())
-                pipe.sadd(key, *commit.done_ids)
-                pipe.expire(key, 2 * self.done_ttl + 60)
-            if marks:
-                for stream, ids in commit.acks.items():
-                    pipe.xack(stream, self.group, *ids)
-            results = await pipe.execute(raise_on_error=False)
-        errors = [r for i, r in enumerate(results) if isinstance(r, Exception) and i not in traced]
-        if errors:
-            raise errors[0]
-
-    def _add_traces(self, pipe: Any, commit: Commit, expiring: set[str]) -> range:
-        """Queue the trace records; returns their commands' positions in ``pipe``, whose
-        replies the caller ignores: a lost trace record never fails a commit (delivery matters
-        more than observability).
-
-        A request's trace is a list of JSON records (a list costs ~0.5 KB per record; a new
-        stream preallocates a 4 KB node per request). On a single server one EVAL writes them
-        all (RPUSH each, EXPIRE when the push created the list, errors caught in the script):
-        one reply per commit. On Cluster (keys in many slots) plain RPUSH + one EXPIRE per key
-        and commit."""
-        first = len(pipe)
-        if not commit.traces:
-            return range(first, first)
-        if self.cluster:
-            for key, record in commit.traces:
-                pipe.rpush(key, record)
-                if key not in expiring:
-                    expiring.add(key)
-                    pipe.expire(key, commit.trace_ttl)
-        else:
-            keys = [key for key, _ in commit.traces]
-            pipe.eval(
-                TRACE_SCRIPT,
-                len(keys),
-                *keys,
-                commit.trace_ttl,
-                *[record for _, record in commit.traces],
+        done = self._live_buckets()
+        keys = (self.done_key(done[0]), self.done_key(done[1]))
+        expire = 2 * self.done_ttl + 60
+        if self.cluster or not self.atomic:
+            if self._reply_script is None:
+                self._reply_script = self.redis.register_script(committing.REPLY_SCRIPT)
+            return await committing.commit_portable(
+                self.redis,
+                commit,
+                group=self.group,
+                done_key=keys[1],
+                done_expire=expire,
+                consumer=self.consumer,
+                dlq_maxlen=self.dlq_maxlen,
+                cluster=self.cluster,
+                reply_script=self._reply_script,
             )
-        return range(first, len(pipe))
+        if self._commit_script is None:
+            self._commit_script = self.redis.register_script(committing.COMMIT_SCRIPT)
+        args = committing.script_args(
+            commit,
+            mark=f"{self.mark_prefix}{commit.token}",
+            group=self.group,
+            done=keys,
+            done_expire=expire,
+            consumer=self.consumer,
+            dlq_maxlen=self.dlq_maxlen,
+        )
+        reply = await self._commit_script(keys=[], args=args)
+        return committing.refused_items(commit, reply)
 
     async def safe_trim(self, stream: str, retention_ms: int, *, approximate: bool = True) -> int:
         """Trim entries older than ``retention_ms`` that every group has delivered and acked.

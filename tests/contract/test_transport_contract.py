@@ -1,4 +1,5 @@
-"""One transport contract, two backends: fakeredis and the real embedded server.
+"""One transport contract, three backends: fakeredis and the real embedded server (with the
+atomic commit script and with the portable two-round-trip commit used on Cluster).
 
 Only behaviour fakeredis gets right is asserted here (no BLOCK waits, no cancellation, no
 reclaim idle timing beyond a zero threshold); the timing-dependent behaviour is covered on the
@@ -14,19 +15,30 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from agent_runtime.transport.streams import Commit, DeadLetter, StreamBus, original_fields
+from agent_runtime.transport.streams import (
+    Commit,
+    DeadLetter,
+    Handled,
+    StreamBus,
+    Write,
+    original_fields,
+)
 
 pytestmark = pytest.mark.anyio
 
 STREAM = "c:inbox:a"
 
 
-@pytest.fixture(params=["fakeredis", "real"])
+ATOMIC: dict[int, bool] = {}  # id(redis client) -> commit with the script
+
+
+@pytest.fixture(params=["fakeredis", "real", "real-portable"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     if request.param == "fakeredis":
-        redis: Any = fakeredis.FakeAsyncRedis()
+        redis: Any = fakeredis.FakeAsyncRedis()  # no scripting: the portable commit
     else:
         redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    ATOMIC[id(redis)] = request.param == "real"
     prefix = request.getfixturevalue("prefix")
     await redis.delete(STREAM)
     yield redis, prefix
@@ -42,6 +54,8 @@ def bus(redis: Any, prefix: str, consumer: str = "a-0") -> StreamBus:
         consumer=consumer,
         done_key=lambda b: f"{prefix}:done:a:{b}",
         done_ttl=3600,
+        atomic=ATOMIC.get(id(redis), False),
+        mark_prefix=f"{prefix}:commit:",
     )
 
 
@@ -68,12 +82,13 @@ async def test_commit_writes_outputs_done_ids_and_acks(client: Any) -> None:
     b, _ = await seeded(redis, prefix, 3)
     entries = await b.read_new([STREAM], count=10, block_ms=1)
     commit = Commit(
-        outputs=[(f"{prefix}:out", {b"m": b"o1"}, None), (f"{prefix}:reply", {b"m": b"r"}, 60)],
-        done_ids=["id-1", "id-2"],
+        handled=[
+            Handled(entries[0], "id-1", [Write(f"{prefix}:out", {b"m": b"o1"})]),
+            Handled(entries[1], "id-2", [Write(f"{prefix}:reply", {b"m": b"r"}, ttl=60)]),
+            Handled(entries[2]),  # a duplicate: acked, not marked
+        ]
     )
-    for entry in entries:
-        commit.ack(entry)
-    await b.commit(commit)
+    assert await b.commit(commit) == []
 
     assert await redis.xlen(f"{prefix}:out") == 1
     assert 0 < await redis.ttl(f"{prefix}:reply") <= 60
@@ -87,7 +102,6 @@ async def test_dead_letter_keeps_original_fields_and_reason(client: Any) -> None
     [entry] = await b.read_new([STREAM], count=10, block_ms=1)
     dlq = f"{prefix}:dlq:a"
     commit = Commit(dead=[DeadLetter(entry, dlq, "invalid", "payload: field required")])
-    commit.ack(entry)
     await b.commit(commit)
 
     [(_id, fields)] = await redis.xrange(dlq)
@@ -137,9 +151,7 @@ async def test_safe_trim_never_drops_pending_or_undelivered(client: Any) -> None
     redis, prefix = client
     b, ids = await seeded(redis, prefix, 6)
     entries = await b.read_new([STREAM], count=4, block_ms=1)  # 4 delivered, 2 undelivered
-    commit = Commit()
-    for entry in entries[:1] + entries[2:4]:
-        commit.ack(entry)  # entries[1] stays pending
+    commit = Commit(handled=[Handled(e) for e in entries[:1] + entries[2:4]])  # [1] stays pending
     await b.commit(commit)
 
     await b.safe_trim(STREAM, retention_ms=0, approximate=False)  # the worker trims with ~
@@ -161,8 +173,83 @@ async def test_hand_back_makes_entries_reclaimable_at_once(client: Any) -> None:
 
 async def test_forget_done(client: Any) -> None:
     redis, prefix = client
-    b, _ = await seeded(redis, prefix, 0)
-    await b.commit(Commit(done_ids=["x"]))
+    b, _ = await seeded(redis, prefix, 1)
+    [entry] = await b.read_new([STREAM], count=1, block_ms=1)
+    await b.commit(Commit(handled=[Handled(entry, "x")]))
     assert await b.already_done(["x"]) == [True]
     await b.forget_done("x")
     assert await b.already_done(["x"]) == [False]
+
+
+@pytest.fixture(params=["real", "real-portable"])
+async def real(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    ATOMIC[id(redis)] = request.param == "real"
+    prefix = request.getfixturevalue("prefix")
+    await redis.delete(STREAM)
+    yield redis, prefix
+    await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}*")], STREAM)
+    await redis.aclose()
+
+
+async def test_terminal_reply_is_written_once_whoever_writes_it(real: Any) -> None:
+    redis, prefix = real
+    b, _ = await seeded(redis, prefix, 2)
+    first, second = await b.read_new([STREAM], count=2, block_ms=1)
+    reply, guard = f"{prefix}:reply:{{c1}}", f"{prefix}:req:{{c1}}:outcome"
+    await b.commit(
+        Commit(handled=[Handled(first, "m1", [Write(reply, {b"m": b"ok"}, 60, None, guard)])])
+    )
+    dead = DeadLetter(second, f"{prefix}:dlq:a", "expired", "late")
+    dead.reply = Write(reply, {b"m": b"failed"}, 60, None, guard)
+    await b.commit(Commit(dead=[dead]))
+
+    assert [f for _, f in await redis.xrange(reply)] == [{b"m": b"ok"}]
+    assert await redis.xlen(f"{prefix}:dlq:a") == 1  # the dead letter itself is kept
+    assert (await redis.xpending(STREAM, "a"))["pending"] == 0
+
+
+async def test_output_key_of_another_type_refuses_that_input_alone(real: Any) -> None:
+    redis, prefix = real
+    b, _ = await seeded(redis, prefix, 2)
+    good, bad = await b.read_new([STREAM], count=2, block_ms=1)
+    await redis.set(f"{prefix}:broken", "a string")
+    commit = Commit(
+        handled=[
+            Handled(good, "m1", [Write(f"{prefix}:out", {b"m": b"o1"})]),
+            Handled(bad, "m2", [Write(f"{prefix}:broken", {b"m": b"o2"})]),
+        ]
+    )
+    [refused] = await b.commit(commit)
+    if ATOMIC[id(redis)]:  # a replay of the same commit reports the same refusal
+        [again] = await b.commit(commit)
+        assert again.handled is refused.handled
+
+    assert refused.handled.entry.entry_id == bad.entry_id
+    assert "WRONGTYPE" in refused.error
+    assert await redis.xlen(f"{prefix}:out") == 1
+    assert await b.already_done(["m1", "m2"]) == [True, False]
+    [row] = await redis.xpending_range(STREAM, "a", "-", "+", 10)
+    assert row["message_id"] == bad.entry_id  # left for the worker to dead-letter
+
+
+async def test_replayed_commit_writes_nothing_twice(redis_url: str, prefix: str) -> None:
+    """The server ran the commit but its reply was lost: the worker sends the same commit
+    again. The atomic path refuses the replay (its token); a copy of an input already marked
+    done (handled twice) writes no outputs either."""
+    redis = Redis.from_url(redis_url)
+    ATOMIC[id(redis)] = True
+    try:
+        b, _ = await seeded(redis, prefix, 2)
+        first, second = await b.read_new([STREAM], count=2, block_ms=1)
+        out = f"{prefix}:out"
+        commit = Commit(handled=[Handled(first, "m1", [Write(out, {b"m": b"o1"})])])
+        await b.commit(commit)
+        await b.commit(commit)  # the same token: refused
+        copy = Commit(handled=[Handled(second, "m1", [Write(out, {b"m": b"o1"})])])
+        await b.commit(copy)  # another delivery of m1: acked, no output
+        assert await redis.xlen(out) == 1
+        assert (await redis.xpending(STREAM, "a"))["pending"] == 0
+    finally:
+        await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}*")], STREAM)
+        await redis.aclose()

@@ -1,5 +1,5 @@
 """The installed ``agent-runtime`` console script: validate exit codes, send --wait --json
-against real workers, clear errors without a server, exit 1 on a reply timeout, and ``up``
+against real workers, clear errors without a server, exit 3 on a reply timeout, and ``up``
 against an existing server (--redis-url)."""
 
 from __future__ import annotations
@@ -108,12 +108,12 @@ def test_send_without_a_server_says_so(
         str(write_config(tmp_path, prefix)),
         env=cli_env(tmp_path, subprocess_env),
     )
-    assert result.returncode != 0
+    assert result.returncode == 4
     assert "no embedded server is running" in result.stderr
     assert "agent-runtime up" in result.stderr
 
 
-def test_send_times_out_with_exit_1(
+def test_send_times_out_with_exit_3(
     tmp_path: Path, prefix: str, redis_url: str, subprocess_env: dict[str, str]
 ) -> None:
     config = write_config(tmp_path, prefix)  # no workers run for this prefix
@@ -129,7 +129,7 @@ def test_send_times_out_with_exit_1(
         redis_url,
         env=subprocess_env,
     )
-    assert result.returncode == 1
+    assert result.returncode == 3  # the README's exit status for a request that timed out
     assert "no reply to request" in result.stderr and "within 0.5s" in result.stderr
 
 

@@ -1,6 +1,6 @@
 """Timeouts as the CLI user sees them: when a request's deadline passes at some hop, the
-runtime replies ``request.failed`` (status ``timeout``); ``agent-runtime run`` prints it and
-exits 3, ``agent-runtime send --wait`` prints it and exits 1."""
+runtime replies ``request.failed`` (status ``timeout``); ``agent-runtime run`` and
+``agent-runtime send --wait`` print it and exit 3 (the README's exit status table)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_run_exits_3_with_the_timeout_reply_when_the_deadline_passes(
 
 
 @pytest.mark.anyio
-async def test_send_wait_exits_1_when_the_reply_is_request_failed(
+async def test_send_wait_exits_3_when_the_reply_is_a_timeout(
     tmp_path: Path, redis_url: str, subprocess_env: dict[str, str]
 ) -> None:
     config = pipeline_config(tmp_path)
@@ -122,8 +122,8 @@ async def test_send_wait_exits_1_when_the_reply_is_request_failed(
                 env=env,
             )
         )
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 3, done.stderr
     reply = json.loads(done.stdout)
     assert reply["message_type"] == "request.failed"
     assert reply["payload"]["status"] == "timeout"
-    assert "timeout" in done.stderr
+    assert "did not succeed" in done.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,6 +24,8 @@ from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
 
 pytestmark = pytest.mark.e2e
+
+CLI = [sys.executable, "-m", "agent_runtime"]
 
 FAST = {
     "reclaim_idle": 1.0,
@@ -344,3 +348,79 @@ def test_lost_consumer_group_is_recreated(make_env: Any) -> None:
     env.publish(message)
     wait_until(lambda: env.handler_calls(message), 20, message="handled after NOGROUP")
     assert worker.alive()
+
+
+def test_rejected_request_is_answered_at_once_with_its_reason(make_env: Any) -> None:
+    """A handler that raises Reject: dead-lettered on the first delivery, and the requester's
+    ``send --wait`` returns request.failed with the reason long before the deadline."""
+    env = make_env(echo={"reject_when_text_contains": "forbidden"})
+    env.start("sink")
+    env.start("echo")
+    done = subprocess.run(
+        [
+            *CLI,
+            *("send", "forbidden thing", "--wait", "--json", "--timeout", "120"),
+            *("--config", str(env.config_path), "--redis-url", env.url),
+        ],
+        capture_output=True,
+        text=True,
+        env=env.env,
+        timeout=60,  # far shorter than the request's 120 s deadline
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    reply = json.loads(done.stdout[done.stdout.index("{") :])
+    assert reply["message_type"] == "request.failed"
+    failed = reply["payload"]
+    assert (failed["status"], failed["code"], failed["agent"]) == (
+        "rejected",
+        "policy_denied",
+        "echo",
+    )
+    assert "refused by policy: forbidden thing" in failed["reason"]
+    [dead] = env.dead_letters()
+    assert dead[b"reason"] == b"policy_denied" and dead[b"delivery_count"] == b"1"
+    assert failed["dead_letter_id"] == dead[b"dead_letter_id"].decode()
+
+
+def test_permanent_error_is_dead_lettered_on_the_first_delivery(make_env: Any) -> None:
+    env = make_env(echo={"invalid_when_text_contains": "bad port"})
+    env.start("sink")
+    env.start("echo")
+    message = env.message("bad port 99999")
+    env.publish(message)
+    wait_until(lambda: env.replies(message), 20, message="request.failed")
+    [failed] = env.replies(message)
+    assert (failed["status"], failed["code"]) == ("failed", "permanent_error")
+    assert "Port out of range" in failed["reason"]
+    assert len(env.handler_calls(message)) == 1  # never retried
+    [dead] = env.dead_letters()
+    assert dead[b"reason"] == b"permanent_error"
+
+
+def test_permanent_commit_error_dead_letters_that_message_and_the_batch_commits(
+    make_env: Any,
+) -> None:
+    """One message's reply stream is a key of another type (WRONGTYPE on its write): that
+    message alone is dead-lettered; the others read in the same batch are delivered."""
+    env = make_env()
+    env.start("echo")
+    messages = [env.message(f"request {i}") for i in range(8)]
+    broken = messages[3]
+    assert broken.reply_to is not None
+    env.r.set(broken.reply_to, "not a stream")
+    for message in messages:
+        env.publish(message)
+    wait_until(lambda: env.r.xlen(env.keys.inbox("sink")) == 8, 20, message="echo handled all")
+    sink = env.start("sink")  # reads the eight in one batch
+
+    for message in messages:
+        if message is not broken:
+            wait_until(lambda m=message: env.replies(m), 20, message="the rest delivered")
+    wait_until(lambda: env.dead_letters("sink"), 20, message="the broken one dead-lettered")
+    [dead] = env.dead_letters("sink")
+    assert dead[b"reason"] == b"unwritable_output" and b"WRONGTYPE" in dead[b"error"]
+    assert json.loads(dead[b"orig.m"])["causation_id"] == str(broken.message_id)
+    assert env.r.get(broken.reply_to) == b"not a stream"
+    wait_until(lambda: not env.pending("sink"), message="all acknowledged")
+    assert sink.alive()

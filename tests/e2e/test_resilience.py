@@ -178,7 +178,11 @@ def test_hanging_dependency_is_cut_at_its_timeout_and_stops_for_real(make_env: A
     wait_until(lambda: not any(_alive(pid) for pid in pids), 5, message="children gone")
     # every child was killed before its 3 s sleep ended, so none can write its late file
     assert env.markers("late") == []
-    assert env.replies(message) == []
+    # no late success: the requester is told once that the request failed
+    [reply] = env.replies(message)
+    assert reply["message_type"] == "request.failed"
+    assert reply["payload"]["code"] == "max_deliveries"
+    assert reply["payload"]["dead_letter_id"] == dead[b"dead_letter_id"].decode()
 
 
 def test_breaker_is_shared_by_workers_and_an_outage_burns_no_message(make_env: Any) -> None:

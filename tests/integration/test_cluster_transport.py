@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
 
 from agent_runtime.client import Client
 from agent_runtime.config import PipelineConfig
 from agent_runtime.keys import Keys
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport import Commit, DeadLetter, StreamBus, connect
+from agent_runtime.transport.streams import Handled, Write
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -102,16 +102,17 @@ async def test_commit_writes_and_acks_across_slots(
     cid = str(uuid.uuid4())
     done = [str(uuid.uuid4()) for _ in entries]
     commit = Commit(
-        outputs=[
-            (keys.inbox("next", 1), {b"m": b"out"}, None),
-            (keys.reply(cid), {b"m": b"reply"}, 60),
+        handled=[
+            Handled(entries[0], done[0], [Write(keys.inbox("next", 1), {b"m": b"out"})]),
+            Handled(
+                entries[1],
+                done[1],
+                [Write(keys.reply(cid), {b"m": b"reply"}, 60, None, keys.outcome(cid))],
+            ),
         ],
-        done_ids=done[:2],
         dead=[DeadLetter(entries[2], keys.dlq("agent"), "poison", "boom")],
     )
-    for entry in entries:
-        commit.ack(entry)
-    await bus.commit(commit)
+    assert await bus.commit(commit) == []
 
     assert await bus.already_done(done) == [True, True, False]
     assert await cluster_redis.xlen(keys.inbox("next", 1)) == 1
@@ -228,10 +229,9 @@ async def test_failed_output_write_leaves_input_pending_and_not_done(
     )
     await cluster_redis.set(broken, b"not a stream")  # XADD to it fails with WRONGTYPE
     message_id = str(uuid.uuid4())
-    commit = Commit(outputs=[(broken, {b"m": b"out"}, None)], done_ids=[message_id])
-    commit.ack(entry)
-    with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await bus.commit(commit)
+    commit = Commit([Handled(entry, message_id, [Write(broken, {b"m": b"out"})])])
+    [refused] = await bus.commit(commit)  # that input alone is refused, left pending
+    assert "WRONGTYPE" in refused.error
     assert (await cluster_redis.xpending(inbox, "agent"))["pending"] == 1
     assert await bus.already_done([message_id]) == [False]
 
@@ -250,14 +250,13 @@ async def test_trace_records_are_lists_and_never_fail_the_commit(
     broken, good, other = (keys.trace(cid) for cid in cids)
     await cluster_redis.set(broken, b"not a list")  # RPUSH to it fails with WRONGTYPE
     done = [str(uuid.uuid4()) for _ in entries]
+    handled = [Handled(e, d) for e, d in zip(entries, done, strict=True)]
+    handled[0].writes.append(Write(keys.inbox("next", 1), {b"m": b"out"}))
     commit = Commit(
-        outputs=[(keys.inbox("next", 1), {b"m": b"out"}, None)],
-        done_ids=done,
+        handled,
         traces=[(good, b'{"n":1}'), (broken, b'{"n":2}'), (other, b'{"n":3}'), (good, b"4")],
         trace_ttl=300,
     )
-    for entry in entries:
-        commit.ack(entry)
     await bus.commit(commit)  # does not raise
 
     assert await bus.already_done(done) == [True] * len(done)

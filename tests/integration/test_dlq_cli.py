@@ -64,8 +64,13 @@ def test_dead_letter_shows_in_status_and_list_and_replays_after_the_fix(
     [replayed] = p.cli_json("dlq", "replay", letter["id"])
     assert replayed["new_id"] and replayed["stream"] == p.keys.inbox("echo")
 
-    wait_until(lambda: p.replies(message), 20, message="reply after replay")
-    assert p.replies(message) == [{"text": "POISON PILL"}]
+    # the requester was told it failed; the replay reopens the request and it succeeds
+    wait_until(lambda: len(p.replies(message)) == 2, 20, message="reply after replay")
+    failed, succeeded = p.replies(message)
+    assert (
+        failed["code"] == "max_deliveries" and failed["dead_letter_id"] == letter["dead_letter_id"]
+    )
+    assert succeeded == {"text": "POISON PILL"}
     assert p.cli_json("dlq", "list") == []
     wait_until(lambda: p.r.llen(p.keys.trace(cid)) >= 4, message="trace of the replay")
     steps = p.cli_json("trace", cid)

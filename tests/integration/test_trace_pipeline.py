@@ -32,7 +32,7 @@ def six_agent_config(tmp: Path, prefix: str) -> Path:
     for spec in data["agents"].values():
         spec["replicas"] = 1  # two cores shared by everyone: one process per agent type
     safety = data["agents"]["safety_checker"]["config"]
-    safety["policy_file"] = str(ROOT / safety["policy_file"])
+    safety["policy_file"] = str(ROOT / "configs" / safety["policy_file"])
     data["agents"]["executor"]["config"]["sandbox"] = str(ROOT)
     path = tmp / "default.yaml"
     path.write_text(yaml.safe_dump(data))

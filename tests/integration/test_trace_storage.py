@@ -20,7 +20,7 @@ from agent_runtime.delivery import Tracer
 from agent_runtime.keys import Keys
 from agent_runtime.observability.trace import load_trace
 from agent_runtime.pipeline import Pipeline
-from agent_runtime.transport.streams import Commit, Entry, StreamBus
+from agent_runtime.transport.streams import Commit, Entry, Handled, StreamBus, Write
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage
 
@@ -79,8 +79,8 @@ async def test_records_go_to_one_list_in_order_ttl_set_at_creation(
     cid, other = str(uuid.uuid4()), str(uuid.uuid4())
     trace = keys.trace(cid)
 
-    commit = Commit(traces=[(trace, _record(cid, n=1))], trace_ttl=300)
-    commit.ack(await _read_one(redis, bus, inbox))
+    entry = await _read_one(redis, bus, inbox)
+    commit = Commit([Handled(entry)], traces=[(trace, _record(cid, n=1))], trace_ttl=300)
     await bus.commit(commit)
     assert await redis.type(trace) == b"list"
     assert 0 < await redis.ttl(trace) <= 300
@@ -89,10 +89,10 @@ async def test_records_go_to_one_list_in_order_ttl_set_at_creation(
     # a second commit for the same request: the same list, records in order, and its TTL is
     # not set again (only the push that creates the list sets it)
     commit = Commit(
+        [Handled(await _read_one(redis, bus, inbox))],
         traces=[(trace, _record(cid, n=2)), (keys.trace(other), _record(other)), (trace, b"3")],
         trace_ttl=9000,
     )
-    commit.ack(await _read_one(redis, bus, inbox))
     await bus.commit(commit)
     assert await redis.lrange(trace, 0, -1) == [_record(cid, n=1), _record(cid, n=2), b"3"]
     assert 0 < await redis.ttl(trace) <= 300
@@ -113,13 +113,12 @@ async def test_a_trace_key_of_another_type_loses_the_record_not_the_commit(
     await redis.set(broken, b"not a list")  # RPUSH to it fails with WRONGTYPE
     entry = await _read_one(redis, bus, inbox)
     message_id = str(uuid.uuid4())
+    writes = [Write(keys.inbox("sink"), {b"m": b"out"})] if with_outputs else []
     commit = Commit(
-        outputs=[(keys.inbox("sink"), {b"m": b"out"}, None)] if with_outputs else [],
-        done_ids=[message_id],
+        [Handled(entry, message_id, writes)],
         traces=[(broken, _record(cid)), (keys.trace(other), _record(other))],
         trace_ttl=300,
     )
-    commit.ack(entry)
     await bus.commit(commit)  # does not raise
 
     assert (await redis.xpending(inbox, "echo"))["pending"] == 0

@@ -1,0 +1,328 @@
+"""Writing a commit: outputs, done marks, dead letters, failure replies, trace records, acks.
+
+Two paths with the same outcome for each input (outputs written, then marked done and acked;
+or not acked at all):
+
+* **Atomic** (a single server): one ``EVALSHA`` of :data:`COMMIT_SCRIPT` per commit. The
+  script is flagged (``#!lua``), so a server over ``maxmemory`` refuses it as a whole: nothing
+  is half-written, the worker backs off and retries. It refuses a replay of the same commit
+  (its ``token`` mark), skips the outputs of an input already marked done (a copy handled
+  twice), writes a terminal reply only if the request's outcome guard was free (exactly one
+  terminal reply per request), and checks every output key's type first: an input whose
+  output key holds another type (WRONGTYPE: permanent, about that key) is neither written nor
+  acked and is returned, so the worker dead-letters it alone while the rest of the batch
+  commits.
+* **Portable** (Redis Cluster, where keys span slots, and servers without scripting): two
+  pipelined round trips, writes then -- only if every write succeeded -- done marks + XACK
+  (MULTI/EXEC on a single server). Terminal replies go through :data:`REPLY_SCRIPT` (guard
+  and reply stream share the request's slot). A write refused for a reason of its own key
+  (a command error, not OOM) makes its input :class:`Unwritable`; the others commit. A commit
+  replayed after an ambiguous failure may write non-terminal outputs twice here; downstream
+  de-duplication by message id drops the copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from agent_runtime.policies.errors import redis_error_kind
+from agent_runtime.transport.streams import (
+    TRACE_SCRIPT,
+    Commit,
+    DeadLetter,
+    Handled,
+    Unwritable,
+    Write,
+)
+from agent_runtime.transport.streams import (
+    _dead_fields as dead_fields,
+)
+
+#: Seconds a commit's applied mark lives: longer than any retry of the same commit.
+COMMIT_MARK_TTL = 3600
+
+# ARGV: mark key, mark ttl, group, done key (current), done key (previous), done key expire,
+# trace ttl, item count, then per item: kind (h handled, a ack only, d dead), message id,
+# inbox, entry id, write count, and per write: stream, ttl, maxlen, guard, field count,
+# fields...; then the trace count and (key, record) pairs. Returns {-1} for a replay, else a
+# flat list of (item index, error) of handled items that were not written (kept in the mark,
+# so a replay returns the same list).
+COMMIT_SCRIPT = """#!lua
+local A = ARGV
+if not redis.call('SET', A[1], '1', 'NX', 'EX', A[2]) then
+  local before = redis.call('GET', A[1])
+  if before and before ~= '1' then return cjson.decode(before) end
+  return {-1}
+end
+local group, cur, prev = A[3], A[4], A[5]
+local refused, marked, i = {}, 0, 9
+local function bad_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then return 'WRONGTYPE ' .. key .. ' holds a ' .. t end
+  return nil
+end
+for item = 1, tonumber(A[8]) do
+  local kind, mid, inbox, eid, nw = A[i], A[i + 1], A[i + 2], A[i + 3], tonumber(A[i + 4])
+  i = i + 5
+  local writes, problem = {}, nil
+  local skip = kind == 'h' and (redis.call('SISMEMBER', cur, mid) == 1
+    or redis.call('SISMEMBER', prev, mid) == 1)
+  for w = 1, nw do
+    local nf = tonumber(A[i + 4])
+    local why = bad_type(A[i], 'stream')
+    if not why and A[i + 3] ~= '' then why = bad_type(A[i + 3], 'string') end
+    if why and kind == 'h' then problem = problem or why
+    elseif not why then writes[#writes + 1] = i end
+    i = i + 5 + 2 * nf
+  end
+  if problem and not skip then
+    refused[#refused + 1] = item - 1
+    refused[#refused + 1] = problem
+  else
+    if not skip then
+      for _, p in ipairs(writes) do
+        local stream, ttl, maxlen, guard = A[p], tonumber(A[p + 1]), A[p + 2], A[p + 3]
+        if guard == '' or redis.call('SET', guard, mid, 'NX', 'EX', math.max(ttl, 60)) then
+          local args = {stream}
+          if maxlen ~= '0' then args = {stream, 'MAXLEN', '~', maxlen} end
+          args[#args + 1] = '*'
+          for f = p + 5, p + 4 + 2 * tonumber(A[p + 4]) do args[#args + 1] = A[f] end
+          redis.call('XADD', unpack(args))
+          if ttl > 0 then redis.call('EXPIRE', stream, ttl) end
+        end
+      end
+      if kind == 'h' then
+        redis.call('SADD', cur, mid)
+        marked = marked + 1
+      end
+    end
+    redis.call('XACK', inbox, group, eid)
+  end
+end
+if marked > 0 then redis.call('EXPIRE', cur, A[6]) end
+if #refused > 0 then redis.call('SET', A[1], cjson.encode(refused), 'KEEPTTL') end
+for t = 1, tonumber(A[i]) do
+  local key, record = A[i + 2 * t - 1], A[i + 2 * t]
+  local length = redis.pcall('RPUSH', key, record)
+  if length == 1 then redis.pcall('EXPIRE', key, A[7]) end
+end
+return refused
+"""
+
+# KEYS[1] outcome guard, KEYS[2] reply stream; ARGV: guard value, ttl, fields... Writes the
+# reply only if the guard was free. Flagged: refused as a whole under OOM.
+REPLY_SCRIPT = """#!lua
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', math.max(tonumber(ARGV[2]), 60)) then
+  return 0
+end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+
+def _write_args(write: Write) -> list[Any]:
+    flat: list[Any] = []
+    for key, value in write.fields.items():
+        flat += (key, value)
+    return [
+        write.stream,
+        write.ttl or 0,
+        write.maxlen or 0,
+        write.guard or "",
+        len(write.fields),
+        *flat,
+    ]
+
+
+def script_args(
+    commit: Commit,
+    *,
+    mark: str,
+    group: str,
+    done: tuple[str, str],
+    done_expire: int,
+    consumer: str,
+    dlq_maxlen: int,
+) -> list[Any]:
+    """ARGV of :data:`COMMIT_SCRIPT` for ``commit``."""
+    args: list[Any] = [mark, COMMIT_MARK_TTL, group, done[1], done[0], done_expire]
+    args += [commit.trace_ttl, len(commit.handled) + len(commit.dead)]
+    for item in commit.handled:
+        entry = item.entry
+        kind = "h" if item.message_id else "a"
+        args += [kind, item.message_id, entry.stream, entry.entry_id, len(item.writes)]
+        for write in item.writes:
+            args += _write_args(write)
+    for dead in commit.dead:
+        writes = _dead_writes(dead, consumer, dlq_maxlen)
+        mid = dead.extra.get("message_id", "")
+        args += ["d", mid, dead.entry.stream, dead.entry.entry_id, len(writes)]
+        for write in writes:
+            args += _write_args(write)
+    args.append(len(commit.traces))
+    for key, record in commit.traces:
+        args += (key, record)
+    return args
+
+
+def _dead_writes(dead: DeadLetter, consumer: str, dlq_maxlen: int) -> list[Write]:
+    writes = [Write(dead.dlq, dead_fields(dead, consumer), maxlen=dlq_maxlen)]
+    if dead.reply is not None:
+        writes.append(dead.reply)
+    return writes
+
+
+def refused_items(commit: Commit, reply: Any) -> list[Unwritable]:
+    """The handled inputs the script did not write (see :data:`COMMIT_SCRIPT`'s return)."""
+    if not reply or reply[0] == -1:
+        return []
+    out = []
+    for index, error in zip(reply[::2], reply[1::2], strict=True):
+        text = error.decode() if isinstance(error, bytes) else str(error)
+        out.append(Unwritable(commit.handled[int(index)], text))
+    return out
+
+
+async def commit_portable(
+    redis: Any,
+    commit: Commit,
+    *,
+    group: str,
+    done_key: str,
+    done_expire: int,
+    consumer: str,
+    dlq_maxlen: int,
+    cluster: bool,
+    reply_script: Callable[..., Any],
+) -> list[Unwritable]:
+    """The two-round-trip commit (see the module docstring). Returns the inputs refused."""
+    refused: list[Unwritable] = []
+    owners: list[Handled | str] = []  # pipeline position -> the input it writes for
+    async with redis.pipeline(transaction=False) as pipe:
+        for item in commit.handled:
+            for write in item.writes:
+                if write.guard is None:
+                    _xadd(pipe, write)
+                    owners.append(item)
+                    if write.ttl:
+                        pipe.expire(write.stream, write.ttl)
+                        owners.append(item)
+        for dead in commit.dead:
+            _xadd(pipe, Write(dead.dlq, dead_fields(dead, consumer), maxlen=dlq_maxlen))
+            owners.append(DEAD)
+        if cluster:
+            _queue_traces(pipe, commit, owners, cluster=True)
+        results = await pipe.execute(raise_on_error=False) if len(pipe) else []
+    _raise_or_refuse(results, owners, refused)
+    bad = {id(r.handled) for r in refused}
+    for item in commit.handled:
+        for write in item.writes:
+            if write.guard is not None and id(item) not in bad:
+                await _guarded(reply_script, write, item.message_id)
+    for dead in commit.dead:
+        if dead.reply is not None:
+            await _guarded(reply_script, dead.reply, dead.extra.get("message_id", ""))
+    await _marks(redis, commit, bad, group, done_key, done_expire, cluster)
+    return refused
+
+
+DEAD, TRACE = "dead", "trace"  # pipeline positions that write no handled input's output
+
+
+def _raise_or_refuse(
+    results: list[Any], owners: list[Handled | str], refused: list[Unwritable]
+) -> None:
+    """Infrastructure errors (OOM, connection) fail the commit; a command error about one
+    output key refuses that input alone. Trace records never fail it; a dead-letter stream of
+    another type loses that dead letter (logged by the caller's reader of the DLQ)."""
+    seen: set[int] = set()
+    for result, owner in zip(results, owners, strict=True):
+        if not isinstance(result, Exception) or owner == TRACE:
+            continue
+        permanent = isinstance(result, ResponseError) and redis_error_kind(result) == "permanent"
+        if not permanent:
+            raise result
+        if isinstance(owner, Handled) and id(owner) not in seen:
+            seen.add(id(owner))
+            refused.append(Unwritable(owner, str(result)))
+
+
+async def _guarded(reply_script: Callable[..., Any], write: Write, message_id: str) -> None:
+    flat: list[Any] = []
+    for key, value in write.fields.items():
+        flat += (key, value)
+    try:
+        await reply_script(
+            keys=[write.guard, write.stream], args=[message_id, write.ttl or 0, *flat]
+        )
+    except ResponseError as exc:
+        if redis_error_kind(exc) != "permanent":
+            raise  # a reply key of another type: that reply is lost, the commit goes on
+
+
+async def _marks(
+    redis: Any,
+    commit: Commit,
+    bad: set[int],
+    group: str,
+    done_key: str,
+    done_expire: int,
+    cluster: bool,
+) -> None:
+    """Done marks + XACK, in MULTI/EXEC on a single server (an OOM-refused SADD aborts the
+    XACK too); trace records ride along there."""
+    done_ids = [h.message_id for h in commit.handled if h.message_id and id(h) not in bad]
+    acks: dict[str, list[bytes]] = {}
+    for item in commit.handled:
+        if id(item) not in bad:
+            acks.setdefault(item.entry.stream, []).append(item.entry.entry_id)
+    for dead in commit.dead:
+        acks.setdefault(dead.entry.stream, []).append(dead.entry.entry_id)
+    traced: list[Handled | str] = []
+    async with redis.pipeline(transaction=not cluster) as pipe:
+        if not cluster:
+            _queue_traces(pipe, commit, traced, cluster=False)
+        first = len(pipe)
+        if done_ids:
+            pipe.sadd(done_key, *done_ids)
+            pipe.expire(done_key, done_expire)
+        for stream, ids in acks.items():
+            pipe.xack(stream, group, *ids)
+        if not len(pipe):
+            return
+        results = await pipe.execute(raise_on_error=False)
+    errors = [r for r in results[first:] if isinstance(r, Exception)]
+    if errors:
+        raise errors[0]
+
+
+def _xadd(pipe: Any, write: Write) -> None:
+    if write.maxlen:
+        pipe.xadd(write.stream, write.fields, maxlen=write.maxlen, approximate=True)
+    else:
+        pipe.xadd(write.stream, write.fields)
+
+
+def _queue_traces(pipe: Any, commit: Commit, owners: list[Handled | str], *, cluster: bool) -> None:
+    """Trace records; their replies are ignored: a lost record never fails a commit. On
+    Cluster (keys in many slots) RPUSH + one EXPIRE per key, else one EVAL of TRACE_SCRIPT."""
+    if not commit.traces:
+        return
+    if cluster:
+        expiring: set[str] = set()
+        for key, record in commit.traces:
+            pipe.rpush(key, record)
+            owners.append(TRACE)
+            if key not in expiring:
+                expiring.add(key)
+                pipe.expire(key, commit.trace_ttl)
+                owners.append(TRACE)
+        return
+    keys = [key for key, _ in commit.traces]
+    records = [record for _, record in commit.traces]
+    pipe.eval(TRACE_SCRIPT, len(keys), *keys, commit.trace_ttl, *records)
+    owners.append(TRACE)
