@@ -12,10 +12,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent_runtime.errors import AgentRuntimeError
+from agent_runtime.keys import Keys
 from agent_runtime.limits import DEAD_LETTER_HEAD_BYTES, DEAD_LETTER_MAX_FIELDS
+from agent_runtime.observability.deadletters import Letter, replay
 from agent_runtime.observability.redaction import Redactor, redact_dead_letter
 from agent_runtime.transport.original import describe_original
-from agent_runtime.transport.streams import Commit, DeadLetter, Entry, StreamBus, original_fields
+from agent_runtime.transport.streams import (
+    Commit,
+    DeadLetter,
+    Entry,
+    StreamBus,
+    _dead_fields,
+    original_fields,
+)
 
 MiB = 1024 * 1024
 field_names = st.binary(max_size=80) | st.sampled_from([b"m", b"s", b"orig.m", b"reason"])
@@ -95,3 +105,18 @@ async def test_the_committed_dead_letter_of_a_4_mib_entry_is_small() -> None:
     assert fields[b"orig_size"] == str(4 * MiB + 1).encode()
     assert (await redis.xpending("p:inbox:a", "a"))["pending"] == 0
     await redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_dlq_tools_show_the_prefix_and_refuse_to_replay_it() -> None:
+    big = b'{"message_id": "x", "deep": ' + b"[" * (4 * MiB) + b"}"
+    entry = Entry(Keys("ar").inbox("planner"), b"7-0", {b"m": big})
+    fields = _dead_fields(DeadLetter(entry, "ar:dlq:planner", "oversize", "big"), "c-0")
+    letter = Letter("ar:dlq:planner", "8-0", "planner", fields)
+    shown = letter.detail()
+    assert shown["original"] == {}
+    assert shown["original_heads"] == {"m": big[:DEAD_LETTER_HEAD_BYTES].decode()}
+    assert shown["original_size"] == len(big) + 1
+    assert shown["original_sha256"] == hashlib.sha256(big).hexdigest()
+    with pytest.raises(AgentRuntimeError, match="only a prefix of it was kept"):
+        await replay(None, Keys("ar"), letter)
