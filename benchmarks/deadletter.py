@@ -4,8 +4,9 @@
 In process (always): a real ``Worker`` (no-op agent; its Redis client is never used here) runs
 ``Worker._register([entry])`` -- decode, build the dead letter, redact it, log it (JSON, to
 /dev/null), count it -- and then the dead-letter fields the commit XADDs
-(``streams._dead_fields``). Median and max over ``--rounds``, plus the bytes the dead letter
-would write.
+(``streams._dead_fields``). Min, median and max over ``--rounds`` (the minimum is the code's
+own cost; the rest adds whatever else the machine runs), plus the bytes the dead letter would
+write.
 
 ``--e2e``: also through a real worker process on an embedded server: the time from XADD of the
 entry until its dead letter is readable (XREAD BLOCK on the dead-letter stream), which adds two
@@ -32,6 +33,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -73,7 +76,28 @@ def _config(prefix: str) -> dict[str, Any]:
     }
 
 
-def in_process(rounds: int) -> list[tuple[str, str]]:
+def in_process(rounds: int, timeout: float) -> list[tuple[str, str]]:
+    """Each entry in a forked child, so a code path that never finishes (the old redactor on
+    4 MiB) is reported after ``timeout`` seconds instead of hanging the benchmark."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    out = []
+    for name in entries("x"):
+        results: Any = context.Queue()
+        child = context.Process(target=_measure, args=(name, rounds, results))
+        child.start()
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join()
+            out.append((name, f"did not finish within {timeout:.0f} s"))
+        else:
+            out.append((name, results.get()))
+    return out
+
+
+def _measure(name: str, rounds: int, results: Any) -> None:
     from agent_runtime.observability.logging import configure_logging
     from agent_runtime.pipeline import Pipeline
     from agent_runtime.transport import streams
@@ -84,32 +108,30 @@ def in_process(rounds: int) -> list[tuple[str, str]]:
     prefix = "bench" + uuid.uuid4().hex[:6]
     pipeline = Pipeline.build(_load(_config(prefix)))
     worker = Worker(pipeline, "noop", None, consumer="bench-0")
-    out = []
-    for name, fields in entries(prefix).items():
-        times: list[float] = []
-        written = 0
-        for i in range(rounds):
-            entry = Entry(pipeline.routing.inboxes("noop")[0], f"{i + 1}-0".encode(), fields)
-            started = time.perf_counter()
-            try:
-                worker._register([entry])
-                letter = worker._dead.pop()
-                dead = streams._dead_fields(letter, "bench-0")
-            except BaseException as exc:  # the old code path may raise: report it
-                elapsed = (time.perf_counter() - started) * 1000
-                out.append((name, f"raised {type(exc).__name__} after {elapsed:.1f} ms"))
-                break
-            times.append(time.perf_counter() - started)
-            written = sum(len(k) + len(v) for k, v in dead.items())
-            worker._inflight.clear()
-        else:
-            out.append((name, _figures(times) + f"; dead letter {written:,} bytes"))
-    return out
+    fields = entries(prefix)[name]
+    times: list[float] = []
+    written = 0
+    for i in range(rounds):
+        entry = Entry(pipeline.routing.inboxes("noop")[0], f"{i + 1}-0".encode(), fields)
+        started = time.perf_counter()
+        try:
+            worker._register([entry])
+            letter = worker._dead.pop()
+            dead = streams._dead_fields(letter, "bench-0")
+        except BaseException as exc:  # the old code path may raise: report it
+            elapsed = (time.perf_counter() - started) * 1000
+            results.put(f"raised {type(exc).__name__} after {elapsed:.1f} ms")
+            return
+        times.append(time.perf_counter() - started)
+        written = sum(len(k) + len(v) for k, v in dead.items())
+        worker._inflight.clear()
+    results.put(_figures(times) + f"; dead letter {written:,} bytes")
 
 
 def _figures(seconds: list[float]) -> str:
     ms = sorted(s * 1000 for s in seconds)
-    return f"median {statistics.median(ms):.2f} ms, max {ms[-1]:.2f} ms ({len(ms)} rounds)"
+    middle = statistics.median(ms)
+    return f"min {ms[0]:.2f} ms, median {middle:.2f} ms, max {ms[-1]:.2f} ms ({len(ms)} rounds)"
 
 
 def _load(config: dict[str, Any]) -> Any:
@@ -119,7 +141,6 @@ def _load(config: dict[str, Any]) -> Any:
 
 
 def end_to_end(rounds: int, tree: Path) -> list[tuple[str, str]]:
-    import redis
     import yaml
 
     from agent_runtime.embedded import EmbeddedServer
@@ -136,9 +157,14 @@ def end_to_end(rounds: int, tree: Path) -> list[tuple[str, str]]:
             config.write_text(yaml.safe_dump(_config(prefix)))
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
             keys, r = Keys(prefix), redis.Redis.from_url(server.url)
-            worker = WorkerProcess(
-                "noop", config=config, redis_url=server.url, env=env, log_path=Path(tmp) / "w.log"
-            ).start()
+            here = Path.cwd()
+            os.chdir(tmp)  # ``python -m`` puts the working directory first on sys.path
+            try:
+                worker = WorkerProcess(
+                    "noop", config=config, redis_url=server.url, env=env, log_path=Path("w.log")
+                ).start()
+            finally:
+                os.chdir(here)
             worker.wait_ready(r, keys, 60)
             for name, fields in entries(prefix).items():
                 out.append((name, _through_worker(r, keys, fields, rounds, worker.alive)))
@@ -156,9 +182,12 @@ def _through_worker(
         last = (r.xrevrange(keys.dlq("noop"), count=1) or [(b"0-0", {})])[0][0]
         started = time.perf_counter()
         r.xadd(keys.inbox("noop"), fields)
-        got = r.xread({keys.dlq("noop"): last}, count=1, block=10_000)
+        try:
+            got = r.xread({keys.dlq("noop"): last}, count=1, block=5_000)
+        except redis.exceptions.TimeoutError:  # the client's own socket timeout
+            got = None
         if not got:
-            return "no dead letter within 10 s" + ("" if alive() else " (the worker exited)")
+            return "no dead letter within 5 s" + ("" if alive() else " (the worker exited)")
         times.append(time.perf_counter() - started)
     return _figures(times)
 
@@ -168,6 +197,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--e2e", action="store_true", help="also through a worker process")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout to measure")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds per entry (in process)")
     args = parser.parse_args()
     tree = args.tree.resolve()
     sys.path.insert(0, str(ROOT))  # benchmarks.agents
@@ -179,7 +209,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print("in process (decode + dead letter + redaction + log + commit fields):")
-    for name, figures in in_process(args.rounds):
+    for name, figures in in_process(args.rounds, args.timeout):
         print(f"  {name}: {figures}")
     if args.e2e:
         print("end to end (XADD -> dead letter readable, one worker process):")
