@@ -39,7 +39,7 @@ from tests.hostile.strategies import ALLOWED_REPLY, Fields, hostile_entries
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 SEED = int(os.environ.get("HOSTILE_SEED", "20261201"))
-EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "20"))
 BATCH = int(os.environ.get("HOSTILE_BATCH", "8"))
 GOOD_TEXT = "list files in data and read data/notes.txt"
 FAST = {
