@@ -3,6 +3,11 @@
 async with Client.connect("unix:///tmp/.../redis.sock", pipeline) as client:
     message = await client.publish("list files in configs")
     reply = await client.wait_reply(message, timeout=30)
+
+Every wait of a client goes through its one :class:`ReplyReader` (a couple of connections of
+its own, however many requests wait; it reconnects and resumes on its own), and
+:meth:`Client.request` publishes at most ``PUBLISH_SLOTS`` requests at a time, so any number of
+concurrent ``request()`` calls use a bounded number of connections.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import structlog
 
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config import signing_key
-from agent_runtime.errors import DecodeError, RequestError, RequestTimeout
+from agent_runtime.errors import RequestError, RequestTimeout, TransportError
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.sweep import register_deadline
-from agent_runtime.transport.connect import connect
+from agent_runtime.transport.connect import connect, out_of_memory
+from agent_runtime.transport.replies import ReplyReader
 from agent_runtime.transport.streams import TRACE_SCRIPT
 from protocols.base import Payload
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
@@ -31,6 +37,9 @@ from protocols.envelope import AgentMessage, utcnow
 #: Seconds past a request's deadline to keep waiting for the runtime's own ``request.failed``
 #: timeout reply (workers answer an expired request within its deadline + 2 s).
 REPLY_GRACE = 2.5
+#: Publishes one client's :meth:`Client.request` calls run at a time (each holds a connection
+#: of the client's pool while it runs).
+PUBLISH_SLOTS = 4
 
 _log = structlog.get_logger("agent_runtime.client")
 
@@ -50,6 +59,8 @@ class Client:
             reply_streams=pipeline.config.reply_streams,
         )
         self.clock = RedisClock(redis)  # deadlines on the server's clock, not this host's
+        self.replies = ReplyReader(redis, self.codec)
+        self._publishing: anyio.Semaphore | None = None  # made on first use, in its loop
 
     @classmethod
     def connect(cls, url: str, pipeline: Pipeline) -> Client:
@@ -59,6 +70,11 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the reply reader and close the Redis client."""
+        await self.replies.aclose()
         await self.redis.aclose()
 
     def new_message(
@@ -127,33 +143,40 @@ class Client:
                 pipe.eval(TRACE_SCRIPT, 1, trace, settings.trace_ttl, record)
             swept = register_deadline(pipe, self.keys, message)  # the sweep answers it
             queued, *rest = await pipe.execute(raise_on_error=False)
+        if out_of_memory(queued):  # maxmemory + noeviction: refused, not queued
+            raise TransportError(
+                f"request {message.correlation_id} not published: the Redis server is out of "
+                f"memory (OOM: {queued}); free memory or raise maxmemory, then publish again"
+            ) from queued
         if isinstance(queued, Exception):
             raise queued
         if swept and isinstance(rest[-1], Exception):  # queued all the same: do not raise
             _log.warning("deadline_not_registered", error=repr(rest[-1]))
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
-        """The first decodable reply on the request's reply stream, or RequestTimeout."""
+        """The first decodable reply on the request's reply stream -- the pipeline's answer or
+        the runtime's ``request.failed``, returned alike -- or RequestTimeout after
+        ``timeout`` seconds. Connection errors, a Redis restart or pause are waited out (the
+        reader reconnects and resumes where it read up to); only the timeout ends the wait."""
         assert message.reply_to is not None
-        last = b"0-0"
-        with anyio.move_on_after(timeout):
-            while True:
-                reply = await self.redis.xread({message.reply_to: last}, count=10, block=1000)
-                for _stream, items in reply or []:
-                    for entry_id, fields in items:
-                        last = entry_id
-                        try:
-                            return self.codec.decode(fields)
-                        except DecodeError:
-                            continue
-        raise RequestTimeout(f"no reply for request {message.correlation_id} within {timeout}s")
+        try:
+            return await self.replies.wait(message.reply_to, timeout)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no reply for request {message.correlation_id} within {timeout}s"
+            ) from None
 
     async def request(
         self, text_or_payload: str | Payload, *, timeout: float = 60.0, **options: Any
     ) -> Decoded:
-        """Publish and wait for the reply (the deadline travels with the request)."""
-        message = await self.publish(text_or_payload, timeout=timeout, **options)
-        return await self.wait_reply(message, timeout)
+        """Publish and wait for the reply. The deadline (``timeout``) travels with the request;
+        the wait lasts ``REPLY_GRACE`` longer, for the runtime's own ``request.failed`` reply
+        to a request that expired somewhere."""
+        if self._publishing is None:
+            self._publishing = anyio.Semaphore(PUBLISH_SLOTS)
+        async with self._publishing:
+            message = await self.publish(text_or_payload, timeout=timeout, **options)
+        return await self.wait_reply(message, timeout + REPLY_GRACE)
 
 
 def user_request(text: str) -> UserRequest:

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from agent_runtime.backoff import Backoff, pause
 from agent_runtime.settings import WorkerSettings
 from agent_runtime.transport.streams import Commit, StreamBus, Unwritable
 
@@ -31,20 +32,33 @@ def by_stream(keys: Iterable[tuple[str, bytes]]) -> dict[str, list[bytes]]:
 
 @dataclass
 class Housekeeping:
-    """Chores of one worker. Every loop logs and carries on when Redis fails."""
+    """Chores of one worker. Every loop logs and carries on when Redis fails, retrying after
+    a jittered exponential backoff that its next success resets (backoff.py)."""
 
     bus: StreamBus
     settings: WorkerSettings
     log: Any
 
     async def lease_loop(self, leases: Leases) -> None:
-        """Renew the lease of every entry this worker holds (XCLAIM JUSTID: no count)."""
+        """Renew the lease of every entry this worker holds (XCLAIM JUSTID: no count). A
+        failed renewal is retried after a backoff, well before the lease runs out."""
+        backoff = Backoff(0.1, 5.0)
+        delay = self.settings.lease_every
         while True:
-            await anyio.sleep(self.settings.lease_every)
+            await anyio.sleep(delay)
             try:
                 await self.bus.renew(leases())
             except Exception as exc:
-                self.log.error("lease_renewal_failed", error=repr(exc))
+                delay = self._failed(backoff, self.settings.lease_every)
+                self.log.error("lease_renewal_failed", error=repr(exc), retry_in=delay)
+            else:
+                backoff.reset()
+                delay = self.settings.lease_every
+
+    @staticmethod
+    def _failed(backoff: Backoff, interval: float) -> float:
+        """The pause after a failed chore: the backoff's next delay, never over ``interval``."""
+        return round(min(backoff.next_delay(), interval), 3)
 
     async def watchdog(self, tasks: dict[Any, float], timed_out: set[Any]) -> None:
         """Cancel handler tasks past their deadline (``tasks``: task -> loop-time deadline).
@@ -61,43 +75,55 @@ class Housekeeping:
                     task.cancel()
 
     async def commit_until_done(self, commit: Commit, messages: int) -> list[Unwritable]:
-        """Retry a failed commit (OOM, lost connection) with backoff; its entries stay pending
-        and leased meanwhile, so nothing is acked before its outputs are written. Returns the
-        inputs refused for a reason of their own (see StreamBus.commit)."""
-        backoff = 0.05
+        """Retry a failed commit (OOM, lost connection) with a jittered backoff; its entries
+        stay pending and leased meanwhile, so nothing is acked before its outputs are written.
+        Each commit starts at the shortest delay again. Returns the inputs refused for a
+        reason of their own (see StreamBus.commit)."""
+        backoff = Backoff(0.05, 5.0)
         while True:
             try:
                 return await self.bus.commit(commit)
             except Exception as exc:
-                self.log.error(
-                    "commit_failed", error=repr(exc), retry_in=backoff, messages=messages
-                )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = round(backoff.next_delay(), 3)
+                self.log.error("commit_failed", error=repr(exc), retry_in=delay, messages=messages)
+                await anyio.sleep(delay)
 
     async def heartbeat_loop(self, key: str, status: Callable[[], Mapping[str, Any]]) -> None:
         """A JSON heartbeat with a TTL of three intervals (``health`` and probes read it)."""
         ttl = max(int(self.settings.heartbeat_interval * 3), 2)
         started_at = time.time()
         base = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": started_at}
+        backoff = Backoff(0.1, 5.0)
+        interval = self.settings.heartbeat_interval
         while True:
             beat = {**base, **status(), "at": time.time()}
             try:
                 await self.bus.redis.set(key, json.dumps(beat), ex=ttl)
             except Exception as exc:
-                self.log.error("heartbeat_failed", error=repr(exc))
-            await anyio.sleep(self.settings.heartbeat_interval)
+                delay = self._failed(backoff, interval)
+                self.log.error("heartbeat_failed", error=repr(exc), retry_in=delay)
+            else:
+                backoff.reset()
+                delay = interval
+            await anyio.sleep(delay)
 
     async def trim_loop(self, streams: list[str], stopping: asyncio.Event) -> None:
         """Trim acknowledged entries older than ``retention`` (never pending/undelivered)."""
         retention_ms = int(self.settings.retention * 1000)
+        backoff = Backoff(0.1, 5.0)
+        interval = self.settings.trim_interval
         while not stopping.is_set():
+            delay = interval
             for stream in streams:
                 try:
                     await self.bus.safe_trim(stream, retention_ms)
                 except Exception as exc:
-                    self.log.error("trim_failed", stream=stream, error=repr(exc))
-            await anyio.sleep(self.settings.trim_interval)
+                    delay = self._failed(backoff, interval)
+                    self.log.error("trim_failed", stream=stream, error=repr(exc), retry_in=delay)
+                    break
+            else:
+                backoff.reset()
+            await pause(delay, stopping)
 
     async def hand_back(self, leases: dict[str, list[bytes]]) -> None:
         """Make entries this worker still holds reclaimable at once by other workers."""

@@ -4,7 +4,8 @@ A failed entry stays in the worker's PEL (its lease is renewed like any in-fligh
 When it is due, a *counted* retry is XCLAIMed again by the worker itself, so the delivery
 count rises and the cap still dead-letters a poison message; an uncounted one (an open
 circuit breaker) is handled again as it is. If the worker dies meanwhile, another worker
-reclaims the entry after ``reclaim_idle``.
+reclaims the entry after ``reclaim_idle``. A redelivery that fails on a broken connection is
+tried again after a jittered backoff; the entry stays in flight (leased) meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from agent_runtime.backoff import Backoff
 from agent_runtime.transport.streams import Entry, StreamBus
 
 Dispatch = Callable[[list[Entry]], Awaitable[None]]
@@ -29,6 +31,7 @@ class RetryScheduler:
         self.log = log
         self._due: dict[tuple[str, bytes], tuple[float, Entry, bool]] = {}
         self._wakeup = asyncio.Event()
+        self._backoff = Backoff(0.1, 5.0)
 
     def __len__(self) -> int:
         return len(self._due)
@@ -50,9 +53,12 @@ class RetryScheduler:
             due = [(key, item) for key, item in self._due.items() if item[0] <= now]
             for key, _ in due:
                 del self._due[key]
-            await self._redeliver(
-                [(entry, counted) for _, (_, entry, counted) in due], dispatch, release
-            )
+            try:
+                await self._redeliver(
+                    [(entry, counted) for _, (_, entry, counted) in due], dispatch, release
+                )
+            except Exception as exc:  # last resort: the scheduler never stops on an error
+                self.log.error("redelivery_failed", error=repr(exc))
             wait = min((item[0] for item in self._due.values()), default=now + 3600) - now
             with anyio.move_on_after(max(wait, 0.0)):
                 await self._wakeup.wait()
@@ -61,18 +67,29 @@ class RetryScheduler:
     async def _redeliver(
         self, due: list[tuple[Entry, bool]], dispatch: Dispatch, release: Callable[[Entry], None]
     ) -> None:
-        if not due:
-            return
+        """Claim the counted ones again (one XCLAIM per stream). When that fails (the server
+        is unreachable) they stay in flight here and are tried again after a jittered backoff
+        that the next successful claim resets."""
         by_stream: dict[str, list[Entry]] = {}
         for entry, counted in due:
-            release(entry)
             if counted:
                 by_stream.setdefault(entry.stream, []).append(entry)
-        fresh = [entry for entry, counted in due if not counted]
+        done = [entry for entry, counted in due if not counted]
+        fresh = list(done)
         for stream, entries in by_stream.items():
             try:
                 fresh += await self.bus.redeliver(stream, [e.entry_id for e in entries])
-            except Exception as exc:  # left pending: reclaim finds them after reclaim_idle
-                self.log.error("redelivery_failed", stream=stream, error=repr(exc))
+            except Exception as exc:
+                delay = self._backoff.next_delay()
+                self.log.error(
+                    "redelivery_failed", stream=stream, error=repr(exc), retry_in=round(delay, 3)
+                )
+                for entry in entries:
+                    self.schedule(entry, delay, counted=True)
+                continue
+            self._backoff.reset()
+            done += entries
+        for entry in done:  # no await from here to dispatch's synchronous intake
+            release(entry)
         if fresh:
             await dispatch(fresh)

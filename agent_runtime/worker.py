@@ -4,10 +4,11 @@ Flow: XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (one pipelined SMISM
 batch) -> the handler pool (runners.py: long-lived runner tasks, bounded concurrency,
 middleware chain, timeout watchdog) -> the committer writes outputs + done ids + traces +
 dead letters + XACKs of everything finished since its last round trip. Side loops renew
-leases of in-flight entries, reclaim entries of dead consumers, redeliver failed entries after
-backoff, trim the inboxes and beat the heartbeat. On stop: no more reads, in-flight handlers
-get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable at
-once), the committer flushes.
+leases of in-flight entries, reclaim entries of dead consumers and own orphans (reclaim.py),
+redeliver failed entries after backoff, trim the inboxes and beat the heartbeat; each survives
+connection errors with a jittered backoff (backoff.py). On stop: no more reads, in-flight
+handlers get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable
+at once), the committer flushes.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
 
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext
+from agent_runtime.backoff import Backoff, pause, until_done
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain, undeliverable
 from agent_runtime.errors import DecodeError, Skip
@@ -36,10 +39,12 @@ from agent_runtime.observer import Observer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.reply import failure_reply
+from agent_runtime.reclaim import Reclaimer
 from agent_runtime.retries import RetryScheduler
 from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
 from agent_runtime.sweep import DeadlineSweep
+from agent_runtime.transport.connect import unavailable
 from agent_runtime.transport.original import describe_original
 from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable, Write
 from protocols.envelope import AgentMessage
@@ -120,9 +125,14 @@ class Worker:
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self.processed = 0
-        self._read_backoff = 0.1
+        self._read_backoff = Backoff(0.1, 5.0)
         self.chores = Housekeeping(self.bus, self.settings, self.log)
         self.retries = RetryScheduler(self.bus, self.log)
+        free = lambda: self.settings.concurrency - len(self._inflight)  # noqa: E731
+        keys = self._inflight.keys()
+        self.reclaimer = Reclaimer(
+            self.bus, self.settings, self.streams, keys, free, self.observer, self.log
+        )
         self._heartbeat_key = self.keys.heartbeat(agent, consumer)
 
     def _forget(self, entry: Entry) -> None:
@@ -148,9 +158,8 @@ class Worker:
         self.retries.wake()
 
     async def run(self) -> None:
-        await self.bus.check_server()
-        for stream in self.streams:
-            await self.bus.ensure_group(stream)
+        if not await self._until_done("start", self._prepare):
+            return  # stopped while the server was unreachable
         await self.instance.start()
         self.log.info(
             "worker_started",
@@ -165,7 +174,7 @@ class Worker:
                 side.start_soon(self.chores.heartbeat_loop, self._heartbeat_key, self._status)
                 side.start_soon(self.chores.watchdog, self._pool.running, self._pool.timed_out)
                 await self._recover_own_pending()
-                side.start_soon(self._reclaim_loop)
+                side.start_soon(self.reclaimer.run, self._dispatch, self._stopping)
                 side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
                 side.start_soon(self.chores.trim_loop, self.streams, self._stopping)
                 side.start_soon(DeadlineSweep.for_worker(self).run, self._stopping)
@@ -179,8 +188,23 @@ class Worker:
                 await self._pool.close()
                 await self.chores.hand_back(self._leases())
                 await self.instance.stop()
-                await self.redis.delete(self._heartbeat_key)
+                await self._delete_heartbeat()
         self.log.info("worker_stopped", processed=self.processed)
+
+    async def _prepare(self) -> None:
+        await self.bus.check_server()
+        for stream in self.streams:
+            await self.bus.ensure_group(stream)
+
+    async def _until_done(self, step: str, action: Callable[[], Awaitable[None]]) -> bool:
+        """``action``, retried with backoff while the server is unavailable (backoff.py)."""
+        return await until_done(action, unavailable, self._stopping, self.log, step)
+
+    async def _delete_heartbeat(self) -> None:
+        try:
+            await self.redis.delete(self._heartbeat_key)
+        except Exception as exc:  # it expires by itself (TTL of three intervals)
+            self.log.warning("heartbeat_delete_failed", error=repr(exc))
 
     async def _drain(self) -> None:
         """Give in-flight handlers ``drain_timeout`` to finish, then cancel the rest."""
@@ -217,6 +241,7 @@ class Worker:
             except Exception as exc:  # NOGROUP after a server restart, a lost connection
                 await self._recover_read(exc)
                 continue
+            self._read_backoff.reset()
             if entries:
                 # The next XREADGROUP overlaps this batch's de-duplication round trip.
                 fresh = self._register(entries)
@@ -226,25 +251,40 @@ class Worker:
 
     async def _recover_read(self, exc: Exception) -> None:
         """The server lost our groups (restart without persistence, stream deleted): create
-        them again; any other read error: log and back off, the loop goes on."""
+        them again; any other read error: log and back off (jittered, exponential, reset by
+        the next successful read), the loop goes on."""
         if "NOGROUP" in str(exc):
             self.log.warning("consumer_group_recreated", error=str(exc))
-            for stream in self.streams:
-                await self.bus.ensure_group(stream)
-            return
-        self.log.error("read_failed", error=repr(exc), retry_in=self._read_backoff)
-        await anyio.sleep(self._read_backoff)
-        self._read_backoff = min(self._read_backoff * 2, 5.0)
+            try:
+                for stream in self.streams:
+                    await self.bus.ensure_group(stream)
+                return
+            except Exception as again:
+                exc = again
+        delay = self._read_backoff.next_delay()
+        self.log.error("read_failed", error=repr(exc), retry_in=round(delay, 3))
+        await pause(delay, self._stopping)
 
     async def _recover_own_pending(self) -> None:
+        """Re-read own pending entries (restart under the same name); waits while the server is
+        unavailable, leaves them to the reclaim loop's orphan sweep on any other error."""
         for stream in self.streams:
-            entries = await self.bus.read_own_pending(stream, 10_000)
-            if entries:
-                self.log.info("own_pending_recovered", stream=stream, count=len(entries))
-                await self._dispatch(entries)
+            try:
+                await self._until_done("recover_own_pending", partial(self._own, stream))
+            except Exception as exc:
+                self.log.error("own_pending_recovery_failed", stream=stream, error=repr(exc))
+
+    async def _own(self, stream: str) -> None:
+        entries = await self.bus.read_own_pending(stream, 10_000)
+        if entries:
+            self.log.info("own_pending_recovered", stream=stream, count=len(entries))
+            await self._dispatch(entries)
 
     async def _dispatch(self, entries: list[Entry]) -> None:
-        await self._dispatch_registered(self._register(entries))
+        """Register and dispatch entries of the reclaim loop, the own-pending recovery and the
+        retry scheduler. Never raises: when Redis fails, the entries are forgotten here and
+        stay pending; the reclaim loop's orphan sweep finds them (reclaim.py)."""
+        await self._dispatch_guarded(self._register(entries))
 
     def _register(self, entries: list[Entry]) -> list[tuple[Entry, Decoded]]:
         """Synchronous intake of a batch: count entries as in flight (capacity), decode them,
@@ -500,28 +540,3 @@ class Worker:
         while self._finished or self._dead or self._committing:
             self._finished_event.set()
             await anyio.sleep(0.01)
-
-    # ------------------------------------------------------------------ side loops
-    async def _reclaim_loop(self) -> None:
-        idle_ms = int(self.settings.reclaim_idle * 1000)
-        while not self._stopping.is_set():
-            for stream in self.streams:
-                free = self.settings.concurrency - len(self._inflight)
-                if free <= 0 or self._stopping.is_set():
-                    break
-                try:
-                    entries, deleted = await self.bus.reclaim(stream, idle_ms, free)
-                except Exception as exc:
-                    self.log.error("reclaim_failed", stream=stream, error=repr(exc))
-                    continue
-                if entries or deleted:
-                    self.log.info(
-                        "entries_reclaimed",
-                        stream=stream,
-                        count=len(entries),
-                        deleted_while_pending=deleted,
-                    )
-                    self.observer.reclaimed(stream, len(entries), deleted)
-                if entries:
-                    await self._dispatch(entries)
-            await anyio.sleep(self.settings.reclaim_interval)

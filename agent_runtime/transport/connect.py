@@ -1,17 +1,59 @@
 """Create the Redis client from a URL: ``redis://``, ``rediss://``, ``unix://`` or, for Redis
-Cluster, ``redis+cluster://`` / ``rediss+cluster://`` (any node of the cluster)."""
+Cluster, ``redis+cluster://`` / ``rediss+cluster://`` (any node of the cluster).
+
+Connection behaviour under network faults (docs/operations.md, "Connection drops"):
+
+* One bounded pool per client (:data:`MAX_CONNECTIONS`, ``?max_connections=N`` in the URL
+  overrides it); a caller that finds every connection busy queues, first come first served,
+  up to :data:`POOL_TIMEOUT` seconds (redis-py's default pool raises "Too many connections").
+  So a server that drops every client sees at most that many reconnects per drop and client.
+* redis-py retries a command whose connection broke :data:`COMMAND_RETRIES` times (its
+  default is 10, and each retry's connect is retried 10 times again: about a hundred
+  connection attempts per command while the server is away).
+* New sockets open through the pool's :class:`ReconnectGate`: after a failed attempt the
+  next one waits a jittered exponential delay (``Backoff``, reset by the first success);
+  connects asked for meanwhile fail at once, and their callers back off in their own loops.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_runtime.backoff import Backoff
 from agent_runtime.transport.fastpack import use_hiredis_packing
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+#: Connections per process and URL; a worker's loops use a handful, handlers share the rest.
+MAX_CONNECTIONS = 10
+#: Seconds a command waits for a free pooled connection before ConnectionError.
+POOL_TIMEOUT = 20.0
+#: Transparent re-sends of a command whose connection broke (one new connection each).
+COMMAND_RETRIES = 2
+#: Seconds a socket connect may take.
+CONNECT_TIMEOUT = 5.0
+#: Errors that mean "not now" rather than "never" (connection, loading, full, failing over).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,  # includes BusyLoadingError (LOADING)
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+    OutOfMemoryError,
+    TryAgainError,
+    ClusterDownError,  # includes MasterDownError
+)
 
 
 @dataclass(frozen=True)
@@ -29,15 +71,143 @@ def connect(url: str, **kwargs: Any) -> Connection:
             f"{redact_url(url)!r} is not a Redis URL (redis://, rediss://, unix://, "
             "redis+cluster://)"
         )
-    options: dict[str, Any] = {"health_check_interval": 30, **kwargs}
+    retry = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), COMMAND_RETRIES)
+    options: dict[str, Any] = {
+        "health_check_interval": 30,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "retry": retry,
+        **kwargs,
+    }
     if scheme in CLUSTER_SCHEMES:
         client: Any = RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **options)
         return Connection(client, True, url)
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
-    client = Redis.from_url(url, **options)
+    options = {"max_connections": MAX_CONNECTIONS, "timeout": POOL_TIMEOUT, **options}
+    client = Redis.from_pool(GatedPool.from_url(url, **options))
     use_hiredis_packing(client)
     return Connection(client, False, url)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server cannot serve *now* (connection lost or refused,
+    timeout, LOADING, BUSY, OOM, ...): wait and try again, nothing is wrong with the request.
+    (redis-py turns OOM, LOADING, TRYAGAIN, CLUSTERDOWN and MASTERDOWN replies into their own
+    classes, with the code cut off the message.)"""
+    return isinstance(exc, UNAVAILABLE) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("BUSY ")
+    )
+
+
+def out_of_memory(exc: object) -> bool:
+    """An OOM refusal (``maxmemory`` reached with ``noeviction``): the write did not happen."""
+    return isinstance(exc, OutOfMemoryError)
+
+
+class ReconnectGate:
+    """Paces the socket connects of one pool. While connects succeed they run freely. After a
+    failure, one attempt at a time is made, each after the backoff's next delay; a connect
+    asked for meanwhile fails at once with the last attempt's error (no socket), so its caller backs
+    off in its own loop instead of queueing. The first success resets the backoff. A process
+    whose server is away so opens a few sockets in its first seconds, then one per ``cap``
+    seconds, however many tasks want a connection."""
+
+    def __init__(
+        self, backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.backoff = backoff or Backoff(initial=0.2, cap=2.0)
+        self.clock = clock
+        self.attempts = 0  # sockets this pool tried to open (tests and benchmarks read it)
+        self._failing = False
+        self._trying = False
+        self._not_before = 0.0
+        self._last: Exception | None = None
+
+    def _again(self) -> Exception:
+        """The last attempt's error once more (same type and text, so callers and the CLI
+        tell "refused" from "unknown host" as usual), without opening a socket."""
+        last = self._last
+        if isinstance(last, OSError):
+            return type(last)(*last.args)
+        return RedisConnectionError(f"server unreachable (last attempt: {last!r})")
+
+    async def open(self, connect: Callable[[], Awaitable[None]]) -> None:
+        if not self._failing:
+            await self._attempt(connect)
+            return
+        if self._trying or self._not_before > self.clock():
+            raise self._again()
+        self._trying = True
+        try:
+            await self._attempt(connect)
+        finally:
+            self._trying = False
+
+    async def _attempt(self, connect: Callable[[], Awaitable[None]]) -> None:
+        self.attempts += 1
+        try:
+            await connect()
+        except Exception as exc:
+            self._last = exc
+            self._failing = True
+            self._not_before = self.clock() + self.backoff.next_delay()
+            raise
+        self._failing = False
+        self.backoff.reset()
+
+
+class GatedPool(ConnectionPool):
+    """A bounded pool: at most ``max_connections`` connections, handed out first come, first
+    served (a caller that finds them all busy queues for up to ``timeout`` seconds; redis-py's
+    blocking pool lets a task that releases a connection take it straight back, so a loop of
+    blocking reads can starve everyone else). New sockets open through one ReconnectGate."""
+
+    def __init__(self, *, timeout: float | None = POOL_TIMEOUT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        self.gate = ReconnectGate()
+        self._slots = asyncio.Semaphore(self.max_connections)  # FIFO since Python 3.11.1
+        self._holders: set[Any] = set()
+        base: Any = self.connection_class
+        self.connection_class = _gated_class(base)
+
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[no-untyped-call]
+        connection.reconnect_gate = self.gate
+        return connection
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise RedisConnectionError(
+                f"no connection free within {self.timeout}s "
+                f"(all {self.max_connections} in use; raise ?max_connections= in the URL)"
+            ) from None
+        try:
+            connection = await super().get_connection()  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._slots.release()
+            raise
+        self._holders.add(connection)
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            if connection in self._holders:  # not when get_connection itself gave up on it
+                self._holders.discard(connection)
+                self._slots.release()
+
+
+@cache
+def _gated_class(base: Any) -> type:
+    async def _connect(self: Any) -> None:
+        await self.reconnect_gate.open(partial(base._connect, self))
+
+    return type(f"Gated{base.__name__}", (base,), {"_connect": _connect})
 
 
 def redact_url(url: str) -> str:

@@ -267,6 +267,21 @@ class StreamBus:
         await self._fill_counts(stream, entries)
         return entries
 
+    async def own_pending(self, stream: str, min_idle_ms: int, count: int) -> list[bytes]:
+        """Ids of this consumer's pending entries idle for at least ``min_idle_ms``."""
+        rows = await self.redis.xpending_range(
+            stream, self.group, "-", "+", count, consumername=self.consumer, idle=min_idle_ms
+        )
+        return [_as_bytes(row["message_id"]) for row in rows]
+
+    async def claim(self, stream: str, ids: list[bytes], min_idle_ms: int) -> list[Entry]:
+        """XCLAIM ``ids`` still idle for ``min_idle_ms`` to this consumer as full entries (the
+        delivery count rises by one); an entry acked or renewed meanwhile is not taken."""
+        items = await self.redis.xclaim(stream, self.group, self.consumer, min_idle_ms, ids)
+        entries = [Entry(stream, eid, f) for eid, f in items if f is not None]
+        await self._fill_counts(stream, entries)
+        return entries
+
     def _bucket(self) -> int:
         return int(time.time() // self.done_ttl)
 
