@@ -55,6 +55,8 @@ class Client:
             pipeline.schemas,
             signing_key=signing_key(),
             max_bytes=pipeline.config.worker.max_message_bytes,
+            keys=pipeline.config.keys,
+            reply_streams=pipeline.config.reply_streams,
         )
         self.clock = RedisClock(redis)  # deadlines on the server's clock, not this host's
         self.replies = ReplyReader(redis, self.codec)

@@ -1,5 +1,11 @@
 """Envelope <-> stream entry fields. Checks run cheapest first: size cap, signature (HMAC over
-the exact bytes), JSON + envelope schema, then the payload model for (type, version).
+the exact bytes), nesting depth (``limits.too_deep``, before any JSON parsing), JSON + envelope
+schema, the ``reply_to`` rule, then the payload model for (type, version).
+
+``reply_to`` may name only this pipeline's reply stream of the message's own correlation id
+(``keys.reply(correlation_id)``) or a stream the pipeline config allow-lists
+(``reply_streams``); anything else is ``invalid``: an entry cannot make a worker write into an
+inbox, a dead-letter stream or a key of another type.
 
 A stream entry is ``{b"m": <envelope JSON>}`` plus ``{b"s": <hex HMAC-SHA256>}`` when a
 signing key is configured. Every failure raises :class:`DecodeError` with a reason code that
@@ -11,11 +17,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from pydantic import ValidationError
 
 from agent_runtime.errors import DecodeError
+from agent_runtime.keys import Keys
+from agent_runtime.limits import MAX_ERROR_TEXT, depth_error, too_deep
 from protocols.base import Payload, SchemaRegistry, UnknownSchema
 from protocols.envelope import AgentMessage
 
@@ -69,10 +78,14 @@ class Codec:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         signing_key: bytes | None = None,
+        keys: Keys | None = None,
+        reply_streams: Iterable[str] = (),
     ) -> None:
         self.schemas = schemas
         self.max_bytes = max_bytes
         self._key = signing_key
+        self._reply = (keys or Keys()).reply
+        self._reply_streams = frozenset(reply_streams)
 
     def encode(self, message: AgentMessage) -> dict[bytes, bytes]:
         data = message.model_dump_json().encode()
@@ -90,10 +103,16 @@ class Codec:
             raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
         if self._key is not None:
             self._verify(data, fields.get(FIELD_SIGNATURE))
+        if too_deep(data):
+            raise DecodeError("undecodable", depth_error())
         try:
             message = _validate_envelope(data)
         except ValidationError as exc:
             raise DecodeError(_json_or_schema(exc), _summary(exc)) from exc
+        _keep_id_texts(message, data)
+        reply_to = message.reply_to
+        if reply_to is not None and reply_to not in self._reply_streams:
+            self._check_reply(reply_to, message)
         try:
             payload = self.schemas.parse(
                 message.message_type, message.schema_version, message.payload
@@ -103,8 +122,17 @@ class Codec:
         except ValidationError as exc:
             text = f"payload of {message.message_type}: {_summary(exc)}"
             raise DecodeError("invalid", text, message) from exc
-        _keep_id_texts(message, data)
         return _new_decoded(Decoded, (message, payload))
+
+    def _check_reply(self, reply_to: str, message: AgentMessage) -> None:
+        """Raise ``invalid`` for a ``reply_to`` other than the request's own reply stream.
+        The error carries no envelope: no failure reply may go to that stream."""
+        if reply_to != self._reply(message.correlation_text):
+            raise DecodeError(
+                "invalid",
+                f"reply_to {reply_to[:80]!r} is neither this request's reply stream "
+                f"{self._reply(message.correlation_text)!r} nor an allow-listed reply stream",
+            )
 
     def _sign(self, data: bytes) -> bytes:
         assert self._key is not None
@@ -118,13 +146,16 @@ class Codec:
 
 
 def _json_or_schema(exc: ValidationError) -> str:
-    return "undecodable" if any(e["type"] == "json_invalid" for e in exc.errors()) else "invalid"
+    errors = exc.errors(include_url=False, include_input=False)
+    return "undecodable" if any(e["type"] == "json_invalid" for e in errors) else "invalid"
 
 
 def _summary(exc: ValidationError, limit: int = 3) -> str:
+    """The first ``limit`` errors, each location part and message cut short: a location can
+    hold a hostile key of any length, and this text is logged and redacted."""
     parts = [
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-        for e in exc.errors()[:limit]
+        f"{'.'.join(str(p)[:64] for p in e['loc'][:8]) or '<root>'}: {e['msg'][:200]}"
+        for e in exc.errors(include_url=False, include_input=False)[:limit]
     ]
     more = exc.error_count() - limit
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+    return ("; ".join(parts) + (f" (+{more} more)" if more > 0 else ""))[:MAX_ERROR_TEXT]

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agent_runtime.errors import ConfigError
 from agent_runtime.keys import Keys
@@ -77,6 +85,11 @@ class PipelineConfig(BaseModel):
         "agent classes are imported (only modules under allowed_modules are imported)",
     )
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    reply_streams: list[str] = Field(
+        default_factory=list,
+        description="streams besides the request's own P:reply:{CID} that a message may name "
+        "as reply_to (anything else is dead-lettered 'invalid'); none may lie under key_prefix",
+    )
     requests: RequestSettings = Field(default_factory=RequestSettings)
     agents: dict[str, AgentSpec]
 
@@ -89,6 +102,18 @@ class PipelineConfig(BaseModel):
             if not _NAME.match(name):
                 raise ValueError(f"agent name {name!r} must match {AGENT_NAME_PATTERN}")
         return value
+
+    @model_validator(mode="after")
+    def _reply_streams_outside_runtime_keys(self) -> PipelineConfig:
+        own = f"{self.key_prefix}:"
+        for stream in self.reply_streams:
+            if not stream or len(stream) > 512 or stream.startswith(own):
+                raise ValueError(
+                    f"reply_streams: {stream[:80]!r} must be 1-512 characters and outside the "
+                    f"runtime's own keys ({own}*): a reply must never land in an inbox or a "
+                    "dead-letter stream"
+                )
+        return self
 
     @property
     def keys(self) -> Keys:

@@ -13,6 +13,7 @@ from typing import Protocol
 from agent_runtime.agent import MessageContext, Output
 from agent_runtime.codec import Codec
 from agent_runtime.keys import Keys
+from agent_runtime.limits import too_deep
 from agent_runtime.transport.streams import Commit, DeadLetter, Entry, Handled, Write
 from protocols.envelope import AgentMessage
 
@@ -163,7 +164,9 @@ def _quote(text: str) -> str:
 def expand_trace(raw: bytes) -> dict[bytes, bytes]:
     """A trace record (one element of the request's trace list: a JSON object, written by
     the workers and by the client's publish) as flat text fields (``outputs`` as a JSON list);
-    empty if it is not a JSON object."""
+    empty if it is not a JSON object, or nests deeper than ``limits.MAX_DEPTH``."""
+    if too_deep(raw):
+        return {}
     try:
         record = json.loads(raw)
     except ValueError:

@@ -32,6 +32,7 @@ from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, c
 from agent_runtime.errors import DecodeError, Skip
 from agent_runtime.fate import Fate, fate_of
 from agent_runtime.housekeeping import Housekeeping, by_stream
+from agent_runtime.limits import MAX_ERROR_TEXT
 from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor, redact_dead_letter
 from agent_runtime.observer import Observer
@@ -44,7 +45,8 @@ from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
 from agent_runtime.sweep import DeadlineSweep
 from agent_runtime.transport.connect import unavailable
-from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable
+from agent_runtime.transport.original import describe_original
+from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable, Write
 from protocols.envelope import AgentMessage
 
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
@@ -81,7 +83,12 @@ class Worker:
         self.keys = pipeline.config.keys
         self.redis = redis
         self.consumer = consumer
-        self.codec = codec or Codec(pipeline.schemas, max_bytes=self.settings.max_message_bytes)
+        self.codec = codec or Codec(
+            pipeline.schemas,
+            max_bytes=self.settings.max_message_bytes,
+            keys=self.keys,
+            reply_streams=pipeline.config.reply_streams,
+        )
         self.bus = StreamBus(
             redis,
             group=self.keys.group(agent),
@@ -296,6 +303,9 @@ class Worker:
                 known = exc.message if isinstance(exc.message, AgentMessage) else None
                 self._dead_letter(entry, exc.reason, exc.detail, message=known)
                 continue
+            except Exception as exc:  # a decoder bug must not stop intake: the entry is dead
+                self._dead_letter(entry, "undecodable", f"decoder failed: {exc!r}")
+                continue
             if item.message.id_text in handling:
                 self.observer.duplicate_dropped(entry)
                 self._finish(entry, None, outcome="duplicate")
@@ -413,6 +423,7 @@ class Worker:
     ) -> None:
         """Queue ``entry`` for the dead-letter stream; a message whose envelope was read gets a
         trace record and its requester one ``request.failed`` reply, in the same commit."""
+        error = error[:MAX_ERROR_TEXT]  # bounded before it is logged and redacted
         extra: dict[str, str] = {}
         reply = None
         if message is not None:
@@ -426,15 +437,7 @@ class Worker:
             if self.tracer is not None:
                 record = self.tracer.record(message, entry, "dead_lettered", time.time(), reason)
                 self._dead_traces.append((extra["correlation_id"], record))
-            reply = failure_reply(
-                message,
-                self.name,
-                self.codec,
-                self.keys,
-                reason=reason,
-                error=self.redactor.text(error),
-                dead_letter_id=letter_id,
-            )
+            reply = self._failure_reply(message, reason, error, letter_id)
         self.log.warning(
             "message_dead_lettered",
             reason=reason,
@@ -444,12 +447,34 @@ class Worker:
             **extra,
         )
         self.observer.dead_lettered(entry, reason, extra.get("message_type"))
-        letter = redact_dead_letter(
-            DeadLetter(entry, self.keys.dlq(self.name), reason, error, extra), self.redactor
+        original = describe_original(entry.fields, whole=message is not None)  # bounded
+        letter = DeadLetter(
+            entry, self.keys.dlq(self.name), reason, error, extra, original=original
         )
+        letter = redact_dead_letter(letter, self.redactor)
         letter.reply = reply
         self._dead.append(letter)
         self._finished_event.set()
+
+    def _failure_reply(
+        self, message: AgentMessage, reason: str, error: str, letter_id: str
+    ) -> Write | None:
+        """The requester's ``request.failed``; None when it cannot be built (an envelope at a
+        model limit, e.g. ``hops`` 1000: its reply would be hop 1001). Dead-lettering never
+        raises: the entry is dead-lettered and acked either way."""
+        try:
+            return failure_reply(
+                message,
+                self.name,
+                self.codec,
+                self.keys,
+                reason=reason,
+                error=self.redactor.text(error),
+                dead_letter_id=letter_id,
+            )
+        except Exception as exc:
+            self.log.error("failure_reply_failed", reason=reason, error=repr(exc)[:500])
+            return None
 
     async def _commit_loop(self) -> None:
         # The event is set whenever _finished or _dead is non-empty: clearing it and taking

@@ -42,8 +42,8 @@ async def handle(message: object, payload: object) -> None:
 
 def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool) -> None:
     r = redis.Redis.from_url(url)
-    codec = Codec(SchemaRegistry([UserRequest]))
     keys = Keys(prefix)
+    codec = Codec(SchemaRegistry([UserRequest]), keys=keys)
     tracer = Tracer("noop", "floor-0") if trace else None
     read = [b"XREADGROUP", b"GROUP", group, "floor-0", b"COUNT", count, b"BLOCK", 1000]
     read += [b"STREAMS", stream, b">"]

@@ -72,6 +72,8 @@ async def serve(
         pipeline.schemas,
         signing_key=signing_key(),
         max_bytes=pipeline.worker_settings(name).max_message_bytes,
+        keys=pipeline.config.keys,
+        reply_streams=pipeline.config.reply_streams,
     )
     obs = WorkerObservability.create(pipeline, name, metrics_port)
     policies = Policies.for_agent(

@@ -2,9 +2,12 @@
 
 A dead-letter entry holds ``reason``, ``error``, ``stream`` (the inbox it came from),
 ``entry_id``, ``delivery_count``, ``consumer``, ``failed_at_ms``, the envelope's
-``correlation_id``/``message_id``/``message_type`` when it could be decoded, and the original
-entry's fields prefixed ``orig.``. Replay XADDs the original fields to the original inbox as a
-new entry (a new delivery, count 1; same message id and correlation) and deletes the letter.
+``correlation_id``/``message_id``/``message_type`` when it could be decoded, and a bounded
+account of the original entry (agent_runtime/transport/original.py): ``orig_fields``,
+``orig_size``, fields kept whole prefixed ``orig.`` (a decoded envelope always), prefixes of
+longer ones as ``orig_head.NAME`` and the envelope's ``orig_sha256``. Replay XADDs the fields
+kept whole to the original inbox as a new entry (a new delivery, count 1; same message id and
+correlation) and deletes the letter; a letter that kept only a prefix cannot be replayed.
 Dead-lettered messages have no done marker, so the worker handles the replayed copy.
 """
 
@@ -19,7 +22,9 @@ from typing import Any
 from agent_runtime.codec import FIELD_MESSAGE, FIELD_SIGNATURE
 from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.keys import Keys
+from agent_runtime.limits import too_deep
 from agent_runtime.observability import inspect
+from agent_runtime.transport.original import HEAD_PREFIX
 from agent_runtime.transport.streams import original_fields
 
 
@@ -61,12 +66,23 @@ class Letter:
         out["original"] = {
             k.decode("utf-8", "replace"): _maybe_json(v) for k, v in original.items()
         }
+        heads = {
+            k[len(HEAD_PREFIX) :].decode("utf-8", "replace"): v.decode("utf-8", "replace")
+            for k, v in self.fields.items()
+            if k.startswith(HEAD_PREFIX)
+        }
+        if heads:  # fields too long to keep: their first bytes only
+            out["original_heads"] = heads
+        out["original_size"] = int(self.get("orig_size") or 0) or None
+        out["original_fields"] = int(self.get("orig_fields") or 0) or None
+        out["original_sha256"] = self.get("orig_sha256") or None
         return out
 
 
 def _maybe_json(value: bytes) -> Any:
+    """``value`` parsed when it is JSON within the depth cap, else as text."""
     try:
-        return json.loads(value)
+        return value.decode("utf-8", "replace") if too_deep(value) else json.loads(value)
     except (ValueError, UnicodeDecodeError):
         return value.decode("utf-8", "replace")
 
@@ -111,7 +127,9 @@ async def replay(redis: Any, keys: Keys, letter: Letter, signing_key: bytes | No
         )
     fields = original_fields(letter.fields)
     if FIELD_MESSAGE not in fields:
-        raise AgentRuntimeError(f"dead letter {letter.id} has no original envelope to replay")
+        prefix_only = HEAD_PREFIX + FIELD_MESSAGE in letter.fields
+        kept = " (only a prefix of it was kept)" if prefix_only else ""
+        raise AgentRuntimeError(f"dead letter {letter.id} has no original envelope to replay{kept}")
     if letter.get("redacted") == "1" and signing_key is not None:
         fields[FIELD_SIGNATURE] = (
             hmac.new(signing_key, fields[FIELD_MESSAGE], hashlib.sha256).hexdigest().encode()

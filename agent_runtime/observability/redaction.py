@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from agent_runtime.limits import MAX_ERROR_TEXT, too_deep
+
 MASK = "***"
 MIN_SECRET_LENGTH = 6  # shorter env values ("1", "yes") would mask ordinary words
 
@@ -37,20 +39,24 @@ SECRET_NAME = re.compile(
     r"x[_\-]api[_\-]key)$",
     re.IGNORECASE,
 )
+# Every pattern runs in linear time on any text (tests/hostile/test_redaction_linear.py feeds
+# 1 MiB runs of every character class): no quantifier over a run that a match attempt can start
+# inside of is unbounded (a URL scheme is at most 32 characters), and runs end in possessive
+# quantifiers (``*+``, ``++``) that never backtrack.
 _URL_PASSWORD = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:@/\s\"']*:)"
-    r"(?P<secret>[^@/\s\"']+)(?P<tail>@)"
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}+://[^:@/\s\"']*+:)"
+    r"(?P<secret>[^@/\s\"']++)(?P<tail>@)"
 )
 _QUERY_PASSWORD = re.compile(
     r"(?P<head>[?&](?:password|passwd|token|api_key|secret)=)"
     r"(?P<secret>[^&#\s\"']+)",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9._~+/\-=]{8,})")
+_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s++)(?P<secret>[A-Za-z0-9._~+/\-=]{8,})")
 _KEY_VALUE = re.compile(
     r"(?P<head>(?<![A-Za-z0-9])[\"']?(?:api[_\-]?key|apikey|authorization|password|passwd|"
     r"secret|client[_\-]?secret|token|access[_\-]?token|refresh[_\-]?token|private[_\-]?key)"
-    r"[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)(?P<secret>[^\s\"',;&}]+)",
+    r"[\"']?\s*+[:=]\s*+[\"']?)(?!\*\*\*)(?P<secret>[^\s\"',;&}]++)",
     re.IGNORECASE,
 )
 _API_KEY_SHAPE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{16,}\b")
@@ -136,6 +142,9 @@ class Redactor:
     def json_bytes(self, data: bytes) -> tuple[bytes, bool]:
         """Redact a JSON document (or any bytes) given as bytes. Returns the original bytes
         unchanged when nothing was masked, so signatures over them stay valid."""
+        if too_deep(data):  # never hand a parser more nesting than the runtime accepts
+            redacted = self(data)
+            return redacted, redacted is not data
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError):
@@ -196,15 +205,22 @@ def redact(obj: Any, redactor: Redactor | None = None) -> Any:
 
 
 def redact_dead_letter(letter: Any, redactor: Redactor) -> Any:
-    """A :class:`~agent_runtime.transport.streams.DeadLetter` with its error text and its
-    original entry redacted; ``redacted=1`` is recorded when the original had to change (replay
-    then re-publishes the redacted envelope, re-signed when a signing key is set)."""
-    from agent_runtime.transport.streams import DeadLetter, Entry
+    """A :class:`~agent_runtime.transport.streams.DeadLetter` with its error text and what it
+    keeps of the original entry (``letter.original``, bounded: see
+    :func:`~agent_runtime.transport.original.describe_original`) redacted; the entry itself is
+    never scanned. ``redacted=1`` is recorded when the kept original had to change (replay then
+    re-publishes the redacted envelope, re-signed when a signing key is set)."""
+    from agent_runtime.transport.original import describe_original
+    from agent_runtime.transport.streams import DeadLetter
 
-    entry = letter.entry
-    fields, changed = redactor.entry_fields(entry.fields)
+    original = letter.original
+    if original is None:
+        original = describe_original(letter.entry.fields, whole=False)
+    fields, changed = redactor.entry_fields(original)
     extra = {key: redactor.text(value) for key, value in letter.extra.items()}
     if changed:
         extra["redacted"] = "1"
-        entry = Entry(entry.stream, entry.entry_id, fields, entry.delivery_count)
-    return DeadLetter(entry, letter.dlq, letter.reason, redactor.text(letter.error), extra)
+    error = redactor.text(letter.error[:MAX_ERROR_TEXT])
+    return DeadLetter(
+        letter.entry, letter.dlq, letter.reason, error, extra, letter.reply, original=fields
+    )

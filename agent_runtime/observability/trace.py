@@ -9,6 +9,7 @@ from typing import Any
 
 from agent_runtime.delivery import expand_trace
 from agent_runtime.keys import Keys
+from agent_runtime.limits import too_deep
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
 
@@ -27,8 +28,9 @@ def _event(index: int, record: bytes) -> dict[str, Any] | None:
         event["duration_ms"] = float(event.get("duration_ms") or 0)
     except ValueError:
         event["duration_ms"] = None
+    outputs = (event.get("outputs") or "[]").encode()
     try:
-        event["outputs"] = json.loads(event.get("outputs") or "[]")
+        event["outputs"] = [] if too_deep(outputs) else json.loads(outputs)
     except ValueError:
         event["outputs"] = []
     return event

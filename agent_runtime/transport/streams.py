@@ -19,6 +19,8 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from agent_runtime.errors import TransportError
+from agent_runtime.limits import MAX_ERROR_TEXT
+from agent_runtime.transport.original import describe_original
 
 Fields = dict[bytes, bytes]
 DAY = 86_400
@@ -77,7 +79,9 @@ class Handled:
 @dataclass(slots=True)
 class DeadLetter:
     """Move ``entry`` to ``dlq`` with ``reason`` (a code) and ``error`` (human text), and write
-    ``reply`` (the requester's ``request.failed``, guarded) in the same commit."""
+    ``reply`` (the requester's ``request.failed``, guarded) in the same commit. ``original``:
+    what the letter keeps of the entry (:func:`describe_original`; computed from ``entry`` with
+    ``whole=False`` when not given)."""
 
     entry: Entry
     dlq: str
@@ -85,6 +89,7 @@ class DeadLetter:
     error: str
     extra: dict[str, str] = field(default_factory=dict)
     reply: Write | None = None
+    original: Fields | None = None
 
 
 @dataclass(slots=True)
@@ -412,7 +417,7 @@ class StreamBus:
 def _dead_fields(dead: DeadLetter, consumer: str) -> dict[bytes, bytes]:
     fields = {
         b"reason": dead.reason.encode(),
-        b"error": dead.error.encode()[:4096],
+        b"error": dead.error.encode()[:MAX_ERROR_TEXT],
         b"stream": dead.entry.stream.encode(),
         b"entry_id": dead.entry.entry_id,
         b"delivery_count": str(dead.entry.delivery_count).encode(),
@@ -420,12 +425,16 @@ def _dead_fields(dead: DeadLetter, consumer: str) -> dict[bytes, bytes]:
         b"failed_at_ms": str(int(time.time() * 1000)).encode(),
     }
     fields.update({k.encode(): v.encode() for k, v in dead.extra.items()})
-    fields.update({b"orig." + k: v for k, v in dead.entry.fields.items()})
+    original = dead.original
+    if original is None:
+        original = describe_original(dead.entry.fields, whole=False)
+    fields.update(original)
     return fields
 
 
 def original_fields(dead_entry: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    """The original stream entry fields stored in a dead-letter entry (for replay)."""
+    """The original stream entry fields kept whole in a dead-letter entry (for replay);
+    prefixes of longer fields (``orig_head.NAME``) are not among them."""
     return {k[5:]: v for k, v in dead_entry.items() if k.startswith(b"orig.")}
 
 
