@@ -108,10 +108,15 @@ class ReplyReader:
 
     async def aclose(self) -> None:
         """Stop reading; waits still waiting fail with RequestError (the client closed)."""
-        for task in list(self.tasks):
+        wakes = list(self.tasks)
+        for task in wakes:
             task.cancel()
         for lane in self.lanes:
             await lane.aclose()
+        # before the caller closes the pool: a wake-up whose cancellation redis-py's connect
+        # swallowed would otherwise open a connection after the pool closed, and leak it
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_WAIT):
+            await asyncio.gather(*wakes, return_exceptions=True)
 
     def new_connection(self) -> Any:
         """A connection made by the client's pool (same address, TLS, credentials, and
