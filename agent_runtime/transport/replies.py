@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -41,6 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_runtime.backoff import Backoff
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.errors import DecodeError, RequestError
 
@@ -56,27 +56,6 @@ IDLE = 1.0  # seconds a lane without waiters keeps its connection
 HEALTHY = 1.0  # seconds a connection must have lived for its loss to reset the backoff
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)  # LOADING is a ConnectionError
 TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
-
-
-class Backoff:
-    """Jittered exponential delays (``base`` doubling to ``cap``; each delay is drawn from
-    its upper half); :meth:`reset` after a success starts again from ``base``."""
-
-    def __init__(
-        self, base: float = 0.05, cap: float = 1.0, rng: Callable[[], float] = random.random
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self._rng = rng
-        self.failures = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * 2.0**self.failures)
-        self.failures += 1
-        return delay / 2 + self._rng() * delay / 2
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class ReplyReader:
@@ -129,10 +108,15 @@ class ReplyReader:
 
     async def aclose(self) -> None:
         """Stop reading; waits still waiting fail with RequestError (the client closed)."""
-        for task in list(self.tasks):
+        wakes = list(self.tasks)
+        for task in wakes:
             task.cancel()
         for lane in self.lanes:
             await lane.aclose()
+        # before the caller closes the pool: a wake-up whose cancellation redis-py's connect
+        # swallowed would otherwise open a connection after the pool closed, and leak it
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_WAIT):
+            await asyncio.gather(*wakes, return_exceptions=True)
 
     def new_connection(self) -> Any:
         """A connection made by the client's pool (same address, TLS, credentials, and
@@ -155,7 +139,7 @@ class Lane:
         self.waiters: dict[str, list[asyncio.Future[Decoded]]] = {}
         self.last: dict[str, bytes] = {}  # stream -> last entry id read
         self.task: asyncio.Task[None] | None = None
-        self.backoff = Backoff()
+        self.backoff = Backoff(0.05, 1.0)  # equal jitter: each delay in [d/2, d]
         self.connected_at = -HEALTHY  # monotonic time of the last (re)connection
         self.arrived: asyncio.Event | None = None  # set when a waiter joins an idle lane
         self.closed = False
@@ -216,7 +200,7 @@ class Lane:
             await self.lost()
             if time.monotonic() - self.connected_at >= HEALTHY:
                 self.backoff.reset()  # a blip after a healthy while starts from the base
-            await anyio.sleep(self.backoff.next())
+            await anyio.sleep(self.backoff.next_delay())
         except Exception as exc:  # last resort: never leave waiters hanging on a bug
             self.fail(list(self.waiters), RequestError(f"reading replies failed: {exc!r}"))
 
@@ -289,10 +273,10 @@ class Lane:
         the keys that are not streams; anything else fails the lane's waiters."""
         text = str(exc)
         if text.startswith(TRANSIENT_REPLIES):
-            await anyio.sleep(self.backoff.next())
+            await anyio.sleep(self.backoff.next_delay())
         elif text.startswith("WRONGTYPE"):
             if not await self.fail_wrong_types():  # changed back meanwhile: read again later
-                await anyio.sleep(self.backoff.next())
+                await anyio.sleep(self.backoff.next_delay())
         else:
             self.fail(list(self.waiters), RequestError(f"reading replies failed: {text}"))
 

@@ -316,7 +316,7 @@ def request_text(request: AgentMessage) -> str:
 
 # ------------------------------------------------------------------ hostile entries
 @settings(
-    max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("AGENT_RUNTIME_HYPOTHESIS_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -333,7 +333,7 @@ def request_text(request: AgentMessage) -> str:
         max_size=5,
     )
 )
-async def test_junk_before_the_reply_is_skipped(
+async def test_junk_before_the_reply_is_skipped(  # examples: AGENT_RUNTIME_HYPOTHESIS_EXAMPLES
     redis_url: str, pipeline: Pipeline, admin: Any, junk: list[dict[bytes, bytes]]
 ) -> None:
     async with Client.connect(redis_url, pipeline) as client:
