@@ -17,7 +17,6 @@ import asyncio
 import os
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -28,31 +27,26 @@ import structlog
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext
 from agent_runtime.backoff import Backoff, pause, until_done
 from agent_runtime.codec import Codec, Decoded
+from agent_runtime.dead_letters import DeadLetters
 from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain, undeliverable
 from agent_runtime.errors import DecodeError, Skip
 from agent_runtime.fate import Fate, fate_of
 from agent_runtime.housekeeping import Housekeeping, by_stream
-from agent_runtime.limits import MAX_ERROR_TEXT
 from agent_runtime.observability.logging import set_current_message
-from agent_runtime.observability.redaction import env_redactor, redact_dead_letter
+from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.observer import Observer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.policies.reply import failure_reply
 from agent_runtime.reclaim import Reclaimer
 from agent_runtime.retries import RetryScheduler
 from agent_runtime.runners import HandlerPool
 from agent_runtime.settings import WorkerSettings
 from agent_runtime.sweep import DeadlineSweep
 from agent_runtime.transport.connect import unavailable
-from agent_runtime.transport.original import describe_original
-from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable, Write
+from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable
 from protocols.envelope import AgentMessage
 
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
-
-#: Namespace of dead-letter ids (uuid5 of the dead message's id): ``request.failed`` names it.
-_DEAD_LETTER_IDS = uuid.UUID("0b8e5f6c-7d2a-4c1e-9f3b-5a6d7e8f9a0b")
 
 
 def default_consumer_name(agent: str, slot: int | str = 0) -> str:
@@ -104,6 +98,9 @@ class Worker:
         self.redactor = env_redactor().with_config(pipeline.config)  # for dead-letter text
         self.tracer = Tracer(agent, consumer) if self.settings.trace else None
         self.log = structlog.get_logger("agent_runtime.worker").bind(agent=agent, consumer=consumer)
+        self.dead_letters = DeadLetters(
+            agent, self.keys, self.codec, self.redactor, self.tracer, self.log
+        )
         self.runtime = AgentRuntime(
             agent, self.keys, pipeline.routing, redis, self.log, dict(extras or {})
         )
@@ -423,58 +420,12 @@ class Worker:
     ) -> None:
         """Queue ``entry`` for the dead-letter stream; a message whose envelope was read gets a
         trace record and its requester one ``request.failed`` reply, in the same commit."""
-        error = error[:MAX_ERROR_TEXT]  # bounded before it is logged and redacted
-        extra: dict[str, str] = {}
-        reply = None
-        if message is not None:
-            letter_id = str(uuid.uuid5(_DEAD_LETTER_IDS, message.id_text))
-            extra = {
-                "correlation_id": str(message.correlation_id),
-                "message_id": message.id_text,
-                "message_type": message.message_type,
-                "dead_letter_id": letter_id,
-            }
-            if self.tracer is not None:
-                record = self.tracer.record(message, entry, "dead_lettered", time.time(), reason)
-                self._dead_traces.append((extra["correlation_id"], record))
-            reply = self._failure_reply(message, reason, error, letter_id)
-        self.log.warning(
-            "message_dead_lettered",
-            reason=reason,
-            error=error,
-            entry_id=entry.entry_id.decode(),
-            stream=entry.stream,
-            **extra,
-        )
-        self.observer.dead_lettered(entry, reason, extra.get("message_type"))
-        original = describe_original(entry.fields, whole=message is not None)  # bounded
-        letter = DeadLetter(
-            entry, self.keys.dlq(self.name), reason, error, extra, original=original
-        )
-        letter = redact_dead_letter(letter, self.redactor)
-        letter.reply = reply
+        letter, trace = self.dead_letters.make(entry, reason, error, message)
+        if trace is not None:
+            self._dead_traces.append(trace)
+        self.observer.dead_lettered(entry, reason, letter.extra.get("message_type"))
         self._dead.append(letter)
         self._finished_event.set()
-
-    def _failure_reply(
-        self, message: AgentMessage, reason: str, error: str, letter_id: str
-    ) -> Write | None:
-        """The requester's ``request.failed``; None when it cannot be built (an envelope at a
-        model limit, e.g. ``hops`` 1000: its reply would be hop 1001). Dead-lettering never
-        raises: the entry is dead-lettered and acked either way."""
-        try:
-            return failure_reply(
-                message,
-                self.name,
-                self.codec,
-                self.keys,
-                reason=reason,
-                error=self.redactor.text(error),
-                dead_letter_id=letter_id,
-            )
-        except Exception as exc:
-            self.log.error("failure_reply_failed", reason=reason, error=repr(exc)[:500])
-            return None
 
     async def _commit_loop(self) -> None:
         # The event is set whenever _finished or _dead is non-empty: clearing it and taking

@@ -127,8 +127,11 @@ class ReconnectGate:
         """The last attempt's error once more (same type and text, so callers and the CLI
         tell "refused" from "unknown host" as usual), without opening a socket."""
         last = self._last
-        if isinstance(last, OSError):
-            return type(last)(*last.args)
+        if last is not None:
+            try:
+                return type(last)(*last.args)  # e.g. AuthenticationError stays one
+            except Exception:  # noqa: S110 - a type that cannot be rebuilt from its args
+                pass
         return RedisConnectionError(f"server unreachable (last attempt: {last!r})")
 
     async def open(self, connect: Callable[[], Awaitable[None]]) -> None:
@@ -205,7 +208,11 @@ class GatedPool(ConnectionPool):
 @cache
 def _gated_class(base: Any) -> type:
     async def _connect(self: Any) -> None:
-        await self.reconnect_gate.open(partial(base._connect, self))
+        gate = getattr(self, "reconnect_gate", None)  # None: made outside the pool (a reader
+        if gate is None:  # lane's own connection, which backs off by itself)
+            await base._connect(self)
+            return
+        await gate.open(partial(base._connect, self))
 
     return type(f"Gated{base.__name__}", (base,), {"_connect": _connect})
 

@@ -51,6 +51,7 @@ COUNT = 10  # entries per stream per read (a reply stream holds one or two)
 POLL_INTERVAL = 0.1  # cluster: seconds between rounds that found nothing
 POLL_CHUNK = 1_000  # cluster: XREADs per pipeline
 READER_NAME = "agent-runtime-replies"
+CLOSE_WAIT = 1.0  # seconds aclose waits for a lane's task to end
 IDLE = 1.0  # seconds a lane without waiters keeps its connection
 HEALTHY = 1.0  # seconds a connection must have lived for its loss to reset the backoff
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)  # LOADING is a ConnectionError
@@ -103,6 +104,8 @@ class ReplyReader:
     async def wait(self, stream: str, timeout: float) -> Decoded:
         """The first decodable entry of ``stream``; TimeoutError after ``timeout`` seconds."""
         lane = self.lanes[zlib.crc32(stream.encode()) % len(self.lanes)]
+        if lane.closed:
+            raise RequestError("the client was closed")
         future = lane.add(stream)
         try:
             with anyio.move_on_after(timeout):
@@ -130,20 +133,18 @@ class ReplyReader:
             task.cancel()
         for lane in self.lanes:
             await lane.aclose()
-            lane.fail(list(lane.waiters), RequestError("the client was closed"))
 
     def new_connection(self) -> Any:
-        """A connection like the client's pool makes (same address, TLS, credentials), named,
-        without redis-py's own retries or health checks: the lane reconnects by itself."""
-        pool = self.redis.connection_pool
-        options = dict(pool.connection_kwargs)
-        options.update(
-            client_name=None,  # named after connecting (an ACL may refuse CLIENT SETNAME)
-            health_check_interval=0,
-            socket_timeout=self.block_ms / 1000 + 10,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return pool.connection_class(**options)
+        """A connection made by the client's pool (same address, TLS, credentials, and
+        whatever the pool adds: its reconnect gate, hiredis packing), not handed out by it
+        (not counted against its size), without redis-py's own retries or health checks (the
+        lane reconnects by itself) and unnamed (named after connecting, see ``identify``)."""
+        conn = self.redis.connection_pool.make_connection()
+        conn.client_name = None
+        conn.health_check_interval = 0
+        conn.socket_timeout = self.block_ms / 1000 + 10
+        conn.retry = Retry(NoBackoff(), 0)
+        return conn
 
 
 class Lane:
@@ -157,6 +158,7 @@ class Lane:
         self.backoff = Backoff()
         self.connected_at = -HEALTHY  # monotonic time of the last (re)connection
         self.arrived: asyncio.Event | None = None  # set when a waiter joins an idle lane
+        self.closed = False
 
     def add(self, stream: str) -> asyncio.Future[Decoded]:
         future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
@@ -190,10 +192,10 @@ class Lane:
         (a client whose owner closes only its Redis client leaks nothing) and end, unless a
         waiter joined meanwhile."""
         try:
-            while self.waiters:
-                while self.waiters:
+            while self.waiters and not self.closed:
+                while self.waiters and not self.closed:
                     await self.attempt()
-                if not await self.idle():
+                if self.closed or not await self.idle():
                     await self.lost()  # the loop condition sees a waiter that joined meanwhile
         except BaseException:
             await self.lost()
@@ -236,9 +238,15 @@ class Lane:
         return False
 
     async def aclose(self) -> None:
+        """Fail the waiters, stop the task, close the connection. The task is not trusted to
+        end on ``cancel()`` alone (redis-py's connect can swallow a cancellation): it also
+        finds no waiter and the closed flag, and its connection closed under it."""
+        self.closed = True
+        self.fail(list(self.waiters), RequestError("the client was closed"))
         if self.task is not None:
             self.task.cancel()
-            with anyio.CancelScope(shield=True):
+            await self.lost()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_WAIT):
                 await asyncio.gather(self.task, return_exceptions=True)
         await self.lost()
 
@@ -347,6 +355,8 @@ class BlockingLane(Lane):
     async def read(self) -> None:
         conn = await self.connect()
         streams = list(self.waiters)
+        if not streams:  # all gone while connecting
+            return
         block = self.reader.block_ms
         self.stale, self.blocking = False, True
         try:

@@ -56,7 +56,7 @@ async def redis(redis_url: str) -> AsyncIterator[Any]:
 
 async def echoed(redis: Any, pipeline: Pipeline) -> list[str]:
     """Texts the echo worker sent on to the sink (one entry per output)."""
-    codec = Codec(pipeline.schemas)
+    codec = Codec(pipeline.schemas, keys=pipeline.config.keys)
     entries = await redis.xrange(pipeline.config.keys.inbox("sink"))
     return [codec.decode(fields).message.payload["text"] for _, fields in entries]
 
