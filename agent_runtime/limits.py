@@ -37,14 +37,15 @@ _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 def too_deep(data: bytes, cap: int = MAX_DEPTH) -> bool:
     """True when the JSON text ``data`` may nest objects/arrays deeper than ``cap``.
 
-    Exact for valid JSON; for invalid JSON it errs towards True (the text is undecodable either
-    way). Linear, and all in C-level bytes operations: escapes are dropped, the text is reduced
-    to brackets and quotes, and strings are skipped (every second piece between quotes is
-    string contents). A run of more than ``cap`` openers answers at once; else while a round of
-    ``bytes.replace(b"[]", b"")`` removes at least a quarter of them it goes on (each round
-    lowers the depth by exactly one, so the run to look for shrinks by one, and the rounds'
-    cost is a geometric series); then the depth of what remains is read off its runs
-    (:func:`_peak`).
+    Exact for valid JSON. For any other bytes, False still means no parser reading them left
+    to right gets deeper than ``cap`` before it stops at the first error (the text is
+    undecodable either way). Linear, and all in C-level bytes operations: escapes are
+    dropped, the text is reduced to brackets and quotes, and strings are skipped (every
+    second piece between quotes is string contents). A run of more than ``cap`` openers
+    answers at once; else while a round of ``bytes.replace(b"[]", b"")`` removes at least a
+    quarter of them it goes on (each round lowers the depth by exactly one, so the run to
+    look for shrinks by one, and the rounds' cost is a geometric series); then the depth of
+    what remains is read off its runs (:func:`_peak`).
     """
     if data.count(b"[") + data.count(b"{") <= cap:
         return False
