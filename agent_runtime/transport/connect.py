@@ -118,6 +118,7 @@ class ReconnectGate:
         self.backoff = backoff or Backoff(initial=0.2, cap=2.0)
         self.clock = clock
         self.attempts = 0  # sockets this pool tried to open (tests and benchmarks read it)
+        self.closings = 0  # times the pool was told to drop its sockets (see GatedPool.disconnect)
         self._failing = False
         self._trying = False
         self._not_before = 0.0
@@ -196,6 +197,13 @@ class GatedPool(ConnectionPool):
         self._holders.add(connection)
         return connection
 
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        """Close every socket; a connect still under way when this is called closes its socket
+        as soon as it opens (see ``_gated_class``), so a pool closed while a cancelled task
+        was still connecting leaks nothing."""
+        self.gate.closings += 1
+        await super().disconnect(inuse_connections)
+
     async def release(self, connection: Any) -> None:
         try:
             await super().release(connection)
@@ -212,7 +220,11 @@ def _gated_class(base: Any) -> type:
         if gate is None:  # lane's own connection, which backs off by itself)
             await base._connect(self)
             return
+        closings = gate.closings
         await gate.open(partial(base._connect, self))
+        if gate.closings != closings:  # the pool closed its sockets while this one opened
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError("the connection pool was closed while connecting")
 
     return type(f"Gated{base.__name__}", (base,), {"_connect": _connect})
 
