@@ -52,7 +52,7 @@ def write_config(root: Path, http_host: str) -> Path:
         "shell": {"commands": ["echo", "date", "whoami", "uname", "hostname"]},
         "http": {"hosts": [http_host]},
         "approval_required": ["deploy"],
-        "approval_ttl": 5,
+        "approval_ttl": 10,  # long enough for a decision on a loaded 2-core CI machine
         "budget_usd": 1.0,
         "deny_arg_patterns": [r"\.\.", "^/"],
     }
@@ -285,7 +285,7 @@ def test_rejecting_an_approval_rejects_the_step(running: Running) -> None:
 
 def test_an_unanswered_approval_expires_and_rejects(running: Running) -> None:
     message = publish(running, "deploy cache to dev")
-    report = reply(running, message)  # approval_ttl is 5 s in this pipeline
+    report = reply(running, message)  # approval_ttl is 10 s in this pipeline
     assert report.status == "rejected"
     assert steps(report)["s1"].status == "rejected"
     assert any("expired" in r for r in report.reasons)
