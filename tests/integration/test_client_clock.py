@@ -15,10 +15,10 @@ import pytest
 import agent_runtime.client
 import protocols.envelope
 from agent_runtime.client import Client
-from agent_runtime.config import PipelineConfig
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.worker import Worker
+from tests.fixtures.agents import echo_sink_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 REAL_UTCNOW = protocols.envelope.utcnow
@@ -27,18 +27,9 @@ REAL_TIME = time.time
 
 @pytest.fixture
 def pipeline(prefix: str) -> Pipeline:
-    config = PipelineConfig.model_validate(
-        {
-            "key_prefix": prefix,
-            "allowed_modules": ["tests.fixtures"],
-            "worker": {"block_ms": 100, "heartbeat_interval": 0.5, "drain_timeout": 1},
-            "agents": {
-                "echo": {"class": "tests.fixtures.agents:Echo"},
-                "sink": {"class": "tests.fixtures.agents:Sink"},
-            },
-        }
+    return echo_sink_pipeline(
+        prefix, worker={"block_ms": 100, "heartbeat_interval": 0.5, "drain_timeout": 1}
     )
-    return Pipeline.build(config)
 
 
 @pytest.fixture

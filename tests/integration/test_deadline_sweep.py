@@ -19,14 +19,13 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 
 from agent_runtime.client import Client
 from agent_runtime.codec import Codec
-from agent_runtime.config import PipelineConfig
 from agent_runtime.embedded import EmbeddedServer
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.sweep import DeadlineSweep, deadline_member
 from agent_runtime.transport.connect import connect
 from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage
-from tests.fixtures.agents import EchoReply
+from tests.fixtures.agents import EchoReply, echo_sink_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
@@ -42,18 +41,9 @@ return 1
 
 @pytest.fixture
 def pipeline(prefix: str) -> Pipeline:
-    config = PipelineConfig.model_validate(
-        {
-            "key_prefix": prefix,
-            "allowed_modules": ["tests.fixtures"],
-            "requests": {"deadline": 42, "sweep_interval": 0.05, "sweep_batch": 7},
-            "agents": {
-                "echo": {"class": "tests.fixtures.agents:Echo"},
-                "sink": {"class": "tests.fixtures.agents:Sink"},
-            },
-        }
+    return echo_sink_pipeline(
+        prefix, requests={"deadline": 42, "sweep_interval": 0.05, "sweep_batch": 7}
     )
-    return Pipeline.build(config)
 
 
 @pytest.fixture

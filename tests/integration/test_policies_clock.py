@@ -19,12 +19,12 @@ import agent_runtime.policies.reply
 import agent_runtime.worker
 import protocols.envelope
 from agent_runtime.codec import Codec
-from agent_runtime.config import PipelineConfig
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.worker import Worker
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
+from tests.fixtures.agents import echo_sink_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -34,18 +34,9 @@ REAL_TIME = time.time
 
 @pytest.fixture
 def pipeline(prefix: str) -> Pipeline:
-    config = PipelineConfig.model_validate(
-        {
-            "key_prefix": prefix,
-            "allowed_modules": ["tests.fixtures"],
-            "worker": {"block_ms": 100, "heartbeat_interval": 0.5, "drain_timeout": 1},
-            "agents": {
-                "echo": {"class": "tests.fixtures.agents:Echo"},
-                "sink": {"class": "tests.fixtures.agents:Sink"},
-            },
-        }
+    return echo_sink_pipeline(
+        prefix, worker={"block_ms": 100, "heartbeat_interval": 0.5, "drain_timeout": 1}
     )
-    return Pipeline.build(config)
 
 
 @pytest.fixture
