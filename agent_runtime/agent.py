@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from agent_runtime.config.routing import Routing
 from agent_runtime.errors import RoutingError
-from agent_runtime.keys import Keys
-from agent_runtime.routing import Routing
+from agent_runtime.transport.keys import Keys
 from protocols.base import Payload
 from protocols.envelope import AgentMessage, utcnow
 

@@ -24,7 +24,7 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from agent_runtime.errors import ConfigError, RequestError
-from agent_runtime.keys import Keys
+from agent_runtime.transport.keys import Keys
 from protocols.pipeline import ApprovalDecision
 
 if TYPE_CHECKING:

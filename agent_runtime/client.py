@@ -22,14 +22,14 @@ import anyio
 import structlog
 
 from agent_runtime.codec import Codec, Decoded
-from agent_runtime.config import signing_key
+from agent_runtime.config.model import signing_key
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestError, RequestTimeout, TransportError
-from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.sweep import register_deadline
 from agent_runtime.transport.connect import connect, out_of_memory
 from agent_runtime.transport.replies import ReplyReader
 from agent_runtime.transport.streams import TRACE_SCRIPT
+from agent_runtime.worker.sweep import register_deadline
 from protocols.base import Payload
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage, utcnow
@@ -129,7 +129,7 @@ class Client:
         """XADD the request to its inbox and, when the entry agent writes traces (its
         ``trace`` setting), open the request's trace (a list) with a ``published`` record and
         the agent's ``trace_ttl``; a message with a deadline and a reply stream is entered in
-        the fleet's deadline set (``ZADD GT``, see agent_runtime/sweep.py), so it is answered
+        the fleet's deadline set (``ZADD GT``, see agent_runtime/worker/sweep.py), so it is answered
         even when no agent does. Only a failed XADD raises: a trace record or deadline entry
         that cannot be written is lost (logged), as a worker's would be; raising after the
         request was queued would invite a retry that sends it twice."""
@@ -196,7 +196,7 @@ def user_request(text: str) -> UserRequest:
 
 def _published_record(message: AgentMessage) -> dict[str, Any]:
     """The first record of a request's trace: the client published it (JSON, as the workers'
-    records; see agent_runtime/delivery.py Tracer)."""
+    records; see agent_runtime/worker/delivery.py Tracer)."""
     now_ms = int(time.time() * 1000)
     return {
         "agent": "client",

@@ -23,8 +23,8 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from agent_runtime.errors import DecodeError
-from agent_runtime.keys import Keys
 from agent_runtime.limits import MAX_ERROR_TEXT, depth_error, too_deep
+from agent_runtime.transport.keys import Keys
 from protocols.base import Payload, SchemaRegistry, UnknownSchema
 from protocols.envelope import AgentMessage
 

@@ -24,9 +24,9 @@ import structlog
 from pydantic import BaseModel
 
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
-from agent_runtime.keys import Keys
-from agent_runtime.routing import Routing
-from agent_runtime.worker import default_consumer_name
+from agent_runtime.config.routing import Routing
+from agent_runtime.transport.keys import Keys
+from agent_runtime.worker.loop import default_consumer_name
 from protocols.base import Payload
 from protocols.envelope import AgentMessage, utcnow
 

@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import approval_key, verify
+from agent_runtime.config.registry import import_object
 from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded
 from agent_runtime.policies import CallStats, Policy, PolicySpec, RetryPolicy
 from agent_runtime.policies.errors import is_transient
-from agent_runtime.registry import import_object
 from agents.common import budget_reason, over_budget
 from agents.executors.base import Tool, ToolContext, ToolError, ToolOutput, TransientToolError
 from protocols.pipeline import StepResult, Task

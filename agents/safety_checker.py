@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import APPROVAL_STATE, approval_key, sign
-from agent_runtime.config import config_path
+from agent_runtime.config.model import config_path
 from agent_runtime.errors import Skip
 from agents.common import finish
 from agents.policy import Policy, evaluate, load_policy

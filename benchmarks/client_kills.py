@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent_runtime.client import Client  # noqa: E402
-from agent_runtime.embedded import EmbeddedServer  # noqa: E402
 from agent_runtime.transport.connect import connect  # noqa: E402
+from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
 from benchmarks.client_waits import pipeline_for, reply_entry  # noqa: E402
 from protocols.core import UserRequest  # noqa: E402
 from protocols.envelope import AgentMessage  # noqa: E402

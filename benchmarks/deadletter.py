@@ -98,11 +98,11 @@ def in_process(rounds: int, timeout: float) -> list[tuple[str, str]]:
 
 
 def _measure(name: str, rounds: int, results: Any) -> None:
+    from agent_runtime.config.pipeline import Pipeline
     from agent_runtime.observability.logging import configure_logging
-    from agent_runtime.pipeline import Pipeline
     from agent_runtime.transport import streams
     from agent_runtime.transport.streams import Entry
-    from agent_runtime.worker import Worker
+    from agent_runtime.worker.loop import Worker
 
     configure_logging(json=True, stream=open(os.devnull, "w"))  # for the process's life
     prefix = "bench" + uuid.uuid4().hex[:6]
@@ -135,7 +135,7 @@ def _figures(seconds: list[float]) -> str:
 
 
 def _load(config: dict[str, Any]) -> Any:
-    from agent_runtime.config import PipelineConfig
+    from agent_runtime.config.model import PipelineConfig
 
     return PipelineConfig.model_validate(config)
 
@@ -143,9 +143,9 @@ def _load(config: dict[str, Any]) -> Any:
 def end_to_end(rounds: int, tree: Path) -> list[tuple[str, str]]:
     import yaml
 
-    from agent_runtime.embedded import EmbeddedServer
-    from agent_runtime.keys import Keys
     from agent_runtime.testing import WorkerProcess
+    from agent_runtime.transport.embedded import EmbeddedServer
+    from agent_runtime.transport.keys import Keys
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:

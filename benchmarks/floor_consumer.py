@@ -27,9 +27,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent_runtime.codec import Codec
-from agent_runtime.delivery import Tracer
-from agent_runtime.keys import Keys
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import TRACE_SCRIPT, Entry
+from agent_runtime.worker.delivery import Tracer
 from protocols import SchemaRegistry, UserRequest
 
 TRACE_TTL = 24 * 3600

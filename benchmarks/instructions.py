@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from single_hop import envelopes  # noqa: E402
 
 from agent_runtime.cli import worker as cli_worker  # noqa: E402
-from agent_runtime.config import load_config  # noqa: E402
-from agent_runtime.embedded import EmbeddedServer  # noqa: E402
-from agent_runtime.pipeline import Pipeline  # noqa: E402
+from agent_runtime.config.model import load_config  # noqa: E402
+from agent_runtime.config.pipeline import Pipeline  # noqa: E402
+from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
 
 
 def instrument(on: bool) -> None:

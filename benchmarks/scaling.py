@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent_runtime.client import Client  # noqa: E402
-from agent_runtime.cluster import LocalCluster  # noqa: E402
-from agent_runtime.embedded import EmbeddedServer  # noqa: E402
-from agent_runtime.pipeline import Pipeline  # noqa: E402
+from agent_runtime.config.pipeline import Pipeline  # noqa: E402
+from agent_runtime.transport.cluster import LocalCluster  # noqa: E402
+from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
 from protocols.core import UserRequest  # noqa: E402
 
 AGENT = "slow"

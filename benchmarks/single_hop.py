@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent_runtime.codec import Codec  # noqa: E402
-from agent_runtime.embedded import EmbeddedServer  # noqa: E402
-from agent_runtime.pipeline import Pipeline  # noqa: E402
+from agent_runtime.config.pipeline import Pipeline  # noqa: E402
+from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
 from protocols.core import UserRequest  # noqa: E402
 from protocols.envelope import AgentMessage, utcnow  # noqa: E402
 
@@ -54,7 +54,7 @@ def envelopes(n: int, prefix: str) -> list[dict[bytes, bytes]]:
 
 
 def _config(prefix: str, worker: dict[str, object]) -> object:
-    from agent_runtime.config import PipelineConfig
+    from agent_runtime.config.model import PipelineConfig
 
     return PipelineConfig.model_validate(
         {

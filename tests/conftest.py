@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_runtime.cluster import LocalCluster
-from agent_runtime.embedded import EmbeddedServer
+from agent_runtime.transport.cluster import LocalCluster
+from agent_runtime.transport.embedded import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

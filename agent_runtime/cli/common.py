@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import anyio
 
 from agent_runtime.cli.failures import URL_SCHEMES, ServerUnavailable, UsageError, mask_url
-from agent_runtime.embedded import find_running
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.validation import load_valid
 from agent_runtime.transport.connect import Connection, connect
-from agent_runtime.validation import load_valid
+from agent_runtime.transport.embedded import find_running
 
 DEFAULT_CONFIG = "configs/default.yaml"
 #: Seconds a command waits to open a connection and for its first PING

@@ -16,11 +16,11 @@ from agent_runtime.cli.common import (
     open_connection,
     redis_url,
 )
-from agent_runtime.config import signing_key
-from agent_runtime.keys import Keys
+from agent_runtime.config.model import signing_key
 from agent_runtime.observability import deadletters
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.render import duration, table
+from agent_runtime.transport.keys import Keys
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

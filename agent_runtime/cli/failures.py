@@ -26,8 +26,8 @@ from agent_runtime.errors import (
     RequestError,
     RequestTimeout,
 )
-from agent_runtime.supervisor import WorkersNotReady
 from agent_runtime.transport.connect import redact_url
+from agent_runtime.worker.supervisor import WorkersNotReady
 
 EXIT_OK = 0  # the command did what was asked; a request succeeded
 EXIT_NOT_OK = 1  # a request did not succeed (failed, rejected, ...); a check found a problem

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from agent_runtime.delivery import expand_trace
+from agent_runtime.worker.delivery import expand_trace
 from protocols.pipeline import Report
 
 STATUS_MARK = {

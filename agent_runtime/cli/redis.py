@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_runtime.cluster import LocalCluster
-from agent_runtime.embedded import (
+from agent_runtime.transport.cluster import LocalCluster
+from agent_runtime.transport.embedded import (
     STATE_FILE,
     EmbeddedServer,
     clear_state,

@@ -39,11 +39,11 @@ from agent_runtime.cli.outcome import print_reply
 from agent_runtime.cli.progress import hop_line
 from agent_runtime.client import REPLY_GRACE, Client, user_request
 from agent_runtime.codec import Decoded
-from agent_runtime.embedded import EmbeddedServer, clear_state, find_running
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestTimeout
 from agent_runtime.observability.logging import configure_logging
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor
+from agent_runtime.transport.embedded import EmbeddedServer, clear_state, find_running
+from agent_runtime.worker.supervisor import Supervisor
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage
 

@@ -16,9 +16,9 @@ from agent_runtime.cli.common import (
     open_connection,
     redis_url,
 )
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.status import collect_status, render_status
-from agent_runtime.pipeline import Pipeline
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,9 +16,9 @@ from agent_runtime.cli.common import (
     open_connection,
     redis_url,
 )
-from agent_runtime.keys import Keys
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.trace import load_trace, render_trace
+from agent_runtime.transport.keys import Keys
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -18,10 +18,10 @@ from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config, add_redis, configured_url, load_pipeline, ping
 from agent_runtime.cli.failures import mask_url
-from agent_runtime.embedded import EmbeddedServer, clear_state, find_running, runtime_dir
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor, WorkersNotReady
+from agent_runtime.transport.embedded import EmbeddedServer, clear_state, find_running, runtime_dir
+from agent_runtime.worker.supervisor import Supervisor, WorkersNotReady
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,8 +8,8 @@ import sys
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config
 from agent_runtime.cli.failures import EXIT_USAGE
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.validation import problems
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.validation import problems
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

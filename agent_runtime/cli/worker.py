@@ -11,14 +11,14 @@ import anyio
 
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
 from agent_runtime.codec import Codec
-from agent_runtime.config import signing_key
+from agent_runtime.config.model import signing_key
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.logging import configure_logging
 from agent_runtime.observability.process import WorkerObservability, metrics_port_from_env
 from agent_runtime.observability.redaction import env_redactor
-from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies import Policies
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker import Worker, default_consumer_name
+from agent_runtime.worker.loop import Worker, default_consumer_name
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

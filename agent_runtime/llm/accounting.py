@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent_runtime.errors import BudgetExceeded
-from agent_runtime.keys import Keys
 from agent_runtime.llm.base import Usage
+from agent_runtime.transport.keys import Keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -18,8 +18,8 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
-from agent_runtime.keys import Keys
 from agent_runtime.llm.base import Completion, LLMProvider, Usage
+from agent_runtime.transport.keys import Keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent_runtime.config.registry import import_object
 from agent_runtime.errors import ConfigError
-from agent_runtime.keys import Keys
 from agent_runtime.llm.base import LLMProvider
 from agent_runtime.llm.cache import DEFAULT_TTL, CachedProvider
 from agent_runtime.llm.cost import Price, PriceTable
 from agent_runtime.llm.retry import CallPolicy, DefaultRetry
-from agent_runtime.registry import import_object
+from agent_runtime.transport.keys import Keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -21,9 +21,9 @@ from typing import Any
 
 from agent_runtime.codec import FIELD_MESSAGE, FIELD_SIGNATURE
 from agent_runtime.errors import AgentRuntimeError
-from agent_runtime.keys import Keys
 from agent_runtime.limits import too_deep
 from agent_runtime.observability import inspect
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.original import HEAD_PREFIX
 from agent_runtime.transport.streams import original_fields
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_runtime.keys import Keys
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
+from agent_runtime.transport.keys import Keys
 
 
 @dataclass

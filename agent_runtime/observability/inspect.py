@@ -1,6 +1,6 @@
 """Read-only views of the runtime's Redis state, shared by ``status``, ``health``, ``trace``,
 ``dlq`` and the metrics collector. Every function takes the (bytes-returning) async client and
-the :class:`~agent_runtime.keys.Keys` of the pipeline; none writes.
+the :class:`~agent_runtime.transport.keys.Keys` of the pipeline; none writes.
 
 Key discovery uses SCAN with the patterns of keys.py (never KEYS); stream reads are capped so a
 huge dead-letter stream cannot stall a status call.
@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from agent_runtime.keys import Keys
+from agent_runtime.transport.keys import Keys
 
 DLQ_SCAN_LIMIT = 10_000
 

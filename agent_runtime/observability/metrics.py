@@ -14,8 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from agent_runtime.agent import MessageContext
-from agent_runtime.observer import Observer
 from agent_runtime.transport.streams import Entry
+from agent_runtime.worker.observer import Observer
 
 HANDLE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BREAKER_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}

@@ -14,12 +14,12 @@ from typing import Any
 
 import structlog
 
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.observability.collector import StreamCollector
 from agent_runtime.observability.metrics import Metrics, PrometheusObserver
 from agent_runtime.observability.tracing import TraceContextMiddleware
-from agent_runtime.observer import Observer
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.worker.observer import Observer
 
 METRICS_PORT_ENV = "AGENT_RUNTIME_METRICS_PORT"
 COLLECT_INTERVAL_ENV = "AGENT_RUNTIME_METRICS_INTERVAL"

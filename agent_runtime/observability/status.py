@@ -6,9 +6,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from agent_runtime.keys import Keys
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
+from agent_runtime.transport.keys import Keys
 
 
 async def collect_status(redis: Any, keys: Keys, inboxes: Iterable[str] = ()) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent_runtime.delivery import expand_trace
-from agent_runtime.keys import Keys
 from agent_runtime.limits import too_deep
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
+from agent_runtime.transport.keys import Keys
+from agent_runtime.worker.delivery import expand_trace
 
 _INT_FIELDS = ("delivery_count", "started_ms", "finished_ms")
 

@@ -33,10 +33,10 @@ import pybreaker
 import structlog
 
 from agent_runtime.errors import BreakerOpen
-from agent_runtime.keys import Keys
 from agent_runtime.policies import breaker_lua
 from agent_runtime.policies.config import BreakerPolicy
 from agent_runtime.policies.errors import Matcher
+from agent_runtime.transport.keys import Keys
 
 T = TypeVar("T")
 

@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import ValidationError
 from redis import exceptions as redis_errors
 
+from agent_runtime.config.registry import import_object
 from agent_runtime.errors import (
     BreakerOpen,
     BudgetExceeded,
@@ -41,7 +42,6 @@ from agent_runtime.errors import (
     RoutingError,
 )
 from agent_runtime.policies.config import PolicySet, PolicySpec
-from agent_runtime.registry import import_object
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _NEVER = (HandlerControl, BreakerOpen, DeadlineExceeded)

@@ -27,12 +27,12 @@ from typing import Any
 
 from agent_runtime.agent import MessageContext
 from agent_runtime.errors import BreakerOpen, DeadlineExceeded, HandlerControl, Reject, Retry
-from agent_runtime.keys import Keys
 from agent_runtime.policies.breaker import BreakerListener, SharedBreaker
 from agent_runtime.policies.clock import SCOPE, DeliveryScope, RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
 from agent_runtime.policies.errors import error_matcher
 from agent_runtime.policies.runner import CallStats, Policy
+from agent_runtime.transport.keys import Keys
 
 Handler = Callable[[MessageContext], Awaitable[None]]
 

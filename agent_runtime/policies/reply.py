@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from agent_runtime.agent import REPLY_TTL
 from agent_runtime.codec import Codec
-from agent_runtime.fate import status_of
-from agent_runtime.keys import Keys
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Write
+from agent_runtime.worker.fate import status_of
 from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage, utcnow
 

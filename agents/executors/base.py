@@ -6,7 +6,7 @@ that exited non-zero, a host not on the list) and :class:`TransientToolError` fo
 may fix (connection refused, 5xx). Everything a tool returns must be JSON-serialisable.
 
 Tools are named by dotted path in the executor's config (``tools:``) and imported only through
-``agent_runtime.registry.import_object``.
+``agent_runtime.config.registry.import_object``.
 """
 
 from __future__ import annotations

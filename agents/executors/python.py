@@ -1,7 +1,7 @@
 """``python``: call an allow-listed Python function by its short name.
 
 The executor config maps names to dotted paths (imported once, through
-``agent_runtime.registry.import_object``); a step can only name a function on that list. A
+``agent_runtime.config.registry.import_object``); a step can only name a function on that list. A
 function that declares a ``context`` parameter receives the :class:`ToolContext` (sandbox,
 idempotency key). Sync functions run in a worker thread; the result must be JSON-serialisable.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from pydantic import Field
 
-from agent_runtime.registry import import_object
+from agent_runtime.config.registry import import_object
 from agents.executors.base import ToolContext, ToolError, ToolOptions, ToolOutput, only
 
 DEFAULT_FUNCTIONS = {

@@ -49,7 +49,7 @@ def agent_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def streams(prefix: str, agent: str, shards: int) -> list[str]:
-    """Inbox stream names (mirrors agent_runtime.keys.Keys.inboxes)."""
+    """Inbox stream names (mirrors agent_runtime.transport.keys.Keys.inboxes)."""
     return [
         f"{prefix}:inbox:{agent}" if n == 0 else f"{prefix}:inbox:{agent}:{n}"
         for n in range(shards)

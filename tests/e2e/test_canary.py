@@ -17,9 +17,9 @@ import yaml
 
 from agent_runtime.cli import main
 from agent_runtime.client import Client
-from agent_runtime.embedded import EmbeddedServer
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import wait_until
+from agent_runtime.transport.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.e2e
 

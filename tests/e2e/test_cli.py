@@ -16,8 +16,8 @@ import anyio
 import pytest
 import yaml
 
-from agent_runtime.supervisor import Supervisor
 from agent_runtime.testing import wait_until
+from agent_runtime.worker.supervisor import Supervisor
 
 pytestmark = [pytest.mark.e2e]
 

@@ -21,8 +21,8 @@ import pytest
 import redis
 import yaml
 
-from agent_runtime.embedded import EmbeddedServer
-from agent_runtime.supervisor import Supervisor
+from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.worker.supervisor import Supervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

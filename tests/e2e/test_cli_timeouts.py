@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from agent_runtime.approval import APPROVAL_KEY_ENV
-from agent_runtime.supervisor import Supervisor
+from agent_runtime.worker.supervisor import Supervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from agent_runtime.client import Client
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess
 from agent_runtime.transport import connect
-from agent_runtime.worker import default_consumer_name
+from agent_runtime.worker.loop import default_consumer_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -149,7 +149,7 @@ def test_six_agent_pipeline_two_replicas_each(
     from anyio.from_thread import start_blocking_portal
 
     from agent_runtime.approval import APPROVAL_KEY_ENV
-    from agent_runtime.supervisor import Supervisor
+    from agent_runtime.worker.supervisor import Supervisor
     from protocols.pipeline import Report
     from tests.e2e.test_pipeline import write_config
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_runtime.embedded import STATE_FILE
 from agent_runtime.testing import wait_until
+from agent_runtime.transport.embedded import STATE_FILE
 
 pytestmark = [pytest.mark.e2e]
 

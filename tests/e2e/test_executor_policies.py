@@ -22,9 +22,9 @@ from anyio.from_thread import start_blocking_portal
 
 from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.client import Client
-from agent_runtime.embedded import EmbeddedServer
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.worker.supervisor import Supervisor
 from protocols.pipeline import Report
 from tests.fixtures.flaky_tool import call_dir
 

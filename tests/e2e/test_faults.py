@@ -32,12 +32,12 @@ import yaml
 
 from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.client import Client
-from agent_runtime.embedded import EmbeddedServer
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor
 from agent_runtime.testing import wait_until
 from agent_runtime.transport.connect import MAX_CONNECTIONS
+from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.worker.supervisor import Supervisor
 from tests.faults import ClientKiller, LossyProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(600)]

@@ -165,7 +165,7 @@ def test_up_gives_every_worker_its_own_metrics_port(
     import anyio
 
     from agent_runtime.client import Client
-    from agent_runtime.supervisor import Supervisor
+    from agent_runtime.worker.supervisor import Supervisor
 
     p = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env)
     config = yaml_replicas(p, echo=2)

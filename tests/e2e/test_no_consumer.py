@@ -15,7 +15,7 @@ import redis
 import yaml
 
 from agent_runtime.client import Client
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess
 from protocols.core import RequestFailed
 

@@ -19,11 +19,11 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agent_runtime.approval import APPROVAL_KEY_ENV, pending_approvals, sign, submit_decision
 from agent_runtime.client import Client
-from agent_runtime.delivery import expand_trace
-from agent_runtime.embedded import EmbeddedServer
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import wait_until
+from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.worker.delivery import expand_trace
+from agent_runtime.worker.supervisor import Supervisor
 from protocols.pipeline import PlanStep, Report, StepApproval, StepResult, Task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

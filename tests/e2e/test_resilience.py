@@ -18,7 +18,7 @@ import redis
 import yaml
 
 from agent_runtime.codec import Codec
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from agent_runtime.client import Client
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import ConfigError
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor, WorkerProcess, WorkersNotReady
+from agent_runtime.worker.supervisor import Supervisor, WorkerProcess, WorkersNotReady
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

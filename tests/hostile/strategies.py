@@ -15,8 +15,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from agent_runtime.keys import Keys
 from agent_runtime.limits import MAX_DEPTH
+from agent_runtime.transport.keys import Keys
 
 Fields = dict[bytes, bytes]
 Entry = tuple[str, Fields]

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from agent_runtime import codec as codec_module
 from agent_runtime.codec import Codec
-from agent_runtime.config import load_config
+from agent_runtime.config.model import load_config
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import ConfigError, DecodeError
-from agent_runtime.keys import Keys
 from agent_runtime.limits import too_deep
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.transport.keys import Keys
 from tests.hostile.strategies import ALLOWED_REPLY, Entry, envelope, hostile_entries
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent_runtime.errors import AgentRuntimeError
-from agent_runtime.keys import Keys
 from agent_runtime.limits import DEAD_LETTER_HEAD_BYTES, DEAD_LETTER_MAX_FIELDS
 from agent_runtime.observability.deadletters import Letter, replay
 from agent_runtime.observability.redaction import Redactor, redact_dead_letter
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.original import describe_original
 from agent_runtime.transport.streams import (
     Commit,

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 
 from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.codec import Codec
-from agent_runtime.embedded import EmbeddedServer
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import DecodeError
-from agent_runtime.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
+from agent_runtime.transport.embedded import EmbeddedServer
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage
 from protocols.pipeline import Report

@@ -16,7 +16,7 @@ import yaml
 
 from agent_runtime.cli import main
 from agent_runtime.client import Client
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess
 from protocols.envelope import AgentMessage
 

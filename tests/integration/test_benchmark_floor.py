@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from agent_runtime.codec import FIELD_MESSAGE
-from agent_runtime.keys import Keys
 from agent_runtime.testing import wait_until
+from agent_runtime.transport.keys import Keys
 from benchmarks.single_hop import envelopes
 from tests.conftest import ROOT
 

@@ -15,9 +15,9 @@ import pytest
 import agent_runtime.client
 import protocols.envelope
 from agent_runtime.client import Client
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker import Worker
+from agent_runtime.worker.loop import Worker
 from tests.fixtures.agents import echo_sink_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from redis import exceptions as redis_errors
 
 from agent_runtime.client import Client
-from agent_runtime.config import PipelineConfig
-from agent_runtime.embedded import EmbeddedServer
+from agent_runtime.config.model import PipelineConfig
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestError, RequestTimeout
-from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
+from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.transport.replies import READER_NAME, ReplyReader
 from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage, utcnow

@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from agent_runtime.client import Client
-from agent_runtime.config import PipelineConfig
-from agent_runtime.keys import Keys
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.model import PipelineConfig
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport import Commit, DeadLetter, StreamBus, connect
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Handled, Write
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from agent_runtime.embedded import EmbeddedServer
+from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.transport.streams import Commit, Handled, StreamBus, Write
 
 pytestmark = pytest.mark.anyio

@@ -19,10 +19,10 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 
 from agent_runtime.client import Client
 from agent_runtime.codec import Codec
-from agent_runtime.embedded import EmbeddedServer
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.sweep import DeadlineSweep, deadline_member
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
+from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.worker.sweep import DeadlineSweep, deadline_member
 from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage
 from tests.fixtures.agents import EchoReply, echo_sink_pipeline

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from agent_runtime.errors import AgentRuntimeError, BudgetExceeded
-from agent_runtime.keys import Keys
 from agent_runtime.llm.accounting import CostLedger, check_budget
 from agent_runtime.llm.base import Usage
 from agent_runtime.transport import connect
+from agent_runtime.transport.keys import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

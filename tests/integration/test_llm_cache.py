@@ -15,12 +15,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from agent_runtime.errors import LLMOutputError
-from agent_runtime.keys import Keys
 from agent_runtime.llm.accounting import CostLedger
 from agent_runtime.llm.anthropic_provider import AnthropicProvider
 from agent_runtime.llm.cache import CachedProvider
 from agent_runtime.llm.retry import DefaultRetry
 from agent_runtime.transport import connect
+from agent_runtime.transport.keys import Keys
 from tests.llmfakes.anthropic_api import AnthropicFake, tool_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

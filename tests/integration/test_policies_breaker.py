@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from agent_runtime.errors import BreakerOpen, LLMRequestError
-from agent_runtime.keys import Keys
 from agent_runtime.policies import BreakerPolicy, RedisClock, SharedBreaker, error_matcher
 from agent_runtime.transport.connect import connect
+from agent_runtime.transport.keys import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

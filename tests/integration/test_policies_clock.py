@@ -16,12 +16,12 @@ import pytest
 
 import agent_runtime.agent
 import agent_runtime.policies.reply
-import agent_runtime.worker
+import agent_runtime.worker.loop
 import protocols.envelope
 from agent_runtime.codec import Codec
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker import Worker
+from agent_runtime.worker.loop import Worker
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
 from tests.fixtures.agents import echo_sink_pipeline
@@ -56,7 +56,7 @@ def skew_local_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None
         protocols.envelope,
         agent_runtime.agent,
         agent_runtime.policies.reply,
-        agent_runtime.worker,
+        agent_runtime.worker.loop,
     ):
         monkeypatch.setattr(module, "utcnow", skewed, raising=False)
     monkeypatch.setattr(time, "time", lambda: REAL_TIME() + offset.total_seconds())

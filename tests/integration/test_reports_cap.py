@@ -12,10 +12,10 @@ import anyio
 import pytest
 
 from agent_runtime.client import Client
-from agent_runtime.config import PipelineConfig
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.model import PipelineConfig
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker import Worker
+from agent_runtime.worker.loop import Worker
 from protocols.envelope import utcnow
 from protocols.pipeline import Outcome, RequestInfo
 

@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
-from agent_runtime.keys import Keys
 from agent_runtime.testing import AgentHarness
 from agent_runtime.transport.connect import connect
+from agent_runtime.transport.keys import Keys
 from agents.router import Router
 from protocols.envelope import utcnow
 from protocols.pipeline import Plan, PlanStep, RequestInfo, SafetyVerdict, StepApproval, StepResult

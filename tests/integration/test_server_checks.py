@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from agent_runtime.embedded import EmbeddedServer
 from agent_runtime.errors import TransportError
+from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.transport.streams import StreamBus
 
 pytestmark = pytest.mark.anyio

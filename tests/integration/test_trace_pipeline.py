@@ -16,8 +16,8 @@ import yaml
 
 from agent_runtime.cli import main
 from agent_runtime.client import Client
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.supervisor import Supervisor
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.worker.supervisor import Supervisor
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ from redis.asyncio import Redis
 
 from agent_runtime.cli.run import TraceTail
 from agent_runtime.client import Client
-from agent_runtime.config import PipelineConfig
-from agent_runtime.delivery import Tracer
-from agent_runtime.keys import Keys
+from agent_runtime.config.model import PipelineConfig
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.trace import load_trace
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Commit, Entry, Handled, StreamBus, Write
+from agent_runtime.worker.delivery import Tracer
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage
 

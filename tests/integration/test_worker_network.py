@@ -15,11 +15,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent_runtime.client import Client
 from agent_runtime.codec import Codec
-from agent_runtime.config import PipelineConfig
-from agent_runtime.embedded import EmbeddedServer
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.model import PipelineConfig
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker import Worker
+from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.worker.loop import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

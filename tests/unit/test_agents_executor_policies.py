@@ -13,9 +13,9 @@ import pytest
 
 from agent_runtime.approval import APPROVAL_KEY_ENV, sign
 from agent_runtime.errors import BreakerOpen, DeadlineExceeded
-from agent_runtime.keys import Keys
 from agent_runtime.policies import Policies, PolicySet, PolicySpec, RetryPolicy
 from agent_runtime.testing import AgentHarness
+from agent_runtime.transport.keys import Keys
 from agents.executor import Executor
 from protocols.pipeline import PlanStep, StepApproval, Task
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agent_runtime.cli.common import check_url
 from agent_runtime.cli.failures import UsageError, describe, mask_url
-from agent_runtime.validation import problems
+from agent_runtime.config.validation import problems
 
 EXAMPLES = int(os.environ.get("AGENT_RUNTIME_HYPOTHESIS_EXAMPLES", "200"))
 SETTINGS = settings(

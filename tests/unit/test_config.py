@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import ConfigError, ImportNotAllowedError
-from agent_runtime.pipeline import Pipeline
 
 GOOD = """\
 key_prefix: unit

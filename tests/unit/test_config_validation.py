@@ -1,4 +1,4 @@
-"""agent_runtime/validation.py: every problem of a config at once, each with file:line; llm
+"""agent_runtime/config/validation.py: every problem of a config at once, each with file:line; llm
 blocks against their typed model and the API-key variable their provider needs; file paths
 of an agent's config relative to the config file."""
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.validation import load_valid, problems
 from agent_runtime.errors import ConfigError
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.validation import load_valid, problems
 
 ROOT = Path(__file__).resolve().parents[2]
 

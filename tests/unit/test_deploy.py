@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agent_runtime.config import PipelineConfig, load_config
+from agent_runtime.config.model import PipelineConfig, load_config
 from agent_runtime.testing import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]

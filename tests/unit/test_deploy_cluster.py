@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent_runtime.cluster import MAX_PORT, SLOTS, free_cluster_ports, slot_ranges
+from agent_runtime.transport.cluster import MAX_PORT, SLOTS, free_cluster_ports, slot_ranges
 
 
 @pytest.mark.parametrize("masters", [1, 2, 3, 5, 7])

@@ -18,7 +18,7 @@ EXAMPLE = ROOT / "configs" / "examples" / "text_stats.yaml"
 
 @pytest.fixture(scope="module")
 def pipeline() -> Any:
-    from agent_runtime.pipeline import Pipeline
+    from agent_runtime.config.pipeline import Pipeline
 
     return Pipeline.load(EXAMPLE)  # python_paths makes text_stats_example importable
 

@@ -15,8 +15,8 @@ from agent_runtime.errors import (
     Reject,
     Retry,
 )
-from agent_runtime.fate import fate_of
 from agent_runtime.policies.errors import classify
+from agent_runtime.worker.fate import fate_of
 
 
 class _Limited(BaseModel):

@@ -10,13 +10,13 @@ import fakeredis
 import pytest
 
 from agent_runtime.errors import ConfigError
-from agent_runtime.keys import Keys
 from agent_runtime.llm.anthropic_provider import AnthropicProvider
 from agent_runtime.llm.cache import CachedProvider
 from agent_runtime.llm.cost import Price
 from agent_runtime.llm.factory import LLMSpec, build_provider, parse_spec
 from agent_runtime.llm.openai_provider import OpenAIProvider
 from agent_runtime.llm.retry import DefaultRetry
+from agent_runtime.transport.keys import Keys
 from tests.conftest import ROOT
 
 

@@ -12,10 +12,10 @@ import pytest
 import structlog
 
 from agent_runtime.agent import MessageContext
-from agent_runtime.keys import Keys
+from agent_runtime.config.routing import Routing
 from agent_runtime.observability.collector import StreamCollector
 from agent_runtime.observability.metrics import Metrics, PrometheusObserver
-from agent_runtime.routing import Routing
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Entry
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow

@@ -9,9 +9,9 @@ import pytest
 import structlog
 
 from agent_runtime.agent import MessageContext
-from agent_runtime.keys import Keys
+from agent_runtime.config.routing import Routing
 from agent_runtime.observability.tracing import TraceContextMiddleware, parse_traceparent
-from agent_runtime.routing import Routing
+from agent_runtime.transport.keys import Keys
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
 from tests.fixtures.agents import Echoed
@@ -124,9 +124,9 @@ async def test_outputs_carry_the_hop_context_with_no_middleware_at_all() -> None
 
 
 def test_the_worker_skips_the_middleware_when_no_tracer_records_spans() -> None:
-    from agent_runtime.config import PipelineConfig
+    from agent_runtime.config.model import PipelineConfig
+    from agent_runtime.config.pipeline import Pipeline
     from agent_runtime.observability.process import WorkerObservability
-    from agent_runtime.pipeline import Pipeline
 
     pipeline = Pipeline.build(
         PipelineConfig.model_validate(

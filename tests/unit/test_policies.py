@@ -320,7 +320,7 @@ async def test_rate_limit_beyond_backoff_max_becomes_a_delayed_redelivery() -> N
 
 
 def test_validate_reports_error_paths_outside_the_allow_list(tmp_path: Any) -> None:
-    from agent_runtime.pipeline import Pipeline
+    from agent_runtime.config.pipeline import Pipeline
 
     path = tmp_path / "pipeline.yaml"
     path.write_text(

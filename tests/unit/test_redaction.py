@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from agent_runtime.config import PipelineConfig
+from agent_runtime.config.model import PipelineConfig
 from agent_runtime.observability.redaction import MASK, Redactor, is_secret_name
 
 CANARY = "canary-5ecr3t-Zq81x"

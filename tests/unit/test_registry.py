@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.config.registry import import_object, is_allowed, split_path
 from agent_runtime.errors import ConfigError, ImportNotAllowedError
-from agent_runtime.registry import import_object, is_allowed, split_path
 from tests.fixtures.agents import Echo, EchoConfig
 
 

@@ -1,5 +1,5 @@
-"""``HandlerPool`` (agent_runtime/runners.py) without a server: every item handled once and in
-order, the concurrency bound, overlapping slow handlers, context isolation, watchdog-style
+"""``HandlerPool`` (agent_runtime/worker/runners.py) without a server: every item handled once
+and in order, the concurrency bound, overlapping slow handlers, context isolation, watchdog-style
 cancellation of one handler, ``drop_queued``/``cancel_running``/``close``, and the event loop
 getting its turn under a stream of CPU-only handlers.
 
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agent_runtime.runners import MAX_BURST, HandlerPool
+from agent_runtime.worker.runners import MAX_BURST, HandlerPool
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent_runtime.errors import ConfigError
-from agent_runtime.supervisor import Supervisor, _Child
+from agent_runtime.worker.supervisor import Supervisor, _Child
 
 CONFIG = """\
 key_prefix: unit

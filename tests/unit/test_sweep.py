@@ -17,9 +17,10 @@ from redis import exceptions as redis_errors
 
 from agent_runtime.agent import Output
 from agent_runtime.client import _published_record
-from agent_runtime.delivery import Tracer
-from agent_runtime.keys import Keys
-from agent_runtime.sweep import (
+from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.streams import Entry
+from agent_runtime.worker.delivery import Tracer
+from agent_runtime.worker.sweep import (
     Waiting,
     deadline_member,
     failure_reply,
@@ -28,7 +29,6 @@ from agent_runtime.sweep import (
     verdict,
     waiting_on,
 )
-from agent_runtime.transport.streams import Entry
 from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage, utcnow
 

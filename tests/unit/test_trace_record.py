@@ -11,8 +11,8 @@ import pytest
 
 from agent_runtime.agent import Output
 from agent_runtime.cli.progress import hop_line
-from agent_runtime.delivery import Tracer, expand_trace
 from agent_runtime.transport.streams import Entry
+from agent_runtime.worker.delivery import Tracer, expand_trace
 from protocols.envelope import AgentMessage, utcnow
 
 AWKWARD = ["plain", 'quote " and \\ backslash', "new\nline\ttab\x01ctl", "unicodé ✓ 𝄞", ""]

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent_runtime.agent import Agent
-from agent_runtime.config import (
+from agent_runtime.config.model import (
     CONFIG_DIR,
     AgentSpec,
     PipelineConfig,
@@ -36,11 +36,11 @@ from agent_runtime.config import (
     read_yaml,
     resolve_python_paths,
 )
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.registry import import_object
+from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.errors import ConfigError
 from agent_runtime.llm.factory import KEY_ENV, LLMSpec
-from agent_runtime.pipeline import Pipeline
-from agent_runtime.registry import import_object
-from agent_runtime.settings import WorkerSettings
 
 Lines = dict[tuple[Any, ...], int]
 

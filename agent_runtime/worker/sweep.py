@@ -36,15 +36,15 @@ from redis import exceptions as redis_errors
 
 from agent_runtime.agent import REPLY_TTL
 from agent_runtime.codec import Codec
-from agent_runtime.keys import Keys
-from agent_runtime.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.errors import classify
+from agent_runtime.transport.keys import Keys
 from protocols.core import RequestFailed
 from protocols.envelope import OUTPUT_ID_NAMESPACE, AgentMessage
 
 if TYPE_CHECKING:
-    from agent_runtime.worker import Worker
+    from agent_runtime.worker.loop import Worker
 
 #: ``from_agent`` of the replies the sweep writes.
 SWEEP_AGENT = "deadline-sweep"
@@ -228,7 +228,7 @@ class DeadlineSweep:
         self.settings = pipeline.config.requests
         self.token = f"{owner}:{uuid.uuid4().hex}"
         self.clock = RedisClock(redis)
-        self.log = log or structlog.get_logger("agent_runtime.sweep")
+        self.log = log or structlog.get_logger("agent_runtime.worker.sweep")
         self.lock_ms = max(1_000, int(self.settings.sweep_interval * 4_000))
         self.answered = 0  # replies written by this process (tests, metrics)
 

@@ -12,8 +12,8 @@ from typing import Protocol
 
 from agent_runtime.agent import MessageContext, Output
 from agent_runtime.codec import Codec
-from agent_runtime.keys import Keys
 from agent_runtime.limits import too_deep
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Commit, DeadLetter, Entry, Handled, Write
 from protocols.envelope import AgentMessage
 

@@ -23,11 +23,11 @@ from pydantic import (
     model_validator,
 )
 
+from agent_runtime.config.routing import Routing
+from agent_runtime.config.settings import RequestSettings, WorkerSettings
 from agent_runtime.errors import ConfigError
-from agent_runtime.keys import Keys
 from agent_runtime.policies.config import PolicySet
-from agent_runtime.routing import Routing
-from agent_runtime.settings import RequestSettings, WorkerSettings
+from agent_runtime.transport.keys import Keys
 from protocols.envelope import AGENT_NAME_PATTERN, MESSAGE_TYPE_PATTERN
 
 #: Message types published from outside the pipeline (client, CLI): they need no producer.

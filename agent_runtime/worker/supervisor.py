@@ -34,10 +34,10 @@ import structlog
 from anyio.abc import TaskGroup
 
 import agent_runtime
+from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
-from agent_runtime.pipeline import Pipeline
 from agent_runtime.transport.connect import connect, redact_url
-from agent_runtime.worker import default_consumer_name
+from agent_runtime.worker.loop import default_consumer_name
 
 #: Seconds a child must live before its restart backoff starts again from the beginning.
 STABLE_AFTER = 30.0
@@ -109,7 +109,7 @@ class Supervisor:
         self.log_dir = log_dir
         self.restart_backoff = restart_backoff
         self.max_backoff = max_backoff
-        self.log = structlog.get_logger("agent_runtime.supervisor")
+        self.log = structlog.get_logger("agent_runtime.worker.supervisor")
         self._env = _child_env(env, redis_url)
         pairs = [
             (agent, slot)

@@ -27,23 +27,30 @@ import structlog
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext
 from agent_runtime.backoff import Backoff, pause, until_done
 from agent_runtime.codec import Codec, Decoded
-from agent_runtime.dead_letters import DeadLetters
-from agent_runtime.delivery import Finished, Middleware, Tracer, build_commit, chain, undeliverable
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.errors import DecodeError, Skip
-from agent_runtime.fate import Fate, fate_of
-from agent_runtime.housekeeping import Housekeeping, by_stream
 from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor
-from agent_runtime.observer import Observer
-from agent_runtime.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.reclaim import Reclaimer
-from agent_runtime.retries import RetryScheduler
-from agent_runtime.runners import HandlerPool
-from agent_runtime.settings import WorkerSettings
-from agent_runtime.sweep import DeadlineSweep
 from agent_runtime.transport.connect import unavailable
 from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable
+from agent_runtime.worker.dead_letters import DeadLetters
+from agent_runtime.worker.delivery import (
+    Finished,
+    Middleware,
+    Tracer,
+    build_commit,
+    chain,
+    undeliverable,
+)
+from agent_runtime.worker.fate import Fate, fate_of
+from agent_runtime.worker.housekeeping import Housekeeping, by_stream
+from agent_runtime.worker.observer import Observer
+from agent_runtime.worker.reclaim import Reclaimer
+from agent_runtime.worker.retries import RetryScheduler
+from agent_runtime.worker.runners import HandlerPool
+from agent_runtime.worker.sweep import DeadlineSweep
 from protocols.envelope import AgentMessage
 
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
@@ -380,7 +387,7 @@ class Worker:
             finished.append(Finished(entry, ctx, wall_started, "handled"))
 
     def _fail(self, entry: Entry, ctx: MessageContext, exc: Exception, took: float) -> None:
-        """Carry out the fate (agent_runtime/fate.py) of a handler that raised ``exc``."""
+        """Carry out the fate (agent_runtime/worker/fate.py) of a handler that raised ``exc``."""
         settings = self.settings
         fate: Fate = fate_of(
             exc,

@@ -10,13 +10,13 @@ import uuid
 from typing import Any
 
 from agent_runtime.codec import Codec
-from agent_runtime.delivery import Tracer
-from agent_runtime.keys import Keys
 from agent_runtime.limits import MAX_ERROR_TEXT
 from agent_runtime.observability.redaction import Redactor, redact_dead_letter
 from agent_runtime.policies.reply import failure_reply
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.original import describe_original
 from agent_runtime.transport.streams import DeadLetter, Entry, Write
+from agent_runtime.worker.delivery import Tracer
 from protocols.envelope import AgentMessage
 
 #: Namespace of dead-letter ids (uuid5 of the dead message's id): ``request.failed`` names it.

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_runtime.backoff import Backoff, pause
-from agent_runtime.observer import Observer
-from agent_runtime.settings import WorkerSettings
+from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.transport.streams import Entry, StreamBus
+from agent_runtime.worker.observer import Observer
 
 #: Own pending entries idle this long that this process does not hold are orphans. Far above
 #: the time between XREADGROUP delivering an entry and the worker registering it.

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent_runtime.errors import RoutingError
-from agent_runtime.keys import Keys
+from agent_runtime.transport.keys import Keys
 
 
 @dataclass(frozen=True)

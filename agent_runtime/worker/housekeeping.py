@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from agent_runtime.backoff import Backoff, pause
-from agent_runtime.settings import WorkerSettings
+from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.transport.streams import Commit, StreamBus, Unwritable
 
 Leases = Callable[[], dict[str, list[bytes]]]

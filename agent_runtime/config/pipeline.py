@@ -12,11 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent_runtime.agent import Agent
-from agent_runtime.config import CONFIG_DIR, ENTRY_TYPES, PipelineConfig, load_config
+from agent_runtime.config.model import CONFIG_DIR, ENTRY_TYPES, PipelineConfig, load_config
+from agent_runtime.config.registry import import_object
+from agent_runtime.config.routing import Routing
 from agent_runtime.errors import ConfigError
 from agent_runtime.policies.errors import policy_problems
-from agent_runtime.registry import import_object
-from agent_runtime.routing import Routing
 from protocols.base import Payload, SchemaRegistry
 from protocols.core import RequestFailed, UserRequest
 

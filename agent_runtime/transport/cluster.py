@@ -1,7 +1,7 @@
 """A local Redis Cluster for tests and demos: N masters (optionally with replicas) started from
 the embedded server binary on loopback TCP ports picked here, joined with ``CLUSTER MEET`` and
 ``CLUSTER ADDSLOTSRANGE`` (no ``redis-cli`` needed). Every node dies with its parent, like
-:class:`agent_runtime.embedded.EmbeddedServer` (each node *is* one, plus a TCP port).
+:class:`agent_runtime.transport.embedded.EmbeddedServer` (each node *is* one, plus a TCP port).
 
     with LocalCluster(Path("/tmp/c"), masters=3) as cluster:
         print(cluster.url)   # redis+cluster://127.0.0.1:PORT
@@ -22,8 +22,8 @@ from typing import Any
 
 import redis
 
-from agent_runtime.embedded import EmbeddedServer
 from agent_runtime.errors import EmbeddedServerError
+from agent_runtime.transport.embedded import EmbeddedServer
 
 SLOTS = 16384
 MAX_PORT = 55535
