@@ -34,7 +34,8 @@ from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.transport.connect import unavailable
-from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable
+from agent_runtime.transport.redis import RedisTransport
+from agent_runtime.transport.streams import DeadLetter, Entry, Unwritable
 from agent_runtime.worker.dead_letters import DeadLetters
 from agent_runtime.worker.delivery import (
     Finished,
@@ -90,11 +91,10 @@ class Worker:
             keys=self.keys,
             reply_streams=pipeline.config.reply_streams,
         )
-        self.bus = StreamBus(
-            redis,
+        self.transport = RedisTransport.of(redis, cluster=cluster)
+        self.bus = self.transport.bus(
             group=self.keys.group(agent),
             consumer=consumer,
-            cluster=cluster,
             done_key=lambda day: self.keys.done(agent, day),
             done_ttl=self.settings.done_ttl,
             dlq_maxlen=self.settings.dlq_maxlen,
@@ -109,7 +109,13 @@ class Worker:
             agent, self.keys, self.codec, self.redactor, self.tracer, self.log
         )
         self.runtime = AgentRuntime(
-            agent, self.keys, pipeline.routing, redis, self.log, dict(extras or {})
+            agent,
+            self.keys,
+            pipeline.routing,
+            self.transport.state,
+            self.log,
+            dict(extras or {}),
+            self.transport.llm_store,
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = chain(middleware, self.instance.handle)
@@ -123,7 +129,7 @@ class Worker:
         self._dead: list[DeadLetter] = []
         self._dead_traces: list[tuple[str, bytes]] = []
         self._permanent = tuple(self.agent_type.cls.permanent_errors)
-        self.clock = RedisClock(redis)  # expiry on the server's clock: skew-proof
+        self.clock = RedisClock(self.transport.clock)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -206,7 +212,7 @@ class Worker:
 
     async def _delete_heartbeat(self) -> None:
         try:
-            await self.redis.delete(self._heartbeat_key)
+            await self.transport.heartbeats.forget(self._heartbeat_key)
         except Exception as exc:  # it expires by itself (TTL of three intervals)
             self.log.warning("heartbeat_delete_failed", error=repr(exc))
 
