@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import redis  # scratch: deliberate violation
 import structlog
 from pydantic import BaseModel, ConfigDict
 

@@ -22,8 +22,6 @@ import anyio
 import structlog
 
 from agent_runtime.codec import Codec, Decoded
-from agents.router import Router  # scratch: deliberate violation
-from protocols.pipeline import Task  # scratch: deliberate violation
 from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestError, RequestTimeout
