@@ -78,7 +78,7 @@ class Client:
     async def aclose(self) -> None:
         """Stop the reply reader and close the Redis client."""
         await self.replies.aclose()
-        await self.redis.aclose()
+        await self.transport.aclose()
 
     def new_message(
         self,
