@@ -83,4 +83,3 @@ def _serve(url: str, pid: int, stopped: threading.Event, stop: Callable[[], None
             clear_state()
         stop()
     return 0
-
