@@ -65,7 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"the request, 1 to {MAX_REQUEST_TEXT:,} characters (see docs/rules-grammar.md)",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print only the reply (the Report) as JSON on stdout"
+        "--json",
+        action="store_true",
+        help="print only the reply's payload (e.g. the Report) as JSON on stdout",
     )
     parser.add_argument(
         "--timeout",
