@@ -8,7 +8,7 @@ What an entry holds, and which entries may be replayed, is decided by
 from __future__ import annotations
 
 from agent_runtime.transport.connect import Connection
-from agent_runtime.transport.inspect import RedisClient, raw, text
+from agent_runtime.transport.inspect import RedisClient, RuntimeReader, raw, text
 from agent_runtime.transport.keys import Keys
 
 #: Entries read from one dead-letter stream at most (a huge stream cannot stall a command).
@@ -23,6 +23,7 @@ class DeadLetterStore:
     def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._reader = RuntimeReader(redis)
 
     @classmethod
     def of(cls, connection: Connection, keys: Keys) -> DeadLetterStore:
@@ -30,12 +31,7 @@ class DeadLetterStore:
 
     async def streams(self) -> list[str]:
         """Every dead-letter stream that exists, sorted (SCAN, never KEYS)."""
-        found: set[str] = set()
-        async for key in self.redis.scan_iter(
-            match=self.keys.dlq_pattern(), count=DELETE_BATCH, _type="stream"
-        ):
-            found.add(text(key))
-        return sorted(found)
+        return await self._reader.scan(self.keys.dlq_pattern(), "stream")
 
     async def entries(
         self, dlq: str, limit: int = DLQ_SCAN_LIMIT
