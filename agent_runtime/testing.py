@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -27,18 +27,13 @@ from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
 from agent_runtime.config.routing import Routing
 from agent_runtime.transport.base import State
 from agent_runtime.transport.dict_state import DictState
+from agent_runtime.transport.inspect import HeartbeatProbe, SupportsExists
 from agent_runtime.transport.keys import Keys
 from agent_runtime.worker.loop import default_consumer_name
 from protocols.base import Payload
 from protocols.envelope import AgentMessage, utcnow
 
 T = TypeVar("T")
-
-
-class SupportsExists(Protocol):
-    """A synchronous Redis client, as far as :meth:`WorkerProcess.wait_ready` needs one."""
-
-    def exists(self, *names: str) -> Any: ...
 
 
 def wait_until(
@@ -169,9 +164,10 @@ class WorkerProcess:
     def wait_ready(self, redis: SupportsExists, keys: Keys, timeout: float = 20.0) -> WorkerProcess:
         """Wait until the worker's heartbeat key exists; AssertionError (with the worker's log)
         if the process exits first, or if no heartbeat comes within ``timeout`` seconds."""
-        key = keys.heartbeat(self.agent, default_consumer_name(self.agent, self.slot))
+        probe = HeartbeatProbe(redis, keys)
+        consumer = default_consumer_name(self.agent, self.slot)
         wait_until(
-            lambda: redis.exists(key) or not self.alive(),
+            lambda: probe.live(self.agent, consumer) or not self.alive(),
             timeout,
             message=f"{self.agent} heartbeat",
         )

@@ -46,7 +46,10 @@ class ToolLists(_Strict):
     deny: list[str] = Field(default_factory=list)
 
 
-class Policy(_Strict):
+class SafetyPolicy(_Strict):
+    """What the safety checker lets through (``configs/policy.yaml``); not to be confused with
+    a call policy (``agent_runtime.policies.Policy``: retry, timeout, breaker)."""
+
     tools: ToolLists = Field(default_factory=ToolLists)
     deny_arg_patterns: list[str] = Field(default_factory=list)
     shell: ShellPolicy = Field(default_factory=ShellPolicy)
@@ -66,7 +69,7 @@ class Policy(_Strict):
         return value
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | Path) -> SafetyPolicy:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -74,7 +77,7 @@ def load_policy(path: str | Path) -> Policy:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
     try:
-        return Policy.model_validate(data or {})
+        return SafetyPolicy.model_validate(data or {})
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid policy: {exc}") from exc
 
@@ -86,7 +89,7 @@ class Evaluation:
     over_budget: str | None = None
 
 
-def evaluate(policy: Policy, plan: Plan, *, budget_usd: float | None) -> Evaluation:
+def evaluate(policy: SafetyPolicy, plan: Plan, *, budget_usd: float | None) -> Evaluation:
     result = Evaluation()
     if len(plan.steps) > policy.max_steps:
         result.rejections.append(
@@ -108,7 +111,7 @@ def evaluate(policy: Policy, plan: Plan, *, budget_usd: float | None) -> Evaluat
     return result
 
 
-def needs_approval(policy: Policy, step: PlanStep) -> bool:
+def needs_approval(policy: SafetyPolicy, step: PlanStep) -> bool:
     if step.tool in policy.approval_required:
         return True
     return (
@@ -117,7 +120,7 @@ def needs_approval(policy: Policy, step: PlanStep) -> bool:
     )
 
 
-def step_problems(policy: Policy, step: PlanStep) -> list[str]:
+def step_problems(policy: SafetyPolicy, step: PlanStep) -> list[str]:
     problems: list[str] = []
     if step.tool in policy.tools.deny or step.tool not in policy.tools.allow:
         problems.append("tool is not allowed")

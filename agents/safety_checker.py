@@ -22,7 +22,7 @@ from agent_runtime.approval import APPROVAL_STATE, approval_key, sign
 from agent_runtime.config.model import config_path
 from agent_runtime.errors import Skip
 from agents.common import finish
-from agents.policy import Policy, evaluate, load_policy
+from agents.policy import SafetyPolicy, evaluate, load_policy
 from protocols.pipeline import (
     ApprovalDecision,
     ApprovalResolution,
@@ -44,7 +44,9 @@ class SafetyCheckerConfig(BaseModel):
         description="policy YAML, relative to the pipeline config file (unset: "
         "configs/policy.yaml in the working directory)",
     )
-    policy: Policy | None = Field(default=None, description="inline policy; wins over the file")
+    policy: SafetyPolicy | None = Field(
+        default=None, description="inline policy; wins over the file"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -59,7 +61,7 @@ class SafetyCheckerConfig(BaseModel):
         return data
 
     @property
-    def rules(self) -> Policy:
+    def rules(self) -> SafetyPolicy:
         assert self.policy is not None
         return self.policy
 

@@ -14,6 +14,7 @@ Also here: the structured-output models an LLM provider fills (:class:`ParsedInt
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -296,6 +297,75 @@ class Report(Payload):
     @property
     def ok(self) -> bool:
         return self.status == "succeeded"
+
+    def render_text(self) -> str:
+        """The report as ``agent-runtime run`` and ``send --wait`` print it: status, the
+        request, each step with its output (first lines), tokens and cost."""
+        lines = [
+            f"\nrequest {self.correlation_id}: {self.status.upper()} in "
+            f"{self.total_ms / 1000:.2f}s",
+            f"  {self.request}",
+            *(f"  - {reason}" for reason in self.reasons),
+        ]
+        for step in self.steps:
+            lines += _step_lines(step)
+        lines.append(
+            f"\n  tokens in/out: {self.input_tokens}/{self.output_tokens}   cost: "
+            f"${self.cost_usd:.6f} (estimate ${self.cost_estimate_usd:.6f})"
+        )
+        return "\n".join(lines)
+
+
+#: How a step's status reads in a rendered report.
+STATUS_MARK = {
+    "succeeded": "ok",
+    "failed": "FAILED",
+    "refused": "REFUSED",
+    "skipped": "skipped",
+    "rejected": "REJECTED",
+    "cancelled": "cancelled",
+    "not_run": "not run",
+}
+#: Lines of a step's output shown in a rendered report.
+OUTPUT_LINES = 12
+
+
+def _step_lines(step: StepReport) -> list[str]:
+    deps = f" after {','.join(step.depends_on)}" if step.depends_on else ""
+    lines = [
+        f"\n  [{step.id}] {step.tool} {_args(step.args)}{deps}: "
+        f"{STATUS_MARK.get(step.status, step.status)}"
+        f" ({step.duration_ms:.0f} ms, {step.attempts} attempt(s))"
+    ]
+    if step.error:
+        lines.append(f"      error: {step.error}")
+    if step.output is not None:
+        lines += [f"      {line}" for line in _output_lines(step.output)]
+        if step.truncated:
+            lines.append("      ... (output truncated)")
+    return lines
+
+
+def _args(args: dict[str, Any]) -> str:
+    text = json.dumps(args, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _output_lines(output: Any) -> list[str]:
+    if isinstance(output, dict) and "stdout" in output:
+        text = str(output.get("stdout", ""))
+    elif isinstance(output, dict) and "body" in output:
+        text = f"HTTP {output.get('status')} {output.get('content_type', '')}\n{output['body']}"
+    elif isinstance(output, list) and all(isinstance(e, dict) and "name" in e for e in output):
+        text = "\n".join(f"{e['name']}{'/' if e.get('type') == 'dir' else ''}" for e in output)
+    elif isinstance(output, str):
+        text = output
+    else:
+        text = json.dumps(output, indent=1)
+    lines = text.rstrip("\n").splitlines() or [""]
+    if len(lines) > OUTPUT_LINES:
+        return [*lines[:OUTPUT_LINES], f"... ({len(lines) - OUTPUT_LINES} more lines)"]
+    return lines
 
 
 PIPELINE_PAYLOADS: tuple[type[Payload], ...] = (

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +16,11 @@ from agent_runtime.cli.failures import URL_SCHEMES, ServerUnavailable, UsageErro
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.validation import load_valid
 from agent_runtime.transport.connect import Connection, connect
+from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.embedded import find_running
+from agent_runtime.transport.inspect import RuntimeReader
+from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.traces import TraceLog
 
 DEFAULT_CONFIG = "configs/default.yaml"
 #: Seconds a command waits to open a connection and for its first PING
@@ -116,9 +122,32 @@ def open_connection(url: str, **options: Any) -> Connection:
 async def ping(url: str) -> None:
     """Fail now (one line, exit 4) if the server cannot be reached, refuses us or does not
     answer within :func:`connect_timeout` seconds, before a command does anything else."""
-    connection = open_connection(url)
+    reader = RuntimeReader.of(open_connection(url))
     try:
         with anyio.fail_after(connect_timeout()):
-            await connection.redis.ping()
+            await reader.ping()
     finally:
-        await connection.redis.aclose()
+        await reader.aclose()
+
+
+@dataclass(frozen=True)
+class ServerTools:
+    """What the operator commands read and change on the server, over one connection (the
+    commands themselves live in agent_runtime/transport/)."""
+
+    reader: RuntimeReader
+    traces: TraceLog
+    dead_letters: DeadLetterStore
+
+
+@asynccontextmanager
+async def server_tools(url: str, keys: Keys) -> AsyncIterator[ServerTools]:
+    """The transport's readers and stores for ``url`` under ``keys``; closed on exit."""
+    connection = open_connection(url)
+    reader = RuntimeReader.of(connection)
+    try:
+        yield ServerTools(
+            reader, TraceLog.of(connection, keys), DeadLetterStore.of(connection, keys)
+        )
+    finally:
+        await reader.aclose()

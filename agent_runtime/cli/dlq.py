@@ -13,13 +13,14 @@ from agent_runtime.cli.common import (
     add_config,
     add_redis,
     load_pipeline,
-    open_connection,
     redis_url,
+    server_tools,
 )
 from agent_runtime.config.model import signing_key
 from agent_runtime.observability import deadletters
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.render import duration, table
+from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.keys import Keys
 
 
@@ -77,20 +78,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, url: str, keys: Keys) -> int:
-    redis = open_connection(url).redis
-    try:
+    async with server_tools(url, keys) as tools:
+        store = tools.dead_letters
         letters = await deadletters.find_letters(
-            redis, keys, agent=args.agent, reason=args.reason, ids=args.ids or None
+            store, agent=args.agent, reason=args.reason, ids=args.ids or None
         )
         if args.action == "list":
             return _list(letters, args.json)
         if args.action == "show":
             return _show(letters, args)
         if args.action == "replay":
-            return await _replay(redis, keys, letters, args)
-        return await _purge(redis, letters, args)
-    finally:
-        await redis.aclose()
+            return await _replay(store, letters, args)
+        return await _purge(store, letters, args)
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -134,7 +133,7 @@ def _show(letters: list[deadletters.Letter], args: argparse.Namespace) -> int:
 
 
 async def _replay(
-    redis: Any, keys: Keys, letters: list[deadletters.Letter], args: argparse.Namespace
+    store: DeadLetterStore, letters: list[deadletters.Letter], args: argparse.Namespace
 ) -> int:
     done = []
     for letter in letters:
@@ -146,7 +145,7 @@ async def _replay(
             "new_id": None,
         }
         if not args.dry_run:
-            item["new_id"] = await deadletters.replay(redis, keys, letter, signing_key())
+            item["new_id"] = await deadletters.replay(store, letter, signing_key())
         done.append(item)
     verb = "would replay" if args.dry_run else "replayed"
     lines = [
@@ -158,7 +157,9 @@ async def _replay(
     return 0
 
 
-async def _purge(redis: Any, letters: list[deadletters.Letter], args: argparse.Namespace) -> int:
+async def _purge(
+    store: DeadLetterStore, letters: list[deadletters.Letter], args: argparse.Namespace
+) -> int:
     if args.dry_run:
         _print(
             [x.summary() for x in letters],
@@ -170,7 +171,7 @@ async def _purge(redis: Any, letters: list[deadletters.Letter], args: argparse.N
     if letters and not args.yes and not _confirm(f"Purge {len(letters)} dead letter(s)?"):
         print("not purged", file=sys.stderr)
         return 1
-    deleted = await deadletters.purge(redis, letters)
+    deleted = await deadletters.purge(store, letters)
     _print({"purged": deleted}, args.json, f"purged {deleted} dead letter(s)")
     return 0
 

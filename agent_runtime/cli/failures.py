@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-import redis.exceptions as redis_errors
-
 from agent_runtime.errors import (
     AgentRuntimeError,
     ConfigError,
@@ -26,6 +24,7 @@ from agent_runtime.errors import (
     RequestError,
     RequestTimeout,
 )
+from agent_runtime.transport import server_errors
 from agent_runtime.transport.connect import redact_url
 from agent_runtime.worker.supervisor import WorkersNotReady
 
@@ -43,8 +42,8 @@ URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 #: What talking to a server can raise (redis-py wraps socket and TLS errors in these).
 SERVER_ERRORS = (
-    redis_errors.RedisError,
-    redis_errors.RedisClusterException,
+    server_errors.RedisError,
+    server_errors.RedisClusterException,
     ConnectionError,
     TimeoutError,
     ssl.SSLError,
@@ -135,7 +134,7 @@ def _diagnose(chain: list[BaseException]) -> tuple[str | None, str]:
     def has(*types: type[BaseException]) -> BaseException | None:
         return next((e for e in chain if isinstance(e, types)), None)
 
-    if has(redis_errors.AuthenticationError) or _says(chain, "WRONGPASS", "NOAUTH"):
+    if has(server_errors.AuthenticationError) or _says(chain, "WRONGPASS", "NOAUTH"):
         return "authentication failed", (
             "check the user and password in the URL: redis://USER:PASSWORD@HOST:PORT"
         )
@@ -151,18 +150,18 @@ def _diagnose(chain: list[BaseException]) -> tuple[str | None, str]:
         return "no server socket at that path", (
             "is the server running? 'agent-runtime up' starts the embedded one"
         )
-    if has(redis_errors.TimeoutError, TimeoutError, socket.timeout):
+    if has(server_errors.ServerTimeoutError, TimeoutError, socket.timeout):
         return "timed out", (
             "the server did not answer; check the host and port (and, with rediss://, that "
             "the server speaks TLS)"
         )
-    if has(redis_errors.InvalidResponse):
+    if has(server_errors.InvalidResponse):
         return "not a Redis server (protocol error)", "check the host and port in the URL"
-    if err := has(redis_errors.ResponseError):
+    if err := has(server_errors.ResponseError):
         return f"the server refused a command: {_first_line(err)}", (
             "check the server's state and this user's permissions"
         )
-    if err := has(redis_errors.ConnectionError, ConnectionError, OSError):
+    if err := has(server_errors.ServerConnectionError, ConnectionError, OSError):
         return f"cannot connect: {_first_line(err)}", "is the server running and reachable?"
     return None, ""
 

@@ -13,8 +13,8 @@ from agent_runtime.cli.common import (
     add_config,
     add_redis,
     load_pipeline,
-    open_connection,
     redis_url,
+    server_tools,
 )
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.health import check_all, check_one, render_health
@@ -50,11 +50,10 @@ def run(args: argparse.Namespace) -> int:
 async def _check(
     pipeline: Pipeline, url: str, agent: str | None, consumer: str | None
 ) -> tuple[dict[str, Any], bool, str]:
-    redis = open_connection(url).redis
     keys = pipeline.config.keys
-    try:
+    async with server_tools(url, keys) as tools:
         if agent and consumer:
-            beat = await check_one(redis, keys, agent, consumer)
+            beat = await check_one(tools.reader, keys, agent, consumer)
             text = (
                 f"ok: {agent}/{consumer} is live (pid {beat.get('pid')})"
                 if beat
@@ -62,7 +61,5 @@ async def _check(
             )
             return {"ok": beat is not None, "worker": beat}, beat is not None, text
         expected = [n for n, spec in pipeline.config.agents.items() if spec.replicas > 0]
-        health = await check_all(redis, keys, expected)
+        health = await check_all(tools.reader, keys, expected)
         return health.as_dict(), health.ok, render_health(health)
-    finally:
-        await redis.aclose()

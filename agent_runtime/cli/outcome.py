@@ -1,8 +1,9 @@
 """A request's terminal reply, printed the same way by ``run`` and ``send --wait``, and the
 exit status it means (README.md, "Exit status").
 
-* a :class:`~protocols.pipeline.Report` (the default pipeline): the report; 0 when it
-  succeeded, 1 otherwise;
+* a reply that reports its request's outcome itself (:class:`OutcomeReport`: an ``ok``
+  verdict and a ``render_text()``, e.g. the default pipeline's ``report.created``): its text;
+  0 when ok, 1 otherwise;
 * the runtime's ``request.failed``: one line; 3 when the request's deadline passed (status
   ``timeout``, or code ``expired``/``no_consumer``), 1 otherwise;
 * any other terminal reply of a custom pipeline: its fields; 0.
@@ -13,26 +14,37 @@ exit status it means (README.md, "Exit status").
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO, runtime_checkable
 
 from agent_runtime.cli.failures import EXIT_NOT_OK, EXIT_OK, EXIT_TIMEOUT
-from agent_runtime.cli.progress import print_report
 from agent_runtime.codec import Decoded
 from protocols.core import RequestFailed
-from protocols.pipeline import Report
 
 #: ``send --json``: the envelope's fields with the payload nested; ``run --json``: the
-#: payload's fields (and its ``message_type``, except for a Report: exactly the Report).
+#: payload's fields (and its ``message_type``, except for an :class:`OutcomeReport`: exactly
+#: the report, loadable with its own model).
 JsonShape = Literal["envelope", "payload"]
 #: ``request.failed`` codes that mean the deadline passed (the fleet's deadline sweep).
 TIMEOUT_CODES = frozenset({"expired", "no_consumer"})
+
+
+@runtime_checkable
+class OutcomeReport(Protocol):
+    """A terminal payload that says whether its request succeeded and how it reads as text.
+    The CLI knows no pipeline's payload models (the library never imports them): any reply
+    with these two members is printed and judged this way."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def render_text(self) -> str: ...
 
 
 def exit_status(payload: Any) -> int:
     if isinstance(payload, RequestFailed):
         timed_out = payload.status == "timeout" or getattr(payload, "code", "") in TIMEOUT_CODES
         return EXIT_TIMEOUT if timed_out else EXIT_NOT_OK
-    if isinstance(payload, Report):
+    if isinstance(payload, OutcomeReport):
         return EXIT_OK if payload.ok else EXIT_NOT_OK
     return EXIT_OK
 
@@ -44,11 +56,11 @@ def print_reply(reply: Decoded, out: TextIO, *, as_json: JsonShape | None = None
         print(json.dumps(reply_json(reply), indent=2), file=out)
     elif as_json == "payload":
         data = payload.model_dump(mode="json")
-        if not isinstance(payload, Report):  # a Report stays loadable with Report's model
+        if not isinstance(payload, OutcomeReport):  # a report stays loadable with its model
             data = {"message_type": reply.message.message_type, **data}
         print(json.dumps(data, indent=2), file=out)
-    elif isinstance(payload, Report):
-        print_report(payload, out)
+    elif isinstance(payload, OutcomeReport):
+        print(payload.render_text(), file=out)
     elif isinstance(payload, RequestFailed):
         print(failure_line(payload), file=out)
     else:

@@ -4,8 +4,6 @@ Cluster from the embedded binary in the foreground, print its URL, stop on SIGTE
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import sys
 import tempfile
@@ -15,11 +13,10 @@ from pathlib import Path
 
 from agent_runtime.transport.cluster import LocalCluster
 from agent_runtime.transport.embedded import (
-    STATE_FILE,
     EmbeddedServer,
     clear_state,
     find_running,
-    runtime_dir,
+    publish_state,
 )
 
 
@@ -75,7 +72,7 @@ def _serve(url: str, pid: int, stopped: threading.Event, stop: Callable[[], None
     """Print the URL, record it for other commands if none is recorded, wait for a signal."""
     published = find_running() is None
     if published:
-        _publish(url, pid)
+        publish_state(url, pid)
     print(url, flush=True)
     print(f"export AGENT_RUNTIME_REDIS_URL={url}", file=sys.stderr, flush=True)
     try:
@@ -86,11 +83,3 @@ def _serve(url: str, pid: int, stopped: threading.Event, stop: Callable[[], None
             clear_state()
         stop()
     return 0
-
-
-def _publish(url: str, pid: int) -> None:
-    """Same record as ``EmbeddedServer.publish_state``: other commands find this server."""
-    path = runtime_dir() / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": pid, "owner_pid": os.getpid()}))
-    tmp.replace(path)

@@ -43,6 +43,7 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestTimeout
 from agent_runtime.observability.logging import configure_logging
 from agent_runtime.transport.embedded import EmbeddedServer, clear_state, find_running
+from agent_runtime.transport.traces import TraceLog
 from agent_runtime.worker.supervisor import Supervisor
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage
@@ -64,7 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"the request, 1 to {MAX_REQUEST_TEXT:,} characters (see docs/rules-grammar.md)",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print only the reply (the Report) as JSON on stdout"
+        "--json",
+        action="store_true",
+        help="print only the reply's payload (e.g. the Report) as JSON on stdout",
     )
     parser.add_argument(
         "--timeout",
@@ -138,11 +141,13 @@ async def execute(
             f"{len(sup.processes())} worker processes ready in "
             f"{time.monotonic() - started:.1f}s (logs: {log_dir})"
         )
-        client = Client(open_connection(url).redis, pipeline)
+        connection = open_connection(url)
+        client = Client(connection.redis, pipeline)
         async with client:
             message = await client.publish(payload, timeout=args.timeout, budget_usd=args.budget)
             _say(f"request {message.correlation_id}: {args.text}")
-            reply = await follow(client, message, args.timeout + REPLY_GRACE)
+            tail = TraceTail(TraceLog.of(connection, pipeline.config.keys), message)
+            reply = await follow(client, tail, message, args.timeout + REPLY_GRACE)
         _say("stopping workers")
     if reply is None:
         _say(
@@ -156,12 +161,13 @@ async def execute(
     return code
 
 
-async def follow(client: Client, message: AgentMessage, wait: float) -> Decoded | None:
+async def follow(
+    client: Client, tail: TraceTail, message: AgentMessage, wait: float
+) -> Decoded | None:
     """Print progress until the request's reply (whatever its type: a Report, the runtime's
     ``request.failed``, a custom pipeline's own terminal reply) arrives; None when none
     arrived within ``wait`` seconds. The wait runs in the task group's host, and its timeout
     is caught there: a task group would wrap it in an exception group."""
-    tail = TraceTail(client, message)
     reply: Decoded | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(tail.follow)
@@ -178,11 +184,11 @@ async def follow(client: Client, message: AgentMessage, wait: float) -> Decoded 
 
 class TraceTail:
     """Prints a request's trace records as they are written: the trace is a list, read from
-    the first index not printed yet (``LRANGE key N -1``) every ``interval`` seconds."""
+    the first index not printed yet every ``interval`` seconds."""
 
-    def __init__(self, client: Client, message: AgentMessage, interval: float = 0.2) -> None:
-        self.client = client
-        self.key = client.keys.trace(str(message.correlation_id))
+    def __init__(self, traces: TraceLog, message: AgentMessage, interval: float = 0.2) -> None:
+        self.traces = traces
+        self.correlation_id = str(message.correlation_id)
         self.published_ms = int(message.timestamp.timestamp() * 1000)
         self.interval = interval
         self.next = 0  # index of the first record not printed yet
@@ -196,7 +202,7 @@ class TraceTail:
         first (a list cannot be waited on without taking its elements), None: read at once."""
         if block:
             await anyio.sleep(block / 1000)
-        records = await self.client.redis.lrange(self.key, self.next, -1)
+        records = await self.traces.records(self.correlation_id, self.next)
         self.next += len(records)
         for record in records:
             line = hop_line(record, self.published_ms)

@@ -13,8 +13,8 @@ from agent_runtime.cli.common import (
     add_config,
     add_redis,
     load_pipeline,
-    open_connection,
     redis_url,
+    server_tools,
 )
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.redaction import redact
@@ -45,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def snapshot(pipeline: Pipeline, url: str) -> dict[str, Any]:
-    redis = open_connection(url).redis
-    try:
-        inboxes = [s for name in pipeline.agents for s in pipeline.routing.inboxes(name)]
-        return await collect_status(redis, pipeline.config.keys, inboxes)
-    finally:
-        await redis.aclose()
+    keys = pipeline.config.keys
+    inboxes = [s for name in pipeline.agents for s in pipeline.routing.inboxes(name)]
+    async with server_tools(url, keys) as tools:
+        return await collect_status(tools.reader, tools.dead_letters, keys, inboxes)

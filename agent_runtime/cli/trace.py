@@ -13,8 +13,8 @@ from agent_runtime.cli.common import (
     add_config,
     add_redis,
     load_pipeline,
-    open_connection,
     redis_url,
+    server_tools,
 )
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.trace import load_trace, render_trace
@@ -60,8 +60,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def fetch(url: str, keys: Keys, correlation_id: str) -> list[dict[str, Any]]:
-    redis = open_connection(url).redis
-    try:
-        return await load_trace(redis, keys, correlation_id)
-    finally:
-        await redis.aclose()
+    async with server_tools(url, keys) as tools:
+        return await load_trace(tools.traces, tools.dead_letters, correlation_id)

@@ -128,9 +128,6 @@ class PipelineConfig(BaseModel):
         except ValidationError as exc:
             raise ConfigError(f"agents.{agent}.worker: {exc}") from exc
 
-    def resolved_redis_url(self) -> str | None:
-        return os.environ.get("AGENT_RUNTIME_REDIS_URL") or self.redis_url
-
     def routing(self, consumes: dict[str, list[str]]) -> Routing:
         """The routing table given what each agent consumes (see pipeline.Pipeline)."""
         table: dict[str, str] = {}

@@ -4,22 +4,22 @@ oldest-pending age of each inbox a worker consumes (XINFO GROUPS + XPENDING summ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
 import structlog
 
 from agent_runtime.observability.inspect import group_views
 from agent_runtime.observability.metrics import Metrics
+from agent_runtime.transport.inspect import RuntimeReader
 
 
 class StreamCollector:
     """Polls ``streams`` every ``interval`` seconds into ``metrics``; run it as a task."""
 
     def __init__(
-        self, redis: Any, metrics: Metrics, streams: Sequence[str], interval: float = 5.0
+        self, reader: RuntimeReader, metrics: Metrics, streams: Sequence[str], interval: float = 5.0
     ) -> None:
-        self.redis = redis
+        self.reader = reader
         self.metrics = metrics
         self.streams = list(streams)
         self.interval = interval
@@ -28,8 +28,8 @@ class StreamCollector:
     async def collect(self) -> None:
         """One round: read every stream's groups and set the gauges."""
         for stream in self.streams:
-            self.metrics.stream_length.labels(stream).set(await self.redis.xlen(stream))
-            for group in await group_views(self.redis, stream, consumers=False):
+            self.metrics.stream_length.labels(stream).set(await self.reader.stream_length(stream))
+            for group in await group_views(self.reader, stream, consumers=False):
                 labels = (stream, group["group"])
                 self.metrics.pending.labels(*labels).set(group["pending"])
                 if group["lag"] is not None:

@@ -23,7 +23,7 @@ from agent_runtime.codec import FIELD_MESSAGE, FIELD_SIGNATURE
 from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.limits import too_deep
 from agent_runtime.observability import inspect
-from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.original import HEAD_PREFIX
 from agent_runtime.transport.streams import original_fields
 
@@ -88,8 +88,7 @@ def _maybe_json(value: bytes) -> Any:
 
 
 async def find_letters(
-    redis: Any,
-    keys: Keys,
+    store: DeadLetterStore,
     *,
     agent: str | None = None,
     reason: str | None = None,
@@ -97,14 +96,12 @@ async def find_letters(
 ) -> list[Letter]:
     """Dead letters matching every filter given (agent type, reason, ids: the entry ids in
     the dead-letter stream, or the ``dead_letter_id`` a ``request.failed`` reply names)."""
-    if agent:
-        dlqs = [keys.dlq(agent)]
-    else:
-        dlqs = await inspect.scan_keys(redis, keys.dlq_pattern(), "stream")
+    keys = store.keys
+    dlqs = [keys.dlq(agent)] if agent else await store.streams()
     wanted = set(ids or [])
     out = []
     for dlq in dlqs:
-        for entry_id, fields in await inspect.dead_letters(redis, dlq):
+        for entry_id, fields in await store.entries(dlq):
             letter = Letter(dlq, entry_id, inspect.dlq_agent(keys, dlq), fields)
             if reason and letter.get("reason") != reason:
                 continue
@@ -114,11 +111,12 @@ async def find_letters(
     return out
 
 
-async def replay(redis: Any, keys: Keys, letter: Letter, signing_key: bytes | None = None) -> str:
+async def replay(store: DeadLetterStore, letter: Letter, signing_key: bytes | None = None) -> str:
     """Re-publish the original entry to its inbox (new entry id) and delete the letter.
     A letter whose original was redacted is re-signed with ``signing_key`` when given. The
     request is reopened: its outcome guard is cleared, so the replayed message can end it
     again (its requester, who got ``request.failed``, then sees a second terminal reply)."""
+    keys = store.keys
     stream = letter.get("stream")
     if not stream.startswith(keys.inbox("")):
         raise AgentRuntimeError(
@@ -135,22 +133,12 @@ async def replay(redis: Any, keys: Keys, letter: Letter, signing_key: bytes | No
             hmac.new(signing_key, fields[FIELD_MESSAGE], hashlib.sha256).hexdigest().encode()
         )
     cid = letter.get("correlation_id")
-    async with redis.pipeline(transaction=False) as pipe:
-        if cid:
-            pipe.delete(keys.outcome(cid))
-        pipe.xadd(stream, fields)
-        pipe.xdel(letter.dlq, letter.id)
-        *_reopened, new_id, _deleted = await pipe.execute()
-    return inspect.text(new_id)
+    return await store.republish(letter.dlq, letter.id, stream, fields, reopen=cid or None)
 
 
-async def purge(redis: Any, letters: list[Letter]) -> int:
+async def purge(store: DeadLetterStore, letters: list[Letter]) -> int:
     """Delete ``letters``; returns how many were deleted."""
-    deleted = 0
     by_stream: dict[str, list[str]] = {}
     for letter in letters:
         by_stream.setdefault(letter.dlq, []).append(letter.id)
-    for dlq, ids in by_stream.items():
-        for start in range(0, len(ids), 500):
-            deleted += int(await redis.xdel(dlq, *ids[start : start + 500]))
-    return deleted
+    return sum([await store.delete(dlq, ids) for dlq, ids in by_stream.items()])

@@ -10,6 +10,7 @@ from typing import Any
 
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
+from agent_runtime.transport.inspect import RuntimeReader
 from agent_runtime.transport.keys import Keys
 
 
@@ -32,18 +33,20 @@ class Health:
         }
 
 
-async def check_all(redis: Any, keys: Keys, expected: Iterable[str]) -> Health:
+async def check_all(reader: RuntimeReader, keys: Keys, expected: Iterable[str]) -> Health:
     """Live workers, and which of the ``expected`` agent types have none running (a worker
     that is draining after SIGTERM does not count)."""
-    workers = await inspect.heartbeats(redis, keys)
+    workers = await inspect.heartbeats(reader, keys)
     running = {str(w.get("agent")) for w in workers if not w.get("stopping")}
     wanted = sorted(set(expected))
     return Health(workers, wanted, [a for a in wanted if a not in running])
 
 
-async def check_one(redis: Any, keys: Keys, agent: str, consumer: str) -> dict[str, Any] | None:
+async def check_one(
+    reader: RuntimeReader, keys: Keys, agent: str, consumer: str
+) -> dict[str, Any] | None:
     """The heartbeat of one worker, or None when it is not live."""
-    value = await redis.get(keys.heartbeat(agent, consumer))
+    value = await reader.get(keys.heartbeat(agent, consumer))
     if value is None:
         return None
     try:

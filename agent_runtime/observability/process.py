@@ -19,6 +19,7 @@ from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.observability.collector import StreamCollector
 from agent_runtime.observability.metrics import Metrics, PrometheusObserver
 from agent_runtime.observability.tracing import TraceContextMiddleware
+from agent_runtime.transport.inspect import RedisClient, RuntimeReader
 from agent_runtime.worker.observer import Observer
 
 METRICS_PORT_ENV = "AGENT_RUNTIME_METRICS_PORT"
@@ -74,13 +75,9 @@ class WorkerObservability:
             )
         return obs
 
-    def breaker_listeners(self) -> list[Any]:
-        """Listeners for the circuit breakers (``Policies(..., listeners=...)``): the breaker
-        state gauge when metrics are on, else none."""
-        return [self.metrics.breaker_listener()] if self.metrics is not None else []
-
-    async def run_collector(self, redis: Any) -> None:
+    async def run_collector(self, redis: RedisClient) -> None:
         """Poll lag/pending of the agent's inboxes into the gauges (no-op without metrics)."""
         if self.metrics is None:
             return
-        await StreamCollector(redis, self.metrics, self.streams, self.interval).run()
+        reader = RuntimeReader(redis)
+        await StreamCollector(reader, self.metrics, self.streams, self.interval).run()

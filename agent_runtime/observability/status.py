@@ -8,28 +8,29 @@ from typing import Any
 
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
+from agent_runtime.transport.dlq import DeadLetterStore
+from agent_runtime.transport.inspect import RuntimeReader
 from agent_runtime.transport.keys import Keys
 
 
-async def collect_status(redis: Any, keys: Keys, inboxes: Iterable[str] = ()) -> dict[str, Any]:
+async def collect_status(
+    reader: RuntimeReader, letters: DeadLetterStore, keys: Keys, inboxes: Iterable[str] = ()
+) -> dict[str, Any]:
     """Streams (inboxes, reports), dead letters, breakers and live workers under ``keys``.
     ``inboxes`` adds configured inboxes that may not exist yet (shown with length 0)."""
-    found = set(await inspect.scan_keys(redis, keys.inbox_pattern(), "stream"))
+    found = set(await reader.scan(keys.inbox_pattern(), "stream"))
     names = sorted(found | set(inboxes))
-    streams = [await inspect.stream_view(redis, name) for name in names]
-    if await redis.exists(keys.reports()):
-        streams.append(await inspect.stream_view(redis, keys.reports()))
-    dlqs = [
-        await inspect.dead_letter_view(redis, name)
-        for name in await inspect.scan_keys(redis, keys.dlq_pattern(), "stream")
-    ]
+    streams = [await inspect.stream_view(reader, name) for name in names]
+    if await reader.exists(keys.reports()):
+        streams.append(await inspect.stream_view(reader, keys.reports()))
+    dlqs = [await inspect.dead_letter_view(letters, name) for name in await letters.streams()]
     return {
         "at": time.time(),
         "prefix": keys.prefix,
         "streams": streams,
         "dead_letters": dlqs,
-        "breakers": await inspect.breakers(redis, keys),
-        "workers": await inspect.heartbeats(redis, keys),
+        "breakers": await inspect.breakers(reader, keys),
+        "workers": await inspect.heartbeats(reader, keys),
     }
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from agent_runtime.limits import too_deep
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
-from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.dlq import DeadLetterStore
+from agent_runtime.transport.traces import TraceLog
 from agent_runtime.worker.delivery import expand_trace
 
 _INT_FIELDS = ("delivery_count", "started_ms", "finished_ms")
@@ -36,11 +37,13 @@ def _event(index: int, record: bytes) -> dict[str, Any] | None:
     return event
 
 
-async def load_trace(redis: Any, keys: Keys, correlation_id: str) -> list[dict[str, Any]]:
+async def load_trace(
+    traces: TraceLog, store: DeadLetterStore, correlation_id: str
+) -> list[dict[str, Any]]:
     """Every recorded step of the request, in time order, with dead letters attached."""
-    records = await redis.lrange(keys.trace(correlation_id), 0, -1)
+    records = await traces.records(correlation_id)
     events = [e for i, raw in enumerate(records) if (e := _event(i, raw)) is not None]
-    letters = await _dead_letters_of(redis, keys, correlation_id)
+    letters = await _dead_letters_of(store, correlation_id)
     by_message = {e.get("message_id"): e for e in events if e.get("outcome") == "dead_lettered"}
     for letter in letters:
         event = by_message.get(letter["message_id"])
@@ -52,17 +55,17 @@ async def load_trace(redis: Any, keys: Keys, correlation_id: str) -> list[dict[s
     return events
 
 
-async def _dead_letters_of(redis: Any, keys: Keys, cid: str) -> list[dict[str, Any]]:
+async def _dead_letters_of(store: DeadLetterStore, cid: str) -> list[dict[str, Any]]:
     out = []
-    for dlq in await inspect.scan_keys(redis, keys.dlq_pattern(), "stream"):
-        for entry_id, fields in await inspect.dead_letters(redis, dlq):
+    for dlq in await store.streams():
+        for entry_id, fields in await store.entries(dlq):
             if inspect.text(fields.get(b"correlation_id")) != cid:
                 continue
             out.append(
                 {
                     "dlq": dlq,
                     "id": entry_id,
-                    "agent": inspect.dlq_agent(keys, dlq),
+                    "agent": inspect.dlq_agent(store.keys, dlq),
                     "message_id": inspect.text(fields.get(b"message_id")),
                     "message_type": inspect.text(fields.get(b"message_type")),
                     "reason": inspect.text(fields.get(b"reason")),

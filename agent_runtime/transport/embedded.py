@@ -179,13 +179,17 @@ class EmbeddedServer:
         """Record this server for other commands (``agent-runtime status`` in another
         terminal). Written atomically; removed by :func:`clear_state`."""
         assert self.process is not None
-        path = (state_dir or runtime_dir()) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"url": self.url, "pid": self.process.pid, "owner_pid": os.getpid()})
-        )
-        tmp.replace(path)
-        return path
+        return publish_state(self.url, self.process.pid, state_dir)
+
+
+def publish_state(url: str, pid: int, state_dir: Path | None = None) -> Path:
+    """Record the server at ``url`` (process ``pid``, owned by this process) for other
+    commands, which find it with :func:`find_running`. Written atomically."""
+    path = (state_dir or runtime_dir()) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": pid, "owner_pid": os.getpid()}))
+    tmp.replace(path)
+    return path
 
 
 def clear_state(state_dir: Path | None = None) -> None:

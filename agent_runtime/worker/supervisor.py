@@ -55,7 +55,10 @@ class WorkersNotReady(AgentRuntimeError):
     """Not every worker wrote its heartbeat within the timeout."""
 
 
-class WorkerProcess(NamedTuple):
+class SupervisedWorker(NamedTuple):
+    """A snapshot of one supervised child (``Supervisor.processes``); a test or embedder
+    that starts one worker process itself uses ``agent_runtime.testing.WorkerProcess``."""
+
     agent: str
     slot: int
     pid: int | None
@@ -137,9 +140,9 @@ class Supervisor:
         return counts
 
     # ------------------------------------------------------------------ public API
-    def processes(self) -> list[WorkerProcess]:
+    def processes(self) -> list[SupervisedWorker]:
         """(agent, slot, pid, restarts) of every child; pid is None while it awaits restart."""
-        return [WorkerProcess(c.agent, c.slot, c.pid, c.restarts) for c in self._children]
+        return [SupervisedWorker(c.agent, c.slot, c.pid, c.restarts) for c in self._children]
 
     def log_path(self, agent: str, slot: int) -> Path | None:
         """The file a child's stdout/stderr go to (None: inherited)."""

@@ -14,7 +14,7 @@ import yaml
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import ConfigError
-from agent_runtime.worker.supervisor import Supervisor, WorkerProcess, WorkersNotReady
+from agent_runtime.worker.supervisor import SupervisedWorker, Supervisor, WorkersNotReady
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -58,7 +58,7 @@ async def ask(client: Client, text: str) -> str:
     return str(reply.payload.model_dump()["text"])
 
 
-async def wait_for_new_pid(sup: Supervisor, agent: str, slot: int, old: int) -> WorkerProcess:
+async def wait_for_new_pid(sup: Supervisor, agent: str, slot: int, old: int) -> SupervisedWorker:
     with anyio.fail_after(30):
         while True:
             proc = next(p for p in sup.processes() if (p.agent, p.slot) == (agent, slot))

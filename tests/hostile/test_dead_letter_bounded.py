@@ -16,6 +16,7 @@ from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.limits import DEAD_LETTER_HEAD_BYTES, DEAD_LETTER_MAX_FIELDS
 from agent_runtime.observability.deadletters import Letter, replay
 from agent_runtime.observability.redaction import Redactor, redact_dead_letter
+from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.original import describe_original
 from agent_runtime.transport.streams import (
@@ -119,4 +120,4 @@ async def test_dlq_tools_show_the_prefix_and_refuse_to_replay_it() -> None:
     assert shown["original_size"] == len(big) + 1
     assert shown["original_sha256"] == hashlib.sha256(big).hexdigest()
     with pytest.raises(AgentRuntimeError, match="only a prefix of it was kept"):
-        await replay(None, Keys("ar"), letter)
+        await replay(DeadLetterStore(fakeredis.FakeAsyncRedis(), Keys("ar")), letter)

@@ -18,8 +18,10 @@ from agent_runtime.client import Client
 from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.trace import load_trace
+from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Commit, Entry, Handled, StreamBus, Write
+from agent_runtime.transport.traces import TraceLog
 from agent_runtime.worker.delivery import Tracer
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage
@@ -195,7 +197,7 @@ async def test_load_trace_reads_client_and_worker_records(redis: Redis, prefix: 
     )
     await redis.rpush(keys.trace(cid), b"garbage", record)
 
-    events = await load_trace(redis, keys, cid)
+    events = await load_trace(TraceLog(redis, keys), DeadLetterStore(redis, keys), cid)
     assert [(e["agent"], e["outcome"]) for e in events] == [
         ("client", "published"),
         ("echo", "handled"),
@@ -222,7 +224,7 @@ async def test_trace_tail_prints_each_new_record_once(
     pipeline = _pipeline(prefix)
     client = Client(redis, pipeline)
     message = await client.publish("hello")
-    tail = TraceTail(client, message)
+    tail = TraceTail(TraceLog(redis, pipeline.config.keys), message)
     await tail.poll(block=None)
     assert capsys.readouterr().err == ""  # the client's own publish record is not a hop
 

@@ -15,6 +15,7 @@ from agent_runtime.agent import MessageContext
 from agent_runtime.config.routing import Routing
 from agent_runtime.observability.collector import StreamCollector
 from agent_runtime.observability.metrics import Metrics, PrometheusObserver
+from agent_runtime.transport.inspect import RuntimeReader
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Entry
 from protocols.core import UserRequest
@@ -136,7 +137,7 @@ async def test_collector_reads_lag_pending_and_oldest_pending_age() -> None:
         await redis.xadd(stream, {b"m": b"x"})
     await redis.xreadgroup("echo", "c1", {stream: ">"}, count=2)  # 2 pending, 3 undelivered
     metrics = Metrics()
-    await StreamCollector(redis, metrics, [stream]).collect()
+    await StreamCollector(RuntimeReader(redis), metrics, [stream]).collect()
     labels = {"stream": stream, "group": "echo"}
     assert value(metrics, "agent_runtime_pending_messages", **labels) == 2
     assert value(metrics, "agent_runtime_consumer_group_lag_messages", **labels) == 3
