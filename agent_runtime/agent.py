@@ -25,6 +25,11 @@ from protocols.envelope import AgentMessage, utcnow
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from agent_runtime.llm.base import LLMProvider
+    from agent_runtime.observability.metrics import Metrics
+    from agent_runtime.observability.redaction import Redactor
+    from agent_runtime.policies.middleware import Policies
+
 
 #: Seconds a request's reply stream lives after its last write.
 REPLY_TTL = 24 * 3600
@@ -39,18 +44,56 @@ class NoConfig(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What a worker process hands its agent besides names and keys, each optional:
+
+    * ``policies``: the agent type's resilience policies (``policies.call("tool.http")``);
+      LLM providers and tools run their calls under them (docs/policies.md);
+    * ``llm``: an LLM provider that replaces the one the agent's ``llm:`` block names
+      (tests, custom hosts);
+    * ``metrics``: the process's Prometheus metrics (LLM usage by provider and model);
+    * ``redactor``: the process's secret masker (reports, dead letters).
+
+    Built by the composition root (agent_runtime/worker/build.py) or a test."""
+
+    policies: Policies | None = None
+    llm: LLMProvider | None = None
+    metrics: Metrics | None = None
+    redactor: Redactor | None = None
+
+    def runtime(
+        self, name: str, keys: Keys, routing: Routing, redis: Any, log: Any
+    ) -> AgentRuntime:
+        """The :class:`AgentRuntime` of agent ``name`` with these services."""
+        return AgentRuntime(
+            name,
+            keys,
+            routing,
+            redis,
+            log,
+            policies=self.policies,
+            llm=self.llm,
+            metrics=self.metrics,
+            redactor=self.redactor,
+        )
+
+
 @dataclass
 class AgentRuntime:
     """Services the runtime gives an agent instance: its name, key names, routing, a Redis
-    client for agents that keep per-request state (use ``keys.request_state``), optional
-    extras (LLM providers, tools) by name, and a bound logger."""
+    client for agents that keep per-request state (use ``keys.request_state``), a bound
+    logger, and the process's typed :class:`Services` (each None when not supplied)."""
 
     name: str
     keys: Keys
     routing: Routing
     redis: Redis
     log: Any = field(default_factory=structlog.get_logger)
-    extras: dict[str, Any] = field(default_factory=dict)
+    policies: Policies | None = None
+    llm: LLMProvider | None = None
+    metrics: Metrics | None = None
+    redactor: Redactor | None = None
 
 
 class Agent(Generic[ConfigT]):

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from pydantic import BaseModel
 
-from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
+from agent_runtime.agent import Agent, MessageContext, Output, Services
 from agent_runtime.config.routing import Routing
 from agent_runtime.transport.keys import Keys
 from agent_runtime.worker.loop import default_consumer_name
@@ -64,7 +64,7 @@ class AgentHarness:
     config: Mapping[str, Any] = field(default_factory=dict)
     routes: Mapping[str, str] = field(default_factory=dict)
     redis: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     name: str = "agent_under_test"
 
     def __post_init__(self) -> None:
@@ -72,8 +72,8 @@ class AgentHarness:
         table = {m.message_type: "next" for m in self.agent_cls.produces}
         table.update(self.routes)
         self.routing = Routing(keys, table)
-        runtime = AgentRuntime(
-            self.name, keys, self.routing, self.redis, structlog.get_logger(), self.extras
+        runtime = self.services.runtime(
+            self.name, keys, self.routing, self.redis, structlog.get_logger()
         )
         config: BaseModel = self.agent_cls.Config.model_validate(dict(self.config))
         self.agent = self.agent_cls(config, runtime)

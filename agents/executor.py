@@ -5,7 +5,7 @@ request, step, tool, arguments and approver (agent_runtime.approval); a missing,
 mismatched approval is refused and logged, and the tool is never called. Tools are plugged in
 by dotted path (``tools: {name: {class: ..., options: {...}}}``) and imported through the
 registry allow-list. Every call goes through :func:`invoke_tool` under the call policy
-``tool.NAME`` of the worker's resilience policies (``runtime.extras["policies"]``: retry,
+``tool.NAME`` of the worker's resilience policies (``runtime.policies``: retry,
 timeout, circuit breaker shared by the fleet; see docs/policies.md); ``BreakerOpen`` and
 ``DeadlineExceeded`` propagate to the policy middleware (delayed redelivery, ``expired``).
 Without worker policies (the harness, unit tests) a local policy built from ``attempts``,
@@ -131,9 +131,9 @@ class Executor(Agent[ExecutorConfig]):
     def tool_policy(self, tool: str) -> Policy:
         """The worker's ``tool.NAME`` call policy, else a local one from this config."""
         name = f"tool.{tool}"
-        policies = self.runtime.extras.get("policies")
+        policies = self.runtime.policies
         if policies is not None:
-            return policies.call(name)  # type: ignore[no-any-return]
+            return policies.call(name)
         if self._local_policies is None:
             self._local_policies = {}
         policy = self._local_policies.get(name)
