@@ -14,7 +14,8 @@ Example (YAML, inside an agent's ``config:``)::
 Retries, the attempt and total timeouts and the circuit breaker of every call are the call
 policy's: ``policies: calls: llm.anthropic: {...}`` of the agent (docs/policies.md), run under
 the request's deadline. Unknown keys are errors. API keys come from the environment only
-(ANTHROPIC_API_KEY, OPENAI_API_KEY), base URLs from ``base_url`` or ANTHROPIC_BASE_URL / OPENAI_BASE_URL.
+(ANTHROPIC_API_KEY, OPENAI_API_KEY), base URLs from ``base_url`` or ANTHROPIC_BASE_URL /
+OPENAI_BASE_URL.
 """
 
 from __future__ import annotations
@@ -132,13 +133,13 @@ def build_provider(
     providers: Mapping[str, str] = PROVIDERS,
     allowed_modules: tuple[str, ...] = (),
 ) -> LLMProvider:
-    """The provider ``spec`` names (in ``providers``: name -> dotted path, imported only from
-    ``agent_runtime.llm`` and ``allowed_modules``), its calls run under the call policy
-    ``spec.call_name`` of ``policies`` (the worker's: retry, timeouts, the fleet's shared breaker, the request's
-    deadline) or, without them (tests, scripts), under a local default policy without a
-    breaker; wrapped in the response cache when ``redis`` is given. An offline provider (class
-    attribute ``offline = True``, e.g. the rules provider) is built without options, never
-    cached, nor run under a policy: it is free and deterministic."""
+    """The provider ``spec`` names (in ``providers``: name -> dotted path, imported only
+    from ``agent_runtime.llm`` and ``allowed_modules``). Its calls run under the call policy
+    ``spec.call_name`` of ``policies`` (the worker's: retry, timeouts, the fleet's shared
+    breaker, the request's deadline), or without them (tests, scripts) under a local default
+    policy without a breaker. Wrapped in the response cache when ``redis`` is given. An
+    offline provider (class attribute ``offline = True``, e.g. the rules provider) is built
+    without options, never cached, nor run under a policy: it is free and deterministic."""
     parsed = parse_spec(spec)
     cls = _provider_class(parsed.provider, providers, allowed_modules)
     if getattr(cls, "offline", False):
