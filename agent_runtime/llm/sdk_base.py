@@ -76,6 +76,7 @@ class SDKProvider(ABC, Generic[ClientT]):
         self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
     ) -> Completion[ModelT]:
         tokens = min(max_tokens, self.max_tokens)
+        self._client()  # the SDK's first import (1-2 s) is no part of any attempt's timeout
         try:
             return await self.policy.run(self._attempt, system, prompt, schema, tokens)
         except TimeoutError as exc:  # the policy cut the call: the provider did not answer
