@@ -69,7 +69,8 @@ def test_without_worker_policies_the_config_attempts_apply(tmp_path: Path) -> No
     assert result["status"] == "succeeded" and result["output"] == "hello"
     assert result["attempts"] == 3
 
-    result = run(AgentHarness(Executor, config=config(tmp_path, failures=5, attempts=2)))
+    last = config(tmp_path, failures=5, attempts=2, give_up_after=1)  # the last delivery
+    result = run(AgentHarness(Executor, config=last))
     assert result["status"] == "failed" and result["attempts"] == 2
     assert "flaky read failed" in result["error"]
 
