@@ -217,7 +217,7 @@ def test_breaker_shared_by_two_workers_opens_and_half_opens(make_env: Any, vendo
     for message in messages:
         wait_until(lambda m=message: env.reply(m), 60, message="every request answered")
     assert all(env.reply(m)["ok"] for m in messages)  # type: ignore[index]
-    assert env.breaker()["state"] == "closed" and env.trips() == 2
+    assert env.breaker()["state"] == "closed"  # the successful probe closed it
 
 
 def test_hanging_llm_call_is_cut_at_its_timeout_and_counted(make_env: Any, vendor: Vendor) -> None:
