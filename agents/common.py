@@ -50,7 +50,8 @@ class LLMAgent(Agent[ConfigT]):
     @property
     def provider(self) -> LLMProvider:
         if self._provider is None:
-            self._provider = llm_provider(self.runtime, self.config.llm)  # type: ignore[attr-defined]
+            spec: dict[str, Any] = getattr(self.config, "llm", {})  # the Config's llm: block
+            self._provider = llm_provider(self.runtime, spec)
         return self._provider
 
 
