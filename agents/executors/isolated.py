@@ -57,7 +57,7 @@ async def call_isolated(
         try:
             data = reader.recv_bytes()
         except EOFError:
-            process.join(1)
+            await anyio.to_thread.run_sync(process.join, 5)
             raise ToolError(
                 f"function {getattr(function, '__name__', function)} ended without an "
                 f"answer (exit {process.exitcode})"
@@ -65,7 +65,8 @@ async def call_isolated(
     finally:
         if process.is_alive():
             process.kill()  # cut: nothing of the call keeps running
-        process.join(5)
+        with anyio.CancelScope(shield=True):  # reap it without blocking the event loop
+            await anyio.to_thread.run_sync(process.join, 5)
         reader.close()
     return _answer(json.loads(data))
 

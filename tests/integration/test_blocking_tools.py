@@ -22,7 +22,7 @@ from agent_runtime.testing import AgentHarness, wait_until
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.keys import Keys
 from agents.executor import Executor
-from agents.executors.base import ToolContext, TransientToolError
+from agents.executors.base import ToolContext, ToolError, TransientToolError
 from agents.executors.python import Python, PythonOptions
 from protocols.pipeline import PlanStep, StepApproval, Task
 
@@ -30,6 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 KEY = "integration-approval-key-0123456789"
 HANG = {"hang": "tests.fixtures.slow_functions:hang"}
+OTHERS = {
+    "fails": "tests.fixtures.slow_functions:fails",
+    "big": "tests.fixtures.slow_functions:big",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -136,3 +140,29 @@ async def test_a_step_timeout_is_transient_and_redelivered(tmp_path: Path) -> No
     assert classify(caught.value) == "transient"  # the worker redelivers it with backoff
     result = await run_step(harness, state, delivery=2)  # the last delivery: the step fails
     assert result["status"] == "failed" and "timed out" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "text"),
+    [
+        ("tool", ToolError, "bad argument"),
+        ("transient", TransientToolError, "try again"),
+        ("bug", ToolError, "function raised ValueError: a bug"),
+    ],
+)
+async def test_errors_of_an_isolated_function_reach_the_step(
+    tmp_path: Path, kind: str, error: type[Exception], text: str
+) -> None:
+    tool = Python(PythonOptions(functions=OTHERS, allowed_modules=["tests.fixtures"]))
+    context = ToolContext("c", "s1", "c:s1", tmp_path)
+    with pytest.raises(error, match=text) as caught:
+        await tool.run({"function": "fails", "kwargs": {"kind": kind}}, context)
+    assert isinstance(caught.value, TransientToolError) == (kind == "transient")
+
+
+async def test_a_long_answer_is_cut_at_max_output_bytes(tmp_path: Path) -> None:
+    options = PythonOptions(functions=OTHERS, allowed_modules=["tests.fixtures"])
+    tool = Python(options.model_copy(update={"max_output_bytes": 10}))
+    context = ToolContext("c", "s1", "c:s1", tmp_path)
+    out = await tool.run({"function": "big", "kwargs": {"size": 100}}, context)
+    assert out.truncated and out.output == '"' + "x" * 9
