@@ -3,9 +3,10 @@
 A subclass names its provider and environment variables in class attributes and implements
 :meth:`SDKProvider._make_client` (importing its SDK there, on first use: the vendor SDKs stay
 unimported until a call needs them) and :meth:`SDKProvider._attempt` (one call, no retries:
-:meth:`SDKProvider.complete` runs it under its call policy, :class:`~agent_runtime.policies.
-runner.Policy` -- retry of transient errors honouring Retry-After, attempt and total timeouts,
-the shared breaker, all capped by the request's deadline).
+:meth:`SDKProvider.complete` runs it under its call policy,
+:class:`~agent_runtime.policies.runner.Policy`: retry of transient errors honouring
+Retry-After, attempt and total timeouts, the shared breaker, all capped by the request's
+deadline).
 """
 
 from __future__ import annotations
