@@ -5,7 +5,7 @@ The public API most users need::
     from agent_runtime import Agent, MessageContext, Retry, Reject, Skip
 """
 
-from agent_runtime.agent import Agent, AgentRuntime, MessageContext, NoConfig
+from agent_runtime.agent import Agent, AgentRuntime, MessageContext, NoConfig, Services
 from agent_runtime.errors import AgentRuntimeError, ConfigError, Reject, Retry, Skip
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "NoConfig",
     "Reject",
     "Retry",
+    "Services",
     "Skip",
     "__version__",
 ]

@@ -23,6 +23,10 @@ from protocols.base import Payload
 from protocols.envelope import AgentMessage, utcnow
 
 if TYPE_CHECKING:
+    from agent_runtime.llm.base import LLMProvider
+    from agent_runtime.observability.metrics import Metrics
+    from agent_runtime.observability.redaction import Redactor
+    from agent_runtime.policies.middleware import Policies
     from agent_runtime.transport.base import LLMStore, State
 
 
@@ -39,21 +43,66 @@ class NoConfig(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What a worker process hands its agent besides names and keys, each optional:
+
+    * ``policies``: the agent type's resilience policies (``policies.call("tool.http")``);
+      LLM providers and tools run their calls under them (docs/policies.md);
+    * ``llm``: an LLM provider that replaces the one the agent's ``llm:`` block names
+      (tests, custom hosts);
+    * ``metrics``: the process's Prometheus metrics (LLM usage by provider and model);
+    * ``redactor``: the process's secret masker (reports, dead letters).
+
+    Built by the composition root (agent_runtime/worker/build.py) or a test."""
+
+    policies: Policies | None = None
+    llm: LLMProvider | None = None
+    metrics: Metrics | None = None
+    redactor: Redactor | None = None
+
+    def runtime(
+        self,
+        name: str,
+        keys: Keys,
+        routing: Routing,
+        state: State,
+        log: Any,
+        llm_store: LLMStore | None = None,
+    ) -> AgentRuntime:
+        """The :class:`AgentRuntime` of agent ``name`` with these services."""
+        return AgentRuntime(
+            name,
+            keys,
+            routing,
+            state,
+            log,
+            llm_store=llm_store,
+            policies=self.policies,
+            llm=self.llm,
+            metrics=self.metrics,
+            redactor=self.redactor,
+        )
+
+
 @dataclass
 class AgentRuntime:
     """Services the runtime gives an agent instance: its name, key names, routing, the state
     API for agents that keep per-request state (``state``, keys from ``keys.request_state``;
-    agent_runtime/transport/base.py ``State``), optional extras (LLM providers, tools) by
-    name, and a bound logger."""
+    agent_runtime/transport/base.py ``State``), a bound logger, the LLM response cache and
+    cost ledger (``llm_store``), and the process's typed :class:`Services` (each None when
+    not supplied)."""
 
     name: str
     keys: Keys
     routing: Routing
     state: State
     log: Any = field(default_factory=structlog.get_logger)
-    extras: dict[str, Any] = field(default_factory=dict)
-    #: The LLM response cache and cost ledger (None: uncached, unbooked; e.g. AgentHarness).
-    llm_store: LLMStore | None = None
+    llm_store: LLMStore | None = None  # None: uncached, unbooked (e.g. AgentHarness)
+    policies: Policies | None = None
+    llm: LLMProvider | None = None
+    metrics: Metrics | None = None
+    redactor: Redactor | None = None
 
 
 class Agent(Generic[ConfigT]):

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import BaseModel
 
-from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
+from agent_runtime.agent import Agent, MessageContext, Output, Services
 from agent_runtime.config.routing import Routing
 from agent_runtime.transport.base import State
 from agent_runtime.transport.dict_state import DictState
@@ -61,7 +61,7 @@ class AgentHarness:
     config: Mapping[str, Any] = field(default_factory=dict)
     routes: Mapping[str, str] = field(default_factory=dict)
     state: State = field(default_factory=DictState)
-    extras: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     name: str = "agent_under_test"
 
     def __post_init__(self) -> None:
@@ -69,8 +69,8 @@ class AgentHarness:
         table = {m.message_type: "next" for m in self.agent_cls.produces}
         table.update(self.routes)
         self.routing = Routing(keys, table)
-        runtime = AgentRuntime(
-            self.name, keys, self.routing, self.state, structlog.get_logger(), self.extras
+        runtime = self.services.runtime(
+            self.name, keys, self.routing, self.state, structlog.get_logger()
         )
         config: BaseModel = self.agent_cls.Config.model_validate(dict(self.config))
         self.agent = self.agent_cls(config, runtime)

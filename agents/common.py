@@ -15,20 +15,31 @@ from agent_runtime.errors import LLMOutputError, LLMRequestError, LLMUnavailable
 from agent_runtime.llm.base import LLMProvider, Usage
 from protocols.pipeline import Outcome, OutcomeStatus, Plan, RequestInfo, Spend, StepResult
 
+#: The built-in agents' own LLM providers (name -> dotted path), beside the library's vendor
+#: providers: the offline rules provider knows this pipeline's payloads.
+PROVIDERS = {"rules": "agents.rules:RulesProvider"}
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 def llm_provider(runtime: AgentRuntime, spec: dict[str, Any]) -> LLMProvider:
-    """``runtime.extras["llm"]`` when the process supplies one (tests, custom hosts), else the
-    provider the agent's ``llm:`` block names (offline ``rules`` by default)."""
-    provided = runtime.extras.get("llm")
-    if provided is not None:
-        return provided  # type: ignore[no-any-return]
-    from agent_runtime.llm.factory import build_provider
+    """``runtime.llm`` when the process supplies one (tests, custom hosts), else the provider
+    the agent's ``llm:`` block names (offline ``rules`` by default), its calls run under the
+    worker's call policy ``llm.PROVIDER`` (``runtime.policies``)."""
+    if runtime.llm is not None:
+        return runtime.llm
+    from agent_runtime.llm import factory
 
-    return build_provider(spec, store=runtime.llm_store, keys=runtime.keys)
+    return factory.build_provider(
+        spec,
+        store=runtime.llm_store,
+        keys=runtime.keys,
+        policies=runtime.policies,
+        providers={**factory.PROVIDERS, **PROVIDERS},
+        allowed_modules=("agents",),
+    )
 
 
 class LLMAgent(Agent[ConfigT]):
@@ -39,15 +50,16 @@ class LLMAgent(Agent[ConfigT]):
     @property
     def provider(self) -> LLMProvider:
         if self._provider is None:
-            self._provider = llm_provider(self.runtime, self.config.llm)  # type: ignore[attr-defined]
+            spec: dict[str, Any] = getattr(self.config, "llm", {})  # the Config's llm: block
+            self._provider = llm_provider(self.runtime, spec)
         return self._provider
 
 
 async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage, call: int) -> None:
     """Record ``usage`` in the process's Prometheus metrics (LLM calls, tokens and cost by
-    provider and model, when ``runtime.extras["metrics"]`` is set) and in the request's cost
+    provider and model, when ``runtime.metrics`` is set) and in the request's cost
     ledger, once per (message, call)."""
-    metrics = runtime.extras.get("metrics")
+    metrics = runtime.metrics
     if metrics is not None:
         metrics.record_usage(usage)
     if runtime.llm_store is None or (

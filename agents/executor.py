@@ -5,7 +5,7 @@ request, step, tool, arguments and approver (agent_runtime.approval); a missing,
 mismatched approval is refused and logged, and the tool is never called. Tools are plugged in
 by dotted path (``tools: {name: {class: ..., options: {...}}}``) and imported through the
 registry allow-list. Every call goes through :func:`invoke_tool` under the call policy
-``tool.NAME`` of the worker's resilience policies (``runtime.extras["policies"]``: retry,
+``tool.NAME`` of the worker's resilience policies (``runtime.policies``: retry,
 timeout, circuit breaker shared by the fleet; see docs/policies.md); ``BreakerOpen`` and
 ``DeadlineExceeded`` propagate to the policy middleware (delayed redelivery, ``expired``).
 Without worker policies (the harness, unit tests) a local policy built from ``attempts``,
@@ -70,6 +70,14 @@ class ExecutorConfig(BaseModel):
         "(under a worker: policies.calls['tool.NAME'].retry)",
     )
     retry_backoff: float = Field(default=0.2, ge=0, description="first retry delay (no policies)")
+    give_up_after: int = Field(
+        default=3,
+        ge=1,
+        description="deliveries of a task whose tool still fails transiently (a step "
+        "timeout included) once the call policy's retries are spent: before it, the task is "
+        "redelivered with the worker's backoff (within the request's deadline); on it, the "
+        "step fails",
+    )
 
 
 def build_tools(config: ExecutorConfig) -> dict[str, Tool]:
@@ -131,9 +139,9 @@ class Executor(Agent[ExecutorConfig]):
     def tool_policy(self, tool: str) -> Policy:
         """The worker's ``tool.NAME`` call policy, else a local one from this config."""
         name = f"tool.{tool}"
-        policies = self.runtime.extras.get("policies")
+        policies = self.runtime.policies
         if policies is not None:
-            return policies.call(name)  # type: ignore[no-any-return]
+            return policies.call(name)
         if self._local_policies is None:
             self._local_policies = {}
         policy = self._local_policies.get(name)
@@ -208,7 +216,7 @@ class Executor(Agent[ExecutorConfig]):
             sandbox=self.sandbox,
             deadline=ctx.message.deadline,
         )
-        output, error, attempts = await self.call_tool(tool, task, context)
+        output, error, attempts = await self.call_tool(tool, task, context, ctx.delivery_count)
         elapsed = (time.perf_counter() - clock) * 1000
         done = {
             **base,
@@ -228,11 +236,13 @@ class Executor(Agent[ExecutorConfig]):
         )
 
     async def call_tool(
-        self, tool: Tool, task: Task, context: ToolContext
+        self, tool: Tool, task: Task, context: ToolContext, delivery: int = 1
     ) -> tuple[ToolOutput | None, str, int]:
-        """(output or None, error, attempts): the tool under its call policy. A tool error (or
-        a timeout) once retries are spent fails the step; an open breaker or a passed deadline
-        propagates to the policy middleware."""
+        """(output or None, error, attempts): the tool under its call policy. A transient
+        failure (a step timeout included) once the policy's retries are spent propagates, so
+        the worker redelivers the task, until delivery ``give_up_after``; then, like any other
+        tool error, it fails the step. An open breaker or a passed deadline propagates to the
+        policy middleware."""
         step, stats = task.step, CallStats()
         policy = self.tool_policy(step.tool)
         try:
@@ -241,8 +251,18 @@ class Executor(Agent[ExecutorConfig]):
             )
         except (BreakerOpen, DeadlineExceeded):
             raise
+        except TimeoutError:  # the policy's own timeout cut the call
+            late = TransientToolError(f"step timed out (policy {policy.name})")
+            return None, self._transient(late, delivery), stats.attempts
+        except TransientToolError as exc:
+            return None, self._transient(exc, delivery), stats.attempts
         except ToolError as exc:
             return None, str(exc), stats.attempts
-        except TimeoutError:
-            return None, f"step timed out (policy {policy.name})", stats.attempts
         return output, "", stats.attempts
+
+    def _transient(self, exc: TransientToolError, delivery: int) -> str:
+        """Raise ``exc`` (the worker redelivers the task) before delivery ``give_up_after``;
+        on it, the reason the step failed."""
+        if delivery < self.config.give_up_after:
+            raise exc
+        return str(exc)

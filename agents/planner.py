@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime.agent import MessageContext
 from agent_runtime.errors import LLMOutputError, LLMUnavailable
-from agent_runtime.llm.rules import intent_prompt
 from agents.common import (
     LLMAgent,
     LLMAsk,
@@ -24,6 +23,7 @@ from agents.common import (
     llm_unavailable,
     over_budget,
 )
+from agents.rules import intent_prompt
 from protocols.pipeline import (
     Intent,
     Outcome,

@@ -58,9 +58,9 @@ class Reporter(Agent[ReporterConfig]):
             )
 
     def redacted(self, report: Report) -> Report:
-        """``report`` with secrets masked (the worker's redactor from ``extras["redactor"]``
-        when the process supplies one, else the process environment's)."""
-        redactor: Redactor | None = self.runtime.extras.get("redactor")
+        """``report`` with secrets masked (the worker's redactor, ``runtime.redactor``, when
+        the process supplies one, else the process environment's)."""
+        redactor: Redactor | None = self.runtime.redactor
         data = report.model_dump(mode="json")
         clean = redact(data, redactor)
         return report if clean == data else Report.model_validate_json(json.dumps(clean))

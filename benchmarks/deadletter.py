@@ -102,12 +102,12 @@ def _measure(name: str, rounds: int, results: Any) -> None:
     from agent_runtime.observability.logging import configure_logging
     from agent_runtime.transport import streams
     from agent_runtime.transport.streams import Entry
-    from agent_runtime.worker.loop import Worker
+    from agent_runtime.worker.build import build_worker
 
     configure_logging(json=True, stream=open(os.devnull, "w"))  # for the process's life
     prefix = "bench" + uuid.uuid4().hex[:6]
     pipeline = Pipeline.build(_load(_config(prefix)))
-    worker = Worker(pipeline, "noop", None, consumer="bench-0")
+    worker = build_worker(pipeline, "noop", None, consumer="bench-0").worker
     fields = entries(prefix)[name]
     times: list[float] = []
     written = 0

@@ -10,15 +10,13 @@ import signal
 import anyio
 
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
-from agent_runtime.codec import Codec
-from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.logging import configure_logging
-from agent_runtime.observability.process import WorkerObservability, metrics_port_from_env
+from agent_runtime.observability.process import metrics_port_from_env
 from agent_runtime.observability.redaction import env_redactor
-from agent_runtime.policies import Policies
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker.loop import Worker, default_consumer_name
+from agent_runtime.worker.build import build_worker
+from agent_runtime.worker.loop import default_consumer_name
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,36 +66,15 @@ async def serve(
     pipeline: Pipeline, name: str, url: str, consumer: str, metrics_port: int | None = None
 ) -> None:
     connection = connect(url)
-    codec = Codec(
-        pipeline.schemas,
-        signing_key=signing_key(),
-        max_bytes=pipeline.worker_settings(name).max_message_bytes,
-        keys=pipeline.config.keys,
-        reply_streams=pipeline.config.reply_streams,
-    )
-    obs = WorkerObservability.create(pipeline, name, metrics_port)
-    policies = Policies.for_agent(
-        pipeline,
-        name,
-        connection.redis,
-        listeners=([obs.metrics.breaker_listener()] if obs.metrics is not None else []),
-    )
-    policies.check()
-    worker = Worker(
+    built = build_worker(
         pipeline,
         name,
         connection.redis,
         consumer=consumer,
         cluster=connection.cluster,
-        codec=codec,
-        observer=obs.observer,
-        middleware=[*obs.middleware, policies.middleware()],
-        extras={
-            **obs.extras,
-            "policies": policies,
-            "redactor": env_redactor().with_config(pipeline.config),
-        },
+        metrics_port=metrics_port,
     )
+    worker = built.worker
     tune_gc()
     async with anyio.create_task_group() as tg:
 
@@ -108,7 +85,7 @@ async def serve(
                     return
 
         tg.start_soon(stop_on_signal)
-        tg.start_soon(obs.run_collector, connection.redis)
+        tg.start_soon(built.observability.run_collector, connection.redis)
         await worker.run()
         tg.cancel_scope.cancel()
     await connection.redis.aclose()

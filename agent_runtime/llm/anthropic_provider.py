@@ -4,7 +4,7 @@ Structured output by tool use: one tool whose ``input_schema`` is the pydantic m
 schema, and ``tool_choice`` forcing it; the tool input is validated with the model. The key
 comes from ``ANTHROPIC_API_KEY`` only; the base URL from config or ``ANTHROPIC_BASE_URL``.
 The SDK is imported on first use (it takes ~1-2 s to import), and its own retries are off
-(``max_retries=0``): the :mod:`agent_runtime.llm.retry` policy owns retrying.
+(``max_retries=0``): the call policy (agent_runtime/policies) owns retrying.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from agent_runtime.errors import (
     LLMUnavailable,
 )
 from agent_runtime.llm.base import Usage
-from agent_runtime.llm.retry import remaining
+from agent_runtime.policies.clock import remaining
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

@@ -9,9 +9,13 @@ Example (YAML, inside an agent's ``config:``)::
       timeout: 30                # seconds per attempt
       cache_ttl: 86400           # response cache in Redis, seconds; 0 disables it
       price: {input: 1.0, output: 5.0}   # USD per million tokens, overrides the table
+      call: llm.anthropic        # the call policy (default llm.PROVIDER)
 
-Unknown keys are errors. API keys come from the environment only (ANTHROPIC_API_KEY,
-OPENAI_API_KEY), base URLs from ``base_url`` or ANTHROPIC_BASE_URL / OPENAI_BASE_URL.
+Retries, the attempt and total timeouts and the circuit breaker of every call are the call
+policy's: ``policies: calls: llm.anthropic: {...}`` of the agent (docs/policies.md), run under
+the request's deadline. Unknown keys are errors. API keys come from the environment only
+(ANTHROPIC_API_KEY, OPENAI_API_KEY), base URLs from ``base_url`` or ANTHROPIC_BASE_URL /
+OPENAI_BASE_URL.
 """
 
 from __future__ import annotations
@@ -19,22 +23,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent_runtime.config.registry import import_object
 from agent_runtime.errors import ConfigError
 from agent_runtime.llm.base import LLMProvider
 from agent_runtime.llm.cache import DEFAULT_TTL, CachedProvider
 from agent_runtime.llm.cost import Price, PriceTable
-from agent_runtime.llm.retry import CallPolicy, DefaultRetry
+from agent_runtime.policies.config import BREAKER_NAME, PolicySpec
+from agent_runtime.policies.errors import is_transient
+from agent_runtime.policies.runner import Policy
 from agent_runtime.transport.keys import Keys
 
 if TYPE_CHECKING:
+    from agent_runtime.policies.middleware import Policies
     from agent_runtime.transport.base import LLMStore
 
-#: provider name -> module:class, imported only when chosen (the SDKs import slowly).
+#: provider name -> module:class, imported only when chosen (the SDKs import slowly). A host
+#: extends it (``build_provider(..., providers=...)``): the default pipeline's agents add
+#: their offline ``rules`` provider (agents/rules.py), which the library never imports.
 PROVIDERS: Mapping[str, str] = {
-    "rules": "agent_runtime.llm.rules:RulesProvider",
     "anthropic": "agent_runtime.llm.anthropic_provider:AnthropicProvider",
     "openai": "agent_runtime.llm.openai_provider:OpenAIProvider",
 }
@@ -54,15 +69,6 @@ class PriceSpec(BaseModel):
     output: float = Field(ge=0, description="USD per million output tokens")
 
 
-class RetrySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    attempts: int = Field(default=3, ge=1, le=10)
-    backoff: float = Field(default=0.5, ge=0)
-    backoff_max: float = Field(default=8.0, ge=0)
-    max_retry_after: float = Field(default=30.0, ge=0)
-
-
 class LLMSpec(BaseModel):
     """An agent's ``llm:`` block."""
 
@@ -76,7 +82,25 @@ class LLMSpec(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     cache_ttl: int = Field(default=DEFAULT_TTL, ge=0)
     price: PriceSpec | None = None
-    retry: RetrySpec = Field(default_factory=RetrySpec)
+    call: str | None = Field(
+        default=None,
+        pattern=BREAKER_NAME,
+        description="name of the call policy (``policies.calls.NAME``); default llm.PROVIDER",
+    )
+
+    @property
+    def call_name(self) -> str:
+        return self.call or f"llm.{self.provider}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_retry_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "retry" in data:
+            raise ValueError(
+                "retry: LLM calls retry under their call policy: set "
+                "policies.calls.llm.PROVIDER.retry of the agent (docs/policies.md)"
+            )
+        return data
 
     @field_validator("base_url")
     @classmethod
@@ -104,36 +128,57 @@ def build_provider(
     *,
     store: LLMStore | None = None,
     keys: Keys | None = None,
-    retry: CallPolicy | None = None,
+    policies: Policies | None = None,
+    providers: Mapping[str, str] = PROVIDERS,
+    allowed_modules: tuple[str, ...] = (),
 ) -> LLMProvider:
-    """The provider ``spec`` names, wrapped in the response cache when ``store`` is given
-    (the offline rules provider is never cached: it is free and deterministic). ``retry``
-    replaces the default retry built from ``spec.retry`` (e.g. the resilience policies)."""
+    """The provider ``spec`` names (in ``providers``: name -> dotted path, imported only
+    from ``agent_runtime.llm`` and ``allowed_modules``). Its calls run under the call policy
+    ``spec.call_name`` of ``policies`` (the worker's: retry, timeouts, the fleet's shared
+    breaker, the request's deadline), or without them (tests, scripts) under a local default
+    policy without a breaker. Wrapped in the response cache when ``store`` is given. An
+    offline provider (class attribute ``offline = True``, e.g. the rules provider) is built
+    without options, never cached, nor run under a policy: it is free and deterministic."""
     parsed = parse_spec(spec)
-    provider = _instantiate(parsed, retry)
-    if parsed.provider == "rules" or store is None or parsed.cache_ttl == 0:
+    cls = _provider_class(parsed.provider, providers, allowed_modules)
+    if getattr(cls, "offline", False):
+        offline: LLMProvider = cls()
+        return offline
+    provider = _instantiate(cls, parsed, policies)
+    if store is None or parsed.cache_ttl == 0:
         return provider
     return CachedProvider(provider, store, keys or Keys(), ttl=parsed.cache_ttl)
 
 
-def _instantiate(spec: LLMSpec, retry: CallPolicy | None) -> LLMProvider:
+def call_policy(name: str, policies: Policies | None) -> Policy:
+    """``policies.call(name)``, else the default call policy without a breaker."""
+    if policies is not None:
+        return policies.call(name)
+    return Policy(name, PolicySpec(), retryable=is_transient)
+
+
+def _provider_class(name: str, providers: Mapping[str, str], allowed: tuple[str, ...]) -> Any:
+    path = providers.get(name)
+    if path is None:
+        known = ", ".join(sorted(providers))
+        raise ConfigError(f"llm provider {name!r} is not available here (known: {known})")
     try:
-        cls = import_object(PROVIDERS[spec.provider], allowed=("agent_runtime.llm",))
+        return import_object(path, allowed=("agent_runtime.llm", *allowed))
     except ConfigError as exc:
-        raise ConfigError(f"llm provider {spec.provider!r} is not available: {exc}") from exc
-    if spec.provider == "rules":
-        provider: LLMProvider = cls()
-        return provider
+        raise ConfigError(f"llm provider {name!r} is not available: {exc}") from exc
+
+
+def _instantiate(cls: Any, spec: LLMSpec, policies: Policies | None) -> LLMProvider:
     options: dict[str, Any] = {
         "max_tokens": spec.max_tokens,
         "timeout": spec.timeout,
         "base_url": spec.base_url,
         "temperature": spec.temperature,
-        "retry": retry or DefaultRetry(**spec.retry.model_dump()),
+        "policy": call_policy(spec.call_name, policies),
     }
     model = spec.model or cls.default_model
     options["model"] = model
     if spec.price is not None:
         options["prices"] = PriceTable({model: Price(spec.price.input, spec.price.output)})
-    provider = cls(**options)
+    provider: LLMProvider = cls(**options)
     return provider

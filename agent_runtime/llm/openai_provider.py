@@ -4,7 +4,7 @@ Structured output by ``response_format={"type": "json_schema", "strict": true, .
 pydantic model's schema made strict the way the SDK's own ``parse()`` does it; the answer is
 validated with the model. The key comes from ``OPENAI_API_KEY`` only; the base URL from
 config or ``OPENAI_BASE_URL``. The SDK is imported on first use and its own retries are off
-(``max_retries=0``): the :mod:`agent_runtime.llm.retry` policy owns retrying.
+(``max_retries=0``): the call policy (agent_runtime/policies) owns retrying.
 """
 
 from __future__ import annotations

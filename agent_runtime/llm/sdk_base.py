@@ -3,7 +3,10 @@
 A subclass names its provider and environment variables in class attributes and implements
 :meth:`SDKProvider._make_client` (importing its SDK there, on first use: the vendor SDKs stay
 unimported until a call needs them) and :meth:`SDKProvider._attempt` (one call, no retries:
-:meth:`SDKProvider.complete` runs it inside the :mod:`agent_runtime.llm.retry` policy).
+:meth:`SDKProvider.complete` runs it under its call policy,
+:class:`~agent_runtime.policies.runner.Policy`: retry of transient errors honouring
+Retry-After, attempt and total timeouts, the shared breaker, all capped by the request's
+deadline).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from agent_runtime.errors import ConfigError
+from agent_runtime.errors import ConfigError, LLMUnavailable
 from agent_runtime.llm.base import Completion
 from agent_runtime.llm.cost import PriceTable
-from agent_runtime.llm.retry import CallPolicy, DefaultRetry
+from agent_runtime.policies.config import PolicySpec
+from agent_runtime.policies.errors import is_exhausted, is_transient, mark_exhausted
+from agent_runtime.policies.runner import Policy
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -47,7 +52,7 @@ class SDKProvider(ABC, Generic[ClientT]):
         timeout: float = 60.0,
         base_url: str | None = None,
         temperature: float | None = None,
-        retry: CallPolicy | None = None,
+        policy: Policy | None = None,
         prices: PriceTable | None = None,
     ) -> None:
         key = os.environ.get(self.key_env, "")
@@ -60,7 +65,7 @@ class SDKProvider(ABC, Generic[ClientT]):
         self.timeout = timeout
         self.base_url = base_url or os.environ.get(self.base_url_env) or None
         self.temperature = temperature
-        self.retry: CallPolicy = retry or DefaultRetry()
+        self.policy = policy or Policy(f"llm.{self.name}", PolicySpec(), retryable=is_transient)
         self.prices = prices or PriceTable()
         self._key = key
         self._sdk: ClientT | None = None
@@ -71,10 +76,15 @@ class SDKProvider(ABC, Generic[ClientT]):
     async def complete(
         self, *, system: str, prompt: str, schema: type[ModelT], max_tokens: int = 1024
     ) -> Completion[ModelT]:
-        async def attempt() -> Completion[ModelT]:
-            return await self._attempt(system, prompt, schema, min(max_tokens, self.max_tokens))
-
-        return await self.retry.run(attempt)
+        tokens = min(max_tokens, self.max_tokens)
+        self._client()  # the SDK's first import (1-2 s) is no part of any attempt's timeout
+        try:
+            return await self.policy.run(self._attempt, system, prompt, schema, tokens)
+        except TimeoutError as exc:  # the policy cut the call: the provider did not answer
+            error = LLMUnavailable(f"{self.name} call cut by its timeout ({self.policy.name})")
+            if is_exhausted(exc):
+                mark_exhausted(error)
+            raise error from exc
 
     async def aclose(self) -> None:
         if self._sdk is not None:

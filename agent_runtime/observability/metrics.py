@@ -3,7 +3,7 @@ state), the :class:`PrometheusObserver` the worker calls on each delivery step, 
 :class:`StreamCollector` that polls consumer-group lag and pending ages, and hooks for the
 breakers (:meth:`Metrics.breaker_listener`) and LLM providers (:meth:`Metrics.record_llm`).
 
-Agents and policies reach the process's Metrics through ``runtime.extras["metrics"]``.
+Agents and policies reach the process's Metrics through ``runtime.metrics``.
 Served by :meth:`Metrics.serve` on ``worker --metrics-port`` / ``AGENT_RUNTIME_METRICS_PORT``.
 """
 

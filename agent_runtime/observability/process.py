@@ -1,8 +1,10 @@
 """What a worker process gets from observability, in one object: the observer, the trace
-middleware, extras for agents (``metrics``), and the background stream collector.
+middleware, the metrics agents get (``Services(metrics=obs.metrics)``), and the background
+stream collector. agent_runtime/worker/build.py puts them together:
 
     obs = WorkerObservability.create(pipeline, "planner", metrics_port=9100)
-    worker = Worker(..., observer=obs.observer, middleware=obs.middleware, extras=obs.extras)
+    worker = Worker(..., observer=obs.observer, middleware=obs.middleware,
+                    services=Services(metrics=obs.metrics))
     tg.start_soon(obs.run_collector, redis)
 """
 
@@ -42,7 +44,6 @@ class WorkerObservability:
     metrics: Metrics | None = None
     observer: Observer = field(default_factory=Observer)
     middleware: list[Any] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
     interval: float = 5.0
 
     @classmethod
@@ -63,7 +64,6 @@ class WorkerObservability:
         if metrics_port is not None:
             obs.metrics = Metrics()
             obs.observer = PrometheusObserver(obs.metrics, agent)
-            obs.extras["metrics"] = obs.metrics
             try:
                 obs.metrics.serve(metrics_port)
             except OSError as exc:

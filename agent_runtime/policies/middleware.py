@@ -1,9 +1,9 @@
 """An agent type's policies in one worker process, and the worker middleware that applies them.
 
-``Policies`` is built from the agent's ``policies:`` block; the worker CLI passes
-``policies.middleware()`` to the Worker and puts the ``Policies`` in
-``AgentRuntime.extras["policies"]`` so agents, LLM providers and tools run their calls with
-``await runtime.extras["policies"].call("tool.http").run(fn, *args)``.
+``Policies`` is built from the agent's ``policies:`` block; the composition root
+(agent_runtime/worker/build.py) passes ``policies.middleware()`` to the Worker and the
+``Policies`` to the agent (``AgentRuntime.policies``), so agents, LLM providers and tools run
+their calls with ``await runtime.policies.call("tool.http").run(fn, *args)``.
 
 :class:`PolicyMiddleware` runs each handler under the handler policy, inside a delivery scope
 that carries the message deadline (Redis clock) to every nested call policy, and turns the

@@ -24,9 +24,10 @@ from typing import Any
 import anyio
 import structlog
 
-from agent_runtime.agent import Agent, AgentRuntime, MessageContext
+from agent_runtime.agent import Agent, MessageContext, Services
 from agent_runtime.backoff import Backoff, pause, until_done
 from agent_runtime.codec import Codec, Decoded
+from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.errors import DecodeError, Skip
@@ -76,7 +77,7 @@ class Worker:
         codec: Codec | None = None,
         middleware: Sequence[Middleware] = (),
         observer: Observer | None = None,
-        extras: dict[str, Any] | None = None,
+        services: Services | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.agent_type = pipeline.agents[agent]
@@ -87,6 +88,7 @@ class Worker:
         self.consumer = consumer
         self.codec = codec or Codec(
             pipeline.schemas,
+            signing_key=signing_key(),  # like the Client: signed whenever a key exists
             max_bytes=self.settings.max_message_bytes,
             keys=self.keys,
             reply_streams=pipeline.config.reply_streams,
@@ -108,13 +110,12 @@ class Worker:
         self.dead_letters = DeadLetters(
             agent, self.keys, self.codec, self.redactor, self.tracer, self.log
         )
-        self.runtime = AgentRuntime(
+        self.runtime = (services or Services()).runtime(
             agent,
             self.keys,
             pipeline.routing,
             self.transport.state,
             self.log,
-            dict(extras or {}),
             self.transport.llm_store,
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)

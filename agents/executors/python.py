@@ -3,7 +3,14 @@
 The executor config maps names to dotted paths (imported once, through
 ``agent_runtime.config.registry.import_object``); a step can only name a function on that list. A
 function that declares a ``context`` parameter receives the :class:`ToolContext` (sandbox,
-idempotency key). Sync functions run in a worker thread; the result must be JSON-serialisable.
+idempotency key). The result must be JSON-serialisable.
+
+A synchronous function runs in a child process of its own (agents/executors/isolated.py: forked
+from a forkserver started when the tool is built, with the functions' modules imported), so
+the tool's ``timeout``, the call policy's attempt timeout and the request's deadline really cut
+it: the child is killed, its late result is never read, and the cut is a transient failure
+(:class:`TransientToolError`: retried by the call policy, counted by its circuit breaker). A
+coroutine function runs in the executor's event loop, where cancellation stops it.
 """
 
 from __future__ import annotations
@@ -11,14 +18,21 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import anyio
 from pydantic import Field
 
 from agent_runtime.config.registry import import_object
-from agents.executors.base import ToolContext, ToolError, ToolOptions, ToolOutput, only
+from agents.executors.base import (
+    ToolContext,
+    ToolError,
+    ToolOptions,
+    ToolOutput,
+    TransientToolError,
+    only,
+)
+from agents.executors.isolated import call_isolated, start
 
 DEFAULT_FUNCTIONS = {
     "word_count": "agents.executors.functions:word_count",
@@ -51,6 +65,7 @@ class Python:
             if not callable(function):
                 raise ToolError(f"python tool: {path!r} is not callable")
             self.functions[name] = function
+        start(path.split(":")[0] for path in options.functions.values())
 
     async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput:
         only(args, "function", "kwargs")
@@ -65,12 +80,18 @@ class Python:
             raise ToolError("'kwargs' must be an object")
         if "context" in inspect.signature(function).parameters:
             kwargs = {**kwargs, "context": context}
-        with anyio.fail_after(self.options.timeout):
-            if inspect.iscoroutinefunction(function):
-                value = await function(**kwargs)
-            else:
-                value = await anyio.to_thread.run_sync(partial(function, **kwargs))
-        return _capped(value, self.options.max_output_bytes)
+        try:
+            with anyio.fail_after(self.options.timeout):
+                if inspect.iscoroutinefunction(function):
+                    return _capped(await function(**kwargs), self.options.max_output_bytes)
+                value, truncated = await call_isolated(
+                    function, kwargs, self.options.max_output_bytes
+                )
+                return ToolOutput(value, truncated=truncated)
+        except TimeoutError:
+            raise TransientToolError(
+                f"function {name} timed out after {self.options.timeout}s"
+            ) from None
 
 
 def _capped(value: Any, cap: int) -> ToolOutput:

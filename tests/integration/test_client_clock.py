@@ -17,7 +17,7 @@ import protocols.envelope
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker.loop import Worker
+from agent_runtime.worker.build import build_worker
 from tests.fixtures.agents import echo_sink_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -66,7 +66,7 @@ async def test_deadlines_follow_the_server_clock_not_a_skewed_client_clock(
     assert before + timedelta(seconds=30) <= message.deadline <= after + timedelta(seconds=30)
     monkeypatch.undo()  # the worker runs on the right clock
 
-    worker = Worker(pipeline, "echo", redis, consumer="echo-clock-0")
+    worker = build_worker(pipeline, "echo", redis, consumer="echo-clock-0").worker
     keys = pipeline.config.keys
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)

@@ -18,7 +18,7 @@ from agent_runtime.errors import LLMOutputError
 from agent_runtime.llm.accounting import CostLedger
 from agent_runtime.llm.anthropic_provider import AnthropicProvider
 from agent_runtime.llm.cache import CachedProvider
-from agent_runtime.llm.retry import DefaultRetry
+from agent_runtime.policies import Policy, PolicySpec, RetryPolicy, is_transient
 from agent_runtime.transport import connect
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.llm_store import RedisLLMStore
@@ -55,7 +55,12 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[AnthropicFake]:
 
 @pytest.fixture
 async def cached(fake: AnthropicFake, redis: Any, prefix: str) -> AsyncIterator[CachedProvider]:
-    inner = AnthropicProvider(base_url=fake.base_url, retry=DefaultRetry(attempts=1))
+    inner = AnthropicProvider(
+        base_url=fake.base_url,
+        policy=Policy(
+            "llm.test", PolicySpec(retry=RetryPolicy(attempts=1)), retryable=is_transient
+        ),
+    )
     provider = CachedProvider(inner, RedisLLMStore(redis), Keys(prefix), ttl=600)
     yield provider
     await provider.aclose()
@@ -115,7 +120,12 @@ async def test_cache_outage_degrades_to_an_uncached_call(
     fake: AnthropicFake, tmp_path: Path
 ) -> None:
     dead = Redis(unix_socket_path=str(tmp_path / "no.sock"), retry=Retry(NoBackoff(), 0))
-    inner = AnthropicProvider(base_url=fake.base_url, retry=DefaultRetry(attempts=1))
+    inner = AnthropicProvider(
+        base_url=fake.base_url,
+        policy=Policy(
+            "llm.test", PolicySpec(retry=RetryPolicy(attempts=1)), retryable=is_transient
+        ),
+    )
     provider = CachedProvider(inner, RedisLLMStore(dead), Keys("x"), ttl=60)
     fake.script(tool_answer(ANSWER))
     try:

@@ -4,6 +4,7 @@ speak each API's wire format (tests/llmfakes). Nothing here touches the network.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,13 +15,21 @@ from pydantic import BaseModel, Field
 from agent_runtime.errors import LLMOutputError, LLMRateLimited, LLMRequestError, LLMUnavailable
 from agent_runtime.llm.anthropic_provider import AnthropicProvider
 from agent_runtime.llm.openai_provider import OpenAIProvider
-from agent_runtime.llm.retry import DefaultRetry, llm_deadline
+from agent_runtime.policies import DeliveryScope, Policy, PolicySpec, delivery_scope, is_transient
 from tests.llmfakes import anthropic_api, openai_api
 from tests.llmfakes.server import FakeAPI, Reply
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-FAST = DefaultRetry(attempts=3, backoff=0.01, backoff_max=0.05, jitter=0.0)
+
+def call_policy(attempts: int = 3) -> Policy:
+    """The call policy LLM calls run under (no breaker): fast backoff, Retry-After up to 30 s
+    waited in-process."""
+    retry = {"attempts": attempts, "backoff": 0.01, "backoff_max": 30, "jitter": 0.0}
+    return Policy("llm.test", PolicySpec.model_validate({"retry": retry}), retryable=is_transient)
+
+
+FAST = call_policy()
 
 
 class Intent(BaseModel):
@@ -44,7 +53,7 @@ class Vendor:
     not_json: Reply
 
     def provider(self, **options: Any) -> Any:
-        options.setdefault("retry", FAST)
+        options.setdefault("policy", FAST)
         options.setdefault("base_url", self.fake.base_url)  # type: ignore[attr-defined]
         return self.make(**options)
 
@@ -163,7 +172,8 @@ async def test_429_with_long_retry_after_is_raised_for_redelivery(vendor: Vendor
 
 async def test_429_wait_past_deadline_is_not_attempted(vendor: Vendor) -> None:
     vendor.fake.script(vendor.error(429, {"retry-after-ms": "2000"}), vendor.good(GOOD))
-    with llm_deadline(1.0), pytest.raises(LLMRateLimited):
+    deadline = DeliveryScope(time.monotonic() + 1.0)  # the request's deadline, 1 s away
+    with delivery_scope(deadline), pytest.raises(LLMRateLimited):
         await _complete(vendor.provider())
     assert len(vendor.fake.requests) == 1
 
@@ -179,7 +189,7 @@ async def test_persistent_server_error_gives_up_after_attempts(vendor: Vendor) -
     vendor.fake.script(*[vendor.error(503, {})] * 5)
     with pytest.raises(LLMUnavailable, match="HTTP 503"):
         await _complete(vendor.provider())
-    assert len(vendor.fake.requests) == FAST.attempts
+    assert len(vendor.fake.requests) == FAST.spec.retry.attempts
 
 
 async def test_bad_request_is_not_retried(vendor: Vendor) -> None:
@@ -192,7 +202,7 @@ async def test_bad_request_is_not_retried(vendor: Vendor) -> None:
 async def test_slow_server_times_out_as_unavailable(vendor: Vendor) -> None:
     slow = vendor.good(GOOD)
     vendor.fake.script(Reply(slow.status, slow.body, slow.headers, delay=3.0))
-    provider = vendor.provider(timeout=0.3, retry=DefaultRetry(attempts=1))
+    provider = vendor.provider(timeout=0.3, policy=call_policy(1))
     with pytest.raises(LLMUnavailable, match="unreachable"):
         await _complete(provider)
 
@@ -201,9 +211,7 @@ async def test_unreachable_server_is_unavailable(vendor: Vendor) -> None:
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = vendor.provider(
-        base_url=f"http://127.0.0.1:{port}/v1", retry=DefaultRetry(attempts=1)
-    )
+    provider = vendor.provider(base_url=f"http://127.0.0.1:{port}/v1", policy=call_policy(1))
     with pytest.raises(LLMUnavailable, match="unreachable"):
         await _complete(provider)
     assert vendor.fake.requests == []
@@ -249,7 +257,7 @@ async def test_anthropic_truncated_or_toolless_answers_are_output_errors(
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
     with anthropic_api.AnthropicFake().running() as fake:
         fake.script(reply)
-        provider = AnthropicProvider(base_url=fake.root_url, retry=FAST)
+        provider = AnthropicProvider(base_url=fake.root_url, policy=FAST)
         with pytest.raises(LLMOutputError, match=complaint):
             await _complete(provider)
 
@@ -267,6 +275,6 @@ async def test_openai_refusals_and_truncation_are_output_errors(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-test-key")
     with openai_api.OpenAIFake().running() as fake:
         fake.script(reply)
-        provider = OpenAIProvider(base_url=fake.root_url + "/v1", retry=FAST)
+        provider = OpenAIProvider(base_url=fake.root_url + "/v1", policy=FAST)
         with pytest.raises(LLMOutputError, match=complaint):
             await _complete(provider)

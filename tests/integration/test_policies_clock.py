@@ -21,7 +21,7 @@ import protocols.envelope
 from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker.loop import Worker
+from agent_runtime.worker.build import build_worker
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
 from tests.fixtures.agents import echo_sink_pipeline
@@ -79,7 +79,7 @@ def request(pipeline: Pipeline, deadline: datetime) -> AgentMessage:
 
 
 async def run_worker_until(pipeline: Pipeline, redis: Any, done: Callable[[], Any]) -> None:
-    worker = Worker(pipeline, "echo", redis, consumer="echo-test-0")
+    worker = build_worker(pipeline, "echo", redis, consumer="echo-test-0").worker
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         with anyio.fail_after(10):

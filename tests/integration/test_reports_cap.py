@@ -15,7 +15,7 @@ from agent_runtime.client import Client
 from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
-from agent_runtime.worker.loop import Worker
+from agent_runtime.worker.build import build_worker
 from protocols.envelope import utcnow
 from protocols.pipeline import Outcome, RequestInfo
 
@@ -69,7 +69,7 @@ async def test_the_reports_stream_is_capped(redis: Any, prefix: str) -> None:
         message = client.new_message(outcome)
         await client.send(message)
         messages.append(message)
-    worker = Worker(p, "reporter", redis, consumer="reporter-cap-0")
+    worker = build_worker(p, "reporter", redis, consumer="reporter-cap-0").worker
     last = messages[-1].reply_to
     assert last is not None
     async with anyio.create_task_group() as tg:

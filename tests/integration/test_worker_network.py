@@ -19,7 +19,7 @@ from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.embedded import EmbeddedServer
-from agent_runtime.worker.loop import Worker
+from agent_runtime.worker.build import build_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -65,7 +65,7 @@ async def test_a_worker_started_before_its_server_waits_for_it(tmp_path: Path, p
     pipeline = make_pipeline(prefix)
     server = EmbeddedServer(tmp_path / "later", persistent=False)
     redis = connect(server.url).redis
-    worker = Worker(pipeline, "echo", redis, consumer="echo-early-0")
+    worker = build_worker(pipeline, "echo", redis, consumer="echo-early-0").worker
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
@@ -96,7 +96,7 @@ async def test_connection_errors_while_reclaiming_lose_and_double_nothing(
     keys = pipeline.config.keys
     inbox, group = keys.inbox("echo"), keys.group("echo")
     client = Client(redis, pipeline)
-    worker = Worker(pipeline, "echo", redis, consumer="echo-live-0")
+    worker = build_worker(pipeline, "echo", redis, consumer="echo-live-0").worker
     await worker.bus.ensure_group(inbox)
     for i in range(5):
         await client.publish(f"request {i}")

@@ -1,5 +1,5 @@
 """The executor runs tools under call policies: the worker's ``tool.NAME`` policy when the
-worker supplies ``extras["policies"]``, else a local one from its config; an open breaker or a
+worker supplies ``runtime.policies``, else a local one from its config; an open breaker or a
 passed deadline is left to the policy middleware."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from agent_runtime.agent import Services
 from agent_runtime.approval import APPROVAL_KEY_ENV, sign
 from agent_runtime.errors import BreakerOpen, DeadlineExceeded
 from agent_runtime.policies import Policies, PolicySet, PolicySpec, RetryPolicy
@@ -68,7 +69,8 @@ def test_without_worker_policies_the_config_attempts_apply(tmp_path: Path) -> No
     assert result["status"] == "succeeded" and result["output"] == "hello"
     assert result["attempts"] == 3
 
-    result = run(AgentHarness(Executor, config=config(tmp_path, failures=5, attempts=2)))
+    last = config(tmp_path, failures=5, attempts=2, give_up_after=1)  # the last delivery
+    result = run(AgentHarness(Executor, config=last))
     assert result["status"] == "failed" and result["attempts"] == 2
     assert "flaky read failed" in result["error"]
 
@@ -77,7 +79,9 @@ def test_the_worker_tool_policy_decides_the_retries(tmp_path: Path) -> None:
     calls = {"tool.file_read": PolicySpec(retry=RetryPolicy(attempts=4, backoff=0, jitter=0))}
     policies = Policies("executor", PolicySet(calls=calls), None, Keys("t"))
     harness = AgentHarness(
-        Executor, config=config(tmp_path, failures=3, attempts=1), extras={"policies": policies}
+        Executor,
+        config=config(tmp_path, failures=3, attempts=1),
+        services=Services(policies=policies),
     )
     result = run(harness)
     assert result["status"] == "succeeded" and result["attempts"] == 4
@@ -107,7 +111,7 @@ def test_open_breakers_and_deadlines_propagate_to_the_middleware(
 ) -> None:
     policies = Refusing(error)
     harness = AgentHarness(
-        Executor, config=config(tmp_path, failures=0), extras={"policies": policies}
+        Executor, config=config(tmp_path, failures=0), services=Services(policies=policies)
     )
     with pytest.raises(type(error)):
         run(harness)

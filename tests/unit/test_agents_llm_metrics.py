@@ -1,5 +1,5 @@
 """LLM-backed agents book each call's tokens and cost in the worker's Prometheus metrics
-(``runtime.extras["metrics"]``), by provider and model."""
+(``runtime.metrics``), by provider and model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
+from agent_runtime.agent import Services
 from agent_runtime.llm.base import Completion, Usage
 from agent_runtime.observability.metrics import Metrics
 from agent_runtime.testing import AgentHarness
@@ -40,7 +41,9 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 def test_llm_tokens_and_cost_are_exported_by_provider_and_model() -> None:
     metrics = Metrics()
     for _ in range(2):
-        harness = AgentHarness(IntentParser, extras={"llm": ScriptedLLM(GOOD), "metrics": metrics})
+        harness = AgentHarness(
+            IntentParser, services=Services(llm=ScriptedLLM(GOOD), metrics=metrics)
+        )
         outputs = anyio.run(harness.handle, UserRequest(text="read a.txt"))
         assert [o.message.message_type for o in outputs] == ["intent.parsed"]
     labels = {"provider": "anthropic", "model": "claude-x"}
@@ -51,6 +54,6 @@ def test_llm_tokens_and_cost_are_exported_by_provider_and_model() -> None:
 
 
 def test_agents_without_metrics_still_run() -> None:
-    harness = AgentHarness(IntentParser, extras={"llm": ScriptedLLM(GOOD)})
+    harness = AgentHarness(IntentParser, services=Services(llm=ScriptedLLM(GOOD)))
     outputs = anyio.run(harness.handle, UserRequest(text="read a.txt"))
     assert [o.message.message_type for o in outputs] == ["intent.parsed"]

@@ -12,6 +12,7 @@ import anyio
 import fakeredis
 import pytest
 
+from agent_runtime.agent import Services
 from agent_runtime.approval import APPROVAL_KEY_ENV, sign
 from agent_runtime.errors import LLMOutputError
 from agent_runtime.llm.base import Completion, Usage
@@ -96,12 +97,12 @@ def test_intent_parser_reports_text_outside_the_grammar() -> None:
 def test_invalid_model_answers_are_retried_then_reported_never_passed_on() -> None:
     good = {"actions": [{"action": "read_file", "target": "a"}], "confidence": 0.9}
     llm = FakeLLM(LLMOutputError("bad json"), good)
-    (out,) = handle(AgentHarness(IntentParser, extras={"llm": llm}), UserRequest(text="x"))
+    (out,) = handle(AgentHarness(IntentParser, services=Services(llm=llm)), UserRequest(text="x"))
     assert out[1] == "intent.parsed" and llm.calls == 2
     assert out[2]["spend"]["cost_usd"] == pytest.approx(0.001)
 
     llm = FakeLLM(LLMOutputError("bad"), LLMOutputError("still bad"))
-    (out,) = handle(AgentHarness(IntentParser, extras={"llm": llm}), UserRequest(text="x"))
+    (out,) = handle(AgentHarness(IntentParser, services=Services(llm=llm)), UserRequest(text="x"))
     assert out[1] == "plan.finished" and out[2]["status"] == "invalid_request"
     assert "still bad" in out[2]["reasons"][0]
 
@@ -109,12 +110,12 @@ def test_invalid_model_answers_are_retried_then_reported_never_passed_on() -> No
 def test_intent_parser_checks_confidence_and_budget() -> None:
     unsure = {"actions": [{"action": "read_file", "target": "a"}], "confidence": 0.1}
     (out,) = handle(
-        AgentHarness(IntentParser, extras={"llm": FakeLLM(unsure)}), UserRequest(text="x")
+        AgentHarness(IntentParser, services=Services(llm=FakeLLM(unsure))), UserRequest(text="x")
     )
     assert out[2]["status"] == "invalid_request"
     sure = {**unsure, "confidence": 1.0}
     (out,) = handle(
-        AgentHarness(IntentParser, extras={"llm": FakeLLM(sure, cost=0.5)}),
+        AgentHarness(IntentParser, services=Services(llm=FakeLLM(sure, cost=0.5))),
         UserRequest(text="x"),
         budget_usd=0.1,
     )
@@ -155,7 +156,7 @@ def test_planner_rejects_cyclic_or_unknown_tool_drafts_then_reports() -> None:
     unknown = {"steps": [{"id": "a", "tool": "rm_rf"}]}
     llm = FakeLLM(cyclic, unknown)
     payload = intent(IntentAction(action="run_command", target="date"))
-    (out,) = handle(AgentHarness(Planner, extras={"llm": llm}), payload)
+    (out,) = handle(AgentHarness(Planner, services=Services(llm=llm)), payload)
     assert out[2]["status"] == "invalid_request" and "rm_rf" in out[2]["reasons"][0]
 
 
@@ -343,7 +344,7 @@ def test_an_llm_outage_is_retried_then_reported_never_a_hang() -> None:
     from agent_runtime.errors import LLMRateLimited, Retry
 
     outage = LLMRateLimited("429", retry_after=7.0)
-    harness = AgentHarness(IntentParser, extras={"llm": FakeLLM(outage, outage)})
+    harness = AgentHarness(IntentParser, services=Services(llm=FakeLLM(outage, outage)))
     with pytest.raises(Retry) as caught:
         anyio.run(lambda: harness.handle(UserRequest(text="x"), delivery_count=1))
     assert caught.value.delay == 7.0

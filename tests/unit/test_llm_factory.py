@@ -13,11 +13,12 @@ from agent_runtime.errors import ConfigError
 from agent_runtime.llm.anthropic_provider import AnthropicProvider
 from agent_runtime.llm.cache import CachedProvider
 from agent_runtime.llm.cost import Price
-from agent_runtime.llm.factory import LLMSpec, build_provider, parse_spec
+from agent_runtime.llm.factory import PROVIDERS, LLMSpec, build_provider, parse_spec
 from agent_runtime.llm.openai_provider import OpenAIProvider
-from agent_runtime.llm.retry import DefaultRetry
+from agent_runtime.policies import Policies, PolicySet
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.llm_store import RedisLLMStore
+from agents.common import PROVIDERS as BUILT_IN
 from tests.conftest import ROOT
 
 
@@ -35,8 +36,20 @@ def redis() -> Any:
 
 
 def test_default_is_the_offline_rules_provider_without_cache(redis: Any) -> None:
-    provider = build_provider({}, store=RedisLLMStore(redis), keys=Keys("t"))
+    registry = {**PROVIDERS, **BUILT_IN}  # the built-in agents register their rules provider
+    provider = build_provider(
+        {},
+        store=RedisLLMStore(redis),
+        keys=Keys("t"),
+        providers=registry,
+        allowed_modules=("agents",),
+    )
     assert provider.name == "rules" and not isinstance(provider, CachedProvider)
+
+
+def test_the_library_knows_no_default_pipeline_provider() -> None:
+    with pytest.raises(ConfigError, match="'rules' is not available here"):
+        build_provider({})  # the rules provider lives in agents/, registered by the agents
 
 
 @pytest.mark.usefixtures("keys_in_env")
@@ -49,7 +62,7 @@ def test_anthropic_with_options_is_cached(redis: Any) -> None:
             "timeout": 12,
             "base_url": "http://127.0.0.1:9/",
             "cache_ttl": 60,
-            "retry": {"attempts": 5},
+            "call": "llm.main",
         },
         store=RedisLLMStore(redis),
         keys=Keys("t"),
@@ -59,7 +72,7 @@ def test_anthropic_with_options_is_cached(redis: Any) -> None:
     assert isinstance(inner, AnthropicProvider)
     assert (inner.model, inner.max_tokens, inner.timeout) == ("claude-sonnet-4-5", 2048, 12)
     assert inner.base_url == "http://127.0.0.1:9/"
-    assert isinstance(inner.retry, DefaultRetry) and inner.retry.attempts == 5
+    assert inner.policy.name == "llm.main"  # its calls run under policies.calls["llm.main"]
     assert "sk-ant-secret" not in repr(provider)
 
 
@@ -91,7 +104,7 @@ def test_base_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"max_tokens": 0}, "max_tokens"),
         ({"base_url": "file:///etc/passwd"}, "base_url"),
         ({"price": {"input": 1}}, "price.output"),
-        ({"retry": {"attempts": 3, "forever": True}}, "retry.forever"),
+        ({"retry": {"attempts": 3}}, "policies.calls.llm.PROVIDER"),
     ],
 )
 def test_bad_specs_are_config_errors(spec: dict[str, Any], complaint: str) -> None:
@@ -128,7 +141,14 @@ def test_vendor_sdks_are_imported_only_when_used() -> None:
 
 
 @pytest.mark.usefixtures("keys_in_env")
-def test_a_given_call_policy_replaces_the_default_retry() -> None:
-    policy = DefaultRetry(attempts=7)
-    provider = build_provider({"provider": "anthropic"}, retry=policy)
-    assert isinstance(provider, AnthropicProvider) and provider.retry is policy
+def test_the_worker_s_call_policy_runs_the_provider_s_calls(redis: Any) -> None:
+    spec = PolicySet.model_validate({"calls": {"llm.anthropic": {"retry": {"attempts": 7}}}})
+    policies = Policies("intent_parser", spec, redis, Keys("t"))
+    provider = build_provider({"provider": "anthropic", "cache_ttl": 0}, policies=policies)
+    assert isinstance(provider, AnthropicProvider)
+    assert provider.policy is policies.call("llm.anthropic")
+    assert provider.policy.spec.retry.attempts == 7
+    unlisted = build_provider({"provider": "openai", "cache_ttl": 0}, policies=policies)
+    assert isinstance(unlisted, OpenAIProvider)
+    assert unlisted.policy.breaker is not None  # DEFAULT_CALL: a breaker named after the call
+    assert unlisted.policy.breaker.name == "llm.openai"

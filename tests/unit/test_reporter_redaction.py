@@ -6,6 +6,7 @@ import json
 
 import anyio
 
+from agent_runtime.agent import Services
 from agent_runtime.observability.redaction import Redactor
 from agent_runtime.testing import AgentHarness
 from agents.reporter import Reporter
@@ -37,7 +38,7 @@ def outcome() -> Outcome:
 
 def test_reports_are_redacted_in_the_reply_and_the_reports_stream() -> None:
     redactor = Redactor().with_secrets([CONFIG_SECRET])
-    harness = AgentHarness(Reporter, extras={"redactor": redactor})
+    harness = AgentHarness(Reporter, services=Services(redactor=redactor))
     outputs = anyio.run(harness.handle, outcome())
     assert len(outputs) == 2  # the reply and the reports stream
     for out in outputs:

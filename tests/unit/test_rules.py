@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from agent_runtime.llm.rules import RulesProvider, UnrecognizedRequest, intent_prompt, split_request
+from agents.rules import RulesProvider, UnrecognizedRequest, intent_prompt, split_request
 from protocols.pipeline import ParsedIntent, PlanDraft
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_runtime.llm.rules import RulesProvider, UnrecognizedRequest
+from agents.rules import RulesProvider, UnrecognizedRequest
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.pipeline import MAX_STEPS
 

@@ -1,5 +1,9 @@
 """The offline, deterministic ``rules`` provider: no network, no key, no cost.
 
+It knows the default pipeline's payloads, so it lives with the default pipeline's agents (the
+library never imports them); the built-in agents register it under the name ``rules``
+(:data:`agents.common.PROVIDERS`).
+
 It fills two structured-output schemas:
 
 * :class:`~protocols.pipeline.ParsedIntent` from a request text, by the small grammar in
@@ -85,6 +89,8 @@ class RulesProvider:
     """Implements :class:`agent_runtime.llm.base.LLMProvider` without a model."""
 
     name = "rules"
+    #: Free and deterministic: built without options, never cached, never under a policy.
+    offline = True
 
     def __init__(self, *, default_environment: str = "staging") -> None:
         self.default_environment = default_environment

@@ -1,0 +1,93 @@
+"""The one composition root of a worker: everything a :class:`~agent_runtime.worker.loop.Worker`
+runs with, built in one place so the CLI (``agent-runtime worker``), benchmarks, tests and
+embedders get the same worker:
+
+    built = build_worker(pipeline, "planner", redis, consumer="planner-host-0")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(built.observability.run_collector, redis)
+        await built.worker.run()
+
+* the codec, signed whenever a signing key exists (``AGENT_RUNTIME_SIGNING_KEY``), as the
+  :class:`~agent_runtime.client.Client`'s is, with the agent type's size limit;
+* observability (observer, trace middleware, Prometheus metrics when ``metrics_port`` is set);
+* the agent type's resilience policies (its ``policies:`` block) and their middleware, with
+  the breaker-state gauge as a breaker listener when metrics are on;
+* the agent's typed :class:`~agent_runtime.agent.Services`: those policies (LLM providers and
+  tools run their calls under them), the metrics, the process's redactor, and an optional
+  LLM provider that replaces the configured one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent_runtime.agent import Services
+from agent_runtime.codec import Codec
+from agent_runtime.config.model import signing_key
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.llm.base import LLMProvider
+from agent_runtime.observability.process import WorkerObservability
+from agent_runtime.observability.redaction import env_redactor
+from agent_runtime.policies.middleware import Policies
+from agent_runtime.worker.delivery import Middleware
+from agent_runtime.worker.loop import Worker
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltWorker:
+    """A worker and the parts of it a host still drives (the metrics collector)."""
+
+    worker: Worker
+    policies: Policies
+    observability: WorkerObservability
+
+
+def build_codec(pipeline: Pipeline, agent: str | None = None) -> Codec:
+    """The pipeline's codec: signed when a signing key exists; ``agent``'s size limit."""
+    settings = pipeline.worker_settings(agent) if agent else pipeline.config.worker
+    return Codec(
+        pipeline.schemas,
+        signing_key=signing_key(),
+        max_bytes=settings.max_message_bytes,
+        keys=pipeline.config.keys,
+        reply_streams=pipeline.config.reply_streams,
+    )
+
+
+def build_worker(
+    pipeline: Pipeline,
+    agent: str,
+    redis: Any,
+    *,
+    consumer: str,
+    cluster: bool = False,
+    metrics_port: int | None = None,
+    llm: LLMProvider | None = None,
+    middleware: Sequence[Middleware] = (),
+) -> BuiltWorker:
+    """The worker of agent type ``agent`` with everything it runs with (module docstring).
+    ``middleware`` runs outside the policy middleware (e.g. a test's probe)."""
+    obs = WorkerObservability.create(pipeline, agent, metrics_port)
+    listeners = [obs.metrics.breaker_listener()] if obs.metrics is not None else []
+    policies = Policies.for_agent(pipeline, agent, redis, listeners=listeners)
+    policies.check()  # bad error paths in the policies fail here, at start-up
+    services = Services(
+        policies=policies,
+        llm=llm,
+        metrics=obs.metrics,
+        redactor=env_redactor().with_config(pipeline.config),
+    )
+    worker = Worker(
+        pipeline,
+        agent,
+        redis,
+        consumer=consumer,
+        cluster=cluster,
+        codec=build_codec(pipeline, agent),
+        observer=obs.observer,
+        middleware=[*middleware, *obs.middleware, policies.middleware()],
+        services=services,
+    )
+    return BuiltWorker(worker, policies, obs)
