@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from redis.asyncio import Redis
 
 from agent_runtime.codec import FIELD_SIGNATURE
 from agent_runtime.errors import DecodeError
@@ -18,6 +19,7 @@ from protocols.envelope import AgentMessage, utcnow
 from tests.fixtures.agents import echo_sink_pipeline
 
 KEY_ENV = "AGENT_RUNTIME_SIGNING_KEY"
+NO_SERVER = Redis(port=9)  # a client is needed to build a worker; these tests send no command
 
 
 def message() -> AgentMessage:
@@ -36,8 +38,8 @@ def message() -> AgentMessage:
 def test_workers_sign_and_verify_whenever_a_key_exists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, "a-signing-key")
     pipeline = echo_sink_pipeline("t")
-    built = build_worker(pipeline, "echo", None, consumer="echo-0").worker
-    plain = Worker(pipeline, "echo", None, consumer="echo-1")  # its own default codec
+    built = build_worker(pipeline, "echo", NO_SERVER, consumer="echo-0").worker
+    plain = Worker(pipeline, "echo", NO_SERVER, consumer="echo-1")  # its own default codec
     for worker in (built, plain):
         fields = worker.codec.encode(message())
         assert FIELD_SIGNATURE in fields
@@ -56,7 +58,7 @@ def test_without_a_key_nothing_is_signed(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_the_agent_gets_typed_services() -> None:
-    built = build_worker(echo_sink_pipeline("t"), "echo", None, consumer="echo-0")
+    built = build_worker(echo_sink_pipeline("t"), "echo", NO_SERVER, consumer="echo-0")
     runtime = built.worker.runtime
     assert isinstance(runtime.policies, Policies) and runtime.policies is built.policies
     assert isinstance(runtime.redactor, Redactor)
