@@ -5,6 +5,8 @@
 * :class:`WorkerProcess` starts a real ``agent-runtime worker`` process (argv only) and
   waits for its first heartbeat (:meth:`WorkerProcess.wait_ready`).
 * :func:`wait_until` polls a condition with a deadline (never a bare sleep).
+* :class:`TestPipeline` runs a whole pipeline in this process on the in-memory transport
+  (agent_runtime/inprocess.py): end-to-end tests of your agents in milliseconds.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from agent_runtime.transport.memory_redis import MemoryRedis
 from agent_runtime.transport.memory_store import (
     Group,
     ManualClock,
+    NoGroup,
     Store,
     Stream,
     StreamId,
@@ -113,8 +114,10 @@ class MemoryBus(StreamBus):
         if entries or not block_ms:
             return entries
         loop = asyncio.get_running_loop()
-        until = loop.time() + block_ms / 1000
+        until, interrupts = loop.time() + block_ms / 1000, self.store.interrupts
         while not entries and (left := until - loop.time()) > 0:
+            if self.store.interrupts != interrupts:
+                break
             await self.store.wait_written(left)
             entries = self._take_new(streams, count)
         return entries
@@ -172,10 +175,7 @@ class MemoryBus(StreamBus):
         """XCLAIM ... [IDLE n] JUSTID: own the entries, set their idle time, no count."""
         now = self.store.now_ms()
         for stream, ids in leases.items():
-            try:
-                _value, group = self.store.group(stream, self.group)
-            except Exception:
-                continue
+            _value, group = self.store.group(stream, self.group)  # NOGROUP, as XCLAIM
             for raw in ids:
                 pending = group.pel.get(parse_id(raw))
                 if pending is not None:
@@ -204,7 +204,9 @@ class MemoryBus(StreamBus):
         """Claim ``ids`` still idle for ``min_idle_ms`` (count + 1)."""
         value, group = self.store.group(stream, self.group)
         idle = set(self._idle(group, min_idle_ms))
-        return self._claim_full(value, group, stream, [s for i in ids if (s := parse_id(i)) in idle])
+        return self._claim_full(
+            value, group, stream, [s for i in ids if (s := parse_id(i)) in idle]
+        )
 
     # ---------------------------------------------------------------- done marks
     def _bucket(self) -> int:
@@ -298,7 +300,7 @@ class MemoryBus(StreamBus):
     def _ack(self, entry: Entry) -> None:
         try:
             _value, group = self.store.group(entry.stream, self.group)
-        except Exception:
+        except NoGroup:  # XACK of a stream or group gone: nothing to acknowledge
             return
         group.pel.pop(parse_id(entry.entry_id), None)
 

@@ -116,9 +116,13 @@ class _Commands:
     async def type(self, name: str) -> bytes:
         return self.store.kind(name).encode()
 
-    async def scan_iter(self, match: str | None = None, count: int | None = None) -> AsyncIterator[bytes]:
+    async def scan_iter(
+        self, match: str | None = None, count: int | None = None
+    ) -> AsyncIterator[bytes]:
         for key in list(self.store.data):
-            if self.store.live(key) is not None and (match is None or fnmatch.fnmatchcase(key, match)):
+            if self.store.live(key) is not None and (
+                match is None or fnmatch.fnmatchcase(key, match)
+            ):
                 yield key.encode()
 
     # ---------------------------------------------------------------- hashes
@@ -289,8 +293,25 @@ class _Commands:
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         value = self.store.typed(name, Stream)
         low, high = parse_id(min), parse_id(max)
-        rows = [] if value is None else [(s, f) for s, f in value.entries.items() if low <= s <= high]
+        rows = (
+            [] if value is None else [(s, f) for s, f in value.entries.items() if low <= s <= high]
+        )
         return [(format_id(s), dict(f)) for s, f in rows[:count]]
+
+    @_redis_errors
+    async def xread(
+        self, streams: dict[str, Any], count: int | None = None, block: int | None = None
+    ) -> list[list[Any]]:
+        """Entries after the given ids (non-blocking: ``block`` is not supported here)."""
+        out: list[list[Any]] = []
+        for name, last in streams.items():
+            value = self.store.typed(name, Stream)
+            if value is None:
+                continue
+            rows = [(format_id(s), dict(f)) for s, f in value.after(parse_id(last))][:count]
+            if rows:
+                out.append([name.encode(), rows])
+        return out
 
     async def xrevrange(
         self, name: str, max: Any = "+", min: Any = "-", count: int | None = None

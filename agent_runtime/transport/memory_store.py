@@ -126,6 +126,7 @@ class Store:
         self.refusals: dict[str, list[Any]] = {}  # commit mark -> what it refused (replays)
         self.versions: dict[str, int] = {}  # key -> writes through the client (WATCH)
         self._written = asyncio.Event()  # replaced after each wake-up: BLOCK readers wait on it
+        self.interrupts = 0  # interrupt(): BLOCKed reads return at once (shutdown)
 
     # ---------------------------------------------------------------- time and keys
     def now_ms(self) -> int:
@@ -170,13 +171,18 @@ class Store:
         if self.live(key) is None:
             return -2
         at = self.expires.get(key)
-        return -1 if at is None else max(int(round(at - self.clock.now())), 0)
+        return -1 if at is None else max(round(at - self.clock.now()), 0)
 
     # ---------------------------------------------------------------- wake-ups
     def written(self) -> None:
         """Wake every BLOCKed reader (they look again and wait again if nothing is theirs)."""
         self._written.set()
         self._written = asyncio.Event()
+
+    def interrupt(self) -> None:
+        """End every BLOCK now, data or not (stopping in-process workers at once)."""
+        self.interrupts += 1
+        self.written()
 
     async def wait_written(self, timeout_s: float) -> None:
         """Until the next write or ``timeout_s`` (a BLOCK); returns either way."""

@@ -76,7 +76,10 @@ class Worker:
         middleware: Sequence[Middleware] = (),
         observer: Observer | None = None,
         extras: dict[str, Any] | None = None,
+        bus_class: type[StreamBus] = StreamBus,
     ) -> None:
+        """``bus_class``: the stream bus to build on ``redis`` -- :class:`StreamBus` for a
+        Redis server, ``MemoryBus`` for the in-memory transport (agent_runtime.testing)."""
         self.pipeline = pipeline
         self.agent_type = pipeline.agents[agent]
         self.name = agent
@@ -90,7 +93,7 @@ class Worker:
             keys=self.keys,
             reply_streams=pipeline.config.reply_streams,
         )
-        self.bus = StreamBus(
+        self.bus = bus_class(
             redis,
             group=self.keys.group(agent),
             consumer=consumer,

@@ -243,7 +243,7 @@ async def test_output_key_of_another_type_refuses_that_input_alone(real: Any) ->
         ]
     )
     [refused] = await b.commit(commit)
-    if ATOMIC[id(redis)] or isinstance(redis, MemoryRedis):  # a replay of the same commit reports the same refusal
+    if ATOMIC[id(redis)] or isinstance(redis, MemoryRedis):  # a replay: the same refusal
         [again] = await b.commit(commit)
         assert again.handled is refused.handled
 
