@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
 from agent_runtime.config.routing import Routing
+from agent_runtime.inprocess import TestPipeline as TestPipeline  # re-exported: the user API
 from agent_runtime.transport.keys import Keys
 from agent_runtime.worker.loop import default_consumer_name
 from protocols.base import Payload
