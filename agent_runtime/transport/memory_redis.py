@@ -61,6 +61,12 @@ class _Commands:
     def _touch(self, key: str) -> None:
         self.store.versions[key] = self.store.versions.get(key, 0) + 1
 
+    def _drop_empty(self, name: str, container: Any) -> None:
+        """Redis deletes a hash, set or sorted set that becomes empty."""
+        if not container and name in self.store.data:
+            self.store.delete(name)
+        self._touch(name)
+
     # ---------------------------------------------------------------- server
     async def ping(self) -> bool:
         return True
@@ -174,9 +180,7 @@ class _Commands:
     async def hdel(self, name: str, *keys: Any) -> int:
         found = self._hash(name) or {}
         removed = sum(found.pop(as_bytes(k), None) is not None for k in keys)
-        if found == {} and name in self.store.data:
-            self.store.delete(name)
-        self._touch(name)
+        self._drop_empty(name, found)
         return removed
 
     @_redis_errors
@@ -211,7 +215,7 @@ class _Commands:
         target: set[bytes] = self.store.typed(name, set) or set()
         before = len(target)
         target.difference_update(as_bytes(v) for v in values)
-        self._touch(name)
+        self._drop_empty(name, target)
         return before - len(target)
 
     @_redis_errors
@@ -244,7 +248,7 @@ class _Commands:
     async def zrem(self, name: str, *members: Any) -> int:
         target: ZSet = self.store.typed(name, ZSet) or ZSet()
         removed = sum(target.pop(as_bytes(m), None) is not None for m in members)
-        self._touch(name)
+        self._drop_empty(name, target)
         return removed
 
     @_redis_errors

@@ -153,7 +153,7 @@ class Store:
             if not create:
                 return None
             value = self.data[key] = cls()
-        elif not isinstance(value, cls):
+        elif type(value) is not cls:  # exact: a ZSet is a dict, but not a hash
             raise WrongType(key, self.kind(key))
         return value
 

@@ -23,5 +23,5 @@ def readme_example() -> str:
 async def test_readme_test_pipeline_example_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # the example names its config relative to the repository root
     namespace: dict[str, Any] = {}
-    exec(compile(readme_example(), "README.md", "exec"), namespace)  # noqa: S102 - our README
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
     await namespace["test_text_stats_end_to_end"]()

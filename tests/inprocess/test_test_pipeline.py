@@ -92,3 +92,45 @@ async def test_a_failing_agent_yields_a_request_failed_reply_with_the_reason() -
     assert letter["reason"] == "permanent_error"
     assert letter["dead_letter_id"] == body["dead_letter_id"]
     assert letter["correlation_id"] == str(failed.message.correlation_id)
+
+
+def echo_pipeline(worker: dict[str, object] | None = None, **echo: object) -> Pipeline:
+    config = PipelineConfig.model_validate(
+        {
+            "key_prefix": "tp",
+            "allowed_modules": ["tests.fixtures"],
+            "requests": {"sweep_interval": 0.05},
+            "worker": worker or {},
+            "agents": {
+                "echo": {"class": "tests.fixtures.agents:Echo", "config": echo},
+                "sink": {"class": "tests.fixtures.agents:Sink"},
+            },
+        }
+    )
+    return Pipeline.build(config)
+
+
+async def test_a_request_past_its_deadline_ends_with_a_timeout_reply() -> None:
+    """The handler outlives the request's deadline: the requester still gets exactly one
+    reply, the runtime's request.failed with status timeout."""
+    async with TestPipeline(echo_pipeline(sleep_seconds=30)) as tp:
+        message = await tp.publish("slow", timeout=0.3)
+        reply = await tp.wait_reply(message, timeout=10)
+        replies = await tp.redis.xlen(message.reply_to or "")
+    assert reply.message.message_type == "request.failed"
+    assert reply.payload.model_dump()["status"] == "timeout"
+    assert replies == 1
+
+
+async def test_a_failing_handler_is_retried_with_a_rising_delivery_count() -> None:
+    """A transient failure (RuntimeError) is redelivered until max_deliveries, then
+    dead-lettered: the dead letter records the last delivery count."""
+    pipeline = echo_pipeline(
+        {"max_deliveries": 3, "retry_backoff": 0.01}, fail_when_text_contains="poison"
+    )
+    async with TestPipeline(pipeline) as tp:
+        reply = await tp.request("poison pill")
+        [letter] = await tp.dead_letters("echo")
+    assert reply.message.message_type == "request.failed"
+    assert letter["reason"] == "max_deliveries"
+    assert letter["delivery_count"] == "3"
