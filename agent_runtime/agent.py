@@ -23,7 +23,7 @@ from protocols.base import Payload
 from protocols.envelope import AgentMessage, utcnow
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from agent_runtime.transport.base import LLMStore, State
 
 
 #: Seconds a request's reply stream lives after its last write.
@@ -41,16 +41,19 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 @dataclass
 class AgentRuntime:
-    """Services the runtime gives an agent instance: its name, key names, routing, a Redis
-    client for agents that keep per-request state (use ``keys.request_state``), optional
-    extras (LLM providers, tools) by name, and a bound logger."""
+    """Services the runtime gives an agent instance: its name, key names, routing, the state
+    API for agents that keep per-request state (``state``, keys from ``keys.request_state``;
+    agent_runtime/transport/base.py ``State``), optional extras (LLM providers, tools) by
+    name, and a bound logger."""
 
     name: str
     keys: Keys
     routing: Routing
-    redis: Redis
+    state: State
     log: Any = field(default_factory=structlog.get_logger)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The LLM response cache and cost ledger (None: uncached, unbooked; e.g. AgentHarness).
+    llm_store: LLMStore | None = None
 
 
 class Agent(Generic[ConfigT]):

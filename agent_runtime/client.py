@@ -26,6 +26,7 @@ from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestError, RequestTimeout, TransportError
 from agent_runtime.policies.clock import RedisClock
+from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.connect import connect, out_of_memory
 from agent_runtime.transport.replies import ReplyReader
 from agent_runtime.transport.streams import TRACE_SCRIPT
@@ -58,7 +59,9 @@ class Client:
             keys=pipeline.config.keys,
             reply_streams=pipeline.config.reply_streams,
         )
-        self.clock = RedisClock(redis)  # deadlines on the server's clock, not this host's
+        self.clock = RedisClock(
+            RedisTime(redis)
+        )  # deadlines on the server's clock, not this host's
         self.replies = ReplyReader(redis, self.codec)
         self._publishing: anyio.Semaphore | None = None  # made on first use, in its loop
 

@@ -37,7 +37,7 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestTimeout
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies import Policies
-from agent_runtime.transport.memory import ManualClock, MemoryBus, MemoryTransport
+from agent_runtime.transport.memory import ManualClock, MemoryTransport
 from agent_runtime.worker.delivery import expand_trace
 from agent_runtime.worker.loop import Worker
 from protocols.base import Payload
@@ -98,7 +98,7 @@ class TestPipeline:
             codec=codec,
             middleware=[policies.middleware()],
             extras={"policies": policies, "redactor": env_redactor().with_config(pipeline.config)},
-            bus_class=MemoryBus,
+            transport=self.transport,
         )
 
     async def __aexit__(self, *exc: object) -> None:

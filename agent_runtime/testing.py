@@ -28,6 +28,8 @@ from pydantic import BaseModel
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext, Output
 from agent_runtime.config.routing import Routing
 from agent_runtime.inprocess import TestPipeline as TestPipeline  # re-exported: the user API
+from agent_runtime.transport.base import State
+from agent_runtime.transport.dict_state import DictState
 from agent_runtime.transport.keys import Keys
 from agent_runtime.worker.loop import default_consumer_name
 from protocols.base import Payload
@@ -66,7 +68,7 @@ class AgentHarness:
     agent_cls: type[Agent[Any]]
     config: Mapping[str, Any] = field(default_factory=dict)
     routes: Mapping[str, str] = field(default_factory=dict)
-    redis: Any = None
+    state: State = field(default_factory=DictState)
     extras: dict[str, Any] = field(default_factory=dict)
     name: str = "agent_under_test"
 
@@ -76,7 +78,7 @@ class AgentHarness:
         table.update(self.routes)
         self.routing = Routing(keys, table)
         runtime = AgentRuntime(
-            self.name, keys, self.routing, self.redis, structlog.get_logger(), self.extras
+            self.name, keys, self.routing, self.state, structlog.get_logger(), self.extras
         )
         config: BaseModel = self.agent_cls.Config.model_validate(dict(self.config))
         self.agent = self.agent_cls(config, runtime)

@@ -28,7 +28,7 @@ def llm_provider(runtime: AgentRuntime, spec: dict[str, Any]) -> LLMProvider:
         return provided  # type: ignore[no-any-return]
     from agent_runtime.llm.factory import build_provider
 
-    return build_provider(spec, redis=runtime.redis, keys=runtime.keys)
+    return build_provider(spec, store=runtime.llm_store, keys=runtime.keys)
 
 
 class LLMAgent(Agent[ConfigT]):
@@ -50,13 +50,13 @@ async def book_usage(runtime: AgentRuntime, ctx: MessageContext, usage: Usage, c
     metrics = runtime.extras.get("metrics")
     if metrics is not None:
         metrics.record_usage(usage)
-    if runtime.redis is None or (
+    if runtime.llm_store is None or (
         usage.cost_usd == 0 and usage.input_tokens == 0 and usage.output_tokens == 0
     ):
         return
     from agent_runtime.llm.accounting import CostLedger
 
-    ledger = CostLedger(runtime.redis, runtime.keys)
+    ledger = CostLedger(runtime.llm_store, runtime.keys)
     await ledger.record(
         str(ctx.message.correlation_id), str(ctx.message.message_id), usage, call=call
     )

@@ -1,14 +1,16 @@
-"""router: holds each request's plan DAG in Redis, dispatches ready steps to the executor type
-that declares the step's tool (independent steps in parallel), collects their results, and
-hands the finished plan to the reporter.
+"""router: holds each request's plan DAG in the runtime's state, dispatches ready steps to the
+executor type that declares the step's tool (independent steps in parallel), collects their
+results, and hands the finished plan to the reporter.
 
-State: one hash per request, ``keys.request_state(cid, "plan")`` (hash-tagged: one slot),
-field ``state`` (JSON of :class:`agents.plan_state.PlanState`) and ``fx:MESSAGE_ID`` (the
-effects handling that message had). Every change is one optimistic transaction (WATCH the
-key, read, compute, MULTI/EXEC; retry on conflict), so two router replicas can never both move
-a step to ``dispatched``. The ``fx`` record makes handling idempotent per input message: a
-redelivered message (its worker died before committing outputs) re-emits the very same
-outputs (same deterministic ids) without touching the state again.
+State: one value per request in ``runtime.state``, ``keys.request_state(cid, "plan")``
+(hash-tagged: one slot), the JSON of :class:`StoredPlan`: the plan's state
+(:class:`agents.plan_state.PlanState`) and, per input message id, the effects handling that
+message had. Every change is one ``runtime.state.transact`` (optimistic: read, compute, write
+only if no other writer changed the key; else again on the fresh value), so two router
+replicas can never both move a step to ``dispatched``. The effects record makes handling
+idempotent per input message: a redelivered message (its worker died before committing
+outputs) re-emits the very same outputs (same deterministic ids) without touching the state
+again.
 
 Human approval expiry: on a plan that waits for approval the router sends itself an
 ``approval.timer``; handling it before ``expires_at`` raises ``Retry(delay, count=False)``
@@ -23,7 +25,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import WatchError
 
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import APPROVAL_STATE
@@ -42,6 +43,16 @@ from protocols.pipeline import (
 DEFAULT_EXECUTORS = {"executor": ["file_list", "file_read", "shell", "http", "python", "deploy"]}
 PLAN_STATE = "plan"
 Transition = Callable[[PlanState | None], tuple[PlanState | None, Effects]]
+
+
+class StoredPlan(BaseModel):
+    """What the router keeps per request: the plan's state and, per input message id, the
+    effects its handling had (a redelivered message re-emits them, never re-applies)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: PlanState
+    effects: dict[str, Effects] = Field(default_factory=dict)
 
 
 class RouterConfig(BaseModel):
@@ -160,33 +171,28 @@ class Router(Agent[RouterConfig]):
         """Apply ``apply`` to the request's state atomically, once per input message."""
         cid = str(ctx.message.correlation_id)
         keys = self.runtime.keys
+        marker = str(ctx.message.message_id)
+
+        def step(raw: bytes | None) -> tuple[bytes | None, tuple[PlanState | None, Effects]]:
+            stored = StoredPlan.model_validate_json(raw) if raw else None
+            state = stored.state if stored else None
+            if stored is not None and marker in stored.effects:
+                return None, (state, stored.effects[marker])
+            state, effects = apply(state)
+            if state is None:
+                return None, (None, effects)
+            done = dict(stored.effects) if stored else {}
+            done[marker] = effects
+            return StoredPlan(state=state, effects=done).model_dump_json().encode(), (
+                state,
+                effects,
+            )
+
         key = keys.request_state(cid, PLAN_STATE)
-        marker = f"fx:{ctx.message.message_id}"
-        while True:
-            async with self.runtime.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    raw_state, raw_fx = await pipe.hmget(key, ["state", marker])
-                    state = PlanState.model_validate_json(raw_state) if raw_state else None
-                    if raw_fx is not None:
-                        return state, Effects.model_validate_json(raw_fx)
-                    state, effects = apply(state)
-                    if state is None:
-                        return None, effects
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(
-                        key,
-                        mapping={
-                            "state": state.model_dump_json(),
-                            marker: effects.model_dump_json(),
-                        },
-                    )
-                    pipe.expire(key, self.config.state_ttl)
-                    decided = [s for s, v in state.status.items() if v != "awaiting_approval"]
-                    if decided:  # the approve/reject commands show only what still waits
-                        pipe.hdel(keys.request_state(cid, APPROVAL_STATE), *decided)
-                    await pipe.execute()
-                    return state, effects
-                except WatchError:
-                    ctx.log.debug("plan_state_conflict_retried")
-                    continue
+        state, effects = await self.runtime.state.transact(key, step, ttl=self.config.state_ttl)
+        if state is not None and state.expires_at is not None:
+            # the approve/reject commands show only what still waits (idempotent: also after
+            # a redelivery that found its effects already recorded)
+            decided = [s for s, v in state.status.items() if v != "awaiting_approval"]
+            await self.runtime.state.hash_delete(keys.request_state(cid, APPROVAL_STATE), *decided)
+        return state, effects

@@ -142,15 +142,12 @@ class SafetyChecker(Agent[SafetyCheckerConfig]):
     async def _record_pending(self, cid: str, steps: list[PlanStep], expires: datetime) -> None:
         """Idempotent (same fields, same values): a redelivered plan rewrites the same hash."""
         key = self.runtime.keys.request_state(cid, APPROVAL_STATE)
-        fields: dict[Any, Any] = {
+        fields = {
             s.id: json.dumps({"step": s.model_dump(mode="json"), "expires_at": expires.timestamp()})
             for s in steps
         }
         ttl = max(int(expires.timestamp() - time.time()) + 60, 60)
-        async with self.runtime.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, ttl)
-            await pipe.execute()
+        await self.runtime.state.hash_put(key, fields, ttl)
 
     # ------------------------------------------------------------------ human decisions
     async def decide(self, ctx: MessageContext, decision: ApprovalDecision) -> None:
@@ -183,5 +180,7 @@ class SafetyChecker(Agent[SafetyCheckerConfig]):
         ctx.send(resolution)
 
     async def _pending(self, cid: str) -> dict[str, dict[str, Any]]:
-        raw = await self.runtime.redis.hgetall(self.runtime.keys.request_state(cid, APPROVAL_STATE))
-        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+        raw = await self.runtime.state.hash_get_all(
+            self.runtime.keys.request_state(cid, APPROVAL_STATE)
+        )
+        return {k: json.loads(v) for k, v in raw.items()}

@@ -7,40 +7,21 @@ id, so it is one slot), with the fields::
     by:PROVIDER:MODEL:tokens_in|tokens_out|cost_usd|calls      the same per provider:model
     msg:MESSAGE_ID:CALL                                        "1" once that call is booked
 
-Booking is one Lua script: ``HSETNX`` of the per-message field, and only if it was new, the
-increments. A message handled twice (redelivered, reclaimed) therefore books each of its
-calls once -- ``call`` numbers the LLM calls one handling makes (0, 1, ...).
+Booking is one Lua script (agent_runtime/transport/llm_store.py): ``HSETNX`` of the
+per-message field, and only if it was new, the increments. A message handled twice
+(redelivered, reclaimed) therefore books each of its calls once -- ``call`` numbers the LLM
+calls one handling makes (0, 1, ...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from agent_runtime.errors import BudgetExceeded
 from agent_runtime.llm.base import Usage
+from agent_runtime.transport.base import LLMStore
 from agent_runtime.transport.keys import Keys
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
 DEFAULT_TTL = 7 * 24 * 3600
-
-_BOOK = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then return 0 end
-local by = 'by:' .. ARGV[2] .. ':'
-redis.call('HINCRBY', KEYS[1], 'tokens_in', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'tokens_out', ARGV[4])
-redis.call('HINCRBYFLOAT', KEYS[1], 'cost_usd', ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'calls', 1)
-redis.call('HINCRBY', KEYS[1], 'cached_calls', ARGV[6])
-redis.call('HINCRBY', KEYS[1], by .. 'tokens_in', ARGV[3])
-redis.call('HINCRBY', KEYS[1], by .. 'tokens_out', ARGV[4])
-redis.call('HINCRBYFLOAT', KEYS[1], by .. 'cost_usd', ARGV[5])
-redis.call('HINCRBY', KEYS[1], by .. 'calls', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +47,16 @@ class CostSummary:
 class CostLedger:
     """Books LLM usage per request, idempotently per (message id, call number)."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: int = DEFAULT_TTL) -> None:
-        self._redis = redis
+    def __init__(self, store: LLMStore, keys: Keys, *, ttl: int = DEFAULT_TTL) -> None:
+        self._store = store
         self._keys = keys
         self._ttl = ttl
-        self._book = redis.register_script(_BOOK)
 
     async def record(
         self, correlation_id: str, message_id: str, usage: Usage, *, call: int = 0
     ) -> bool:
         """Book ``usage``; False if this message's call ``call`` was booked before."""
-        args: list[str | int] = [
-            f"msg:{message_id}:{call}",
-            f"{usage.provider}:{usage.model}",
+        amounts: list[str | int] = [
             usage.input_tokens,
             usage.output_tokens,
             f"{usage.cost_usd:.12f}",
@@ -86,11 +64,11 @@ class CostLedger:
             self._ttl,
         ]
         key = self._keys.request_state(correlation_id, "cost")
-        return bool(await self._book(keys=[key], args=args))
+        marker = f"msg:{message_id}:{call}"
+        return await self._store.book(key, marker, f"{usage.provider}:{usage.model}", amounts)
 
     async def summary(self, correlation_id: str) -> CostSummary:
-        raw = await self._redis.hgetall(self._keys.request_state(correlation_id, "cost"))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = await self._store.ledger(self._keys.request_state(correlation_id, "cost"))
         return CostSummary(
             tokens_in=int(fields.get("tokens_in", 0)),
             tokens_out=int(fields.get("tokens_out", 0)),
@@ -101,19 +79,9 @@ class CostLedger:
         )
 
     async def spent(self, correlation_id: str) -> float:
-        raw = await self._redis.hget(self._keys.request_state(correlation_id, "cost"), "cost_usd")
-        return float(_text(raw)) if raw is not None else 0.0
-
-
-def check_budget(budget_usd: float | None, spent: float) -> None:
-    """Raise :class:`BudgetExceeded` once ``spent`` is over ``budget_usd`` (None: no budget).
-    Spending exactly the budget is allowed."""
-    if budget_usd is not None and spent > budget_usd:
-        raise BudgetExceeded(budget_usd, spent)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        key = self._keys.request_state(correlation_id, "cost")
+        raw = await self._store.ledger_field(key, "cost_usd")
+        return float(raw) if raw is not None else 0.0
 
 
 def _by_model(fields: dict[str, str]) -> dict[str, ModelCost]:

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import RedisError
 
+from agent_runtime.errors import TransportError
 from agent_runtime.llm.base import Completion, LLMProvider, Usage
+from agent_runtime.transport.base import LLMStore
 from agent_runtime.transport.keys import Keys
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -49,12 +47,12 @@ def cache_digest(
 
 
 class CachedProvider:
-    """Wraps any provider with the Redis response cache."""
+    """Wraps any provider with the response cache (commands: ``transport.llm_store``)."""
 
     def __init__(
         self,
         inner: LLMProvider,
-        redis: Redis,
+        store: LLMStore,
         keys: Keys,
         ttl: int = DEFAULT_TTL,
         *,
@@ -63,7 +61,7 @@ class CachedProvider:
         self.inner = inner
         self.name = inner.name
         self.model: str = getattr(inner, "model", "")
-        self._redis = redis
+        self._store = store
         self._keys = keys
         self._ttl = ttl
         self._log = log or structlog.get_logger("agent_runtime.llm")
@@ -100,9 +98,9 @@ class CachedProvider:
 
     async def _get(self, key: str, schema: type[ModelT]) -> Completion[ModelT] | None:
         try:
-            raw = await self._redis.get(key)
-        except RedisError as exc:
-            self._log.warning("llm_cache_failed", op="get", error=type(exc).__name__)
+            raw = await self._store.cache_get(key)
+        except TransportError as exc:
+            self._log.warning("llm_cache_failed", op="get", error=str(exc))
             return None
         if raw is None or len(raw) > MAX_ENTRY_BYTES:
             return None
@@ -128,6 +126,6 @@ class CachedProvider:
         if len(entry) > MAX_ENTRY_BYTES or self._ttl <= 0:
             return
         try:
-            await self._redis.set(key, entry, ex=self._ttl, nx=True)
-        except RedisError as exc:
-            self._log.warning("llm_cache_failed", op="set", error=type(exc).__name__)
+            await self._store.cache_put(key, entry, self._ttl)
+        except TransportError as exc:
+            self._log.warning("llm_cache_failed", op="set", error=str(exc))

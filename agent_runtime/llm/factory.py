@@ -30,7 +30,7 @@ from agent_runtime.llm.retry import CallPolicy, DefaultRetry
 from agent_runtime.transport.keys import Keys
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from agent_runtime.transport.base import LLMStore
 
 #: provider name -> module:class, imported only when chosen (the SDKs import slowly).
 PROVIDERS: Mapping[str, str] = {
@@ -102,18 +102,18 @@ def parse_spec(spec: Mapping[str, Any] | LLMSpec) -> LLMSpec:
 def build_provider(
     spec: Mapping[str, Any] | LLMSpec,
     *,
-    redis: Redis | None = None,
+    store: LLMStore | None = None,
     keys: Keys | None = None,
     retry: CallPolicy | None = None,
 ) -> LLMProvider:
-    """The provider ``spec`` names, wrapped in the response cache when ``redis`` is given
+    """The provider ``spec`` names, wrapped in the response cache when ``store`` is given
     (the offline rules provider is never cached: it is free and deterministic). ``retry``
     replaces the default retry built from ``spec.retry`` (e.g. the resilience policies)."""
     parsed = parse_spec(spec)
     provider = _instantiate(parsed, retry)
-    if parsed.provider == "rules" or redis is None or parsed.cache_ttl == 0:
+    if parsed.provider == "rules" or store is None or parsed.cache_ttl == 0:
         return provider
-    return CachedProvider(provider, redis, keys or Keys(), ttl=parsed.cache_ttl)
+    return CachedProvider(provider, store, keys or Keys(), ttl=parsed.cache_ttl)
 
 
 def _instantiate(spec: LLMSpec, retry: CallPolicy | None) -> LLMProvider:

@@ -20,20 +20,25 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
+from agent_runtime.transport.base import ServerTime
 from protocols.envelope import AgentMessage
 
 
 class RedisClock:
-    """The Redis server's time, cached: at most one ``TIME`` per ``refresh`` seconds."""
+    """The Redis server's time, cached: at most one ``TIME`` per ``refresh`` seconds (the
+    command itself is the transport's: ``transport.clock``)."""
 
     def __init__(
-        self, redis: Any, *, refresh: float = 1.0, monotonic: Callable[[], float] = time.monotonic
+        self,
+        source: ServerTime,
+        *,
+        refresh: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.redis = redis
+        self.source = source
         self.refresh = refresh
         self._monotonic = monotonic
         self._server: float | None = None  # server epoch seconds at _local
@@ -54,7 +59,7 @@ class RedisClock:
     async def _read(self) -> None:
         before = self._monotonic()
         try:
-            seconds, micros = await self.redis.time()
+            server = await self.source.now()
         except Exception as exc:  # keep extrapolating the last reading; else the local clock
             structlog.get_logger("agent_runtime.policies").warning(
                 "redis_time_failed", error=repr(exc)
@@ -64,7 +69,7 @@ class RedisClock:
             return
         after = self._monotonic()
         self.reads += 1
-        self._server = int(seconds) + int(micros) / 1e6
+        self._server = server
         self._local = (before + after) / 2  # the reply reflects the middle of the round trip
 
     async def deadline_of(self, message: AgentMessage) -> float | None:

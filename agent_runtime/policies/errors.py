@@ -16,18 +16,17 @@ an open breaker, an exceeded deadline, and cancellation (not an ``Exception``).
 This module is also the one place that decides whether a failure is *permanent* (the same
 input fails the same way again: dead-letter it on its first delivery) or *transient* (back off
 and retry): :func:`classify`. Redis errors are classified by their error code
-(:func:`redis_error_kind`); ``infrastructure`` transient errors (the Redis server unreachable,
-out of memory, loading, busy) are retried without counting a delivery, so an outage never
-burns a message's deliveries -- its deadline bounds the wait.
+(agent_runtime/transport/errors.py :func:`redis_error_kind`); ``infrastructure`` transient
+errors (the Redis server unreachable, out of memory, loading, busy) are retried without
+counting a delivery, so an outage never burns a message's deliveries -- its deadline bounds
+the wait.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Literal
 
 from pydantic import ValidationError
-from redis import exceptions as redis_errors
 
 from agent_runtime.config.registry import import_object
 from agent_runtime.errors import (
@@ -42,11 +41,12 @@ from agent_runtime.errors import (
     RoutingError,
 )
 from agent_runtime.policies.config import PolicySet, PolicySpec
+from agent_runtime.transport.errors import CONNECTION, TIMEOUTS, Kind, redis_error_kind
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _NEVER = (HandlerControl, BreakerOpen, DeadlineExceeded)
-_TIMEOUTS = (TimeoutError, redis_errors.TimeoutError)
-_CONNECTION = (ConnectionError, redis_errors.ConnectionError)
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, *TIMEOUTS)
+_CONNECTION: tuple[type[BaseException], ...] = (ConnectionError, *CONNECTION)
 _EXHAUSTED = "_agent_runtime_retries_exhausted"
 
 Matcher = Callable[[BaseException], bool]
@@ -61,8 +61,9 @@ def is_connection(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, redis_errors.ResponseError):
-        return redis_error_kind(exc) != "permanent"
+    kind = redis_error_kind(exc)
+    if kind is not None:
+        return kind != "permanent"
     flag = getattr(exc, "transient", None)
     if isinstance(flag, bool):
         return flag
@@ -80,13 +81,6 @@ def _httpx_transport(exc: BaseException) -> bool:
     )
 
 
-Kind = Literal["permanent", "transient", "infrastructure"]
-
-#: Error codes (first word of a Redis error reply) that a later try can get past.
-REDIS_TRANSIENT_CODES = frozenset(
-    {"OOM", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "MOVED", "ASK"}
-    | {"NOSCRIPT", "NOREPLICAS", "EXECABORT", "UNBLOCKED"}
-)
 #: Error types whose every instance is permanent: the same input fails again the same way.
 PERMANENT_TYPES: tuple[type[BaseException], ...] = (
     ValidationError,  # a payload or model over a field limit, a wrong type
@@ -103,30 +97,6 @@ PERMANENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
-#: Server states redis-py maps to classes, stripping their code (MASTERDOWN: ClusterDown).
-_INFRASTRUCTURE_CLASSES = (
-    redis_errors.BusyLoadingError,
-    redis_errors.OutOfMemoryError,
-    redis_errors.ReadOnlyError,
-    redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
-    redis_errors.MovedError,
-    redis_errors.AskError,
-    redis_errors.ExecAbortError,
-)
-
-
-def redis_error_kind(exc: redis_errors.ResponseError) -> Kind:
-    """An error reply of the server: a command error about one key or one call (WRONGTYPE,
-    ERR ...) is permanent; a state of the server (OOM, LOADING, BUSY, TRYAGAIN, cluster
-    changes) is infrastructure. redis-py strips the code of the errors it maps to classes
-    (``OOM`` -> ``OutOfMemoryError``) and keeps it in ``status_code``."""
-    if isinstance(exc, _INFRASTRUCTURE_CLASSES):
-        return "infrastructure"
-    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
-    return "infrastructure" if str(code).upper() in REDIS_TRANSIENT_CODES else "permanent"
-
-
 def classify(exc: BaseException, permanent: tuple[type[BaseException], ...] = ()) -> Kind:
     """Whether ``exc`` is permanent, transient, or infrastructure (transient, and not the
     message's fault: retried without counting a delivery). ``permanent``: an agent's own
@@ -135,10 +105,9 @@ def classify(exc: BaseException, permanent: tuple[type[BaseException], ...] = ()
     ``transient`` attribute is True; an explicit ``transient = False`` is permanent."""
     if isinstance(exc, BreakerOpen):
         return "transient"
-    if isinstance(exc, redis_errors.ResponseError):
-        return redis_error_kind(exc)
-    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
-        return "infrastructure"
+    kind = redis_error_kind(exc)
+    if kind is not None:
+        return kind
     if isinstance(exc, PERMANENT_TYPES) or (permanent and isinstance(exc, permanent)):
         return "permanent"
     flag = getattr(exc, "transient", None)

@@ -32,6 +32,7 @@ from agent_runtime.policies.clock import SCOPE, DeliveryScope, RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
 from agent_runtime.policies.errors import error_matcher
 from agent_runtime.policies.runner import CallStats, Policy
+from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.keys import Keys
 
 Handler = Callable[[MessageContext], Awaitable[None]]
@@ -56,7 +57,7 @@ class Policies:
         self.keys = keys
         self.allowed_modules = tuple(allowed_modules)
         self.listeners = list(listeners)
-        self.clock = RedisClock(redis)
+        self.clock = RedisClock(RedisTime(redis))
         self._breakers: dict[str, SharedBreaker] = {}
         self._calls: dict[str, Policy] = {}
         self.handler = self._build(f"agent.{agent}", policy_set)

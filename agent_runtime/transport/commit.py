@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from agent_runtime.policies.errors import redis_error_kind
+from agent_runtime.transport.errors import redis_error_kind
 from agent_runtime.transport.streams import (
     TRACE_SCRIPT,
     Commit,

@@ -28,7 +28,11 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from agent_runtime.transport.base import Transport
+from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.commit import COMMIT_MARK_TTL
+from agent_runtime.transport.heartbeats import RedisHeartbeats
+from agent_runtime.transport.llm_store import RedisLLMStore
 from agent_runtime.transport.memory_redis import MemoryRedis
 from agent_runtime.transport.memory_store import (
     Group,
@@ -41,6 +45,7 @@ from agent_runtime.transport.memory_store import (
     format_id,
     parse_id,
 )
+from agent_runtime.transport.state import RedisState
 from agent_runtime.transport.streams import (
     DAY,
     Commit,
@@ -57,15 +62,32 @@ __all__ = ["ManualClock", "MemoryBus", "MemoryRedis", "MemoryTransport"]
 
 
 class MemoryTransport:
-    """One in-memory server: a store, its clock, the Redis-shaped client over it, and
-    :meth:`bus` for the stream bus of one agent type's consumer."""
+    """:class:`~agent_runtime.transport.base.Transport` in memory: one store, its clock,
+    the Redis-shaped client over it (``redis``), :meth:`bus` for one consumer's stream bus,
+    and the typed pieces (``state``, ``clock``, ``heartbeats``, ``llm_store``) -- the Redis
+    transport's own classes on the Redis-shaped client, so they keep one implementation and
+    the memory store's commands answer them as the server does."""
+
+    cluster = False
 
     def __init__(self, clock: ManualClock | None = None) -> None:
         self.redis = MemoryRedis(clock=clock)
         self.store: Store = self.redis.store
+        self.state = RedisState(self.redis)
+        self.clock = RedisTime(self.redis)
+        self.heartbeats = RedisHeartbeats(self.redis)
+        self.llm_store = RedisLLMStore(self.redis)
 
     def bus(self, *, group: str, consumer: str, **options: Any) -> MemoryBus:
+        """The stream operations of one consumer group, in memory (see :class:`MemoryBus`)."""
         return MemoryBus(self.redis, group=group, consumer=consumer, **options)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the store lives as long as its holders."""
+
+
+def _is_transport(transport: MemoryTransport) -> Transport:
+    return transport  # mypy checks here that MemoryTransport is a Transport
 
 
 class MemoryBus(StreamBus):

@@ -17,49 +17,24 @@ between ``watch`` and ``execute`` by another task (per-key versions).
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.exceptions import ResponseError, WatchError
 
 from agent_runtime.transport.memory_scripts import run_script
 from agent_runtime.transport.memory_store import (
     ManualClock,
-    NoGroup,
     Store,
-    Stream,
-    WrongType,
     ZSet,
     as_bytes,
     as_text,
-    format_id,
-    parse_id,
 )
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def _redis_errors(fn: F) -> F:
-    """Raise the store's errors as redis-py's ``ResponseError`` (what callers catch)."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await fn(*args, **kwargs)
-        except (WrongType, NoGroup) as exc:
-            raise ResponseError(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+from agent_runtime.transport.memory_streams import StreamCommands, redis_errors
 
 
-class _Commands:
+class _Commands(StreamCommands):
     """The commands, on ``self.store``; every write bumps the key's version (WATCH)."""
-
-    store: Store
-
-    def _touch(self, key: str) -> None:
-        self.store.versions[key] = self.store.versions.get(key, 0) + 1
 
     def _drop_empty(self, name: str, container: Any) -> None:
         """Redis deletes a hash, set or sorted set that becomes empty."""
@@ -79,7 +54,7 @@ class _Commands:
         return {"maxmemory_policy": "noeviction", "redis_version": "memory"}
 
     # ---------------------------------------------------------------- keys and strings
-    @_redis_errors
+    @redis_errors
     async def set(
         self,
         name: str,
@@ -99,7 +74,7 @@ class _Commands:
         self._touch(name)
         return True
 
-    @_redis_errors
+    @redis_errors
     async def get(self, name: str) -> bytes | None:
         value: bytes | None = self.store.typed(name, bytes)
         return value
@@ -136,7 +111,7 @@ class _Commands:
         value: dict[bytes, bytes] | None = self.store.typed(name, dict, create=create)
         return value
 
-    @_redis_errors
+    @redis_errors
     async def hset(
         self, name: str, key: Any = None, value: Any = None, mapping: dict[Any, Any] | None = None
     ) -> int:
@@ -152,7 +127,7 @@ class _Commands:
         self._touch(name)
         return added
 
-    @_redis_errors
+    @redis_errors
     async def hsetnx(self, name: str, key: Any, value: Any) -> int:
         target = self._hash(name, create=True)
         assert target is not None
@@ -162,28 +137,28 @@ class _Commands:
         self._touch(name)
         return 1
 
-    @_redis_errors
+    @redis_errors
     async def hget(self, name: str, key: Any) -> bytes | None:
         return (self._hash(name) or {}).get(as_bytes(key))
 
-    @_redis_errors
+    @redis_errors
     async def hgetall(self, name: str) -> dict[bytes, bytes]:
         return dict(self._hash(name) or {})
 
-    @_redis_errors
+    @redis_errors
     async def hmget(self, name: str, keys: Any, *args: Any) -> list[bytes | None]:
         fields = [keys] if isinstance(keys, (str, bytes)) else list(keys)
         found = self._hash(name) or {}
         return [found.get(as_bytes(f)) for f in [*fields, *args]]
 
-    @_redis_errors
+    @redis_errors
     async def hdel(self, name: str, *keys: Any) -> int:
         found = self._hash(name) or {}
         removed = sum(found.pop(as_bytes(k), None) is not None for k in keys)
         self._drop_empty(name, found)
         return removed
 
-    @_redis_errors
+    @redis_errors
     async def hincrby(self, name: str, key: Any, amount: int = 1) -> int:
         target = self._hash(name, create=True)
         assert target is not None
@@ -192,7 +167,7 @@ class _Commands:
         self._touch(name)
         return value
 
-    @_redis_errors
+    @redis_errors
     async def hincrbyfloat(self, name: str, key: Any, amount: float = 1.0) -> float:
         target = self._hash(name, create=True)
         assert target is not None
@@ -202,7 +177,7 @@ class _Commands:
         return value
 
     # ---------------------------------------------------------------- sets, sorted sets, lists
-    @_redis_errors
+    @redis_errors
     async def sadd(self, name: str, *values: Any) -> int:
         target: set[bytes] = self.store.typed(name, set, create=True)
         before = len(target)
@@ -210,7 +185,7 @@ class _Commands:
         self._touch(name)
         return len(target) - before
 
-    @_redis_errors
+    @redis_errors
     async def srem(self, name: str, *values: Any) -> int:
         target: set[bytes] = self.store.typed(name, set) or set()
         before = len(target)
@@ -218,17 +193,17 @@ class _Commands:
         self._drop_empty(name, target)
         return before - len(target)
 
-    @_redis_errors
+    @redis_errors
     async def smismember(self, name: str, values: Any, *args: Any) -> list[int]:
         found: set[bytes] = self.store.typed(name, set) or set()
         items = [values] if isinstance(values, (str, bytes)) else list(values)
         return [int(as_bytes(v) in found) for v in [*items, *args]]
 
-    @_redis_errors
+    @redis_errors
     async def sismember(self, name: str, value: Any) -> int:
         return int(as_bytes(value) in (self.store.typed(name, set) or set()))
 
-    @_redis_errors
+    @redis_errors
     async def zadd(
         self, name: str, mapping: dict[Any, float], nx: bool = False, gt: bool = False
     ) -> int:
@@ -244,14 +219,14 @@ class _Commands:
         self._touch(name)
         return added
 
-    @_redis_errors
+    @redis_errors
     async def zrem(self, name: str, *members: Any) -> int:
         target: ZSet = self.store.typed(name, ZSet) or ZSet()
         removed = sum(target.pop(as_bytes(m), None) is not None for m in members)
         self._drop_empty(name, target)
         return removed
 
-    @_redis_errors
+    @redis_errors
     async def zrangebyscore(
         self, name: str, min: Any, max: Any, start: int | None = None, num: int | None = None
     ) -> list[bytes]:
@@ -260,180 +235,21 @@ class _Commands:
         begin = start or 0
         return found[begin : None if num is None else begin + num]
 
-    @_redis_errors
+    @redis_errors
     async def rpush(self, name: str, *values: Any) -> int:
         target: list[bytes] = self.store.typed(name, list, create=True)
         target.extend(as_bytes(v) for v in values)
         self._touch(name)
         return len(target)
 
-    @_redis_errors
+    @redis_errors
     async def lrange(self, name: str, start: int, end: int) -> list[bytes]:
         items: list[bytes] = self.store.typed(name, list) or []
         stop = None if end == -1 else end + 1
         return items[start:stop]
 
-    # ---------------------------------------------------------------- streams
-    @_redis_errors
-    async def xadd(
-        self,
-        name: str,
-        fields: dict[Any, Any],
-        id: str = "*",
-        maxlen: int | None = None,
-        approximate: bool = True,
-    ) -> bytes:
-        self._touch(name)
-        return self.store.xadd(name, {as_bytes(k): as_bytes(v) for k, v in fields.items()}, maxlen)
-
-    @_redis_errors
-    async def xlen(self, name: str) -> int:
-        value = self.store.typed(name, Stream)
-        return 0 if value is None else len(value.entries)
-
-    @_redis_errors
-    async def xrange(
-        self, name: str, min: Any = "-", max: Any = "+", count: int | None = None
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        value = self.store.typed(name, Stream)
-        low, high = parse_id(min), parse_id(max)
-        rows = (
-            [] if value is None else [(s, f) for s, f in value.entries.items() if low <= s <= high]
-        )
-        return [(format_id(s), dict(f)) for s, f in rows[:count]]
-
-    @_redis_errors
-    async def xread(
-        self, streams: dict[str, Any], count: int | None = None, block: int | None = None
-    ) -> list[list[Any]]:
-        """Entries after the given ids (non-blocking: ``block`` is not supported here)."""
-        out: list[list[Any]] = []
-        for name, last in streams.items():
-            value = self.store.typed(name, Stream)
-            if value is None:
-                continue
-            rows = [(format_id(s), dict(f)) for s, f in value.after(parse_id(last))][:count]
-            if rows:
-                out.append([name.encode(), rows])
-        return out
-
-    async def xrevrange(
-        self, name: str, max: Any = "+", min: Any = "-", count: int | None = None
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        rows = await self.xrange(name, min, max)
-        return list(reversed(rows))[:count]
-
-    @_redis_errors
-    async def xdel(self, name: str, *ids: Any) -> int:
-        value = self.store.typed(name, Stream)
-        if value is None:
-            return 0
-        return sum(value.entries.pop(parse_id(i), None) is not None for i in ids)
-
-    @_redis_errors
-    async def xgroup_create(
-        self, name: str, groupname: str, id: str = "$", mkstream: bool = False
-    ) -> bool:
-        value = self.store.typed(name, Stream, create=mkstream)
-        if value is None:
-            raise ResponseError("ERR The XGROUP subcommand requires the key to exist")
-        if groupname in value.groups:
-            raise ResponseError("BUSYGROUP Consumer Group name already exists")
-        from agent_runtime.transport.memory_store import Group
-
-        value.groups[groupname] = Group(last=value.last if id == "$" else parse_id(id))
-        return True
-
-    @_redis_errors
-    async def xack(self, name: str, groupname: str, *ids: Any) -> int:
-        _value, group = self.store.group(name, groupname)
-        return sum(group.pel.pop(parse_id(i), None) is not None for i in ids)
-
-    @_redis_errors
-    async def xpending(self, name: str, groupname: str) -> dict[str, Any]:
-        _value, group = self.store.group(name, groupname)
-        ids = sorted(group.pel)
-        owners: dict[str, int] = {}
-        for pending in group.pel.values():
-            owners[pending.consumer] = owners.get(pending.consumer, 0) + 1
-        return {
-            "pending": len(ids),
-            "min": format_id(ids[0]) if ids else None,
-            "max": format_id(ids[-1]) if ids else None,
-            "consumers": [{"name": n.encode(), "pending": c} for n, c in owners.items()],
-        }
-
-    @_redis_errors
-    async def xpending_range(
-        self,
-        name: str,
-        groupname: str,
-        min: Any,
-        max: Any,
-        count: int,
-        consumername: str | None = None,
-        idle: int | None = None,
-    ) -> list[dict[str, Any]]:
-        _value, group = self.store.group(name, groupname)
-        now, low, high = self.store.now_ms(), parse_id(min), parse_id(max)
-        rows = []
-        for sid in sorted(group.pel):
-            pending = group.pel[sid]
-            age = now - pending.delivered_ms
-            if not low <= sid <= high or (consumername and pending.consumer != consumername):
-                continue
-            if idle is not None and age < idle:
-                continue
-            rows.append(
-                {
-                    "message_id": format_id(sid),
-                    "consumer": pending.consumer.encode(),
-                    "time_since_delivered": age,
-                    "times_delivered": pending.count,
-                }
-            )
-        return rows[:count]
-
-    @_redis_errors
-    async def xinfo_groups(self, name: str) -> list[dict[str, Any]]:
-        value = self.store.typed(name, Stream)
-        if value is None:
-            raise ResponseError("ERR no such key")
-        return [
-            {
-                "name": group_name.encode(),
-                "consumers": len(group.consumers),
-                "pending": len(group.pel),
-                "last-delivered-id": format_id(group.last),
-            }
-            for group_name, group in value.groups.items()
-        ]
-
-    @_redis_errors
-    async def xinfo_consumers(self, name: str, groupname: str) -> list[dict[str, Any]]:
-        _value, group = self.store.group(name, groupname)
-        now = self.store.now_ms()
-        return [
-            {
-                "name": consumer.encode(),
-                "pending": sum(p.consumer == consumer for p in group.pel.values()),
-                "idle": now - seen,
-            }
-            for consumer, seen in group.consumers.items()
-        ]
-
-    @_redis_errors
-    async def xtrim(self, name: str, minid: Any = None, approximate: bool = True) -> int:
-        value = self.store.typed(name, Stream)
-        if value is None or minid is None:
-            return 0
-        old = [sid for sid in value.entries if sid < parse_id(minid)]
-        for sid in old:
-            del value.entries[sid]
-        return len(old)
-
     # ---------------------------------------------------------------- scripts
-    @_redis_errors
+    @redis_errors
     async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
         keys = [as_text(k) for k in keys_and_args[:numkeys]]
         return await run_script(self, script, keys, [as_bytes(a) for a in keys_and_args[numkeys:]])

@@ -35,9 +35,9 @@ async def run_script(client: Any, script: str, keys: list[str], args: list[bytes
 def _ports() -> dict[str, Port]:
     """Script text -> port. Imported here, not at the top: the scripts live in the modules
     that use them (worker, policies, llm), which must not be imported by the transport."""
-    from agent_runtime.llm import accounting
     from agent_runtime.policies import breaker_lua
     from agent_runtime.transport.commit import REPLY_SCRIPT
+    from agent_runtime.transport.llm_store import BOOK_SCRIPT
     from agent_runtime.transport.streams import TRACE_SCRIPT
     from agent_runtime.worker import sweep
 
@@ -49,7 +49,7 @@ def _ports() -> dict[str, Port]:
         breaker_lua.ACQUIRE: _breaker_acquire,
         breaker_lua.RECORD: _breaker_record,
         breaker_lua.RELEASE: _breaker_release,
-        accounting._BOOK: _book,
+        BOOK_SCRIPT: _book,
     }
 
 
@@ -177,7 +177,7 @@ async def _breaker_release(r: Any, keys: list[str], args: list[bytes]) -> int:
 
 
 async def _book(r: Any, keys: list[str], args: list[bytes]) -> int:
-    """accounting._BOOK: add one call's usage to the request's ledger, once per call id."""
+    """llm_store.BOOK_SCRIPT: add one call's usage to the request's ledger, once per call id."""
     key = keys[0]
     if not await r.hsetnx(key, args[0], "1"):
         return 0

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -34,7 +34,8 @@ from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.transport.connect import unavailable
-from agent_runtime.transport.streams import DeadLetter, Entry, StreamBus, Unwritable
+from agent_runtime.transport.redis import RedisTransport
+from agent_runtime.transport.streams import DeadLetter, Entry, Unwritable
 from agent_runtime.worker.dead_letters import DeadLetters
 from agent_runtime.worker.delivery import (
     Finished,
@@ -52,6 +53,9 @@ from agent_runtime.worker.retries import RetryScheduler
 from agent_runtime.worker.runners import HandlerPool
 from agent_runtime.worker.sweep import DeadlineSweep
 from protocols.envelope import AgentMessage
+
+if TYPE_CHECKING:  # TestPipeline's in-process transport
+    from agent_runtime.transport.memory import MemoryTransport
 
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
 
@@ -76,10 +80,8 @@ class Worker:
         middleware: Sequence[Middleware] = (),
         observer: Observer | None = None,
         extras: dict[str, Any] | None = None,
-        bus_class: type[StreamBus] = StreamBus,
+        transport: RedisTransport | MemoryTransport | None = None,  # default: Redis on `redis`
     ) -> None:
-        """``bus_class``: the stream bus to build on ``redis`` -- :class:`StreamBus` for a
-        Redis server, ``MemoryBus`` for the in-memory transport (agent_runtime.testing)."""
         self.pipeline = pipeline
         self.agent_type = pipeline.agents[agent]
         self.name = agent
@@ -93,11 +95,10 @@ class Worker:
             keys=self.keys,
             reply_streams=pipeline.config.reply_streams,
         )
-        self.bus = bus_class(
-            redis,
+        self.transport = transport or RedisTransport.of(redis, cluster=cluster)
+        self.bus = self.transport.bus(
             group=self.keys.group(agent),
             consumer=consumer,
-            cluster=cluster,
             done_key=lambda day: self.keys.done(agent, day),
             done_ttl=self.settings.done_ttl,
             dlq_maxlen=self.settings.dlq_maxlen,
@@ -112,7 +113,13 @@ class Worker:
             agent, self.keys, self.codec, self.redactor, self.tracer, self.log
         )
         self.runtime = AgentRuntime(
-            agent, self.keys, pipeline.routing, redis, self.log, dict(extras or {})
+            agent,
+            self.keys,
+            pipeline.routing,
+            self.transport.state,
+            self.log,
+            dict(extras or {}),
+            self.transport.llm_store,
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = chain(middleware, self.instance.handle)
@@ -126,7 +133,7 @@ class Worker:
         self._dead: list[DeadLetter] = []
         self._dead_traces: list[tuple[str, bytes]] = []
         self._permanent = tuple(self.agent_type.cls.permanent_errors)
-        self.clock = RedisClock(redis)  # expiry on the server's clock: skew-proof
+        self.clock = RedisClock(self.transport.clock)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -209,7 +216,7 @@ class Worker:
 
     async def _delete_heartbeat(self) -> None:
         try:
-            await self.redis.delete(self._heartbeat_key)
+            await self.transport.heartbeats.forget(self._heartbeat_key)
         except Exception as exc:  # it expires by itself (TTL of three intervals)
             self.log.warning("heartbeat_delete_failed", error=repr(exc))
 

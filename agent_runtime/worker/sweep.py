@@ -39,6 +39,7 @@ from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.errors import classify
+from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.keys import Keys
 from protocols.core import RequestFailed
 from protocols.envelope import OUTPUT_ID_NAMESPACE, AgentMessage
@@ -227,7 +228,7 @@ class DeadlineSweep:
         self.keys = pipeline.config.keys
         self.settings = pipeline.config.requests
         self.token = f"{owner}:{uuid.uuid4().hex}"
-        self.clock = RedisClock(redis)
+        self.clock = RedisClock(RedisTime(redis))
         self.log = log or structlog.get_logger("agent_runtime.worker.sweep")
         self.lock_ms = max(1_000, int(self.settings.sweep_interval * 4_000))
         self.answered = 0  # replies written by this process (tests, metrics)

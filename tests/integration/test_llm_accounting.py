@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from agent_runtime.errors import AgentRuntimeError, BudgetExceeded
-from agent_runtime.llm.accounting import CostLedger, check_budget
+from agent_runtime.llm.accounting import CostLedger
 from agent_runtime.llm.base import Usage
 from agent_runtime.transport import connect
 from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.llm_store import RedisLLMStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -37,7 +38,7 @@ def cid() -> str:
 async def test_totals_and_breakdown_by_provider_and_model(
     redis: Any, prefix: str, cid: str
 ) -> None:
-    ledger = CostLedger(redis, Keys(prefix))
+    ledger = CostLedger(RedisLLMStore(redis), Keys(prefix))
     await ledger.record(cid, "m1", SONNET)
     await ledger.record(cid, "m2", MINI)
     await ledger.record(cid, "m3", SONNET)
@@ -56,7 +57,7 @@ async def test_totals_and_breakdown_by_provider_and_model(
 async def test_each_call_of_a_message_books_once_even_concurrently(
     redis: Any, prefix: str, cid: str
 ) -> None:
-    ledger = CostLedger(redis, Keys(prefix))
+    ledger = CostLedger(RedisLLMStore(redis), Keys(prefix))
     results = await asyncio.gather(
         *[ledger.record(cid, "m1", SONNET) for _ in range(10)],
         *[ledger.record(cid, "m1", MINI, call=1) for _ in range(10)],
@@ -69,7 +70,7 @@ async def test_each_call_of_a_message_books_once_even_concurrently(
 
 async def test_cost_hash_is_per_request_and_expires(redis: Any, prefix: str, cid: str) -> None:
     keys = Keys(prefix)
-    ledger = CostLedger(redis, keys, ttl=300)
+    ledger = CostLedger(RedisLLMStore(redis), keys, ttl=300)
     await ledger.record(cid, "m1", SONNET)
     assert 0 < await redis.ttl(keys.request_state(cid, "cost")) <= 300
     other = await ledger.summary(str(uuid.uuid4()))
@@ -77,12 +78,13 @@ async def test_cost_hash_is_per_request_and_expires(redis: Any, prefix: str, cid
 
 
 async def test_budget_check_against_what_was_spent(redis: Any, prefix: str, cid: str) -> None:
-    ledger = CostLedger(redis, Keys(prefix))
+    ledger = CostLedger(RedisLLMStore(redis), Keys(prefix))
     await ledger.record(cid, "m1", SONNET)
-    check_budget(0.01, await ledger.spent(cid))
-    check_budget(None, await ledger.spent(cid))
+    assert await ledger.spent(cid) <= 0.01  # within the budget
     await ledger.record(cid, "m2", SONNET)
+    spent = await ledger.spent(cid)
+    assert spent > 0.01
     with pytest.raises(BudgetExceeded, match=r"spent \$0\.012000 of \$0\.010000") as caught:
-        check_budget(0.01, await ledger.spent(cid))
+        raise BudgetExceeded(0.01, spent)
     assert isinstance(caught.value, AgentRuntimeError)
     assert caught.value.spent_usd == pytest.approx(0.012)

@@ -21,6 +21,7 @@ from agent_runtime.llm.cache import CachedProvider
 from agent_runtime.llm.retry import DefaultRetry
 from agent_runtime.transport import connect
 from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.llm_store import RedisLLMStore
 from tests.llmfakes.anthropic_api import AnthropicFake, tool_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -55,7 +56,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[AnthropicFake]:
 @pytest.fixture
 async def cached(fake: AnthropicFake, redis: Any, prefix: str) -> AsyncIterator[CachedProvider]:
     inner = AnthropicProvider(base_url=fake.base_url, retry=DefaultRetry(attempts=1))
-    provider = CachedProvider(inner, redis, Keys(prefix), ttl=600)
+    provider = CachedProvider(inner, RedisLLMStore(redis), Keys(prefix), ttl=600)
     yield provider
     await provider.aclose()
 
@@ -115,7 +116,7 @@ async def test_cache_outage_degrades_to_an_uncached_call(
 ) -> None:
     dead = Redis(unix_socket_path=str(tmp_path / "no.sock"), retry=Retry(NoBackoff(), 0))
     inner = AnthropicProvider(base_url=fake.base_url, retry=DefaultRetry(attempts=1))
-    provider = CachedProvider(inner, dead, Keys("x"), ttl=60)
+    provider = CachedProvider(inner, RedisLLMStore(dead), Keys("x"), ttl=60)
     fake.script(tool_answer(ANSWER))
     try:
         assert (await _ask(provider)).value == Step(**ANSWER)
@@ -129,7 +130,7 @@ async def test_redelivered_message_pays_once(
 ) -> None:
     """A message handled twice (its first worker died before the ack) calls the provider
     once and books its cost once."""
-    ledger = CostLedger(redis, Keys(prefix))
+    ledger = CostLedger(RedisLLMStore(redis), Keys(prefix))
     cid, message_id = str(uuid.uuid4()), str(uuid.uuid4())
     fake.script(tool_answer(ANSWER, input_tokens=1000, output_tokens=100))
     booked = []

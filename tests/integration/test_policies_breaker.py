@@ -12,6 +12,7 @@ import pytest
 
 from agent_runtime.errors import BreakerOpen, LLMRequestError
 from agent_runtime.policies import BreakerPolicy, RedisClock, SharedBreaker, error_matcher
+from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.keys import Keys
 
@@ -156,7 +157,7 @@ async def test_redis_clock_follows_the_server_not_the_local_clock(
     clients: list[Any],
 ) -> None:
     local = [1000.0]
-    clock = RedisClock(clients[0], refresh=1.0, monotonic=lambda: local[0])
+    clock = RedisClock(RedisTime(clients[0]), refresh=1.0, monotonic=lambda: local[0])
     first = await clock.now()
     seconds, micros = await clients[0].time()
     assert abs(first - (int(seconds) + int(micros) / 1e6)) < 1.0

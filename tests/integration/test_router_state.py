@@ -13,6 +13,7 @@ import pytest
 from agent_runtime.testing import AgentHarness
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.state import RedisState
 from agents.router import Router
 from protocols.envelope import utcnow
 from protocols.pipeline import Plan, PlanStep, RequestInfo, SafetyVerdict, StepApproval, StepResult
@@ -43,7 +44,7 @@ def fan_plan(width: int) -> Plan:
 def harness(url: str, prefix: str) -> AgentHarness:
     h = AgentHarness(
         Router,
-        redis=connect(url).redis,
+        state=RedisState(connect(url).redis),
         name="router",
         config={"executors": {"executor": ["shell"]}},
     )
@@ -95,7 +96,7 @@ def test_concurrent_results_dispatch_each_step_once(
                     StepResult(step_id=f"b{i}", tool="shell", status="succeeded"),
                 )
         for h in routers:
-            await h.agent.runtime.redis.aclose()
+            await h.agent.runtime.state._redis.aclose()  # the client this test made
 
     anyio.run(scenario)
     assert sorted(dispatched) == sorted(s.id for s in plan.steps)

@@ -16,6 +16,7 @@ from agent_runtime.approval import APPROVAL_KEY_ENV, sign
 from agent_runtime.errors import LLMOutputError
 from agent_runtime.llm.base import Completion, Usage
 from agent_runtime.testing import AgentHarness
+from agent_runtime.transport.state import RedisState
 from agents.executor import Executor
 from agents.intent_parser import IntentParser
 from agents.planner import Planner
@@ -186,7 +187,7 @@ def safety(redis: Any = None, **policy: Any) -> AgentHarness:
     return AgentHarness(
         SafetyChecker,
         config={"policy": {**POLICY, **policy}},
-        redis=redis or fakeredis.FakeAsyncRedis(),
+        state=RedisState(redis or fakeredis.FakeAsyncRedis()),
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from agent_runtime.errors import Retry
 from agent_runtime.testing import AgentHarness
+from agent_runtime.transport.state import RedisState
 from agents.plan_state import PlanState
 from agents.router import Router
 from protocols.envelope import AgentMessage, utcnow
@@ -114,7 +115,9 @@ def test_approval_resumes_and_expiry_or_rejection_rejects() -> None:
 
 # ------------------------------------------------------------------ the agent on fakeredis
 def router(redis: Any, name: str = "router") -> AgentHarness:
-    return AgentHarness(Router, redis=redis, name=name, config={"executors": {"exec_a": ["shell"]}})
+    return AgentHarness(
+        Router, state=RedisState(redis), name=name, config={"executors": {"exec_a": ["shell"]}}
+    )
 
 
 def send(

@@ -17,6 +17,7 @@ from agent_runtime.llm.factory import LLMSpec, build_provider, parse_spec
 from agent_runtime.llm.openai_provider import OpenAIProvider
 from agent_runtime.llm.retry import DefaultRetry
 from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.llm_store import RedisLLMStore
 from tests.conftest import ROOT
 
 
@@ -34,7 +35,7 @@ def redis() -> Any:
 
 
 def test_default_is_the_offline_rules_provider_without_cache(redis: Any) -> None:
-    provider = build_provider({}, redis=redis, keys=Keys("t"))
+    provider = build_provider({}, store=RedisLLMStore(redis), keys=Keys("t"))
     assert provider.name == "rules" and not isinstance(provider, CachedProvider)
 
 
@@ -50,7 +51,7 @@ def test_anthropic_with_options_is_cached(redis: Any) -> None:
             "cache_ttl": 60,
             "retry": {"attempts": 5},
         },
-        redis=redis,
+        store=RedisLLMStore(redis),
         keys=Keys("t"),
     )
     assert isinstance(provider, CachedProvider)
@@ -68,7 +69,9 @@ def test_openai_default_model_price_override_and_no_cache() -> None:
     assert isinstance(provider, OpenAIProvider)
     assert provider.model == "gpt-4.1-mini"
     assert provider.prices.price("openai", "gpt-4.1-mini-2025-04-14") == Price(1, 2)
-    uncached = build_provider({"provider": "openai", "cache_ttl": 0}, redis=object())
+    uncached = build_provider(
+        {"provider": "openai", "cache_ttl": 0}, store=RedisLLMStore(fakeredis.FakeAsyncRedis())
+    )
     assert isinstance(uncached, OpenAIProvider)
 
 

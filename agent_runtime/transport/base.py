@@ -1,0 +1,130 @@
+"""What the runtime asks of a transport: the protocols of :class:`Transport` and its pieces.
+
+A transport owns the connection to the message server and hands out small typed objects,
+one per concern, so no module outside ``agent_runtime/transport/`` issues a server command:
+
+* :class:`State` -- the agents' per-request state (``runtime.state``): get/put with a TTL,
+  an optimistic read-modify-write (:meth:`State.transact`) and the few hash operations the
+  approval records need.
+* :class:`ServerTime` -- the server's clock (``TIME``), read by ``policies/clock.RedisClock``.
+* :class:`Heartbeats` -- a worker's liveness record (set with TTL, delete, read).
+* :class:`LLMStore` -- the LLM response cache and the per-request cost ledger.
+
+The Redis implementation is :class:`agent_runtime.transport.redis.RedisTransport`; an
+in-memory one implements the same protocols for in-process tests.
+
+Values are **bytes**: the state API does not pick a serialisation for its callers (the router
+stores pydantic JSON, the approval records plain JSON). ``str`` is accepted on writes and
+stored as UTF-8. A TTL is whole seconds and always required on writes: per-request state
+that outlives its request is a leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
+
+from agent_runtime.errors import TransportError
+
+R = TypeVar("R")
+Value = bytes | str
+#: ``transact``'s function: old value (None: absent) -> (new value or None to write
+#: nothing, result returned to the caller).
+Transition = Callable[[bytes | None], tuple[Value | None, R]]
+
+#: Attempts of one optimistic transaction before :class:`StateConflict`.
+TRANSACT_ATTEMPTS = 64
+
+
+class StateConflict(TransportError):
+    """Every attempt of a ``transact`` lost the race to a concurrent writer. Transient: the
+    delivery is retried later."""
+
+    transient = True
+
+
+class State(Protocol):
+    """Per-request state of agents (keys from ``runtime.keys.request_state``)."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The value at ``key`` (None: absent or expired)."""
+        ...
+
+    async def put(self, key: str, value: Value, ttl: int) -> None:
+        """Store ``value`` at ``key`` for ``ttl`` seconds."""
+        ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def transact(
+        self, key: str, fn: Transition[R], *, ttl: int, attempts: int = TRANSACT_ATTEMPTS
+    ) -> R:
+        """Read ``key``, compute ``fn(old)`` and write its new value (with ``ttl``) only if
+        no other writer changed ``key`` meanwhile; else run ``fn`` again on the fresh value
+        (at most ``attempts`` runs, then :class:`StateConflict`). ``fn`` must be pure: it can
+        run more than once."""
+        ...
+
+    async def hash_get_all(self, key: str) -> dict[str, bytes]:
+        """Every field of the hash at ``key`` (empty: absent)."""
+        ...
+
+    async def hash_put(self, key: str, fields: Mapping[str, Value], ttl: int) -> None:
+        """Set ``fields`` of the hash at ``key`` and its TTL, atomically."""
+        ...
+
+    async def hash_delete(self, key: str, *fields: str) -> None: ...
+
+
+class ServerTime(Protocol):
+    """The clock every process agrees on."""
+
+    async def now(self) -> float:
+        """Server epoch seconds."""
+        ...
+
+
+class Heartbeats(Protocol):
+    """Liveness records of worker processes (JSON text, with a TTL)."""
+
+    async def beat(self, key: str, record: str, ttl: int) -> None: ...
+
+    async def forget(self, key: str) -> None: ...
+
+    async def read(self, keys: list[str]) -> list[bytes | None]:
+        """Each key's record (None: absent or expired), in one round trip."""
+        ...
+
+
+class Transport(Protocol):
+    """A connection to the message server and the typed pieces built on it."""
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def clock(self) -> ServerTime: ...
+
+    @property
+    def heartbeats(self) -> Heartbeats: ...
+
+    @property
+    def llm_store(self) -> LLMStore: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LLMStore(Protocol):
+    """The LLM response cache and the per-request cost ledger (a hash per request)."""
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """The cached entry (raises ``TransportError`` when the store is unreachable)."""
+        ...
+
+    async def cache_put(self, key: str, entry: str, ttl: int) -> None: ...
+
+    async def book(self, key: str, marker: str, model: str, usage: list[str | int]) -> bool: ...
+
+    async def ledger(self, key: str) -> dict[str, str]: ...
+
+    async def ledger_field(self, key: str, name: str) -> str | None: ...
