@@ -51,6 +51,10 @@ class TestPipeline:
     ``client``, ``workers`` and ``transport`` for anything else. On exit the workers drain
     and stop (a worker that crashed re-raises its error there).
 
+    One worker per agent type, whatever its ``replicas``. Without an approval key in the
+    environment (``AGENT_RUNTIME_APPROVAL_KEY``: the safety checker signs, executors verify)
+    a random one is set for the pipeline's lifetime.
+
     ``clock``: a :class:`ManualClock` shared by the store (TTLs, idle times, the server
     clock the runtime reads); the default is the wall clock."""
 
@@ -70,8 +74,12 @@ class TestPipeline:
     async def __aenter__(self) -> TestPipeline:
         if APPROVAL_KEY_ENV not in os.environ:  # safety checker signs, executors verify
             self._env_key = ensure_key(os.environ)[APPROVAL_KEY_ENV]
-        for name in self.pipeline.agents:
-            self.workers[name] = self._worker(name)
+        try:
+            for name in self.pipeline.agents:
+                self.workers[name] = self._worker(name)
+        except BaseException:
+            self._restore_env()
+            raise
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(w.run(), name=f"worker:{n}") for n, w in self.workers.items()
@@ -112,11 +120,16 @@ class TestPipeline:
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.client.aclose()
-        if self._env_key is not None and os.environ.get(APPROVAL_KEY_ENV) == self._env_key:
-            del os.environ[APPROVAL_KEY_ENV]
+        self._restore_env()
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors and not isinstance(errors[0], asyncio.CancelledError):
             raise errors[0]
+
+    def _restore_env(self) -> None:
+        """Remove the approval key this pipeline set (one it found stays)."""
+        if self._env_key is not None and os.environ.get(APPROVAL_KEY_ENV) == self._env_key:
+            del os.environ[APPROVAL_KEY_ENV]
+        self._env_key = None
 
     # ------------------------------------------------------------------ requests
     async def publish(self, text_or_payload: str | Payload, **options: Any) -> AgentMessage:
