@@ -25,13 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from agent_runtime.errors import ConfigError, RequestError
 from agent_runtime.transport.keys import Keys
-from protocols.pipeline import ApprovalDecision
 
 if TYPE_CHECKING:
     from agent_runtime.client import Client
+    from agent_runtime.transport.base import State
 
 APPROVAL_KEY_ENV = "AGENT_RUNTIME_APPROVAL_KEY"
 APPROVAL_STATE = "approval"
+#: The message type of a human decision (``agent-runtime approve/reject``); its payload model
+#: is the pipeline's (the default pipeline: protocols.pipeline.ApprovalDecision).
+DECISION_TYPE = "approval.decision"
 MIN_KEY_LENGTH = 16
 
 
@@ -90,11 +93,11 @@ def verify(
     return hmac.compare_digest(expected, signature)
 
 
-async def pending_approvals(redis: Any, keys: Keys, correlation_id: str) -> dict[str, Any]:
+async def pending_approvals(state: State, keys: Keys, correlation_id: str) -> dict[str, Any]:
     """Steps of a request still waiting for a human: step id -> {step, expires_at}."""
-    raw = await redis.hgetall(keys.request_state(correlation_id, APPROVAL_STATE))
+    raw = await state.hash_get_all(keys.request_state(correlation_id, APPROVAL_STATE))
     now = time.time()
-    pending = {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+    pending = {k: json.loads(v) for k, v in raw.items()}
     return {k: v for k, v in pending.items() if float(v.get("expires_at", 0)) > now}
 
 
@@ -113,7 +116,10 @@ async def submit_decision(
         cid = uuid.UUID(correlation_id)
     except ValueError as exc:
         raise RequestError(f"{correlation_id!r} is not a correlation id (a UUID)") from exc
-    pending = await pending_approvals(client.redis, client.keys, str(cid))
+    schemas = client.pipeline.schemas
+    if DECISION_TYPE not in schemas:
+        raise RequestError(f"this pipeline takes no {DECISION_TYPE!r} messages (no approvals)")
+    pending = await pending_approvals(client.state, client.keys, str(cid))
     if not pending:
         raise RequestError(
             f"no step of request {cid} is waiting for approval (unknown "
@@ -125,6 +131,8 @@ async def submit_decision(
             f"steps {unknown} of request {cid} are not waiting for approval; "
             f"waiting: {sorted(pending)}"
         )
-    decision = ApprovalDecision(approved=approved, steps=steps, approver=approver, comment=comment)
+    decision = schemas.current(DECISION_TYPE).model_validate(
+        {"approved": approved, "steps": steps, "approver": approver, "comment": comment}
+    )
     await client.send(client.new_message(decision, correlation_id=cid))
     return sorted(steps or pending)

@@ -24,13 +24,13 @@ import structlog
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
-from agent_runtime.errors import RequestError, RequestTimeout, TransportError
+from agent_runtime.errors import RequestError, RequestTimeout
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.transport.clock import RedisTime
-from agent_runtime.transport.connect import connect, out_of_memory
+from agent_runtime.transport.connect import connect
+from agent_runtime.transport.publish import Publication
+from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.replies import ReplyReader
-from agent_runtime.transport.streams import TRACE_SCRIPT
-from agent_runtime.worker.sweep import register_deadline
+from agent_runtime.worker.sweep import deadline_entry
 from protocols.base import Payload
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage, utcnow
@@ -49,9 +49,11 @@ class Client:
     """A requester. Holds a Redis client; pass it around, close it when done."""
 
     def __init__(self, redis: Any, pipeline: Pipeline, *, codec: Codec | None = None) -> None:
-        self.redis = redis
+        self.redis = redis  # the reply reader's (transport/replies.py)
         self.pipeline = pipeline
         self.keys = pipeline.config.keys
+        self.transport = RedisTransport.of(redis, keys=self.keys)
+        self.state = self.transport.state  # e.g. the approval records
         self.codec = codec or Codec(
             pipeline.schemas,
             signing_key=signing_key(),
@@ -59,9 +61,7 @@ class Client:
             keys=pipeline.config.keys,
             reply_streams=pipeline.config.reply_streams,
         )
-        self.clock = RedisClock(
-            RedisTime(redis)
-        )  # deadlines on the server's clock, not this host's
+        self.clock = RedisClock(self.transport.clock)  # deadlines on the server's clock
         self.replies = ReplyReader(redis, self.codec)
         self._publishing: anyio.Semaphore | None = None  # made on first use, in its loop
 
@@ -78,7 +78,7 @@ class Client:
     async def aclose(self) -> None:
         """Stop the reply reader and close the Redis client."""
         await self.replies.aclose()
-        await self.redis.aclose()
+        await self.transport.aclose()
 
     def new_message(
         self,
@@ -138,23 +138,21 @@ class Client:
         request was queued would invite a retry that sends it twice."""
         stream = self.pipeline.routing.stream_for(message.to_agent, message.correlation_id)
         settings = self.pipeline.worker_settings(message.to_agent)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(stream, self.codec.encode(message))
-            if settings.trace:
-                trace = self.keys.trace(str(message.correlation_id))
-                record = json.dumps(_published_record(message), ensure_ascii=False).encode()
-                pipe.eval(TRACE_SCRIPT, 1, trace, settings.trace_ttl, record)
-            swept = register_deadline(pipe, self.keys, message)  # the sweep answers it
-            queued, *rest = await pipe.execute(raise_on_error=False)
-        if out_of_memory(queued):  # maxmemory + noeviction: refused, not queued
-            raise TransportError(
-                f"request {message.correlation_id} not published: the Redis server is out of "
-                f"memory (OOM: {queued}); free memory or raise maxmemory, then publish again"
-            ) from queued
-        if isinstance(queued, Exception):
-            raise queued
-        if swept and isinstance(rest[-1], Exception):  # queued all the same: do not raise
-            _log.warning("deadline_not_registered", error=repr(rest[-1]))
+        trace = None
+        if settings.trace:
+            record = json.dumps(_published_record(message), ensure_ascii=False).encode()
+            trace = (self.keys.trace(str(message.correlation_id)), settings.trace_ttl, record)
+        request = Publication(
+            stream,
+            self.codec.encode(message),
+            trace=trace,
+            deadline=deadline_entry(self.keys, message),  # the sweep answers it
+        )
+        failed = await self.transport.publisher.publish(
+            request, label=f"request {message.correlation_id}"
+        )
+        if failed is not None:  # queued all the same: do not raise
+            _log.warning("deadline_not_registered", error=repr(failed))
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
         """The first decodable reply on the request's reply stream -- the pipeline's answer or

@@ -62,7 +62,7 @@ class TestPipeline:
 
     def __init__(self, config: Pipeline | str | Path, *, clock: ManualClock | None = None) -> None:
         self.pipeline = config if isinstance(config, Pipeline) else Pipeline.load(config)
-        self.transport = MemoryTransport(clock)
+        self.transport = MemoryTransport(clock, self.pipeline.config.keys)
         self.redis = self.transport.redis
         self.keys = self.pipeline.config.keys
         self.client = Client(self.redis, self.pipeline)

@@ -207,7 +207,7 @@ class TraceTail:
 async def _hint_approvals(client: Client, cid: str) -> None:
     shown: set[str] = set()
     while True:
-        pending = await pending_approvals(client.redis, client.keys, cid)
+        pending = await pending_approvals(client.state, client.keys, cid)
         for step_id, info in sorted(pending.items()):
             if step_id not in shown:
                 shown.add(step_id)

@@ -1,4 +1,5 @@
-"""Circuit breaker: pybreaker behind an asyncio adapter, with its state shared in Redis.
+"""Circuit breaker: pybreaker behind an asyncio adapter, with its state shared in Redis (the
+scripts and their commands: agent_runtime/transport/breaker_scripts.py).
 
 pybreaker's own async support (``call_async``) is Tornado-only and its Redis storage is
 synchronous, so a call goes like this:
@@ -33,9 +34,9 @@ import pybreaker
 import structlog
 
 from agent_runtime.errors import BreakerOpen
-from agent_runtime.policies import breaker_lua
 from agent_runtime.policies.config import BreakerPolicy
 from agent_runtime.policies.errors import Matcher
+from agent_runtime.transport.base import BreakerStore
 from agent_runtime.transport.keys import Keys
 
 T = TypeVar("T")
@@ -117,7 +118,7 @@ class SharedBreaker:
         self,
         name: str,
         policy: BreakerPolicy,
-        redis: Any,
+        store: BreakerStore,
         keys: Keys,
         *,
         counts: Matcher,
@@ -126,7 +127,7 @@ class SharedBreaker:
     ) -> None:
         self.name = name
         self.policy = policy
-        self.redis = redis
+        self.store = store
         self.key = keys.breaker(name)
         self.counts = counts
         self.listeners = list(listeners)
@@ -136,9 +137,6 @@ class SharedBreaker:
         )
         self._probe_ms = max(int(probe * 1000), 1)
         self._reset_ms = max(int(policy.reset_timeout * 1000), 1)
-        self._acquire = redis.register_script(breaker_lua.ACQUIRE)
-        self._record = redis.register_script(breaker_lua.RECORD)
-        self._release = redis.register_script(breaker_lua.RELEASE)
         self._seen: str | None = None  # last state this process saw
 
     async def call(
@@ -174,40 +172,31 @@ class SharedBreaker:
                 await self._leave(token, probe, snapshot, cancelled)
 
     async def _enter(self, token: str) -> tuple[bool, int]:
-        ttl = breaker_lua.HASH_TTL_SECONDS
-        decision, state, wait_ms, failures = await self._acquire(
-            keys=[self.key], args=[token, self._reset_ms, self._probe_ms, ttl]
+        decision, state, wait_ms, failures = await self.store.acquire(
+            self.key, token, self._reset_ms, self._probe_ms
         )
-        decision, state = _text(decision), _text(state)
         self._observe(state)
         if decision == "open":
             raise BreakerOpen(self.name, int(wait_ms) / 1000, "open")
         if decision == "busy":  # someone else probes: look again soon, not after its lock
             wait = min(int(wait_ms) / 1000, max(self.policy.reset_timeout / 10, 0.05))
             raise BreakerOpen(self.name, wait, "half-open")
-        return decision == "probe", int(failures)
+        return decision == "probe", failures
 
     async def _leave(
         self, token: str, probe: bool, snapshot: _Snapshot, cancelled: BaseException | None
     ) -> None:
         if cancelled is not None or not (snapshot.failed or snapshot.succeeded):
             if probe:
-                await self._release(keys=[self.key], args=[token])
+                await self.store.release(self.key, token)
             return
         outcome = "failure" if snapshot.failed else "success"
         if outcome == "success" and not probe and snapshot.initial == 0:
             return  # healthy path: nothing to reset, no write
-        _before, after, _failures = await self._record(
-            keys=[self.key],
-            args=[
-                token,
-                outcome,
-                self.policy.fail_max,
-                self._reset_ms,
-                breaker_lua.HASH_TTL_SECONDS,
-            ],
+        after = await self.store.record(
+            self.key, token, outcome, self.policy.fail_max, self._reset_ms
         )
-        self._observe(_text(after))
+        self._observe(after)
 
     def _observe(self, state: str) -> None:
         """Log and notify when this process sees the shared state change."""
@@ -224,12 +213,7 @@ class SharedBreaker:
 
     async def state(self) -> BreakerState:
         """The shared state now (server clock), for status views and tests."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.key)
-            pipe.time()
-            fields, (seconds, micros) = await pipe.execute()
-        data = {_text(k): _text(v) for k, v in fields.items()}
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        data, now_ms = await self.store.read(self.key)
         state = data.get("state", "closed")
         left = 0.0
         if state == "open":
@@ -237,7 +221,3 @@ class SharedBreaker:
         return BreakerState(
             self.name, state, int(data.get("failures", 0)), int(data.get("trips", 0)), left
         )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

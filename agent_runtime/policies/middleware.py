@@ -32,6 +32,7 @@ from agent_runtime.policies.clock import SCOPE, DeliveryScope, RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
 from agent_runtime.policies.errors import error_matcher
 from agent_runtime.policies.runner import CallStats, Policy
+from agent_runtime.transport.breaker_scripts import RedisBreakers
 from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.keys import Keys
 
@@ -58,6 +59,7 @@ class Policies:
         self.allowed_modules = tuple(allowed_modules)
         self.listeners = list(listeners)
         self.clock = RedisClock(RedisTime(redis))
+        self._breaker_store: RedisBreakers | None = None  # made with the first breaker
         self._breakers: dict[str, SharedBreaker] = {}
         self._calls: dict[str, Policy] = {}
         self.handler = self._build(f"agent.{agent}", policy_set)
@@ -95,6 +97,11 @@ class Policies:
         for name in self.policy_set.calls:
             self.call(name)
 
+    def _store(self) -> RedisBreakers:
+        if self._breaker_store is None:
+            self._breaker_store = RedisBreakers(self.redis)
+        return self._breaker_store
+
     def _build(self, name: str, spec: PolicySpec) -> Policy:
         retryable = error_matcher(spec.retry.retry_on, self.allowed_modules)
         breaker = None
@@ -105,7 +112,7 @@ class Policies:
                 breaker = self._breakers[breaker_name] = SharedBreaker(
                     breaker_name,
                     spec.breaker,
-                    self.redis,
+                    self._store(),
                     self.keys,
                     counts=error_matcher(spec.breaker.failure_on, self.allowed_modules),
                     listeners=self.listeners,

@@ -9,6 +9,9 @@ one per concern, so no module outside ``agent_runtime/transport/`` issues a serv
 * :class:`ServerTime` -- the server's clock (``TIME``), read by ``policies/clock.RedisClock``.
 * :class:`Heartbeats` -- a worker's liveness record (set with TTL, delete, read).
 * :class:`LLMStore` -- the LLM response cache and the per-request cost ledger.
+* :class:`Deadlines` -- the deadline sweep's set, lock, answers and reads.
+* :class:`Publisher` -- a client's request: XADD, trace record, deadline entry.
+* :class:`BreakerStore` -- the circuit breakers' shared state (Lua scripts, server clock).
 
 The Redis implementation is :class:`agent_runtime.transport.redis.RedisTransport`; an
 in-memory one implements the same protocols for in-process tests.
@@ -22,9 +25,13 @@ that outlives its request is a leak.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agent_runtime.errors import TransportError
+
+if TYPE_CHECKING:
+    from agent_runtime.transport.deadlines import Answer
+    from agent_runtime.transport.publish import Publication
 
 R = TypeVar("R")
 Value = bytes | str
@@ -111,6 +118,15 @@ class Transport(Protocol):
     @property
     def llm_store(self) -> LLMStore: ...
 
+    @property
+    def deadlines(self) -> Deadlines: ...
+
+    @property
+    def publisher(self) -> Publisher: ...
+
+    @property
+    def breakers(self) -> BreakerStore: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -128,3 +144,46 @@ class LLMStore(Protocol):
     async def ledger(self, key: str) -> dict[str, str]: ...
 
     async def ledger_field(self, key: str, name: str) -> str | None: ...
+
+
+class Deadlines(Protocol):
+    """The fleet's deadline set and what the deadline sweep reads and writes
+    (agent_runtime/transport/deadlines.py documents each command)."""
+
+    async def due(self, now_ms: int, limit: int) -> list[bytes]: ...
+
+    async def lock(self, token: str, ms: int) -> bool: ...
+
+    async def unlock(self, token: str) -> None: ...
+
+    async def settle(self, members: list[bytes]) -> None: ...
+
+    async def answer(self, answers: list[Answer]) -> list[Any]: ...
+
+    async def traces(self, cids: list[str], window: int) -> list[Any]: ...
+
+    async def heartbeats(self, keys: list[str]) -> list[Any]: ...
+
+    async def consumers(self, stream: str, group: str) -> list[tuple[int, str]]: ...
+
+
+class Publisher(Protocol):
+    """Queues a client's requests (agent_runtime/transport/publish.py)."""
+
+    async def publish(self, request: Publication, *, label: str) -> BaseException | None: ...
+
+
+class BreakerStore(Protocol):
+    """The shared state of circuit breakers (agent_runtime/transport/breaker_scripts.py)."""
+
+    async def acquire(
+        self, key: str, token: str, reset_ms: int, probe_ms: int
+    ) -> tuple[str, str, int, int]: ...
+
+    async def record(
+        self, key: str, token: str, outcome: str, fail_max: int, reset_ms: int
+    ) -> str: ...
+
+    async def release(self, key: str, token: str) -> None: ...
+
+    async def read(self, key: str) -> tuple[dict[str, str], int]: ...

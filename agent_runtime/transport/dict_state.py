@@ -1,13 +1,14 @@
 """A dict-backed :class:`~agent_runtime.transport.base.State` for in-process tests
 (``agent_runtime.testing.AgentHarness``): same semantics as the Redis one, TTLs on the local
-monotonic clock. One event loop, synchronous ``fn``: a transaction never conflicts."""
+monotonic clock. A ``transact`` runs ``fn`` again if the key changed while it ran (a write
+from another thread: :meth:`DictState.write_behind`), as the Redis one does."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
 
-from agent_runtime.transport.base import TRANSACT_ATTEMPTS, R, Transition, Value
+from agent_runtime.transport.base import TRANSACT_ATTEMPTS, R, StateConflict, Transition, Value
 
 
 def _bytes(value: Value) -> bytes:
@@ -22,6 +23,7 @@ class DictState:
         self._values: dict[str, bytes] = {}
         self._hashes: dict[str, dict[str, bytes]] = {}
         self._expiry: dict[str, float] = {}
+        self._versions: dict[str, int] = {}  # writes per key: transact's conflict check
 
     def _live(self, key: str) -> bool:
         at = self._expiry.get(key)
@@ -35,12 +37,18 @@ class DictState:
         return self._values.get(key) if self._live(key) else None
 
     async def put(self, key: str, value: Value, ttl: int) -> None:
+        self.write_behind(key, value, ttl)
+
+    def write_behind(self, key: str, value: Value, ttl: int) -> None:
+        """A plain write (also what a concurrent writer in tests uses)."""
+        self._versions[key] = self._versions.get(key, 0) + 1
         self._hashes.pop(key, None)
         self._values[key] = _bytes(value)
         self._expiry[key] = self._now() + ttl
 
     async def delete(self, *keys: str) -> None:
         for key in keys:
+            self._versions[key] = self._versions.get(key, 0) + 1
             self._values.pop(key, None)
             self._hashes.pop(key, None)
             self._expiry.pop(key, None)
@@ -48,15 +56,21 @@ class DictState:
     async def transact(
         self, key: str, fn: Transition[R], *, ttl: int, attempts: int = TRANSACT_ATTEMPTS
     ) -> R:
-        new, result = fn(await self.get(key))
-        if new is not None:
-            await self.put(key, new, ttl)
-        return result
+        for _ in range(attempts):
+            version = self._versions.get(key, 0)
+            new, result = fn(await self.get(key))
+            if self._versions.get(key, 0) != version:
+                continue  # written meanwhile: run fn on the fresh value
+            if new is not None:
+                await self.put(key, new, ttl)
+            return result
+        raise StateConflict(f"{key}: {attempts} attempts lost to concurrent writers")
 
     async def hash_get_all(self, key: str) -> dict[str, bytes]:
         return dict(self._hashes.get(key, {})) if self._live(key) else {}
 
     async def hash_put(self, key: str, fields: Mapping[str, Value], ttl: int) -> None:
+        self._versions[key] = self._versions.get(key, 0) + 1
         if not self._live(key):
             self._hashes[key] = {}
         self._hashes[key].update({k: _bytes(v) for k, v in fields.items()})

@@ -29,10 +29,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent_runtime.transport.base import Transport
-from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.commit import COMMIT_MARK_TTL
-from agent_runtime.transport.heartbeats import RedisHeartbeats
-from agent_runtime.transport.llm_store import RedisLLMStore
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.memory_redis import MemoryRedis
 from agent_runtime.transport.memory_store import (
     Group,
@@ -45,7 +43,7 @@ from agent_runtime.transport.memory_store import (
     format_id,
     parse_id,
 )
-from agent_runtime.transport.state import RedisState
+from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.streams import (
     DAY,
     Commit,
@@ -64,19 +62,25 @@ __all__ = ["ManualClock", "MemoryBus", "MemoryRedis", "MemoryTransport"]
 class MemoryTransport:
     """:class:`~agent_runtime.transport.base.Transport` in memory: one store, its clock,
     the Redis-shaped client over it (``redis``), :meth:`bus` for one consumer's stream bus,
-    and the typed pieces (``state``, ``clock``, ``heartbeats``, ``llm_store``) -- the Redis
-    transport's own classes on the Redis-shaped client, so they keep one implementation and
-    the memory store's commands answer them as the server does."""
+    and the typed pieces (``state``, ``clock``, ``heartbeats``, ``llm_store``, ``deadlines``,
+    ``publisher``, ``breakers``) -- the Redis transport's own classes on the Redis-shaped
+    client, so they keep one implementation and the store answers their commands as the
+    server does. ``keys``: the pipeline's key names (prefix)."""
 
     cluster = False
 
-    def __init__(self, clock: ManualClock | None = None) -> None:
+    def __init__(self, clock: ManualClock | None = None, keys: Keys | None = None) -> None:
         self.redis = MemoryRedis(clock=clock)
         self.store: Store = self.redis.store
-        self.state = RedisState(self.redis)
-        self.clock = RedisTime(self.redis)
-        self.heartbeats = RedisHeartbeats(self.redis)
-        self.llm_store = RedisLLMStore(self.redis)
+        self.keys = keys or Keys()
+        pieces = RedisTransport.of(self.redis, keys=self.keys)
+        self.state = pieces.state
+        self.clock = pieces.clock
+        self.heartbeats = pieces.heartbeats
+        self.llm_store = pieces.llm_store
+        self.deadlines = pieces.deadlines
+        self.publisher = pieces.publisher
+        self.breakers = pieces.breakers
 
     def bus(self, *, group: str, consumer: str, **options: Any) -> MemoryBus:
         """The stream operations of one consumer group, in memory (see :class:`MemoryBus`)."""

@@ -33,22 +33,21 @@ async def run_script(client: Any, script: str, keys: list[str], args: list[bytes
 
 @functools.cache
 def _ports() -> dict[str, Port]:
-    """Script text -> port. Imported here, not at the top: the scripts live in the modules
-    that use them (worker, policies, llm), which must not be imported by the transport."""
-    from agent_runtime.policies import breaker_lua
+    """Script text -> port (imported on first use: most processes never need the ports)."""
+    from agent_runtime.transport import breaker_scripts as breaker
+    from agent_runtime.transport import deadlines
     from agent_runtime.transport.commit import REPLY_SCRIPT
     from agent_runtime.transport.llm_store import BOOK_SCRIPT
     from agent_runtime.transport.streams import TRACE_SCRIPT
-    from agent_runtime.worker import sweep
 
     return {
         TRACE_SCRIPT: _trace,
         REPLY_SCRIPT: _reply,
-        sweep.ANSWER_SCRIPT: _answer,
-        sweep.RELEASE_SCRIPT: _release_lock,
-        breaker_lua.ACQUIRE: _breaker_acquire,
-        breaker_lua.RECORD: _breaker_record,
-        breaker_lua.RELEASE: _breaker_release,
+        deadlines.ANSWER_SCRIPT: _answer,
+        deadlines.RELEASE_SCRIPT: _release_lock,
+        breaker.ACQUIRE: _breaker_acquire,
+        breaker.RECORD: _breaker_record,
+        breaker.RELEASE: _breaker_release,
         BOOK_SCRIPT: _book,
     }
 
@@ -79,7 +78,7 @@ async def _reply(r: Any, keys: list[str], args: list[bytes]) -> int:
 
 
 async def _answer(r: Any, keys: list[str], args: list[bytes]) -> int:
-    """sweep.ANSWER_SCRIPT: -1 reply key of another type, 0 already answered, 1 answered."""
+    """deadlines.ANSWER_SCRIPT: -1 reply key of another type, 0 already answered, 1 answered."""
     kind = as_text(await r.type(keys[1]))
     if kind not in ("none", "stream"):
         return -1
@@ -91,7 +90,7 @@ async def _answer(r: Any, keys: list[str], args: list[bytes]) -> int:
 
 
 async def _release_lock(r: Any, keys: list[str], args: list[bytes]) -> int:
-    """sweep.RELEASE_SCRIPT: delete the lock only if it holds our token."""
+    """deadlines.RELEASE_SCRIPT: delete the lock only if it holds our token."""
     if await r.get(keys[0]) == args[0]:
         return int(await r.delete(keys[0]))
     return 0
@@ -107,7 +106,7 @@ def _num(value: bytes | None) -> int:
 
 
 async def _breaker_acquire(r: Any, keys: list[str], args: list[bytes]) -> list[Any]:
-    """breaker_lua.ACQUIRE: {decision, state, wait_ms, failures}."""
+    """breaker_scripts.ACQUIRE: {decision, state, wait_ms, failures}."""
     now, key = await _now_ms(r), keys[0]
     state_raw, failures_raw, opened, until = await r.hmget(
         key, ["state", "failures", "opened_at_ms", "probe_until_ms"]
@@ -135,7 +134,7 @@ async def _breaker_acquire(r: Any, keys: list[str], args: list[bytes]) -> list[A
 
 
 async def _breaker_record(r: Any, keys: list[str], args: list[bytes]) -> list[Any]:
-    """breaker_lua.RECORD: {state_before, state_after, failures}."""
+    """breaker_scripts.RECORD: {state_before, state_after, failures}."""
     now, key, outcome = await _now_ms(r), keys[0], as_text(args[1])
     state_raw, failures_raw, probe = await r.hmget(key, ["state", "failures", "probe"])
     state, failures = as_text(state_raw or b"closed"), _num(failures_raw)
@@ -169,7 +168,7 @@ async def _breaker_record(r: Any, keys: list[str], args: list[bytes]) -> list[An
 
 
 async def _breaker_release(r: Any, keys: list[str], args: list[bytes]) -> int:
-    """breaker_lua.RELEASE: a cancelled prober gives its lock back."""
+    """breaker_scripts.RELEASE: a cancelled prober gives its lock back."""
     if await r.hget(keys[0], "probe") == args[0]:
         await r.hdel(keys[0], "probe", "probe_until_ms")
         return 1

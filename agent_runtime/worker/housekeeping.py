@@ -17,6 +17,7 @@ import anyio
 
 from agent_runtime.backoff import Backoff, pause
 from agent_runtime.config.settings import WorkerSettings
+from agent_runtime.transport.base import Heartbeats
 from agent_runtime.transport.streams import Commit, StreamBus, Unwritable
 
 Leases = Callable[[], dict[str, list[bytes]]]
@@ -38,6 +39,7 @@ class Housekeeping:
     bus: StreamBus
     settings: WorkerSettings
     log: Any
+    heartbeats: Heartbeats
 
     async def lease_loop(self, leases: Leases) -> None:
         """Renew the lease of every entry this worker holds (XCLAIM JUSTID: no count). A
@@ -98,7 +100,7 @@ class Housekeeping:
         while True:
             beat = {**base, **status(), "at": time.time()}
             try:
-                await self.bus.redis.set(key, json.dumps(beat), ex=ttl)
+                await self.heartbeats.beat(key, json.dumps(beat), ttl)
             except Exception as exc:
                 delay = self._failed(backoff, interval)
                 self.log.error("heartbeat_failed", error=repr(exc), retry_in=delay)

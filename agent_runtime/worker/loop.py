@@ -95,7 +95,7 @@ class Worker:
             keys=self.keys,
             reply_streams=pipeline.config.reply_streams,
         )
-        self.transport = transport or RedisTransport.of(redis, cluster=cluster)
+        self.transport = transport or RedisTransport.of(redis, cluster=cluster, keys=self.keys)
         self.bus = self.transport.bus(
             group=self.keys.group(agent),
             consumer=consumer,
@@ -140,7 +140,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self.processed = 0
         self._read_backoff = Backoff(0.1, 5.0)
-        self.chores = Housekeeping(self.bus, self.settings, self.log)
+        self.chores = Housekeeping(self.bus, self.settings, self.log, self.transport.heartbeats)
         self.retries = RetryScheduler(self.bus, self.log)
         free = lambda: self.settings.concurrency - len(self._inflight)  # noqa: E731
         keys = self._inflight.keys()

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, NamedTuple
+from typing import IO, NamedTuple
 
 import anyio
 import structlog
@@ -36,7 +36,10 @@ from anyio.abc import TaskGroup
 import agent_runtime
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
-from agent_runtime.transport.connect import connect, redact_url
+from agent_runtime.transport.base import Heartbeats
+from agent_runtime.transport.connect import redact_url
+from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.worker.loop import default_consumer_name
 
 #: Seconds a child must live before its restart backoff starts again from the beginning.
@@ -145,28 +148,25 @@ class Supervisor:
     async def wait_ready(self, timeout: float) -> None:
         """Return once every worker's heartbeat key exists and names its current pid."""
         keys = self.pipeline.config.keys
-        connection = connect(self.redis_url)
+        transport = RedisTransport.connect(self.redis_url, keys)
         try:
             with anyio.move_on_after(timeout):
                 while True:
-                    missing = await self._not_ready(connection.redis, keys)
+                    missing = await self._not_ready(transport.heartbeats, keys)
                     if not missing:
                         return
                     await anyio.sleep(0.05)
-            missing = await self._not_ready(connection.redis, keys)
+            missing = await self._not_ready(transport.heartbeats, keys)
         finally:
-            await connection.redis.aclose()
+            await transport.aclose()
         if missing:
             raise WorkersNotReady(self._not_ready_message(missing, timeout))
 
-    async def _not_ready(self, redis: Any, keys: Any) -> list[_Child]:
+    async def _not_ready(self, heartbeats: Heartbeats, keys: Keys) -> list[_Child]:
         children = list(self._children)
         if not children:
             return []
-        pipe = redis.pipeline(transaction=False)  # one round trip, also on a cluster
-        for child in children:
-            pipe.get(keys.heartbeat(child.agent, child.consumer))
-        beats = await pipe.execute()
+        beats = await heartbeats.read([keys.heartbeat(c.agent, c.consumer) for c in children])
         return [
             c
             for c, beat in zip(children, beats, strict=True)

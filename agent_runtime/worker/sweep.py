@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from redis import exceptions as redis_errors
 
 from agent_runtime.agent import REPLY_TTL
 from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.errors import classify
-from agent_runtime.transport.clock import RedisTime
+from agent_runtime.transport.base import Transport
+from agent_runtime.transport.deadlines import Answer
 from agent_runtime.transport.keys import Keys
 from protocols.core import RequestFailed
 from protocols.envelope import OUTPUT_ID_NAMESPACE, AgentMessage
@@ -58,40 +58,20 @@ HEARTBEAT_CHECKS = 64
 #: Longest back-off after a failed round (seconds).
 MAX_BACKOFF = 5.0
 
-#: KEYS: outcome guard, reply stream. ARGV: guard value, TTL, then the reply's field/value
-#: pairs. 1: answered; 0: the guard was set (already answered); -1: the reply key holds
-#: another type (cannot be answered). ``#!lua``: under OOM the server refuses it as a whole.
-ANSWER_SCRIPT = """#!lua
-local kind = redis.call('TYPE', KEYS[2])['ok']
-if kind ~= 'none' and kind ~= 'stream' then return -1 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
-
-#: Delete the lock only if it still holds our token (runs under OOM too: DEL frees memory).
-RELEASE_SCRIPT = """#!lua flags=allow-oom
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def deadline_member(correlation_id: str, reply_stream: str) -> str:
     return f"{correlation_id} {reply_stream}"
 
 
-def register_deadline(pipe: Any, keys: Keys, message: AgentMessage) -> bool:
-    """Queue ``ZADD P:deadlines GT`` of ``message`` on ``pipe`` (a later deadline of the same
-    request -- an approval decision -- extends it, never shortens it). Only a message with a
-    deadline whose reply stream is the request's own (``keys.reply``, same slot as its outcome
-    guard) is registered; returns whether it was."""
+def deadline_entry(keys: Keys, message: AgentMessage) -> tuple[str, int] | None:
+    """``(member, score ms)`` of ``message`` in ``P:deadlines`` (``Client.send`` adds it with
+    ``ZADD GT``: a later deadline of the same request -- an approval decision -- extends it,
+    never shortens it), or None: only a message with a deadline whose reply stream is the
+    request's own (``keys.reply``, same slot as its outcome guard) is registered."""
     cid = message.correlation_text
     if message.deadline is None or message.reply_to != keys.reply(cid):
-        return False
-    score = int(message.deadline.timestamp() * 1000)
-    pipe.zadd(keys.deadlines(), {deadline_member(cid, message.reply_to): score}, gt=True)
-    return True
+        return None
+    return deadline_member(cid, message.reply_to), int(message.deadline.timestamp() * 1000)
 
 
 def parse_member(raw: bytes | str, keys: Keys) -> tuple[str, str] | None:
@@ -220,15 +200,15 @@ class DeadlineSweep:
     """One process's share of the sweep. ``await run(stopping)`` beside the consume loop."""
 
     def __init__(
-        self, redis: Any, pipeline: Pipeline, codec: Codec, *, owner: str, log: Any = None
+        self, transport: Transport, pipeline: Pipeline, codec: Codec, *, owner: str, log: Any = None
     ) -> None:
-        self.redis = redis
+        self.deadlines = transport.deadlines  # its key names must be the pipeline's
         self.pipeline = pipeline
         self.codec = codec
         self.keys = pipeline.config.keys
         self.settings = pipeline.config.requests
         self.token = f"{owner}:{uuid.uuid4().hex}"
-        self.clock = RedisClock(RedisTime(redis))
+        self.clock = RedisClock(transport.clock)
         self.log = log or structlog.get_logger("agent_runtime.worker.sweep")
         self.lock_ms = max(1_000, int(self.settings.sweep_interval * 4_000))
         self.answered = 0  # replies written by this process (tests, metrics)
@@ -236,7 +216,7 @@ class DeadlineSweep:
     @classmethod
     def for_worker(cls, worker: Worker) -> DeadlineSweep:
         return cls(
-            worker.redis, worker.pipeline, worker.codec, owner=worker.consumer, log=worker.log
+            worker.transport, worker.pipeline, worker.codec, owner=worker.consumer, log=worker.log
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -258,23 +238,20 @@ class DeadlineSweep:
     async def sweep_once(self) -> int:
         """One round: members settled (0 when nothing is due, another process holds the lock,
         or every answer failed transiently)."""
-        key = self.keys.deadlines()
         now_ms = int(await self.clock.now() * 1000)
-        if not await self.redis.zrangebyscore(key, "-inf", now_ms, start=0, num=1):
+        if not await self.deadlines.due(now_ms, 1):
             return 0
-        if not await self.redis.set(self.keys.sweep_lock(), self.token, nx=True, px=self.lock_ms):
+        if not await self.deadlines.lock(self.token, self.lock_ms):
             return 0
         try:
-            due = await self.redis.zrangebyscore(
-                key, "-inf", now_ms, start=0, num=self.settings.sweep_batch
-            )
+            due = await self.deadlines.due(now_ms, self.settings.sweep_batch)
             return await self.answer(due, now_ms)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self.release()
 
     async def release(self) -> None:
-        await self.redis.eval(RELEASE_SCRIPT, 1, self.keys.sweep_lock(), self.token)
+        await self.deadlines.unlock(self.token)
 
     async def answer(self, due: list[bytes], now_ms: int) -> int:
         """Answer the due members (one pipelined round trip), then ZREM the settled ones;
@@ -289,24 +266,25 @@ class DeadlineSweep:
                 self._report(cid, *found, result)
                 if settled(result):
                     done.append(raw)
-        if done:
-            await self.redis.zrem(self.keys.deadlines(), *done)
+        await self.deadlines.settle(done)
         return len(done)
 
     async def _write(
         self, requests: list[tuple[str, str]], verdicts: list[tuple[str, Waiting]], now_ms: int
     ) -> list[Any]:
-        """One answer script per request (see ANSWER_SCRIPT), pipelined; results in order."""
+        """One answer per request (transport/deadlines.py ANSWER_SCRIPT); results in order."""
         now = datetime.fromtimestamp(now_ms / 1000, UTC)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (cid, stream), (code, where) in zip(requests, verdicts, strict=True):
-                fields = self.codec.encode(failure_reply(cid, stream, code, where, now))
-                args = [item for pair in fields.items() for item in pair]
-                guard = f"request.failed:{code}"
-                keys = (self.keys.outcome(cid), stream)
-                pipe.eval(ANSWER_SCRIPT, 2, *keys, guard, REPLY_TTL, *args)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        return results
+        answers = [
+            Answer(
+                guard=self.keys.outcome(cid),
+                guard_value=f"request.failed:{code}",
+                stream=stream,
+                ttl=REPLY_TTL,
+                fields=self.codec.encode(failure_reply(cid, stream, code, where, now)),
+            )
+            for (cid, stream), (code, where) in zip(requests, verdicts, strict=True)
+        ]
+        return await self.deadlines.answer(answers)
 
     def _report(self, cid: str, code: str, where: Waiting, result: Any) -> None:
         if result == 1:
@@ -319,10 +297,7 @@ class DeadlineSweep:
 
     async def _verdicts(self, cids: list[str]) -> list[tuple[str, Waiting]]:
         """Where each request waits (its trace, one pipelined round trip) and its code."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid in cids:
-                pipe.lrange(self.keys.trace(cid), -TRACE_WINDOW, -1)
-            traces = await pipe.execute(raise_on_error=False)
+        traces = await self.deadlines.traces(cids, TRACE_WINDOW)
         waiting = [[] if isinstance(t, BaseException) else waiting_on(t) for t in traces]
         agents = self.pipeline.agents
         live = await self._live({w.agent for ws in waiting for w in ws if w.agent in agents})
@@ -336,10 +311,9 @@ class DeadlineSweep:
             names = await self._consumers(agent)
             if not names:
                 continue
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.get(self.keys.heartbeat(agent, name))
-                beats = await pipe.execute(raise_on_error=False)
+            beats = await self.deadlines.heartbeats(
+                [self.keys.heartbeat(agent, name) for name in names]
+            )
             if any(_beating(beat) for beat in beats):
                 live.add(agent)
         return live
@@ -348,14 +322,7 @@ class DeadlineSweep:
         """The consumers of the agent's group(s), most recently active first (capped)."""
         rows: list[tuple[int, str]] = []
         for stream in self.pipeline.routing.inboxes(agent):
-            try:
-                found = await self.redis.xinfo_consumers(stream, self.keys.group(agent))
-            except redis_errors.ResponseError:  # no stream or no group yet: nobody consumed
-                continue
-            for row in found:
-                name = row.get("name")
-                text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-                rows.append((int(row.get("idle") or 0), text))
+            rows += await self.deadlines.consumers(stream, self.keys.group(agent))
         names = dict.fromkeys(name for _, name in sorted(rows))
         return list(names)[:HEARTBEAT_CHECKS]
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from agent_runtime.policies import breaker_lua
+from agent_runtime.transport import breaker_scripts as breaker_lua
 from agent_runtime.transport.commit import REPLY_SCRIPT
+from agent_runtime.transport.deadlines import ANSWER_SCRIPT, RELEASE_SCRIPT
 from agent_runtime.transport.llm_store import BOOK_SCRIPT
 from agent_runtime.transport.memory import MemoryRedis
 from agent_runtime.transport.state import RedisState
 from agent_runtime.transport.streams import TRACE_SCRIPT
-from agent_runtime.worker.sweep import ANSWER_SCRIPT, RELEASE_SCRIPT
 
 pytestmark = pytest.mark.anyio
 

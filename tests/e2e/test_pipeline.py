@@ -236,7 +236,7 @@ def test_budget_exceeded_ends_with_a_report_and_runs_nothing(running: Running) -
 # ------------------------------------------------------------------ human approval
 def wait_pending(running: Running, cid: str) -> dict[str, Any]:
     return wait_until(
-        lambda: running.call(lambda c: pending_approvals(c.redis, c.keys, cid)),
+        lambda: running.call(lambda c: pending_approvals(c.state, c.keys, cid)),
         timeout=20,
         message="approval",
     )

@@ -15,6 +15,7 @@ from agent_runtime.client import Client
 from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport import Commit, DeadLetter, StreamBus, connect
+from agent_runtime.transport.breaker_scripts import RedisBreakers
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Handled, Write
 
@@ -280,7 +281,9 @@ async def test_shared_breaker_lua_runs_on_the_cluster(redis_cluster_url: str, pr
     clients = [connect(redis_cluster_url).redis for _ in range(2)]
     try:
         breakers = [
-            SharedBreaker("dep", spec, c, Keys(prefix), counts=error_matcher(spec.failure_on))
+            SharedBreaker(
+                "dep", spec, RedisBreakers(c), Keys(prefix), counts=error_matcher(spec.failure_on)
+            )
             for c in clients
         ]
 

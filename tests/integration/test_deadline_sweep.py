@@ -22,6 +22,7 @@ from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.worker.sweep import DeadlineSweep, deadline_member
 from protocols.core import RequestFailed
 from protocols.envelope import AgentMessage
@@ -37,6 +38,7 @@ if not redis.call('SET', KEYS[1], 'ok', 'NX', 'EX', 3600) then return 0 end
 redis.call('XADD', KEYS[2], '*', unpack(ARGV))
 return 1
 """
+END_OF_TIME = 2**62  # ms: every deadline is before it
 
 
 @pytest.fixture
@@ -59,7 +61,8 @@ def client(redis: Any, pipeline: Pipeline) -> Client:
 
 
 def sweep(redis: Any, pipeline: Pipeline, owner: str = "a") -> DeadlineSweep:
-    return DeadlineSweep(redis, pipeline, Codec(pipeline.schemas), owner=owner)
+    transport = RedisTransport.of(redis, keys=pipeline.config.keys)
+    return DeadlineSweep(transport, pipeline, Codec(pipeline.schemas), owner=owner)
 
 
 async def overdue(client: Client, count: int) -> list[AgentMessage]:
@@ -75,13 +78,12 @@ async def replies(client: Client, message: AgentMessage) -> list[Any]:
 
 async def drain(*sweeps: DeadlineSweep) -> None:
     """Run the sweeps concurrently until the deadline set is empty."""
-    keys = sweeps[0].keys
     stop = asyncio.Event()
     async with anyio.create_task_group() as tg:
         for one in sweeps:
             tg.start_soon(one.run, stop)
         with anyio.fail_after(20):
-            while await sweeps[0].redis.zcard(keys.deadlines()):
+            while await sweeps[0].deadlines.due(END_OF_TIME, 1):  # any member left
                 await anyio.sleep(0.02)
         stop.set()
 

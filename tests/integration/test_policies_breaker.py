@@ -12,6 +12,7 @@ import pytest
 
 from agent_runtime.errors import BreakerOpen, LLMRequestError
 from agent_runtime.policies import BreakerPolicy, RedisClock, SharedBreaker, error_matcher
+from agent_runtime.transport.breaker_scripts import RedisBreakers
 from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.keys import Keys
@@ -41,7 +42,7 @@ def make(redis: Any, prefix: str, listener: Recorder | None = None, **policy: An
     return SharedBreaker(
         "dep",
         spec,
-        redis,
+        RedisBreakers(redis),
         Keys(prefix),
         counts=error_matcher(spec.failure_on),
         listeners=[listener] if listener else [],

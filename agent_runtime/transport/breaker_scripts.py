@@ -1,4 +1,5 @@
-"""The shared circuit-breaker state machine, as Lua scripts on one hash per breaker.
+"""The shared circuit-breaker state machine, as Lua scripts on one hash per breaker (the
+policy side is agent_runtime/policies/breaker.py).
 
 Each script touches one key (``keys.breaker(NAME)``), so it is atomic and Redis Cluster safe,
 and takes the time from the server (``TIME``): every worker of the fleet sees one breaker, and
@@ -13,6 +14,8 @@ state and lock change together.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 #: Keep an idle breaker's hash this long after its last change (a lapsed hash = closed).
 HASH_TTL_SECONDS = 7 * 24 * 3600
@@ -93,3 +96,46 @@ if redis.call('HGET', KEYS[1], 'probe') == ARGV[1] then
 end
 return 0
 """
+
+
+class RedisBreakers:
+    """:class:`~agent_runtime.transport.base.BreakerStore` on a redis-py client: the scripts
+    above, and a read of the hash with the server's time (status views, tests)."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._acquire = redis.register_script(ACQUIRE)
+        self._record = redis.register_script(RECORD)
+        self._release = redis.register_script(RELEASE)
+
+    async def acquire(
+        self, key: str, token: str, reset_ms: int, probe_ms: int
+    ) -> tuple[str, str, int, int]:
+        """``(decision, state, wait ms, failures)``; decision: call | probe | open | busy."""
+        decision, state, wait_ms, failures = await self._acquire(
+            keys=[key], args=[token, reset_ms, probe_ms, HASH_TTL_SECONDS]
+        )
+        return _text(decision), _text(state), int(wait_ms), int(failures)
+
+    async def record(self, key: str, token: str, outcome: str, fail_max: int, reset_ms: int) -> str:
+        """Apply ``outcome`` (success | failure); returns the state after it."""
+        _before, after, _failures = await self._record(
+            keys=[key], args=[token, outcome, fail_max, reset_ms, HASH_TTL_SECONDS]
+        )
+        return _text(after)
+
+    async def release(self, key: str, token: str) -> None:
+        await self._release(keys=[key], args=[token])
+
+    async def read(self, key: str) -> tuple[dict[str, str], int]:
+        """The breaker's hash and the server's time (ms), one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.time()
+            fields, (seconds, micros) = await pipe.execute()
+        data = {_text(k): _text(v) for k, v in fields.items()}
+        return data, int(seconds) * 1000 + int(micros) // 1000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
