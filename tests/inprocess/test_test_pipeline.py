@@ -134,3 +134,12 @@ async def test_a_failing_handler_is_retried_with_a_rising_delivery_count() -> No
     assert reply.message.message_type == "request.failed"
     assert letter["reason"] == "max_deliveries"
     assert letter["delivery_count"] == "3"
+
+
+async def test_the_client_reply_reader_works_on_the_memory_transport() -> None:
+    """``tp.client`` is a real Client: its own reply reader (the polling lane, on the
+    Redis-shaped client) gets the answer too."""
+    async with TestPipeline(echo_pipeline()) as tp:
+        reply = await tp.client.request("via the client", timeout=10)
+    assert reply.message.message_type == "test.reply"
+    assert reply.payload.model_dump()["text"] == "VIA THE CLIENT"
