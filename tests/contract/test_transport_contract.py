@@ -11,6 +11,7 @@ real server by tests/e2e/test_delivery.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -77,6 +78,18 @@ def advance(redis: Any, seconds: float) -> None:
     if isinstance(redis, MemoryRedis):
         assert isinstance(redis.store.clock, ManualClock)
         redis.store.clock.advance(seconds)
+
+
+async def past(redis: Any, entry_id: bytes) -> None:
+    """Until the trimming clock is past the millisecond of ``entry_id`` (a retention of 0 ms
+    trims only entries older than now): the memory store's clock is moved; StreamBus trims by
+    this host's clock, which is awaited (entries and trim in one millisecond keep them all)."""
+    if isinstance(redis, MemoryRedis):
+        advance(redis, 0.001)
+        return
+    with anyio.fail_after(10):
+        while int(time.time() * 1000) <= int(entry_id.split(b"-")[0]):
+            await anyio.sleep(0.001)
 
 
 async def seeded(redis: Any, prefix: str, n: int) -> tuple[StreamBus, list[bytes]]:
@@ -173,7 +186,7 @@ async def test_safe_trim_never_drops_pending_or_undelivered(client: Any) -> None
     entries = await b.read_new([STREAM], count=4, block_ms=1)  # 4 delivered, 2 undelivered
     commit = Commit(handled=[Handled(e) for e in entries[:1] + entries[2:4]])  # [1] stays pending
     await b.commit(commit)
-    advance(redis, 0.001)  # the entries are older than "now - 0 ms"
+    await past(redis, ids[-1])  # every entry is older than "now - 0 ms"
 
     await b.safe_trim(STREAM, retention_ms=0, approximate=False)  # the worker trims with ~
     remaining = [eid for eid, _ in await redis.xrange(STREAM)]
