@@ -69,8 +69,14 @@ class MemoryTransport:
 
     cluster = False
 
-    def __init__(self, clock: ManualClock | None = None, keys: Keys | None = None) -> None:
-        self.redis = MemoryRedis(clock=clock)
+    def __init__(
+        self,
+        clock: ManualClock | None = None,
+        keys: Keys | None = None,
+        *,
+        store: Store | None = None,
+    ) -> None:
+        self.redis = MemoryRedis(store, clock=clock)
         self.store: Store = self.redis.store
         self.keys = keys or Keys()
         pieces = RedisTransport.of(self.redis, keys=self.keys)
@@ -81,6 +87,11 @@ class MemoryTransport:
         self.deadlines = pieces.deadlines
         self.publisher = pieces.publisher
         self.breakers = pieces.breakers
+
+    @classmethod
+    def on(cls, store: Store, keys: Keys | None = None) -> MemoryTransport:
+        """Another transport on ``store`` (a second process's connection, in real life)."""
+        return cls(keys=keys, store=store)
 
     def bus(self, *, group: str, consumer: str, **options: Any) -> MemoryBus:
         """The stream operations of one consumer group, in memory (see :class:`MemoryBus`)."""

@@ -67,11 +67,8 @@ class _Commands(StreamCommands):
         exists = self.store.live(name) is not None
         if (nx and exists) or (xx and not exists):
             return None
-        self.store.delete(name)
-        self.store.data[name] = as_bytes(value)
-        if ex is not None or px is not None:
-            self.store.expire(name, ex if ex is not None else (px or 0) / 1000)
-        self._touch(name)
+        ttl = None if ex is None and px is None else (ex if ex is not None else (px or 0) / 1000)
+        self.store.write_string(name, as_bytes(value), ttl)
         return True
 
     @redis_errors

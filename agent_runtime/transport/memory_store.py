@@ -173,6 +173,18 @@ class Store:
         at = self.expires.get(key)
         return -1 if at is None else max(round(at - self.clock.now()), 0)
 
+    def touch(self, key: str) -> None:
+        """Count a write to ``key`` (a WATCH on it then fails its transaction)."""
+        self.versions[key] = self.versions.get(key, 0) + 1
+
+    def write_string(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """SET ``key`` (any old value and TTL replaced), synchronously."""
+        self.delete(key)
+        self.data[key] = value
+        if ttl is not None:
+            self.expire(key, ttl)
+        self.touch(key)
+
     # ---------------------------------------------------------------- wake-ups
     def written(self) -> None:
         """Wake every BLOCKed reader (they look again and wait again if nothing is theirs)."""

@@ -44,7 +44,7 @@ class StreamCommands:
     store: Store
 
     def _touch(self, key: str) -> None:
-        self.store.versions[key] = self.store.versions.get(key, 0) + 1
+        self.store.touch(key)
 
     # ---------------------------------------------------------------- streams
     @redis_errors
