@@ -37,7 +37,7 @@ import agent_runtime
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.transport.base import Heartbeats
-from agent_runtime.transport.connect import redact_url
+from agent_runtime.transport.connect import redact_url, unavailable
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.worker.loop import default_consumer_name
@@ -146,13 +146,20 @@ class Supervisor:
         return self.log_dir / f"{agent}-{slot}.log" if self.log_dir else None
 
     async def wait_ready(self, timeout: float) -> None:
-        """Return once every worker's heartbeat key exists and names its current pid."""
+        """Return once every worker's heartbeat key exists and names its current pid. A read
+        that fails for want of the server (a dropped reply) is tried again until ``timeout``;
+        the last read's error, if it fails too, is raised."""
         keys = self.pipeline.config.keys
         transport = RedisTransport.connect(self.redis_url, keys)
         try:
             with anyio.move_on_after(timeout):
                 while True:
-                    missing = await self._not_ready(transport.heartbeats, keys)
+                    try:
+                        missing = await self._not_ready(transport.heartbeats, keys)
+                    except Exception as exc:  # a lost reply or reconnect: look again
+                        if not unavailable(exc):
+                            raise
+                        missing = list(self._children)
                     if not missing:
                         return
                     await anyio.sleep(0.05)
