@@ -5,6 +5,8 @@
 * :class:`WorkerProcess` starts a real ``agent-runtime worker`` process (argv only) and
   waits for its first heartbeat (:meth:`WorkerProcess.wait_ready`).
 * :func:`wait_until` polls a condition with a deadline (never a bare sleep).
+* :class:`TestPipeline` runs a whole pipeline in this process on the in-memory transport
+  (agent_runtime/inprocess.py): end-to-end tests of your agents in milliseconds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 
 from agent_runtime.agent import Agent, MessageContext, Output, Services
 from agent_runtime.config.routing import Routing
+from agent_runtime.inprocess import TestPipeline as TestPipeline  # re-exported: the user API
 from agent_runtime.transport.base import State
 from agent_runtime.transport.dict_state import DictState
 from agent_runtime.transport.inspect import HeartbeatProbe, SupportsExists

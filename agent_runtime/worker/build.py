@@ -31,6 +31,8 @@ from agent_runtime.llm.base import LLMProvider
 from agent_runtime.observability.process import WorkerObservability
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.middleware import Policies
+from agent_runtime.transport.memory import MemoryTransport
+from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.worker.delivery import Middleware
 from agent_runtime.worker.loop import Worker
 
@@ -66,9 +68,11 @@ def build_worker(
     metrics_port: int | None = None,
     llm: LLMProvider | None = None,
     middleware: Sequence[Middleware] = (),
+    transport: RedisTransport | MemoryTransport | None = None,
 ) -> BuiltWorker:
     """The worker of agent type ``agent`` with everything it runs with (module docstring).
-    ``middleware`` runs outside the policy middleware (e.g. a test's probe)."""
+    ``middleware`` runs outside the policy middleware (e.g. a test's probe); ``transport``
+    replaces the Redis transport on ``redis`` (agent_runtime.testing.TestPipeline: in memory)."""
     obs = WorkerObservability.create(pipeline, agent, metrics_port)
     listeners = [obs.metrics.breaker_listener()] if obs.metrics is not None else []
     policies = Policies.for_agent(pipeline, agent, redis, listeners=listeners)
@@ -89,5 +93,6 @@ def build_worker(
         observer=obs.observer,
         middleware=[*middleware, *obs.middleware, policies.middleware()],
         services=services,
+        transport=transport,
     )
     return BuiltWorker(worker, policies, obs)

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -55,6 +55,9 @@ from agent_runtime.worker.runners import HandlerPool
 from agent_runtime.worker.sweep import DeadlineSweep
 from protocols.envelope import AgentMessage
 
+if TYPE_CHECKING:  # TestPipeline's in-process transport
+    from agent_runtime.transport.memory import MemoryTransport
+
 __all__ = ["Middleware", "Worker", "default_consumer_name"]
 
 
@@ -78,6 +81,7 @@ class Worker:
         middleware: Sequence[Middleware] = (),
         observer: Observer | None = None,
         services: Services | None = None,
+        transport: RedisTransport | MemoryTransport | None = None,  # default: Redis on `redis`
     ) -> None:
         self.pipeline = pipeline
         self.agent_type = pipeline.agents[agent]
@@ -93,7 +97,7 @@ class Worker:
             keys=self.keys,
             reply_streams=pipeline.config.reply_streams,
         )
-        self.transport = RedisTransport.of(redis, cluster=cluster, keys=self.keys)
+        self.transport = transport or RedisTransport.of(redis, cluster=cluster, keys=self.keys)
         self.bus = self.transport.bus(
             group=self.keys.group(agent),
             consumer=consumer,

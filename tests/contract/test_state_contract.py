@@ -1,7 +1,7 @@
 """The agents' state API (``runtime.state``, agent_runtime/transport/base.py ``State``): one
 contract for every backend. ``backend`` is fixture-parametrised: the real embedded server
-(RedisState) and the dict-backed state of AgentHarness; an in-memory transport joins by
-adding a parameter.
+(RedisState), the dict-backed state of AgentHarness and the in-memory transport
+(agent_runtime/transport/memory.py).
 
 A "concurrent writer" is another client writing the key while a transaction's function runs
 (``backend.poke``: a synchronous write from outside the transaction), which is exactly the
@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from agent_runtime.transport.base import State, StateConflict
 from agent_runtime.transport.dict_state import DictState
+from agent_runtime.transport.memory import MemoryTransport
 from agent_runtime.transport.state import RedisState
 
 pytestmark = pytest.mark.anyio
@@ -33,8 +34,16 @@ class Backend:
     poke: Callable[[str, bytes], None]  # a concurrent writer's plain write
 
 
-@pytest.fixture(params=["redis", "dict"])
+@pytest.fixture(params=["redis", "dict", "memory"])
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
+    if request.param == "memory":  # the in-memory transport: two clients of one store
+        memory = MemoryTransport()
+        yield Backend(
+            memory.state,
+            MemoryTransport.on(memory.store).state,
+            lambda key, value: memory.store.write_string(key, value, 60),
+        )
+        return
     if request.param == "dict":
         state = DictState()
         yield Backend(state, state, lambda key, value: state.write_behind(key, value, 60))

@@ -1,20 +1,26 @@
-"""One transport contract, three backends: fakeredis and the real embedded server (with the
-atomic commit script and with the portable two-round-trip commit used on Cluster).
+"""One transport contract, four backends: the in-memory transport
+(agent_runtime/transport/memory.py), fakeredis, and the real embedded server (with the atomic
+commit script and with the portable two-round-trip commit used on Cluster).
 
-Only behaviour fakeredis gets right is asserted here (no BLOCK waits, no cancellation, no
-reclaim idle timing beyond a zero threshold); the timing-dependent behaviour is covered on the
+Each backend is a client (the real server's, fakeredis's, or the in-memory transport's
+Redis-shaped one) and the bus made for it (:func:`bus`). Behaviour fakeredis does not get
+right (BLOCK waits, the outcome guard, WRONGTYPE refusals) is asserted on the real server and
+the memory transport only; the timing-dependent behaviour of whole workers is covered on the
 real server by tests/e2e/test_delivery.py.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import fakeredis
 import pytest
 from redis.asyncio import Redis
 
+from agent_runtime.transport.memory import ManualClock, MemoryBus, MemoryRedis
 from agent_runtime.transport.streams import (
     Commit,
     DeadLetter,
@@ -32,12 +38,18 @@ STREAM = "c:inbox:a"
 ATOMIC: dict[int, bool] = {}  # id(redis client) -> commit with the script
 
 
-@pytest.fixture(params=["fakeredis", "real", "real-portable"])
+def backend(name: str, request: pytest.FixtureRequest) -> Any:
+    """The client of backend ``name``."""
+    if name == "memory":
+        return MemoryRedis(clock=ManualClock())  # time moves only when a test moves it
+    if name == "fakeredis":
+        return fakeredis.FakeAsyncRedis()  # no scripting: the portable commit
+    return Redis.from_url(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture(params=["memory", "fakeredis", "real", "real-portable"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "fakeredis":
-        redis: Any = fakeredis.FakeAsyncRedis()  # no scripting: the portable commit
-    else:
-        redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    redis = backend(request.param, request)
     ATOMIC[id(redis)] = request.param == "real"
     prefix = request.getfixturevalue("prefix")
     await redis.delete(STREAM)
@@ -48,7 +60,9 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 
 
 def bus(redis: Any, prefix: str, consumer: str = "a-0") -> StreamBus:
-    return StreamBus(
+    """The bus of ``redis``'s backend: a MemoryBus on the memory transport."""
+    cls = MemoryBus if isinstance(redis, MemoryRedis) else StreamBus
+    return cls(
         redis,
         group="a",
         consumer=consumer,
@@ -57,6 +71,25 @@ def bus(redis: Any, prefix: str, consumer: str = "a-0") -> StreamBus:
         atomic=ATOMIC.get(id(redis), False),
         mark_prefix=f"{prefix}:commit:",
     )
+
+
+def advance(redis: Any, seconds: float) -> None:
+    """Move the memory transport's clock on (the real server's moves by itself)."""
+    if isinstance(redis, MemoryRedis):
+        assert isinstance(redis.store.clock, ManualClock)
+        redis.store.clock.advance(seconds)
+
+
+async def past(redis: Any, entry_id: bytes) -> None:
+    """Until the trimming clock is past the millisecond of ``entry_id`` (a retention of 0 ms
+    trims only entries older than now): the memory store's clock is moved; StreamBus trims by
+    this host's clock, which is awaited (entries and trim in one millisecond keep them all)."""
+    if isinstance(redis, MemoryRedis):
+        advance(redis, 0.001)
+        return
+    with anyio.fail_after(10):
+        while int(time.time() * 1000) <= int(entry_id.split(b"-")[0]):
+            await anyio.sleep(0.001)
 
 
 async def seeded(redis: Any, prefix: str, n: int) -> tuple[StreamBus, list[bytes]]:
@@ -153,6 +186,7 @@ async def test_safe_trim_never_drops_pending_or_undelivered(client: Any) -> None
     entries = await b.read_new([STREAM], count=4, block_ms=1)  # 4 delivered, 2 undelivered
     commit = Commit(handled=[Handled(e) for e in entries[:1] + entries[2:4]])  # [1] stays pending
     await b.commit(commit)
+    await past(redis, ids[-1])  # every entry is older than "now - 0 ms"
 
     await b.safe_trim(STREAM, retention_ms=0, approximate=False)  # the worker trims with ~
     remaining = [eid for eid, _ in await redis.xrange(STREAM)]
@@ -181,9 +215,10 @@ async def test_forget_done(client: Any) -> None:
     assert await b.already_done(["x"]) == [False]
 
 
-@pytest.fixture(params=["real", "real-portable"])
+@pytest.fixture(params=["memory", "real", "real-portable"])
 async def real(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    """The backends that keep the outcome guard and refuse a key of another type."""
+    redis = backend(request.param, request)
     ATOMIC[id(redis)] = request.param == "real"
     prefix = request.getfixturevalue("prefix")
     await redis.delete(STREAM)
@@ -221,7 +256,7 @@ async def test_output_key_of_another_type_refuses_that_input_alone(real: Any) ->
         ]
     )
     [refused] = await b.commit(commit)
-    if ATOMIC[id(redis)]:  # a replay of the same commit reports the same refusal
+    if ATOMIC[id(redis)] or isinstance(redis, MemoryRedis):  # a replay: the same refusal
         [again] = await b.commit(commit)
         assert again.handled is refused.handled
 
@@ -233,11 +268,14 @@ async def test_output_key_of_another_type_refuses_that_input_alone(real: Any) ->
     assert row["message_id"] == bad.entry_id  # left for the worker to dead-letter
 
 
-async def test_replayed_commit_writes_nothing_twice(redis_url: str, prefix: str) -> None:
+@pytest.mark.parametrize("name", ["memory", "real"])
+async def test_replayed_commit_writes_nothing_twice(
+    name: str, request: pytest.FixtureRequest, prefix: str
+) -> None:
     """The server ran the commit but its reply was lost: the worker sends the same commit
     again. The atomic path refuses the replay (its token); a copy of an input already marked
     done (handled twice) writes no outputs either."""
-    redis = Redis.from_url(redis_url)
+    redis = backend(name, request)
     ATOMIC[id(redis)] = True
     try:
         b, _ = await seeded(redis, prefix, 2)
@@ -253,3 +291,118 @@ async def test_replayed_commit_writes_nothing_twice(redis_url: str, prefix: str)
     finally:
         await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}*")], STREAM)
         await redis.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases the memory transport needs to be trusted, on every backend that can show them.
+
+
+async def test_fresh_entries_are_not_reclaimed_and_renew_resets_idle(client: Any) -> None:
+    redis, prefix = client
+    b, ids = await seeded(redis, prefix, 2)
+    await b.read_new([STREAM], count=2, block_ms=1)
+    other = bus(redis, prefix, consumer="a-1")
+    assert (await other.reclaim(STREAM, min_idle_ms=60_000, limit=10))[0] == []
+    await b.hand_back({STREAM: ids}, idle_ms=120_000)  # idle for two minutes...
+    await b.renew({STREAM: ids[:1]})  # ...except the first, renewed by a live handler
+    claimed, _ = await other.reclaim(STREAM, min_idle_ms=60_000, limit=10)
+    assert [e.entry_id for e in claimed] == ids[1:]
+    assert await b.own_pending(STREAM, min_idle_ms=60_000, count=10) == []
+
+
+async def test_delivery_count_rises_with_each_redelivery_and_reclaim(client: Any) -> None:
+    redis, prefix = client
+    b, ids = await seeded(redis, prefix, 1)
+    [first] = await b.read_new([STREAM], count=1, block_ms=1)
+    assert first.delivery_count == 1
+    assert [e.delivery_count for e in await b.redeliver(STREAM, ids)] == [2]
+    assert [e.delivery_count for e in await b.redeliver(STREAM, ids)] == [3]
+    other = bus(redis, prefix, consumer="a-1")
+    [claimed] = (await other.reclaim(STREAM, min_idle_ms=0, limit=10))[0]
+    assert claimed.delivery_count == 4
+    [row] = await redis.xpending_range(STREAM, "a", "-", "+", 10)
+    assert row["times_delivered"] == 4 and row["consumer"] == b"a-1"
+
+
+async def test_a_done_mark_is_seen_by_every_consumer_of_the_group(client: Any) -> None:
+    redis, prefix = client
+    b, _ = await seeded(redis, prefix, 1)
+    [entry] = await b.read_new([STREAM], count=1, block_ms=1)
+    await b.commit(Commit(handled=[Handled(entry, "m1", [Write(f"{prefix}:out", {b"m": b"o"})])]))
+    other = bus(redis, prefix, consumer="a-1")
+    assert await other.already_done(["m1", "m2"]) == [True, False]
+
+
+@pytest.mark.parametrize("name", ["memory", "real"])
+async def test_blocked_read_wakes_up_on_publish(
+    name: str, request: pytest.FixtureRequest, prefix: str
+) -> None:
+    """A read BLOCKed on an empty stream returns the entry published meanwhile (before its
+    block time is up: the fail_after only keeps a broken backend from hanging the suite)."""
+    redis = backend(name, request)
+    try:
+        b = bus(redis, prefix)
+        await b.ensure_group(STREAM)
+        assert await b.read_new([STREAM], count=10, block_ms=1) == []
+        got: list[Any] = []
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+
+                async def reader() -> None:
+                    got.extend(await b.read_new([STREAM], count=10, block_ms=60_000))
+
+                tg.start_soon(reader)
+                await anyio.wait_all_tasks_blocked()
+                await redis.xadd(STREAM, {b"m": b"late"})
+        assert [e.fields for e in got] == [{b"m": b"late"}]
+    finally:
+        await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}*")], STREAM)
+        await redis.aclose()
+
+
+async def test_one_commit_with_two_terminal_replies_writes_the_first(real: Any) -> None:
+    redis, prefix = real
+    b, _ = await seeded(redis, prefix, 2)
+    first, second = await b.read_new([STREAM], count=2, block_ms=1)
+    reply, guard = f"{prefix}:reply:{{c2}}", f"{prefix}:req:{{c2}}:outcome"
+    commit = Commit(
+        handled=[
+            Handled(first, "m1", [Write(reply, {b"m": b"one"}, 60, None, guard)]),
+            Handled(second, "m2", [Write(reply, {b"m": b"two"}, 60, None, guard)]),
+        ]
+    )
+    assert await b.commit(commit) == []
+    assert [f for _, f in await redis.xrange(reply)] == [{b"m": b"one"}]
+    assert await redis.get(guard) == b"m1"
+    assert (await redis.xpending(STREAM, "a"))["pending"] == 0
+
+
+async def test_memory_reclaim_by_idle_time_follows_its_clock() -> None:
+    """The memory transport's idle times are its clock's: entries become reclaimable (and
+    orphans claimable) once the clock has moved past the threshold."""
+    clock = ManualClock()
+    redis = MemoryRedis(clock=clock)
+    b, ids = await seeded(redis, "p", 2)
+    await b.read_new([STREAM], count=2, block_ms=1)
+    other = bus(redis, "p", consumer="a-1")
+    clock.advance(59)
+    assert (await other.reclaim(STREAM, min_idle_ms=60_000, limit=10))[0] == []
+    assert await b.own_pending(STREAM, min_idle_ms=60_000, count=10) == []
+    clock.advance(1)
+    assert await b.own_pending(STREAM, min_idle_ms=60_000, count=10) == ids
+    [claimed] = await b.claim(STREAM, ids[:1], min_idle_ms=60_000)
+    assert claimed.delivery_count == 2
+    rest, deleted = await other.reclaim(STREAM, min_idle_ms=60_000, limit=10)
+    assert [e.entry_id for e in rest] == ids[1:] and deleted == 0
+
+
+async def test_memory_keys_expire_with_its_clock() -> None:
+    clock = ManualClock()
+    redis = MemoryRedis(clock=clock)
+    b, _ = await seeded(redis, "p", 1)
+    [entry] = await b.read_new([STREAM], count=1, block_ms=1)
+    await b.commit(Commit(handled=[Handled(entry, "m1", [Write("p:r", {b"m": b"r"}, ttl=60)])]))
+    clock.advance(59)
+    assert await redis.xlen("p:r") == 1
+    clock.advance(1)
+    assert await redis.xlen("p:r") == 0 and await redis.ttl("p:r") == -2

@@ -1,0 +1,196 @@
+"""Python ports of the runtime's Lua scripts, for the in-memory transport.
+
+Why ports and not a Lua interpreter: the runtime has a handful of scripts, each a short
+sequence of commands; a port keyed by the script's exact text keeps the memory transport free
+of dependencies, and a script without a port is refused loudly (``NOSCRIPT``), never run
+wrongly. Each port follows its script line by line; the script's module is named next to it.
+A port runs without yielding to the loop, so it is atomic like the script on the server.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from agent_runtime.transport.memory_store import as_text
+
+Port = Callable[[Any, list[str], list[bytes]], Awaitable[Any]]
+
+
+async def run_script(client: Any, script: str, keys: list[str], args: list[bytes]) -> Any:
+    """Run the port of ``script`` on ``client`` (a MemoryRedis)."""
+    port = _ports().get(script)
+    if port is None:
+        raise ResponseError(
+            "NOSCRIPT the in-memory transport has no Python port of this script "
+            f"(add one to agent_runtime/transport/memory_scripts.py): {script[:60]!r}"
+        )
+    return await port(client, keys, args)
+
+
+@functools.cache
+def _ports() -> dict[str, Port]:
+    """Script text -> port (imported on first use: most processes never need the ports)."""
+    from agent_runtime.transport import breaker_scripts as breaker
+    from agent_runtime.transport import deadlines
+    from agent_runtime.transport.commit import REPLY_SCRIPT
+    from agent_runtime.transport.llm_store import BOOK_SCRIPT
+    from agent_runtime.transport.streams import TRACE_SCRIPT
+
+    return {
+        TRACE_SCRIPT: _trace,
+        REPLY_SCRIPT: _reply,
+        deadlines.ANSWER_SCRIPT: _answer,
+        deadlines.RELEASE_SCRIPT: _release_lock,
+        breaker.ACQUIRE: _breaker_acquire,
+        breaker.RECORD: _breaker_record,
+        breaker.RELEASE: _breaker_release,
+        BOOK_SCRIPT: _book,
+    }
+
+
+async def _trace(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """streams.TRACE_SCRIPT: RPUSH each record, EXPIRE a list this push created."""
+    written = 0
+    for i, key in enumerate(keys):
+        try:
+            length = await r.rpush(key, args[i + 1])
+        except ResponseError:
+            continue
+        written += 1
+        if length == 1:
+            await r.expire(key, int(args[0]))
+    return written
+
+
+async def _reply(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """commit.REPLY_SCRIPT: the reply only if the outcome guard was free."""
+    ttl = int(args[1])
+    if not await r.set(keys[0], args[0], nx=True, ex=max(ttl, 60)):
+        return 0
+    await r.xadd(keys[1], _pairs(args[2:]))
+    if ttl > 0:
+        await r.expire(keys[1], ttl)
+    return 1
+
+
+async def _answer(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """deadlines.ANSWER_SCRIPT: -1 reply key of another type, 0 already answered, 1 answered."""
+    kind = as_text(await r.type(keys[1]))
+    if kind not in ("none", "stream"):
+        return -1
+    if not await r.set(keys[0], args[0], nx=True, ex=int(args[1])):
+        return 0
+    await r.xadd(keys[1], _pairs(args[2:]))
+    await r.expire(keys[1], int(args[1]))
+    return 1
+
+
+async def _release_lock(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """deadlines.RELEASE_SCRIPT: delete the lock only if it holds our token."""
+    if await r.get(keys[0]) == args[0]:
+        return int(await r.delete(keys[0]))
+    return 0
+
+
+async def _now_ms(r: Any) -> int:
+    seconds, micros = await r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _num(value: bytes | None) -> int:
+    return int(float(value)) if value else 0
+
+
+async def _breaker_acquire(r: Any, keys: list[str], args: list[bytes]) -> list[Any]:
+    """breaker_scripts.ACQUIRE: {decision, state, wait_ms, failures}."""
+    now, key = await _now_ms(r), keys[0]
+    state_raw, failures_raw, opened, until = await r.hmget(
+        key, ["state", "failures", "opened_at_ms", "probe_until_ms"]
+    )
+    state, failures = as_text(state_raw or b"closed"), _num(failures_raw)
+    if state == "closed":
+        return [b"call", state.encode(), 0, failures]
+    if state == "open":
+        left = _num(opened) + int(args[1]) - now
+        if left > 0:
+            return [b"open", b"open", left, failures]
+    else:
+        held = _num(until) - now
+        if held > 0:
+            return [b"busy", state.encode(), held, failures]
+    mapping = {
+        "state": "half-open",
+        "probe": args[0],
+        "probe_until_ms": now + int(args[2]),
+        "changed_at_ms": now,
+    }
+    await r.hset(key, mapping=mapping)
+    await r.expire(key, int(args[3]))
+    return [b"probe", b"half-open", 0, failures]
+
+
+async def _breaker_record(r: Any, keys: list[str], args: list[bytes]) -> list[Any]:
+    """breaker_scripts.RECORD: {state_before, state_after, failures}."""
+    now, key, outcome = await _now_ms(r), keys[0], as_text(args[1])
+    state_raw, failures_raw, probe = await r.hmget(key, ["state", "failures", "probe"])
+    state, failures = as_text(state_raw or b"closed"), _num(failures_raw)
+
+    async def trip() -> None:
+        mapping = {"state": "open", "opened_at_ms": now, "reset_ms": args[3], "changed_at_ms": now}
+        await r.hset(key, mapping=mapping)
+        await r.hdel(key, "probe", "probe_until_ms")
+        await r.hincrby(key, "trips", 1)
+        await r.expire(key, int(args[4]))
+
+    if state == "half-open" and probe == args[0]:
+        if outcome == "success":
+            await r.hset(key, mapping={"state": "closed", "failures": 0, "changed_at_ms": now})
+            await r.hdel(key, "probe", "probe_until_ms")
+            return [state.encode(), b"closed", 0]
+        await trip()
+        return [state.encode(), b"open", failures]
+    if state != "closed":
+        return [state.encode(), state.encode(), failures]
+    if outcome == "success":
+        if failures > 0:
+            await r.hset(key, "failures", 0)
+        return [state.encode(), state.encode(), 0]
+    failures = await r.hincrby(key, "failures", 1)
+    await r.expire(key, int(args[4]))
+    if failures >= int(args[2]):
+        await trip()
+        return [state.encode(), b"open", failures]
+    return [state.encode(), state.encode(), failures]
+
+
+async def _breaker_release(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """breaker_scripts.RELEASE: a cancelled prober gives its lock back."""
+    if await r.hget(keys[0], "probe") == args[0]:
+        await r.hdel(keys[0], "probe", "probe_until_ms")
+        return 1
+    return 0
+
+
+async def _book(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """llm_store.BOOK_SCRIPT: add one call's usage to the request's ledger, once per call id."""
+    key = keys[0]
+    if not await r.hsetnx(key, args[0], "1"):
+        return 0
+    by = f"by:{as_text(args[1])}:"
+    for prefix in ("", by):
+        await r.hincrby(key, prefix + "tokens_in", int(args[2]))
+        await r.hincrby(key, prefix + "tokens_out", int(args[3]))
+        await r.hincrbyfloat(key, prefix + "cost_usd", float(args[4]))
+        await r.hincrby(key, prefix + "calls", 1)
+    await r.hincrby(key, "cached_calls", int(args[5]))
+    await r.expire(key, int(args[6]))
+    return 1
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
