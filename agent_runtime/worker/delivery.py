@@ -72,6 +72,13 @@ class Delivery:
         return (self.entry.stream, self.entry.entry_id)
 
 
+def decoded(delivery: Delivery) -> AgentMessage:
+    """The envelope of a delivery that decoded (every one past the worker's intake)."""
+    message = delivery.message
+    assert message is not None
+    return message
+
+
 class Tracer:
     """Builds per-request trace records: JSON objects (agent, consumer, correlation_id,
     message_id, causation_id, message_type, from_agent, to_agent, outcome, reason,

@@ -1,21 +1,20 @@
 """One agent type's consume loop in one process (asyncio).
 
-Flow: XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (one pipelined SMISMEMBER per
-batch) -> the handler pool (runners.py: long-lived runner tasks, bounded concurrency,
-middleware chain, timeout watchdog) -> the committer writes outputs + done ids + traces +
-dead letters + XACKs of everything finished since its last round trip. Side loops renew
-leases of in-flight entries, reclaim entries of dead consumers and own orphans (reclaim.py),
-redeliver failed entries after backoff, trim the inboxes and beat the heartbeat; each survives
-connection errors with a jittered backoff (backoff.py). On stop: no more reads, in-flight
-handlers get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable
-at once), the committer flushes.
+Per entry read, one :class:`Delivery` (delivery.py) in one map, keyed by (stream, entry id):
+XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then one SMISMEMBER per
+batch) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
+concurrency, middleware chain, timeout watchdog) -> ``fate_of`` of what the handler raised:
+ack, retry later (retries.py) or dead-letter (dead_letters.py) -> the committer writes the
+outputs, done ids, traces, dead letters, failure replies and XACKs of every finished Delivery
+in one round trip. Side loops renew the leases of the map, reclaim entries of dead consumers
+(reclaim.py), trim the inboxes and beat the heartbeat. On stop: no more reads, handlers get
+``drain_timeout``, what still runs is cancelled and handed back, the committer flushes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,7 +37,14 @@ from agent_runtime.policies.middleware import HandlerFailed
 from agent_runtime.transport.connect import unavailable
 from agent_runtime.transport.streams import Entry, StreamBus, Unwritable
 from agent_runtime.worker.dead_letters import DeadLetters
-from agent_runtime.worker.delivery import Delivery, Middleware, Tracer, build_commit, chain
+from agent_runtime.worker.delivery import (
+    Delivery,
+    Middleware,
+    Tracer,
+    build_commit,
+    chain,
+    decoded,
+)
 from agent_runtime.worker.fate import HANDLE, Fate, Rules, fate_of
 from agent_runtime.worker.housekeeping import Housekeeping, by_stream
 from agent_runtime.worker.observer import Observer
@@ -106,8 +112,7 @@ class Worker:
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = chain(middleware, self.instance.handle)
-        # Every entry read and not yet committed (or waiting for its retry): the leases to
-        # renew; its size is the capacity in use.
+        # Entries read, not yet committed or waiting for a retry: leases, capacity in use.
         self._deliveries: dict[tuple[str, bytes], Delivery] = {}
         self._claims: set[str] = set()  # message ids held by a delivery of the map (dedup)
         self._finished: list[Delivery] = []  # the commit queue (dead letters included)
@@ -334,7 +339,7 @@ class Worker:
     async def _dispatch_registered(self, batch: list[Delivery]) -> None:
         """Drop what is already done (one round trip), dead-letter what the fate function
         refuses before handling, hand the rest to the handler pool."""
-        messages = [_decoded(d) for d in batch]
+        messages = [decoded(d) for d in batch]
         done = await self.bus.already_done([m.id_text for m in messages])
         now = await self.clock.now() if any(m.deadline for m in messages) else None
         rules, submit = self.rules, self._pool.submit
@@ -346,14 +351,8 @@ class Worker:
                 continue
             deadline = message.deadline
             left = None if now is None or deadline is None else deadline.timestamp() - now
-            fate = fate_of(
-                None,
-                delivery.entry.delivery_count,
-                rules,
-                left=left,
-                hops=message.hops,
-                to_agent=message.to_agent,
-            )
+            attempt, hops, to = delivery.entry.delivery_count, message.hops, message.to_agent
+            fate = fate_of(None, attempt, rules, left=left, hops=hops, to_agent=to)
             if fate is HANDLE:
                 submit(delivery)
             else:
@@ -364,7 +363,7 @@ class Worker:
         entry = delivery.entry
         ctx = delivery.ctx = MessageContext(
             agent=self.name,
-            message=_decoded(delivery),
+            message=decoded(delivery),
             payload=delivery.payload,  # type: ignore[arg-type]  # decoded with the message
             stream=entry.stream,
             entry_id=entry.entry_id,
@@ -409,21 +408,19 @@ class Worker:
             ctx.clear_outputs()
             self._finish(delivery, "skipped")
             return
-        shown = exc if error is None else error
         if fate.action == "dead":
             if fate.reason not in ("rejected", "expired"):
-                self.observer.failed(ctx, shown, took)
+                self.observer.failed(ctx, error or exc, took)
             ctx.log.warning("message_failed_finally", error=fate.error, reason=fate.reason)
             self._dead_letter(delivery, fate)
             return
         if fate.counted:
-            self.observer.failed(ctx, shown, took)
+            self.observer.failed(ctx, error or exc, took)
         else:
             self.observer.retried(ctx, fate.error)
-        delay = fate.delay + random.uniform(0, fate.jitter) if fate.jitter else fate.delay  # noqa: S311
-        ctx.log.info("message_retry_scheduled", error=fate.error, delay=delay)
+        ctx.log.info("message_retry_scheduled", error=fate.error, delay=fate.delay)
         self._unclaim(delivery)  # a copy read meanwhile is handled; the done set dedups later
-        self.retries.schedule(delivery.entry, delay, counted=fate.counted)
+        self.retries.schedule(delivery.entry, fate.delay, counted=fate.counted, jitter=fate.jitter)
 
     # ------------------------------------------------------------------ committing
     def _finish(self, delivery: Delivery, outcome: str) -> None:
@@ -447,8 +444,7 @@ class Worker:
 
     async def _commit_loop(self) -> None:
         # The event is set whenever _finished is non-empty: clearing it and taking the list
-        # happen with no await in between, so appending to an empty _finished and setting the
-        # event then keeps that true.
+        # happen with no await in between, so appending to an empty _finished keeps that true.
         while True:
             await self._finished_event.wait()
             self._finished_event.clear()
@@ -491,8 +487,7 @@ class Worker:
             if id(entry) in kept:
                 continue
             deliveries.pop((entry.stream, entry.entry_id), None)
-            if delivery.claimed:
-                self._unclaim(delivery)
+            self._unclaim(delivery)
         self.processed += len(finished) - len(kept)
         self.observer.in_flight(len(deliveries))
         self._capacity.set()
@@ -502,10 +497,3 @@ class Worker:
         while self._finished or self._committing:
             self._finished_event.set()
             await anyio.sleep(0.01)
-
-
-def _decoded(delivery: Delivery) -> AgentMessage:
-    """The envelope of a delivery that decoded (every one past intake)."""
-    message = delivery.message
-    assert message is not None
-    return message
