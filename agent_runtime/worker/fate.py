@@ -98,7 +98,9 @@ def status_of(reason: str) -> FailureStatus:
     """The ``request.failed`` status of a dead letter with ``reason``."""
     if reason in TIMEOUT_REASONS:
         return "timeout"
-    if reason in {"max_deliveries", "permanent_error"} or reason.startswith("commit_"):
+    if reason in {"max_deliveries", "permanent_error", "unwritable_output"}:
+        return "failed"
+    if reason.startswith("commit_"):
         return "failed"
     if reason in {"undecodable", "invalid", "oversize", "unknown_type", "unknown_version"}:
         return "failed"

@@ -251,7 +251,7 @@ def test_a_handler_timeout_is_retried_not_dead_lettered_on_first_occurrence() ->
         (Reject("no tool"), "dead", "rejected", "rejected"),
         (Reject("policy", code="policy_denied"), "dead", "policy_denied", "rejected"),
         (Reject("late", code="expired"), "dead", "expired", "timeout"),
-        (Reject("refused", code="unwritable_output"), "dead", "unwritable_output", "rejected"),
+        (Reject("refused", code="unwritable_output"), "dead", "unwritable_output", "failed"),
         (DecodeError("oversize", "too big"), "dead", "oversize", "failed"),
         (DecodeError("bad_signature", "forged"), "dead", "bad_signature", "rejected"),
         (DecodeError("undecodable", "decoder failed"), "dead", "undecodable", "failed"),
