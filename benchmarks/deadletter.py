@@ -116,7 +116,8 @@ def _measure(name: str, rounds: int, results: Any) -> None:
         started = time.perf_counter()
         try:
             worker._register([entry])
-            letter = worker._dead.pop()
+            letter = worker._finished.pop().letter
+            assert letter is not None
             dead = streams._dead_fields(letter, "bench-0")
         except BaseException as exc:  # the old code path may raise: report it
             elapsed = (time.perf_counter() - started) * 1000
@@ -124,7 +125,7 @@ def _measure(name: str, rounds: int, results: Any) -> None:
             return
         times.append(time.perf_counter() - started)
         written = sum(len(k) + len(v) for k, v in dead.items())
-        worker._inflight.clear()
+        worker._deliveries.clear()
     results.put(_figures(times) + f"; dead letter {written:,} bytes")
 
 

@@ -6,27 +6,21 @@
 their calls with ``await runtime.policies.call("tool.http").run(fn, *args)``.
 
 :class:`PolicyMiddleware` runs each handler under the handler policy, inside a delivery scope
-that carries the message deadline (Redis clock) to every nested call policy, and turns the
-outcomes into the worker's fate signals:
-
-* deadline passed (before or while handling) -> ``Reject(code="expired")``: dead-lettered
-  with reason ``expired``, and the worker writes a timeout reply to the requester;
-* an open breaker -> ``Retry(delay=<seconds until it may be probed>)``, not counted as a
-  delivery unless the work really failed in this delivery (so a message is never burned by
-  an outage it only waited for, while a poison message that trips the breaker still reaches
-  the delivery cap); if the breaker stays open past the deadline -> expired at once;
-* an error carrying ``retry_after`` (rate limits) -> ``Retry(delay=retry_after)``;
-* anything else propagates: the worker retries with backoff and dead-letters at the cap.
+that carries the message deadline (Redis clock) to every nested call policy. It decides no
+fates: when the handler does not succeed it raises :class:`HandlerFailed` with the facts the
+worker's fate function needs (the error, whether the work really failed in this delivery or an
+open breaker only refused it, the seconds left before the deadline); the worker's
+``fate_of`` (agent_runtime/worker/fate.py) turns them into expired / breaker-open delay /
+retry_after / backoff. The handler's own signals (Retry, Reject, Skip) pass through as raised.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from agent_runtime.agent import MessageContext
-from agent_runtime.errors import BreakerOpen, DeadlineExceeded, HandlerControl, Reject, Retry
+from agent_runtime.errors import AgentRuntimeError, BreakerOpen, HandlerControl
 from agent_runtime.policies.breaker import BreakerListener, SharedBreaker
 from agent_runtime.policies.clock import SCOPE, DeliveryScope, RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
@@ -121,8 +115,23 @@ class Policies:
         return Policy(name, spec, retryable=retryable, breaker=breaker)
 
 
+class HandlerFailed(AgentRuntimeError):
+    """PolicyMiddleware's report of a delivery that did not succeed: the ``error`` (None: the
+    deadline passed before handling), ``failed`` (the work really ran and failed in this
+    delivery; an open breaker's refusals are not failures) and ``left`` (seconds before the
+    message deadline when it ended; None: no deadline). Raised ``from`` the error; the worker
+    unwraps it and decides the fate (agent_runtime/worker/fate.py)."""
+
+    def __init__(self, error: Exception | None, *, failed: bool, left: float | None) -> None:
+        super().__init__(repr(error) if error is not None else "deadline passed before handling")
+        self.error = error
+        self.failed = failed
+        self.left = left
+
+
 class PolicyMiddleware:
-    """Worker middleware: the handler policy, the deadline, breaker-open delays."""
+    """Worker middleware: runs the handler under the handler policy and the delivery's
+    deadline, and reports what it saw (:class:`HandlerFailed`); it decides no fates."""
 
     def __init__(self, policy: Policy, clock: RedisClock) -> None:
         self.policy = policy
@@ -140,7 +149,7 @@ class PolicyMiddleware:
         deadline = None if message.deadline is None else await self.clock.deadline_of(message)
         scope = DeliveryScope(deadline)
         if deadline is not None and scope.expired():
-            raise Reject(f"deadline {ctx.message.deadline} passed before handling", code="expired")
+            raise HandlerFailed(None, failed=False, left=scope.remaining())
         stats = None
         token = SCOPE.set(scope)  # the delivery every nested call policy sees
         try:
@@ -151,13 +160,9 @@ class PolicyMiddleware:
                 await self.policy.run(_attempt, ctx, call_next, stats=stats)
         except HandlerControl:
             raise
-        except BreakerOpen as exc:
-            raise _breaker_delay(exc, scope) from exc
         except Exception as exc:
-            fate = _fate(exc, scope)
-            if fate is exc:
-                raise
-            raise fate from exc
+            failed = scope.failures > 0 or not isinstance(exc, BreakerOpen)
+            raise HandlerFailed(exc, failed=failed, left=scope.remaining()) from exc
         finally:
             SCOPE.reset(token)
         if stats is not None and stats.attempts > 1:
@@ -167,22 +172,3 @@ class PolicyMiddleware:
 async def _attempt(ctx: MessageContext, call_next: Handler) -> None:
     ctx.clear_outputs()  # a retried attempt starts with no queued outputs
     await call_next(ctx)
-
-
-def _breaker_delay(exc: BreakerOpen, scope: DeliveryScope) -> HandlerControl:
-    left = scope.remaining()
-    if left is not None and left <= exc.remaining:
-        return Reject(
-            f"circuit breaker {exc.name!r} stays {exc.state} past the deadline", code="expired"
-        )
-    delay = exc.remaining + random.uniform(0, min(exc.remaining * 0.1, 0.5))  # noqa: S311
-    return Retry(f"breaker_open: {exc.name} is {exc.state}", delay=delay, count=scope.failures > 0)
-
-
-def _fate(exc: Exception, scope: DeliveryScope) -> Exception:
-    if isinstance(exc, DeadlineExceeded) or scope.expired():
-        return Reject(f"deadline passed while handling ({type(exc).__name__})", code="expired")
-    after = getattr(exc, "retry_after", None)
-    if isinstance(after, int | float) and after > 0:
-        return Retry(f"{type(exc).__name__}: retry after {after}s", delay=float(after))
-    return exc

@@ -1,5 +1,6 @@
 """Pieces of the worker's per-message path that need no event loop: the middleware chain,
-finished-message records, and the commit/trace records built from them."""
+the :class:`Delivery` (one object per entry read), and the commit and trace records built
+from finished deliveries."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from agent_runtime.agent import MessageContext, Output
@@ -15,6 +15,7 @@ from agent_runtime.codec import Codec
 from agent_runtime.limits import too_deep
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import Commit, DeadLetter, Entry, Handled, Write
+from protocols.base import Payload
 from protocols.envelope import AgentMessage
 
 Handler = Callable[[MessageContext], Awaitable[None]]
@@ -42,34 +43,40 @@ def _bind(layer: Middleware, call_next: Handler) -> Handler:
     return call
 
 
-def undeliverable(
-    entry: Entry, message: AgentMessage, now: datetime | None, agent: str, max_deliveries: int
-) -> tuple[str, str] | None:
-    """Why a decoded message must be dead-lettered without handling: (reason, text), or None.
-    ``now`` is the Redis server time (None when no message of the batch has a deadline)."""
-    if entry.delivery_count > max_deliveries:
-        return (
-            "max_deliveries",
-            f"delivered {entry.delivery_count} times (cap {max_deliveries}); its handler may "
-            "crash the worker",
-        )
-    if now is not None and message.is_expired(now):
-        return ("expired", f"deadline {message.deadline} passed before handling")
-    if message.hops > AgentMessage.MAX_HOPS:
-        return ("too_many_hops", f"{message.hops} hops (cap {AgentMessage.MAX_HOPS})")
-    if message.to_agent != agent:
-        return ("misrouted", f"addressed to {message.to_agent!r}, read by {agent!r}")
-    return None
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One read of one stream entry, from XREADGROUP to its commit: the worker holds one map
+    ``(stream, entry id) -> Delivery`` (its in-flight set; capacity is the map's size) and
+    commits finished Deliveries.
 
-
-@dataclass(slots=True)
-class Finished:
-    """A delivery whose fate is decided: acked with the outputs of ``ctx`` (None: duplicate)."""
+    ``entry`` carries the stream, id, fields and delivery count (the attempt). ``message`` /
+    ``payload``: the decoded envelope (None when it did not decode: then ``letter`` says
+    why). ``claimed``: this delivery holds its message id (a copy read meanwhile is acked as
+    a duplicate) until its done mark is committed. ``ctx``: the handler's context, whose
+    queued outputs the commit writes. ``started``: ``time.time()`` when the handler started.
+    ``outcome``: ``handled``, ``skipped``, ``duplicate`` or ``dead_lettered`` once decided.
+    ``letter``: a dead delivery's dead letter (reason, text, failure reply)."""
 
     entry: Entry
-    ctx: MessageContext | None
-    started: float = 0.0  # time.time() when the handler started
-    outcome: str = "handled"
+    message: AgentMessage | None = None
+    payload: Payload | None = None
+    claimed: bool = False
+    ctx: MessageContext | None = None
+    started: float = 0.0
+    outcome: str = ""
+    letter: DeadLetter | None = None
+
+    @property
+    def key(self) -> tuple[str, bytes]:
+        """The lease key: what the worker's map and the PEL know this delivery by."""
+        return (self.entry.stream, self.entry.entry_id)
+
+
+def decoded(delivery: Delivery) -> AgentMessage:
+    """The envelope of a delivery that decoded (every one past the worker's intake)."""
+    message = delivery.message
+    assert message is not None
+    return message
 
 
 class Tracer:
@@ -180,27 +187,33 @@ def expand_trace(raw: bytes) -> dict[bytes, bytes]:
 
 
 def build_commit(
-    finished: list[Finished],
-    dead: list[DeadLetter],
-    traces: list[tuple[str, bytes]],
+    finished: list[Delivery],
     *,
     codec: Codec,
     keys: Keys,
     tracer: Tracer | None,
     trace_ttl: int,
 ) -> Commit:
-    """Outputs, done ids, trace entries, dead letters and acks of everything finished. A
-    terminal reply is guarded by its request's outcome key (one terminal reply per request)."""
-    commit = Commit(dead=dead, trace_ttl=trace_ttl)
-    handled, traced = commit.handled, commit.traces
+    """Outputs, done ids, trace entries, dead letters (with failure replies) and acks of
+    everything finished. A terminal reply is guarded by its request's outcome key (one
+    terminal reply per request)."""
+    commit = Commit(trace_ttl=trace_ttl)
+    handled, dead, traced = commit.handled, commit.dead, commit.traces
     trace_key = keys.trace
     now = time.time()  # the finished_ms of every record of this commit
     for item in finished:
-        ctx, entry = item.ctx, item.entry
-        if ctx is None:
+        ctx, entry, message = item.ctx, item.entry, item.message
+        if item.letter is not None:
+            dead.append(item.letter)
+            if tracer is not None and message is not None:
+                record = tracer.record(
+                    message, entry, item.outcome, 0.0, item.letter.reason, now=now
+                )
+                traced.append((trace_key(message.correlation_text), record))
+            continue
+        if ctx is None or message is None:
             handled.append(Handled(entry))  # a duplicate: ack only
             continue
-        message = ctx.message
         queued = ctx._outputs  # the property's list, without the property's frame
         writes = [
             Write(
@@ -218,5 +231,4 @@ def build_commit(
                 message, entry, item.outcome, item.started, outputs=queued, now=now
             )
             traced.append((trace_key(message.correlation_text), record))
-    traced += [(trace_key(cid), record) for cid, record in traces]
     return commit

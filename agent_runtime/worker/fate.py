@@ -1,49 +1,92 @@
-"""What happens to a message whose handler did not return normally: one pure function.
+"""What happens to a delivery: one pure function, :func:`fate_of`, every decision goes through.
 
-:func:`fate_of` takes the error, the delivery's attempt number and the worker's retry
-settings and returns a :class:`Fate`: retry after a delay (counted as a delivery or not) or
-dead-letter with a reason code, and the ``request.failed`` status the requester then gets.
-No I/O; tested as a table (tests/unit/test_fate.py).
+Inputs: the error (None for the checks before handling), the attempt (the entry's delivery
+count), the seconds left before the message deadline on the Redis clock (None: no deadline;
+<= 0: passed), whether the handler policy saw this delivery's work really fail (None: no
+handler policy ran), and the worker's :class:`Rules`. Output: a :class:`Fate` -- handle it,
+ack, retry after a delay (counted as a delivery or not), or dead-letter with a reason code and
+the ``request.failed`` status its requester is then told. No I/O; tested as a table
+(tests/unit/test_fate.py). The worker (loop.py) carries the fate out; the dead-letter builder
+(dead_letters.py) writes the failure reply with the fate's status.
 
-====================================  ===============================  =====================
-error                                 fate                             requester gets
-====================================  ===============================  =====================
-``Reject(code=...)``                  dead letter ``code``             ``rejected`` (or
-                                                                       ``timeout`` for
-                                                                       ``expired``)
-``Retry(delay, count)``               retry after ``delay`` (backoff   nothing yet
-                                      when None), counted if ``count``
-permanent (``policies.errors``)       dead letter ``permanent_error``  ``failed``
-infrastructure (Redis down, OOM, ..)  retry, not counted               nothing yet
-transient, below the delivery cap     retry after backoff, counted     nothing yet
-transient, at the delivery cap        dead letter ``max_deliveries``   ``failed``
-====================================  ===============================  =====================
+Before handling (``error`` None):
+
+=========================================  ================================  ===========
+check                                      fate                              requester
+=========================================  ================================  ===========
+delivery count above ``max_deliveries``    dead ``max_deliveries``           ``failed``
+deadline passed (``left <= 0``)            dead ``expired``                  ``timeout``
+``hops`` above ``AgentMessage.MAX_HOPS``   dead ``too_many_hops``            ``rejected``
+addressed to another agent                 dead ``misrouted``                ``rejected``
+otherwise                                  handle it                         --
+=========================================  ================================  ===========
+
+After a handler raised (first match wins):
+
+=========================================  ================================  ===========
+error                                      fate                              requester
+=========================================  ================================  ===========
+``DecodeError`` (intake)                   dead, its own reason code         by reason
+``Skip``                                   ack, no outputs                   --
+``Reject(code=...)``                       dead ``code``                     by code
+``Retry(delay, count)``                    retry after ``delay`` (backoff    --
+                                           when None), counted if ``count``
+``BreakerOpen`` seen by the handler        dead ``expired`` if it stays      ``timeout``
+policy (``failed`` not None)               open past the deadline, else
+                                           retry when it may be probed,
+                                           counted only if ``failed``
+``DeadlineExceeded``, or ``left <= 0``     dead ``expired``                  ``timeout``
+``retry_after`` > 0 (rate limits)          retry after ``retry_after``,      --
+                                           counted
+permanent (``policies.errors.classify``)   dead ``permanent_error``          ``failed``
+infrastructure (Redis down, OOM, ...)      retry after backoff, not counted  --
+transient, timeouts included (a handler    retry after backoff, counted      --
+step timeout is never final at once)
+a counted retry at ``max_deliveries``      dead ``max_deliveries``           ``failed``
+=========================================  ================================  ===========
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent_runtime.errors import Reject, Retry
+from agent_runtime.errors import BreakerOpen, DeadlineExceeded, DecodeError, Reject, Retry, Skip
 from agent_runtime.policies.errors import classify
 from protocols.core import FailureStatus
+from protocols.envelope import AgentMessage
 
-#: Dead-letter reasons whose requester is told ``status="rejected"`` / ``"timeout"``.
+#: Dead-letter reasons whose requester is told ``status="timeout"``.
 TIMEOUT_REASONS = frozenset({"expired", "no_consumer"})
 
 
 @dataclass(frozen=True, slots=True)
+class Rules:
+    """The worker's settings that decide fates (one per worker, from WorkerSettings)."""
+
+    agent: str
+    max_deliveries: int
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 60.0
+    permanent: tuple[type[BaseException], ...] = ()  # the agent's own permanent error types
+
+
+@dataclass(frozen=True, slots=True)
 class Fate:
-    """``action`` is ``retry`` or ``dead``. For ``retry``: ``delay`` seconds, ``counted``
-    (the redelivery counts toward ``max_deliveries``). For ``dead``: ``reason`` (a code) and
-    ``status`` (what ``request.failed`` says). ``error`` is the text for logs and the DLQ."""
+    """``action``: ``handle`` (checks before handling passed), ``ack`` (no outputs; Skip),
+    ``retry`` (after ``delay`` seconds plus up to ``jitter`` at random, ``counted`` toward
+    ``max_deliveries``) or ``dead`` (``reason`` a code, ``status`` what ``request.failed``
+    says). ``error`` is the text for logs and the dead-letter stream."""
 
     action: str
-    error: str
+    error: str = ""
     delay: float = 0.0
     counted: bool = True
     reason: str = ""
     status: FailureStatus = "failed"
+    jitter: float = 0.0
+
+
+HANDLE = Fate("handle")
 
 
 def describe(exc: BaseException) -> str:
@@ -55,7 +98,9 @@ def status_of(reason: str) -> FailureStatus:
     """The ``request.failed`` status of a dead letter with ``reason``."""
     if reason in TIMEOUT_REASONS:
         return "timeout"
-    if reason in {"max_deliveries", "permanent_error"} or reason.startswith("commit_"):
+    if reason in {"max_deliveries", "permanent_error", "unwritable_output"}:
+        return "failed"
+    if reason.startswith("commit_"):
         return "failed"
     if reason in {"undecodable", "invalid", "oversize", "unknown_type", "unknown_version"}:
         return "failed"
@@ -68,32 +113,82 @@ def backoff(attempt: int, base: float, cap: float) -> float:
 
 
 def fate_of(
-    exc: BaseException,
+    error: BaseException | None,
     attempt: int,
+    rules: Rules,
     *,
-    max_deliveries: int,
-    retry_backoff: float,
-    retry_backoff_max: float,
-    permanent: tuple[type[BaseException], ...] = (),
+    left: float | None = None,
+    failed: bool | None = None,
+    hops: int = 0,
+    to_agent: str = "",
 ) -> Fate:
-    """The fate of a delivery (``attempt`` = its delivery count) whose handler raised ``exc``."""
-    error = describe(exc)
-    if isinstance(exc, Reject):
-        return Fate("dead", exc.reason, reason=exc.code, status=status_of(exc.code))
-    if isinstance(exc, Retry):
-        delay = exc.delay
+    """The fate of a delivery (``attempt`` = its delivery count); see the module's tables.
+    ``hops`` and ``to_agent`` are the envelope's, for the checks before handling."""
+    if error is None:
+        return _before(attempt, rules, left, hops, to_agent)
+    if isinstance(error, DecodeError):
+        return _dead(error.detail, error.reason)
+    if isinstance(error, Skip):
+        return Fate("ack", describe(error))
+    if isinstance(error, Reject):
+        return _dead(error.reason, error.code)
+    if isinstance(error, Retry):
+        delay = error.delay
         if delay is None:
-            delay = backoff(attempt, retry_backoff, retry_backoff_max)
-        return _retry(error, delay, exc.count, attempt, max_deliveries)
-    kind = classify(exc, permanent)
+            delay = backoff(attempt, rules.retry_backoff, rules.retry_backoff_max)
+        return _retry(describe(error), delay, error.count, attempt, rules)
+    if isinstance(error, BreakerOpen) and failed is not None:
+        return _breaker_open(error, attempt, rules, left, failed)
+    if isinstance(error, DeadlineExceeded):
+        return _dead(str(error) or "deadline exceeded", "expired")
+    if left is not None and left <= 0:
+        return _dead(f"deadline passed while handling ({type(error).__name__})", "expired")
+    after = getattr(error, "retry_after", None)
+    if isinstance(after, int | float) and after > 0:
+        text = f"{type(error).__name__}: retry after {after}s"
+        return _retry(text, float(after), True, attempt, rules)
+    kind = classify(error, rules.permanent)
     if kind == "permanent":
-        return Fate("dead", error, reason="permanent_error", status="failed")
-    delay = backoff(attempt, retry_backoff, retry_backoff_max)
-    return _retry(error, delay, kind == "transient", attempt, max_deliveries)
+        return _dead(describe(error), "permanent_error")
+    delay = backoff(attempt, rules.retry_backoff, rules.retry_backoff_max)
+    return _retry(describe(error), delay, kind == "transient", attempt, rules)
 
 
-def _retry(error: str, delay: float, counted: bool, attempt: int, cap: int) -> Fate:
-    if counted and attempt >= cap:
-        text = f"failed {attempt} deliveries; last error: {error}"
-        return Fate("dead", text, reason="max_deliveries", status="failed")
-    return Fate("retry", error, delay=delay, counted=counted)
+def _before(attempt: int, rules: Rules, left: float | None, hops: int, to_agent: str) -> Fate:
+    cap = rules.max_deliveries
+    if attempt > cap:
+        text = f"delivered {attempt} times (cap {cap}); its handler may crash the worker"
+        return _dead(text, "max_deliveries")
+    if left is not None and left <= 0:
+        return _dead(f"deadline passed {-left:.3f}s before handling", "expired")
+    if hops > AgentMessage.MAX_HOPS:
+        return _dead(f"{hops} hops (cap {AgentMessage.MAX_HOPS})", "too_many_hops")
+    if to_agent and to_agent != rules.agent:
+        return _dead(f"addressed to {to_agent!r}, read by {rules.agent!r}", "misrouted")
+    return HANDLE
+
+
+def _breaker_open(
+    error: BreakerOpen, attempt: int, rules: Rules, left: float | None, failed: bool
+) -> Fate:
+    """An open breaker refused the work: wait until it may be probed, counted as a delivery
+    only if the work really failed in this one (a message that only waited is never burned,
+    a poison message that trips the breaker still reaches the cap)."""
+    if left is not None and left <= error.remaining:
+        text = f"circuit breaker {error.name!r} stays {error.state} past the deadline"
+        return _dead(text, "expired")
+    text = f"breaker_open: {error.name} is {error.state}"
+    jitter = min(error.remaining * 0.1, 0.5)
+    return _retry(text, error.remaining, failed, attempt, rules, jitter)
+
+
+def _dead(text: str, reason: str) -> Fate:
+    return Fate("dead", text, reason=reason, status=status_of(reason))
+
+
+def _retry(
+    text: str, delay: float, counted: bool, attempt: int, rules: Rules, jitter: float = 0.0
+) -> Fate:
+    if counted and attempt >= rules.max_deliveries:
+        return _dead(f"failed {attempt} deliveries; last error: {text}", "max_deliveries")
+    return Fate("retry", text, delay=delay, counted=counted, jitter=jitter)

@@ -1,14 +1,14 @@
 """One agent type's consume loop in one process (asyncio).
 
-Flow: XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (one pipelined SMISMEMBER per
-batch) -> the handler pool (runners.py: long-lived runner tasks, bounded concurrency,
-middleware chain, timeout watchdog) -> the committer writes outputs + done ids + traces +
-dead letters + XACKs of everything finished since its last round trip. Side loops renew
-leases of in-flight entries, reclaim entries of dead consumers and own orphans (reclaim.py),
-redeliver failed entries after backoff, trim the inboxes and beat the heartbeat; each survives
-connection errors with a jittered backoff (backoff.py). On stop: no more reads, in-flight
-handlers get ``drain_timeout``, what still runs is cancelled and handed back (made reclaimable
-at once), the committer flushes.
+Per entry read, one :class:`Delivery` (delivery.py) in one map, keyed by (stream, entry id):
+XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then one SMISMEMBER per
+batch) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
+concurrency, middleware chain, timeout watchdog) -> ``fate_of`` of what the handler raised:
+ack, retry later (retries.py) or dead-letter (dead_letters.py) -> the committer writes the
+outputs, done ids, traces, dead letters, failure replies and XACKs of every finished Delivery
+in one round trip. Side loops renew the leases of the map, reclaim entries of dead consumers
+(reclaim.py), trim the inboxes and beat the heartbeat. On stop: no more reads, handlers get
+``drain_timeout``, what still runs is cancelled and handed back, the committer flushes.
 """
 
 from __future__ import annotations
@@ -26,27 +26,28 @@ import structlog
 
 from agent_runtime.agent import Agent, MessageContext, Services
 from agent_runtime.backoff import Backoff, pause, until_done
-from agent_runtime.codec import Codec, Decoded
+from agent_runtime.codec import Codec
 from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.settings import WorkerSettings
-from agent_runtime.errors import DecodeError, Skip
+from agent_runtime.errors import DecodeError, Reject
 from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.clock import RedisClock
+from agent_runtime.policies.middleware import HandlerFailed
 from agent_runtime.transport.connect import unavailable
 from agent_runtime.transport.redis import RedisTransport
-from agent_runtime.transport.streams import DeadLetter, Entry, Unwritable
+from agent_runtime.transport.streams import Entry, Unwritable
 from agent_runtime.worker.dead_letters import DeadLetters
 from agent_runtime.worker.delivery import (
-    Finished,
+    Delivery,
     Middleware,
     Tracer,
     build_commit,
     chain,
-    undeliverable,
+    decoded,
 )
-from agent_runtime.worker.fate import Fate, fate_of
+from agent_runtime.worker.fate import HANDLE, Fate, Rules, fate_of
 from agent_runtime.worker.housekeeping import Housekeeping, by_stream
 from agent_runtime.worker.observer import Observer
 from agent_runtime.worker.reclaim import Reclaimer
@@ -111,9 +112,7 @@ class Worker:
         self.redactor = env_redactor().with_config(pipeline.config)  # for dead-letter text
         self.tracer = Tracer(agent, consumer) if self.settings.trace else None
         self.log = structlog.get_logger("agent_runtime.worker").bind(agent=agent, consumer=consumer)
-        self.dead_letters = DeadLetters(
-            agent, self.keys, self.codec, self.redactor, self.tracer, self.log
-        )
+        self.dead_letters = DeadLetters(agent, self.keys, self.codec, self.redactor, self.log)
         self.runtime = (services or Services()).runtime(
             agent,
             self.keys,
@@ -124,16 +123,21 @@ class Worker:
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = chain(middleware, self.instance.handle)
-        self._inflight: dict[tuple[str, bytes], Entry] = {}  # read, not yet acked
-        self._handling: set[str] = set()  # ids (text) of messages with a handler running
-        self._pool: HandlerPool[tuple[Entry, Decoded]] = HandlerPool(
+        # Entries read, not yet committed or waiting for a retry: leases, capacity in use.
+        self._deliveries: dict[tuple[str, bytes], Delivery] = {}
+        self._claims: set[str] = set()  # message ids held by a delivery of the map (dedup)
+        self._finished: list[Delivery] = []  # the commit queue (dead letters included)
+        self._pool: HandlerPool[Delivery] = HandlerPool(
             self._handle, self.settings.concurrency, self.settings.handler_timeout
         )
         self._dispatching: set[asyncio.Task[None]] = set()
-        self._finished: list[Finished] = []
-        self._dead: list[DeadLetter] = []
-        self._dead_traces: list[tuple[str, bytes]] = []
-        self._permanent = tuple(self.agent_type.cls.permanent_errors)
+        self.rules = Rules(
+            agent,
+            self.settings.max_deliveries,
+            self.settings.retry_backoff,
+            self.settings.retry_backoff_max,
+            tuple(self.agent_type.cls.permanent_errors),
+        )
         self.clock = RedisClock(self.transport.clock)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
@@ -143,24 +147,24 @@ class Worker:
         self._read_backoff = Backoff(0.1, 5.0)
         self.chores = Housekeeping(self.bus, self.settings, self.log, self.transport.heartbeats)
         self.retries = RetryScheduler(self.bus, self.log)
-        free = lambda: self.settings.concurrency - len(self._inflight)  # noqa: E731
-        keys = self._inflight.keys()
+        free = lambda: self.settings.concurrency - len(self._deliveries)  # noqa: E731
+        keys = self._deliveries.keys()
         self.reclaimer = Reclaimer(
             self.bus, self.settings, self.streams, keys, free, self.observer, self.log
         )
         self._heartbeat_key = self.keys.heartbeat(agent, consumer)
 
     def _forget(self, entry: Entry) -> None:
-        self._inflight.pop((entry.stream, entry.entry_id), None)
+        self._deliveries.pop((entry.stream, entry.entry_id), None)
 
     def _leases(self) -> dict[str, list[bytes]]:
-        return by_stream(self._inflight)
+        return by_stream(self._deliveries)
 
     def _status(self) -> dict[str, Any]:
         return {
             "agent": self.name,
             "consumer": self.consumer,
-            "in_flight": len(self._inflight),
+            "in_flight": len(self._deliveries),
             "processed": self.processed,
             "stopping": self._stopping.is_set(),
         }
@@ -244,7 +248,7 @@ class Worker:
         # Read only when at least half a batch fits: keeps batches large under load.
         threshold = max(1, min(settings.batch_size, settings.concurrency) // 2)
         while not self._stopping.is_set():
-            free = settings.concurrency - len(self._inflight)
+            free = settings.concurrency - len(self._deliveries)
             if free < threshold:
                 self._capacity.clear()
                 await self._capacity.wait()
@@ -301,69 +305,77 @@ class Worker:
         stay pending; the reclaim loop's orphan sweep finds them (reclaim.py)."""
         await self._dispatch_guarded(self._register(entries))
 
-    def _register(self, entries: list[Entry]) -> list[tuple[Entry, Decoded]]:
-        """Synchronous intake of a batch: count entries as in flight (capacity), decode them,
-        dead-letter what does not decode, and ack at once a copy of a message whose handling
-        is already under way here (its id stays claimed until the first copy's commit)."""
-        decoded: list[tuple[Entry, Decoded]] = []
-        inflight, handling = self._inflight, self._handling
+    def _register(self, entries: list[Entry]) -> list[Delivery]:
+        """Synchronous intake of a batch: one Delivery per entry in the map (capacity),
+        decoded; dead-letter what does not decode, and ack at once a copy of a message whose
+        delivery here holds its id (until that delivery's commit)."""
+        fresh: list[Delivery] = []
+        deliveries, claims, rules = self._deliveries, self._claims, self.rules
         for entry in entries:
             key = (entry.stream, entry.entry_id)
-            if key in inflight:
+            if key in deliveries:
                 continue  # reclaimed our own live entry: it is already being handled
-            inflight[key] = entry
+            delivery = deliveries[key] = Delivery(entry)
             try:
-                item = self.codec.decode(entry.fields)
+                delivery.message, delivery.payload = self.codec.decode(entry.fields)
             except DecodeError as exc:
-                known = exc.message if isinstance(exc.message, AgentMessage) else None
-                self._dead_letter(entry, exc.reason, exc.detail, message=known)
+                if isinstance(exc.message, AgentMessage):
+                    delivery.message = exc.message  # its requester is told
+                self._dead_letter(delivery, fate_of(exc, entry.delivery_count, rules))
                 continue
             except Exception as exc:  # a decoder bug must not stop intake: the entry is dead
-                self._dead_letter(entry, "undecodable", f"decoder failed: {exc!r}")
+                bug = DecodeError("undecodable", f"decoder failed: {exc!r}")
+                self._dead_letter(delivery, fate_of(bug, entry.delivery_count, rules))
                 continue
-            if item.message.id_text in handling:
+            id_text = delivery.message.id_text
+            if id_text in claims:
                 self.observer.duplicate_dropped(entry)
-                self._finish(entry, None, outcome="duplicate")
+                self._finish(delivery, "duplicate")
                 continue
-            handling.add(item.message.id_text)
-            decoded.append((entry, item))
-        return decoded
+            claims.add(id_text)
+            delivery.claimed = True
+            fresh.append(delivery)
+        return fresh
 
-    async def _dispatch_guarded(self, batch: list[tuple[Entry, Decoded]]) -> None:
+    async def _dispatch_guarded(self, batch: list[Delivery]) -> None:
         try:
             await self._dispatch_registered(batch)
         except Exception as exc:  # Redis unreachable: leave them pending, reclaim finds them
             self.log.error("dispatch_failed", error=repr(exc), count=len(batch))
-            for entry, item in batch:
-                self._inflight.pop((entry.stream, entry.entry_id), None)
-                self._handling.discard(item.message.id_text)
+            for delivery in batch:
+                self._deliveries.pop(delivery.key, None)
+                self._unclaim(delivery)
             self._capacity.set()
 
-    async def _dispatch_registered(self, batch: list[tuple[Entry, Decoded]]) -> None:
-        """Drop what is already done (one round trip), dead-letter the undeliverable, hand
-        the rest to the handler pool."""
-        done = await self.bus.already_done([d.message.id_text for _, d in batch])
-        now = await self.clock.now_datetime() if any(d.message.deadline for _, d in batch) else None
-        cap, name, submit = self.settings.max_deliveries, self.name, self._pool.submit
-        for job, is_done in zip(batch, done, strict=True):
-            entry, item = job
-            message = item.message
+    async def _dispatch_registered(self, batch: list[Delivery]) -> None:
+        """Drop what is already done (one round trip), dead-letter what the fate function
+        refuses before handling, hand the rest to the handler pool."""
+        messages = [decoded(d) for d in batch]
+        done = await self.bus.already_done([m.id_text for m in messages])
+        now = await self.clock.now() if any(m.deadline for m in messages) else None
+        rules, submit = self.rules, self._pool.submit
+        for delivery, message, is_done in zip(batch, messages, done, strict=True):
             if is_done:
-                self.observer.duplicate_dropped(entry)
-                self._handling.discard(message.id_text)
-                self._finish(entry, None, outcome="duplicate")
-            elif reason := undeliverable(entry, message, now, name, cap):
-                self._dead_letter(entry, *reason, message=message)
+                self.observer.duplicate_dropped(delivery.entry)
+                self._unclaim(delivery)
+                self._finish(delivery, "duplicate")
+                continue
+            deadline = message.deadline
+            left = None if now is None or deadline is None else deadline.timestamp() - now
+            attempt, hops, to = delivery.entry.delivery_count, message.hops, message.to_agent
+            fate = fate_of(None, attempt, rules, left=left, hops=hops, to_agent=to)
+            if fate is HANDLE:
+                submit(delivery)
             else:
-                submit(job)
-        self.observer.in_flight(len(self._inflight))
+                self._dead_letter(delivery, fate)
+        self.observer.in_flight(len(self._deliveries))
 
-    async def _handle(self, job: tuple[Entry, Decoded]) -> None:
-        entry, item = job
-        ctx = MessageContext(
+    async def _handle(self, delivery: Delivery) -> None:
+        entry = delivery.entry
+        ctx = delivery.ctx = MessageContext(
             agent=self.name,
-            message=item.message,
-            payload=item.payload,
+            message=decoded(delivery),
+            payload=delivery.payload,  # type: ignore[arg-type]  # decoded with the message
             stream=entry.stream,
             entry_id=entry.entry_id,
             delivery_count=entry.delivery_count,
@@ -372,7 +384,7 @@ class Worker:
         )
         set_current_message(ctx, self.consumer)  # ids on every log line of this task
         started = time.perf_counter()
-        wall_started = time.time()
+        delivery.started = time.time()
         try:
             try:
                 await self._chain(ctx)
@@ -385,80 +397,71 @@ class Worker:
                 raise TimeoutError(
                     f"handler timed out after {self.settings.handler_timeout}s"
                 ) from None
-        except Skip:
-            ctx.clear_outputs()
-            self._finish(entry, ctx, wall_started, "skipped")
         except Exception as exc:  # the last-resort handler: one message never kills the loop
-            self._fail(entry, ctx, exc, time.perf_counter() - started)
+            self._failed(delivery, ctx, exc, time.perf_counter() - started)
         else:
             self.observer.handled(ctx, time.perf_counter() - started)
+            delivery.outcome = "handled"
             finished = self._finished
             if not finished:  # the committer is woken by the first of a round (see _commit_loop)
                 self._finished_event.set()
-            finished.append(Finished(entry, ctx, wall_started, "handled"))
+            finished.append(delivery)
 
-    def _fail(self, entry: Entry, ctx: MessageContext, exc: Exception, took: float) -> None:
-        """Carry out the fate (agent_runtime/worker/fate.py) of a handler that raised ``exc``."""
-        settings = self.settings
-        fate: Fate = fate_of(
-            exc,
-            entry.delivery_count,
-            max_deliveries=settings.max_deliveries,
-            retry_backoff=settings.retry_backoff,
-            retry_backoff_max=settings.retry_backoff_max,
-            permanent=self._permanent,
-        )
+    def _failed(self, delivery: Delivery, ctx: MessageContext, exc: Exception, took: float) -> None:
+        """Carry out the fate (agent_runtime/worker/fate.py) of a handler that raised ``exc``
+        (unwrapping the handler policy's report, :class:`HandlerFailed`)."""
+        error: Exception | None = exc
+        failed = left = None
+        if isinstance(exc, HandlerFailed):
+            error, failed, left = exc.error, exc.failed, exc.left
+        fate = fate_of(error, delivery.entry.delivery_count, self.rules, left=left, failed=failed)
+        if fate.action == "ack":  # Skip: acked without outputs
+            ctx.clear_outputs()
+            self._finish(delivery, "skipped")
+            return
         if fate.action == "dead":
             if fate.reason not in ("rejected", "expired"):
-                self.observer.failed(ctx, exc, took)
+                self.observer.failed(ctx, error or exc, took)
             ctx.log.warning("message_failed_finally", error=fate.error, reason=fate.reason)
-            self._dead_letter(entry, fate.reason, fate.error, message=ctx.message)
+            self._dead_letter(delivery, fate)
             return
         if fate.counted:
-            self.observer.failed(ctx, exc, took)
+            self.observer.failed(ctx, error or exc, took)
         else:
             self.observer.retried(ctx, fate.error)
         ctx.log.info("message_retry_scheduled", error=fate.error, delay=fate.delay)
-        self._handling.discard(ctx.message.id_text)
-        self.retries.schedule(entry, fate.delay, counted=fate.counted)
+        self._unclaim(delivery)  # a copy read meanwhile is handled; the done set dedups later
+        self.retries.schedule(delivery.entry, fate.delay, counted=fate.counted, jitter=fate.jitter)
 
     # ------------------------------------------------------------------ committing
-    def _finish(
-        self,
-        entry: Entry,
-        ctx: MessageContext | None,
-        started: float = 0.0,
-        outcome: str = "handled",
-    ) -> None:
-        self._finished.append(Finished(entry, ctx, started, outcome))
+    def _finish(self, delivery: Delivery, outcome: str) -> None:
+        delivery.outcome = outcome
+        self._finished.append(delivery)
         self._finished_event.set()
 
-    def _dead_letter(
-        self, entry: Entry, reason: str, error: str, message: AgentMessage | None = None
-    ) -> None:
-        """Queue ``entry`` for the dead-letter stream; a message whose envelope was read gets a
-        trace record and its requester one ``request.failed`` reply, in the same commit."""
-        letter, trace = self.dead_letters.make(entry, reason, error, message)
-        if trace is not None:
-            self._dead_traces.append(trace)
-        self.observer.dead_lettered(entry, reason, letter.extra.get("message_type"))
-        self._dead.append(letter)
-        self._finished_event.set()
+    def _dead_letter(self, delivery: Delivery, fate: Fate) -> None:
+        """Queue ``delivery`` as dead: its dead letter, and -- when its envelope was read -- a
+        trace record and its requester's ``request.failed`` reply, in the same commit."""
+        message = delivery.message
+        delivery.letter = self.dead_letters.make(delivery.entry, fate, message)
+        kind = None if message is None else message.message_type
+        self.observer.dead_lettered(delivery.entry, fate.reason, kind)
+        self._finish(delivery, "dead_lettered")
+
+    def _unclaim(self, delivery: Delivery) -> None:
+        if delivery.claimed and delivery.message is not None:
+            self._claims.discard(delivery.message.id_text)
+            delivery.claimed = False
 
     async def _commit_loop(self) -> None:
-        # The event is set whenever _finished or _dead is non-empty: clearing it and taking
-        # both lists happen with no await in between, so appending to an empty _finished (or
-        # to _dead) and setting the event then keeps that true.
+        # The event is set whenever _finished is non-empty: clearing it and taking the list
+        # happen with no await in between, so appending to an empty _finished keeps that true.
         while True:
             await self._finished_event.wait()
             self._finished_event.clear()
             finished, self._finished = self._finished, []
-            dead, self._dead = self._dead, []
-            traces, self._dead_traces = self._dead_traces, []
             commit = build_commit(
                 finished,
-                dead,
-                traces,
                 codec=self.codec,
                 keys=self.keys,
                 tracer=self.tracer,
@@ -466,46 +469,42 @@ class Worker:
             )
             self._committing = True
             started = time.perf_counter()
-            refused = await self.chores.commit_until_done(commit, len(finished) + len(dead))
+            refused = await self.chores.commit_until_done(commit, len(finished))
             self._committing = False
-            self.observer.committed(len(finished) + len(dead), time.perf_counter() - started)
-            self._refuse(refused, finished)
-            self._release(finished, dead, refused)
+            self.observer.committed(len(finished), time.perf_counter() - started)
+            kept = self._refuse(refused, finished)
+            self._release(finished, kept)
 
-    def _refuse(self, refused: list[Unwritable], finished: list[Finished]) -> None:
+    def _refuse(self, refused: list[Unwritable], finished: list[Delivery]) -> set[int]:
         """Inputs whose outputs the server refused for a reason of their own (an output key of
-        another type): each is dead-lettered alone, in the next commit."""
+        another type): each is dead-lettered alone, in the next commit, and stays in the map
+        (its id claimed) until then. Returns the ``id()`` of their entries."""
+        kept: set[int] = set()
         for item in refused:
-            ctx = next((f.ctx for f in finished if f.entry is item.handled.entry), None)
-            message = None if ctx is None else ctx.message
-            self._dead_letter(item.handled.entry, "unwritable_output", item.error, message=message)
+            entry = item.handled.entry
+            delivery = next((d for d in finished if d.entry is entry), None) or Delivery(entry)
+            reject = Reject(item.error, code="unwritable_output")
+            self._dead_letter(delivery, fate_of(reject, entry.delivery_count, self.rules))
+            kept.add(id(entry))
+        return kept
 
-    def _release(
-        self, finished: list[Finished], dead: list[DeadLetter], refused: list[Unwritable]
-    ) -> None:
-        """Free the in-flight slots of committed entries and release their message ids. Ids
-        are released only once their done mark is written, so a copy read in between is
-        recognised as a duplicate either here (in memory) or by the done set. Refused inputs
-        stay in flight until their dead letter is committed."""
-        inflight, handling = self._inflight, self._handling
-        kept = {id(item.handled.entry) for item in refused}
-        for item in finished:
-            entry = item.entry
+    def _release(self, finished: list[Delivery], kept: set[int]) -> None:
+        """Drop committed deliveries from the map (freeing capacity) and release their message
+        ids. Ids are released only once their done mark is written, so a copy read in between
+        is recognised as a duplicate either here (in memory) or by the done set."""
+        deliveries = self._deliveries
+        for delivery in finished:
+            entry = delivery.entry
             if id(entry) in kept:
                 continue
-            inflight.pop((entry.stream, entry.entry_id), None)
-            if item.ctx is not None:
-                handling.discard(item.ctx.message.id_text)
-        for letter in dead:
-            inflight.pop((letter.entry.stream, letter.entry.entry_id), None)
-            if "message_id" in letter.extra:
-                handling.discard(letter.extra["message_id"])
-        self.processed += len(finished) + len(dead) - len(kept)
-        self.observer.in_flight(len(inflight))
+            deliveries.pop((entry.stream, entry.entry_id), None)
+            self._unclaim(delivery)
+        self.processed += len(finished) - len(kept)
+        self.observer.in_flight(len(deliveries))
         self._capacity.set()
 
     async def _flush_remaining(self) -> None:
         """After the handlers finished: wait until the committer wrote everything."""
-        while self._finished or self._dead or self._committing:
+        while self._finished or self._committing:
             self._finished_event.set()
             await anyio.sleep(0.01)

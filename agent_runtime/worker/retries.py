@@ -11,6 +11,7 @@ tried again after a jittered backoff; the entry stays in flight (leased) meanwhi
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,7 +37,11 @@ class RetryScheduler:
     def __len__(self) -> int:
         return len(self._due)
 
-    def schedule(self, entry: Entry, delay: float, *, counted: bool) -> None:
+    def schedule(self, entry: Entry, delay: float, *, counted: bool, jitter: float = 0.0) -> None:
+        """Redeliver ``entry`` after ``delay`` seconds plus up to ``jitter`` at random (so the
+        messages an open breaker refused do not all come back at the same instant)."""
+        if jitter:
+            delay += random.uniform(0, jitter)  # noqa: S311
         self._due[(entry.stream, entry.entry_id)] = (time.monotonic() + delay, entry, counted)
         self._wakeup.set()
 

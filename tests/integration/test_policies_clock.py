@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import agent_runtime.agent
-import agent_runtime.policies.reply
+import agent_runtime.worker.dead_letters
 import agent_runtime.worker.loop
 import protocols.envelope
 from agent_runtime.codec import Codec
@@ -55,7 +55,7 @@ def skew_local_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None
     for module in (
         protocols.envelope,
         agent_runtime.agent,
-        agent_runtime.policies.reply,
+        agent_runtime.worker.dead_letters,
         agent_runtime.worker.loop,
     ):
         monkeypatch.setattr(module, "utcnow", skewed, raising=False)

@@ -1,4 +1,5 @@
-"""The fate of a failed delivery, as a table: error x attempt -> retry / dead letter."""
+"""The fate of a delivery, as tables: error x attempt x deadline x policy -> handle / ack /
+retry / dead letter (with the status its requester is told)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from agent_runtime.errors import (
     BreakerOpen,
     BudgetExceeded,
     ConfigError,
+    DeadlineExceeded,
+    DecodeError,
     LLMRateLimited,
     LLMRequestError,
     Reject,
     Retry,
+    Skip,
 )
 from agent_runtime.policies.errors import classify
-from agent_runtime.worker.fate import fate_of
+from agent_runtime.worker.fate import HANDLE, Fate, Rules, fate_of
+from protocols.envelope import AgentMessage
 
 
 class _Limited(BaseModel):
@@ -36,6 +41,7 @@ class PluginError(Exception):
 
 
 CAP = 5
+RULES = Rules("echo", CAP, retry_backoff=0.5, retry_backoff_max=60.0, permanent=(PluginError,))
 
 # (error, attempt, action, reason or delay, counted)
 TABLE = [
@@ -73,14 +79,7 @@ TABLE = [
 def test_fate_table(
     exc: BaseException, attempt: int, action: str, detail: object, counted: bool | None
 ) -> None:
-    fate = fate_of(
-        exc,
-        attempt,
-        max_deliveries=CAP,
-        retry_backoff=0.5,
-        retry_backoff_max=60.0,
-        permanent=(PluginError,),
-    )
+    fate = fate_of(exc, attempt, RULES)
     assert fate.action == action
     if action == "dead":
         assert fate.reason == detail
@@ -100,9 +99,7 @@ def test_fate_table(
     ],
 )
 def test_the_requester_is_told_how_it_ended(reason: str, status: str) -> None:
-    fate = fate_of(
-        Reject("x", code=reason), 1, max_deliveries=CAP, retry_backoff=1, retry_backoff_max=1
-    )
+    fate = fate_of(Reject("x", code=reason), 1, Rules("echo", CAP, 1, 1))
     assert fate.status == status
 
 
@@ -143,3 +140,127 @@ def test_redis_errors_as_redis_py_raises_them() -> None:
         "ERR value is not an integer or out of range",
     ):
         assert classify(parsed(reply)) == "permanent", reply
+
+
+# Before handling (error None): attempt x deadline x envelope -> handle or dead letter.
+# (attempt, seconds left or None, hops, addressed to, action, reason)
+BEFORE = [
+    (1, None, 0, "echo", "handle", ""),
+    (CAP, 30.0, 3, "echo", "handle", ""),  # the cap itself may still be handled
+    (CAP + 1, None, 0, "echo", "dead", "max_deliveries"),
+    (CAP + 1, -5.0, 0, "echo", "dead", "max_deliveries"),  # the cap is checked first
+    (1, 0.0, 0, "echo", "dead", "expired"),
+    (1, -0.5, 0, "echo", "dead", "expired"),
+    (1, 0.01, 0, "echo", "handle", ""),
+    (1, None, AgentMessage.MAX_HOPS, "echo", "handle", ""),
+    (1, None, AgentMessage.MAX_HOPS + 1, "echo", "dead", "too_many_hops"),
+    (1, None, 0, "sink", "dead", "misrouted"),
+]
+
+
+@pytest.mark.parametrize(("attempt", "left", "hops", "to", "action", "reason"), BEFORE)
+def test_fate_before_handling(
+    attempt: int, left: float | None, hops: int, to: str, action: str, reason: str
+) -> None:
+    fate = fate_of(None, attempt, RULES, left=left, hops=hops, to_agent=to)
+    assert fate.action == action
+    assert fate.reason == reason
+    if action == "handle":
+        assert fate is HANDLE  # the hot path compares identity
+
+
+def test_requester_status_of_checks_before_handling() -> None:
+    assert fate_of(None, 1, RULES, left=-1.0).status == "timeout"
+    assert fate_of(None, CAP + 1, RULES).status == "failed"
+    assert fate_of(None, 1, RULES, to_agent="sink").status == "rejected"
+
+
+# After the handler policy reported (PolicyMiddleware's HandlerFailed): error x attempt x
+# seconds left x whether the work really failed -> fate.
+# (error, attempt, left, failed, action, reason or delay, counted)
+REPORTED = [
+    # an open breaker that only refused: waits for the probe, never burns a delivery
+    (BreakerOpen("llm", 2.0), 1, None, False, "retry", 2.0, False),
+    (BreakerOpen("llm", 2.0), CAP, None, False, "retry", 2.0, False),
+    (BreakerOpen("llm", 2.0), CAP, 60.0, False, "retry", 2.0, False),
+    # the work really failed in this delivery (a poison message tripping the breaker)
+    (BreakerOpen("llm", 2.0), 1, None, True, "retry", 2.0, True),
+    (BreakerOpen("llm", 2.0), CAP, None, True, "dead", "max_deliveries", None),
+    # the breaker stays open past the deadline: expired at once
+    (BreakerOpen("llm", 30.0), 1, 5.0, False, "dead", "expired", None),
+    (BreakerOpen("llm", 5.0), 1, 5.0, True, "dead", "expired", None),
+    # the deadline passed while handling, whatever the error
+    (TimeoutError("cut"), 1, -0.1, True, "dead", "expired", None),
+    (RuntimeError("flaky"), 1, 0.0, True, "dead", "expired", None),
+    (DeadlineExceeded("deadline passed"), 1, 3.0, True, "dead", "expired", None),
+    # a step timeout inside the horizon is transient: retried, counted, never final at once
+    (TimeoutError("step timed out"), 1, 30.0, True, "retry", 0.5, True),
+    (TimeoutError("step timed out"), CAP - 1, 30.0, True, "retry", 4.0, True),
+    (TimeoutError("step timed out"), CAP, 30.0, True, "dead", "max_deliveries", None),
+    # retry_after (rate limits) beyond the backoff
+    (LLMRateLimited("429", retry_after=45), 1, None, True, "retry", 45.0, True),
+    (LLMRateLimited("429", retry_after=45), CAP, None, True, "dead", "max_deliveries", None),
+    (LLMRateLimited("429", retry_after=2), 1, 30.0, True, "retry", 2.0, True),
+    # infrastructure errors are retried without counting, even at the cap
+    (redis_errors.ConnectionError("reset"), CAP, 30.0, True, "retry", 8.0, False),
+    (PluginError("bad input"), 1, 30.0, True, "dead", "permanent_error", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("exc", "attempt", "left", "failed", "action", "detail", "counted"), REPORTED
+)
+def test_fate_of_what_the_handler_policy_reported(
+    exc: BaseException,
+    attempt: int,
+    left: float | None,
+    failed: bool,
+    action: str,
+    detail: object,
+    counted: bool | None,
+) -> None:
+    fate = fate_of(exc, attempt, RULES, left=left, failed=failed)
+    assert fate.action == action
+    if action == "dead":
+        assert fate.reason == detail
+    else:
+        assert fate.delay == detail
+        assert fate.counted is counted
+
+
+def test_breaker_delay_is_spread_a_little() -> None:
+    fate = fate_of(BreakerOpen("llm", 2.0), 1, RULES, failed=False)
+    assert 0 < fate.jitter <= 0.5
+    assert fate_of(BreakerOpen("llm", 60.0), 1, RULES, failed=False).jitter == 0.5
+
+
+def test_a_handler_timeout_is_retried_not_dead_lettered_on_first_occurrence() -> None:
+    """What the worker raises when the handler pool's watchdog cuts a handler (no handler
+    policy report): retried with backoff on every delivery below the cap."""
+    timeout = TimeoutError("handler timed out after 0.5s")
+    fates = [fate_of(timeout, attempt, RULES) for attempt in range(1, CAP + 1)]
+    assert [f.action for f in fates] == ["retry"] * (CAP - 1) + ["dead"]
+    assert all(f.counted for f in fates[:-1])
+    assert fates[-1].reason == "max_deliveries" and "timed out" in fates[-1].error
+
+
+@pytest.mark.parametrize(
+    ("exc", "action", "reason", "status"),
+    [
+        (Skip(), "ack", "", "failed"),
+        (Reject("no tool"), "dead", "rejected", "rejected"),
+        (Reject("policy", code="policy_denied"), "dead", "policy_denied", "rejected"),
+        (Reject("late", code="expired"), "dead", "expired", "timeout"),
+        (Reject("refused", code="unwritable_output"), "dead", "unwritable_output", "failed"),
+        (DecodeError("oversize", "too big"), "dead", "oversize", "failed"),
+        (DecodeError("bad_signature", "forged"), "dead", "bad_signature", "rejected"),
+        (DecodeError("undecodable", "decoder failed"), "dead", "undecodable", "failed"),
+    ],
+)
+def test_signals_and_intake_errors(
+    exc: BaseException, action: str, reason: str, status: str
+) -> None:
+    fate: Fate = fate_of(exc, 1, RULES)
+    assert (fate.action, fate.reason) == (action, reason)
+    if action == "dead":
+        assert fate.status == status

@@ -1,5 +1,5 @@
 """Policy logic without a server: config validation, error families, the retry/timeout runner,
-deadline handling and the middleware's fate mapping (breakers: tests/integration)."""
+deadline handling and the fates of what the middleware reports (breakers: tests/integration)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from agent_runtime.policies import (
     error_matcher,
     is_transient,
 )
-from agent_runtime.policies.middleware import PolicyMiddleware
+from agent_runtime.policies.middleware import HandlerFailed, PolicyMiddleware
 from agent_runtime.testing import AgentHarness
+from agent_runtime.worker.fate import Fate, Rules, fate_of
 from protocols.core import UserRequest
 from protocols.envelope import utcnow
 from tests.fixtures.agents import Echo
@@ -253,6 +254,9 @@ class Ctx:
         self.cleared += 1
 
 
+RULES = Rules("echo", max_deliveries=5)
+
+
 def middleware(**spec: Any) -> PolicyMiddleware:
     return PolicyMiddleware(policy(**spec), FakeClock())  # type: ignore[arg-type]
 
@@ -264,29 +268,39 @@ async def test_middleware_retries_the_handler_with_fresh_outputs() -> None:
     assert flaky.calls == 3 and ctx.cleared == 3
 
 
+async def fate_after(mw: PolicyMiddleware, ctx: Ctx, handler: Any) -> Fate:
+    """Run ``handler`` through the middleware; the fate the worker then decides from its
+    report (the middleware decides no fates itself)."""
+    try:
+        await mw.handle(ctx, handler)  # type: ignore[arg-type]
+    except HandlerFailed as report:
+        return fate_of(report.error, 1, RULES, left=report.left, failed=report.failed)
+    except (Reject, Retry) as signal:
+        return fate_of(signal, 1, RULES)
+    raise AssertionError("the handler succeeded")
+
+
 async def test_middleware_expires_late_messages() -> None:
     async def never(ctx: Any) -> None:
         raise AssertionError("must not run")
 
-    with pytest.raises(Reject) as info:
-        await middleware().handle(Ctx(deadline_in=-1), never)  # type: ignore[arg-type]
-    assert info.value.code == "expired"
+    fate = await fate_after(middleware(), Ctx(deadline_in=-1), never)
+    assert fate.action == "dead" and fate.reason == "expired"
 
     async def hangs(ctx: Any) -> None:
         await anyio.sleep(30)
 
-    with pytest.raises(Reject) as info:
-        await middleware().handle(Ctx(deadline_in=0.1), hangs)  # type: ignore[arg-type]
-    assert info.value.code == "expired"
+    fate = await fate_after(middleware(), Ctx(deadline_in=0.1), hangs)
+    assert fate.action == "dead" and fate.reason == "expired"
 
 
 async def test_open_breaker_delays_without_counting_unless_the_work_failed() -> None:
     async def refused(ctx: Any) -> None:
         raise BreakerOpen("dep", 2.0)
 
-    with pytest.raises(Retry) as info:
-        await middleware().handle(Ctx(), refused)  # type: ignore[arg-type]
-    assert info.value.count is False and 2.0 <= (info.value.delay or 0) <= 2.5
+    fate = await fate_after(middleware(), Ctx(), refused)
+    assert fate.action == "retry" and fate.counted is False
+    assert 2.0 <= fate.delay <= fate.delay + fate.jitter <= 2.5
 
     calls = []
 
@@ -296,27 +310,24 @@ async def test_open_breaker_delays_without_counting_unless_the_work_failed() -> 
             raise ConnectionError("down")
         raise BreakerOpen("dep", 2.0)
 
-    with pytest.raises(Retry) as info:
-        await middleware(retry={"attempts": 3, **FAST}).handle(Ctx(), fails_then_refused)  # type: ignore[arg-type]
-    assert info.value.count is True  # it really failed once in this delivery
+    fate = await fate_after(middleware(retry={"attempts": 3, **FAST}), Ctx(), fails_then_refused)
+    assert fate.action == "retry" and fate.counted is True  # it really failed once in this delivery
 
 
 async def test_breaker_open_past_the_deadline_expires_at_once() -> None:
     async def refused(ctx: Any) -> None:
         raise BreakerOpen("dep", 30.0)
 
-    with pytest.raises(Reject) as info:
-        await middleware().handle(Ctx(deadline_in=5), refused)  # type: ignore[arg-type]
-    assert info.value.code == "expired"
+    fate = await fate_after(middleware(), Ctx(deadline_in=5), refused)
+    assert fate.action == "dead" and fate.reason == "expired"
 
 
 async def test_rate_limit_beyond_backoff_max_becomes_a_delayed_redelivery() -> None:
     async def limited(ctx: Any) -> None:
         raise LLMRateLimited("429", retry_after=45)
 
-    with pytest.raises(Retry) as info:
-        await middleware().handle(Ctx(), limited)  # type: ignore[arg-type]
-    assert info.value.delay == 45 and info.value.count is True
+    fate = await fate_after(middleware(), Ctx(), limited)
+    assert fate.action == "retry" and fate.delay == 45 and fate.counted is True
 
 
 def test_validate_reports_error_paths_outside_the_allow_list(tmp_path: Any) -> None:
