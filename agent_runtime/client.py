@@ -22,7 +22,6 @@ import anyio
 import structlog
 
 from agent_runtime.codec import Codec, Decoded
-from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestError, RequestTimeout
 from agent_runtime.policies.clock import RedisClock
@@ -54,13 +53,7 @@ class Client:
         self.keys = pipeline.config.keys
         self.transport = RedisTransport.of(redis, keys=self.keys)
         self.state = self.transport.state  # e.g. the approval records
-        self.codec = codec or Codec(
-            pipeline.schemas,
-            signing_key=signing_key(),
-            max_bytes=pipeline.config.worker.max_message_bytes,
-            keys=pipeline.config.keys,
-            reply_streams=pipeline.config.reply_streams,
-        )
+        self.codec = codec or pipeline.codec()
         self.clock = RedisClock(self.transport.clock)  # deadlines on the server's clock
         self.replies = ReplyReader(redis, self.codec)
         self._publishing: anyio.Semaphore | None = None  # made on first use, in its loop

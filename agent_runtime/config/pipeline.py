@@ -12,7 +12,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent_runtime.agent import Agent
-from agent_runtime.config.model import CONFIG_DIR, ENTRY_TYPES, PipelineConfig, load_config
+from agent_runtime.codec import Codec
+from agent_runtime.config.model import (
+    CONFIG_DIR,
+    ENTRY_TYPES,
+    PipelineConfig,
+    load_config,
+    signing_key,
+)
 from agent_runtime.config.registry import import_object
 from agent_runtime.config.routing import Routing
 from agent_runtime.errors import ConfigError
@@ -87,6 +94,19 @@ class Pipeline:
 
     def worker_settings(self, agent: str) -> Any:
         return self.config.worker_settings(agent)
+
+    def codec(self, agent: str | None = None) -> Codec:
+        """The pipeline's codec, for workers and clients alike: signed whenever a signing key
+        exists (``AGENT_RUNTIME_SIGNING_KEY``); ``agent``'s message size cap (else the
+        pipeline's default)."""
+        settings = self.worker_settings(agent) if agent else self.config.worker
+        return Codec(
+            self.schemas,
+            signing_key=signing_key(),
+            max_bytes=settings.max_message_bytes,
+            keys=self.config.keys,
+            reply_streams=self.config.reply_streams,
+        )
 
 
 def _extend_import_path(paths: list[str]) -> None:

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_runtime.agent import Services
-from agent_runtime.codec import Codec
-from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.llm.base import LLMProvider
 from agent_runtime.observability.process import WorkerObservability
@@ -44,18 +42,6 @@ class BuiltWorker:
     worker: Worker
     policies: Policies
     observability: WorkerObservability
-
-
-def build_codec(pipeline: Pipeline, agent: str | None = None) -> Codec:
-    """The pipeline's codec: signed when a signing key exists; ``agent``'s size limit."""
-    settings = pipeline.worker_settings(agent) if agent else pipeline.config.worker
-    return Codec(
-        pipeline.schemas,
-        signing_key=signing_key(),
-        max_bytes=settings.max_message_bytes,
-        keys=pipeline.config.keys,
-        reply_streams=pipeline.config.reply_streams,
-    )
 
 
 def build_worker(
@@ -89,7 +75,7 @@ def build_worker(
         redis,
         consumer=consumer,
         cluster=cluster,
-        codec=build_codec(pipeline, agent),
+        codec=pipeline.codec(agent),
         observer=obs.observer,
         middleware=[*middleware, *obs.middleware, policies.middleware()],
         services=services,

@@ -48,7 +48,9 @@ a counted retry at ``max_deliveries``      dead ``max_deliveries``           ``f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from agent_runtime.errors import BreakerOpen, DeadlineExceeded, DecodeError, Reject, Retry, Skip
 from agent_runtime.policies.errors import classify
@@ -68,6 +70,17 @@ class Rules:
     retry_backoff: float = 1.0
     retry_backoff_max: float = 60.0
     permanent: tuple[type[BaseException], ...] = ()  # the agent's own permanent error types
+
+    @classmethod
+    def of(cls, agent: str, settings: Any, permanent: Iterable[type[BaseException]]) -> Rules:
+        """The rules of ``agent``'s worker (``settings``: its WorkerSettings)."""
+        return cls(
+            agent,
+            settings.max_deliveries,
+            settings.retry_backoff,
+            settings.retry_backoff_max,
+            tuple(permanent),
+        )
 
 
 @dataclass(frozen=True, slots=True)

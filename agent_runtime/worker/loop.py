@@ -27,7 +27,6 @@ import structlog
 from agent_runtime.agent import Agent, MessageContext, Services
 from agent_runtime.backoff import Backoff, pause, until_done
 from agent_runtime.codec import Codec
-from agent_runtime.config.model import signing_key
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.errors import DecodeError, Reject
@@ -91,13 +90,7 @@ class Worker:
         self.keys = pipeline.config.keys
         self.redis = redis
         self.consumer = consumer
-        self.codec = codec or Codec(
-            pipeline.schemas,
-            signing_key=signing_key(),  # like the Client: signed whenever a key exists
-            max_bytes=self.settings.max_message_bytes,
-            keys=self.keys,
-            reply_streams=pipeline.config.reply_streams,
-        )
+        self.codec = codec or pipeline.codec(agent)  # signed whenever a key exists
         self.transport = transport or RedisTransport.of(redis, cluster=cluster, keys=self.keys)
         self.bus = self.transport.bus(
             group=self.keys.group(agent),
@@ -131,13 +124,7 @@ class Worker:
             self._handle, self.settings.concurrency, self.settings.handler_timeout
         )
         self._dispatching: set[asyncio.Task[None]] = set()
-        self.rules = Rules(
-            agent,
-            self.settings.max_deliveries,
-            self.settings.retry_backoff,
-            self.settings.retry_backoff_max,
-            tuple(self.agent_type.cls.permanent_errors),
-        )
+        self.rules = Rules.of(agent, self.settings, self.agent_type.cls.permanent_errors)
         self.clock = RedisClock(self.transport.clock)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()

@@ -12,7 +12,7 @@ from agent_runtime.codec import FIELD_SIGNATURE
 from agent_runtime.errors import DecodeError
 from agent_runtime.observability.redaction import Redactor
 from agent_runtime.policies import Policies
-from agent_runtime.worker.build import build_codec, build_worker
+from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import Worker
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
@@ -48,12 +48,12 @@ def test_workers_sign_and_verify_whenever_a_key_exists(monkeypatch: pytest.Monke
             worker.codec.decode(unsigned)  # an unsigned entry is refused
     monkeypatch.setenv(KEY_ENV, "another-key")
     with pytest.raises(DecodeError):
-        build_codec(pipeline, "echo").decode(built.codec.encode(message()))
+        pipeline.codec("echo").decode(built.codec.encode(message()))
 
 
 def test_without_a_key_nothing_is_signed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
-    codec = build_codec(echo_sink_pipeline("t"), "echo")
+    codec = echo_sink_pipeline("t").codec("echo")
     assert FIELD_SIGNATURE not in codec.encode(message())
 
 
