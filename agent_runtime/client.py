@@ -25,8 +25,8 @@ from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestError, RequestTimeout
 from agent_runtime.policies.clock import RedisClock
+from agent_runtime.transport.commit import Publication
 from agent_runtime.transport.connect import connect
-from agent_runtime.transport.publish import Publication
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.replies import ReplyReader
 from agent_runtime.worker.sweep import deadline_entry

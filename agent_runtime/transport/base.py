@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from agent_runtime.errors import TransportError
 
 if TYPE_CHECKING:
+    from agent_runtime.transport.commit import Publication
     from agent_runtime.transport.deadlines import Answer
-    from agent_runtime.transport.publish import Publication
 
 R = TypeVar("R")
 Value = bytes | str
@@ -168,7 +168,7 @@ class Deadlines(Protocol):
 
 
 class Publisher(Protocol):
-    """Queues a client's requests (agent_runtime/transport/publish.py)."""
+    """Queues a client's requests (agent_runtime/transport/commit.py)."""
 
     async def publish(self, request: Publication, *, label: str) -> BaseException | None: ...
 

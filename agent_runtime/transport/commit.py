@@ -1,4 +1,11 @@
-"""Writing a commit: outputs, done marks, dead letters, failure replies, trace records, acks.
+"""Every write of a message to the streams: a client's publish (:class:`RedisPublisher`, the
+start of a message's path) and a worker's commit (the end of a handled message's path):
+outputs, done marks, dead letters, failure replies, trace records, acks.
+
+**Publish** (``Client.send``): the XADD to the entry agent's inbox, the trace's ``published``
+record and the deadline entry, pipelined in one round trip.
+
+**Commit**:
 
 Two paths with the same outcome for each input (outputs written, then marked done and acked;
 or not acked at all):
@@ -23,12 +30,16 @@ or not acked at all):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
 
+from agent_runtime.errors import TransportError
+from agent_runtime.transport.connect import out_of_memory
 from agent_runtime.transport.errors import redis_error_kind
+from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import (
     TRACE_SCRIPT,
     Commit,
@@ -326,3 +337,46 @@ def _queue_traces(pipe: Any, commit: Commit, owners: list[Handled | str], *, clu
     records = [record for _, record in commit.traces]
     pipe.eval(TRACE_SCRIPT, len(keys), *keys, commit.trace_ttl, *records)
     owners.append(TRACE)
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One request to queue, and what goes with it."""
+
+    stream: str
+    fields: Mapping[bytes, bytes]
+    #: The trace list, its TTL and the ``published`` record (None: the agent writes none).
+    trace: tuple[str, int, bytes] | None = None
+    #: Member and score (ms) in the deadline set (None: not swept).
+    deadline: tuple[str, int] | None = None
+
+
+class RedisPublisher:
+    """:class:`~agent_runtime.transport.base.Publisher` on a redis-py client."""
+
+    def __init__(self, redis: Any, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def publish(self, request: Publication, *, label: str) -> BaseException | None:
+        """Queue ``request``. Only a failed XADD raises (``label`` names the request in the
+        error); a trace record or deadline entry that cannot be written is not the request's
+        failure: the deadline entry's error is returned for the caller to log."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(request.stream, dict(request.fields))
+            if request.trace is not None:
+                key, ttl, record = request.trace
+                pipe.eval(TRACE_SCRIPT, 1, key, ttl, record)
+            if request.deadline is not None:
+                member, score = request.deadline
+                pipe.zadd(self._keys.deadlines(), {member: score}, gt=True)
+            queued, *rest = await pipe.execute(raise_on_error=False)
+        if out_of_memory(queued):  # maxmemory + noeviction: refused, not queued
+            raise TransportError(
+                f"{label} not published: the Redis server is out of memory (OOM: {queued}); "
+                "free memory or raise maxmemory, then publish again"
+            ) from queued
+        if isinstance(queued, Exception):
+            raise queued
+        failed = rest[-1] if request.deadline is not None else None
+        return failed if isinstance(failed, BaseException) else None

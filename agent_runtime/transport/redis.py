@@ -8,12 +8,12 @@ from typing import Any
 
 from agent_runtime.transport.breaker_scripts import RedisBreakers
 from agent_runtime.transport.clock import RedisTime
+from agent_runtime.transport.commit import RedisPublisher
 from agent_runtime.transport.connect import Connection, connect
 from agent_runtime.transport.deadlines import RedisDeadlines
 from agent_runtime.transport.heartbeats import RedisHeartbeats
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.llm_store import RedisLLMStore
-from agent_runtime.transport.publish import RedisPublisher
 from agent_runtime.transport.state import RedisState
 from agent_runtime.transport.streams import StreamBus
 
