@@ -1,6 +1,6 @@
 # ruff: noqa: E402  (scratch script: checkout on sys.path first)
 """Callgrind: decode + trace record per message with nothing retained (the worker frees each
-message after its commit), gc tuned by cli/worker.tune_gc (env MICRO_TUNE_GC=1) or not."""
+message after its commit), gc tuned as cli/worker.tune_gc did (env MICRO_TUNE_GC=1) or not."""
 
 import os
 import subprocess
@@ -29,9 +29,11 @@ _p = Pipeline.build(single_hop._config("mb", {}))
 codec = Codec(_p.schemas, keys=_p.config.keys)
 tracer = Tracer("noop", "noop-0")
 if os.environ.get("MICRO_TUNE_GC") == "1":
-    from agent_runtime.cli.worker import tune_gc
+    import gc  # what cli/worker.py's tune_gc did before it was removed
 
-    tune_gc()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 now = time.time()
 ctl("-z")
 ctl("-i", "on")
