@@ -6,12 +6,18 @@ no-op agent, pre-fills its inbox with N envelopes in one MULTI/EXEC, and counts 
 only while the worker consumes them (callgrind's instrumentation is switched on and off around
 that phase). The raw redis-py XREADGROUP/XACK loop is counted the same way.
 
-    .venv/bin/python benchmarks/instructions.py [--messages 10000]
+    .venv/bin/python benchmarks/instructions.py [--messages 10000] [--only runtime]
 
 runs itself under ``valgrind --tool=callgrind`` once per variant (raw loop, runtime with
 traces and without, and benchmarks/floor_consumer.py with traces and without: the contract's
 per-message work with no worker around it) and prints instructions per message. A clock read
 (``time.time()``) counts about 500 instructions here.
+
+``--only runtime`` measures only the worker (repeatable; also ``raw``, ``floor``), and
+``--traces off`` only one trace mode: a change that does not touch trace records saves the same
+instructions per message either way. The worker runs on the event loop ``agent-runtime worker``
+picks (``loop_options()``), so its environment switch AGENT_RUNTIME_UVLOOP=0 applies here
+too.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import anyio
 import redis
 import yaml
 
@@ -156,6 +163,21 @@ def measure(what: str, messages: int, trace: bool) -> float:
     raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-2000:]}")
 
 
+def drive(messages: int, only: set[str], traces: list[bool]) -> None:
+    """Measure the chosen variants, each in its own valgrind run, and print the figures."""
+    raw = measure("raw", messages, False) if "raw" in only else None
+    if raw is not None:
+        print(f"raw redis-py loop          {raw:9,.0f} instructions/message")
+    for what in ("runtime", "floor"):
+        if what not in only:
+            continue
+        for trace in traces:
+            count = measure(what, messages, trace)
+            label = f"{what} (trace {'on' if trace else 'off'})"
+            ratio = "" if raw is None else f"  ({count / raw:.1f}x raw)"
+            print(f"{label:26s} {count:9,.0f} instructions/message{ratio}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,18 +185,22 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--variant", choices=["runtime", "raw", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["raw", "runtime", "floor"],
+        help="measure only these variants (repeatable; default: all three)",
+    )
+    parser.add_argument(
+        "--traces",
+        nargs="+",
+        choices=["on", "off"],
+        help="the runtime and floor variants with traces on, off, or both (the default)",
+    )
     args = parser.parse_args()
     if args.variant is None:  # the driver: one valgrind run per variant
-        raw = measure("raw", args.messages, False)
-        print(f"raw redis-py loop          {raw:9,.0f} instructions/message")
-        for trace in (True, False):
-            runtime = measure("runtime", args.messages, trace)
-            label = f"runtime (trace {'on' if trace else 'off'})"
-            print(f"{label:26s} {runtime:9,.0f} instructions/message  ({runtime / raw:.1f}x raw)")
-        for trace in (True, False):
-            floor = measure("floor", args.messages, trace)
-            label = f"floor (trace {'on' if trace else 'off'})"
-            print(f"{label:26s} {floor:9,.0f} instructions/message  ({floor / raw:.1f}x raw)")
+        modes = [mode == "on" for mode in args.traces or ["on", "off"]]
+        drive(args.messages, set(args.only or ["raw", "runtime", "floor"]), modes)
         return
     args.what = args.variant
     started = time.monotonic()
@@ -188,9 +214,15 @@ def main() -> None:
         elif args.what == "floor":
             run_floor(r, server.url, args.messages, args.trace)
         else:
-            import uvloop
-
-            uvloop.run(run_worker(server.url, Path(tmp), args.messages, args.trace, r))
+            anyio.run(
+                run_worker,
+                server.url,
+                Path(tmp),
+                args.messages,
+                args.trace,
+                r,
+                backend_options=cli_worker.loop_options(),
+            )
     label = args.what + ("" if args.what == "raw" else f" trace={'on' if args.trace else 'off'}")
     print(
         f"{label}: divide valgrind's 'Collected' by {args.messages} "

@@ -8,6 +8,8 @@ messages / (time from the first XADD until every entry is acknowledged).
     .venv/bin/python benchmarks/scaling.py [--workers 1 4] [--seconds 6] [--cluster]
 
 ``--cluster`` runs the same on a local 3-master Redis Cluster with the inbox sharded in 4.
+``--checkout NAME=PATH`` (repeatable) also runs every worker count with the workers of another
+checkout of the project (they import that checkout's code), interleaved in each of ``--rounds``.
 """
 
 from __future__ import annotations
@@ -64,8 +66,10 @@ def write_config(tmp: Path, prefix: str, args: argparse.Namespace) -> Path:
     return path
 
 
-def start_workers(n: int, config: Path, url: str) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENT_RUNTIME_LOG_LEVEL": "warning"}
+def start_workers(
+    n: int, config: Path, url: str, checkout: Path = ROOT
+) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "PYTHONPATH": str(checkout), "AGENT_RUNTIME_LOG_LEVEL": "warning"}
     return [
         subprocess.Popen(
             [
@@ -82,6 +86,7 @@ def start_workers(n: int, config: Path, url: str) -> list[subprocess.Popen[bytes
                 url,
             ],
             env=env,
+            cwd=checkout,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -121,13 +126,15 @@ def produce(url: str, pipeline: Pipeline, n: int) -> None:
     anyio.run(send_all)
 
 
-def measure(workers: int, url: str, r: Any, tmp: Path, args: argparse.Namespace) -> float:
+def measure(
+    workers: int, url: str, r: Any, tmp: Path, args: argparse.Namespace, checkout: Path = ROOT
+) -> float:
     prefix = f"s{uuid.uuid4().hex[:6]}"
     config = write_config(tmp, prefix, args)
     pipeline = Pipeline.load(config)
     keys = pipeline.config.keys
     messages = int(args.seconds * workers * args.concurrency / (args.call_ms / 1000))
-    procs = start_workers(workers, config, url)
+    procs = start_workers(workers, config, url, checkout)
     try:
         poll(
             lambda: sum(1 for _ in r.scan_iter(match=keys.heartbeat(AGENT, "*"))) == workers,
@@ -154,11 +161,29 @@ def machine() -> str:
 
 
 def run(url: str, r: Any, tmp: Path, args: argparse.Namespace) -> dict[int, float]:
-    results: dict[int, float] = {}
-    for n in args.workers:
-        results[n] = measure(n, url, r, tmp, args)
-        print(f"  {n} worker process(es): {results[n]:7.1f} msg/s", flush=True)
-    return results
+    """Throughput per worker count (this checkout, the median of the rounds); every other
+    ``--checkout`` runs right after this one's run of the same count and round."""
+    checkouts = {"": ROOT} | {
+        f" [{name}]": Path(path).resolve()
+        for name, path in (item.split("=", 1) for item in args.checkout)
+    }
+    rates: dict[tuple[int, str], list[float]] = {}
+    for round_ in range(args.rounds):
+        for n in args.workers:
+            for label, path in checkouts.items():
+                rate = measure(n, url, r, tmp, args, path)
+                rates.setdefault((n, label), []).append(rate)
+                print(
+                    f"  round {round_ + 1}: {n} worker process(es){label}: {rate:7.1f} msg/s",
+                    flush=True,
+                )
+    for (n, label), values in rates.items():
+        ordered = sorted(values)
+        print(
+            f"{n} worker process(es){label}: median {ordered[len(ordered) // 2]:7.1f} msg/s "
+            f"(min {ordered[0]:.1f}, max {ordered[-1]:.1f}, {len(values)} rounds)"
+        )
+    return {n: sorted(rates[(n, "")])[len(rates[(n, "")]) // 2] for n in args.workers}
 
 
 def main() -> None:
@@ -176,6 +201,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="in-flight handlers/process")
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--cluster", action="store_true", help="local 3-master cluster")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also run the workers of the checkout at PATH, labelled NAME",
+    )
     args = parser.parse_args()
     if args.cluster and args.shards == 1:
         args.shards = 4

@@ -5,6 +5,10 @@ loop and (2) one ``agent-runtime worker`` process with a no-op agent (decode + v
 de-duplicate + handle + done marker + trace + ack), and prints both throughputs and the ratio.
 
     .venv/bin/python benchmarks/single_hop.py [--messages 50000] [--rounds 3]
+
+``--checkout NAME=PATH`` (repeatable) also runs the runtime variants from another checkout of
+the project (its worker process imports that checkout's code), interleaved with this one's in
+every round: before/after figures from the same run.
 """
 
 from __future__ import annotations
@@ -109,9 +113,12 @@ def run_one(
     group: str,
     items: list[dict[bytes, bytes]],
     ready: object,
+    checkout: Path = ROOT,
 ) -> Run:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENT_RUNTIME_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(checkout), "AGENT_RUNTIME_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        argv, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 30
         while not ready():  # type: ignore[operator]
@@ -164,7 +171,14 @@ def floor(r: redis.Redis, url: str, n: int, batch: int, trace: bool) -> Run:
     )
 
 
-def runtime(r: redis.Redis, url: str, n: int, worker: dict[str, object], tmp: Path) -> Run:
+def runtime(
+    r: redis.Redis,
+    url: str,
+    n: int,
+    worker: dict[str, object],
+    tmp: Path,
+    checkout: Path = ROOT,
+) -> Run:
     prefix = f"b{uuid.uuid4().hex[:6]}"
     items = envelopes(n, prefix)
     config = tmp / f"{prefix}.yaml"
@@ -190,7 +204,8 @@ def runtime(r: redis.Redis, url: str, n: int, worker: dict[str, object], tmp: Pa
         url,
     ]
     hb = f"{prefix}:hb:*"
-    return run_one(r, url, argv, f"{prefix}:inbox:noop", "noop", items, lambda: bool(r.keys(hb)))
+    inbox, ready = f"{prefix}:inbox:noop", lambda: bool(r.keys(hb))
+    return run_one(r, url, argv, inbox, "noop", items, ready, checkout)
 
 
 def main() -> None:
@@ -207,7 +222,18 @@ def main() -> None:
         help="also run benchmarks/floor_consumer.py (the contract's per-message work with no "
         "worker around it, traces on and off): an upper bound for any Python consumer",
     )
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also run the runtime variants from the checkout at PATH, labelled NAME",
+    )
     args = parser.parse_args()
+    checkouts = {"": ROOT} | {
+        f" [{name}]": Path(path).resolve()
+        for name, path in (item.split("=", 1) for item in args.checkout)
+    }
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {platform.platform()}"
@@ -219,8 +245,11 @@ def main() -> None:
         r = redis.Redis.from_url(server.url)
         base = {"batch_size": args.batch, "concurrency": args.concurrency}
         variants = {
-            "runtime (defaults: trace on)": base,
-            "runtime (trace off)": {**base, "trace": False},
+            f"runtime (defaults: trace on){label}": (base, path)
+            for label, path in checkouts.items()
+        } | {
+            f"runtime (trace off){label}": ({**base, "trace": False}, path)
+            for label, path in checkouts.items()
         }
         floors = {"floor (trace on)": True, "floor (trace off)": False} if args.floor else {}
         results: dict[str, list[Run]] = {
@@ -231,8 +260,8 @@ def main() -> None:
         sample = envelopes(args.messages, "raw")
         for round_ in range(args.rounds):
             results["raw redis-py loop"].append(raw(r, server.url, sample, args.batch))
-            for name, worker in variants.items():
-                results[name].append(runtime(r, server.url, args.messages, worker, Path(tmp)))
+            for name, (worker, path) in variants.items():
+                results[name].append(runtime(r, server.url, args.messages, worker, Path(tmp), path))
                 r.flushall()
             for name, trace in floors.items():
                 results[name].append(floor(r, server.url, args.messages, args.batch, trace))

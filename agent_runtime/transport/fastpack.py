@@ -5,6 +5,10 @@ installed; its asyncio connections still pack in Python (one ``encode`` + ``join
 argument), which dominates a pipelined commit of a few hundred arguments. This swaps in the
 same hiredis packing on a client's connection pool. Behaviour is identical (multi-word command
 names are split; ``bytes``, ``str``, ``int`` and ``float`` arguments as redis-py encodes them).
+
+Measured gain (docs/benchmarks.md, "Speed tricks, measured"): packing a 128-message commit
+with traces costs 12,036 instructions per message here against 55,721 in Python, about 23 %
+of the runtime's instructions per message.
 """
 
 from __future__ import annotations

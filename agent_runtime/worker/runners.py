@@ -13,6 +13,11 @@ Each handler runs in a fresh copy of the runner's context (``contextvars``), as 
 a task of its own: context variables a handler sets never leak into the next message.
 Per-handler deadlines: ``running`` maps each busy runner to its handler's deadline (loop
 time); the worker's watchdog cancels the runner, and the handler sees ``CancelledError``.
+
+Measured gain (docs/benchmarks.md, "Speed tricks, measured"): 12,444 instructions per message
+here against 185,573 for the plain alternative, an anyio task group with a ``CapacityLimiter``
+(``benchmarks/tricks/plain_pool.py``), and about half the worker CPU per message in
+``benchmarks/single_hop.py``. That is why this module is not the plain version.
 """
 
 from __future__ import annotations
