@@ -35,10 +35,8 @@ def chain(middleware: Sequence[Middleware], handler: Handler) -> Handler:
 
 
 def _bind(layer: Middleware, call_next: Handler) -> Handler:
-    handle = layer.handle
-
-    def call(ctx: MessageContext) -> Awaitable[None]:  # no coroutine frame of its own
-        return handle(ctx, call_next)
+    async def call(ctx: MessageContext) -> None:
+        await layer.handle(ctx, call_next)
 
     return call
 
@@ -87,7 +85,9 @@ class Tracer:
 
     A record is written for every handled message, so it is formatted directly: ids are UUID
     text (nothing to escape), every other string goes through the JSON encoder, names (agents,
-    message types, outcomes) once per process from a small cache."""
+    message types, outcomes) once per process from a small cache. Measured gain: 14,911
+    instructions per record against 84,794 for ``json.dumps`` of the same fields, 37.5 % of the
+    runtime's instructions per message with traces on (docs/benchmarks.md, "Speed tricks")."""
 
     __slots__ = ("_finished", "_head", "_middles", "_now", "_quoted", "agent", "consumer")
 
@@ -214,7 +214,7 @@ def build_commit(
         if ctx is None or message is None:
             handled.append(Handled(entry))  # a duplicate: ack only
             continue
-        queued = ctx._outputs  # the property's list, without the property's frame
+        queued = ctx.outputs
         writes = [
             Write(
                 out.stream,

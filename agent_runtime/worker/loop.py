@@ -297,29 +297,28 @@ class Worker:
         decoded; dead-letter what does not decode, and ack at once a copy of a message whose
         delivery here holds its id (until that delivery's commit)."""
         fresh: list[Delivery] = []
-        deliveries, claims, rules = self._deliveries, self._claims, self.rules
         for entry in entries:
             key = (entry.stream, entry.entry_id)
-            if key in deliveries:
+            if key in self._deliveries:
                 continue  # reclaimed our own live entry: it is already being handled
-            delivery = deliveries[key] = Delivery(entry)
+            delivery = self._deliveries[key] = Delivery(entry)
             try:
                 delivery.message, delivery.payload = self.codec.decode(entry.fields)
             except DecodeError as exc:
                 if isinstance(exc.message, AgentMessage):
                     delivery.message = exc.message  # its requester is told
-                self._dead_letter(delivery, fate_of(exc, entry.delivery_count, rules))
+                self._dead_letter(delivery, fate_of(exc, entry.delivery_count, self.rules))
                 continue
             except Exception as exc:  # a decoder bug must not stop intake: the entry is dead
                 bug = DecodeError("undecodable", f"decoder failed: {exc!r}")
-                self._dead_letter(delivery, fate_of(bug, entry.delivery_count, rules))
+                self._dead_letter(delivery, fate_of(bug, entry.delivery_count, self.rules))
                 continue
             id_text = delivery.message.id_text
-            if id_text in claims:
+            if id_text in self._claims:
                 self.observer.duplicate_dropped(entry)
                 self._finish(delivery, "duplicate")
                 continue
-            claims.add(id_text)
+            self._claims.add(id_text)
             delivery.claimed = True
             fresh.append(delivery)
         return fresh
@@ -340,7 +339,6 @@ class Worker:
         messages = [decoded(d) for d in batch]
         done = await self.bus.already_done([m.id_text for m in messages])
         now = await self.clock.now() if any(m.deadline for m in messages) else None
-        rules, submit = self.rules, self._pool.submit
         for delivery, message, is_done in zip(batch, messages, done, strict=True):
             if is_done:
                 self.observer.duplicate_dropped(delivery.entry)
@@ -349,10 +347,16 @@ class Worker:
                 continue
             deadline = message.deadline
             left = None if now is None or deadline is None else deadline.timestamp() - now
-            attempt, hops, to = delivery.entry.delivery_count, message.hops, message.to_agent
-            fate = fate_of(None, attempt, rules, left=left, hops=hops, to_agent=to)
+            fate = fate_of(
+                None,
+                delivery.entry.delivery_count,
+                self.rules,
+                left=left,
+                hops=message.hops,
+                to_agent=message.to_agent,
+            )
             if fate is HANDLE:
-                submit(delivery)
+                self._pool.submit(delivery)
             else:
                 self._dead_letter(delivery, fate)
         self.observer.in_flight(len(self._deliveries))
@@ -388,11 +392,7 @@ class Worker:
             self._failed(delivery, ctx, exc, time.perf_counter() - started)
         else:
             self.observer.handled(ctx, time.perf_counter() - started)
-            delivery.outcome = "handled"
-            finished = self._finished
-            if not finished:  # the committer is woken by the first of a round (see _commit_loop)
-                self._finished_event.set()
-            finished.append(delivery)
+            self._finish(delivery, "handled")
 
     def _failed(self, delivery: Delivery, ctx: MessageContext, exc: Exception, took: float) -> None:
         """Carry out the fate (agent_runtime/worker/fate.py) of a handler that raised ``exc``
@@ -479,15 +479,14 @@ class Worker:
         """Drop committed deliveries from the map (freeing capacity) and release their message
         ids. Ids are released only once their done mark is written, so a copy read in between
         is recognised as a duplicate either here (in memory) or by the done set."""
-        deliveries = self._deliveries
         for delivery in finished:
             entry = delivery.entry
             if id(entry) in kept:
                 continue
-            deliveries.pop((entry.stream, entry.entry_id), None)
+            self._deliveries.pop((entry.stream, entry.entry_id), None)
             self._unclaim(delivery)
         self.processed += len(finished) - len(kept)
-        self.observer.in_flight(len(deliveries))
+        self.observer.in_flight(len(self._deliveries))
         self._capacity.set()
 
     async def _flush_remaining(self) -> None:
