@@ -18,8 +18,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agent-runtime run "list files in configs and read configs/policy.yaml and run uptime then count words in configs/policy.yaml" --timeout 60
 
+# The test files are spread over TEST_WORKERS processes (pytest-xdist; a whole file stays in
+# one process, so module fixtures start once); each process starts its own embedded server.
+# TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 check: lint typecheck
 
