@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agent_runtime.transport.cluster import LocalCluster
 from agent_runtime.transport.embedded import EmbeddedServer
@@ -18,6 +19,11 @@ from tests.fixtures.pipeline import LivePipeline, MakePipeline, child_env, echo_
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# No timed assertions: a property-based example may take as long as the (shared, loaded)
+# machine makes it; explicit @settings still choose their own deadline.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")

@@ -77,12 +77,16 @@ def test_counters_histogram_gauges_after_n_messages(make_pipeline: MakePipeline)
     )  # each process counts its own agent
     assert sample(echo_port, "agent_runtime_in_flight_messages", agent="echo") == 0
     group = {"stream": p.keys.inbox("echo"), "group": "echo"}
+    # the duplicate is counted when it is dropped and acknowledged by the next commit: wait
+    # for the acknowledgement, then for a collector round that has seen all six entries acked
+    wait_until(lambda: not p.pending("echo"), message="the duplicate acknowledged")
     wait_until(
         lambda: (
             sample(echo_port, "agent_runtime_stream_length_messages", stream=p.keys.inbox("echo"))
             == 6
+            and sample(echo_port, "agent_runtime_pending_messages", **group) == 0
         ),
-        message="collector round",
+        message="collector round after the acknowledgement",
     )
     assert sample(echo_port, "agent_runtime_consumer_group_lag_messages", **group) == 0
     assert sample(echo_port, "agent_runtime_pending_messages", **group) == 0
