@@ -20,8 +20,9 @@ demo: $(STAMP)
 
 # The test files are spread over TEST_WORKERS processes (pytest-xdist; a whole file stays in
 # one process, so module fixtures start once); each process starts its own embedded server.
-# TEST_WORKERS=0 runs everything in this process.
-TEST_WORKERS ?= 2
+# TEST_WORKERS=0 runs everything in this process. Three on two cores: the suite mostly waits
+# on worker processes and servers (about one core busy with two processes).
+TEST_WORKERS ?= 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
