@@ -18,8 +18,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agent-runtime run "list files in configs and read configs/policy.yaml and run uptime then count words in configs/policy.yaml" --timeout 60
 
+# The test files are spread over TEST_WORKERS processes (pytest-xdist; a whole file stays in
+# one process, so module fixtures start once); each process starts its own embedded server.
+# TEST_WORKERS=0 runs everything in this process. Three on two cores: the suite mostly waits
+# on worker processes and servers (about one core busy with two processes).
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 check: lint typecheck imports
 

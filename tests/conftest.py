@@ -3,20 +3,27 @@ session, a fresh key prefix per test, helpers to start real worker processes."""
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agent_runtime.transport.cluster import LocalCluster
 from agent_runtime.transport.embedded import EmbeddedServer
+from tests.fixtures.pipeline import LivePipeline, MakePipeline, child_env, echo_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# No timed assertions: a property-based example may take as long as the (shared, loaded)
+# machine makes it; explicit @settings still choose their own deadline.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +63,45 @@ def prefix() -> str:
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
     """Environment for worker processes started by tests: repo root importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.pop("AGENT_RUNTIME_REDIS_URL", None)
-    return env
+    return child_env()
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def make_pipeline(
+    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
+) -> Iterator[MakePipeline]:
+    """``make_pipeline(agents, worker=..., **settings)``: a :class:`LivePipeline` under the
+    test's prefix (echo -> sink unless ``agents`` says otherwise; ``url`` for another server).
+    Every worker it started is stopped after the test."""
+    made: list[LivePipeline] = []
+
+    def make(
+        agents: dict[str, Any] | None = None,
+        *,
+        worker: dict[str, Any] | None = None,
+        url: str | None = None,
+        cls: type[LivePipeline] = LivePipeline,
+        **settings: Any,
+    ) -> LivePipeline:
+        root = tmp_path / f"pipeline-{len(made)}" if made else tmp_path
+        root.mkdir(exist_ok=True)
+        pipe = cls(
+            root,
+            url or redis_url,
+            subprocess_env,
+            prefix=prefix if not made else f"{prefix}{len(made)}",
+            agents=echo_sink() if agents is None else agents,
+            worker=worker,
+            **settings,
+        )
+        made.append(pipe)
+        return pipe
+
+    yield make
+    for pipe in made:
+        pipe.close()

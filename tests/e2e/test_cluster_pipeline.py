@@ -6,19 +6,19 @@ request through the six built-in agent types on the cluster."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-import yaml
 
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess
 from agent_runtime.transport import connect
 from agent_runtime.worker.loop import default_consumer_name
+from tests.fixtures.pipeline import LivePipeline, MakePipeline, echo_sink, six_agents, supervised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -42,40 +42,20 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def config_path(tmp_path: Path, prefix: str) -> Path:
-    config = {
-        "key_prefix": prefix,
-        "allowed_modules": ["tests.fixtures"],
-        "worker": FAST,
-        "agents": {
-            "echo": {"class": "tests.fixtures.agents:Echo", "shards": SHARDS, "replicas": REPLICAS},
-            "sink": {"class": "tests.fixtures.agents:Sink", "shards": SHARDS, "replicas": REPLICAS},
-        },
-    }
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+def fleet(make_pipeline: MakePipeline, backend_url: str) -> LivePipeline:
+    agents = echo_sink(shards=SHARDS, replicas=REPLICAS)
+    return make_pipeline(agents, worker=FAST, url=backend_url)
 
 
 @pytest.fixture
-def workers(
-    config_path: Path, backend_url: str, tmp_path: Path, subprocess_env: dict[str, str]
-) -> Iterator[list[WorkerProcess]]:
-    procs = [
-        WorkerProcess(
-            agent,
-            config=config_path,
-            redis_url=backend_url,
-            slot=str(slot),
-            env=subprocess_env,
-            log_path=tmp_path / f"{agent}-{slot}.log",
-        ).start()
-        for agent in ("echo", "sink")
-        for slot in range(REPLICAS)
-    ]
-    yield procs
-    for proc in procs:
-        proc.stop(15)
+def config_path(fleet: LivePipeline) -> Path:
+    return fleet.config_path
+
+
+@pytest.fixture
+def workers(fleet: LivePipeline) -> list[WorkerProcess]:
+    """Every worker process started at once; the test waits for their heartbeats itself."""
+    return [fleet.start(a, str(n), wait=False) for a in ("echo", "sink") for n in range(REPLICAS)]
 
 
 async def _poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -139,30 +119,25 @@ async def test_every_request_answered_exactly_once(
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("target", ["single", "cluster"])
 def test_six_agent_pipeline_two_replicas_each(
-    target: str, request: pytest.FixtureRequest, tmp_path: Path
+    target: str, request: pytest.FixtureRequest, tmp_path: Path, make_pipeline: MakePipeline
 ) -> None:
     """The default pipeline's six agent types, two worker processes of each, on a single
     server and on the 3-master cluster: a request with parallel steps and a dependent step
     succeeds (the router's WATCH/MULTI on the request's hash-tagged state works under
     Cluster, and replicas of every type share the work)."""
     url = request.getfixturevalue("redis_url" if target == "single" else "redis_cluster_url")
-    from anyio.from_thread import start_blocking_portal
-
     from agent_runtime.approval import APPROVAL_KEY_ENV
-    from agent_runtime.worker.supervisor import Supervisor
     from protocols.pipeline import Report
-    from tests.e2e.test_pipeline import write_config
 
-    config = write_config(tmp_path, "127.0.0.1")
-    pipeline = Pipeline.load(config)
-    env = {APPROVAL_KEY_ENV: "cluster-approval-key-" + uuid.uuid4().hex}
-    supervisor = Supervisor(
-        config,
-        url,
-        replicas=dict.fromkeys(pipeline.agents, 2),
-        env=env,
-        log_dir=tmp_path / "logs",
+    agents = six_agents(tmp_path, "127.0.0.1")
+    pipe = make_pipeline(
+        agents,
+        worker={"drain_timeout": 2, "heartbeat_interval": 0.5, "reclaim_interval": 1},
+        url=url,
     )
+    pipeline = pipe.pipeline
+    env = {APPROVAL_KEY_ENV: "cluster-approval-key-" + uuid.uuid4().hex}
+    replicas = dict.fromkeys(pipeline.agents, 2)
 
     async def ask() -> Report:
         async with Client.connect(url, pipeline) as client:
@@ -173,8 +148,7 @@ def test_six_agent_pipeline_two_replicas_each(
             assert isinstance(reply.payload, Report)
             return reply.payload
 
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(supervisor):
-        portal.call(supervisor.wait_ready, 90)
+    with supervised(pipe, ready_timeout=90, env=env, replicas=replicas) as (portal, supervisor):
         assert len(supervisor.processes()) == 2 * len(pipeline.agents)
         report = portal.call(ask)
     assert report.status == "succeeded", report.reasons

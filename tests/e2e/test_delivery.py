@@ -7,21 +7,17 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-import yaml
 
 from agent_runtime.codec import Codec
-from agent_runtime.config.pipeline import Pipeline
-from agent_runtime.testing import WorkerProcess, wait_until
-from protocols.core import UserRequest
+from agent_runtime.testing import wait_until
 from protocols.envelope import AgentMessage, utcnow
+from tests.fixtures.pipeline import LivePipeline, MakePipeline, echo_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -39,111 +35,30 @@ FAST = {
 }
 
 
-class Env:
-    """One pipeline (echo -> sink) under a fresh prefix, with helpers to drive it."""
+class Env(LivePipeline):
+    """The shared echo -> sink pipeline, plus which worker processes ran a message's handler
+    (the Echo agent touches a marker file per call)."""
 
-    def __init__(
-        self,
-        tmp: Path,
-        url: str,
-        prefix: str,
-        env: dict[str, str],
-        echo: dict[str, Any],
-        worker: dict[str, Any],
-    ) -> None:
-        self.tmp, self.url, self.env = tmp, url, env
-        self.markers = tmp / "markers"
-        self.markers.mkdir()
-        config = {
-            "key_prefix": prefix,
-            "allowed_modules": ["tests.fixtures"],
-            "worker": {**FAST, **worker},
-            "agents": {
-                "echo": {
-                    "class": "tests.fixtures.agents:Echo",
-                    "config": {"marker_dir": str(self.markers), **echo},
-                },
-                "sink": {"class": "tests.fixtures.agents:Sink"},
-            },
-        }
-        self.config_path = tmp / "pipeline.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.pipeline = Pipeline.load(self.config_path)
-        self.keys = self.pipeline.config.keys
-        self.codec = Codec(self.pipeline.schemas)
-        self.r = redis.Redis.from_url(url)
-        self.workers: list[WorkerProcess] = []
-
-    def start(self, agent: str, slot: str = "0", **env: str) -> WorkerProcess:
-        proc = WorkerProcess(
-            agent,
-            config=self.config_path,
-            redis_url=self.url,
-            slot=slot,
-            env={**self.env, **env},
-            log_path=self.tmp / f"{agent}-{slot}.log",
-        ).start()
-        self.workers.append(proc)
-        return proc.wait_ready(self.r, self.keys)
-
-    def message(self, text: str, **overrides: Any) -> AgentMessage:
-        cid = uuid.uuid4()
-        fields: dict[str, Any] = dict(
-            message_id=uuid.uuid4(),
-            correlation_id=cid,
-            from_agent="client",
-            to_agent="echo",
-            message_type="user.request",
-            schema_version=1,
-            payload=UserRequest(text=text).model_dump(mode="json"),
-            timestamp=utcnow(),
-            reply_to=self.keys.reply(str(cid)),
-        )
-        fields.update(overrides)
-        return AgentMessage(**fields)
-
-    def publish(self, message: AgentMessage) -> None:
-        self.r.xadd(self.keys.inbox("echo"), self.codec.encode(message))
-
-    def replies(self, message: AgentMessage) -> list[dict[str, Any]]:
-        assert message.reply_to is not None
-        out = []
-        for _id, fields in self.r.xrange(message.reply_to):
-            out.append(json.loads(fields[b"m"])["payload"])
-        return out
+    @property
+    def markers(self) -> Path:
+        return Path(self.data["agents"]["echo"]["config"]["marker_dir"])
 
     def sink_inputs(self) -> list[dict[str, Any]]:
-        return [json.loads(f[b"m"]) for _id, f in self.r.xrange(self.keys.inbox("sink"))]
-
-    def dead_letters(self, agent: str = "echo") -> list[dict[bytes, bytes]]:
-        return [fields for _id, fields in self.r.xrange(self.keys.dlq(agent))]
-
-    def pending(self, agent: str = "echo") -> list[dict[str, Any]]:
-        return self.r.xpending_range(self.keys.inbox(agent), agent, "-", "+", 100)
+        return self.inbox("sink")
 
     def handler_calls(self, message: AgentMessage) -> list[str]:
         return sorted(p.name.split("-")[0] for p in self.markers.glob(f"*-{message.message_id}"))
 
-    def close(self) -> None:
-        for proc in self.workers:
-            proc.stop(15)
-        self.r.close()
-
 
 @pytest.fixture
-def make_env(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> Iterator[Any]:
-    envs: list[Env] = []
-
+def make_env(make_pipeline: MakePipeline, tmp_path: Path) -> Callable[..., Env]:
     def make(echo: dict[str, Any] | None = None, worker: dict[str, Any] | None = None) -> Env:
-        env = Env(tmp_path, redis_url, prefix, subprocess_env, echo or {}, worker or {})
-        envs.append(env)
-        return env
+        markers = tmp_path / "markers"
+        markers.mkdir(exist_ok=True)
+        agents = echo_sink({"marker_dir": str(markers), **(echo or {})})
+        return make_pipeline(agents, worker={**FAST, **(worker or {})}, cls=Env)
 
-    yield make
-    for env in envs:
-        env.close()
+    return make
 
 
 def test_sigkilled_worker_message_is_reclaimed_and_handled_once(make_env: Any) -> None:

@@ -13,26 +13,25 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 import redis
-import yaml
-from anyio.from_thread import start_blocking_portal
 
 from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.embedded import EmbeddedServer
-from agent_runtime.worker.supervisor import Supervisor
 from protocols.pipeline import Report
 from tests.fixtures.flaky_tool import call_dir
+from tests.fixtures.pipeline import LivePipeline, child_env, supervised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 ENV_CANARY = "canaryenv" + uuid.uuid4().hex[:12]
 
 
-def write_config(root: Path) -> Path:
+def agents(root: Path) -> dict[str, Any]:
     sandbox = root / "sandbox"
     (sandbox / "data").mkdir(parents=True)
     (sandbox / "data" / "notes.txt").write_text("alpha beta gamma\n")
@@ -61,25 +60,17 @@ def write_config(root: Path) -> Path:
             }
         },
     }
-    config = {
-        "key_prefix": "e2ex" + uuid.uuid4().hex[:8],
-        "allowed_modules": ["tests.fixtures"],
-        "worker": {"drain_timeout": 2, "heartbeat_interval": 0.5, "reclaim_interval": 1},
-        "agents": {
-            "intent_parser": {"class": "agents.intent_parser:IntentParser"},
-            "planner": {"class": "agents.planner:Planner"},
-            "safety_checker": {
-                "class": "agents.safety_checker:SafetyChecker",
-                "config": {"policy": {"shell": {"commands": ["echo"]}}},
-            },
-            "router": {"class": "agents.router:Router", "config": {"timer_poll": 0.5}},
-            "executor": executor,
-            "reporter": {"class": "agents.reporter:Reporter"},
+    return {
+        "intent_parser": {"class": "agents.intent_parser:IntentParser"},
+        "planner": {"class": "agents.planner:Planner"},
+        "safety_checker": {
+            "class": "agents.safety_checker:SafetyChecker",
+            "config": {"policy": {"shell": {"commands": ["echo"]}}},
         },
+        "router": {"class": "agents.router:Router", "config": {"timer_poll": 0.5}},
+        "executor": executor,
+        "reporter": {"class": "agents.reporter:Reporter"},
     }
-    path = root / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 class Running:
@@ -112,13 +103,18 @@ def running(
     redis_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("executor-policies")
-    config = write_config(root)
+    pipe = LivePipeline(
+        root,
+        redis_server.url,
+        child_env(),
+        prefix="e2ex" + uuid.uuid4().hex[:8],
+        agents=agents(root),
+        worker={"drain_timeout": 2, "heartbeat_interval": 0.5, "reclaim_interval": 1},
+    )
     env = {APPROVAL_KEY_ENV: "e2e-key-" + uuid.uuid4().hex, "PAYMENTS_API_TOKEN": ENV_CANARY}
-    supervisor = Supervisor(config, redis_server.url, env=env, log_dir=root / "logs")
-
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(supervisor):
-        portal.call(supervisor.wait_ready, 60)
-        yield Running(redis_server.url, config, root)
+    with supervised(pipe, env=env):
+        yield Running(redis_server.url, pipe.config_path, root)
+    pipe.close()
 
 
 def test_a_tool_failing_twice_is_retried_and_the_attempts_are_recorded(

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import socket
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent_runtime.codec import Codec
 from agent_runtime.testing import wait_until
-from tests.integration.obs_pipeline import EchoPipeline
+from tests.fixtures.pipeline import LivePipeline, MakePipeline, echo_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -37,30 +35,14 @@ def sample(port: int, name: str, **labels: str) -> float | None:
     return scrape(port).get((name, frozenset(labels.items())))
 
 
-@pytest.fixture
-def make_pipeline(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> Iterator[object]:
-    made: list[EchoPipeline] = []
-
-    def make(**echo: object) -> EchoPipeline:
-        pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env, echo=dict(echo))
-        made.append(pipe)
-        return pipe
-
-    yield make
-    for pipe in made:
-        pipe.close()
-
-
-def start_with_metrics(p: EchoPipeline, agent: str) -> int:
+def start_with_metrics(p: LivePipeline, agent: str) -> int:
     port = free_port()
     p.start(agent, AGENT_RUNTIME_METRICS_PORT=str(port), AGENT_RUNTIME_METRICS_INTERVAL="0.2")
     return port
 
 
-def test_counters_histogram_gauges_after_n_messages(make_pipeline: object) -> None:
-    p: EchoPipeline = make_pipeline()  # type: ignore[operator]
+def test_counters_histogram_gauges_after_n_messages(make_pipeline: MakePipeline) -> None:
+    p = make_pipeline()
     echo_port = start_with_metrics(p, "echo")
     sink_port = start_with_metrics(p, "sink")
     messages = [p.publish(f"m{i}") for i in range(5)]
@@ -95,20 +77,24 @@ def test_counters_histogram_gauges_after_n_messages(make_pipeline: object) -> No
     )  # each process counts its own agent
     assert sample(echo_port, "agent_runtime_in_flight_messages", agent="echo") == 0
     group = {"stream": p.keys.inbox("echo"), "group": "echo"}
+    # the duplicate is counted when it is dropped and acknowledged by the next commit: wait
+    # for the acknowledgement, then for a collector round that has seen all six entries acked
+    wait_until(lambda: not p.pending("echo"), message="the duplicate acknowledged")
     wait_until(
         lambda: (
             sample(echo_port, "agent_runtime_stream_length_messages", stream=p.keys.inbox("echo"))
             == 6
+            and sample(echo_port, "agent_runtime_pending_messages", **group) == 0
         ),
-        message="collector round",
+        message="collector round after the acknowledgement",
     )
     assert sample(echo_port, "agent_runtime_consumer_group_lag_messages", **group) == 0
     assert sample(echo_port, "agent_runtime_pending_messages", **group) == 0
     assert sample(echo_port, "agent_runtime_oldest_pending_age_seconds", **group) == 0
 
 
-def test_failures_and_dead_letters_are_counted(make_pipeline: object) -> None:
-    p: EchoPipeline = make_pipeline(fail_always=True)  # type: ignore[operator]
+def test_failures_and_dead_letters_are_counted(make_pipeline: MakePipeline) -> None:
+    p = make_pipeline(echo_sink({"fail_always": True}))
     port = start_with_metrics(p, "echo")
     for text in ("a", "b", "c"):
         p.publish(text)
@@ -159,21 +145,19 @@ def free_port_range(count: int) -> int:
     raise AssertionError("no free port range")
 
 
-def test_up_gives_every_worker_its_own_metrics_port(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> None:
+def test_up_gives_every_worker_its_own_metrics_port(make_pipeline: MakePipeline) -> None:
     import anyio
 
     from agent_runtime.client import Client
-    from agent_runtime.worker.supervisor import Supervisor
 
-    p = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env)
-    config = yaml_replicas(p, echo=2)
+    agents = echo_sink()
+    agents["echo"]["replicas"] = 2
+    p = make_pipeline(agents)
+    redis_url = p.url
     base = free_port_range(3)
-    env = {**subprocess_env, "AGENT_RUNTIME_METRICS_PORT": str(base)}
 
     async def run() -> dict[tuple[str, int], int | None]:
-        sup = Supervisor(config, redis_url, env=env, log_dir=tmp_path / "logs")
+        sup = p.supervisor(env={"AGENT_RUNTIME_METRICS_PORT": str(base)})
         async with sup:
             await sup.wait_ready(60)
             ports = {(w.agent, w.slot): sup.metrics_port(w.agent, w.slot) for w in sup.processes()}
@@ -190,7 +174,6 @@ def test_up_gives_every_worker_its_own_metrics_port(
     assert sorted(handled) == [("echo", 0), ("echo", 1), ("sink", 0)]
     assert handled[("echo", 0)] + handled[("echo", 1)] == 6  # type: ignore[operator]
     assert handled[("sink", 0)] == 6
-    p.close()
 
 
 def _handled(port: int | None, agent: str) -> int:
@@ -200,12 +183,3 @@ def _handled(port: int | None, agent: str) -> int:
         sample(port, "agent_runtime_messages_handled_total", agent=agent, message_type=types[agent])
         or 0
     )
-
-
-def yaml_replicas(p: EchoPipeline, echo: int) -> Path:
-    import yaml
-
-    data = yaml.safe_load(p.config_path.read_text())
-    data["agents"]["echo"]["replicas"] = echo
-    p.config_path.write_text(yaml.safe_dump(data))
-    return p.config_path

@@ -14,8 +14,7 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
-import yaml
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
 from agent_runtime.approval import APPROVAL_KEY_ENV, pending_approvals, sign, submit_decision
 from agent_runtime.client import Client
@@ -23,8 +22,8 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import wait_until
 from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.worker.delivery import expand_trace
-from agent_runtime.worker.supervisor import Supervisor
 from protocols.pipeline import PlanStep, Report, StepApproval, StepResult, Task
+from tests.fixtures.pipeline import LivePipeline, child_env, six_agents, supervised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 KEY = "e2e-approval-key-" + uuid.uuid4().hex
@@ -44,60 +43,7 @@ class _Hello(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def write_config(root: Path, http_host: str) -> Path:
-    sandbox = root / "sandbox"
-    (sandbox / "data").mkdir(parents=True)
-    (sandbox / "data" / "notes.txt").write_text("alpha beta gamma\ndelta\n")
-    policy = {
-        "shell": {"commands": ["echo", "date", "whoami", "uname", "hostname"]},
-        "http": {"hosts": [http_host]},
-        "approval_required": ["deploy"],
-        "approval_ttl": 10,  # long enough for a decision on a loaded 2-core CI machine
-        "budget_usd": 1.0,
-        "deny_arg_patterns": [r"\.\.", "^/"],
-    }
-    config = {
-        "key_prefix": "e2e" + uuid.uuid4().hex[:8],
-        "worker": {"drain_timeout": 2, "heartbeat_interval": 0.5, "reclaim_interval": 1},
-        "agents": {
-            "intent_parser": {"class": "agents.intent_parser:IntentParser"},
-            "planner": {"class": "agents.planner:Planner"},
-            "safety_checker": {
-                "class": "agents.safety_checker:SafetyChecker",
-                "config": {"policy": policy},
-            },
-            "router": {
-                "class": "agents.router:Router",
-                "replicas": 2,
-                "config": {"timer_poll": 0.5},
-            },
-            "executor": {
-                "class": "agents.executor:Executor",
-                "replicas": 2,
-                "config": {
-                    "sandbox": str(sandbox),
-                    "tools": {
-                        "file_list": {"class": "agents.executors.files:FileList"},
-                        "file_read": {"class": "agents.executors.files:FileRead"},
-                        "shell": {"class": "agents.executors.shell:Shell"},
-                        "http": {
-                            "class": "agents.executors.http:Http",
-                            "options": {"hosts": [http_host]},
-                        },
-                        "python": {"class": "agents.executors.python:Python"},
-                        "deploy": {
-                            "class": "agents.executors.deploy:Deploy",
-                            "options": {"state_dir": str(root / "deploys"), "duration": 0},
-                        },
-                    },
-                },
-            },
-            "reporter": {"class": "agents.reporter:Reporter"},
-        },
-    }
-    path = root / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+WORKER = {"drain_timeout": 2, "heartbeat_interval": 0.5, "reclaim_interval": 1}
 
 
 class Running:
@@ -150,13 +96,17 @@ def running(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host = f"127.0.0.1:{server.server_address[1]}"
     root = tmp_path_factory.mktemp("pipeline")
-    config = write_config(root, "127.0.0.1")
-    supervisor = Supervisor(
-        config, redis_server.url, env={APPROVAL_KEY_ENV: KEY}, log_dir=root / "logs"
+    pipe = LivePipeline(
+        root,
+        redis_server.url,
+        child_env(),
+        prefix="e2e" + uuid.uuid4().hex[:8],
+        agents=six_agents(root, "127.0.0.1"),
+        worker=WORKER,
     )
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(supervisor):
-        portal.call(supervisor.wait_ready, 60)
-        yield Running(portal, redis_server.url, config, root, f"http://{host}")
+    with supervised(pipe, env={APPROVAL_KEY_ENV: KEY}) as (portal, _):
+        yield Running(portal, redis_server.url, pipe.config_path, root, f"http://{host}")
+    pipe.close()
     server.shutdown()
     server.server_close()
 

@@ -4,24 +4,17 @@ processes, delayed redelivery that blocks nothing, and timeout replies for expir
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import uuid
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-import yaml
 
-from agent_runtime.codec import Codec
-from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
-from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
+from tests.fixtures.pipeline import LivePipeline, MakePipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -43,85 +36,34 @@ DEP = {
 }
 
 
-class Env:
-    """One 'flaky' agent type under a fresh prefix, and helpers to drive and observe it."""
+class Env(LivePipeline):
+    """The shared pipeline with one 'flaky' agent type, plus what this module observes: the
+    agent's marker files, the breaker's state, replies as whole envelopes."""
 
-    def __init__(
-        self,
-        tmp: Path,
-        url: str,
-        prefix: str,
-        env: dict[str, str],
-        dep: dict[str, Any],
-        worker: dict[str, Any],
-    ) -> None:
-        self.tmp, self.url, self.env = tmp, url, env
-        self.state = tmp / "state"
-        self.state.mkdir()
-        self.outage = tmp / "outage"
-        config = {
-            "key_prefix": prefix,
-            "allowed_modules": ["tests.fixtures"],
-            "worker": {**FAST, **worker},
-            "agents": {
-                "flaky": {
-                    "class": "tests.fixtures.flaky:Flaky",
-                    "config": {
-                        "state_dir": str(self.state),
-                        "outage_file": str(self.outage),
-                        "hang_seconds": 3.0,
-                    },
-                    "policies": {"retry": {"attempts": 1}, "calls": {"dep": dep}},
-                }
-            },
-        }
-        self.config_path = tmp / "pipeline.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.pipeline = Pipeline.load(self.config_path)
-        self.keys = self.pipeline.config.keys
-        self.codec = Codec(self.pipeline.schemas)
-        self.r = redis.Redis.from_url(url)
-        self.workers: list[WorkerProcess] = []
+    @property
+    def state(self) -> Path:
+        return Path(self.data["agents"]["flaky"]["config"]["state_dir"])
 
-    def start(self, slot: str = "0") -> WorkerProcess:
-        log = self.tmp / f"flaky-{slot}.log"
-        proc = WorkerProcess(
-            "flaky",
-            config=self.config_path,
-            redis_url=self.url,
-            slot=slot,
-            env=self.env,
-            log_path=log,
-        ).start()
-        self.workers.append(proc)
-        return proc.wait_ready(self.r, self.keys)
+    @property
+    def outage(self) -> Path:
+        return Path(self.data["agents"]["flaky"]["config"]["outage_file"])
 
-    def publish(self, text: str, deadline_in: float | None = None) -> AgentMessage:
-        cid = uuid.uuid4()
-        message = AgentMessage(
-            message_id=uuid.uuid4(),
-            correlation_id=cid,
-            from_agent="client",
-            to_agent="flaky",
-            message_type="user.request",
-            schema_version=1,
-            payload=UserRequest(text=text).model_dump(mode="json"),
-            timestamp=utcnow(),
-            deadline=None if deadline_in is None else utcnow() + timedelta(seconds=deadline_in),
-            reply_to=self.keys.reply(str(cid)),
-        )
-        self.r.xadd(self.keys.inbox("flaky"), self.codec.encode(message))
-        return message
+    def start(self, slot: str = "0") -> WorkerProcess:  # type: ignore[override]
+        return super().start("flaky", slot)
+
+    def publish(self, text: str, deadline_in: float | None = None) -> AgentMessage:  # type: ignore[override]
+        """XADD a request straight to the inbox: no deadline unless ``deadline_in`` (which may
+        be in the past), as no Client would send it."""
+        return self.inject(self.message(text, to="flaky", deadline_in=deadline_in))
 
     def replies(self, message: AgentMessage) -> list[dict[str, Any]]:
-        assert message.reply_to is not None
-        return [json.loads(f[b"m"]) for _id, f in self.r.xrange(message.reply_to)]
+        return self.reply_envelopes(message)
 
-    def dead_letters(self) -> list[dict[bytes, bytes]]:
-        return [fields for _id, fields in self.r.xrange(self.keys.dlq("flaky"))]
+    def dead_letters(self, agent: str = "flaky") -> list[dict[bytes, bytes]]:
+        return super().dead_letters(agent)
 
-    def pending(self) -> list[dict[str, Any]]:
-        return self.r.xpending_range(self.keys.inbox("flaky"), "flaky", "-", "+", 100)
+    def pending(self, agent: str = "flaky") -> list[dict[str, Any]]:
+        return super().pending(agent)
 
     def markers(self, kind: str) -> list[str]:
         return sorted(p.name for p in self.state.glob(f"{kind}-*"))
@@ -130,26 +72,24 @@ class Env:
         fields = self.r.hgetall(self.keys.breaker("dep"))
         return {k.decode(): v.decode() for k, v in fields.items()}
 
-    def close(self) -> None:
-        for proc in self.workers:
-            proc.stop(15)
-        self.r.close()
-
 
 @pytest.fixture
-def make_env(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> Iterator[Any]:
-    envs: list[Env] = []
-
+def make_env(make_pipeline: MakePipeline, tmp_path: Path) -> Callable[..., Env]:
     def make(dep: dict[str, Any] | None = None, worker: dict[str, Any] | None = None) -> Env:
-        env = Env(tmp_path, redis_url, prefix, subprocess_env, dep or DEP, worker or {})
-        envs.append(env)
-        return env
+        state = tmp_path / "state"
+        state.mkdir()
+        flaky = {
+            "class": "tests.fixtures.flaky:Flaky",
+            "config": {
+                "state_dir": str(state),
+                "outage_file": str(tmp_path / "outage"),
+                "hang_seconds": 3.0,
+            },
+            "policies": {"retry": {"attempts": 1}, "calls": {"dep": dep or DEP}},
+        }
+        return make_pipeline({"flaky": flaky}, worker={**FAST, **(worker or {})}, cls=Env)
 
-    yield make
-    for env in envs:
-        env.close()
+    return make
 
 
 def test_dependency_failing_twice_is_retried_and_attempts_are_recorded(make_env: Any) -> None:

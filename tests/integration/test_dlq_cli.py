@@ -3,28 +3,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from agent_runtime.testing import wait_until
-from tests.integration.obs_pipeline import EchoPipeline
+from tests.fixtures.pipeline import LivePipeline, MakePipeline, echo_sink
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def poisoned(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> Iterator[EchoPipeline]:
-    pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env, echo={"fail_always": True})
-    yield pipe
-    pipe.close()
+def poisoned(make_pipeline: MakePipeline) -> LivePipeline:
+    return make_pipeline(echo_sink({"fail_always": True}))
 
 
 def test_dead_letter_shows_in_status_and_list_and_replays_after_the_fix(
-    poisoned: EchoPipeline,
+    poisoned: LivePipeline,
 ) -> None:
     p = poisoned
     p.start("echo")
@@ -57,7 +50,7 @@ def test_dead_letter_shows_in_status_and_list_and_replays_after_the_fix(
 
     # the cause is fixed: a new echo worker without the bug
     p.stop("echo")
-    p.write_config({})
+    p.configure(echo_sink())
     p.start("echo")
     dry = p.cli_json("dlq", "replay", "--agent", "echo", "--dry-run")
     assert [d["id"] for d in dry] == [letter["id"]] and p.r.xlen(p.keys.dlq("echo")) == 1
@@ -79,7 +72,7 @@ def test_dead_letter_shows_in_status_and_list_and_replays_after_the_fix(
     assert steps[-1]["agent"] == "sink" and steps[-1]["outcome"] == "handled"
 
 
-def test_purge_asks_unless_yes_and_dry_run_changes_nothing(poisoned: EchoPipeline) -> None:
+def test_purge_asks_unless_yes_and_dry_run_changes_nothing(poisoned: LivePipeline) -> None:
     p = poisoned
     p.start("echo")
     for text in ("one", "two"):

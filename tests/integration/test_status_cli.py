@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from agent_runtime.testing import wait_until
-from tests.integration.obs_pipeline import EchoPipeline
+from tests.fixtures.pipeline import LivePipeline, MakePipeline
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def echo_pipeline(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> Iterator[EchoPipeline]:
-    pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env)
-    yield pipe
-    pipe.close()
+def echo_pipeline(make_pipeline: MakePipeline) -> LivePipeline:
+    return make_pipeline()
 
 
 def test_status_shows_streams_lag_pending_consumers_breakers_and_workers(
-    echo_pipeline: EchoPipeline,
+    echo_pipeline: LivePipeline,
 ) -> None:
     p = echo_pipeline
     p.start("echo")
@@ -62,7 +55,7 @@ def test_status_shows_streams_lag_pending_consumers_breakers_and_workers(
     assert message.reply_to is not None
 
 
-def test_health_fails_until_every_agent_type_has_a_live_worker(echo_pipeline: EchoPipeline) -> None:
+def test_health_fails_until_every_agent_type_has_a_live_worker(echo_pipeline: LivePipeline) -> None:
     p = echo_pipeline
     p.start("echo")
     code, text = p.cli("health")

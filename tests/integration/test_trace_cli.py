@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from agent_runtime.testing import wait_until
-from tests.integration.obs_pipeline import EchoPipeline
+from tests.fixtures.pipeline import LivePipeline, MakePipeline
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def echo_pipeline(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> Iterator[EchoPipeline]:
-    pipe = EchoPipeline(tmp_path, redis_url, prefix, subprocess_env)
-    yield pipe
-    pipe.close()
+def echo_pipeline(make_pipeline: MakePipeline) -> LivePipeline:
+    return make_pipeline()
 
 
-def test_trace_lists_every_hop_in_order_with_durations(echo_pipeline: EchoPipeline) -> None:
+def test_trace_lists_every_hop_in_order_with_durations(echo_pipeline: LivePipeline) -> None:
     p = echo_pipeline
     p.start("echo")
     p.start("sink")
@@ -60,13 +53,13 @@ def test_trace_lists_every_hop_in_order_with_durations(echo_pipeline: EchoPipeli
     assert "waiting" not in text
 
 
-def test_trace_of_an_unknown_request_says_so(echo_pipeline: EchoPipeline) -> None:
+def test_trace_of_an_unknown_request_says_so(echo_pipeline: LivePipeline) -> None:
     code, text = echo_pipeline.cli("trace", "6f1d7c1e-2a55-4d0b-9a7e-3c1b5e9a0f42")
     assert code == 1
     assert "no trace for request" in text
 
 
-def test_trace_shows_where_a_request_waits(echo_pipeline: EchoPipeline) -> None:
+def test_trace_shows_where_a_request_waits(echo_pipeline: LivePipeline) -> None:
     p = echo_pipeline
     p.start("echo")  # no sink running: the echoed message waits in the sink's inbox
     message = p.publish("stuck")

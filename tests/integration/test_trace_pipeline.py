@@ -7,47 +7,27 @@ import contextlib
 import io
 import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-import yaml
 
 from agent_runtime.cli import main
 from agent_runtime.client import Client
-from agent_runtime.config.pipeline import Pipeline
-from agent_runtime.worker.supervisor import Supervisor
+from tests.fixtures.pipeline import MakePipeline, default_pipeline
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = {"block_ms": 100, "heartbeat_interval": 0.2, "drain_timeout": 2, "retry_backoff": 0.05}
 
 
-def six_agent_config(tmp: Path, prefix: str) -> Path:
-    data = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    data["key_prefix"] = prefix
-    data["worker"] = {**data.get("worker", {}), **FAST}
-    for spec in data["agents"].values():
-        spec["replicas"] = 1  # two cores shared by everyone: one process per agent type
-    safety = data["agents"]["safety_checker"]["config"]
-    safety["policy_file"] = str(ROOT / "configs" / safety["policy_file"])
-    data["agents"]["executor"]["config"]["sandbox"] = str(ROOT)
-    path = tmp / "default.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def test_trace_of_a_request_through_all_six_agents(
-    tmp_path: Path, redis_url: str, prefix: str, subprocess_env: dict[str, str]
-) -> None:
-    config = six_agent_config(tmp_path, prefix)
-    pipeline = Pipeline.load(config)
-    env = {**subprocess_env, "AGENT_RUNTIME_APPROVAL_KEY": secrets.token_hex(32)}
+def test_trace_of_a_request_through_all_six_agents(make_pipeline: MakePipeline) -> None:
+    pipe = make_pipeline(**default_pipeline(**FAST))
+    config, pipeline, redis_url = pipe.config_path, pipe.pipeline, pipe.url
+    env = {"AGENT_RUNTIME_APPROVAL_KEY": secrets.token_hex(32)}
 
     async def run() -> str:
-        async with Supervisor(config, redis_url, env=env, log_dir=tmp_path / "logs") as sup:
+        async with pipe.supervisor(env=env) as sup:
             await sup.wait_ready(90)
             async with Client.connect(redis_url, pipeline) as client:
                 reply = await client.request("list files in configs", timeout=60)
