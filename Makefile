@@ -20,9 +20,10 @@ demo: $(STAMP)
 
 # The test files are spread over TEST_WORKERS processes (pytest-xdist; a whole file stays in
 # one process, so module fixtures start once); each process starts its own embedded server.
-# TEST_WORKERS=0 runs everything in this process. Three on two cores: the suite mostly waits
-# on worker processes and servers (about one core busy with two processes).
-TEST_WORKERS ?= 3
+# TEST_WORKERS=0 runs everything in this process. Four on two cores: the suite mostly waits
+# on worker processes and servers (about one core busy with two processes; on an idle 2-core
+# machine 3 processes took 251 s, 4 took 236 s: docs/benchmarks.md).
+TEST_WORKERS ?= 4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
