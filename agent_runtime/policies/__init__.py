@@ -18,7 +18,7 @@ from agent_runtime.policies.config import (
     TimeoutPolicy,
 )
 from agent_runtime.policies.errors import error_matcher, is_transient
-from agent_runtime.policies.middleware import Policies, PolicyMiddleware
+from agent_runtime.policies.middleware import Policies
 from agent_runtime.policies.runner import CallStats, Policy
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "DeliveryScope",
     "Policies",
     "Policy",
-    "PolicyMiddleware",
     "PolicySet",
     "PolicySpec",
     "RedisClock",

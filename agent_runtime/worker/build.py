@@ -31,7 +31,7 @@ from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.middleware import Policies
 from agent_runtime.transport.memory import MemoryTransport
 from agent_runtime.transport.redis import RedisTransport
-from agent_runtime.worker.delivery import Middleware
+from agent_runtime.worker.delivery import Middleware, PolicyMiddleware
 from agent_runtime.worker.loop import Worker
 
 
@@ -77,7 +77,11 @@ def build_worker(
         cluster=cluster,
         codec=pipeline.codec(agent),
         observer=obs.observer,
-        middleware=[*middleware, *obs.middleware, policies.middleware()],
+        middleware=[
+            *middleware,
+            *obs.middleware,
+            PolicyMiddleware(policies.handler, policies.clock),
+        ],
         services=services,
         transport=transport,
     )

@@ -1,6 +1,9 @@
-"""Pieces of the worker's per-message path that need no event loop: the middleware chain,
-the :class:`Delivery` (one object per entry read), and the commit and trace records built
-from finished deliveries."""
+"""One delivery's way through the worker, after the loop read it: the :class:`Delivery` (one
+object per entry read), the middleware chain around the agent's handler with the handler's
+policy (:class:`PolicyMiddleware`: the handler policy and the request's deadline; it reports,
+the fate function decides), and the commit -- records built from finished deliveries
+(:func:`build_commit`, trace records by :class:`Tracer`) and written until the server takes
+them (:func:`commit_until_done`)."""
 
 from __future__ import annotations
 
@@ -8,13 +11,27 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import anyio
 
 from agent_runtime.agent import MessageContext, Output
+from agent_runtime.backoff import Backoff
 from agent_runtime.codec import Codec
+from agent_runtime.errors import AgentRuntimeError, BreakerOpen, DeadlineExceeded, HandlerControl
 from agent_runtime.limits import too_deep
+from agent_runtime.policies.clock import SCOPE, DeliveryScope, RedisClock
+from agent_runtime.policies.runner import CallStats, Policy
 from agent_runtime.transport.keys import Keys
-from agent_runtime.transport.streams import Commit, DeadLetter, Entry, Handled, Write
+from agent_runtime.transport.streams import (
+    Commit,
+    DeadLetter,
+    Entry,
+    Handled,
+    StreamBus,
+    Unwritable,
+    Write,
+)
 from protocols.base import Payload
 from protocols.envelope import AgentMessage
 
@@ -39,6 +56,78 @@ def _bind(layer: Middleware, call_next: Handler) -> Handler:
         await layer.handle(ctx, call_next)
 
     return call
+
+
+class HandlerFailed(AgentRuntimeError):
+    """PolicyMiddleware's report of a delivery that did not succeed: the ``error`` (None: the
+    deadline passed before handling), ``failed`` (the work really ran and failed in this
+    delivery; an open breaker's refusals are not failures) and ``left`` (seconds before the
+    message deadline when it ended; None: no deadline). Raised ``from`` the error; the worker
+    unwraps it and decides the fate (agent_runtime/worker/fate.py)."""
+
+    def __init__(self, error: Exception | None, *, failed: bool, left: float | None) -> None:
+        super().__init__(repr(error) if error is not None else "deadline passed before handling")
+        self.error = error
+        self.failed = failed
+        self.left = left
+
+
+class PolicyMiddleware:
+    """Worker middleware: runs the handler under the handler policy and the delivery's
+    deadline, and reports what it saw (:class:`HandlerFailed`); it decides no fates."""
+
+    def __init__(self, policy: Policy, clock: RedisClock) -> None:
+        self.policy = policy
+        self.clock = clock
+        spec = policy.spec  # nothing to do around the handler but the deadline: lean path
+        self._plain = (
+            spec.retry.attempts == 1
+            and policy.breaker is None
+            and spec.timeout.attempt is None
+            and spec.timeout.total is None
+        )
+
+    async def handle(self, ctx: MessageContext, call_next: Handler) -> None:
+        message = ctx.message
+        deadline = None if message.deadline is None else await self.clock.deadline_of(message)
+        scope = DeliveryScope(deadline)
+        if deadline is not None and scope.expired():
+            raise HandlerFailed(None, failed=False, left=scope.remaining())
+        stats = None
+        token = SCOPE.set(scope)  # the delivery every nested call policy sees
+        try:
+            if self._plain:  # nothing but the deadline around it: no Policy.run bookkeeping
+                await _within(scope, call_next, ctx)
+            else:
+                stats = CallStats()
+                await self.policy.run(_attempt, ctx, call_next, stats=stats)
+        except HandlerControl:
+            raise
+        except Exception as exc:
+            failed = scope.failures > 0 or not isinstance(exc, BreakerOpen)
+            raise HandlerFailed(exc, failed=failed, left=scope.remaining()) from exc
+        finally:
+            SCOPE.reset(token)
+        if stats is not None and stats.attempts > 1:
+            ctx.log.info("handler_succeeded_after_retries", attempts=stats.attempts)
+
+
+async def _within(scope: DeliveryScope, call_next: Handler, ctx: MessageContext) -> None:
+    """``call_next(ctx)``, cut at the delivery's deadline (if any) as ``Policy.run`` would
+    cut it: :class:`DeadlineExceeded`."""
+    left = scope.remaining()
+    if left is None:
+        await call_next(ctx)
+        return
+    with anyio.move_on_after(left) as cut:
+        await call_next(ctx)
+    if cut.cancelled_caught:
+        raise DeadlineExceeded("the handler: the deadline passed")
+
+
+async def _attempt(ctx: MessageContext, call_next: Handler) -> None:
+    ctx.clear_outputs()  # a retried attempt starts with no queued outputs
+    await call_next(ctx)
 
 
 @dataclass(slots=True, eq=False)
@@ -232,3 +321,20 @@ def build_commit(
             )
             traced.append((trace_key(message.correlation_text), record))
     return commit
+
+
+async def commit_until_done(
+    bus: StreamBus, commit: Commit, messages: int, log: Any
+) -> list[Unwritable]:
+    """Retry a failed commit (OOM, lost connection) with a jittered backoff; its entries
+    stay pending and leased meanwhile, so nothing is acked before its outputs are written.
+    Each commit starts at the shortest delay again. Returns the inputs refused for a
+    reason of their own (see StreamBus.commit)."""
+    backoff = Backoff(0.05, 5.0)
+    while True:
+        try:
+            return await bus.commit(commit)
+        except Exception as exc:
+            delay = round(backoff.next_delay(), 3)
+            log.error("commit_failed", error=repr(exc), retry_in=delay, messages=messages)
+            await anyio.sleep(delay)

@@ -18,7 +18,7 @@ import anyio
 from agent_runtime.backoff import Backoff, pause
 from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.transport.base import Heartbeats
-from agent_runtime.transport.streams import Commit, StreamBus, Unwritable
+from agent_runtime.transport.streams import StreamBus
 
 Leases = Callable[[], dict[str, list[bytes]]]
 
@@ -75,20 +75,6 @@ class Housekeeping:
                 if deadline <= now and task not in timed_out:
                     timed_out.add(task)
                     task.cancel()
-
-    async def commit_until_done(self, commit: Commit, messages: int) -> list[Unwritable]:
-        """Retry a failed commit (OOM, lost connection) with a jittered backoff; its entries
-        stay pending and leased meanwhile, so nothing is acked before its outputs are written.
-        Each commit starts at the shortest delay again. Returns the inputs refused for a
-        reason of their own (see StreamBus.commit)."""
-        backoff = Backoff(0.05, 5.0)
-        while True:
-            try:
-                return await self.bus.commit(commit)
-            except Exception as exc:
-                delay = round(backoff.next_delay(), 3)
-                self.log.error("commit_failed", error=repr(exc), retry_in=delay, messages=messages)
-                await anyio.sleep(delay)
 
     async def heartbeat_loop(self, key: str, status: Callable[[], Mapping[str, Any]]) -> None:
         """A JSON heartbeat with a TTL of three intervals (``health`` and probes read it)."""

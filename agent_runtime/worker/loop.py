@@ -33,17 +33,18 @@ from agent_runtime.errors import DecodeError, Reject
 from agent_runtime.observability.logging import set_current_message
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.clock import RedisClock
-from agent_runtime.policies.middleware import HandlerFailed
 from agent_runtime.transport.connect import unavailable
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.streams import Entry, Unwritable
 from agent_runtime.worker.dead_letters import DeadLetters
 from agent_runtime.worker.delivery import (
     Delivery,
+    HandlerFailed,
     Middleware,
     Tracer,
     build_commit,
     chain,
+    commit_until_done,
     decoded,
 )
 from agent_runtime.worker.fate import HANDLE, Fate, Rules, fate_of
@@ -456,7 +457,7 @@ class Worker:
             )
             self._committing = True
             started = time.perf_counter()
-            refused = await self.chores.commit_until_done(commit, len(finished))
+            refused = await commit_until_done(self.bus, commit, len(finished), self.log)
             self._committing = False
             self.observer.committed(len(finished), time.perf_counter() - started)
             kept = self._refuse(refused, finished)

@@ -31,8 +31,8 @@ from agent_runtime.policies import (
     error_matcher,
     is_transient,
 )
-from agent_runtime.policies.middleware import HandlerFailed, PolicyMiddleware
 from agent_runtime.testing import AgentHarness
+from agent_runtime.worker.delivery import HandlerFailed, PolicyMiddleware
 from agent_runtime.worker.fate import Fate, Rules, fate_of
 from protocols.core import UserRequest
 from protocols.envelope import utcnow
