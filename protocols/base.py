@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,6 +45,7 @@ class SchemaRegistry:
     def __init__(self, models: Iterable[type[Payload]] = ()) -> None:
         self._models: dict[str, dict[int, type[Payload]]] = {}
         self._current: dict[str, type[Payload]] = {}
+        self._fast: dict[tuple[str, int], Callable[[Any], Payload]] = {}
         for model in models:
             self.register(model)
 
@@ -59,7 +60,13 @@ class SchemaRegistry:
                 f"{existing.__module__}.{existing.__qualname__}"
             )
         versions[model.schema_version] = model
-        self._current[model.message_type] = versions[max(versions)]
+        current = self._current[model.message_type] = versions[max(versions)]
+        self._fast = {  # (type, current version) -> validator: the common case, one lookup
+            key: value for key, value in self._fast.items() if key[0] != model.message_type
+        }
+        self._fast[(model.message_type, current.schema_version)] = (
+            current.__pydantic_validator__.validate_python
+        )
         return model
 
     def __contains__(self, message_type: object) -> bool:
@@ -78,6 +85,9 @@ class SchemaRegistry:
         """Validate ``data`` and return an instance of the *current* model of the type.
 
         Raises :class:`UnknownSchema` or pydantic's ``ValidationError``."""
+        fast = self._fast.get((message_type, version))
+        if fast is not None:
+            return fast(data)
         current = self.current(message_type)
         if version == current.schema_version:
             return current.model_validate(data)
