@@ -17,6 +17,7 @@ next to the raw loop and the runtime to show how much of the gap is the contract
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,9 @@ def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool
     tracer = Tracer("noop", "floor-0") if trace else None
     read = [b"XREADGROUP", b"GROUP", group, "floor-0", b"COUNT", count, b"BLOCK", 1000]
     read += [b"STREAMS", stream, b">"]
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)  # as the worker does (cli/worker.py: tune_gc)
     while True:
         # The command name as bytes: redis-py skips its reply callback (as the worker does).
         reply = r.execute_command(*read)

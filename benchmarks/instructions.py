@@ -16,8 +16,8 @@ per-message work with no worker around it) and prints instructions per message. 
 ``--only runtime`` measures only the worker (repeatable; also ``raw``, ``floor``), and
 ``--traces off`` only one trace mode: a change that does not touch trace records saves the same
 instructions per message either way. The worker runs on the event loop ``agent-runtime worker``
-picks (``loop_options()``), so its environment switch AGENT_RUNTIME_UVLOOP=0 applies here
-too.
+picks (``loop_options()``), so its environment switches (AGENT_RUNTIME_UVLOOP=0,
+AGENT_RUNTIME_GC_TUNE=0) apply here too.
 """
 
 from __future__ import annotations

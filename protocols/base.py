@@ -61,7 +61,10 @@ class SchemaRegistry:
             )
         versions[model.schema_version] = model
         current = self._current[model.message_type] = versions[max(versions)]
-        self._fast = {  # (type, current version) -> validator: the common case, one lookup
+        # (type, current version) -> validator: the common case, one lookup. Measured gain:
+        # 5,438 instructions per message, 3.1 % / 3.5 % of the runtime's (traces on / off, idle
+        # machine; docs/benchmarks.md "Speed tricks").
+        self._fast = {
             key: value for key, value in self._fast.items() if key[0] != model.message_type
         }
         self._fast[(model.message_type, current.schema_version)] = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 
@@ -74,6 +75,7 @@ async def serve(
         metrics_port=metrics_port,
     )
     worker = built.worker
+    tune_gc()
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
@@ -99,3 +101,17 @@ def loop_options() -> dict[str, bool]:
     except ImportError:
         return {}
     return {"use_uvloop": True}
+
+
+def tune_gc() -> None:
+    """Garbage collection tuned for a long-running consume loop: what start-up built (modules,
+    config, models) is moved out of the collector's view, and the young generation is
+    collected every 10,000 net allocations instead of 700. Messages are freed by reference
+    counting. Measured gain: 5,286 instructions per message, 3.0 % / 3.4 % of the runtime's
+    (traces on / off, idle machine; docs/benchmarks.md "Speed tricks"). AGENT_RUNTIME_GC_TUNE=0
+    keeps Python's defaults."""
+    if os.environ.get("AGENT_RUNTIME_GC_TUNE", "1") == "0":
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
