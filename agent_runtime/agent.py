@@ -1,5 +1,6 @@
-"""The Agent base class, the services an agent gets (:class:`AgentRuntime`) and the
-per-message :class:`MessageContext` a handler works with.
+"""The Agent base class and the services an agent gets (:class:`AgentRuntime`). The
+per-message :class:`MessageContext` a handler works with lives with the rest of one delivery's
+way through the worker (agent_runtime/worker/delivery.py) and is re-exported here.
 
 A handler never writes to Redis for its outputs: it calls ``ctx.send(...)``/``ctx.reply(...)``
 and the worker writes every output of a message, its done marker and its XACK together, after
@@ -10,17 +11,15 @@ same ids and downstream de-duplication drops the copies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict
 
 from agent_runtime.config.routing import Routing
-from agent_runtime.errors import RoutingError
 from agent_runtime.transport.keys import Keys
+from agent_runtime.worker.delivery import REPLY_TTL, MessageContext, Output
 from protocols.base import Payload
-from protocols.envelope import AgentMessage, utcnow
 
 if TYPE_CHECKING:
     from agent_runtime.llm.base import LLMProvider
@@ -29,9 +28,15 @@ if TYPE_CHECKING:
     from agent_runtime.policies.middleware import Policies
     from agent_runtime.transport.base import LLMStore, State
 
-
-#: Seconds a request's reply stream lives after its last write.
-REPLY_TTL = 24 * 3600
+__all__ = [
+    "REPLY_TTL",
+    "Agent",
+    "AgentRuntime",
+    "MessageContext",
+    "NoConfig",
+    "Output",
+    "Services",
+]
 
 
 class NoConfig(BaseModel):
@@ -133,131 +138,3 @@ class Agent(Generic[ConfigT]):
 
     async def handle(self, ctx: MessageContext) -> None:
         raise NotImplementedError
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One message to write: the stream it goes to and the envelope."""
-
-    stream: str
-    message: AgentMessage
-    ttl: int | None = None  # seconds; set on per-request streams (replies)
-    maxlen: int | None = None  # XADD MAXLEN ~: only for streams no consumer group reads
-    terminal: bool = False  # the request's terminal reply: written at most once per request
-
-
-class MessageContext:
-    """One delivery of one message to one handler."""
-
-    __slots__ = (
-        "_base_log",
-        "_log",
-        "_outputs",
-        "agent",
-        "delivery_count",
-        "entry_id",
-        "message",
-        "payload",
-        "routing",
-        "stream",
-    )
-
-    def __init__(
-        self,
-        *,
-        agent: str,
-        message: AgentMessage,
-        payload: Payload,
-        stream: str,
-        entry_id: bytes,
-        delivery_count: int,
-        routing: Routing,
-        log: Any,
-    ) -> None:
-        self.agent = agent
-        self.message = message
-        self.payload = payload
-        self.stream = stream
-        self.entry_id = entry_id
-        self.delivery_count = delivery_count
-        self.routing = routing
-        self._base_log = log
-        self._log: Any = None
-        self._outputs: list[Output] = []
-
-    @property
-    def log(self) -> Any:
-        """A logger bound to this message's ids (bound on first use: the hot path stays lean)."""
-        if self._log is None:
-            message = self.message
-            self._log = self._base_log.bind(
-                correlation_id=str(message.correlation_id),
-                message_id=str(message.message_id),
-                causation_id=str(message.causation_id or ""),
-                message_type=message.message_type,
-                delivery_count=self.delivery_count,
-            )
-        return self._log
-
-    @property
-    def outputs(self) -> list[Output]:
-        return self._outputs
-
-    def send(
-        self, payload: Payload, *, to: str | None = None, now: datetime | None = None
-    ) -> AgentMessage:
-        """Queue ``payload`` for agent ``to`` (default: the agent that consumes its type)."""
-        target = to or self.routing.agent_for(payload.message_type)
-        stream = self.routing.stream_for(target, self.message.correlation_id)
-        return self._queue(stream, target, payload, now)
-
-    def reply(self, payload: Payload, *, now: datetime | None = None) -> AgentMessage:
-        """Queue ``payload`` on the request's reply stream (``reply_to``)."""
-        if self.message.reply_to is None:
-            raise RoutingError(f"message {self.message.message_id} has no reply_to stream")
-        return self._queue(
-            self.message.reply_to, "client", payload, now, ttl=REPLY_TTL, terminal=True
-        )
-
-    def send_to_stream(
-        self,
-        stream: str,
-        payload: Payload,
-        *,
-        to_agent: str = "client",
-        now: datetime | None = None,
-        maxlen: int | None = None,
-    ) -> AgentMessage:
-        """Queue ``payload`` on an explicit stream (e.g. the shared reports stream).
-
-        ``maxlen`` caps the stream at about that many entries (XADD MAXLEN ~). Only for
-        streams that no consumer group reads: on Redis < 8.2 and Valkey, MAXLEN also drops
-        entries still pending or not yet delivered to a group."""
-        return self._queue(stream, to_agent, payload, now, maxlen=maxlen)
-
-    def clear_outputs(self) -> None:
-        """Forget queued outputs (used by retry policies before a fresh attempt)."""
-        self._outputs.clear()
-
-    def _queue(
-        self,
-        stream: str,
-        to_agent: str,
-        payload: Payload,
-        now: datetime | None,
-        ttl: int | None = None,
-        maxlen: int | None = None,
-        terminal: bool = False,
-    ) -> AgentMessage:
-        message = self.message.derive(
-            index=len(self._outputs),
-            from_agent=self.agent,
-            to_agent=to_agent,
-            message_type=payload.message_type,
-            schema_version=payload.schema_version,
-            payload=payload.model_dump(mode="json"),
-            now=now or utcnow(),
-            traceparent=self.message.hop_traceparent(),
-        )
-        self._outputs.append(Output(stream, message, ttl, maxlen, terminal))
-        return message

@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agent_runtime.agent import MessageContext
 from agent_runtime.policies.breaker import BreakerListener, SharedBreaker
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
@@ -21,8 +20,6 @@ from agent_runtime.policies.runner import Policy
 from agent_runtime.transport.breaker_scripts import RedisBreakers
 from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.keys import Keys
-
-Handler = Callable[[MessageContext], Awaitable[None]]
 
 
 class Policies:

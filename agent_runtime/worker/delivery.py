@@ -1,9 +1,14 @@
-"""One delivery's way through the worker, after the loop read it: the :class:`Delivery` (one
-object per entry read), the middleware chain around the agent's handler with the handler's
-policy (:class:`PolicyMiddleware`: the handler policy and the request's deadline; it reports,
-the fate function decides), and the commit -- records built from finished deliveries
-(:func:`build_commit`, trace records by :class:`Tracer`) and written until the server takes
-them (:func:`commit_until_done`)."""
+"""One delivery's way through the worker, after the loop read it:
+
+* the :class:`Delivery` (one object per entry read);
+* the :class:`MessageContext` the agent's handler gets, its outputs queued as :class:`Output`
+  until the commit (both re-exported by agent_runtime.agent);
+* the middleware chain around the agent's handler, with the handler's policy innermost
+  (:class:`PolicyMiddleware`: the handler policy and the request's deadline; it reports, the
+  fate function decides);
+* the commit: records built from finished deliveries (:func:`build_commit`, trace records by
+  :class:`Tracer`) and written until the server takes them (:func:`commit_until_done`).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,20 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from agent_runtime.agent import MessageContext, Output
 from agent_runtime.backoff import Backoff
 from agent_runtime.codec import Codec
-from agent_runtime.errors import AgentRuntimeError, BreakerOpen, DeadlineExceeded, HandlerControl
+from agent_runtime.errors import (
+    AgentRuntimeError,
+    BreakerOpen,
+    DeadlineExceeded,
+    HandlerControl,
+    RoutingError,
+)
 from agent_runtime.limits import too_deep
 from agent_runtime.policies.clock import SCOPE, DeliveryScope, RedisClock
 from agent_runtime.policies.runner import CallStats, Policy
@@ -33,7 +44,142 @@ from agent_runtime.transport.streams import (
     Write,
 )
 from protocols.base import Payload
-from protocols.envelope import AgentMessage
+from protocols.envelope import AgentMessage, utcnow
+
+if TYPE_CHECKING:
+    from agent_runtime.config.routing import Routing
+
+#: Seconds a request's reply stream lives after its last write.
+REPLY_TTL = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One message to write: the stream it goes to and the envelope."""
+
+    stream: str
+    message: AgentMessage
+    ttl: int | None = None  # seconds; set on per-request streams (replies)
+    maxlen: int | None = None  # XADD MAXLEN ~: only for streams no consumer group reads
+    terminal: bool = False  # the request's terminal reply: written at most once per request
+
+
+class MessageContext:
+    """One delivery of one message to one handler."""
+
+    __slots__ = (
+        "_base_log",
+        "_log",
+        "_outputs",
+        "agent",
+        "delivery_count",
+        "entry_id",
+        "message",
+        "payload",
+        "routing",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        message: AgentMessage,
+        payload: Payload,
+        stream: str,
+        entry_id: bytes,
+        delivery_count: int,
+        routing: Routing,
+        log: Any,
+    ) -> None:
+        self.agent = agent
+        self.message = message
+        self.payload = payload
+        self.stream = stream
+        self.entry_id = entry_id
+        self.delivery_count = delivery_count
+        self.routing = routing
+        self._base_log = log
+        self._log: Any = None
+        self._outputs: list[Output] = []
+
+    @property
+    def log(self) -> Any:
+        """A logger bound to this message's ids (bound on first use: the hot path stays lean)."""
+        if self._log is None:
+            message = self.message
+            self._log = self._base_log.bind(
+                correlation_id=str(message.correlation_id),
+                message_id=str(message.message_id),
+                causation_id=str(message.causation_id or ""),
+                message_type=message.message_type,
+                delivery_count=self.delivery_count,
+            )
+        return self._log
+
+    @property
+    def outputs(self) -> list[Output]:
+        return self._outputs
+
+    def send(
+        self, payload: Payload, *, to: str | None = None, now: datetime | None = None
+    ) -> AgentMessage:
+        """Queue ``payload`` for agent ``to`` (default: the agent that consumes its type)."""
+        target = to or self.routing.agent_for(payload.message_type)
+        stream = self.routing.stream_for(target, self.message.correlation_id)
+        return self._queue(stream, target, payload, now)
+
+    def reply(self, payload: Payload, *, now: datetime | None = None) -> AgentMessage:
+        """Queue ``payload`` on the request's reply stream (``reply_to``)."""
+        if self.message.reply_to is None:
+            raise RoutingError(f"message {self.message.message_id} has no reply_to stream")
+        return self._queue(
+            self.message.reply_to, "client", payload, now, ttl=REPLY_TTL, terminal=True
+        )
+
+    def send_to_stream(
+        self,
+        stream: str,
+        payload: Payload,
+        *,
+        to_agent: str = "client",
+        now: datetime | None = None,
+        maxlen: int | None = None,
+    ) -> AgentMessage:
+        """Queue ``payload`` on an explicit stream (e.g. the shared reports stream).
+
+        ``maxlen`` caps the stream at about that many entries (XADD MAXLEN ~). Only for
+        streams that no consumer group reads: on Redis < 8.2 and Valkey, MAXLEN also drops
+        entries still pending or not yet delivered to a group."""
+        return self._queue(stream, to_agent, payload, now, maxlen=maxlen)
+
+    def clear_outputs(self) -> None:
+        """Forget queued outputs (used by retry policies before a fresh attempt)."""
+        self._outputs.clear()
+
+    def _queue(
+        self,
+        stream: str,
+        to_agent: str,
+        payload: Payload,
+        now: datetime | None,
+        ttl: int | None = None,
+        maxlen: int | None = None,
+        terminal: bool = False,
+    ) -> AgentMessage:
+        message = self.message.derive(
+            index=len(self._outputs),
+            from_agent=self.agent,
+            to_agent=to_agent,
+            message_type=payload.message_type,
+            schema_version=payload.schema_version,
+            payload=payload.model_dump(mode="json"),
+            now=now or utcnow(),
+            traceparent=self.message.hop_traceparent(),
+        )
+        self._outputs.append(Output(stream, message, ttl, maxlen, terminal))
+        return message
+
 
 Handler = Callable[[MessageContext], Awaitable[None]]
 
