@@ -242,7 +242,9 @@ class PolicyMiddleware:
         stats = None
         token = SCOPE.set(scope)  # the delivery every nested call policy sees
         try:
-            if self._plain:  # nothing but the deadline around it: no Policy.run bookkeeping
+            if self._plain and deadline is None:
+                await call_next(ctx)  # nothing to apply around it
+            elif self._plain:  # only the deadline around it: no Policy.run bookkeeping
                 await _within(scope, call_next, ctx)
             else:
                 stats = CallStats()
