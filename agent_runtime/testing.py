@@ -29,9 +29,9 @@ from agent_runtime.agent import Agent, MessageContext, Output, Services
 from agent_runtime.config.routing import Routing
 from agent_runtime.inprocess import TestPipeline as TestPipeline  # re-exported: the user API
 from agent_runtime.transport.base import State
-from agent_runtime.transport.dict_state import DictState
 from agent_runtime.transport.inspect import HeartbeatProbe, SupportsExists
 from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.memory import MemoryTransport
 from agent_runtime.worker.loop import default_consumer_name
 from protocols.base import Payload
 from protocols.envelope import AgentMessage, utcnow
@@ -63,7 +63,7 @@ class AgentHarness:
     agent_cls: type[Agent[Any]]
     config: Mapping[str, Any] = field(default_factory=dict)
     routes: Mapping[str, str] = field(default_factory=dict)
-    state: State = field(default_factory=DictState)
+    state: State = field(default_factory=lambda: MemoryTransport().state)
     services: Services = field(default_factory=Services)
     name: str = "agent_under_test"
 

@@ -25,7 +25,7 @@ publish, clock, heartbeats, deadline sweep, breakers, agent state).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agent_runtime.transport.base import Transport
@@ -45,7 +45,6 @@ from agent_runtime.transport.memory_store import (
 )
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.streams import (
-    DAY,
     Commit,
     DeadLetter,
     Entry,
@@ -109,30 +108,11 @@ class MemoryBus(StreamBus):
     """:class:`StreamBus`'s operations on a :class:`MemoryRedis`'s store (see the module
     docstring for the rules it keeps). ``redis`` must be a :class:`MemoryRedis`."""
 
-    def __init__(
-        self,
-        redis: Any,
-        *,
-        group: str,
-        consumer: str,
-        cluster: bool = False,
-        done_key: Callable[[int], str] | None = None,
-        done_ttl: int = DAY,
-        dlq_maxlen: int = 100_000,
-        atomic: bool = True,
-        mark_prefix: str | None = None,
-    ) -> None:
+    def __init__(self, redis: Any, **options: Any) -> None:
+        """``options``: :class:`StreamBus`'s (group, consumer, done_key, ...)."""
         if not isinstance(redis, MemoryRedis):
             raise TypeError("MemoryBus needs a MemoryRedis (agent_runtime.transport.memory)")
-        super().__init__(
-            redis,
-            group=group,
-            consumer=consumer,
-            done_key=done_key,
-            done_ttl=done_ttl,
-            dlq_maxlen=dlq_maxlen,
-            mark_prefix=mark_prefix,
-        )
+        super().__init__(redis, **options)
         self.store: Store = redis.store
 
     # ---------------------------------------------------------------- groups and reads

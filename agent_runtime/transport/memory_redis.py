@@ -157,18 +157,17 @@ class _Commands(StreamCommands):
 
     @redis_errors
     async def hincrby(self, name: str, key: Any, amount: int = 1) -> int:
-        target = self._hash(name, create=True)
-        assert target is not None
-        value = int(target.get(as_bytes(key), b"0")) + int(amount)
-        target[as_bytes(key)] = as_bytes(value)
-        self._touch(name)
-        return value
+        return int(self._hincr(name, key, int(amount), int))
 
     @redis_errors
     async def hincrbyfloat(self, name: str, key: Any, amount: float = 1.0) -> float:
+        return self._hincr(name, key, float(amount), float)
+
+    def _hincr(self, name: str, key: Any, amount: float, kind: Callable[[bytes], float]) -> float:
+        """HINCRBY / HINCRBYFLOAT: ``kind`` reads the old value (int or float)."""
         target = self._hash(name, create=True)
         assert target is not None
-        value = float(target.get(as_bytes(key), b"0")) + float(amount)
+        value = kind(target.get(as_bytes(key), b"0")) + amount
         target[as_bytes(key)] = as_bytes(value)
         self._touch(name)
         return value

@@ -20,7 +20,6 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from agent_runtime.transport.base import State, StateConflict
-from agent_runtime.transport.dict_state import DictState
 from agent_runtime.transport.memory import MemoryTransport
 from agent_runtime.transport.state import RedisState
 
@@ -34,7 +33,7 @@ class Backend:
     poke: Callable[[str, bytes], None]  # a concurrent writer's plain write
 
 
-@pytest.fixture(params=["redis", "dict", "memory"])
+@pytest.fixture(params=["redis", "memory"])
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
     if request.param == "memory":  # the in-memory transport: two clients of one store
         memory = MemoryTransport()
@@ -43,10 +42,6 @@ async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[
             MemoryTransport.on(memory.store).state,
             lambda key, value: memory.store.write_string(key, value, 60),
         )
-        return
-    if request.param == "dict":
-        state = DictState()
-        yield Backend(state, state, lambda key, value: state.write_behind(key, value, 60))
         return
     url = request.getfixturevalue("redis_url")
     clients = [Redis.from_url(url), Redis.from_url(url)]
