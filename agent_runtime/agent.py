@@ -10,6 +10,7 @@ same ids and downstream de-duplication drops the copies.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from agent_runtime.observability.metrics import Metrics
     from agent_runtime.observability.redaction import Redactor
     from agent_runtime.policies.middleware import Policies
-    from agent_runtime.transport.base import LLMStore, State
+    from agent_runtime.transport.base import LLMStore, ServerTime, State
 
 __all__ = [
     "REPLY_TTL",
@@ -74,6 +75,7 @@ class Services:
         state: State,
         log: Any,
         llm_store: LLMStore | None = None,
+        clock: ServerTime | None = None,
     ) -> AgentRuntime:
         """The :class:`AgentRuntime` of agent ``name`` with these services."""
         return AgentRuntime(
@@ -83,6 +85,7 @@ class Services:
             state,
             log,
             llm_store=llm_store,
+            clock=clock or WallClock(),
             policies=self.policies,
             llm=self.llm,
             metrics=self.metrics,
@@ -90,13 +93,22 @@ class Services:
         )
 
 
+class WallClock:
+    """The local clock, for an agent run without a server (AgentHarness); a worker gives its
+    agent the Redis server's clock (``TIME``, cached: agent_runtime/policies/clock.py)."""
+
+    async def now(self) -> float:
+        return time.time()
+
+
 @dataclass
 class AgentRuntime:
     """Services the runtime gives an agent instance: its name, key names, routing, the state
     API for agents that keep per-request state (``state``, keys from ``keys.request_state``;
     agent_runtime/transport/base.py ``State``), a bound logger, the LLM response cache and
-    cost ledger (``llm_store``), and the process's typed :class:`Services` (each None when
-    not supplied)."""
+    cost ledger (``llm_store``), the clock every process agrees on (``clock.now()``: the
+    Redis server's epoch seconds in a worker), and the process's typed :class:`Services`
+    (each None when not supplied)."""
 
     name: str
     keys: Keys
@@ -104,6 +116,7 @@ class AgentRuntime:
     state: State
     log: Any = field(default_factory=structlog.get_logger)
     llm_store: LLMStore | None = None  # None: uncached, unbooked (e.g. AgentHarness)
+    clock: ServerTime = field(default_factory=WallClock)
     policies: Policies | None = None
     llm: LLMProvider | None = None
     metrics: Metrics | None = None
@@ -125,6 +138,10 @@ class Agent(Generic[ConfigT]):
     #: Error types of this agent that retrying cannot fix: dead-lettered on the first delivery
     #: (besides the runtime's own list, agent_runtime/policies/errors.py PERMANENT_TYPES).
     permanent_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Restricted environment variables (agent_runtime.approval.restricted) this agent type
+    #: needs when its pipeline entry names no ``secrets:`` list; the supervisor gives it those
+    #: and no other (the safety checker: the approval private key; executors: the public key).
+    secrets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ConfigT, runtime: AgentRuntime) -> None:
         self.config = config

@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from agent_runtime.approval import APPROVAL_KEY_ENV, ensure_key
+from agent_runtime.approval import PRIVATE_KEY_ENV, generate_pair
 from agent_runtime.client import Client
 from agent_runtime.codec import Decoded
 from agent_runtime.config.pipeline import Pipeline
@@ -49,9 +49,10 @@ class TestPipeline:
     ``client``, ``workers`` and ``transport`` for anything else. On exit the workers drain
     and stop (a worker that crashed re-raises its error there).
 
-    One worker per agent type, whatever its ``replicas``. Without an approval key in the
-    environment (``AGENT_RUNTIME_APPROVAL_KEY``: the safety checker signs, executors verify)
-    a random one is set for the pipeline's lifetime.
+    One worker per agent type, whatever its ``replicas``. Without an approval key pair in the
+    environment (``AGENT_RUNTIME_APPROVAL_PRIVATE_KEY``/``_PUBLIC_KEY``: the safety checker
+    signs, executors verify) a fresh pair is set for the pipeline's lifetime (one process:
+    every agent of it can read both; real separation needs worker processes).
 
     ``clock``: a :class:`ManualClock` shared by the store (TTLs, idle times, the server
     clock the runtime reads); the default is the wall clock."""
@@ -66,12 +67,13 @@ class TestPipeline:
         self.client = Client(self.redis, self.pipeline)
         self.workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._env_key: str | None = None
+        self._env_keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> TestPipeline:
-        if APPROVAL_KEY_ENV not in os.environ:  # safety checker signs, executors verify
-            self._env_key = ensure_key(os.environ)[APPROVAL_KEY_ENV]
+        if not os.environ.get(PRIVATE_KEY_ENV):  # safety checker signs, executors verify
+            self._env_keys = generate_pair()  # one process: every agent sees both keys
+            os.environ.update(self._env_keys)
         try:
             for name in self.pipeline.agents:
                 self.workers[name] = self._worker(name)
@@ -111,10 +113,11 @@ class TestPipeline:
             raise errors[0]
 
     def _restore_env(self) -> None:
-        """Remove the approval key this pipeline set (one it found stays)."""
-        if self._env_key is not None and os.environ.get(APPROVAL_KEY_ENV) == self._env_key:
-            del os.environ[APPROVAL_KEY_ENV]
-        self._env_key = None
+        """Remove the approval keys this pipeline set (ones it found stay)."""
+        for name, value in self._env_keys.items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
+        self._env_keys = {}
 
     # ------------------------------------------------------------------ requests
     async def publish(self, text_or_payload: str | Payload, **options: Any) -> AgentMessage:

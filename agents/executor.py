@@ -1,12 +1,16 @@
 """executor: ``task.dispatched`` -> runs the step's tool -> ``task.result`` (to the router).
 
-Before anything runs, the task's approval must carry a valid signature for exactly this
-request, step, tool, arguments and approver (agent_runtime.approval); a missing, forged or
-mismatched approval is refused and logged, and the tool is never called. Tools are plugged in
-by dotted path (``tools: {name: {class: ..., options: {...}}}``) and imported through the
-registry allow-list. Every call goes through :func:`invoke_tool` under the call policy
-``tool.NAME`` of the worker's resilience policies (``runtime.policies``: retry,
-timeout, circuit breaker shared by the fleet; see docs/policies.md); ``BreakerOpen`` and
+Before anything runs, the task's approval must carry a valid Ed25519 signature of the safety
+checker for exactly this task -- request, step, tool, arguments' digest, idempotency key,
+message id, approver -- and must not have expired on the Redis server's clock; then the
+executor records its use (one inbox entry per approval, agents/approvals.py). A missing,
+forged, mismatched, expired or reused approval is refused and logged, and the tool is never
+called. The executor holds only the public key: it can check approvals, never make one.
+
+Tools are plugged in by dotted path (``tools: {name: {class: ..., options: {...}}}``) and
+imported through the registry allow-list. Every call goes through :func:`invoke_tool` under
+the call policy ``tool.NAME`` of the worker's resilience policies (``runtime.policies``:
+retry, timeout, circuit breaker shared by the fleet; see docs/policies.md); ``BreakerOpen`` and
 ``DeadlineExceeded`` propagate to the policy middleware (delayed redelivery, ``expired``).
 Without worker policies (the harness, unit tests) a local policy built from ``attempts``,
 ``retry_backoff`` and ``step_timeout`` is used, without a breaker. The step's idempotency key
@@ -18,17 +22,18 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_runtime.agent import Agent, MessageContext
-from agent_runtime.approval import approval_key, verify
+from agent_runtime.approval import PUBLIC_KEY_ENV, ApprovalVerifier, verifier
 from agent_runtime.config.registry import import_object
 from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded
 from agent_runtime.policies import CallStats, Policy, PolicySpec, RetryPolicy
 from agent_runtime.policies.errors import is_transient
+from agents import approvals
 from agents.common import budget_reason, over_budget
 from agents.executors.base import Tool, ToolContext, ToolError, ToolOutput, TransientToolError
 from protocols.pipeline import StepResult, Task
@@ -106,9 +111,10 @@ class Executor(Agent[ExecutorConfig]):
     Config = ExecutorConfig
     consumes = (Task,)
     produces = (StepResult,)
+    secrets: ClassVar[tuple[str, ...]] = (PUBLIC_KEY_ENV,)
 
     _tools: dict[str, Tool] | None = None
-    _key: bytes | None = None
+    _verifier: ApprovalVerifier | None = None
     _sandbox: Path | None = None
     _local_policies: dict[str, Policy] | None = None
 
@@ -120,7 +126,7 @@ class Executor(Agent[ExecutorConfig]):
 
     async def start(self) -> None:
         self.tools  # noqa: B018 - import and check every tool before the first task
-        self.key  # noqa: B018
+        self.verifier  # noqa: B018
         if not self.sandbox.is_dir():
             raise ConfigError(f"executor sandbox {self.config.sandbox!r} is not a directory")
 
@@ -131,10 +137,10 @@ class Executor(Agent[ExecutorConfig]):
         return self._tools
 
     @property
-    def key(self) -> bytes:
-        if self._key is None:
-            self._key = approval_key()
-        return self._key
+    def verifier(self) -> ApprovalVerifier:
+        if self._verifier is None:
+            self._verifier = verifier()
+        return self._verifier
 
     def tool_policy(self, tool: str) -> Policy:
         """The worker's ``tool.NAME`` call policy, else a local one from this config."""
@@ -153,36 +159,14 @@ class Executor(Agent[ExecutorConfig]):
             policy = self._local_policies[name] = Policy(name, spec, retryable=is_transient)
         return policy
 
-    def approval_problem(self, ctx: MessageContext, task: Task) -> str | None:
-        approval = task.approval
-        if approval is None:
-            return "the task carries no safety approval"
-        if approval.step_id != task.step.id:
-            return "the approval is for another step"
-        if not verify(
-            self.key,
-            approval.signature,
-            correlation_id=str(ctx.message.correlation_id),
-            step_id=task.step.id,
-            tool=task.step.tool,
-            args=task.step.args,
-            approver=approval.approver,
-        ):
-            return "the approval signature does not match this task"
-        return None
-
     async def handle(self, ctx: MessageContext) -> None:
         task = ctx.payload
         assert isinstance(task, Task)
         step = task.step
-        problem = self.approval_problem(ctx, task)
+        now = await self.runtime.clock.now()
+        problem = approvals.problem(self.verifier, ctx, task, now)
         if problem is not None:
-            ctx.log.warning("task_refused", step_id=step.id, tool=step.tool, reason=problem)
-            ctx.send(
-                StepResult(
-                    step_id=step.id, tool=step.tool, status="refused", error=f"refused: {problem}"
-                )
-            )
+            self.refuse(ctx, task, problem)
             return
         spent = task.spent_usd + step.cost_estimate_usd
         if over_budget(ctx, spent):
@@ -195,7 +179,20 @@ class Executor(Agent[ExecutorConfig]):
                 )
             )
             return
+        problem = await approvals.use(self.runtime, ctx, task, now)
+        if problem is not None:
+            self.refuse(ctx, task, problem)
+            return
         ctx.send(await self.run_step(ctx, task))
+
+    def refuse(self, ctx: MessageContext, task: Task, problem: str) -> None:
+        step = task.step
+        ctx.log.warning("task_refused", step_id=step.id, tool=step.tool, reason=problem)
+        ctx.send(
+            StepResult(
+                step_id=step.id, tool=step.tool, status="refused", error=f"refused: {problem}"
+            )
+        )
 
     async def run_step(self, ctx: MessageContext, task: Task) -> StepResult:
         step = task.step

@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent_runtime.errors import ConfigError
+from agents.urls import BadUrl, parse_url
 from protocols.pipeline import RISK_ORDER, Plan, PlanStep, Risk
 
 
@@ -151,15 +151,15 @@ def _shell_problems(policy: ShellPolicy, args: dict[str, Any]) -> list[str]:
 
 
 def _http_problems(policy: HttpPolicy, args: dict[str, Any]) -> list[str]:
-    url = args.get("url")
-    if not isinstance(url, str):
-        return ["url must be a string"]
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    with_port = f"{host}:{parts.port}" if parts.port else host
+    """Read through the http tool's own parser (agents/urls.py): what it cannot read is
+    refused here with its reason, never raised."""
+    try:
+        url = parse_url(args.get("url"))
+    except BadUrl as exc:
+        return [f"url refused: {exc}"]
     problems = []
-    if host not in policy.hosts and with_port not in policy.hosts:
-        problems.append(f"host {host!r} is not on the allow-list")
+    if not url.allowed(policy.hosts):
+        problems.append(f"host {url.host!r} is not on the allow-list")
     if str(args.get("method", "GET")).upper() not in policy.methods:
         problems.append(f"method {args.get('method')!r} is not allowed")
     return problems

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import APPROVAL_STATE
 from agent_runtime.errors import Retry, Skip
+from agents.approvals import idempotency_key, task_message_id
 from agents.common import finish
 from agents.plan_state import Effects, PlanState
 from protocols.pipeline import (
@@ -137,14 +138,15 @@ class Router(Agent[RouterConfig]):
                     to=self.runtime.name,
                 )
                 continue
-            ctx.send(
+            ctx.send(  # the message id and key the safety checker's approval binds
                 Task(
                     step=step,
                     approval=state.approvals.get(step_id),
-                    idempotency_key=f"{cid}:{step_id}",
+                    idempotency_key=idempotency_key(cid, step_id),
                     spent_usd=state.spend.cost_usd,
                 ),
                 to=target,
+                message_id=task_message_id(cid, step_id),
             )
         if effects.timer and state.expires_at is not None:
             ctx.send(

@@ -97,12 +97,14 @@ class AgentMessage(BaseModel):
         payload: dict[str, Any],
         now: datetime,
         traceparent: str | None = None,
+        message_id: uuid.UUID | None = None,
     ) -> AgentMessage:
         """The ``index``-th output of handling this message (deterministic id, inherited
         correlation, deadline, reply stream and budget). ``traceparent``: the output's trace
-        context (default: this message's; handlers' outputs get :meth:`hop_traceparent`)."""
+        context (default: this message's; handlers' outputs get :meth:`hop_traceparent`).
+        ``message_id``: a deterministic id chosen by the caller instead of the derived one."""
         return AgentMessage(
-            message_id=output_id(self.message_id, index),
+            message_id=output_id(self.message_id, index) if message_id is None else message_id,
             correlation_id=self.correlation_id,
             causation_id=self.message_id,
             from_agent=from_agent,

@@ -159,11 +159,19 @@ def check_dag(steps: list[PlanStep] | list[DraftStep]) -> None:
 
 
 class StepApproval(_Model):
-    """The safety checker's signed approval of one step (see agent_runtime.approval)."""
+    """The safety checker's Ed25519 approval of one task (agent_runtime.approval): it binds
+    the request, step, tool, the SHA-256 of the exact arguments, the idempotency key, the
+    task's message id, the approver and an expiry on the Redis server's clock. The bound
+    values travel along so a refusal can say which one differs; the signature decides."""
 
     step_id: str = Field(pattern=STEP_ID)
     approver: str = Field(min_length=1, max_length=128)
-    signature: str = Field(pattern=r"^[0-9a-f]{64}$")
+    message_id: str = Field(max_length=64)
+    idempotency_key: str = Field(max_length=200)
+    args_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    expires_at: float = Field(ge=0, description="epoch seconds, Redis server clock")
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
 
 
 class SafetyVerdict(Payload):
@@ -214,7 +222,8 @@ class ApprovalTimer(Payload):
 
 class Task(Payload):
     """One routed step with its approval; the executor checks the signature against exactly
-    (correlation id, step id, tool, canonical args, approver)."""
+    this task: (correlation id, step id, tool, args digest, idempotency key, message id,
+    approver, expiry)."""
 
     message_type = "task.dispatched"
     schema_version = 1

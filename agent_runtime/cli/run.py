@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 async def execute(
     args: argparse.Namespace, pipeline: Pipeline, payload: UserRequest, url: str, log_dir: Path
 ) -> int:
-    env = child_env()  # safety checker signs, executors verify: one key for this run
+    env = child_env()  # approval key pair (ours or the runtime home's), given per agent type
     started = time.monotonic()
     async with Supervisor(pipeline.source or args.config, url, env=env, log_dir=log_dir) as sup:
         await sup.wait_ready(args.ready_timeout)

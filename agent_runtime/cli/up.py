@@ -112,7 +112,7 @@ async def supervise(
             url,
             replicas=replicas,
             log_dir=args.log_dir,
-            env=child_env(),  # approval signing key: AGENT_RUNTIME_APPROVAL_KEY or a random one
+            env=child_env(),  # the approval key pair: ours, else the runtime home's (generated)
         )
         async with sup, anyio.create_task_group() as tg:
             tg.start_soon(_announce, sup, args)

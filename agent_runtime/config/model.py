@@ -39,6 +39,7 @@ MAX_CONFIG_BYTES = 1 << 20
 CONFIG_DIR = "config_dir"
 _NAME = re.compile(AGENT_NAME_PATTERN)
 _TYPE = re.compile(MESSAGE_TYPE_PATTERN)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class AgentSpec(BaseModel):
@@ -60,7 +61,22 @@ class AgentSpec(BaseModel):
         default_factory=dict, description="overrides of the pipeline's worker defaults"
     )
     policies: PolicySet = Field(default_factory=PolicySet)
+    secrets: list[str] | None = Field(
+        default=None,
+        description="restricted environment variables this agent type's processes receive "
+        "from the supervisor (AGENT_RUNTIME_*KEY* variables and every name some agent type "
+        "lists here go only to the types that list them; default: the agent class's own "
+        "'secrets', e.g. the approval private key for the safety checker)",
+    )
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("secrets")
+    @classmethod
+    def _env_names(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            if not _ENV_NAME.match(item):
+                raise ValueError(f"{item!r} is not an environment variable name")
+        return value
 
     @field_validator("consumes")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,12 +123,19 @@ class MessageContext:
         return self._outputs
 
     def send(
-        self, payload: Payload, *, to: str | None = None, now: datetime | None = None
+        self,
+        payload: Payload,
+        *,
+        to: str | None = None,
+        now: datetime | None = None,
+        message_id: uuid.UUID | None = None,
     ) -> AgentMessage:
-        """Queue ``payload`` for agent ``to`` (default: the agent that consumes its type)."""
+        """Queue ``payload`` for agent ``to`` (default: the agent that consumes its type).
+        ``message_id``: an id fixed in advance instead of the derived one (it must be just as
+        deterministic: the router's tasks, whose approval the safety checker signed for it)."""
         target = to or self.routing.agent_for(payload.message_type)
         stream = self.routing.stream_for(target, self.message.correlation_id)
-        return self._queue(stream, target, payload, now)
+        return self._queue(stream, target, payload, now, message_id=message_id)
 
     def reply(self, payload: Payload, *, now: datetime | None = None) -> AgentMessage:
         """Queue ``payload`` on the request's reply stream (``reply_to``)."""
@@ -166,6 +174,7 @@ class MessageContext:
         ttl: int | None = None,
         maxlen: int | None = None,
         terminal: bool = False,
+        message_id: uuid.UUID | None = None,
     ) -> AgentMessage:
         message = self.message.derive(
             index=len(self._outputs),
@@ -176,6 +185,7 @@ class MessageContext:
             payload=payload.model_dump(mode="json"),
             now=now or utcnow(),
             traceparent=self.message.hop_traceparent(),
+            message_id=message_id,
         )
         self._outputs.append(Output(stream, message, ttl, maxlen, terminal))
         return message

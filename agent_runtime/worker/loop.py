@@ -107,6 +107,7 @@ class Worker:
         self.tracer = Tracer(agent, consumer) if self.settings.trace else None
         self.log = structlog.get_logger("agent_runtime.worker").bind(agent=agent, consumer=consumer)
         self.dead_letters = DeadLetters(agent, self.keys, self.codec, self.redactor, self.log)
+        self.clock = RedisClock(self.transport.clock)  # expiry on the server's clock: skew-proof
         self.runtime = (services or Services()).runtime(
             agent,
             self.keys,
@@ -114,6 +115,7 @@ class Worker:
             self.transport.state,
             self.log,
             self.transport.llm_store,
+            clock=self.clock,
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
         self._chain = chain(middleware, self.instance.handle)
@@ -126,7 +128,6 @@ class Worker:
         )
         self._dispatching: set[asyncio.Task[None]] = set()
         self.rules = Rules.of(agent, self.settings, self.agent_type.cls.permanent_errors)
-        self.clock = RedisClock(self.transport.clock)  # expiry on the server's clock: skew-proof
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()

@@ -34,6 +34,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 import agent_runtime
+from agent_runtime.approval import agent_env
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.transport.base import Heartbeats
@@ -254,10 +255,25 @@ class Supervisor:
             argv += ["--redis-url", self.redis_url]
         return argv
 
+    def secrets(self) -> dict[str, tuple[str, ...]]:
+        """Agent type -> the restricted variables it receives: its ``secrets:`` list, else its
+        class's (agent_runtime/approval.py ``restricted``)."""
+        return {
+            name: tuple(spec.secrets)
+            if spec.secrets is not None
+            else self.pipeline.agents[name].cls.secrets
+            for name, spec in self.pipeline.config.agents.items()
+        }
+
     def _child_env(self, child: _Child) -> dict[str, str]:
-        """Per child: AGENT_RUNTIME_WORKER_INDEX, and AGENT_RUNTIME_METRICS_PORT (when set)
-        offset by that index, so no two workers of this host try to bind the same port."""
-        env = {**self._env, "AGENT_RUNTIME_WORKER_INDEX": str(child.index)}
+        """Per child: only the restricted secrets its agent type names (no other worker gets
+        the approval private key), AGENT_RUNTIME_WORKER_INDEX, and AGENT_RUNTIME_METRICS_PORT
+        (when set) offset by that index, so no two workers of this host try to bind the same
+        port."""
+        secrets = self.secrets()
+        named = {n for names in secrets.values() for n in names}
+        env = agent_env(self._env, secrets[child.agent], named)
+        env["AGENT_RUNTIME_WORKER_INDEX"] = str(child.index)
         base = env.get("AGENT_RUNTIME_METRICS_PORT", "")
         if base.isdigit() and int(base) > 0:
             env["AGENT_RUNTIME_METRICS_PORT"] = str(int(base) + child.index)

@@ -1,11 +1,12 @@
-"""``http``: fetch a URL with httpx. Host allow-list, scheme check, no redirects followed (a
-redirect could leave the list), timeout, and a cap on the body bytes read (the rest is never
-downloaded). The idempotency key travels as the ``Idempotency-Key`` header."""
+"""``http``: fetch a URL with httpx. The URL is read by the pipeline's one parser
+(agents/urls.py, the one the safety policy uses): what it cannot read is refused, and the tool
+fetches the URL rebuilt from the parts it read. Host allow-list, scheme check, no redirects
+followed (a redirect could leave the list), timeout, and a cap on the body bytes read (the
+rest is never downloaded). The idempotency key travels as the ``Idempotency-Key`` header."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field
@@ -17,8 +18,8 @@ from agents.executors.base import (
     ToolOutput,
     TransientToolError,
     only,
-    require,
 )
+from agents.urls import BadUrl, parse_url
 
 
 class HttpOptions(ToolOptions):
@@ -41,20 +42,18 @@ class Http:
 
     def check(self, args: dict[str, Any]) -> tuple[str, str]:
         only(args, "url", "method")
-        url = require(args, "url", str)
         method = str(args.get("method", "GET")).upper()
         if method not in self.options.methods:
             raise ToolError(f"method {method} is not allowed")
-        parts = urlsplit(url)
-        if parts.scheme not in self.options.schemes:
-            raise ToolError(f"scheme {parts.scheme!r} is not allowed")
-        host = (parts.hostname or "").lower()
-        with_port = f"{host}:{parts.port}" if parts.port else host
-        if host not in self.options.hosts and with_port not in self.options.hosts:
-            raise ToolError(f"host {host!r} is not on the allow-list")
-        if parts.username or parts.password:
-            raise ToolError("credentials in URLs are not allowed")
-        return method, url
+        try:
+            url = parse_url(args.get("url"))
+        except BadUrl as exc:
+            raise ToolError(f"url refused: {exc}") from None
+        if url.scheme not in self.options.schemes:
+            raise ToolError(f"scheme {url.scheme!r} is not allowed")
+        if not url.allowed(self.options.hosts):
+            raise ToolError(f"host {url.host!r} is not on the allow-list")
+        return method, url.text
 
     async def run(self, args: dict[str, Any], context: ToolContext) -> ToolOutput:
         method, url = self.check(args)

@@ -14,7 +14,6 @@ import anyio
 import pytest
 import yaml
 
-from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.worker.supervisor import Supervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -104,7 +103,7 @@ async def test_send_wait_exits_3_when_the_reply_is_a_timeout(
     tmp_path: Path, redis_url: str, subprocess_env: dict[str, str]
 ) -> None:
     config = pipeline_config(tmp_path)
-    env = {**subprocess_env, APPROVAL_KEY_ENV: "e2e-" + uuid.uuid4().hex}
+    env = dict(subprocess_env)  # holds the approval key pair
     async with Supervisor(config, redis_url, env=env, log_dir=tmp_path / "logs") as sup:
         await sup.wait_ready(60)
         done = await anyio.to_thread.run_sync(

@@ -5,7 +5,6 @@ request through the six built-in agent types on the cluster."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess
 from agent_runtime.transport import connect
 from agent_runtime.worker.loop import default_consumer_name
+from tests.fixtures.approvals import key_pair
 from tests.fixtures.pipeline import LivePipeline, MakePipeline, echo_sink, six_agents, supervised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -126,7 +126,6 @@ def test_six_agent_pipeline_two_replicas_each(
     succeeds (the router's WATCH/MULTI on the request's hash-tagged state works under
     Cluster, and replicas of every type share the work)."""
     url = request.getfixturevalue("redis_url" if target == "single" else "redis_cluster_url")
-    from agent_runtime.approval import APPROVAL_KEY_ENV
     from protocols.pipeline import Report
 
     agents = six_agents(tmp_path, "127.0.0.1")
@@ -136,7 +135,7 @@ def test_six_agent_pipeline_two_replicas_each(
         url=url,
     )
     pipeline = pipe.pipeline
-    env = {APPROVAL_KEY_ENV: "cluster-approval-key-" + uuid.uuid4().hex}
+    env = key_pair()
     replicas = dict.fromkeys(pipeline.agents, 2)
 
     async def ask() -> Report:

@@ -19,7 +19,6 @@ import anyio
 import pytest
 import redis
 
-from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.embedded import EmbeddedServer
@@ -111,7 +110,7 @@ def running(
         agents=agents(root),
         worker={"drain_timeout": 2, "heartbeat_interval": 0.5, "reclaim_interval": 1},
     )
-    env = {APPROVAL_KEY_ENV: "e2e-key-" + uuid.uuid4().hex, "PAYMENTS_API_TOKEN": ENV_CANARY}
+    env = {"PAYMENTS_API_TOKEN": ENV_CANARY}
     with supervised(pipe, env=env):
         yield Running(redis_server.url, pipe.config_path, root)
     pipe.close()

@@ -33,7 +33,6 @@ import pytest
 import redis
 import yaml
 
-from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError
@@ -42,6 +41,7 @@ from agent_runtime.transport.connect import MAX_CONNECTIONS
 from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.worker.supervisor import Supervisor
 from tests.faults import ClientKiller, LossyProxy
+from tests.fixtures.approvals import key_pair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(600)]
 
@@ -224,7 +224,7 @@ async def run_pipeline(
 ) -> list[tuple[str, int, int | None, int]]:
     """Start every worker (connecting to ``url``), run ``body``, return the processes as
     they were at its end (pid and restart count of each)."""
-    env = {APPROVAL_KEY_ENV: "fault-key-" + uuid.uuid4().hex}
+    env = key_pair()
     supervisor = Supervisor(stack.config, url, env=env, log_dir=stack.root / "logs")
     async with supervisor:
         await wait_ready(supervisor)

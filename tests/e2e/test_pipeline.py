@@ -16,17 +16,18 @@ import anyio
 import pytest
 from anyio.from_thread import BlockingPortal
 
-from agent_runtime.approval import APPROVAL_KEY_ENV, pending_approvals, sign, submit_decision
+from agent_runtime.approval import generate_pair, pending_approvals, signer, submit_decision
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import wait_until
 from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.worker.delivery import expand_trace
+from agents.approvals import task_message_id
 from protocols.pipeline import PlanStep, Report, StepApproval, StepResult, Task
+from tests.fixtures.approvals import signed_task, with_id
 from tests.fixtures.pipeline import LivePipeline, child_env, six_agents, supervised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-KEY = "e2e-approval-key-" + uuid.uuid4().hex
 T = TypeVar("T")
 
 
@@ -104,7 +105,7 @@ def running(
         agents=six_agents(root, "127.0.0.1"),
         worker=WORKER,
     )
-    with supervised(pipe, env={APPROVAL_KEY_ENV: KEY}) as (portal, _):
+    with supervised(pipe) as (portal, _):
         yield Running(portal, redis_server.url, pipe.config_path, root, f"http://{host}")
     pipe.close()
     server.shutdown()
@@ -245,32 +246,45 @@ def test_an_unanswered_approval_expires_and_rejects(running: Running) -> None:
 # ------------------------------------------------------------------ executor refuses forgeries
 def test_forged_or_mismatched_approvals_are_refused(running: Running) -> None:
     step = PlanStep(id="s1", tool="deploy", args={"service": "forged", "environment": "prod"})
-    cid = uuid.uuid4()
-    good_for_other_args = sign(
-        KEY.encode(),
-        correlation_id=str(cid),
-        step_id="s1",
-        tool="deploy",
-        args={"service": "other", "environment": "prod"},
-        approver="policy",
-    )
-    approvals = [
-        StepApproval(step_id="s1", approver="policy", signature="f" * 64),
-        StepApproval(step_id="s1", approver="policy", signature=good_for_other_args),
-        None,
-    ]
+    other_args = step.model_copy(update={"args": {"service": "other", "environment": "prod"}})
+
+    def approval(target: PlanStep, cid: uuid.UUID, **options: Any) -> StepApproval:
+        task, _ = signed_task(target, cid, **options)
+        assert task.approval is not None
+        return task.approval
+
+    cases: list[tuple[uuid.UUID, StepApproval | None]] = []
+    for make in (
+        lambda cid: approval(step, cid).model_copy(update={"signature": "f" * 128}),
+        lambda cid: approval(other_args, cid),
+        lambda cid: approval(step, cid, signer_=signer(generate_pair())),
+        lambda cid: None,
+    ):
+        cid = uuid.uuid4()
+        cases.append((cid, make(cid)))
 
     async def inject(client: Client) -> list[StepResult]:
         sent = []
-        for approval in approvals:
+        for cid, approval in cases:  # each its own request: the task id is fixed per step
             task = Task(step=step, approval=approval, idempotency_key=f"{cid}:s1")
-            message = client.new_message(task, to="executor", correlation_id=cid)
+            message = with_id(
+                client.new_message(task, to="executor", correlation_id=cid),
+                task_message_id(str(cid), "s1"),
+            )
             await client.send(message)
             sent.append(message.message_id)
         return await _results_for(client, sent)
 
     results = running.call(inject)
-    assert [r.status for r in results] == ["refused"] * 3
+    foreign = cases[2][1]
+    assert foreign is not None
+    assert [r.status for r in results] == ["refused"] * 4
+    assert [r.error for r in results] == [
+        "refused: the approval signature does not match this task",
+        "refused: the approval is for other arguments",
+        f"refused: the approval is signed by an unknown key {foreign.key_id}",
+        "refused: the task carries no safety approval",
+    ]
     assert not (running.root / "deploys" / "forged@prod.json").exists()
 
 

@@ -25,7 +25,6 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from agent_runtime.approval import APPROVAL_KEY_ENV
 from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import DecodeError
@@ -34,6 +33,7 @@ from agent_runtime.transport.embedded import EmbeddedServer
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage
 from protocols.pipeline import Report
+from tests.fixtures.approvals import key_pair
 from tests.hostile.strategies import ALLOWED_REPLY, Fields, hostile_entries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -188,7 +188,7 @@ def fleet(
     pipeline = Pipeline.load(config)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    env[APPROVAL_KEY_ENV] = "hostile-approval-key-" + uuid.uuid4().hex
+    env.update(key_pair())
     env.pop("AGENT_RUNTIME_REDIS_URL", None)
     r = redis.Redis.from_url(redis_server.url)
     workers = {

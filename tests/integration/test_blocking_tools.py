@@ -6,7 +6,6 @@ configured failures, and a step timeout is redelivered like any transient failur
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 
 from agent_runtime.agent import Services
-from agent_runtime.approval import APPROVAL_KEY_ENV, sign
 from agent_runtime.errors import BreakerOpen
 from agent_runtime.policies import Policies, PolicySet
 from agent_runtime.policies.errors import classify
@@ -24,11 +22,11 @@ from agent_runtime.transport.keys import Keys
 from agents.executor import Executor
 from agents.executors.base import ToolContext, ToolError, TransientToolError
 from agents.executors.python import Python, PythonOptions
-from protocols.pipeline import PlanStep, StepApproval, Task
+from protocols.pipeline import PlanStep
+from tests.fixtures.approvals import harness_message, key_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-KEY = "integration-approval-key-0123456789"
 HANG = {"hang": "tests.fixtures.slow_functions:hang"}
 OTHERS = {
     "fails": "tests.fixtures.slow_functions:fails",
@@ -37,8 +35,9 @@ OTHERS = {
 
 
 @pytest.fixture(autouse=True)
-def approval_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(APPROVAL_KEY_ENV, KEY)
+def approval_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in key_pair().items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -74,23 +73,9 @@ def executor_config(tmp: Path, **extra: Any) -> dict[str, Any]:
 
 
 async def run_step(harness: AgentHarness, state: Path, delivery: int = 1) -> dict[str, Any]:
-    cid = uuid.uuid4()
     args = {"function": "hang", "kwargs": {"state_dir": str(state)}}
     step = PlanStep(id="s1", tool="python", args=args)
-    signature = sign(
-        KEY.encode(),
-        correlation_id=str(cid),
-        step_id="s1",
-        tool="python",
-        args=step.args,
-        approver="policy",
-    )
-    task = Task(
-        step=step,
-        approval=StepApproval(step_id="s1", approver="policy", signature=signature),
-        idempotency_key=f"{cid}:s1",
-    )
-    message = harness.message_for(task, correlation_id=cid)
+    task, message = harness_message(harness, step)
     (out,) = await harness.handle(task, message=message, delivery_count=delivery)
     return dict(out.message.payload)
 

@@ -16,7 +16,8 @@ from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.state import RedisState
 from agents.router import Router
 from protocols.envelope import utcnow
-from protocols.pipeline import Plan, PlanStep, RequestInfo, SafetyVerdict, StepApproval, StepResult
+from protocols.pipeline import Plan, PlanStep, RequestInfo, SafetyVerdict, StepResult
+from tests.fixtures.approvals import placeholder
 
 pytestmark = pytest.mark.integration
 
@@ -64,9 +65,7 @@ def test_concurrent_results_dispatch_each_step_once(
     verdict = SafetyVerdict(
         decision="approved",
         plan=plan,
-        approvals=[
-            StepApproval(step_id=s.id, approver="policy", signature="a" * 64) for s in plan.steps
-        ],
+        approvals=[placeholder(s.id) for s in plan.steps],
     )
     dispatched: list[str] = []
     finished: list[Any] = []

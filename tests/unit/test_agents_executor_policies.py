@@ -4,7 +4,6 @@ passed deadline is left to the policy middleware."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +11,19 @@ import anyio
 import pytest
 
 from agent_runtime.agent import Services
-from agent_runtime.approval import APPROVAL_KEY_ENV, sign
 from agent_runtime.errors import BreakerOpen, DeadlineExceeded
 from agent_runtime.policies import Policies, PolicySet, PolicySpec, RetryPolicy
 from agent_runtime.testing import AgentHarness
 from agent_runtime.transport.keys import Keys
 from agents.executor import Executor
-from protocols.pipeline import PlanStep, StepApproval, Task
-
-KEY = "unit-test-approval-key-0123456789"
+from protocols.pipeline import PlanStep
+from tests.fixtures.approvals import harness_message, key_pair
 
 
 @pytest.fixture(autouse=True)
-def approval_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(APPROVAL_KEY_ENV, KEY)
+def approval_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in key_pair().items():
+        monkeypatch.setenv(name, value)
 
 
 def config(tmp: Path, failures: int, **extra: Any) -> dict[str, Any]:
@@ -44,22 +42,8 @@ def config(tmp: Path, failures: int, **extra: Any) -> dict[str, Any]:
 
 
 def run(harness: AgentHarness) -> dict[str, Any]:
-    cid = uuid.uuid4()
     step = PlanStep(id="s1", tool="file_read", args={"path": "a.txt"})
-    signature = sign(
-        KEY.encode(),
-        correlation_id=str(cid),
-        step_id="s1",
-        tool="file_read",
-        args=step.args,
-        approver="policy",
-    )
-    task = Task(
-        step=step,
-        approval=StepApproval(step_id="s1", approver="policy", signature=signature),
-        idempotency_key=f"{cid}:s1",
-    )
-    message = harness.message_for(task, correlation_id=cid)
+    task, message = harness_message(harness, step)
     (out,) = anyio.run(lambda: harness.handle(task, message=message))
     return dict(out.message.payload)
 

@@ -13,11 +13,12 @@ import fakeredis
 import pytest
 
 from agent_runtime.agent import Services
-from agent_runtime.approval import APPROVAL_KEY_ENV, sign
+from agent_runtime.approval import verifier
 from agent_runtime.errors import LLMOutputError
 from agent_runtime.llm.base import Completion, Usage
 from agent_runtime.testing import AgentHarness
 from agent_runtime.transport.state import RedisState
+from agents import approvals
 from agents.executor import Executor
 from agents.intent_parser import IntentParser
 from agents.planner import Planner
@@ -35,17 +36,16 @@ from protocols.pipeline import (
     Report,
     RequestInfo,
     SafetyVerdict,
-    StepApproval,
     StepResult,
     Task,
 )
-
-KEY = "unit-test-approval-key-0123456789"
+from tests.fixtures.approvals import key_pair, signed_task
 
 
 @pytest.fixture(autouse=True)
-def approval_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(APPROVAL_KEY_ENV, KEY)
+def approval_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in key_pair().items():
+        monkeypatch.setenv(name, value)
 
 
 def request() -> RequestInfo:
@@ -217,14 +217,28 @@ def test_approved_steps_are_signed_for_exactly_their_arguments() -> None:
     verdict = SafetyVerdict.model_validate(outputs[0].message.payload)
     assert verdict.decision == "approved"
     (approval,) = verdict.approvals
-    assert approval.signature == sign(
-        KEY.encode(),
-        correlation_id=str(message.correlation_id),
-        step_id="s1",
-        tool="shell",
-        args={"argv": ["date"]},
-        approver="policy",
+    cid = str(message.correlation_id)
+    assert approval.message_id == str(approvals.task_message_id(cid, "s1"))
+    assert approval.idempotency_key == f"{cid}:s1"
+    grant = approvals.grant_for(
+        cid,
+        step,
+        "policy",
+        approval.expires_at,
+        key=approval.idempotency_key,
+        message=approval.message_id,
     )
+    assert verifier(key_pair()).verify(grant, approval.key_id, approval.signature)
+    other = step.model_copy(update={"args": {"argv": ["date", "-u"]}})
+    moved = approvals.grant_for(
+        cid,
+        other,
+        "policy",
+        approval.expires_at,
+        key=grant.idempotency_key,
+        message=grant.message_id,
+    )
+    assert not verifier(key_pair()).verify(moved, approval.key_id, approval.signature)
 
 
 def test_over_budget_plans_end_as_budget_exceeded() -> None:
@@ -265,24 +279,15 @@ def task_for(
     approver: str = "policy",
     signed_args: dict[str, Any] | None = None,
 ) -> Task:
-    signature = sign(
-        KEY.encode(),
-        correlation_id=str(cid),
-        step_id=step.id,
-        tool=step.tool,
-        args=signed_args if signed_args is not None else step.args,
-        approver=approver,
-    )
-    return Task(
-        step=step,
-        approval=StepApproval(step_id=step.id, approver=approver, signature=signature),
-        idempotency_key=f"{cid}:{step.id}",
-    )
+    signed = step if signed_args is None else step.model_copy(update={"args": signed_args})
+    task, _ = signed_task(signed, cid, approver=approver)
+    return task.model_copy(update={"step": step})
 
 
 def run_task(task: Task, cid: uuid.UUID, sandbox: Path) -> dict[str, Any]:
     harness = AgentHarness(Executor, config={"sandbox": str(sandbox)})
-    (out,) = handle(harness, task, correlation_id=cid)
+    message_id = approvals.task_message_id(str(cid), task.step.id)
+    (out,) = handle(harness, task, correlation_id=cid, message_id=message_id)
     return dict(out[2])
 
 
@@ -302,9 +307,8 @@ def test_executor_refuses_forged_or_mismatched_approvals(tmp_path: Path) -> None
     forged = [
         task_for(uuid.uuid4(), step),  # another request
         task_for(cid, step, signed_args={"function": "sha256", "kwargs": {"text": "y"}}),
-        task_for(cid, step, approver="human:eve").model_copy(
-            update={"approval": StepApproval(step_id="s1", approver="policy", signature="0" * 64)}
-        ),
+        forge(task_for(cid, step, approver="human:eve"), approver="policy"),
+        forge(task_for(cid, step), signature="0" * 128),
         Task(step=step, approval=None, idempotency_key="k"),
     ]
     for task in forged:
@@ -318,6 +322,12 @@ def test_executor_reports_tool_failures(tmp_path: Path) -> None:
     step = PlanStep(id="s1", tool="file_read", args={"path": "missing.txt"})
     result = run_task(task_for(cid, step), cid, tmp_path)
     assert result["status"] == "failed" and "not a regular file" in result["error"]
+
+
+def forge(task: Task, **changes: Any) -> Task:
+    assert task.approval is not None
+    approval = task.approval.model_copy(update=changes)
+    return task.model_copy(update={"approval": approval})
 
 
 # ------------------------------------------------------------------ reporter

@@ -24,11 +24,9 @@ from protocols.pipeline import (
     PlanStep,
     RequestInfo,
     SafetyVerdict,
-    StepApproval,
     StepResult,
 )
-
-SIG = "a" * 64
+from tests.fixtures.approvals import placeholder
 
 
 def dag(**deps: list[str]) -> Plan:
@@ -54,11 +52,7 @@ def verdict(plan: Plan, awaiting: tuple[str, ...] = ()) -> SafetyVerdict:
         decision="needs_approval" if awaiting else "approved",
         plan=plan,
         awaiting_approval=list(awaiting),
-        approvals=[
-            StepApproval(step_id=s.id, approver="policy", signature=SIG)
-            for s in plan.steps
-            if s.id not in awaiting
-        ],
+        approvals=[placeholder(s.id) for s in plan.steps if s.id not in awaiting],
         approval_expires_at=utcnow() + timedelta(seconds=60) if awaiting else None,
     )
 
@@ -103,7 +97,7 @@ def test_approval_resumes_and_expiry_or_rejection_rejects() -> None:
     state, fx = PlanState.start(verdict(dag(a=[], d=["a"]), awaiting=("d",)), None)
     assert fx.dispatch == ["a"] and fx.timer
     state.record(ok("a"))
-    approval = StepApproval(step_id="d", approver="human:ann", signature=SIG)
+    approval = placeholder("d", "human:ann")
     assert state.resolve(ApprovalResolution(approvals=[approval])).dispatch == ["d"]
     assert not state.resolve(ApprovalResolution(approvals=[approval]))  # decided already
 
