@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ IMAGE = "ghcr.io/example/agent-runtime:0.1.0"
 APP = "agent-runtime"
 REDIS_SECRET = "agent-runtime-redis"  # noqa: S105 - a Secret name; keys: url (AGENT_RUNTIME_REDIS_URL), address, password
 LLM_SECRET = "agent-runtime-llm"  # noqa: S105 - keys: ANTHROPIC_API_KEY, OPENAI_API_KEY (both optional)
-SIGNING_SECRET = "agent-runtime-signing"  # noqa: S105 - AGENT_RUNTIME_APPROVAL_KEY, _SIGNING_KEY
+SIGNING_SECRET = "agent-runtime-signing"  # noqa: S105 - approval key pair, AGENT_RUNTIME_SIGNING_KEY
 CONFIG_MAP = "agent-runtime-pipeline"
 CONFIG_MOUNT = "/app/configs"  # the image's WORKDIR is /app: relative paths work
 DRAIN_DEFAULT = 30.0
@@ -44,6 +45,7 @@ def agent_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "replicas": int(spec.get("replicas", 1)),
             "shards": int(spec.get("shards", 1)),
             "drain_timeout": float(worker.get("drain_timeout", DRAIN_DEFAULT)),
+            "secrets": [str(name) for name in spec.get("secrets") or []],
         }
     return out
 
@@ -67,7 +69,10 @@ def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dic
     return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
-def container(agent: str, config_name: str) -> dict[str, Any]:
+def container(agent: str, config_name: str, secrets: Sequence[str] = ()) -> dict[str, Any]:
+    """The worker container; ``secrets``: the agent type's ``secrets:`` list, each read from
+    the Secret of the same key (the approval private key only for the safety checker, the
+    public key only for executors: docs/security.md)."""
     return {
         "name": "worker",
         "image": IMAGE,
@@ -80,8 +85,7 @@ def container(agent: str, config_name: str) -> dict[str, Any]:
             _secret_env("REDIS_ADDRESS", REDIS_SECRET, "address"),  # read by KEDA
             _secret_env("ANTHROPIC_API_KEY", LLM_SECRET, "ANTHROPIC_API_KEY", optional=True),
             _secret_env("OPENAI_API_KEY", LLM_SECRET, "OPENAI_API_KEY", optional=True),
-            # safety approvals: the safety checker signs, executors verify (same key)
-            _secret_env("AGENT_RUNTIME_APPROVAL_KEY", SIGNING_SECRET, "AGENT_RUNTIME_APPROVAL_KEY"),
+            *(_secret_env(name, SIGNING_SECRET, name) for name in secrets),
             _secret_env(
                 "AGENT_RUNTIME_SIGNING_KEY",
                 SIGNING_SECRET,
@@ -142,7 +146,7 @@ def deployment(agent: str, spec: dict[str, Any], config_name: str) -> dict[str, 
                         "runAsGroup": 10001,
                         "fsGroup": 10001,
                     },
-                    "containers": [container(agent, config_name)],
+                    "containers": [container(agent, config_name, spec["secrets"])],
                     "volumes": [
                         {"name": "pipeline", "configMap": {"name": CONFIG_MAP}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},

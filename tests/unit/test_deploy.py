@@ -27,6 +27,11 @@ from agent_runtime.testing import WorkerProcess
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 CONFIG = ROOT / "configs" / "default.yaml"
+#: Who receives which approval key (docs/security.md): nobody else holds either.
+APPROVAL_KEYS = {
+    "safety_checker": ("AGENT_RUNTIME_APPROVAL_PRIVATE_KEY",),
+    "executor": ("AGENT_RUNTIME_APPROVAL_PUBLIC_KEY",),
+}
 K8S_VERSION = "1.30.0"
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 
@@ -163,12 +168,14 @@ def test_deployments_drain_probe_and_keep_secrets_out(
         assert env["AGENT_RUNTIME_AGENT"]["value"] == agent
         for name in (
             "AGENT_RUNTIME_REDIS_URL",
-            "AGENT_RUNTIME_APPROVAL_KEY",
             "ANTHROPIC_API_KEY",
             "OPENAI_API_KEY",
             "AGENT_RUNTIME_SIGNING_KEY",
+            *APPROVAL_KEYS.get(agent, ()),
         ):
             assert "secretKeyRef" in env[name]["valueFrom"], f"{name} must come from a Secret"
+        held = {n for n in env if n.startswith("AGENT_RUNTIME_APPROVAL")}
+        assert held == set(APPROVAL_KEYS.get(agent, ())), f"{agent} holds {held}"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert box[probe]["exec"]["command"] == ["agent-runtime-healthcheck"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -213,9 +220,11 @@ def test_compose_runs_every_agent_type_with_replicas(
         service = services[agent]
         assert service["command"] == [agent]
         assert service["environment"]["AGENT_RUNTIME_AGENT"] == agent
-        assert service["environment"]["AGENT_RUNTIME_APPROVAL_KEY"].startswith(
-            "${AGENT_RUNTIME_APPROVAL_KEY:?"
-        ), "required from the environment, never a default"
+        environment = service["environment"]
+        held = {n for n in environment if n.startswith("AGENT_RUNTIME_APPROVAL")}
+        assert held == set(APPROVAL_KEYS.get(agent, ())), f"{agent} holds {held}"
+        for name in held:
+            assert environment[name].startswith(f"${{{name}:?"), "required, never a default"
         assert service["deploy"]["replicas"] >= 2
         assert "./configs:/app/configs:ro" in service["volumes"]
         grace = int(service["stop_grace_period"].rstrip("s"))
