@@ -56,9 +56,15 @@ DECISION_TYPE = "approval.decision"
 #: Domain separation: an approval signature is never valid as a pending-record seal.
 APPROVAL_DOMAIN = b"agent-runtime step approval v1\n"
 SEAL_DOMAIN = b"agent-runtime pending approval v1\n"
-#: Secrets every worker needs (the envelope signing key family); every other
-#: ``AGENT_RUNTIME_*KEY*`` variable goes only to the agent types that name it.
-SHARED_SECRET_PREFIXES = ("AGENT_RUNTIME_SIGNING_KEY",)
+#: Secrets every worker needs: the envelope signing keys (``AGENT_RUNTIME_SIGNING_KEY``,
+#: ``..._KEYS_FILE``, ``AGENT_RUNTIME_VERIFY_KEYS``) and the Redis TLS client files
+#: (``AGENT_RUNTIME_REDIS_TLS_KEY_FILE``, ...); every other ``AGENT_RUNTIME_*KEY*`` variable
+#: goes only to the agent types that name it.
+SHARED_SECRET_PREFIXES = (
+    "AGENT_RUNTIME_SIGNING_KEY",
+    "AGENT_RUNTIME_VERIFY_KEYS",
+    "AGENT_RUNTIME_REDIS_TLS_",
+)
 _RUNTIME_SECRET = re.compile(r"^AGENT_RUNTIME_\w*KEY\w*$")
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 

@@ -251,6 +251,9 @@ def test_the_supervisor_gives_each_agent_type_only_the_secrets_it_names(tmp_path
         LEGACY_KEY_ENV: "old",
         "AGENT_RUNTIME_BACKUP_KEY": "x",
         "AGENT_RUNTIME_SIGNING_KEY": "shared-envelope-key",
+        "AGENT_RUNTIME_SIGNING_KEYS_FILE": "/run/keys",
+        "AGENT_RUNTIME_VERIFY_KEYS": "k1,k2",
+        "AGENT_RUNTIME_REDIS_TLS_KEY_FILE": "/run/tls/client.key",
         "PAYMENTS_TOKEN": "pay",
         "HOME": "/root",
     }
@@ -266,7 +269,13 @@ def test_the_supervisor_gives_each_agent_type_only_the_secrets_it_names(tmp_path
         "executor": [PUBLIC_KEY_ENV, "PAYMENTS_TOKEN"],
         "reporter": [],
     }
-    assert all(e["AGENT_RUNTIME_SIGNING_KEY"] == "shared-envelope-key" for e in given.values())
+    shared = (
+        "AGENT_RUNTIME_SIGNING_KEY",
+        "AGENT_RUNTIME_SIGNING_KEYS_FILE",
+        "AGENT_RUNTIME_VERIFY_KEYS",
+        "AGENT_RUNTIME_REDIS_TLS_KEY_FILE",
+    )
+    assert all(e[name] == env[name] for e in given.values() for name in shared)
     assert all(e["HOME"] == "/root" for e in given.values())
 
 
