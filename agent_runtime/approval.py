@@ -136,7 +136,11 @@ class ApprovalVerifier:
 
     def verify(self, grant: Grant, kid: str, signature: str) -> bool:
         public = self.keys.get(kid)
-        return public is not None and _valid(public, grant.material(kid), signature)
+        try:
+            data = grant.material(kid)
+        except (TypeError, ValueError):  # NaN, infinities: never signed
+            return False
+        return public is not None and _valid(public, data, signature)
 
 
 def _valid(public: Ed25519PublicKey, data: bytes, signature: object) -> bool:

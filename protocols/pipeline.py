@@ -169,7 +169,7 @@ class StepApproval(_Model):
     message_id: str = Field(max_length=64)
     idempotency_key: str = Field(max_length=200)
     args_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    expires_at: float = Field(ge=0, description="epoch seconds, Redis server clock")
+    expires_at: float = Field(ge=0, allow_inf_nan=False, description="epoch seconds, server clock")
     key_id: str = Field(pattern=r"^[0-9a-f]{16}$")
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
 
