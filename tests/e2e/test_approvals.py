@@ -98,6 +98,7 @@ def fleet(
 ) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("approvals")
     agents = six_agents(root, "127.0.0.1")
+    agents["safety_checker"]["config"]["policy"]["approval_ttl"] = 120  # no test waits for it
     agents["executor"]["config"]["tools"]["python"] = {
         "class": "agents.executors.python:Python",
         "options": {

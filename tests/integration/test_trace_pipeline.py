@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import secrets
 from typing import Any
 
 import anyio
@@ -24,10 +23,9 @@ FAST = {"block_ms": 100, "heartbeat_interval": 0.2, "drain_timeout": 2, "retry_b
 def test_trace_of_a_request_through_all_six_agents(make_pipeline: MakePipeline) -> None:
     pipe = make_pipeline(**default_pipeline(**FAST))
     config, pipeline, redis_url = pipe.config_path, pipe.pipeline, pipe.url
-    env = {"AGENT_RUNTIME_APPROVAL_KEY": secrets.token_hex(32)}
 
     async def run() -> str:
-        async with pipe.supervisor(env=env) as sup:
+        async with pipe.supervisor() as sup:  # the approval keys: the test helpers' pair
             await sup.wait_ready(90)
             async with Client.connect(redis_url, pipeline) as client:
                 reply = await client.request("list files in configs", timeout=60)

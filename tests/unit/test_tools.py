@@ -68,7 +68,7 @@ def test_file_list_lists_entries_and_hides_denied_names(tmp_path: Path) -> None:
 def test_shell_runs_argv_in_the_sandbox_with_a_stripped_environment(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    monkeypatch.setenv("AGENT_RUNTIME_APPROVAL_KEY", "must-not-leak-0123456789")
+    monkeypatch.setenv("AGENT_RUNTIME_APPROVAL_PUBLIC_KEY", "must-not-leak-0123456789")
     shell = Shell(ShellOptions(commands=["env", "pwd"]))
     env_out = run(shell, {"argv": ["env"]}, tmp_path).output["stdout"]
     assert "must-not-leak" not in env_out and "PATH=" in env_out
