@@ -31,7 +31,9 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 def test_run_prints_a_report_whose_steps_really_ran(
     redis_server: EmbeddedServer, subprocess_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**subprocess_env, "AGENT_RUNTIME_HOME": str(tmp_path)}
+    # no approval keys given: run keeps a generated pair in the runtime home
+    env = {k: v for k, v in subprocess_env.items() if not k.startswith("AGENT_RUNTIME_APPROVAL")}
+    env["AGENT_RUNTIME_HOME"] = str(tmp_path)
     done = run_cli(
         [
             "list files in configs and read configs/policy.yaml and run echo hi "
@@ -52,6 +54,12 @@ def test_run_prints_a_report_whose_steps_really_ran(
     assert steps["s4"]["output"]["words"] == len((ROOT / "configs/policy.yaml").read_text().split())
     for agent in ("intent_parser", "planner", "safety_checker", "router", "executor", "reporter"):
         assert agent in done.stderr  # one progress line per hop
+    pair = tmp_path / "approval-keys.json"
+    assert pair.stat().st_mode & 0o777 == 0o600
+    assert set(json.loads(pair.read_text())) == {
+        "AGENT_RUNTIME_APPROVAL_PRIVATE_KEY",
+        "AGENT_RUNTIME_APPROVAL_PUBLIC_KEY",
+    }
 
 
 def test_run_exits_non_zero_when_the_policy_rejects(
