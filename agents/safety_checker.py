@@ -158,7 +158,7 @@ class SafetyChecker(Agent[SafetyCheckerConfig]):
         passes again on exactly those args; a record whose seal fails is rejected."""
         cid = str(ctx.message.correlation_id)
         now = await self.runtime.clock.now()
-        live, refused = self._live(ctx, cid, await self._pending(cid, decision), now)
+        live, refused = self._live(cid, await self._pending(cid, decision), now)
         if not live and not refused:
             ctx.log.info("approval_not_pending", steps=decision.steps or "all")
             raise Skip
@@ -193,7 +193,7 @@ class SafetyChecker(Agent[SafetyCheckerConfig]):
             )
 
     def _live(
-        self, ctx: MessageContext, cid: str, pending: dict[str, bytes], now: float
+        self, cid: str, pending: dict[str, bytes], now: float
     ) -> tuple[dict[str, PlanStep], dict[str, str]]:
         """(steps still waiting, from their sealed records; step -> why its record is refused)."""
         live: dict[str, PlanStep] = {}
