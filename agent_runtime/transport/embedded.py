@@ -150,7 +150,7 @@ class EmbeddedServer:
                         f"embedded server exited with code {self.process.returncode}: {tail}"
                     )
                 with contextlib.suppress(redis.ConnectionError, FileNotFoundError):
-                    if self.socket_path.exists() and client.ping():
+                    if self.socket_path.exists() and _answers(client):
                         return
                 time.sleep(0.01)
             self.stop()
@@ -180,6 +180,17 @@ class EmbeddedServer:
         terminal). Written atomically; removed by :func:`clear_state`."""
         assert self.process is not None
         return publish_state(self.url, self.process.pid, state_dir)
+
+
+def _answers(client: redis.Redis) -> bool:
+    """Whether the server answers: a PING, or a refusal of our (default) user, which an ACL
+    file may have switched off."""
+    try:
+        return bool(client.ping())
+    except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+        return True
+    except redis.ResponseError as exc:
+        return str(exc).startswith(("NOAUTH", "NOPERM", "WRONGPASS"))
 
 
 def publish_state(url: str, pid: int, state_dir: Path | None = None) -> Path:

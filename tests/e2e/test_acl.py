@@ -1,0 +1,209 @@
+"""Per-agent Redis users (docs/security.md, "Redis users (ACL)"): a server of the test's own,
+locked down the way ``agent-runtime up`` locks down its embedded server; ``ACL DRYRUN`` of
+every agent user over an allow/deny matrix; the six-agent default pipeline end to end with
+every worker process connected as its own user, and not one command refused meanwhile."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis
+
+from agent_runtime.cli import main
+from agent_runtime.client import Client
+from agent_runtime.config.acl import Credentials, lock_down, publish_targets
+from agent_runtime.transport.acl import user_name
+from agent_runtime.transport.embedded import EmbeddedServer
+from protocols.pipeline import Report
+from tests.fixtures.pipeline import LivePipeline, child_env, default_pipeline, supervised
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+FAST = {"block_ms": 100, "heartbeat_interval": 0.3, "drain_timeout": 2, "retry_backoff": 0.05}
+AGENTS = ["intent_parser", "planner", "safety_checker", "router", "executor", "reporter"]
+
+
+@dataclass
+class Locked:
+    server: EmbeddedServer
+    credentials: Credentials
+    pipe: LivePipeline
+    admin: Any  # redis.Redis as the admin user
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locked]:
+    root = tmp_path_factory.mktemp("acl")
+    server = EmbeddedServer(root / "redis", persistent=False).start()
+    try:
+        settings = default_pipeline(**FAST)
+        pipe = LivePipeline(
+            root, server.url, child_env(), prefix="acl" + uuid.uuid4().hex[:8], **settings
+        )
+        pipe.r.close()
+        credentials = anyio.run(lock_down, pipe.pipeline, server.url, root / "secrets")
+        pipe.url = credentials.admin_url
+        pipe.r = redis.Redis.from_url(credentials.admin_url)
+        yield Locked(server, credentials, pipe, pipe.r)
+        pipe.close()
+    finally:
+        server.stop()
+
+
+def dryrun(locked: Locked, agent: str, *command: str) -> str:
+    user = user_name(locked.pipe.keys, agent)
+    answer = locked.admin.execute_command("ACL", "DRYRUN", user, *command)
+    return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+
+def allowed(locked: Locked, agent: str, *command: str) -> bool:
+    return dryrun(locked, agent, *command) == "OK"
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_each_agent_user_may_do_its_job_and_nothing_else(locked: Locked, agent: str) -> None:
+    keys = locked.pipe.keys
+    targets = publish_targets(locked.pipe.pipeline)[agent]
+    own = keys.inbox(agent)
+    others = [a for a in AGENTS if a != agent]
+    foreign = [a for a in others if a not in targets]
+    assert foreign, "every agent type has an inbox it must not write"
+
+    # its own inbox: read, ack, claim, inspect
+    assert allowed(
+        locked, agent, "XREADGROUP", "GROUP", agent, "c", "COUNT", "1", "STREAMS", own, ">"
+    )
+    assert allowed(locked, agent, "XACK", own, agent, "1-0")
+    assert allowed(locked, agent, "XAUTOCLAIM", own, agent, "c", "1000", "0-0", "COUNT", "10")
+    assert allowed(locked, agent, "XINFO", "GROUPS", own)
+    # the next hops: XADD only; its own dead letters, any reply stream, trace, state
+    for target in targets:
+        assert allowed(locked, agent, "XADD", keys.inbox(target), "*", "m", "x"), target
+        if target == agent:  # the router's timers and results to itself
+            continue
+        assert not allowed(locked, agent, "XRANGE", keys.inbox(target), "-", "+"), target
+        assert not allowed(locked, agent, "XDEL", keys.inbox(target), "1-0"), target
+        assert not allowed(locked, agent, "DEL", keys.inbox(target)), target
+    assert allowed(locked, agent, "XADD", keys.dlq(agent), "*", "m", "x")
+    cid = str(uuid.uuid4())
+    assert allowed(locked, agent, "XADD", keys.reply(cid), "*", "m", "x")
+    assert allowed(locked, agent, "RPUSH", keys.trace(cid), "x")
+    assert allowed(locked, agent, "SET", keys.outcome(cid), "x", "NX", "EX", "60")
+    # everyone else's inboxes and dead letters: neither written nor read
+    for other in foreign:
+        assert not allowed(locked, agent, "XADD", keys.inbox(other), "*", "m", "x"), other
+    for other in others:
+        inbox = keys.inbox(other)
+        assert not allowed(locked, agent, "XRANGE", inbox, "-", "+"), other
+        assert not allowed(locked, agent, "XREADGROUP", "GROUP", other, "c", "STREAMS", inbox, ">")
+        assert not allowed(locked, agent, "XACK", inbox, other, "1-0"), other
+        assert not allowed(locked, agent, "XADD", keys.dlq(other), "*", "m", "x"), other
+        assert not allowed(locked, agent, "XRANGE", keys.dlq(other), "-", "+"), other
+    # nothing outside the runtime's keys, no administration
+    assert not allowed(locked, agent, "SET", "elsewhere", "x")
+    assert not allowed(locked, agent, "GET", "elsewhere")
+    for command in (
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("KEYS", "*"),
+        ("CONFIG", "GET", "*"),
+        ("CONFIG", "SET", "appendonly", "no"),
+        ("DEBUG", "SLEEP", "0"),
+        ("ACL", "LIST"),
+        ("SHUTDOWN",),
+        ("CLIENT", "KILL", "ID", "1"),
+        ("MONITOR",),
+        ("SCRIPT", "FLUSH"),
+        ("SCAN", "0"),
+        ("PUBLISH", "chan", "x"),
+    ):
+        assert not allowed(locked, agent, *command), command
+
+
+def test_the_default_user_is_off(locked: Locked) -> None:
+    client = redis.Redis(unix_socket_path=str(locked.server.socket_path))
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()
+    finally:
+        client.close()
+    flags = locked.admin.acl_getuser("default")["flags"]
+    assert "off" in flags and "on" not in flags
+
+
+def test_the_default_pipeline_runs_end_to_end_under_per_agent_users(locked: Locked) -> None:
+    locked.admin.execute_command("ACL", "LOG", "RESET")
+    pipe = locked.pipe
+    env = {"AGENT_RUNTIME_APPROVAL_KEY": secrets.token_hex(32)}
+    with supervised(pipe, env=env, agent_urls=locked.credentials.agent_urls) as (portal, _):
+        users = _connected_users(locked.admin)
+        assert {user_name(pipe.keys, agent) for agent in AGENTS} <= users
+
+        async def run() -> list[Report]:
+            reports = []
+            async with Client.connect(pipe.url, pipe.pipeline) as client:
+                for text in (
+                    "list files in configs and read configs/policy.yaml",
+                    "run uptime then count words in configs/policy.yaml",
+                ):
+                    reply = await client.request(text, timeout=60)
+                    assert isinstance(reply.payload, Report)
+                    reports.append(reply.payload)
+            return reports
+
+        reports = portal.call(run)
+    assert [r.status for r in reports] == ["succeeded", "succeeded"], [r.reasons for r in reports]
+    assert reports[1].steps[0].output["stdout"]
+    # every refusal the server logged meanwhile; INFO (an @dangerous command) is the one
+    # expected: each worker's start-up check of maxmemory-policy, which it then leaves to
+    # the operator's connection
+    refused = locked.admin.execute_command("ACL", "LOG")
+    assert {entry[b"object"] for entry in refused} <= {b"info"}, _describe(refused)
+    assert pipe.dead_letters("executor") == [] and pipe.dead_letters("router") == []
+
+
+def _connected_users(admin: Any) -> set[str]:
+    clients = admin.client_list()
+    return {str(c.get("user")) for c in clients}
+
+
+def _describe(log: list[Any]) -> str:
+    return "\n".join(str(entry) for entry in log)
+
+
+def test_the_rendered_acl_file_is_what_a_server_enforces(tmp_path: Path, locked: Locked) -> None:
+    """The file an operator loads (``agent-runtime acl``): a real server started with it
+    refuses the default user and lets each agent user do exactly its part."""
+    out, secrets_dir = tmp_path / "users.acl", tmp_path / "secrets"
+    argv = ["acl", str(locked.pipe.config_path), "--secrets-dir", str(secrets_dir), "-o", str(out)]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "user default off" in text and "+@all" not in text
+    password = (secrets_dir / user_name(locked.pipe.keys, "executor")).read_text().strip()
+    assert password not in text  # only its hash
+    server = EmbeddedServer(
+        tmp_path / "redis", persistent=False, extra_args=("--aclfile", str(out))
+    )
+    with server:
+        keys = locked.pipe.keys
+        socket = tmp_path / "redis" / "redis.sock"
+        with redis.Redis(unix_socket_path=str(socket)) as anonymous:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.ping()
+        user = user_name(keys, "executor")
+        url = f"unix://{user}:{password}@{socket}"
+        with redis.Redis.from_url(url) as executor:
+            assert executor.xadd(keys.inbox("router"), {"m": "x"})
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                executor.xadd(keys.inbox("reporter"), {"m": "x"})
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                executor.xrange(keys.inbox("router"))
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                executor.flushall()
