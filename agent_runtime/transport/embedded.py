@@ -198,7 +198,12 @@ def publish_state(url: str, pid: int, state_dir: Path | None = None) -> Path:
     commands, which find it with :func:`find_running`. Written atomically."""
     path = (state_dir or runtime_dir()) / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": pid, "owner_pid": os.getpid()}))
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    # the URL may carry the admin user's password: readable by this user only
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({"url": url, "pid": pid, "owner_pid": os.getpid()}))
     tmp.replace(path)
     return path
 

@@ -5,7 +5,12 @@ every worker process connected as its own user, and not one command refused mean
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
+import signal
+import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +24,11 @@ import redis
 from agent_runtime.cli import main
 from agent_runtime.client import Client
 from agent_runtime.config.acl import Credentials, lock_down, publish_targets
-from agent_runtime.transport.acl import user_name
+from agent_runtime.testing import wait_until
+from agent_runtime.transport.acl import ADMIN_USER, user_name
 from agent_runtime.transport.embedded import EmbeddedServer
 from protocols.pipeline import Report
+from tests.e2e.test_cli import CLI, cli, cli_env, write_config
 from tests.fixtures.pipeline import LivePipeline, child_env, default_pipeline, supervised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -207,3 +214,57 @@ def test_the_rendered_acl_file_is_what_a_server_enforces(tmp_path: Path, locked:
                 executor.xrange(keys.inbox("router"))
             with pytest.raises(redis.exceptions.NoPermissionError):
                 executor.flushall()
+
+
+def test_up_gives_each_worker_its_own_user_and_the_commands_the_admin(
+    tmp_path: Path, prefix: str, subprocess_env: dict[str, str]
+) -> None:
+    """``up`` without a URL: the embedded server's default user is off, every worker runs as
+    its agent type's user (password in its environment, never on argv), and send, status,
+    trace and dlq in another terminal still work, as the admin user recorded for them."""
+    config = write_config(tmp_path, prefix)
+    env = cli_env(tmp_path, subprocess_env)
+    home = Path(env["AGENT_RUNTIME_HOME"])
+    out = tmp_path / "up.out"
+    with out.open("w") as sink:
+        up = subprocess.Popen(
+            [CLI, "up", "--config", str(config)], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(
+            lambda: "workers ready" in out.read_text() or up.poll() is not None,
+            60,
+            message="up to report ready",
+        )
+        text = out.read_text()
+        assert "one Redis user per agent type" in text, text
+        sent = cli("send", "as admin", "--wait", "--json", "--config", str(config), env=env)
+        assert sent.returncode == 0, sent.stderr
+        cid = json.loads(sent.stdout)["correlation_id"]
+        for args in (["status"], ["trace", cid], ["dlq", "list"]):
+            done = cli(*args, "--config", str(config), env=env)
+            assert done.returncode == 0, (args, done.stderr)
+        state = home / "server.json"
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        socket = home / "data" / "redis.sock"
+        with redis.Redis(unix_socket_path=str(socket)) as anonymous:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.ping()
+        with redis.Redis.from_url(json.loads(state.read_text())["url"]) as admin:
+            workers = [c for c in admin.client_list() if c["user"].startswith(f"{prefix}-")]
+        assert {c["user"] for c in workers} == {f"{prefix}-echo", f"{prefix}-sink"}
+        for pid in _worker_pids(text):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"@" not in argv and ADMIN_USER.encode() not in environ
+            assert f"AGENT_RUNTIME_REDIS_URL=unix://{prefix}-".encode() in environ
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+    assert code == 0, out.read_text()
+
+
+def _worker_pids(text: str) -> list[int]:
+    pids = [int(p) for p in re.findall(r"^(?:echo|sink)\s+\d+\s+(\d+)\s", text, re.M)]
+    assert len(pids) == 2, text
+    return pids
