@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.errors import ConfigError
 from agent_runtime.transport.acl import (
     ADMIN_USER,
     AclUser,
@@ -39,12 +40,15 @@ def publish_targets(pipeline: Pipeline) -> dict[str, list[str]]:
 
 def pipeline_users(pipeline: Pipeline, secrets_dir: Path) -> list[AclUser]:
     """One ACL user per agent type of ``pipeline``, passwords kept in ``secrets_dir``."""
-    return agent_users(
-        pipeline.config.keys,
-        publish_targets(pipeline),
-        PasswordStore(secrets_dir),
-        reply_streams=pipeline.config.reply_streams,
-    )
+    try:
+        return agent_users(
+            pipeline.config.keys,
+            publish_targets(pipeline),
+            PasswordStore(secrets_dir),
+            reply_streams=pipeline.config.reply_streams,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"reply_streams: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,10 @@ def agent_users(
 
 
 def _glob_escape(text: str) -> str:
-    """``text`` as a literal ACL key pattern (glob characters escaped)."""
+    """``text`` as a literal ACL key pattern (glob characters escaped). A name with
+    whitespace cannot be written in an ACL rule: refused."""
+    if any(ch.isspace() for ch in text):
+        raise ValueError(f"{text[:80]!r}: a key name with whitespace cannot go in an ACL rule")
     return re.sub(r"([*?\\[\]])", r"\\\1", text)
 
 
