@@ -37,21 +37,11 @@ from agent_runtime.transport.keys import Keys
 #: Admin user of the embedded server ``up`` starts (the CLI's connection).
 ADMIN_USER = "agent-runtime-admin"
 
-# Keyless commands every connection needs (redis-py's handshake, transactions, the clock).
-_CONNECTION = (
-    "ping",
-    "time",
-    "hello",
-    "auth",
-    "client|setinfo",
-    "client|setname",
-    "client|getname",
-    "client|id",
-    "multi",
-    "exec",
-    "discard",
-    "unwatch",
-)
+# Keyless commands every connection needs: redis-py's handshake (HELLO, AUTH, CLIENT SETINFO
+# -- Redis >= 7.2 only, hence the category, not the name -- SETNAME, ID), PING, transactions,
+# the server clock. What @connection holds that is @admin/@dangerous (CLIENT KILL, LIST,
+# PAUSE, NO-EVICT, ...) the trailing -@admin -@dangerous takes away again.
+_CONNECTION = ("@connection", "time", "multi", "exec", "discard", "unwatch")
 _OWN_INBOX = (
     "xreadgroup",
     "xack",

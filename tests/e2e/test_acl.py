@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import signal
 import stat
 import subprocess
@@ -21,6 +22,7 @@ import anyio
 import pytest
 import redis
 
+from agent_runtime.approval import pending_approvals, submit_decision
 from agent_runtime.cli import main
 from agent_runtime.client import Client
 from agent_runtime.config.acl import Credentials, lock_down, publish_targets
@@ -45,12 +47,27 @@ class Locked:
     admin: Any  # redis.Redis as the admin user
 
 
-@pytest.fixture(scope="module")
-def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locked]:
+#: The embedded Valkey, and Debian's Redis 7.0 (the oldest server the runtime supports).
+SERVERS = {"valkey": None, "redis7": shutil.which("redis-server") or "/usr/bin/redis-server"}
+
+
+def _start_server(folder: Path, binary: str | None) -> EmbeddedServer:
+    with pytest.MonkeyPatch.context() as patch:
+        if binary:
+            patch.setenv("AGENT_RUNTIME_SERVER_BIN", binary)
+        return EmbeddedServer(folder, persistent=False).start()
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def locked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Locked]:
     root = tmp_path_factory.mktemp("acl")
-    server = EmbeddedServer(root / "redis", persistent=False).start()
+    server = _start_server(root / "redis", SERVERS[request.param])
     try:
         settings = default_pipeline(**FAST)
+        deploy = settings["agents"]["executor"]["config"]["tools"]["deploy"]
+        deploy["options"] = {**deploy.get("options", {}), "state_dir": str(root / "deploys")}
         pipe = LivePipeline(
             root, server.url, child_env(), prefix="acl" + uuid.uuid4().hex[:8], **settings
         )
@@ -126,6 +143,8 @@ def test_each_agent_user_may_do_its_job_and_nothing_else(locked: Locked, agent: 
         ("ACL", "LIST"),
         ("SHUTDOWN",),
         ("CLIENT", "KILL", "ID", "1"),
+        ("CLIENT", "LIST"),
+        ("CLIENT", "PAUSE", "10"),
         ("MONITOR",),
         ("SCRIPT", "FLUSH"),
         ("SCAN", "0"),
@@ -146,34 +165,47 @@ def test_the_default_user_is_off(locked: Locked) -> None:
 
 
 def test_the_default_pipeline_runs_end_to_end_under_per_agent_users(locked: Locked) -> None:
+    """Tool steps, a human approval, a dead letter: every path under the agents' own users,
+    and the server refused none of their commands meanwhile."""
     locked.admin.execute_command("ACL", "LOG", "RESET")
     pipe = locked.pipe
     env = {"AGENT_RUNTIME_APPROVAL_KEY": secrets.token_hex(32)}
     with supervised(pipe, env=env, agent_urls=locked.credentials.agent_urls) as (portal, _):
         users = _connected_users(locked.admin)
         assert {user_name(pipe.keys, agent) for agent in AGENTS} <= users
-
-        async def run() -> list[Report]:
-            reports = []
-            async with Client.connect(pipe.url, pipe.pipeline) as client:
-                for text in (
-                    "list files in configs and read configs/policy.yaml",
-                    "run uptime then count words in configs/policy.yaml",
-                ):
-                    reply = await client.request(text, timeout=60)
-                    assert isinstance(reply.payload, Report)
-                    reports.append(reply.payload)
-            return reports
-
-        reports = portal.call(run)
-    assert [r.status for r in reports] == ["succeeded", "succeeded"], [r.reasons for r in reports]
+        reports = portal.call(_requests, pipe)
+        pipe.r.xadd(pipe.keys.inbox("intent_parser"), {"m": "not an envelope"})
+        wait_until(lambda: pipe.dead_letters("intent_parser"), 30, message="a dead letter")
+    assert [r.status for r in reports] == ["succeeded"] * 3, [r.reasons for r in reports]
     assert reports[1].steps[0].output["stdout"]
+    assert reports[2].steps[-1].output["version"] == "7"
     # every refusal the server logged meanwhile; INFO (an @dangerous command) is the one
     # expected: each worker's start-up check of maxmemory-policy, which it then leaves to
     # the operator's connection
     refused = locked.admin.execute_command("ACL", "LOG")
     assert {entry[b"object"] for entry in refused} <= {b"info"}, _describe(refused)
-    assert pipe.dead_letters("executor") == [] and pipe.dead_letters("router") == []
+
+
+async def _requests(pipe: LivePipeline) -> list[Report]:
+    reports = []
+    async with Client.connect(pipe.url, pipe.pipeline) as client:
+        for text in (
+            "list files in configs and read configs/policy.yaml",
+            "run uptime then count words in configs/policy.yaml",
+        ):
+            reply = await client.request(text, timeout=60)
+            assert isinstance(reply.payload, Report)
+            reports.append(reply.payload)
+        message = await client.publish("deploy web to prod version 7", timeout=60)
+        cid = str(message.correlation_id)
+        with anyio.fail_after(30):
+            while not await pending_approvals(client.state, client.keys, cid):
+                await anyio.sleep(0.05)
+        await submit_decision(client, cid, approved=True, steps=["s1"], approver="tester")
+        reply = await client.wait_reply(message, 60)
+        assert isinstance(reply.payload, Report)
+        reports.append(reply.payload)
+    return reports
 
 
 def _connected_users(admin: Any) -> set[str]:
