@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from agent_runtime.cli.common import add_config, load_pipeline
-from agent_runtime.config.acl import pipeline_users
+from agent_runtime.config.acl import ACL_DIR, pipeline_users
 from agent_runtime.transport.acl import render_file
 from agent_runtime.transport.embedded import runtime_dir
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config_file:
         args.config = args.config_file
     pipeline = load_pipeline(args)
-    secrets_dir = args.secrets_dir or runtime_dir() / "acl"
+    secrets_dir = args.secrets_dir or runtime_dir() / ACL_DIR
     users = pipeline_users(pipeline, secrets_dir)
     text = render_file(users, disable_default=not args.keep_default_user)
     if args.output is None:

@@ -20,7 +20,7 @@ from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config, add_redis, configured_url, load_pipeline, ping
 from agent_runtime.cli.failures import mask_url
-from agent_runtime.config.acl import Credentials, lock_down
+from agent_runtime.config.acl import ACL_DIR, Credentials, lock_down
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.transport.embedded import (
@@ -31,9 +31,6 @@ from agent_runtime.transport.embedded import (
     runtime_dir,
 )
 from agent_runtime.worker.supervisor import Supervisor, WorkersNotReady
-
-#: Folder of the runtime home holding the Redis users' passwords (one 0600 file each).
-ACL_DIR = "acl"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

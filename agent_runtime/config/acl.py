@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import ConfigError
@@ -16,8 +17,13 @@ from agent_runtime.transport.acl import (
     admin_rules,
     agent_users,
     install_users,
+    user_name,
     with_credentials,
 )
+from agent_runtime.transport.embedded import runtime_dir
+
+#: Folder of the runtime home holding the Redis users' passwords (one 0600 file each).
+ACL_DIR = "acl"
 
 
 def publish_targets(pipeline: Pipeline) -> dict[str, list[str]]:
@@ -72,3 +78,19 @@ async def lock_down(pipeline: Pipeline, url: str, secrets_dir: Path) -> Credenti
         for agent, user in zip(pipeline.agents, users, strict=True)
     }
     return Credentials(with_credentials(url, admin.name, admin.password), agent_urls)
+
+
+def worker_url(url: str, pipeline: Pipeline, agent: str, secrets_dir: Path | None = None) -> str:
+    """The URL a worker of ``agent`` should use: given the admin user's URL of a server ``up``
+    locked down (what a worker started by hand finds recorded), its own user's instead, when
+    that user's password is in ``secrets_dir`` (default: the runtime home's); any other URL
+    as it is."""
+    user, _, _ = url.partition("://")[2].partition("@")[0].partition(":")
+    if "@" not in url or unquote(user) != ADMIN_USER:
+        return url
+    name = user_name(pipeline.config.keys, agent)
+    try:
+        password = ((secrets_dir or runtime_dir() / ACL_DIR) / name).read_text().strip()
+    except FileNotFoundError:
+        return url
+    return with_credentials(url, name, password)

@@ -29,6 +29,7 @@ from agent_runtime.config.acl import Credentials, lock_down, publish_targets
 from agent_runtime.testing import wait_until
 from agent_runtime.transport.acl import ADMIN_USER, user_name
 from agent_runtime.transport.embedded import EmbeddedServer
+from agent_runtime.worker.loop import default_consumer_name
 from protocols.pipeline import Report
 from tests.e2e.test_cli import CLI, cli, cli_env, write_config
 from tests.fixtures.pipeline import LivePipeline, child_env, default_pipeline, supervised
@@ -290,10 +291,31 @@ def test_up_gives_each_worker_its_own_user_and_the_commands_the_admin(
             environ = Path(f"/proc/{pid}/environ").read_bytes()
             assert b"@" not in argv and ADMIN_USER.encode() not in environ
             assert f"AGENT_RUNTIME_REDIS_URL=unix://{prefix}-".encode() in environ
+        # a worker started by hand finds the admin URL recorded, and uses its own user
+        extra = subprocess.Popen(
+            [CLI, "worker", "echo", "--slot", "9", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            beat = f"{prefix}:hb:echo:{default_consumer_name('echo', 9)}"
+            with redis.Redis.from_url(json.loads(state.read_text())["url"]) as admin:
+                wait_until(lambda: admin.exists(beat), 60, message="the extra worker's heartbeat")
+            assert _users(state).count(ADMIN_USER) == 1  # the connection asking, no other
+        finally:
+            extra.terminate()
+            extra.wait(30)
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)
     assert code == 0, out.read_text()
+
+
+def _users(state: Path) -> list[str]:
+    """The user of every connection to the server recorded in ``state``."""
+    with redis.Redis.from_url(json.loads(state.read_text())["url"]) as admin:
+        return [c["user"] for c in admin.client_list()]
 
 
 def _worker_pids(text: str) -> list[int]:
