@@ -4,6 +4,7 @@ logic (the real servers enforcing them: tests/e2e/test_acl.py and tests/e2e/test
 from __future__ import annotations
 
 import hashlib
+import re
 import stat
 from pathlib import Path
 
@@ -145,3 +146,21 @@ def test_config_tls_fills_only_what_the_url_and_environment_leave_open() -> None
 def test_any_config_path_reaches_redis_py_unchanged(path: str) -> None:
     url = with_settings("rediss://h:1/0", TlsSettings(ca_file=path), {})
     assert parse_url(url)["ssl_ca_certs"] == path  # type: ignore[typeddict-item]
+
+
+def test_every_command_the_scripts_call_is_granted() -> None:
+    """A command added to a Lua script of the transport must be added to the agents' rules too
+    (else a worker's script fails with NOPERM under its user). The e2e test finds the ones the
+    pipeline sends from Python (ACL LOG)."""
+    granted = {
+        token[1:].lower()
+        for rule in agent_rules(Keys("ar"), "router", ["executor"])
+        for token in rule.strip("()").split()
+        if token.startswith("+")
+    }
+    called: set[str] = set()
+    for path in (ROOT / "agent_runtime" / "transport").glob("*.py"):
+        if not path.name.startswith("memory"):  # the in-memory transport's Lua emulation
+            called |= set(re.findall(r"redis\.call\(\s*'([A-Za-z]+)'", path.read_text()))
+    assert {"XADD", "XACK", "SADD", "HSETNX", "TIME"} <= called  # the scan finds them
+    assert {c.lower() for c in called} - granted == set()
