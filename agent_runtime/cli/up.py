@@ -19,8 +19,8 @@ import anyio
 from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config, add_redis, configured_url, load_pipeline, ping
-from agent_runtime.cli.failures import mask_url
-from agent_runtime.config.acl import ACL_DIR, Credentials, lock_down
+from agent_runtime.cli.failures import UsageError, mask_url
+from agent_runtime.config.acl import ACL_DIR, Credentials, agent_urls, lock_down
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.transport.embedded import (
@@ -58,6 +58,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write each worker's output to DIR/AGENT-SLOT.log (default: this terminal)",
     )
     parser.add_argument(
+        "--acl-secrets",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --redis-url: run each agent type's workers as its own Redis user, passwords "
+        "from DIR (made by 'agent-runtime acl --secrets-dir DIR'; docs/security.md)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=60.0,
@@ -74,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if url:
         anyio.run(ping, url)  # an unreachable server: one line, exit 4, no worker started
         _say(f"redis: {mask_url(url)}")
-        code: int = anyio.run(supervise, args, pipeline, url, replicas)
+        users = agent_urls(pipeline, url, args.acl_secrets) if args.acl_secrets else None
+        code: int = anyio.run(supervise, args, pipeline, url, replicas, users)
         return code
+    if args.acl_secrets:
+        raise UsageError("--acl-secrets needs --redis-url (the embedded server gets its own users)")
     server = _start_embedded()
     args.target_url = server.url
     try:

@@ -94,3 +94,20 @@ def worker_url(url: str, pipeline: Pipeline, agent: str, secrets_dir: Path | Non
     except FileNotFoundError:
         return url
     return with_credentials(url, name, password)
+
+
+def agent_urls(pipeline: Pipeline, url: str, secrets_dir: Path) -> dict[str, str]:
+    """Each agent type's URL on the server at ``url`` whose users were made from
+    ``agent-runtime acl`` (passwords read from ``secrets_dir``, none made here)."""
+    urls: dict[str, str] = {}
+    for agent in pipeline.agents:
+        name = user_name(pipeline.config.keys, agent)
+        try:
+            password = (secrets_dir / name).read_text().strip()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"--acl-secrets {secrets_dir}: no password file for user {name!r} (render the "
+                "users with 'agent-runtime acl CONFIG --secrets-dir DIR' and load them first)"
+            ) from None
+        urls[agent] = with_credentials(url, name, password)
+    return urls

@@ -322,3 +322,50 @@ def _worker_pids(text: str) -> list[int]:
     pids = [int(p) for p in re.findall(r"^(?:echo|sink)\s+\d+\s+(\d+)\s", text, re.M)]
     assert len(pids) == 2, text
     return pids
+
+
+def test_up_on_a_server_of_your_own_runs_each_agent_as_its_user(
+    tmp_path: Path, prefix: str, subprocess_env: dict[str, str]
+) -> None:
+    """The operator's path: render the users, load the file (plus an admin of their own) into
+    a server, then ``up --redis-url ADMIN --acl-secrets DIR``: every worker connects as its
+    agent type's user, requests are answered."""
+    config = write_config(tmp_path, prefix)
+    env = cli_env(tmp_path, subprocess_env)
+    users, secrets_dir = tmp_path / "users.acl", tmp_path / "acl"
+    assert main(["acl", str(config), "--secrets-dir", str(secrets_dir), "-o", str(users)]) == 0
+    password = secrets.token_urlsafe(24)
+    with users.open("a") as out:
+        out.write(f"user operator on >{password} ~* &* +@all\n")
+    with EmbeddedServer(tmp_path / "redis", persistent=False, extra_args=("--aclfile", str(users))):
+        url = f"unix://operator:{password}@{tmp_path / 'redis' / 'redis.sock'}"
+        out_file = tmp_path / "up.out"
+        with out_file.open("w") as sink:
+            up = subprocess.Popen(
+                [CLI, "up", "--config", str(config), "--acl-secrets", str(secrets_dir)],
+                env={**env, "AGENT_RUNTIME_REDIS_URL": url},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(
+                lambda: "workers ready" in out_file.read_text() or up.poll() is not None,
+                60,
+                message="up to report ready",
+            )
+            sent = cli(
+                "send",
+                "own users",
+                "--wait",
+                "--config",
+                str(config),
+                env=env | {"AGENT_RUNTIME_REDIS_URL": url},
+            )
+            assert sent.returncode == 0, sent.stderr
+            with redis.Redis.from_url(url) as admin:
+                workers = {c["user"] for c in admin.client_list()} - {"operator"}
+            assert workers == {f"{prefix}-echo", f"{prefix}-sink"}
+        finally:
+            up.send_signal(signal.SIGINT)
+            code = up.wait(60)
+        assert code == 0, out_file.read_text()
