@@ -34,7 +34,7 @@ from protocols.pipeline import Report
 from tests.e2e.test_cli import CLI, cli, cli_env, write_config
 from tests.fixtures.pipeline import LivePipeline, child_env, default_pipeline, supervised
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 FAST = {"block_ms": 100, "heartbeat_interval": 0.3, "drain_timeout": 2, "retry_backoff": 0.05}
 AGENTS = ["intent_parser", "planner", "safety_checker", "router", "executor", "reporter"]
@@ -174,9 +174,18 @@ def test_the_default_pipeline_runs_end_to_end_under_per_agent_users(locked: Lock
     with supervised(pipe, env=env, agent_urls=locked.credentials.agent_urls) as (portal, _):
         users = _connected_users(locked.admin)
         assert {user_name(pipe.keys, agent) for agent in AGENTS} <= users
-        reports = portal.call(_requests, pipe)
+        try:
+            reports = portal.call(_requests, pipe)
+        except Exception as exc:  # say what the server refused, if anything
+            refused = _describe(locked.admin.execute_command("ACL", "LOG"))
+            raise AssertionError(f"{exc!r}; ACL LOG:\n{refused}") from exc
         pipe.r.xadd(pipe.keys.inbox("intent_parser"), {"m": "not an envelope"})
         wait_until(lambda: pipe.dead_letters("intent_parser"), 30, message="a dead letter")
+        # a container's health probe runs with its worker's own user
+        own = locked.credentials.agent_urls["executor"]
+        consumer = default_consumer_name("executor", 0)
+        probe = ["--config", str(pipe.config_path), "--redis-url", own]
+        assert main(["health", "--agent", "executor", "--consumer", consumer, *probe]) == 0
     assert [r.status for r in reports] == ["succeeded"] * 3, [r.reasons for r in reports]
     assert reports[1].steps[0].output["stdout"]
     assert reports[2].steps[-1].output["version"] == "7"
@@ -194,16 +203,16 @@ async def _requests(pipe: LivePipeline) -> list[Report]:
             "list files in configs and read configs/policy.yaml",
             "run uptime then count words in configs/policy.yaml",
         ):
-            reply = await client.request(text, timeout=60)
+            reply = await client.request(text, timeout=120)
             assert isinstance(reply.payload, Report)
             reports.append(reply.payload)
-        message = await client.publish("deploy web to prod version 7", timeout=60)
+        message = await client.publish("deploy web to prod version 7", timeout=120)
         cid = str(message.correlation_id)
         with anyio.fail_after(30):
             while not await pending_approvals(client.state, client.keys, cid):
                 await anyio.sleep(0.05)
         await submit_decision(client, cid, approved=True, steps=["s1"], approver="tester")
-        reply = await client.wait_reply(message, 60)
+        reply = await client.wait_reply(message, 120)
         assert isinstance(reply.payload, Report)
         reports.append(reply.payload)
     return reports
