@@ -91,7 +91,7 @@ class TlsServer:
         return f"rediss://{host}:{self.port}/0?{query}"
 
 
-def _start(root: Path, certs: Path) -> TlsServer:
+def _start(root: Path, certs: Path, *, client_certs: str = "yes") -> TlsServer:
     port = _free_port()
     argv = [
         REDIS_SERVER,
@@ -101,7 +101,7 @@ def _start(root: Path, certs: Path) -> TlsServer:
         "--tls-cert-file", str(certs / "server.pem"),
         "--tls-key-file", str(certs / "server.key"),
         "--tls-ca-cert-file", str(certs / "ca.pem"),
-        "--tls-auth-clients", "yes",
+        "--tls-auth-clients", client_certs,
         "--save", "", "--appendonly", "no",
         "--maxmemory-policy", "noeviction",
         "--dir", str(root),
@@ -227,3 +227,34 @@ def test_a_wrong_ca_fails_with_one_line(tls_server: TlsServer, tmp_path: Path) -
 def test_verification_cannot_be_turned_off(tls_server: TlsServer) -> None:
     with pytest.raises(ValueError, match="ssl_cert_reqs"):
         connect(tls_server.url() + "&ssl_cert_reqs=none")
+
+
+def test_a_client_certificate_is_optional_where_the_server_does_not_ask(
+    tls_server: TlsServer, tmp_path: Path
+) -> None:
+    """One-way TLS (``tls-auth-clients no``): the CA alone is enough, from the environment."""
+    server = _start(tmp_path, tls_server.certs, client_certs="no")
+    url = f"rediss://localhost:{server.port}"
+    env = {"AGENT_RUNTIME_REDIS_TLS_CA_FILE": str(tls_server.certs / "ca.pem")}
+
+    async def ping() -> bool:
+        connection = connect(url)
+        try:
+            return bool(await connection.redis.ping())
+        finally:
+            await connection.redis.aclose()
+
+    def answers() -> bool:
+        assert server.process.poll() is None, "redis-server exited (see server.log)"
+        with contextlib.suppress(redis.ConnectionError):
+            return anyio.run(ping)
+        return False
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            assert wait_until(answers, 20, message="one-way TLS")
+    finally:
+        server.process.terminate()
+        server.process.wait(10)
