@@ -21,6 +21,7 @@ COMMANDS = [
     "agent_runtime.cli.run",
     "agent_runtime.cli.approve",
     "agent_runtime.cli.validate",
+    "agent_runtime.cli.acl",
     "agent_runtime.cli.redis",
     "agent_runtime.cli.status",
     "agent_runtime.cli.trace",

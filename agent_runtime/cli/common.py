@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.embedded import find_running
 from agent_runtime.transport.inspect import RuntimeReader
 from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.tls import TlsSettings, with_settings
 from agent_runtime.transport.traces import TraceLog
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -77,7 +79,24 @@ def configured_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str |
     url = getattr(args, "redis_url", None) or os.environ.get("AGENT_RUNTIME_REDIS_URL")
     if not url and pipeline is not None:
         url = pipeline.config.redis_url
+    if url and pipeline is not None:
+        url = with_config_tls(url, pipeline)
     return use_url(args, url) if url else None
+
+
+def with_config_tls(url: str, pipeline: Pipeline) -> str:
+    """``url`` with the config's ``redis_tls`` settings (paths relative to the config file)
+    wherever neither the URL nor the environment gives one (agent_runtime/transport/tls.py)."""
+    tls = pipeline.config.redis_tls
+    base = pipeline.source.parent if pipeline.source is not None else Path.cwd()
+
+    def path(value: str | None) -> str | None:
+        return str(base / value) if value else None
+
+    settings = TlsSettings(
+        path(tls.ca_file), path(tls.cert_file), path(tls.key_file), tls.check_hostname
+    )
+    return with_settings(url, settings)
 
 
 def use_url(args: argparse.Namespace, url: str) -> str:

@@ -140,7 +140,8 @@ def _diagnose(chain: list[BaseException]) -> tuple[str | None, str]:
         )
     if tls := has(ssl.SSLError, ssl.CertificateError):
         return f"TLS failed: {_first_line(tls)}", (
-            "check that the server speaks TLS on that port and that its certificate is trusted"
+            "check that the server speaks TLS on that port and that its certificate is trusted: "
+            "CA file in AGENT_RUNTIME_REDIS_TLS_CA_FILE, redis_tls.ca_file or ssl_ca_certs="
         )
     if has(socket.gaierror):
         return "unknown host", "check the host name in the URL"

@@ -1,8 +1,10 @@
 """``agent-runtime up``: run every agent type's replicas as supervised worker processes.
 
 Without a Redis URL it starts the embedded server (persistent, AOF) in the runtime directory
-and records it, so ``send``/``status`` in another terminal find it. SIGINT/SIGTERM stop the
-workers (drain), then the server.
+and records it, so ``send``/``status`` in another terminal find it. That server gets one ACL
+user per agent type (agent_runtime/config/acl.py) and an admin user for the commands; its
+default user is switched off, and each worker gets its own user's URL in its environment.
+SIGINT/SIGTERM stop the workers (drain), then the server.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ import anyio
 from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config, add_redis, configured_url, load_pipeline, ping
-from agent_runtime.cli.failures import mask_url
+from agent_runtime.cli.failures import UsageError, mask_url
+from agent_runtime.config.acl import ACL_DIR, Credentials, agent_urls, lock_down
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
-from agent_runtime.transport.embedded import EmbeddedServer, clear_state, find_running, runtime_dir
+from agent_runtime.transport.embedded import (
+    EmbeddedServer,
+    clear_state,
+    find_running,
+    publish_state,
+    runtime_dir,
+)
 from agent_runtime.worker.supervisor import Supervisor, WorkersNotReady
 
 
@@ -49,6 +58,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write each worker's output to DIR/AGENT-SLOT.log (default: this terminal)",
     )
     parser.add_argument(
+        "--acl-secrets",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --redis-url: run each agent type's workers as its own Redis user, passwords "
+        "from DIR (made by 'agent-runtime acl --secrets-dir DIR'; docs/security.md)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=60.0,
@@ -65,15 +82,22 @@ def run(args: argparse.Namespace) -> int:
     if url:
         anyio.run(ping, url)  # an unreachable server: one line, exit 4, no worker started
         _say(f"redis: {mask_url(url)}")
-        code: int = anyio.run(supervise, args, pipeline, url, replicas)
+        users = agent_urls(pipeline, url, args.acl_secrets) if args.acl_secrets else None
+        code: int = anyio.run(supervise, args, pipeline, url, replicas, users)
         return code
+    if args.acl_secrets:
+        raise UsageError("--acl-secrets needs --redis-url (the embedded server gets its own users)")
     server = _start_embedded()
     args.target_url = server.url
     try:
+        credentials = _lock_down(server, pipeline)
         _say(
-            f"redis: {server.url}  (embedded server, pid {_pid(server)}, data in {server.data_dir})"
+            f"redis: {server.url}  (embedded server, pid {_pid(server)}, data in {server.data_dir}"
+            f"; one Redis user per agent type, passwords in {runtime_dir() / ACL_DIR})"
         )
-        code = anyio.run(supervise, args, pipeline, server.url, replicas)
+        code = anyio.run(
+            supervise, args, pipeline, credentials.admin_url, replicas, credentials.agent_urls
+        )
     finally:
         server.stop()
         clear_state()
@@ -98,13 +122,25 @@ def _start_embedded() -> EmbeddedServer:
             f"an embedded server started by another 'agent-runtime up' is running ({running}); "
             "stop that one first, or pass --redis-url to use a server of your own"
         )
-    server = EmbeddedServer(runtime_dir() / "data", persistent=True).start()
-    server.publish_state()
-    return server
+    return EmbeddedServer(runtime_dir() / "data", persistent=True).start()
+
+
+def _lock_down(server: EmbeddedServer, pipeline: Pipeline) -> Credentials:
+    """One ACL user per agent type and an admin user on the embedded server, its default user
+    switched off; the admin URL (with its password) is recorded, readable by this user only,
+    for the other commands (send, status, trace, dlq, approve)."""
+    credentials: Credentials = anyio.run(lock_down, pipeline, server.url, runtime_dir() / ACL_DIR)
+    assert server.process is not None
+    publish_state(credentials.admin_url, server.process.pid)
+    return credentials
 
 
 async def supervise(
-    args: argparse.Namespace, pipeline: Pipeline, url: str, replicas: dict[str, int]
+    args: argparse.Namespace,
+    pipeline: Pipeline,
+    url: str,
+    replicas: dict[str, int],
+    agent_urls: dict[str, str] | None = None,
 ) -> int:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         sup = Supervisor(
@@ -113,6 +149,7 @@ async def supervise(
             replicas=replicas,
             log_dir=args.log_dir,
             env=child_env(),  # the approval key pair: ours, else the runtime home's (generated)
+            agent_urls=agent_urls,  # each agent type's own Redis user (embedded server)
         )
         async with sup, anyio.create_task_group() as tg:
             tg.start_soon(_announce, sup, args)

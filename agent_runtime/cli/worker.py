@@ -10,6 +10,7 @@ import signal
 import anyio
 
 from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.config.acl import worker_url
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.logging import configure_logging
 from agent_runtime.observability.process import metrics_port_from_env
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
             f"agent-runtime worker: unknown agent type {args.name!r} (this config has: {known})"
         )
     configure_logging(redactor=env_redactor().with_config(pipeline.config))
-    url = redis_url(args, pipeline)
+    # on the server 'up' locked down, its own agent type's user, not the admin it finds
+    url = worker_url(redis_url(args, pipeline), pipeline, args.name)
     consumer = args.consumer or default_consumer_name(args.name, args.slot)
     port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
     anyio.run(serve, pipeline, args.name, url, consumer, port, backend_options=loop_options())

@@ -87,12 +87,25 @@ class AgentSpec(BaseModel):
         return value
 
 
+class RedisTls(BaseModel):
+    """``redis_tls:``: TLS to a ``rediss://`` server (agent_runtime/transport/tls.py; the
+    ``AGENT_RUNTIME_REDIS_TLS_*`` variables override it). Paths are relative to the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: str | None = Field(default=None, description="CA bundle the server is checked with")
+    cert_file: str | None = Field(default=None, description="client certificate (mutual TLS)")
+    key_file: str | None = Field(default=None, description="the client certificate's key")
+    check_hostname: bool | None = Field(default=None, description="default true")
+
+
 class PipelineConfig(BaseModel):
     """A whole pipeline file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     redis_url: str | None = None
+    redis_tls: RedisTls = Field(default_factory=RedisTls)
     key_prefix: str = Field(default="ar", pattern=r"^[A-Za-z0-9_\-]{1,32}$")
     allowed_modules: list[str] = Field(default_factory=list)
     python_paths: list[str] = Field(

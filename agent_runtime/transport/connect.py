@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_runtime.backoff import Backoff
 from agent_runtime.transport.fastpack import use_hiredis_packing
+from agent_runtime.transport.tls import client_options
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 #: Connections per process and URL; a worker's loops use a handful, handlers share the rest.
@@ -76,6 +77,7 @@ def connect(url: str, **kwargs: Any) -> Connection:
         "health_check_interval": 30,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "retry": retry,
+        **client_options(url),  # TLS (rediss://): verified, AGENT_RUNTIME_REDIS_TLS_* settings
         **kwargs,
     }
     if scheme in CLUSTER_SCHEMES:

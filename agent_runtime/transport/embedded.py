@@ -150,7 +150,7 @@ class EmbeddedServer:
                         f"embedded server exited with code {self.process.returncode}: {tail}"
                     )
                 with contextlib.suppress(redis.ConnectionError, FileNotFoundError):
-                    if self.socket_path.exists() and client.ping():
+                    if self.socket_path.exists() and _answers(client):
                         return
                 time.sleep(0.01)
             self.stop()
@@ -182,12 +182,28 @@ class EmbeddedServer:
         return publish_state(self.url, self.process.pid, state_dir)
 
 
+def _answers(client: redis.Redis) -> bool:
+    """Whether the server answers: a PING, or a refusal of our (default) user, which an ACL
+    file may have switched off."""
+    try:
+        return bool(client.ping())
+    except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+        return True
+    except redis.ResponseError as exc:
+        return str(exc).startswith(("NOAUTH", "NOPERM", "WRONGPASS"))
+
+
 def publish_state(url: str, pid: int, state_dir: Path | None = None) -> Path:
     """Record the server at ``url`` (process ``pid``, owned by this process) for other
     commands, which find it with :func:`find_running`. Written atomically."""
     path = (state_dir or runtime_dir()) / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": pid, "owner_pid": os.getpid()}))
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    # the URL may carry the admin user's password: readable by this user only
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({"url": url, "pid": pid, "owner_pid": os.getpid()}))
     tmp.replace(path)
     return path
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from agent_runtime.errors import TransportError
 from agent_runtime.limits import MAX_ERROR_TEXT
@@ -150,8 +150,13 @@ class StreamBus:
     async def check_server(self) -> None:
         """Refuse a server whose ``maxmemory-policy`` evicts keys: eviction silently deletes
         streams and de-duplication sets and loses messages (REDIS-NOTES). Every node of a
-        cluster is checked; ``noeviction`` is required."""
-        info = await self.redis.info("memory")
+        cluster is checked; ``noeviction`` is required. A user without ``INFO`` (an agent's
+        ACL user: it is an ``@dangerous`` command) cannot check: the operator's admin
+        connection does (``up`` does on its own server)."""
+        try:
+            info = await self.redis.info("memory")
+        except NoPermissionError:
+            return
         nodes = (
             [info]
             if "maxmemory_policy" in info

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -109,6 +110,7 @@ class Supervisor:
         log_dir: Path | None = None,
         restart_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        agent_urls: Mapping[str, str] | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.redis_url = redis_url
@@ -118,6 +120,7 @@ class Supervisor:
         self.max_backoff = max_backoff
         self.log = structlog.get_logger("agent_runtime.worker.supervisor")
         self._env = _child_env(env, redis_url)
+        self._agent_urls = dict(agent_urls or {})  # agent type -> its own credentials
         pairs = [
             (agent, slot)
             for agent, count in self._replicas(replicas).items()
@@ -251,7 +254,7 @@ class Supervisor:
             "--config",
             str(self.config_path),
         ]
-        if "AGENT_RUNTIME_REDIS_URL" not in self._env:  # credentials never go on argv
+        if "AGENT_RUNTIME_REDIS_URL" not in self._child_env(child):  # credentials: env only
             argv += ["--redis-url", self.redis_url]
         return argv
 
@@ -274,6 +277,7 @@ class Supervisor:
         named = {n for names in secrets.values() for n in names}
         env = agent_env(self._env, secrets[child.agent], named)
         env["AGENT_RUNTIME_WORKER_INDEX"] = str(child.index)
+        env.update(_agent_url_env(self._agent_urls, child.agent))
         base = env.get("AGENT_RUNTIME_METRICS_PORT", "")
         if base.isdigit() and int(base) > 0:
             env["AGENT_RUNTIME_METRICS_PORT"] = str(int(base) + child.index)
@@ -411,6 +415,13 @@ def _beat_pid(beat: bytes | None) -> int | None:
     except (ValueError, AttributeError):
         return None
     return pid if isinstance(pid, int) else None
+
+
+def _agent_url_env(agent_urls: Mapping[str, str], agent: str) -> dict[str, str]:
+    """The Redis URL of ``agent``'s own user (``up`` with per-agent ACL users), in the
+    environment: it holds a password, so never on argv. Empty: the supervisor's URL."""
+    url = agent_urls.get(agent)
+    return {"AGENT_RUNTIME_REDIS_URL": url} if url else {}
 
 
 def _child_env(extra: dict[str, str] | None, redis_url: str) -> dict[str, str]:
