@@ -3,16 +3,16 @@ library. Command modules are listed explicitly in COMMANDS (order = order in --h
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 
+import click
+
 from agent_runtime import __version__
 from agent_runtime.cli.failures import EXIT_INTERNAL, describe
-from agent_runtime.observability.logging import configure_logging
 
 COMMANDS = [
     "agent_runtime.cli.worker",
@@ -27,35 +27,65 @@ COMMANDS = [
     "agent_runtime.cli.trace",
     "agent_runtime.cli.dlq",
     "agent_runtime.cli.health",
+    "agent_runtime.cli.completion",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="agent-runtime",
-        description="Run multi-agent pipelines over Redis Streams: typed messages, no lost work.",
+PROG = "agent-runtime"
+
+
+def build_cli() -> click.Group:
+    """The command group: every module of COMMANDS adds its command(s) with ``register``.
+    Help, usage errors (exit 2) and shell completion all come from this one definition."""
+    group = _InOrder(
+        PROG,
+        help="Run multi-agent pipelines over Redis Streams: typed messages, no lost work.",
         epilog="Without a Redis URL (--redis-url, AGENT_RUNTIME_REDIS_URL or redis_url in the "
         "config) commands use the embedded server that 'agent-runtime up' started.",
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        params=[
+            click.Option(
+                ["--version"],
+                is_flag=True,
+                expose_value=False,
+                is_eager=True,
+                callback=_print_version,
+                help="print the version and exit",
+            )
+        ],
     )
-    parser.add_argument("--version", action="version", version=f"agent-runtime {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(name).register(sub)
-    return parser
+        importlib.import_module(name).register(group)
+    return group
+
+
+class _InOrder(click.Group):
+    """Commands listed in COMMANDS order (related commands together), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"{PROG} {__version__}")
+        ctx.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status (README.md, "Exit status"). An expected failure is
-    one line per problem on stderr, never a traceback (unless AGENT_RUNTIME_DEBUG=1)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    one line per problem on stderr, never a traceback (unless AGENT_RUNTIME_DEBUG=1). A usage
+    error prints the usage and raises SystemExit(2); --help and --version exit 0."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        configure_logging()  # once per process: JSON unless stderr is a terminal, redacted
-        return int(args.func(args) or 0)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        return report_failure(exc, getattr(args, "target_url", None))
+        result = build_cli().main(args=args, prog_name=PROG, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
 
 
 def report_failure(exc: BaseException, url: str | None) -> int:

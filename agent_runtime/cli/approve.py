@@ -5,54 +5,60 @@ never run again). Without ``--step`` the decision covers every waiting step."""
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import sys
 
 import anyio
+import click
 
 from agent_runtime.approval import submit_decision
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     open_connection,
     redis_url,
+    runs,
 )
 from agent_runtime.client import Client
 from agent_runtime.errors import RequestError
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(group: click.Group) -> None:
     for name, approved in (("approve", True), ("reject", False)):
         verb = "approve" if approved else "reject"
-        parser = sub.add_parser(
-            name,
-            help=f"{verb} a request's steps that wait for human approval",
-            description=f"{verb.capitalize()} the steps of request CORRELATION_ID that the "
-            "safety policy holds for a human (all of them unless --step is given). "
-            "Exits 1 when nothing of that request is waiting.",
+        group.add_command(
+            click.Command(
+                name,
+                callback=runs(run, approved=approved),
+                short_help=f"{verb} a request's steps that wait for human approval",
+                help=f"{verb.capitalize()} the steps of request CORRELATION_ID that the "
+                "safety policy holds for a human (all of them unless --step is given). "
+                "Exits 1 when nothing of that request is waiting.",
+                params=[
+                    click.Argument(["correlation_id"], metavar="CORRELATION_ID"),
+                    click.Option(
+                        ["--step"],
+                        multiple=True,
+                        metavar="ID",
+                        help="a step id (repeatable; default: every waiting step)",
+                    ),
+                    click.Option(
+                        ["--by"],
+                        default=None,
+                        help="who decides (default: the login name); recorded in the signed "
+                        "approval",
+                    ),
+                    click.Option(["--comment"], default="", help="shown in the report"),
+                    json_option("print the decision as JSON (request, decision, steps, by)"),
+                    *config_and_redis(),
+                ],
+            )
         )
-        parser.add_argument("correlation_id", metavar="CORRELATION_ID")
-        parser.add_argument(
-            "--step",
-            action="append",
-            default=[],
-            metavar="ID",
-            help="a step id (repeatable; default: every waiting step)",
-        )
-        parser.add_argument(
-            "--by",
-            default=None,
-            help="who decides (default: the login name); recorded in the signed approval",
-        )
-        parser.add_argument("--comment", default="", help="shown in the report")
-        add_config(parser)
-        add_redis(parser)
-        parser.set_defaults(func=run, approved=approved)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     pipeline = load_pipeline(args)
     client = Client(open_connection(redis_url(args, pipeline)).redis, pipeline)
     approver = args.by or _login()
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _decide(client: Client, args: argparse.Namespace, approver: str) -> list[str]:
+async def _decide(client: Client, args: Args, approver: str) -> list[str]:
     async with client:
         return await submit_decision(
             client,

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import click
 
 from agent_runtime.cli.failures import URL_SCHEMES, ServerUnavailable, UsageError, mask_url
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.validation import load_valid
+from agent_runtime.observability.logging import configure_logging
 from agent_runtime.transport.connect import Connection, connect
 from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.embedded import find_running
@@ -24,34 +26,86 @@ from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.tls import TlsSettings, with_settings
 from agent_runtime.transport.traces import TraceLog
 
+
+class Args(SimpleNamespace):
+    """The parsed arguments of one command: one attribute per parameter (a repeatable option
+    is a list), set by :func:`runs`; ``target_url`` once the command picked its server."""
+
+
 DEFAULT_CONFIG = "configs/default.yaml"
 #: Seconds a command waits to open a connection and for its first PING
 #: (``AGENT_RUNTIME_CONNECT_TIMEOUT`` overrides it).
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
-def add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        "-c",
-        default=os.environ.get("AGENT_RUNTIME_CONFIG", DEFAULT_CONFIG),
-        help="pipeline YAML (default: $AGENT_RUNTIME_CONFIG or %(default)s)",
+def config_option(help: str = "pipeline YAML") -> click.Option:
+    """``--config/-c``, defined once for every command that reads the pipeline."""
+    return click.Option(
+        ["--config", "-c"],
+        default=DEFAULT_CONFIG,
+        envvar="AGENT_RUNTIME_CONFIG",
+        show_envvar=True,
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help=help,
     )
 
 
-def add_redis(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--redis-url",
+def redis_option() -> click.Option:
+    """``--redis-url``, defined once for every command that talks to the server."""
+    return click.Option(
+        ["--redis-url"],
         default=None,
+        metavar="URL",
         help="redis://, rediss://, unix:// or redis+cluster:// URL (default: "
         "$AGENT_RUNTIME_REDIS_URL, the config's redis_url, or the embedded "
         "server started by 'agent-runtime up')",
     )
 
 
-def load_pipeline(
-    args: argparse.Namespace, *, environment_for: Iterable[str] | None = ()
-) -> Pipeline:
+def json_option(help: str = "print JSON (for scripts)") -> click.Option:
+    """``--json``: every command that prints data can print it as JSON instead."""
+    return click.Option(["--json"], is_flag=True, default=False, help=help)
+
+
+def timeout_option(default: float | None, help: str) -> click.Option:
+    """``--timeout/-t`` in seconds (the request's deadline where a command sends one)."""
+    return click.Option(
+        ["--timeout", "-t"],
+        type=float,
+        default=default,
+        show_default=default is not None,
+        metavar="SECONDS",
+        help=help,
+    )
+
+
+def config_and_redis() -> list[click.Parameter]:
+    return [config_option(), redis_option()]
+
+
+def runs(run: Callable[[Args], int | None], **fixed: Any) -> Callable[..., int]:
+    """A click callback calling ``run(args)``: the parsed options as a namespace (tuples of
+    repeatable options as lists), plus ``fixed``. An expected failure becomes its one-line
+    message and exit status (cli.report_failure); SystemExit passes through."""
+
+    def callback(**params: Any) -> int:
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+        args = Args(**values, **fixed)
+        try:
+            configure_logging()  # once per process: JSON unless stderr is a terminal, redacted
+            return int(run(args) or 0)
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            from agent_runtime.cli import report_failure
+
+            return report_failure(exc, getattr(args, "target_url", None))
+
+    return callback
+
+
+def load_pipeline(args: Args, *, environment_for: Iterable[str] | None = ()) -> Pipeline:
     """The pipeline, checked the way ``validate`` checks it: every problem at once (a
     ConfigError, one line per problem, exit 2). ``environment_for``: agent types whose
     environment (the API keys of their LLM providers) must be set in this process; None
@@ -59,7 +113,7 @@ def load_pipeline(
     return load_valid(args.config, environment_for=environment_for)
 
 
-def redis_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str:
+def redis_url(args: Args, pipeline: Pipeline | None) -> str:
     """The URL to use, checked and answering PING; a clear error when there is none and no
     embedded server runs. Call it before an event loop runs (it runs one for the PING)."""
     url = configured_url(args, pipeline) or find_running()
@@ -74,7 +128,7 @@ def redis_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str:
     return url
 
 
-def configured_url(args: argparse.Namespace, pipeline: Pipeline | None) -> str | None:
+def configured_url(args: Args, pipeline: Pipeline | None) -> str | None:
     """--redis-url, else AGENT_RUNTIME_REDIS_URL, else the config's ``redis_url`` (checked)."""
     url = getattr(args, "redis_url", None) or os.environ.get("AGENT_RUNTIME_REDIS_URL")
     if not url and pipeline is not None:
@@ -99,7 +153,7 @@ def with_config_tls(url: str, pipeline: Pipeline) -> str:
     return with_settings(url, settings)
 
 
-def use_url(args: argparse.Namespace, url: str) -> str:
+def use_url(args: Args, url: str) -> str:
     """Check ``url`` (exit 2 when it cannot be a Redis URL) and remember it for the error
     line of a failure (cli.main names the URL, password masked)."""
     check_url(url)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
 
 import anyio
+import click
 
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     redis_url,
+    runs,
     server_tools,
 )
 from agent_runtime.config.model import signing_key
@@ -24,47 +26,59 @@ from agent_runtime.transport.dlq import DeadLetterStore
 from agent_runtime.transport.keys import Keys
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
+def register(group: click.Group) -> None:
+    dlq = click.Group(
         "dlq",
-        help="list, show, replay or purge dead letters",
-        description="Dead letters are kept per agent type in P:dlq:AGENT "
+        short_help="list, show, replay or purge dead letters",
+        help="Dead letters are kept per agent type in P:dlq:AGENT "
         "with the reason, the error and the original entry.",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, help_text in (
         ("list", "list dead letters (id, agent, reason, type, age)"),
         ("show", "show dead letters in full (redacted)"),
         ("replay", "re-publish to the original inbox and remove"),
         ("purge", "delete dead letters (asks unless --yes)"),
     ):
-        action = actions.add_parser(name, help=help_text, description=help_text)
-        action.add_argument(
-            "ids",
-            nargs="*" if name != "show" else "+",
-            metavar="ID",
-            help="dead-letter entry ids (from 'dlq list')",
-        )
-        action.add_argument("--agent", help="only this agent type's dead letters")
-        action.add_argument("--reason", help="only dead letters with this reason")
-        action.add_argument("--json", action="store_true", help="print JSON")
+        params: list[click.Parameter] = [
+            click.Argument(
+                ["ids"],
+                nargs=-1,
+                required=name == "show",
+                metavar="ID..." if name == "show" else "[ID]...",
+            ),
+            click.Option(["--agent"], help="only this agent type's dead letters"),
+            click.Option(["--reason"], help="only dead letters with this reason"),
+            json_option(),
+        ]
         if name in ("replay", "purge"):
-            action.add_argument(
-                "--all",
-                action="store_true",
-                help="select every dead letter (when no ID or filter is given)",
+            params.append(
+                click.Option(
+                    ["--all"],
+                    is_flag=True,
+                    help="select every dead letter (when no ID or filter is given)",
+                )
             )
-            action.add_argument(
-                "--dry-run", action="store_true", help="show what would be done, change nothing"
+            params.append(
+                click.Option(
+                    ["--dry-run"], is_flag=True, help="show what would be done, change nothing"
+                )
             )
         if name == "purge":
-            action.add_argument("--yes", "-y", action="store_true", help="do not ask")
-        add_config(action)
-        add_redis(action)
-        action.set_defaults(func=run)
+            params.append(click.Option(["--yes", "-y"], is_flag=True, help="do not ask"))
+        dlq.add_command(
+            click.Command(
+                name,
+                callback=runs(run, action=name),
+                short_help=help_text,
+                help=f"{help_text[0].upper()}{help_text[1:]}. ID: dead-letter entry ids "
+                "(from 'dlq list').",
+                params=[*params, *config_and_redis()],
+            )
+        )
+    group.add_command(dlq)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
     if args.action in ("replay", "purge") and not (
@@ -77,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     return int(anyio.run(_run, args, url, pipeline.config.keys))
 
 
-async def _run(args: argparse.Namespace, url: str, keys: Keys) -> int:
+async def _run(args: Args, url: str, keys: Keys) -> int:
     async with server_tools(url, keys) as tools:
         store = tools.dead_letters
         letters = await deadletters.find_letters(
@@ -119,7 +133,7 @@ def _list(letters: list[deadletters.Letter], as_json: bool) -> int:
     return 0
 
 
-def _show(letters: list[deadletters.Letter], args: argparse.Namespace) -> int:
+def _show(letters: list[deadletters.Letter], args: Args) -> int:
     missing = sorted(set(args.ids) - {letter.id for letter in letters})
     details = [letter.detail() for letter in letters]
     _print(
@@ -132,9 +146,7 @@ def _show(letters: list[deadletters.Letter], args: argparse.Namespace) -> int:
     return 1 if missing or not letters else 0
 
 
-async def _replay(
-    store: DeadLetterStore, letters: list[deadletters.Letter], args: argparse.Namespace
-) -> int:
+async def _replay(store: DeadLetterStore, letters: list[deadletters.Letter], args: Args) -> int:
     done = []
     for letter in letters:
         item = {
@@ -157,9 +169,7 @@ async def _replay(
     return 0
 
 
-async def _purge(
-    store: DeadLetterStore, letters: list[deadletters.Letter], args: argparse.Namespace
-) -> int:
+async def _purge(store: DeadLetterStore, letters: list[deadletters.Letter], args: Args) -> int:
     if args.dry_run:
         _print(
             [x.summary() for x in letters],

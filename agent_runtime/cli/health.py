@@ -3,17 +3,19 @@ from heartbeats. Exit 0 healthy, 1 unhealthy (usable as a container HEALTHCHECK)
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 import anyio
+import click
 
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     redis_url,
+    runs,
     server_tools,
 )
 from agent_runtime.config.pipeline import Pipeline
@@ -21,23 +23,28 @@ from agent_runtime.observability.health import check_all, check_one, render_heal
 from agent_runtime.observability.redaction import redact
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "health",
-        help="check that workers are alive (exit 1 if not)",
-        description="List live workers from their heartbeats. Exits 1 when an agent type of "
-        "the config (replicas >= 1) has no live worker, or, with --agent and "
-        "--consumer, when that one worker is not live.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "health",
+            callback=runs(run),
+            short_help="check that workers are alive (exit 1 if not)",
+            help="List live workers from their heartbeats. Exits 1 when an agent type of "
+            "the config (replicas >= 1) has no live worker, or, with --agent and "
+            "--consumer, when that one worker is not live.",
+            params=[
+                click.Option(["--agent"], help="check only this agent type's worker ..."),
+                click.Option(
+                    ["--consumer"], help="... with this consumer name (NAME-HOSTNAME-SLOT)"
+                ),
+                json_option("print the result as JSON"),
+                *config_and_redis(),
+            ],
+        )
     )
-    parser.add_argument("--agent", help="check only this agent type's worker ...")
-    parser.add_argument("--consumer", help="... with this consumer name (NAME-HOSTNAME-SLOT)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     if bool(args.agent) != bool(args.consumer):
         raise SystemExit("agent-runtime health: --agent and --consumer go together")
     pipeline = load_pipeline(args)

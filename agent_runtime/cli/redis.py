@@ -3,7 +3,6 @@ Cluster from the embedded binary in the foreground, print its URL, stop on SIGTE
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import tempfile
@@ -11,6 +10,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import click
+
+from agent_runtime.cli.common import (
+    Args,
+    runs,
+)
 from agent_runtime.transport.cluster import LocalCluster
 from agent_runtime.transport.embedded import (
     EmbeddedServer,
@@ -20,35 +25,49 @@ from agent_runtime.transport.embedded import (
 )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "redis",
-        help="run a local Redis server or Redis Cluster (embedded binary)",
-        description="Start the embedded server binary in the foreground and print the URL to "
-        "give workers (--redis-url or AGENT_RUNTIME_REDIS_URL). With --cluster N: "
-        "N masters on loopback TCP ports (<= 55535), joined into one cluster. "
-        "Stops on SIGTERM/SIGINT; the servers die with this process.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "redis",
+            callback=runs(run),
+            short_help="run a local Redis server or Redis Cluster (embedded binary)",
+            help="Start the embedded server binary in the foreground and print the URL to "
+            "give workers (--redis-url or AGENT_RUNTIME_REDIS_URL). With --cluster N: "
+            "N masters on loopback TCP ports (<= 55535), joined into one cluster. "
+            "Stops on SIGTERM/SIGINT; the servers die with this process.",
+            params=[
+                click.Option(
+                    ["--cluster"],
+                    type=int,
+                    default=0,
+                    metavar="N",
+                    help="number of cluster masters (0 = a single server; 3 is the smallest "
+                    "real cluster)",
+                ),
+                click.Option(
+                    ["--replicas"],
+                    type=int,
+                    default=0,
+                    metavar="R",
+                    help="replicas per master (cluster only)",
+                ),
+                click.Option(
+                    ["--dir"],
+                    default=None,
+                    metavar="DIR",
+                    help="data directory (default: a new temporary directory)",
+                ),
+                click.Option(
+                    ["--persistent"],
+                    is_flag=True,
+                    help="AOF persistence (appendfsync everysec) in --dir",
+                ),
+            ],
+        )
     )
-    parser.add_argument(
-        "--cluster",
-        type=int,
-        default=0,
-        metavar="N",
-        help="number of cluster masters (0 = a single server; 3 is the smallest real cluster)",
-    )
-    parser.add_argument(
-        "--replicas", type=int, default=0, metavar="R", help="replicas per master (cluster only)"
-    )
-    parser.add_argument(
-        "--dir", default=None, help="data directory (default: a new temporary directory)"
-    )
-    parser.add_argument(
-        "--persistent", action="store_true", help="AOF persistence (appendfsync everysec) in --dir"
-    )
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     if args.cluster < 0 or args.replicas < 0 or (args.replicas and not args.cluster):
         raise SystemExit(
             "agent-runtime redis: --cluster N >= 1 and --replicas R >= 0 (replicas need --cluster)"

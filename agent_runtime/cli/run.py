@@ -15,7 +15,6 @@ server cannot be reached (nothing was started). ``--json`` prints only the reply
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,15 +23,19 @@ import time
 from pathlib import Path
 
 import anyio
+import click
 
 from agent_runtime.approval import child_env, pending_approvals
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
     configured_url,
+    json_option,
     load_pipeline,
     open_connection,
     ping,
+    runs,
+    timeout_option,
 )
 from agent_runtime.cli.failures import EXIT_OK, EXIT_TIMEOUT
 from agent_runtime.cli.outcome import print_reply
@@ -49,60 +52,57 @@ from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "run",
-        help="run one request through the whole pipeline and print its report",
-        description="Start Redis (embedded unless a URL is configured) and every agent as its "
-        "own process, publish TEXT, show each hop live, print the reply (the "
-        "report), shut down. Exit 0 on success, 1 if the request was rejected or "
-        "failed, 2 on a usage or config error, 3 on timeout, 4 if the Redis server "
-        "cannot be reached (see the README's exit status table).",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "run",
+            callback=runs(run),
+            short_help="run one request through the whole pipeline and print its report",
+            help="Start Redis (embedded unless a URL is configured) and every agent as its "
+            "own process, publish TEXT, show each hop live, print the reply (the "
+            "report), shut down. TEXT: the request, 1 to "
+            f"{MAX_REQUEST_TEXT:,} characters (see docs/rules-grammar.md). Exit 0 on "
+            "success, 1 if the request was rejected or failed, 2 on a usage or config error, "
+            "3 on timeout, 4 if the Redis server cannot be reached (see the README's exit "
+            "status table).",
+            params=[
+                click.Argument(["text"], metavar="TEXT"),
+                json_option("print only the reply's payload (e.g. the Report) as JSON on stdout"),
+                timeout_option(
+                    120.0,
+                    "the request's deadline in seconds; the report, or the runtime's timeout "
+                    "reply, is awaited up to 2.5 s longer",
+                ),
+                click.Option(
+                    ["--budget"],
+                    type=float,
+                    default=None,
+                    metavar="USD",
+                    help="the request's budget in USD, checked at every hop",
+                ),
+                click.Option(
+                    ["--ready-timeout"],
+                    type=float,
+                    default=60.0,
+                    show_default=True,
+                    metavar="SECONDS",
+                    help="seconds to wait for every worker to start",
+                ),
+                click.Option(
+                    ["--log-dir"],
+                    type=click.Path(path_type=Path),
+                    default=None,
+                    metavar="DIR",
+                    help="keep each worker's log in DIR/AGENT-SLOT.log (default: a "
+                    "temporary directory, removed on exit)",
+                ),
+                *config_and_redis(),
+            ],
+        )
     )
-    parser.add_argument(
-        "text",
-        metavar="TEXT",
-        help=f"the request, 1 to {MAX_REQUEST_TEXT:,} characters (see docs/rules-grammar.md)",
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="print only the reply's payload (e.g. the Report) as JSON on stdout",
-    )
-    parser.add_argument(
-        "--timeout",
-        "-t",
-        type=float,
-        default=120.0,
-        help="the request's deadline in seconds (default %(default)g); the report, or the "
-        "runtime's timeout reply, is awaited up to 2.5 s longer",
-    )
-    parser.add_argument(
-        "--budget",
-        type=float,
-        default=None,
-        metavar="USD",
-        help="the request's budget in USD, checked at every hop",
-    )
-    parser.add_argument(
-        "--ready-timeout",
-        type=float,
-        default=60.0,
-        help="seconds to wait for every worker to start (default %(default)g)",
-    )
-    parser.add_argument(
-        "--log-dir",
-        type=Path,
-        default=None,
-        help="keep each worker's log in DIR/AGENT-SLOT.log (default: a "
-        "temporary directory, removed on exit)",
-    )
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     # progress lines are the output; the supervisor's own log only when asked for
     configure_logging(level=os.environ.get("AGENT_RUNTIME_LOG_LEVEL") or "warning")
     payload = user_request(args.text)  # refused before anything starts (exit 2)
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def execute(
-    args: argparse.Namespace, pipeline: Pipeline, payload: UserRequest, url: str, log_dir: Path
+    args: Args, pipeline: Pipeline, payload: UserRequest, url: str, log_dir: Path
 ) -> int:
     env = child_env()  # approval key pair (ours or the runtime home's), given per agent type
     started = time.monotonic()

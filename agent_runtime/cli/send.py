@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import anyio
+import click
 
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     open_connection,
     redis_url,
+    runs,
+    timeout_option,
 )
 from agent_runtime.cli.failures import EXIT_OK, EXIT_TIMEOUT
 from agent_runtime.cli.outcome import print_reply
@@ -24,36 +27,35 @@ from protocols.core import MAX_REQUEST_TEXT, UserRequest
 DEFAULT_WAIT = 60.0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "send",
-        help="publish a request (optionally wait for its reply)",
-        description="Publish TEXT as a user.request to the pipeline's entry agent and print its "
-        "correlation id. With --wait, block until the first reply arrives on the "
-        "request's own reply stream and print it as 'run' does: exit 0 when the request "
-        "succeeded, 1 when it did not (a report that is not a success, the runtime's "
-        "request.failed), 3 when its deadline passed (no reply in time, or a timeout "
-        "reply). Exit codes: see the README.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "send",
+            callback=runs(run),
+            short_help="publish a request (optionally wait for its reply)",
+            help="Publish TEXT as a user.request to the pipeline's entry agent and print its "
+            "correlation id. With --wait, block until the first reply arrives on the "
+            "request's own reply stream and print it as 'run' does: exit 0 when the request "
+            "succeeded, 1 when it did not (a report that is not a success, the runtime's "
+            "request.failed), 3 when its deadline passed (no reply in time, or a timeout "
+            f"reply). TEXT: 1 to {MAX_REQUEST_TEXT:,} characters. Exit codes: see the README.",
+            params=[
+                click.Argument(["text"], metavar="TEXT"),
+                click.Option(["--wait", "-w"], is_flag=True, help="wait for the reply"),
+                timeout_option(
+                    None,
+                    "the request's deadline, after which agents drop it and reply "
+                    f"request.failed (default with --wait: {DEFAULT_WAIT:g}); --wait waits up "
+                    "to 2.5 s longer for that reply",
+                ),
+                json_option(),
+                *config_and_redis(),
+            ],
+        )
     )
-    parser.add_argument(
-        "text", metavar="TEXT", help=f"the request (1 to {MAX_REQUEST_TEXT:,} characters)"
-    )
-    parser.add_argument("--wait", "-w", action="store_true", help="wait for the reply")
-    parser.add_argument(
-        "--timeout",
-        "-t",
-        type=float,
-        default=None,
-        help=f"the request's deadline, after which agents drop it and reply request.failed "
-        f"(default with --wait: {DEFAULT_WAIT:g}); --wait waits up to 2.5 s longer for that reply",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     payload = user_request(args.text)  # refused before anything is published (exit 2)
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     return result
 
 
-async def _send(client: Client, args: argparse.Namespace, payload: UserRequest) -> int:
+async def _send(client: Client, args: Args, payload: UserRequest) -> int:
     timeout = args.timeout if args.timeout is not None else DEFAULT_WAIT
     deadline = timeout if (args.wait or args.timeout is not None) else None
     async with client:

@@ -3,17 +3,19 @@ breakers and live workers, in one snapshot."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 import anyio
+import click
 
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     redis_url,
+    runs,
     server_tools,
 )
 from agent_runtime.config.pipeline import Pipeline
@@ -21,21 +23,21 @@ from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.status import collect_status, render_status
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "status",
-        help="show streams, lag, pending, dead letters, breakers and workers",
-        description="One snapshot of the runtime under the config's key prefix: every inbox "
-        "with its group (lag, pending, oldest pending age) and consumers (idle "
-        "time), dead-letter streams by reason, breaker states, live workers.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "status",
+            callback=runs(run),
+            short_help="show streams, lag, pending, dead letters, breakers and workers",
+            help="One snapshot of the runtime under the config's key prefix: every inbox "
+            "with its group (lag, pending, oldest pending age) and consumers (idle "
+            "time), dead-letter streams by reason, breaker states, live workers.",
+            params=[json_option("print the snapshot as JSON"), *config_and_redis()],
+        )
     )
-    parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
     status = anyio.run(snapshot, pipeline, url)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import uuid
 from typing import Any
 
 import anyio
+import click
 
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     redis_url,
+    runs,
     server_tools,
 )
 from agent_runtime.observability.redaction import redact
@@ -21,34 +23,37 @@ from agent_runtime.observability.trace import load_trace, render_trace
 from agent_runtime.transport.keys import Keys
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "trace",
-        help="show the timeline of one request (every message, timings, outcome)",
-        description="Rebuild the life of request CORRELATION_ID from its trace record (kept "
-        "trace_ttl seconds) and the dead-letter streams: every message with "
-        "from -> to, type, start offset, handler duration, deliveries and outcome.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "trace",
+            callback=runs(run),
+            short_help="show the timeline of one request (every message, timings, outcome)",
+            help="Rebuild the life of request CORRELATION_ID (printed by 'send') from its trace "
+            "record (kept trace_ttl seconds) and the dead-letter streams: every message with "
+            "from -> to, type, start offset, handler duration, deliveries and outcome.",
+            params=[
+                click.Argument(["correlation_id"], metavar="CORRELATION_ID", type=CorrelationId()),
+                json_option("print the steps as a JSON list"),
+                *config_and_redis(),
+            ],
+        )
     )
-    parser.add_argument(
-        "correlation_id",
-        metavar="CORRELATION_ID",
-        type=_uuid,
-        help="the request's correlation id (printed by 'send')",
-    )
-    parser.add_argument("--json", action="store_true", help="print the steps as a JSON list")
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def _uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a correlation id (UUID)") from None
+class CorrelationId(click.ParamType[str]):
+    """A UUID, normalised; anything else is a usage error (exit 2)."""
+
+    name = "uuid"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            self.fail(f"{value!r} is not a correlation id (UUID)", param, ctx)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
     events = redact(anyio.run(fetch, url, pipeline.config.keys, args.correlation_id))

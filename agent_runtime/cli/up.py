@@ -9,16 +9,23 @@ SIGINT/SIGTERM stop the workers (drain), then the server.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 from pathlib import Path
 
 import anyio
+import click
 
 from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
-from agent_runtime.cli.common import add_config, add_redis, configured_url, load_pipeline, ping
+from agent_runtime.cli.common import (
+    Args,
+    config_and_redis,
+    configured_url,
+    load_pipeline,
+    ping,
+    runs,
+)
 from agent_runtime.cli.failures import UsageError, mask_url
 from agent_runtime.config.acl import ACL_DIR, Credentials, agent_urls, lock_down
 from agent_runtime.config.pipeline import Pipeline
@@ -33,48 +40,55 @@ from agent_runtime.transport.embedded import (
 from agent_runtime.worker.supervisor import Supervisor, WorkersNotReady
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "up",
-        help="run all agent types as supervised worker processes",
-        description="Start the configured replicas of every agent type as separate worker "
-        "processes, restart crashed ones with backoff, stop them gracefully on "
-        "Ctrl-C/SIGTERM. Without a Redis URL an embedded server is started (data "
-        "kept in the runtime directory, AOF persistence).",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "up",
+            callback=runs(run),
+            short_help="run all agent types as supervised worker processes",
+            help="Start the configured replicas of every agent type as separate worker "
+            "processes, restart crashed ones with backoff, stop them gracefully on "
+            "Ctrl-C/SIGTERM. Without a Redis URL an embedded server is started (data "
+            "kept in the runtime directory, AOF persistence).",
+            params=[
+                *config_and_redis(),
+                click.Option(
+                    ["--replicas"],
+                    multiple=True,
+                    metavar="NAME=N",
+                    help="override an agent type's replica count (repeatable)",
+                ),
+                click.Option(
+                    ["--log-dir"],
+                    type=click.Path(path_type=Path),
+                    default=None,
+                    metavar="DIR",
+                    help="write each worker's output to DIR/AGENT-SLOT.log (default: this "
+                    "terminal)",
+                ),
+                click.Option(
+                    ["--acl-secrets"],
+                    type=click.Path(path_type=Path),
+                    default=None,
+                    metavar="DIR",
+                    help="with --redis-url: run each agent type's workers as its own Redis "
+                    "user, passwords from DIR (made by 'agent-runtime acl --secrets-dir DIR'; "
+                    "docs/security.md)",
+                ),
+                click.Option(
+                    ["--ready-timeout"],
+                    type=float,
+                    default=60.0,
+                    show_default=True,
+                    metavar="SECONDS",
+                    help="seconds to wait for every worker's first heartbeat",
+                ),
+            ],
+        )
     )
-    add_config(parser)
-    add_redis(parser)
-    parser.add_argument(
-        "--replicas",
-        action="append",
-        default=[],
-        metavar="NAME=N",
-        help="override an agent type's replica count (repeatable)",
-    )
-    parser.add_argument(
-        "--log-dir",
-        type=Path,
-        default=None,
-        help="write each worker's output to DIR/AGENT-SLOT.log (default: this terminal)",
-    )
-    parser.add_argument(
-        "--acl-secrets",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="with --redis-url: run each agent type's workers as its own Redis user, passwords "
-        "from DIR (made by 'agent-runtime acl --secrets-dir DIR'; docs/security.md)",
-    )
-    parser.add_argument(
-        "--ready-timeout",
-        type=float,
-        default=60.0,
-        help="seconds to wait for every worker's first heartbeat (default 60)",
-    )
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     # every problem of the config (and the API keys of every agent type) before any process
     pipeline = load_pipeline(args, environment_for=None)
     replicas = parse_replicas(args.replicas)
@@ -136,7 +150,7 @@ def _lock_down(server: EmbeddedServer, pipeline: Pipeline) -> Credentials:
 
 
 async def supervise(
-    args: argparse.Namespace,
+    args: Args,
     pipeline: Pipeline,
     url: str,
     replicas: dict[str, int],
@@ -164,7 +178,7 @@ async def supervise(
     return 0
 
 
-async def _announce(sup: Supervisor, args: argparse.Namespace) -> None:
+async def _announce(sup: Supervisor, args: Args) -> None:
     try:
         await sup.wait_ready(args.ready_timeout)
         status = "workers ready"

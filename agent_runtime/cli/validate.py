@@ -2,40 +2,46 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+import click
+
 from agent_runtime.cli._table import format_table
-from agent_runtime.cli.common import add_config
+from agent_runtime.cli.common import (
+    Args,
+    config_option,
+    json_option,
+    runs,
+)
 from agent_runtime.cli.failures import EXIT_USAGE
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.validation import problems
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "validate",
-        help="check a pipeline config (exit 0 if valid, 2 if not)",
-        description="Load the pipeline exactly as a worker does and report every problem at "
-        "once, each with file:line: unknown keys, class paths against the "
-        "allow-list, each agent's typed config block (file paths in it are relative "
-        "to the config file), every llm: block (provider, keys, and the API-key "
-        "environment variable its provider needs), worker settings, routes, a "
-        "producer for every consumed message type. Prints a summary and OK, or the "
-        "problems, one per line (exit 2).",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "validate",
+            callback=runs(run),
+            short_help="check a pipeline config (exit 0 if valid, 2 if not)",
+            help="Load the pipeline exactly as a worker does and report every problem at "
+            "once, each with file:line: unknown keys, class paths against the "
+            "allow-list, each agent's typed config block (file paths in it are relative "
+            "to the config file), every llm: block (provider, keys, and the API-key "
+            "environment variable its provider needs), worker settings, routes, a "
+            "producer for every consumed message type, plug-in paths that would shadow "
+            "agent_runtime, agents or protocols. Prints a summary and OK, or the "
+            "problems, one per line (exit 2). CONFIG: same as --config.",
+            params=[
+                click.Argument(["config_file"], required=False, metavar="[CONFIG]"),
+                config_option(),
+                json_option("print {valid, problems, agents} as JSON (exit 2 when not valid)"),
+            ],
+        )
     )
-    parser.add_argument(
-        "config_file",
-        nargs="?",
-        metavar="CONFIG",
-        default=None,
-        help="pipeline YAML (same as --config)",
-    )
-    add_config(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     path = args.config_file or args.config
     found = problems(path, environment_for=None)
     if found:

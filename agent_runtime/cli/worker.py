@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import signal
 
 import anyio
+import click
 
-from agent_runtime.cli.common import add_config, add_redis, load_pipeline, redis_url
+from agent_runtime.cli.common import (
+    Args,
+    config_and_redis,
+    load_pipeline,
+    redis_url,
+    runs,
+)
 from agent_runtime.config.acl import worker_url
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.observability.logging import configure_logging
@@ -20,34 +26,39 @@ from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import default_consumer_name
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "worker",
-        help="run one agent type (one consumer) in this process",
-        description="Consume the inbox of agent type NAME until SIGTERM/SIGINT, then drain: "
-        "stop reading, let in-flight handlers finish (drain_timeout), hand the "
-        "rest back to the group.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "worker",
+            callback=runs(run),
+            short_help="run one agent type (one consumer) in this process",
+            help="Consume the inbox of agent type NAME until SIGTERM/SIGINT, then drain: "
+            "stop reading, let in-flight handlers finish (drain_timeout), hand the "
+            "rest back to the group.",
+            params=[
+                click.Argument(["name"], metavar="NAME"),
+                click.Option(
+                    ["--slot"],
+                    default="0",
+                    help="replica slot; part of the stable consumer name (default 0)",
+                ),
+                click.Option(
+                    ["--consumer"], default=None, help="consumer name (default: NAME-HOSTNAME-SLOT)"
+                ),
+                click.Option(
+                    ["--metrics-port"],
+                    type=int,
+                    default=None,
+                    help="serve Prometheus metrics on this port (default: "
+                    "$AGENT_RUNTIME_METRICS_PORT; off when unset)",
+                ),
+                *config_and_redis(),
+            ],
+        )
     )
-    parser.add_argument("name", metavar="NAME", help="agent type, as named in the config")
-    parser.add_argument(
-        "--slot", default="0", help="replica slot; part of the stable consumer name (default 0)"
-    )
-    parser.add_argument(
-        "--consumer", default=None, help="consumer name (default: NAME-HOSTNAME-SLOT)"
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        help="serve Prometheus metrics on this port (default: "
-        "$AGENT_RUNTIME_METRICS_PORT; off when unset)",
-    )
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     # every problem of the config, and this agent type's API key, before anything starts
     pipeline = load_pipeline(args, environment_for=[args.name])
     if args.name not in pipeline.agents:
