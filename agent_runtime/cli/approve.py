@@ -6,6 +6,7 @@ never run again). Without ``--step`` the decision covers every waiting step."""
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 
 import anyio
@@ -68,6 +69,16 @@ def run(args: Args) -> int:
         print(f"agent-runtime {'approve' if args.approved else 'reject'}: {exc}", file=sys.stderr)
         return 1
     verb = "approved" if args.approved else "rejected"
+    if args.json:
+        decision = {
+            "correlation_id": args.correlation_id,
+            "decision": verb,
+            "steps": steps,
+            "by": approver,
+            "comment": args.comment,
+        }
+        print(json.dumps(decision))
+        return 0
     print(f"{verb} step(s) {', '.join(steps)} of request {args.correlation_id} (by {approver})")
     return 0
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import textwrap
+from typing import Any
 
 import click
 
-from agent_runtime.cli._table import format_table
+from agent_runtime.cli._table import UNLIMITED, format_table, width
 from agent_runtime.cli.common import (
     Args,
     config_option,
@@ -48,24 +51,57 @@ def run(args: Args) -> int:
         for line in found:
             print(f"agent-runtime: error: {line}", file=sys.stderr)
         print(f"agent-runtime: {path}: {len(found)} problem(s)", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"config": str(path), "valid": False, "problems": found}))
         return EXIT_USAGE
     pipeline = Pipeline.load(path)
+    if args.json:
+        print(json.dumps(described(pipeline, str(path))))
+        return 0
     print(summary(pipeline, str(path)))
     print("OK")
     return 0
 
 
-def summary(pipeline: Pipeline, path: str) -> str:
+def described(pipeline: Pipeline, path: str) -> dict[str, Any]:
+    """What ``validate --json`` prints for a valid pipeline."""
     config = pipeline.config
-    rows = []
+    agents = []
     for name, agent in pipeline.agents.items():
         spec = config.agents[name]
-        produces = ", ".join(m.message_type for m in agent.cls.produces) or "-"
+        agents.append(
+            {
+                "name": name,
+                "class": spec.class_path,
+                "consumes": list(agent.consumes),
+                "produces": [m.message_type for m in agent.cls.produces],
+                "replicas": spec.replicas,
+                "shards": spec.shards,
+            }
+        )
+    return {
+        "config": path,
+        "valid": True,
+        "problems": [],
+        "key_prefix": config.key_prefix,
+        "allowed_modules": list(config.allowed_modules),
+        "agents": agents,
+    }
+
+
+def summary(pipeline: Pipeline, path: str) -> str:
+    config = pipeline.config
+    rows: list[tuple[object, ...]] = []
+    for name, agent in pipeline.agents.items():
+        spec = config.agents[name]
+        produces = [m.message_type for m in agent.cls.produces] or "-"
         replicas = f"{spec.replicas}" + (f" ({spec.shards} shards)" if spec.shards > 1 else "")
-        rows.append((name, spec.class_path, ", ".join(agent.consumes), produces, replicas))
+        rows.append((name, spec.class_path, list(agent.consumes), produces, replicas))
     head = (
         f"pipeline {path}: {len(rows)} agent type(s), key prefix {config.key_prefix!r}, "
         f"allowed modules: {', '.join(config.allowed_modules) or '(built-ins only)'}"
     )
+    if width() < UNLIMITED:
+        head = textwrap.fill(head, width(), subsequent_indent="  ")
     table = format_table(("AGENT", "CLASS", "CONSUMES", "PRODUCES", "REPLICAS"), rows)
     return f"{head}\n{table}"
