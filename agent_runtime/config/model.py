@@ -7,6 +7,7 @@ Environment: ``AGENT_RUNTIME_REDIS_URL`` overrides ``redis_url``;
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import re
 from pathlib import Path
@@ -240,7 +241,38 @@ def python_path_problems(config: PipelineConfig, path: Path, node: yaml.Node | N
                 f"{where}: python_paths.{i}: {entry!r} is not a directory "
                 f"(resolved to {folder}; paths are relative to the config file)"
             )
+            continue
+        for found in shadowing(folder):
+            line = lines.get(("python_paths", i))
+            where = f"{path}:{line}" if line else str(path)
+            problems.append(f"{where}: python_paths.{i}: {found}")
     return problems
+
+
+#: Top-level packages of the runtime that no plug-in folder may define: a folder on
+#: ``python_paths`` holding one would be imported instead of the real one (under an editable
+#: install the built-ins are found only after ``sys.path``).
+RESERVED_PACKAGES = ("agent_runtime", "agents", "protocols")
+
+
+def shadowing(folder: str | Path) -> list[str]:
+    """Why ``folder`` may not go on ``sys.path``: each module or package in it named like one
+    of :data:`RESERVED_PACKAGES` (a package folder, with or without ``__init__.py``, or a
+    module file of any importable suffix). Empty when it shadows nothing."""
+    folder = Path(folder)
+    suffixes = set(importlib.machinery.all_suffixes())
+    found = []
+    for name in RESERVED_PACKAGES:
+        hits = [folder / name] if (folder / name).is_dir() else []
+        hits += [folder / f"{name}{suffix}" for suffix in sorted(suffixes)]
+        hits = [hit for hit in hits if hit.exists()]
+        if hits:
+            found.append(
+                f"{hits[0]} would shadow the built-in package {name!r}; plug-in packages may "
+                f"not be named {', '.join(RESERVED_PACKAGES)} (rename it, e.g. my_{name}, and "
+                "name it in allowed_modules)"
+            )
+    return found
 
 
 def resolve_python_paths(config: PipelineConfig, path: Path) -> PipelineConfig:

@@ -18,6 +18,7 @@ from agent_runtime.config.model import (
     ENTRY_TYPES,
     PipelineConfig,
     load_config,
+    shadowing,
     signing_key,
 )
 from agent_runtime.config.registry import import_object
@@ -111,7 +112,11 @@ class Pipeline:
 
 def _extend_import_path(paths: list[str]) -> None:
     """Append the config's ``python_paths`` to ``sys.path`` (appended, so they never shadow
-    installed packages); the allow-list still decides what may be imported from them."""
+    installed packages); the allow-list still decides what may be imported from them. A
+    folder that would shadow agent_runtime, agents or protocols is refused (ConfigError)."""
+    refused = [line for entry in paths for line in shadowing(Path(entry).resolve())]
+    if refused:
+        raise ConfigError("python_paths:\n" + "\n".join(f"  {line}" for line in refused))
     for entry in paths:
         folder = str(Path(entry).resolve())
         if folder not in sys.path:
