@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from agent_runtime.config.routing import Routing
-from agent_runtime.config.settings import RequestSettings, WorkerSettings
+from agent_runtime.config.settings import RequestSettings, WorkerSettings, with_worker_env
 from agent_runtime.errors import ConfigError
 from agent_runtime.policies.config import PolicySet
 from agent_runtime.transport.keys import Keys
@@ -150,13 +150,20 @@ class PipelineConfig(BaseModel):
         return Keys(self.key_prefix)
 
     def worker_settings(self, agent: str) -> WorkerSettings:
+        """``agent``'s settings: the defaults, the pipeline's ``worker:``, the agent's own
+        ``worker:``, then the ``AGENT_RUNTIME_*`` environment (config/settings.py)."""
         overrides = self.agents[agent].worker
         if not overrides:
-            return self.worker
+            return with_worker_env(self.worker)
         try:
-            return WorkerSettings.model_validate({**self.worker.model_dump(), **overrides})
+            merged = WorkerSettings.model_validate({**self.worker.model_dump(), **overrides})
         except ValidationError as exc:
             raise ConfigError(f"agents.{agent}.worker: {exc}") from exc
+        return with_worker_env(merged)
+
+    def worker_defaults(self) -> WorkerSettings:
+        """The pipeline's ``worker:`` with the environment on top (no agent's overrides)."""
+        return with_worker_env(self.worker)
 
     def routing(self, consumes: dict[str, list[str]]) -> Routing:
         """The routing table given what each agent consumes (see pipeline.Pipeline)."""

@@ -100,7 +100,7 @@ class Pipeline:
         """The pipeline's codec, for workers and clients alike: signed whenever a signing key
         exists (``AGENT_RUNTIME_SIGNING_KEY``); ``agent``'s message size cap (else the
         pipeline's default)."""
-        settings = self.worker_settings(agent) if agent else self.config.worker
+        settings = self.worker_settings(agent) if agent else self.config.worker_defaults()
         return Codec(
             self.schemas,
             signing_key=signing_key(),

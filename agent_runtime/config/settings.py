@@ -3,7 +3,13 @@ request settings (default deadline, deadline sweep)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent_runtime.errors import ConfigError
 
 
 class WorkerSettings(BaseModel):
@@ -42,22 +48,35 @@ class WorkerSettings(BaseModel):
     retry_backoff: float = Field(
         default=1.0, ge=0, description="first redelivery delay after a failure, doubles"
     )
-    retry_backoff_max: float = Field(default=60.0, ge=0)
+    retry_backoff_max: float = Field(
+        default=60.0, ge=0, description="longest redelivery delay (the doubling stops there)"
+    )
     done_ttl: int = Field(
         default=24 * 3600,
         ge=60,
         description="de-duplication window: a handled message id is "
         "remembered for at least this long (up to twice)",
     )
-    max_message_bytes: int = Field(default=256 * 1024, ge=1_024, le=64 * 1024 * 1024)
+    max_message_bytes: int = Field(
+        default=256 * 1024,
+        ge=1_024,
+        le=64 * 1024 * 1024,
+        description="largest envelope accepted or published (bytes); larger ones are dead-lettered",
+    )
     retention: float = Field(
         default=3600.0, ge=0, description="seconds acknowledged entries stay in the inbox"
     )
-    trim_interval: float = Field(default=30.0, gt=0)
-    dlq_maxlen: int = Field(default=100_000, ge=100)
+    trim_interval: float = Field(
+        default=30.0, gt=0, description="seconds between inbox trims (see retention)"
+    )
+    dlq_maxlen: int = Field(
+        default=100_000, ge=100, description="dead letters kept per agent type (oldest dropped)"
+    )
     trace: bool = Field(default=True, description="write a per-request trace record")
     trace_ttl: int = Field(default=24 * 3600, ge=60, description="seconds a trace is kept")
-    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_interval: float = Field(
+        default=5.0, gt=0, description="seconds between a worker's heartbeats (health, status)"
+    )
     drain_timeout: float = Field(
         default=30.0, ge=0, description="seconds in-flight handlers get on SIGTERM"
     )
@@ -97,3 +116,56 @@ class RequestSettings(BaseModel):
     sweep_batch: int = Field(
         default=100, ge=1, le=10_000, description="overdue requests answered per sweep round"
     )
+
+
+#: Every worker setting can also be set in the environment: ``AGENT_RUNTIME_`` + the field
+#: name in capitals (``AGENT_RUNTIME_CONCURRENCY=64``). The names are generated from
+#: WorkerSettings, so none is forgotten. The environment wins over the YAML (the pipeline's
+#: ``worker:`` and ``agents.NAME.worker:``): an operator tunes a deployed worker without
+#: editing its config. An empty value counts as unset.
+WORKER_ENV_PREFIX = "AGENT_RUNTIME_"
+
+
+def worker_env_name(field: str) -> str:
+    return WORKER_ENV_PREFIX + field.upper()
+
+
+#: environment variable -> WorkerSettings field
+WORKER_ENV: dict[str, str] = {worker_env_name(f): f for f in WorkerSettings.model_fields}
+
+
+def worker_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The worker settings the environment sets: field -> its raw value."""
+    env = os.environ if environ is None else environ
+    return {field: env[name] for name, field in WORKER_ENV.items() if env.get(name, "").strip()}
+
+
+def with_worker_env(
+    settings: WorkerSettings, environ: Mapping[str, str] | None = None
+) -> WorkerSettings:
+    """``settings`` with what the environment sets on top (checked as the YAML is: a bad
+    value is a ConfigError naming the variable, one line per problem)."""
+    from_env = worker_env(environ)
+    if not from_env:
+        return settings
+    try:
+        return WorkerSettings.model_validate({**settings.model_dump(), **from_env})
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            source = (
+                f"{worker_env_name(field)}={from_env[field]!r}"
+                if field in from_env
+                else f"worker settings with {', '.join(map(worker_env_name, from_env))}"
+            )
+            lines.append(f"{source}: {error['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def worker_env_docs() -> list[tuple[str, str, Any]]:
+    """(variable, description, default) for every worker setting, for the docs and --help."""
+    rows = []
+    for field, info in WorkerSettings.model_fields.items():
+        rows.append((worker_env_name(field), info.description or field, info.default))
+    return rows

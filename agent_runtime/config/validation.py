@@ -38,7 +38,7 @@ from agent_runtime.config.model import (
 )
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.registry import import_object
-from agent_runtime.config.settings import WorkerSettings
+from agent_runtime.config.settings import WorkerSettings, with_worker_env
 from agent_runtime.errors import ConfigError
 from agent_runtime.llm.factory import KEY_ENV, LLMSpec
 
@@ -102,7 +102,24 @@ def _problems(
             Pipeline.build(config, source=path)
         except ConfigError as exc:
             check.found += [check.locate(line) for line in _problem_lines(exc)]
+    if config is not None and not check.found:
+        check.found += _environment_problems(config, environ)
     return check.found
+
+
+def _environment_problems(config: PipelineConfig, environ: Mapping[str, str]) -> list[str]:
+    """Worker settings from ``AGENT_RUNTIME_*`` variables that are not valid on top of some
+    agent type's settings from the YAML (config/settings.py)."""
+    found: list[str] = []
+    for spec in config.agents.values():
+        try:
+            base = WorkerSettings.model_validate({**config.worker.model_dump(), **spec.worker})
+            with_worker_env(base, environ)
+        except ValidationError:
+            continue  # a YAML problem, reported with its line
+        except ConfigError as exc:
+            found += [line for line in str(exc).splitlines() if line not in found]
+    return found
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""Worker settings from the environment: one ``AGENT_RUNTIME_*`` variable per setting,
+generated from the settings model, winning over the YAML, checked by ``validate`` and listed
+in docs/operations.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from agent_runtime.cli import main
+from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.settings import WORKER_ENV, WorkerSettings
+from agent_runtime.config.validation import problems
+from agent_runtime.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = ROOT / "configs" / "default.yaml"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in WORKER_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_every_setting_has_a_documented_variable() -> None:
+    assert sorted(WORKER_ENV.values()) == sorted(WorkerSettings.model_fields)
+    docs = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(AGENT_RUNTIME_[A-Z_]+)` \|", docs, flags=re.M))
+    assert documented == set(WORKER_ENV)
+
+
+def test_environment_wins_over_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    text = DEFAULT.read_text(encoding="utf-8")
+    config.write_text(text.replace("agents:\n", "worker:\n  concurrency: 3\nagents:\n", 1))
+    (tmp_path / "policy.yaml").write_text((ROOT / "configs" / "policy.yaml").read_text())
+    pipeline = Pipeline.load(config)
+    assert pipeline.worker_settings("planner").concurrency == 3  # the YAML, no variable
+
+    monkeypatch.setenv("AGENT_RUNTIME_CONCURRENCY", "7")
+    monkeypatch.setenv("AGENT_RUNTIME_TRACE", "false")
+    monkeypatch.setenv("AGENT_RUNTIME_LEASE_INTERVAL", "")  # empty: unset
+    monkeypatch.setenv("AGENT_RUNTIME_MAX_MESSAGE_BYTES", "65536")
+    for agent in pipeline.agents:
+        settings = pipeline.worker_settings(agent)
+        assert settings.concurrency == 7 and settings.trace is False
+        assert settings.lease_interval is None
+    assert pipeline.codec().max_bytes == 65536  # the pipeline-wide settings too
+
+
+def test_bad_values_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ = {"AGENT_RUNTIME_CONCURRENCY": "lots", "AGENT_RUNTIME_RECLAIM_IDLE": "-1"}
+    found = problems(DEFAULT, environ=environ)
+    assert any(line.startswith("AGENT_RUNTIME_CONCURRENCY='lots': ") for line in found), found
+    assert any(line.startswith("AGENT_RUNTIME_RECLAIM_IDLE='-1': ") for line in found), found
+    assert problems(DEFAULT, environ={}) == []
+
+    monkeypatch.setenv("AGENT_RUNTIME_CONCURRENCY", "0")
+    assert main(["validate", str(DEFAULT)]) == 2
+    err = capsys.readouterr().err
+    assert "agent-runtime: error: AGENT_RUNTIME_CONCURRENCY='0': " in err
+    with pytest.raises(ConfigError, match="AGENT_RUNTIME_CONCURRENCY"):
+        Pipeline.load(DEFAULT).worker_settings("planner")
