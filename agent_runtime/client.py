@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
 
 from agent_runtime.codec import Codec, Decoded
+from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.endpoint import Endpoint
 from agent_runtime.errors import RequestError, RequestTimeout
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.transport.commit import Publication
@@ -30,7 +34,7 @@ from agent_runtime.transport.connect import connect
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.replies import ReplyReader
 from agent_runtime.worker.sweep import deadline_entry
-from protocols.base import Payload
+from protocols.base import Payload, UnknownSchema
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage, utcnow
 
@@ -47,7 +51,9 @@ _log = structlog.get_logger("agent_runtime.client")
 class Client:
     """A requester. Holds a Redis client; pass it around, close it when done."""
 
-    def __init__(self, redis: Any, pipeline: Pipeline, *, codec: Codec | None = None) -> None:
+    def __init__(
+        self, redis: Any, pipeline: Pipeline | Endpoint, *, codec: Codec | None = None
+    ) -> None:
         self.redis = redis  # the reply reader's (transport/replies.py)
         self.pipeline = pipeline
         self.keys = pipeline.config.keys
@@ -59,8 +65,33 @@ class Client:
         self._publishing: anyio.Semaphore | None = None  # made on first use, in its loop
 
     @classmethod
-    def connect(cls, url: str, pipeline: Pipeline) -> Client:
+    def connect(
+        cls,
+        url: str,
+        pipeline: Pipeline | None = None,
+        *,
+        entry: str | None = None,
+        config: str | Path | PipelineConfig | None = None,
+        schemas: Iterable[str | type[Payload]] = (),
+    ) -> Client:
+        """A client of ``pipeline``, or -- with ``entry`` instead -- one that publishes to
+        the agent type ``entry`` knowing only the pipeline file (``config``) and the payload
+        ``schemas`` of the replies it waits for: no agent class is imported
+        (agent_runtime/endpoint.py)."""
+        if pipeline is None:
+            if entry is None:
+                raise RequestError("Client.connect needs a pipeline or an entry agent type")
+            return cls(connect(url).redis, Endpoint.load(entry, config, schemas))
         return cls(connect(url).redis, pipeline)
+
+    def payload(self, message_type: str, data: Mapping[str, Any]) -> Payload:
+        """``data`` validated by the current model of ``message_type`` (ValidationError if it
+        does not fit; RequestError for a type the client has no model of)."""
+        try:
+            model = self.pipeline.schemas.current(message_type)
+        except UnknownSchema as exc:
+            raise RequestError(str(exc)) from None
+        return model.model_validate(dict(data))
 
     async def __aenter__(self) -> Client:
         return self
