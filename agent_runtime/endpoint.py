@@ -131,4 +131,3 @@ def _check_allowed(module: str, path: str, prefixes: tuple[str, ...]) -> None:
             f"refusing to import schema {path!r}: module {module!r} is not under "
             f"{', '.join(prefixes)} (add its package to 'allowed_modules' in the config)"
         )
-
