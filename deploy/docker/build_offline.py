@@ -250,6 +250,22 @@ def wheelhouse(cache: Path, pm: Podman) -> Path:
     return path
 
 
+def _wait_exited(pm: Podman, name: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The exit code and output of a detached container, once it exited. (An attached
+    ``podman run`` or ``podman wait`` can take 20 s more to return on a host whose init reaps
+    orphans slowly: podman waits for conmon.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = pm("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name, quiet=True)
+        status, code = state.stdout.split()
+        if status in ("exited", "stopped"):
+            logs = pm("logs", name, quiet=True)
+            return subprocess.CompletedProcess([name], int(code), logs.stdout, logs.stderr)
+        if time.monotonic() > deadline:
+            raise BuildError(f"container {name} still {status} after {timeout}s")
+        time.sleep(0.2)
+
+
 def _missing_in_base(pm: Podman, wheels: Path, reqs: Sequence[str]) -> str | None:
     """Resolve ``reqs`` from ``wheels`` with the base image's pip, offline: the first
     requirement it cannot satisfy (marker dropped), or None when all resolve."""
@@ -258,24 +274,33 @@ def _missing_in_base(pm: Podman, wheels: Path, reqs: Sequence[str]) -> str | Non
         "python3 -m venv /tmp/v && /tmp/v/bin/pip download --disable-pip-version-check -q "
         "--no-index --find-links /w --only-binary=:all: -d /tmp/d -r /w/requirements.txt"
     )
-    result = pm(
+    name = f"agent-runtime-wheelcheck-{os.getpid()}"
+    pm("rm", "--force", name, check=False, quiet=True)
+    volume = f"{wheels}:/w:ro,Z"
+    pm(
         "run",
-        "--rm",
+        "--detach",
+        "--name",
+        name,
         "--network=none",
         "-v",
-        f"{wheels}:/w:ro,Z",
+        volume,
         BASE_NAME,
         "sh",
         "-c",
         script,
-        check=False,
     )
+    try:
+        result = _wait_exited(pm, name)
+    finally:
+        pm("rm", "--force", name, check=False, quiet=True)
     (wheels / "requirements.txt").unlink()
     if result.returncode == 0:
         return None
-    match = re.search(r"No matching distribution found for ([^\s;]+)", result.stderr)
+    output = result.stdout + result.stderr  # `podman logs` keeps the container's two streams
+    match = re.search(r"No matching distribution found for ([^\s;]+)", output)
     if match is None:
-        raise BuildError(f"the base image's pip cannot resolve the wheelhouse:\n{result.stderr}")
+        raise BuildError(f"the base image's pip cannot resolve the wheelhouse:\n{output[-3000:]}")
     return match.group(1)
 
 
