@@ -3,17 +3,22 @@ controlled clock; readiness checks against the session's real server."""
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterable
+import socket
+import urllib.request
+from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agent_runtime.errors import ConfigError
 from agent_runtime.observability.metrics import Metrics
-from agent_runtime.observability.probes import Probes, make_app
+from agent_runtime.observability.probes import Probes, make_app, serve
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.inspect import RuntimeReader
 
@@ -111,3 +116,42 @@ async def test_readiness_check_against_a_real_server(redis_url: str, prefix: str
         assert not ok and (reason.startswith("Redis unreachable") or "did not answer" in reason)
     finally:
         await unreachable.redis.aclose()
+
+
+@settings(max_examples=200)
+@given(path=st.text(max_size=200), method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "X"]))
+def test_any_path_gets_a_plain_answer(path: str, method: str) -> None:
+    """Hostile request paths: an answer for every one (200/503 for the probes, 404 else)."""
+    clock = Clock()
+    app = make_app(CollectorRegistry(), probes(clock))
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": method}
+    setup_testing_defaults(environ)
+    seen: list[str] = []
+    body = b"".join(app(environ, lambda status, headers: seen.append(status)))
+    expected = {"/healthz": "200 OK", "/readyz": "503 Service Unavailable"}
+    if path == "/metrics":
+        assert seen[0].startswith("200")
+    else:
+        assert seen == [expected.get(path, "404 Not Found")]
+        assert body if method != "HEAD" or path not in expected else body == b""
+
+
+@settings(max_examples=50, deadline=None)
+@given(junk=st.binary(max_size=4096))
+def test_the_server_survives_arbitrary_bytes(junk: bytes, http_server: int) -> None:
+    """Whatever a client sends, the probe server keeps answering the next probe."""
+    with socket.create_connection(("127.0.0.1", http_server), timeout=5) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(junk)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(65536)
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_server}/healthz", timeout=5) as r:
+        assert r.status == 200
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[int]:
+    server = serve(0, CollectorRegistry(), probes(Clock()), addr="127.0.0.1")
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
