@@ -83,6 +83,7 @@ async def serve(
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
+                    built.observability.draining()  # /readyz: 503 while it drains
                     worker.stop()
                     return
 
