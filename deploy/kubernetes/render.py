@@ -21,7 +21,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 # The image by its local name (the one docker-compose.yml builds); an overlay's ``images:``
-# sets the registry name and tag (deploy/kubernetes/overlays/production/kustomization.yaml).
+# sets the registry name and tag (deploy/overlays/production/kustomization.yaml).
 IMAGE = "agent-runtime:latest"
 METRICS_PORT = 9100  # /metrics of each worker, scraped via the pod annotations below
 APP = "agent-runtime"
