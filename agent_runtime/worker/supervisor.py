@@ -258,6 +258,7 @@ class Supervisor:
         """Per child: AGENT_RUNTIME_WORKER_INDEX, and AGENT_RUNTIME_METRICS_PORT (when set)
         offset by that index, so no two workers of this host try to bind the same port."""
         env = {**self._env, "AGENT_RUNTIME_WORKER_INDEX": str(child.index)}
+        env.pop("AGENT_RUNTIME_CONSUMER_NAME", None)  # one name per process: children use slots
         base = env.get("AGENT_RUNTIME_METRICS_PORT", "")
         if base.isdigit() and int(base) > 0:
             env["AGENT_RUNTIME_METRICS_PORT"] = str(int(base) + child.index)

@@ -1,4 +1,10 @@
-"""Consumer hygiene with real worker processes on the session's server: consumers left in a
+"""Consumer names and hygiene with real worker processes on the session's server.
+
+A worker replaced under the same stable name (``AGENT_RUNTIME_CONSUMER_NAME``, as each
+Compose service sets it) takes over what its killed predecessor left pending at once, while
+``reclaim_idle`` (how long another consumer would wait) is ten minutes.
+
+Consumers left in a
 group by gone workers (autoscaling churn, recreated containers) are removed by a live worker
 once idle past ``consumer_idle_remove`` -- but never while they own pending entries: a dead
 worker's unacknowledged message is first reclaimed (``reclaim_idle``) and answered, and only
@@ -13,7 +19,7 @@ from typing import Any
 import pytest
 
 from agent_runtime.testing import wait_until
-from tests.fixtures.pipeline import FAST, MakePipeline
+from tests.fixtures.pipeline import FAST, MakePipeline, echo_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -54,3 +60,34 @@ def test_gone_workers_consumers_are_removed_after_their_pending_work(
     assert consumers(p, "sink") == {p.consumer("sink")}
     log = (p.root / "echo-0.log").read_text()
     assert "idle_consumers_removed" in log
+
+
+def test_a_replacement_under_the_same_consumer_name_resumes_the_pending_work_at_once(
+    make_pipeline: MakePipeline, tmp_path: Any
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    p = make_pipeline(
+        echo_sink({"hang_first_delivery": True, "marker_dir": str(markers)}),
+        worker={**FAST, "reclaim_idle": 600.0},
+    )
+    p.start("sink")
+
+    def started(name: str) -> None:
+        key = p.keys.heartbeat("echo", name)
+        wait_until(lambda: p.r.exists(key), 60, message=f"{name}'s heartbeat")
+
+    first = p.start("echo", "0", wait=False, AGENT_RUNTIME_CONSUMER_NAME="echo-1")
+    started("echo-1")
+    message = p.publish("in flight when its worker is killed")
+    wait_until(lambda: list(markers.iterdir()), 30, message="the first delivery under way")
+    first.kill()  # SIGKILL: nothing handed back, the entry stays pending for echo-1
+    assert [row["consumer"] for row in p.pending("echo")] == [b"echo-1"]
+
+    # the replacement: another process (slot, host name) under the same consumer name
+    second = p.start("echo", "1", wait=False, AGENT_RUNTIME_CONSUMER_NAME="echo-1")
+    started("echo-1")
+    wait_until(lambda: p.replies(message), 30, message="the replacement's answer")
+    assert p.replies(message) == [{"text": "IN FLIGHT WHEN ITS WORKER IS KILLED"}]
+    assert consumers(p, "echo") == {"echo-1"}, "no consumer named after the host"
+    assert second.alive()
