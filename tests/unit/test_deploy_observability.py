@@ -11,6 +11,7 @@ promtool fails these tests, it never skips them."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -87,10 +88,14 @@ def test_compose_prometheus_config_passes_promtool_with_the_rules(tmp_path: Path
     }
     (dns,) = job["dns_sd_configs"]
     assert set(dns["names"]) == workers, "every worker service is scraped"
+    (relabel,) = [r for r in job["relabel_configs"] if r["target_label"] == "agent"]
     for name in workers:
         env = compose["services"][name]["environment"]
         assert int(env["AGENT_RUNTIME_METRICS_PORT"]) == dns["port"]
         assert str(dns["port"]) in compose["services"][name]["expose"]
+        # Prometheus anchors relabel regexes; the default replacement is $1
+        found = re.fullmatch(relabel["regex"], name)
+        assert found and found.group(1) == env["AGENT_RUNTIME_AGENT"], name
 
 
 def test_podmonitor_labels_targets_as_the_rules_expect() -> None:
