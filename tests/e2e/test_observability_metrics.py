@@ -131,7 +131,7 @@ def test_every_metric_of_the_dashboard_and_rules_is_on_a_live_worker(
             log_path=tmp_path / "caller.log",
         ).start()
         try:
-            worker.wait_ready(r, keys)
+            worker.wait_ready(r, keys, timeout=60)  # two cores shared by many processes
             cid = uuid.uuid4()
             message = AgentMessage(
                 message_id=uuid.uuid4(),
@@ -172,7 +172,7 @@ def test_every_metric_of_the_dashboard_and_rules_is_on_a_live_worker(
                 return got if every_series <= got[0] else None
 
             try:
-                sampled, declared = wait_until(complete, 30, message="every kind of series")
+                sampled, declared = wait_until(complete, 60, message="every kind of series")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: missing {every_series - scrape(port)[0]}") from exc
         finally:
