@@ -202,3 +202,18 @@ def test_every_rule_and_panel_names_a_metric() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     for where, expr in [*found, *dashboard_expressions(dashboard)]:
         assert metric_names(expr), f"{where}: no metric read from {expr!r}"
+
+
+def test_dashboard_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    """Each panel query, with Grafana's variables given values, parses as PromQL: checked by
+    ``promtool check rules`` as recording rules."""
+    values = {"$__rate_interval": "1m", "$agent": ".+", "${datasource}": "prometheus"}
+    rules = []
+    for n, (where, expr) in enumerate(dashboard_expressions(dashboard)):
+        for name, value in values.items():
+            expr = expr.replace(name, value)
+        assert "$" not in expr, f"{where}: an unknown variable in {expr!r}"
+        rules.append({"record": f"dashboard:query_{n}", "expr": expr})
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in promtool("check", "rules", str(path))
