@@ -3,16 +3,22 @@ by a real worker process: one worker of an LLM-calling agent type (the vendor's 
 against the local fake OpenAI server) serves /metrics on a free port; a request whose first
 LLM call fails opens the call's circuit breaker, is retried, and succeeds after the breaker's
 reset (failures, breaker state, LLM tokens and cost); an undecodable entry is dead-lettered.
-Then the scrape is compared with the names read out of the dashboard's and rules' PromQL.
-``up`` is the one name Prometheus itself makes (one per scraped target)."""
+Then the scrape is compared with the names read out of the dashboard's and rules' PromQL
+(``up`` is the one name Prometheus itself makes, one per scraped target), and a real
+Prometheus scraping the worker with the shipped rules loaded answers every dashboard query
+with series of this agent type and evaluates every rule without error."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -54,6 +60,84 @@ def scrape(port: int) -> tuple[set[str], set[str]]:
     sampled = {s.name for family in families for s in family.samples}
     declared = {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
     return sampled, declared | sampled
+
+
+def check_on_prometheus(tmp_path: Path, worker_port: int, agent: str) -> None:
+    """A real Prometheus (Debian's, as promtool) scrapes the worker as the shipped scrape
+    configs label it (job="agent-runtime", target label agent, honor_labels) with the shipped
+    alert rules loaded: every rule evaluates without error, and every dashboard query, its
+    variables set for this agent type, returns series labelled with it."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: apt-get install prometheus (.ci/run installs it)"
+    web = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ROOT / "deploy/prometheus/alerts.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "agent-runtime",
+                "honor_labels": True,
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{worker_port}"], "labels": {"agent": agent}}
+                ],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    argv = [
+        binary,
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{web}",
+    ]
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            _check_queries(web, agent)
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def _api(port: int, path: str, **params: str) -> Any:
+    url = f"http://127.0.0.1:{port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+    except OSError:
+        return None  # not listening yet
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _check_queries(port: int, agent: str) -> None:
+    def series(expr: str) -> list[Any]:
+        data = _api(port, "query", query=expr)
+        return data["result"] if data else []
+
+    wait_until(lambda: series(f'up{{job="agent-runtime",agent="{agent}"}} == 1'), 60, 0.2)
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/agent-runtime.json").read_text())
+    queries = {
+        where: expr.replace("$__rate_interval", "30s").replace("$agent", agent)
+        for where, expr in dashboard_expressions(dashboard)
+        if not where.startswith("variable")
+    }
+    quiet = {"Failed attempts and retries / s"}  # retried: none in this run; failed: counted
+    for where, expr in queries.items():
+        if where in quiet:
+            continue
+        # rate() and increase() need two scrapes of the series in their window
+        found = wait_until(lambda e=expr: series(e), 30, 0.2, message=f"{where}: {expr}")
+        assert all(s["metric"].get("agent") == agent for s in found), (where, found)
+
+    def evaluated() -> list[Any] | None:
+        data = _api(port, "rules")
+        rules = [r for group in data["groups"] for r in group["rules"]] if data else []
+        done = rules and all(r.get("lastEvaluation", "").startswith("2") for r in rules)
+        return rules if done else None
+
+    rules = wait_until(evaluated, 30, 0.2, message="every rule evaluated")
+    assert len(rules) == 8 and {r["health"] for r in rules} == {"ok"}, rules
 
 
 def shipped_names() -> dict[str, set[str]]:
@@ -175,6 +259,7 @@ def test_every_metric_of_the_dashboard_and_rules_is_on_a_live_worker(
                 sampled, declared = wait_until(complete, 60, message="every kind of series")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: missing {every_series - scrape(port)[0]}") from exc
+            check_on_prometheus(tmp_path, port, "caller")
         finally:
             worker.stop(15)
             r.close()
