@@ -19,6 +19,8 @@ from agent_runtime.transport.connect import connect
 from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import default_consumer_name
 
+CONSUMER_NAME_ENV = "AGENT_RUNTIME_CONSUMER_NAME"
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
@@ -33,7 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--slot", default="0", help="replica slot; part of the stable consumer name (default 0)"
     )
     parser.add_argument(
-        "--consumer", default=None, help="consumer name (default: NAME-HOSTNAME-SLOT)"
+        "--consumer",
+        default=None,
+        help="consumer name (default: $AGENT_RUNTIME_CONSUMER_NAME, else NAME-HOSTNAME-SLOT)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -58,10 +62,25 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(redactor=env_redactor().with_config(pipeline.config))
     # on the server 'up' locked down, its own agent type's user, not the admin it finds
     url = worker_url(redis_url(args, pipeline), pipeline, args.name)
-    consumer = args.consumer or default_consumer_name(args.name, args.slot)
+    consumer = args.consumer or consumer_from_env() or default_consumer_name(args.name, args.slot)
     port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
     anyio.run(serve, pipeline, args.name, url, consumer, port, backend_options=loop_options())
     return 0
+
+
+def consumer_from_env() -> str | None:
+    """``AGENT_RUNTIME_CONSUMER_NAME``: a stable consumer name for a worker whose host name
+    changes when it is replaced (a recreated container), so the new process re-reads what the
+    old one left pending at once instead of after ``reclaim_idle``. One process per name."""
+    value = os.environ.get(CONSUMER_NAME_ENV, "").strip()
+    if not value:
+        return None
+    if len(value) > 200 or not value.isprintable() or any(c.isspace() for c in value):
+        raise SystemExit(
+            f"agent-runtime worker: {CONSUMER_NAME_ENV} must be 1-200 printable characters "
+            "without spaces"
+        )
+    return value
 
 
 async def serve(

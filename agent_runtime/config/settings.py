@@ -61,6 +61,16 @@ class WorkerSettings(BaseModel):
     drain_timeout: float = Field(
         default=30.0, ge=0, description="seconds in-flight handlers get on SIGTERM"
     )
+    consumer_idle_remove: float | None = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds a consumer of the group may go without reading before a worker "
+        "removes it -- only if it owns no pending entries (consumers of gone workers: "
+        "autoscaling churn); null: never",
+    )
+    consumer_sweep_interval: float = Field(
+        default=60.0, gt=0, description="seconds between two removals of idle consumers"
+    )
 
     @model_validator(mode="after")
     def _lease_below_reclaim(self) -> WorkerSettings:
@@ -68,6 +78,16 @@ class WorkerSettings(BaseModel):
             raise ValueError(
                 "lease_interval must be at most half of reclaim_idle, or a live "
                 "handler's entry could be reclaimed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _consumer_idle_above_reads(self) -> WorkerSettings:
+        idle = self.consumer_idle_remove
+        if idle is not None and idle * 1000 <= 2 * self.block_ms:
+            raise ValueError(
+                "consumer_idle_remove must be longer than two reads (2 x block_ms), or live "
+                "workers' consumers would be removed between their reads"
             )
         return self
 

@@ -21,7 +21,10 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-IMAGE = "ghcr.io/example/agent-runtime:0.1.0"
+# The image by its local name (the one docker-compose.yml builds); an overlay's ``images:``
+# sets the registry name and tag (deploy/overlays/production/kustomization.yaml).
+IMAGE = "agent-runtime:latest"
+METRICS_PORT = 9100  # /metrics of each worker, scraped via the pod annotations below
 APP = "agent-runtime"
 REDIS_SECRET = "agent-runtime-redis"  # noqa: S105 - a Secret name; keys: url (AGENT_RUNTIME_REDIS_URL), address, password
 LLM_SECRET = "agent-runtime-llm"  # noqa: S105 - keys: ANTHROPIC_API_KEY, OPENAI_API_KEY (both optional)
@@ -79,8 +82,10 @@ def container(agent: str, config_name: str, secrets: Sequence[str] = ()) -> dict
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "args": [agent],  # the image's ENTRYPOINT is ["agent-runtime", "worker"]
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "env": [
             {"name": "AGENT_RUNTIME_AGENT", "value": agent},
+            {"name": "AGENT_RUNTIME_METRICS_PORT", "value": str(METRICS_PORT)},
             {"name": "AGENT_RUNTIME_CONFIG", "value": f"{CONFIG_MOUNT}/{config_name}"},
             _secret_env("AGENT_RUNTIME_REDIS_URL", REDIS_SECRET, "url"),
             _secret_env("REDIS_ADDRESS", REDIS_SECRET, "address"),  # read by KEDA
@@ -127,6 +132,17 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def scrape_annotations() -> dict[str, str]:
+    """The common ``prometheus.io/*`` pod annotations (the kubernetes-pods scrape job of
+    docs/deployment.md); the Prometheus Operator uses
+    deploy/prometheus/podmonitor.yaml instead."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+
+
 def deployment(agent: str, spec: dict[str, Any], config_name: str) -> dict[str, Any]:
     grace = int(spec["drain_timeout"]) + GRACE_MARGIN
     return {
@@ -141,7 +157,7 @@ def deployment(agent: str, spec: dict[str, Any], config_name: str) -> dict[str, 
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {"labels": labels(agent)},
+                "metadata": {"labels": labels(agent), "annotations": scrape_annotations()},
                 "spec": {
                     "terminationGracePeriodSeconds": grace,
                     "securityContext": {

@@ -220,21 +220,33 @@ def test_compose_matches_the_compose_specification(compose: dict[str, Any]) -> N
 def test_compose_runs_every_agent_type_with_replicas(
     compose: dict[str, Any], config: PipelineConfig
 ) -> None:
+    """One service per replica (the first named as the agent type), each with its own stable
+    consumer name: a recreated container keeps its predecessor's consumer."""
     services = compose["services"]
-    assert set(services) - {"redis"} == set(config.agents)
-    for agent in config.agents:
-        service = services[agent]
-        assert service["command"] == [agent]
-        assert service["environment"]["AGENT_RUNTIME_AGENT"] == agent
-        environment = service["environment"]
-        held = {n for n in environment if n.startswith("AGENT_RUNTIME_APPROVAL")}
-        assert held == set(APPROVAL_KEYS.get(agent, ())), f"{agent} holds {held}"
-        for name in held:
-            assert environment[name].startswith(f"${{{name}:?"), "required, never a default"
-        assert service["deploy"]["replicas"] >= 2
-        assert "./configs:/app/configs:ro" in service["volumes"]
-        grace = int(service["stop_grace_period"].rstrip("s"))
-        assert grace > config.worker_settings(agent).drain_timeout
+    workers = {
+        name: s for name, s in services.items() if "AGENT_RUNTIME_AGENT" in s.get("environment", {})
+    }
+    by_agent: dict[str, list[str]] = {}
+    for name, service in workers.items():
+        by_agent.setdefault(service["environment"]["AGENT_RUNTIME_AGENT"], []).append(name)
+    assert set(by_agent) == set(config.agents) and set(config.agents) <= set(services)
+    names = [s["environment"]["AGENT_RUNTIME_CONSUMER_NAME"] for s in workers.values()]
+    assert len(names) == len(set(names)), "no two workers share a consumer name"
+    for agent, replicas in by_agent.items():
+        assert len(replicas) >= 2
+        for name in replicas:
+            service = services[name]
+            assert service["command"] == [agent]
+            assert "replicas" not in service.get("deploy", {}), "--scale would share the name"
+            assert service["environment"]["AGENT_RUNTIME_CONSUMER_NAME"].startswith(f"{agent}-")
+            environment = service["environment"]
+            held = {n for n in environment if n.startswith("AGENT_RUNTIME_APPROVAL")}
+            assert held == set(APPROVAL_KEYS.get(agent, ())), f"{name} holds {held}"
+            for key in held:
+                assert environment[key].startswith(f"${{{key}:?"), "required, never a default"
+            assert "./configs:/app/configs:ro" in service["volumes"]
+            grace = int(service["stop_grace_period"].rstrip("s"))
+            assert grace > config.worker_settings(agent).drain_timeout
 
 
 def test_compose_redis_persists_with_aof_and_never_evicts(compose: dict[str, Any]) -> None:
