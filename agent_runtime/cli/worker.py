@@ -25,6 +25,8 @@ from agent_runtime.transport.connect import connect
 from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import default_consumer_name
 
+CONSUMER_NAME_ENV = "AGENT_RUNTIME_CONSUMER_NAME"
+
 
 def register(group: click.Group) -> None:
     group.add_command(
@@ -43,7 +45,10 @@ def register(group: click.Group) -> None:
                     help="replica slot; part of the stable consumer name (default 0)",
                 ),
                 click.Option(
-                    ["--consumer"], default=None, help="consumer name (default: NAME-HOSTNAME-SLOT)"
+                    ["--consumer"],
+                    default=None,
+                    help="consumer name (default: $AGENT_RUNTIME_CONSUMER_NAME, else "
+                    "NAME-HOSTNAME-SLOT)",
                 ),
                 click.Option(
                     ["--metrics-port"],
@@ -69,10 +74,25 @@ def run(args: Args) -> int:
     configure_logging(redactor=env_redactor().with_config(pipeline.config))
     # on the server 'up' locked down, its own agent type's user, not the admin it finds
     url = worker_url(redis_url(args, pipeline), pipeline, args.name)
-    consumer = args.consumer or default_consumer_name(args.name, args.slot)
+    consumer = args.consumer or consumer_from_env() or default_consumer_name(args.name, args.slot)
     port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
     anyio.run(serve, pipeline, args.name, url, consumer, port, backend_options=loop_options())
     return 0
+
+
+def consumer_from_env() -> str | None:
+    """``AGENT_RUNTIME_CONSUMER_NAME``: a stable consumer name for a worker whose host name
+    changes when it is replaced (a recreated container), so the new process re-reads what the
+    old one left pending at once instead of after ``reclaim_idle``. One process per name."""
+    value = os.environ.get(CONSUMER_NAME_ENV, "").strip()
+    if not value:
+        return None
+    if len(value) > 200 or not value.isprintable() or any(c.isspace() for c in value):
+        raise SystemExit(
+            f"agent-runtime worker: {CONSUMER_NAME_ENV} must be 1-200 printable characters "
+            "without spaces"
+        )
+    return value
 
 
 async def serve(
@@ -94,6 +114,7 @@ async def serve(
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
+                    built.observability.draining()  # /readyz: 503 while it drains
                     worker.stop()
                     return
 

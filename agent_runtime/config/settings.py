@@ -80,6 +80,16 @@ class WorkerSettings(BaseModel):
     drain_timeout: float = Field(
         default=30.0, ge=0, description="seconds in-flight handlers get on SIGTERM"
     )
+    consumer_idle_remove: float | None = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds a consumer of the group may go without reading before a worker "
+        "removes it -- only if it owns no pending entries (consumers of gone workers: "
+        "autoscaling churn); null: never",
+    )
+    consumer_sweep_interval: float = Field(
+        default=60.0, gt=0, description="seconds between two removals of idle consumers"
+    )
 
     @model_validator(mode="after")
     def _lease_below_reclaim(self) -> WorkerSettings:
@@ -87,6 +97,16 @@ class WorkerSettings(BaseModel):
             raise ValueError(
                 "lease_interval must be at most half of reclaim_idle, or a live "
                 "handler's entry could be reclaimed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _consumer_idle_above_reads(self) -> WorkerSettings:
+        idle = self.consumer_idle_remove
+        if idle is not None and idle * 1000 <= 2 * self.block_ms:
+            raise ValueError(
+                "consumer_idle_remove must be longer than two reads (2 x block_ms), or live "
+                "workers' consumers would be removed between their reads"
             )
         return self
 
@@ -134,10 +154,16 @@ def worker_env_name(field: str) -> str:
 WORKER_ENV: dict[str, str] = {worker_env_name(f): f for f in WorkerSettings.model_fields}
 
 
-def worker_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The worker settings the environment sets: field -> its raw value."""
+def worker_env(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The worker settings the environment sets: field -> its raw value (``none`` or
+    ``null``: None, for the settings where null means off)."""
     env = os.environ if environ is None else environ
-    return {field: env[name] for name, field in WORKER_ENV.items() if env.get(name, "").strip()}
+    found: dict[str, str | None] = {}
+    for name, field in WORKER_ENV.items():
+        value = env.get(name, "").strip()
+        if value:
+            found[field] = None if value.lower() in ("none", "null") else value
+    return found
 
 
 def with_worker_env(

@@ -11,9 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from agent_runtime.agent import MessageContext
+from agent_runtime.observability.probes import Probes, serve
 from agent_runtime.transport.streams import Entry
 from agent_runtime.worker.observer import Observer
 
@@ -27,6 +36,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # the process (RSS, CPU, open fds), the interpreter's GC and version: own instances on
+        # this registry (the module-level ones live on the global registry)
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
         by_type = ["agent", "message_type"]
         self.handled = Counter(
             "agent_runtime_messages_handled", "Messages handled successfully", by_type, registry=r
@@ -183,10 +197,15 @@ class Metrics:
 
         return _Listener()
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:  # noqa: S104 - scraped remotely
-        """Serve ``/metrics`` on ``port`` from a daemon thread; returns the server."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        return server
+    def serve(
+        self,
+        port: int,
+        addr: str = "0.0.0.0",  # noqa: S104 - scraped remotely
+        probes: Probes | None = None,
+    ) -> Any:
+        """Serve ``/metrics`` (and ``/healthz``, ``/readyz`` with ``probes``) on ``port``
+        from a daemon thread; returns the server (agent_runtime/observability/probes.py)."""
+        return serve(port, self.registry, probes, addr)
 
 
 class PrometheusObserver(Observer):

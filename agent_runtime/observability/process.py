@@ -14,12 +14,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import structlog
 
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.observability.collector import StreamCollector
 from agent_runtime.observability.metrics import Metrics, PrometheusObserver
+from agent_runtime.observability.probes import Probes
 from agent_runtime.observability.tracing import TraceContextMiddleware
 from agent_runtime.transport.inspect import RedisClient, RuntimeReader
 from agent_runtime.worker.observer import Observer
@@ -45,6 +47,7 @@ class WorkerObservability:
     observer: Observer = field(default_factory=Observer)
     middleware: list[Any] = field(default_factory=list)
     interval: float = 5.0
+    probes: Probes | None = None
 
     @classmethod
     def create(
@@ -64,8 +67,10 @@ class WorkerObservability:
         if metrics_port is not None:
             obs.metrics = Metrics()
             obs.observer = PrometheusObserver(obs.metrics, agent)
+            group = pipeline.config.keys.group(agent)
+            obs.probes = Probes.from_env(agent, group, obs.streams)
             try:
-                obs.metrics.serve(metrics_port)
+                obs.metrics.serve(metrics_port, probes=obs.probes)
             except OSError as exc:
                 raise AgentRuntimeError(
                     f"cannot serve metrics on port {metrics_port}: {exc.strerror}"
@@ -76,8 +81,19 @@ class WorkerObservability:
         return obs
 
     async def run_collector(self, redis: RedisClient) -> None:
-        """Poll lag/pending of the agent's inboxes into the gauges (no-op without metrics)."""
+        """Poll lag/pending of the agent's inboxes into the gauges, and keep the probes'
+        state current (/healthz, /readyz: agent_runtime/observability/probes.py); a no-op
+        without metrics."""
         if self.metrics is None:
             return
         reader = RuntimeReader(redis)
-        await StreamCollector(reader, self.metrics, self.streams, self.interval).run()
+        collector = StreamCollector(reader, self.metrics, self.streams, self.interval)
+        async with anyio.create_task_group() as tg:
+            if self.probes is not None:
+                tg.start_soon(self.probes.run, redis)
+            tg.start_soon(collector.run)
+
+    def draining(self) -> None:
+        """The worker stops taking work (SIGTERM): /readyz answers 503 from now on."""
+        if self.probes is not None:
+            self.probes.draining = True

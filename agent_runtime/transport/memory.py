@@ -332,6 +332,24 @@ class MemoryBus(StreamBus):
             if len(records) == 1:
                 self.store.expire(key, commit.trace_ttl)
 
+    async def remove_idle_consumers(self, stream: str, min_idle_ms: int) -> list[str]:
+        """The consumers of ``stream`` idle for ``min_idle_ms`` with no pending entries, removed
+        (not this one), as transport/consumers.py's script does; a missing group: none."""
+        value = self.store.typed(stream, Stream)
+        group = value.groups.get(self.group) if value is not None else None
+        if group is None:
+            return []
+        now = self.store.now_ms()
+        owners = {p.consumer for p in group.pel.values()}
+        gone = [
+            name
+            for name, seen in group.consumers.items()
+            if name != self.consumer and name not in owners and now - seen >= min_idle_ms
+        ]
+        for name in gone:
+            del group.consumers[name]
+        return gone
+
     # ---------------------------------------------------------------- trimming
     async def safe_trim(self, stream: str, retention_ms: int, *, approximate: bool = True) -> int:
         """Drop entries older than ``retention_ms`` that every group delivered and acked."""

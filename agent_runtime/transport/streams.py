@@ -139,6 +139,7 @@ class StreamBus:
         self.mark_prefix = mark_prefix or f"commit:{group}:{consumer}:"
         self._commit_script: Any = None
         self._reply_script: Any = None
+        self._consumers_script: Any = None
         self.done_key = done_key or (lambda day: f"done:{group}:{day}")
         self.group = group
         self.consumer = consumer
@@ -349,6 +350,17 @@ class StreamBus:
         )
         reply = await self._commit_script(keys=[], args=args)
         return committing.refused_items(commit, reply)
+
+    async def remove_idle_consumers(self, stream: str, min_idle_ms: int) -> list[str]:
+        """Remove the group's consumers of ``stream`` idle for ``min_idle_ms`` that own no
+        pending entries, never this one (transport/consumers.py: atomic check and delete)."""
+        from agent_runtime.transport import consumers
+
+        if self._consumers_script is None:
+            self._consumers_script = self.redis.register_script(consumers.REMOVE_IDLE_SCRIPT)
+        return await consumers.remove_idle_consumers(
+            self._consumers_script, stream, self.group, min_idle_ms, self.consumer
+        )
 
     async def safe_trim(self, stream: str, retention_ms: int, *, approximate: bool = True) -> int:
         """Trim entries older than ``retention_ms`` that every group has delivered and acked.

@@ -1,6 +1,6 @@
 """The worker's chores around message handling: lease renewal, the handler-timeout watchdog,
-committing with retry, the heartbeat, safe trimming of the inboxes and handing entries back
-on shutdown."""
+committing with retry, the heartbeat, safe trimming of the inboxes, removing the group's
+consumers of gone workers, and handing entries back on shutdown."""
 
 from __future__ import annotations
 
@@ -109,6 +109,31 @@ class Housekeeping:
                     delay = self._failed(backoff, interval)
                     self.log.error("trim_failed", stream=stream, error=repr(exc), retry_in=delay)
                     break
+            else:
+                backoff.reset()
+            await pause(delay, stopping)
+
+    async def consumer_loop(self, streams: list[str], stopping: asyncio.Event) -> None:
+        """Remove the group's consumers idle past ``consumer_idle_remove`` that own no pending
+        entries (transport/consumers.py), every ``consumer_sweep_interval``; off when
+        ``consumer_idle_remove`` is null. Every worker of the type runs it: removal is
+        idempotent and each check-and-remove is atomic on the server."""
+        idle = self.settings.consumer_idle_remove
+        if idle is None:
+            return
+        backoff = Backoff(0.1, 5.0)
+        interval = self.settings.consumer_sweep_interval
+        while not stopping.is_set():
+            delay = interval
+            for stream in streams:
+                try:
+                    removed = await self.bus.remove_idle_consumers(stream, int(idle * 1000))
+                except Exception as exc:
+                    delay = self._failed(backoff, interval)
+                    self.log.error("consumer_sweep_failed", stream=stream, error=repr(exc))
+                    break
+                if removed:
+                    self.log.info("idle_consumers_removed", stream=stream, consumers=removed)
             else:
                 backoff.reset()
             await pause(delay, stopping)

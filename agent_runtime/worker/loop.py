@@ -185,6 +185,7 @@ class Worker:
                 side.start_soon(self.reclaimer.run, self._dispatch, self._stopping)
                 side.start_soon(self.retries.run, self._dispatch, self._forget, self._stopping)
                 side.start_soon(self.chores.trim_loop, self.streams, self._stopping)
+                side.start_soon(self.chores.consumer_loop, self.streams, self._stopping)
                 side.start_soon(DeadlineSweep.for_worker(self).run, self._stopping)
                 await self._read_loop()
                 await self._drain()

@@ -278,6 +278,7 @@ class Supervisor:
         env = agent_env(self._env, secrets[child.agent], named)
         env["AGENT_RUNTIME_WORKER_INDEX"] = str(child.index)
         env.update(_agent_url_env(self._agent_urls, child.agent))
+        env.pop("AGENT_RUNTIME_CONSUMER_NAME", None)  # one name per process: children use slots
         base = env.get("AGENT_RUNTIME_METRICS_PORT", "")
         if base.isdigit() and int(base) > 0:
             env["AGENT_RUNTIME_METRICS_PORT"] = str(int(base) + child.index)

@@ -406,3 +406,41 @@ async def test_memory_keys_expire_with_its_clock() -> None:
     assert await redis.xlen("p:r") == 1
     clock.advance(1)
     assert await redis.xlen("p:r") == 0 and await redis.ttl("p:r") == -2
+
+
+async def _idle_past(redis: Any, consumer: str, ms: int) -> None:
+    """Until ``consumer`` has been idle for ``ms`` (the memory clock is moved on)."""
+    if isinstance(redis, MemoryRedis):
+        advance(redis, ms / 1000)
+        return
+    with anyio.fail_after(10):
+        while True:
+            rows = await redis.xinfo_consumers(STREAM, "a")
+            if any(r["name"] == consumer.encode() and r["idle"] >= ms for r in rows):
+                return
+            await anyio.sleep(0.01)
+
+
+async def test_idle_consumers_owning_nothing_are_removed_never_one_with_pending(
+    real: Any,
+) -> None:
+    redis, prefix = real
+    me, _ = await seeded(redis, prefix, 3)
+    gone, holder = bus(redis, prefix, consumer="gone"), bus(redis, prefix, consumer="holder")
+    [entry] = await gone.read_new([STREAM], count=1, block_ms=1)
+    await gone.commit(Commit(handled=[Handled(entry, "m0")]))  # acked: owns nothing
+    [held] = await holder.read_new([STREAM], count=1, block_ms=1)  # owns a pending entry
+    await me.read_new([STREAM], count=1, block_ms=1)  # the caller itself is never removed
+    assert await me.remove_idle_consumers(STREAM, 60_000) == [], "not idle long enough"
+    await _idle_past(redis, "gone", 50)
+    await _idle_past(redis, "holder", 50)
+
+    assert await me.remove_idle_consumers(STREAM, 50) == ["gone"]
+    rows = await redis.xinfo_consumers(STREAM, "a")
+    assert {r["name"] for r in rows} == {b"a-0", b"holder"}
+    pending = await redis.xpending_range(STREAM, "a", "-", "+", 10)
+    assert [(p["message_id"], p["consumer"]) for p in pending if p["consumer"] == b"holder"] == [
+        (held.entry_id, b"holder")
+    ], "the entry of the consumer with pending work is still reclaimable"
+    assert await me.remove_idle_consumers(STREAM, 50) == [], "idempotent"
+    assert await me.remove_idle_consumers("c:no-such-stream", 0) == []

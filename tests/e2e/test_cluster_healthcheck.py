@@ -1,10 +1,13 @@
-"""The container health check (deploy/docker/healthcheck.sh, the image's HEALTHCHECK and the
-Kubernetes probes) against a real worker process: healthy while the worker beats, unhealthy
-once it stopped -- on a single server and on the local Redis Cluster."""
+"""The container health check (deploy/docker/healthcheck.sh, the image's HEALTHCHECK: GET
+/healthz, or /readyz, on the worker's metrics port) against a real worker process started as
+the image starts it: unhealthy before it runs, healthy and ready while it runs, unhealthy once
+it stopped -- on a single server and on the local Redis Cluster (readiness reads the group
+there)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +29,21 @@ def backend_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(fixture))
 
 
-def _healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _healthcheck(env: dict[str, str], path: str = "/healthz") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["/bin/sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+        ["bash", str(SCRIPT), path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_healthcheck_follows_the_worker_heartbeat(
@@ -54,6 +68,8 @@ def test_healthcheck_follows_the_worker_heartbeat(
         "AGENT_RUNTIME_AGENT": "echo",
         "AGENT_RUNTIME_CONFIG": str(config),
         "AGENT_RUNTIME_REDIS_URL": backend_url,
+        "AGENT_RUNTIME_METRICS_PORT": str(_free_port()),
+        "AGENT_RUNTIME_READINESS_INTERVAL": "0.2",
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
     }
     assert _healthcheck(env).returncode == 1, "no worker yet: unhealthy"
@@ -66,13 +82,15 @@ def test_healthcheck_follows_the_worker_heartbeat(
     worker.start()
     try:
         wait_until(
-            lambda: _healthcheck(env).returncode == 0 or not worker.alive(),
+            lambda: _healthcheck(env, "/readyz").returncode == 0 or not worker.alive(),
             60,
             interval=0.2,
-            message="healthcheck to pass",
+            message="the worker ready (Redis reachable, its group there)",
         )
         assert worker.alive(), (tmp_path / "echo.log").read_text()
+        result = _healthcheck(env)
+        assert result.returncode == 0 and "200 OK: ok" in result.stdout
     finally:
-        worker.stop(15)
+        assert worker.stop(15) == 0
     result = _healthcheck(env)
-    assert result.returncode == 1 and "UNHEALTHY" in result.stdout
+    assert result.returncode == 1 and "nothing listens" in result.stderr

@@ -301,3 +301,20 @@ async def test_shared_breaker_lua_runs_on_the_cluster(redis_cluster_url: str, pr
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def test_idle_consumers_are_removed_on_every_shard(
+    cluster_redis: Any, streams: list[str]
+) -> None:
+    """The removal script names one key (the shard): it runs on whichever master holds it."""
+    me = await _bus(cluster_redis, streams)
+    gone = await _bus(cluster_redis, streams, consumer="gone")
+    for stream in streams:
+        await cluster_redis.xadd(stream, {b"m": b"x"})
+        await cluster_redis.xgroup_createconsumer(stream, "agent", "empty")
+    entries = await gone.read_new(streams, count=len(streams), block_ms=1)
+    assert {e.stream for e in entries} == set(streams)  # "gone" holds one entry per shard
+    for stream in streams:
+        assert await me.remove_idle_consumers(stream, 0) == ["empty"], stream
+        rows = await cluster_redis.xinfo_consumers(stream, "agent")
+        assert {r["name"] for r in rows} == {b"gone"}, "pending entries keep their consumer"

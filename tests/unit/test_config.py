@@ -184,3 +184,15 @@ def test_python_path_must_exist(tmp_path: Path) -> None:
     (tmp_path / "plugins").mkdir()
     message = load_error(path)
     assert f"{path}:3: python_paths.1: 'missing' is not a directory" in message
+
+
+def test_consumer_removal_waits_longer_than_live_workers_reads() -> None:
+    from pydantic import ValidationError
+
+    from agent_runtime.config.settings import WorkerSettings
+
+    assert WorkerSettings().consumer_idle_remove == 3600.0
+    assert WorkerSettings(consumer_idle_remove=None).consumer_idle_remove is None  # off
+    assert WorkerSettings(consumer_idle_remove=0.5, block_ms=200).consumer_idle_remove == 0.5
+    with pytest.raises(ValidationError, match="consumer_idle_remove must be longer"):
+        WorkerSettings(consumer_idle_remove=1.0, block_ms=1000)

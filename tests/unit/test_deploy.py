@@ -176,8 +176,14 @@ def test_deployments_drain_probe_and_keep_secrets_out(
             assert "secretKeyRef" in env[name]["valueFrom"], f"{name} must come from a Secret"
         held = {n for n in env if n.startswith("AGENT_RUNTIME_APPROVAL")}
         assert held == set(APPROVAL_KEYS.get(agent, ())), f"{agent} holds {held}"
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert box[probe]["exec"]["command"] == ["agent-runtime-healthcheck"]
+        # HTTP probes on the metrics port (no CLI start per probe); liveness never needs Redis
+        for probe, path in (
+            ("startupProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("livenessProbe", "/healthz"),
+        ):
+            assert box[probe]["httpGet"] == {"path": path, "port": 9100}, probe
+            assert "exec" not in box[probe]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert budgets[agent]["spec"]["selector"] == doc["spec"]["selector"]
 
@@ -214,21 +220,33 @@ def test_compose_matches_the_compose_specification(compose: dict[str, Any]) -> N
 def test_compose_runs_every_agent_type_with_replicas(
     compose: dict[str, Any], config: PipelineConfig
 ) -> None:
+    """One service per replica (the first named as the agent type), each with its own stable
+    consumer name: a recreated container keeps its predecessor's consumer."""
     services = compose["services"]
-    assert set(services) - {"redis"} == set(config.agents)
-    for agent in config.agents:
-        service = services[agent]
-        assert service["command"] == [agent]
-        assert service["environment"]["AGENT_RUNTIME_AGENT"] == agent
-        environment = service["environment"]
-        held = {n for n in environment if n.startswith("AGENT_RUNTIME_APPROVAL")}
-        assert held == set(APPROVAL_KEYS.get(agent, ())), f"{agent} holds {held}"
-        for name in held:
-            assert environment[name].startswith(f"${{{name}:?"), "required, never a default"
-        assert service["deploy"]["replicas"] >= 2
-        assert "./configs:/app/configs:ro" in service["volumes"]
-        grace = int(service["stop_grace_period"].rstrip("s"))
-        assert grace > config.worker_settings(agent).drain_timeout
+    workers = {
+        name: s for name, s in services.items() if "AGENT_RUNTIME_AGENT" in s.get("environment", {})
+    }
+    by_agent: dict[str, list[str]] = {}
+    for name, service in workers.items():
+        by_agent.setdefault(service["environment"]["AGENT_RUNTIME_AGENT"], []).append(name)
+    assert set(by_agent) == set(config.agents) and set(config.agents) <= set(services)
+    names = [s["environment"]["AGENT_RUNTIME_CONSUMER_NAME"] for s in workers.values()]
+    assert len(names) == len(set(names)), "no two workers share a consumer name"
+    for agent, replicas in by_agent.items():
+        assert len(replicas) >= 2
+        for name in replicas:
+            service = services[name]
+            assert service["command"] == [agent]
+            assert "replicas" not in service.get("deploy", {}), "--scale would share the name"
+            assert service["environment"]["AGENT_RUNTIME_CONSUMER_NAME"].startswith(f"{agent}-")
+            environment = service["environment"]
+            held = {n for n in environment if n.startswith("AGENT_RUNTIME_APPROVAL")}
+            assert held == set(APPROVAL_KEYS.get(agent, ())), f"{name} holds {held}"
+            for key in held:
+                assert environment[key].startswith(f"${{{key}:?"), "required, never a default"
+            assert "./configs:/app/configs:ro" in service["volumes"]
+            grace = int(service["stop_grace_period"].rstrip("s"))
+            assert grace > config.worker_settings(agent).drain_timeout
 
 
 def test_compose_redis_persists_with_aof_and_never_evicts(compose: dict[str, Any]) -> None:
@@ -281,7 +299,11 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_dockerfile_is_multi_stage_slim_and_non_root(dockerfile: list[tuple[str, str]]) -> None:
     froms = [args for word, args in dockerfile if word == "FROM"]
-    assert len(froms) >= 2 and all("-slim" in f for f in froms)
+    args = dict(a.split("=", 1) for w, a in dockerfile if w == "ARG" and "=" in a)
+    # one slim Debian base (a build arg: an mmdebstrap-made base can stand in for it), every
+    # other stage built on it
+    assert args["BASE_IMAGE"].endswith("-slim") and froms[0] == "${BASE_IMAGE} AS base"
+    assert len(froms) >= 3 and all(f.startswith("base AS ") for f in froms[1:])
     final = _final_stage(dockerfile)
     users = [args for word, args in final if word == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
@@ -294,13 +316,18 @@ def test_dockerfile_is_multi_stage_slim_and_non_root(dockerfile: list[tuple[str,
     assert "--no-cache-dir" in build_runs
 
 
-def test_dockerfile_healthcheck_uses_the_worker_heartbeat(
+def test_dockerfile_healthcheck_calls_the_liveness_endpoint(
     dockerfile: list[tuple[str, str]],
 ) -> None:
+    """The HEALTHCHECK is HTTP GET /healthz on the metrics port (bash /dev/tcp), not the CLI;
+    tests/e2e/test_probes.py runs the script against live workers."""
     (health,) = [args for word, args in _final_stage(dockerfile) if word == "HEALTHCHECK"]
     assert health.endswith('CMD ["agent-runtime-healthcheck"]')
     script = (ROOT / "deploy" / "docker" / "healthcheck.sh").read_text()
-    assert 'exec agent-runtime health --agent "$agent" --consumer "$consumer"' in script
+    assert 'path="${1:-/healthz}"' in script and "/dev/tcp/127.0.0.1/" in script
+    assert "agent-runtime " not in script.replace("agent-runtime-", "")  # no CLI start
+    env = " ".join(a for w, a in _final_stage(dockerfile) if w == "ENV")
+    assert "AGENT_RUNTIME_METRICS_PORT=9100" in env
     assert any(
         w == "COPY" and "healthcheck.sh /usr/local/bin/agent-runtime-healthcheck" in a
         for w, a in dockerfile

@@ -44,10 +44,12 @@ def test_environment_wins_over_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("AGENT_RUNTIME_TRACE", "false")
     monkeypatch.setenv("AGENT_RUNTIME_LEASE_INTERVAL", "")  # empty: unset
     monkeypatch.setenv("AGENT_RUNTIME_MAX_MESSAGE_BYTES", "65536")
+    monkeypatch.setenv("AGENT_RUNTIME_CONSUMER_IDLE_REMOVE", "null")  # YAML's null: never
     for agent in pipeline.agents:
         settings = pipeline.worker_settings(agent)
         assert settings.concurrency == 7 and settings.trace is False
         assert settings.lease_interval is None
+        assert settings.consumer_idle_remove is None
     assert pipeline.codec().max_bytes == 65536  # the pipeline-wide settings too
 
 
