@@ -17,7 +17,6 @@ import anyio
 import click
 
 from agent_runtime.approval import child_env
-from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import (
     Args,
     config_and_redis,
@@ -30,6 +29,7 @@ from agent_runtime.cli.failures import UsageError, mask_url
 from agent_runtime.config.acl import ACL_DIR, Credentials, agent_urls, lock_down
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
+from agent_runtime.observability.tables import format_table
 from agent_runtime.transport.embedded import (
     EmbeddedServer,
     clear_state,

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from agent_runtime.cli._table import UNLIMITED, format_table, width
 from agent_runtime.cli.common import (
     Args,
     config_option,
@@ -19,6 +18,7 @@ from agent_runtime.cli.common import (
 from agent_runtime.cli.failures import EXIT_USAGE
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.validation import problems
+from agent_runtime.observability.tables import UNLIMITED, format_table, width
 
 
 def register(group: click.Group) -> None:

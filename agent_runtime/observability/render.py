@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agent_runtime.observability.tables import UNLIMITED, format_table, width
+
 
 def duration(seconds: float | None) -> str:
     """``0.4ms``, ``12ms``, ``3.2s``, ``4m05s``, ``2h03m``, ``3d04h``; ``-`` for None."""
@@ -34,7 +36,15 @@ def cell(value: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
-    """Left-aligned columns; numbers right-aligned."""
+    """Left-aligned columns; numbers right-aligned. Within ``COLUMNS`` or the terminal's
+    width when either is known (cells wrap inside their column); one line per row when the
+    output goes to a file or a pipe."""
+    if width() < UNLIMITED:
+        numeric = [
+            bool(rows) and all(_is_number(row[i]) for row in rows) for i in range(len(headers))
+        ]
+        texts = [[cell(v) for v in row] for row in rows]
+        return format_table(headers, texts, indent=indent, rule=False, right=numeric)
     cells = [[cell(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:

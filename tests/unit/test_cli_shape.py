@@ -209,3 +209,29 @@ def test_shared_options_are_the_same_everywhere(
     out = capsys.readouterr().out
     assert "-c, --config FILE" in out and "[env var: AGENT_RUNTIME_CONFIG" in out
     assert "--redis-url URL" in out and "--json" in out
+
+
+def test_operator_tables_fit_the_terminal_and_stay_whole_when_piped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent_runtime.observability.render import table
+
+    rows = [
+        ("executor", 12, "executor-host-with-a-long-name-0 and more words", 3.5),
+        ("router", 1234, "router-h-1", None),
+    ]
+    headers = ["AGENT", "LAG", "CONSUMER", "AGE"]
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = table(headers, rows).splitlines()
+    assert len(piped) == 3  # one line per row: nothing wraps in a pipe
+    assert piped[1].startswith("  executor    12  executor-host-with-a-long-name-0 and more words")
+
+    monkeypatch.setenv("COLUMNS", "60")
+    fitted = table(headers, rows).splitlines()
+    assert all(len(line) <= 60 for line in fitted), fitted
+    assert len(fitted) > 3  # the long cell wrapped inside its column
+    text = " ".join(fitted)
+    for word in ("executor-host-with-a-long-name-0", "1234", "router-h-1", "3.5"):
+        assert word in text
+    lag = next(line for line in fitted if "router" in line)
+    assert "  1234  " in lag  # numbers stay right-aligned under LAG

@@ -1,7 +1,7 @@
-"""Tables for command output, drawn by rich: no colour, a header underlined with dashes, and
-as wide as the terminal allows. Cells wrap inside their column when the table would be wider
-than ``COLUMNS`` (or the terminal); piped into a file or a script with no ``COLUMNS`` set,
-nothing wraps, so every row stays on one line for grep."""
+"""Tables for command output (the CLI's and the operator views'), drawn by rich: no colour,
+a header underlined with dashes, as wide as the terminal allows. Cells wrap inside their
+column when the table would be wider than ``COLUMNS`` (or the terminal); piped into a file or
+a script with no ``COLUMNS`` set, nothing wraps, so every row stays on one line for grep."""
 
 from __future__ import annotations
 
@@ -38,18 +38,35 @@ item per line when the column is narrower); anything else is shown as ``str(cell
 
 
 def format_table(
-    header: Sequence[str], rows: Sequence[Sequence[Cell]], *, columns: int | None = None
+    header: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    *,
+    columns: int | None = None,
+    indent: str = "",
+    rule: bool = True,
+    right: Sequence[bool] = (),
 ) -> str:
     """Left-aligned columns separated by two spaces, at most ``columns`` (default:
     :func:`width`) wide. When the rows do not fit, the columns that can wrap give up width
     first: a text wraps at its spaces, a list puts one item per line; a word is cut only when
-    even the longest words of every column do not fit side by side."""
+    even the longest words of every column do not fit side by side. ``indent`` starts every
+    line; ``rule``: the dashes under the header; ``right``: right-aligned columns."""
     cells = [[_Cell(c) for c in header], *([_Cell(c) for c in row] for row in rows)]
-    table = Table(box=PLAIN, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    sizes = _widths(cells, (columns or width()) - 2 * (len(header) - 1))
-    for name, size in zip(header, sizes, strict=True):
-        # two spaces between columns: the right padding and the box's (blank) divider
-        table.add_column(name, overflow="fold", header_style="none", width=size)
+    if rule:  # two spaces between columns: the right padding and the box's blank divider
+        table = Table(box=PLAIN, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    else:
+        table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0))
+    room = (columns or width()) - len(indent) - 2 * (len(header) - 1)
+    sizes = _widths(cells, room)
+    aligned = [*right, *([False] * len(header))]
+    for i, (name, size) in enumerate(zip(header, sizes, strict=True)):
+        table.add_column(
+            name,
+            overflow="fold",
+            header_style="none",
+            width=size,
+            justify="right" if aligned[i] else "left",
+        )
     for row in cells[1:]:
         table.add_row(*(cell.text(size) for cell, size in zip(row, sizes, strict=True)))
     out = io.StringIO()
@@ -63,7 +80,8 @@ def format_table(
         legacy_windows=False,
     )
     console.print(table, crop=False)
-    return "\n".join(line.rstrip() for line in out.getvalue().rstrip("\n").splitlines())
+    lines = out.getvalue().rstrip("\n").splitlines()
+    return "\n".join((indent + line).rstrip() for line in lines)
 
 
 class _Cell:
