@@ -17,6 +17,7 @@ import pytest
 from anyio.from_thread import BlockingPortal
 
 from agent_runtime.approval import generate_pair, pending_approvals, signer, submit_decision
+from agent_runtime.cli import main
 from agent_runtime.client import Client
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import wait_until
@@ -220,15 +221,23 @@ def test_approval_resumes_the_plan_without_rerunning_finished_steps(running: Run
     assert record["idempotency_key"] == f"{cid}:s2"
 
 
-def test_rejecting_an_approval_rejects_the_step(running: Running) -> None:
+def test_rejecting_an_approval_rejects_the_step(
+    running: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
     message = publish(running, "deploy db to staging")
     cid = str(message.correlation_id)
-    wait_pending(running, cid)
-    running.call(
-        lambda c: submit_decision(
-            c, cid, approved=False, steps=[], approver="tester", comment="not today"
-        )
-    )
+    waiting = list(wait_pending(running, cid))
+    # through the CLI, as an operator does: `reject CID --json` says what it decided
+    config = str(running.pipeline.source)
+    argv = ["reject", cid, "--by", "tester", "--comment", "not today", "--json"]
+    assert main([*argv, "--config", config, "--redis-url", running.url]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "correlation_id": cid,
+        "decision": "rejected",
+        "steps": waiting,
+        "by": "tester",
+        "comment": "not today",
+    }
     report = reply(running, message)
     assert report.status == "rejected" and "not today" in report.reasons[0]
     assert running.handled(cid, "executor") == []

@@ -10,14 +10,18 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent_runtime.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "default.yaml"
 BIN = Path(sys.executable).parent
+EXAMPLES = int(os.environ.get("AGENT_RUNTIME_HYPOTHESIS_EXAMPLES", "200"))
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -235,3 +239,35 @@ def test_operator_tables_fit_the_terminal_and_stay_whole_when_piped(
         assert word in text
     lag = next(line for line in fitted if "router" in line)
     assert "  1234  " in lag  # numbers stay right-aligned under LAG
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(
+            st.text(max_size=60) | st.lists(st.text(max_size=20), max_size=4),
+            min_size=3,
+            max_size=3,
+        ),
+        max_size=6,
+    ),
+    columns=st.integers(20, 200),
+)
+def test_tables_of_any_text_fit_when_the_words_do(rows: list[list[Any]], columns: int) -> None:
+    """Any cell text (control characters, wide characters, newlines): never an exception, and
+    the table fits ``columns`` whenever its longest words do."""
+    from agent_runtime.observability.tables import format_table
+
+    text = format_table(("A", "B", "C"), rows, columns=columns)
+    assert isinstance(text, str)
+    printable = all(
+        all(ch.isascii() and ch.isprintable() for ch in (c if isinstance(c, str) else "".join(c)))
+        for row in rows
+        for c in row
+    )
+    longest = [
+        max([1, *(len(w) for r in rows for w in (r[i].split() if isinstance(r[i], str) else r[i]))])
+        for i in range(3)
+    ]
+    if printable and sum(longest) + 4 <= columns:
+        assert all(len(line) <= columns for line in text.splitlines()), text

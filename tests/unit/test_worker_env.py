@@ -4,19 +4,23 @@ in docs/operations.md."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent_runtime.cli import main
 from agent_runtime.config.pipeline import Pipeline
-from agent_runtime.config.settings import WORKER_ENV, WorkerSettings
+from agent_runtime.config.settings import WORKER_ENV, WorkerSettings, with_worker_env
 from agent_runtime.config.validation import problems
 from agent_runtime.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "default.yaml"
+EXAMPLES = int(os.environ.get("AGENT_RUNTIME_HYPOTHESIS_EXAMPLES", "200"))
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +72,28 @@ def test_bad_values_are_refused_naming_the_variable(
     assert "agent-runtime: error: AGENT_RUNTIME_CONCURRENCY='0': " in err
     with pytest.raises(ConfigError, match="AGENT_RUNTIME_CONCURRENCY"):
         Pipeline.load(DEFAULT).worker_settings("planner")
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(WORKER_ENV)),
+        st.text(max_size=40) | st.integers(-(2**70), 2**70).map(str) | st.just("null"),
+        max_size=6,
+    )
+)
+def test_any_environment_gives_settings_or_one_line_per_bad_variable(
+    environ: dict[str, str],
+) -> None:
+    """Hostile values in the environment: valid settings, or a ConfigError whose every line
+    names a variable that was set (never another exception)."""
+    try:
+        result = with_worker_env(WorkerSettings(), environ)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        assert lines
+        assert all(
+            line.startswith("AGENT_RUNTIME_") or "worker settings with" in line for line in lines
+        )
+    else:
+        assert isinstance(result, WorkerSettings)
