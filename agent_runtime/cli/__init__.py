@@ -1,5 +1,8 @@
-"""``agent-runtime`` command line. Thin: each command module parses its arguments and calls the
-library. Command modules are listed explicitly in COMMANDS (order = order in --help)."""
+"""``agent-runtime`` command line (click). Thin: each command module adds its command to the
+group with ``register(group)`` and calls the library; options shared by several commands
+(--config, --redis-url, --json, --timeout) are defined once in cli/common.py, so help, usage
+errors and shell completion (``completion bash|zsh|fish``) all come from one definition.
+Command modules are listed explicitly in COMMANDS (order = order in --help)."""
 
 from __future__ import annotations
 
