@@ -11,12 +11,9 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from rich.box import Box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-#: header underlined with dashes; no other lines; columns two spaces apart
-PLAIN = Box("    \n    \n--  \n    \n    \n    \n    \n    \n", ascii=True)
 #: the width of output that goes to no terminal and has no COLUMNS (no wrapping)
 UNLIMITED = 10_000
 
@@ -52,36 +49,37 @@ def format_table(
     even the longest words of every column do not fit side by side. ``indent`` starts every
     line; ``rule``: the dashes under the header; ``right``: right-aligned columns."""
     cells = [[_Cell(c) for c in header], *([_Cell(c) for c in row] for row in rows)]
-    if rule:  # two spaces between columns: the right padding and the box's blank divider
-        table = Table(box=PLAIN, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    else:
-        table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0))
     room = (columns or width()) - len(indent) - 2 * (len(header) - 1)
     sizes = _widths(cells, room)
     aligned = [*right, *([False] * len(header))]
-    for i, (name, size) in enumerate(zip(header, sizes, strict=True)):
-        table.add_column(
-            name,
-            overflow="fold",
-            header_style="none",
-            width=size,
-            justify="right" if aligned[i] else "left",
+
+    def render(body: Sequence[Sequence[_Cell]]) -> list[str]:
+        table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0))
+        for i, (name, size) in enumerate(zip(header, sizes, strict=True)):
+            justify: JustifyMethod = "right" if aligned[i] else "left"
+            table.add_column(
+                name, overflow="fold", header_style="none", width=size, justify=justify
+            )
+        for row in body:
+            table.add_row(*(cell.text(size) for cell, size in zip(row, sizes, strict=True)))
+        out = io.StringIO()
+        console = Console(
+            file=out,
+            width=UNLIMITED,
+            color_system=None,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            legacy_windows=False,
         )
-    for row in cells[1:]:
-        table.add_row(*(cell.text(size) for cell, size in zip(row, sizes, strict=True)))
-    out = io.StringIO()
-    console = Console(
-        file=out,
-        width=UNLIMITED,
-        color_system=None,
-        highlight=False,
-        markup=False,
-        emoji=False,
-        legacy_windows=False,
-    )
-    console.print(table, crop=False)
-    lines = out.getvalue().rstrip("\n").splitlines()
-    return "\n".join((indent + line).rstrip() for line in lines)
+        console.print(table, crop=False)
+        return [(indent + line).rstrip() for line in out.getvalue().rstrip("\n").splitlines()]
+
+    lines = render(cells[1:])
+    if rule:  # dashes under each column's header, two spaces apart, as wide as the column
+        head = len(render([]))
+        lines.insert(head, indent + "  ".join("-" * size for size in sizes))
+    return "\n".join(lines)
 
 
 class _Cell:
