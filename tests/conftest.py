@@ -3,6 +3,7 @@ session, a fresh key prefix per test, helpers to start real worker processes."""
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,11 @@ if str(ROOT) not in sys.path:
 # machine makes it; explicit @settings still choose their own deadline.
 settings.register_profile("suite", deadline=None)
 settings.load_profile("suite")
+
+# The CLI fits its tables to COLUMNS when it is set, and pytest-xdist's worker processes run
+# with COLUMNS=80 in their environment: tests (and the CLI processes they start) that read
+# whole table rows would see them wrapped. A test that wants a width sets it (monkeypatch).
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import click
 
 from agent_runtime import __version__
+from agent_runtime.cli.common import PARSE_ONLY, Args
 from agent_runtime.cli.failures import EXIT_INTERNAL, describe
 
 COMMANDS = [
@@ -89,6 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+    """``argv`` (after ``agent-runtime``) parsed exactly as :func:`main` parses it, without
+    running anything: the command's parameters as attributes, and ``command`` (its name, e.g.
+    ``"serve"`` or ``"dlq list"``). A usage error raises click's UsageError."""
+    token = PARSE_ONLY.set(True)
+    try:
+        result = build_cli().main(args=list(argv), prog_name=PROG, standalone_mode=False)
+    finally:
+        PARSE_ONLY.reset(token)
+    if not isinstance(result, Args):
+        raise click.UsageError(f"no command in {list(argv)!r}")
+    return result
 
 
 def report_failure(exc: BaseException, url: str | None) -> int:

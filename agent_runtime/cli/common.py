@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,14 +85,22 @@ def config_and_redis() -> list[click.Parameter]:
     return [config_option(), redis_option()]
 
 
-def runs(run: Callable[[Args], int | None], **fixed: Any) -> Callable[..., int]:
+#: set by cli.parse_args: command callbacks return their parsed Args instead of running
+PARSE_ONLY: ContextVar[bool] = ContextVar("agent_runtime_cli_parse_only", default=False)
+
+
+def runs(run: Callable[[Args], int | None], **fixed: Any) -> Callable[..., Any]:
     """A click callback calling ``run(args)``: the parsed options as a namespace (tuples of
     repeatable options as lists), plus ``fixed``. An expected failure becomes its one-line
     message and exit status (cli.report_failure); SystemExit passes through."""
 
-    def callback(**params: Any) -> int:
+    def callback(**params: Any) -> Any:
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
         args = Args(**values, **fixed)
+        if PARSE_ONLY.get():  # cli.parse_args: the arguments, nothing run
+            path = click.get_current_context().command_path
+            args.command = path.split(" ", 1)[1] if " " in path else path
+            return args
         try:
             configure_logging()  # once per process: JSON unless stderr is a terminal, redacted
             return int(run(args) or 0)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -271,3 +272,16 @@ def test_tables_of_any_text_fit_when_the_words_do(rows: list[list[Any]], columns
     ]
     if printable and sum(longest) + 4 <= columns:
         assert all(len(line) <= columns for line in text.splitlines()), text
+
+
+def test_parse_args_parses_as_main_does_without_running() -> None:
+    from agent_runtime.cli import parse_args
+
+    args = parse_args(["dlq", "purge", "--all", "-y", "--redis-url", "redis://h:1"])
+    assert args.command == "dlq purge" and args.action == "purge"
+    assert args.all is True and args.yes is True and args.ids == []
+    assert args.redis_url == "redis://h:1"
+    args = parse_args(["worker", "planner", "--slot", "3"])
+    assert (args.command, args.name, args.slot) == ("worker", "planner", "3")
+    with pytest.raises(click.UsageError):
+        parse_args(["worker"])
