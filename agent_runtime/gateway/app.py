@@ -23,7 +23,13 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.gateway import api, dashboard
 from agent_runtime.gateway.auth import COOKIE, TokenTable, cookie_options
 from agent_runtime.gateway.limits import BodyLimit, Timing
-from agent_runtime.gateway.problems import Problem, on_http_error, on_invalid, on_problem
+from agent_runtime.gateway.problems import (
+    Problem,
+    on_error,
+    on_http_error,
+    on_invalid,
+    on_problem,
+)
 from agent_runtime.gateway.runtime import GatewayRuntime
 from agent_runtime.gateway.settings import GatewaySettings
 from agent_runtime.observability.gateway_metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -64,6 +70,7 @@ def create_app(settings: GatewaySettings, *, pipeline: Pipeline, redis_url: str)
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(Exception, on_error)
     app.include_router(api.router)
     app.include_router(_probes())
     app.include_router(dashboard.router)

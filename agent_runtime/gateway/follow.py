@@ -54,6 +54,7 @@ class TraceFollower:
         self.subs: dict[str, set[Subscription]] = {}
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        self.next_round: list[asyncio.Future[None]] = []
 
     def subscribe(self, cid: str, start: int) -> Subscription:
         sub = Subscription(cid, start)
@@ -73,12 +74,27 @@ class TraceFollower:
     def following(self) -> int:
         return sum(len(s) for s in self.subs.values())
 
+    async def caught_up(self) -> None:
+        """Return once a poll that started after this call has delivered its records (a
+        request's reply arrived: its last hops are in its trace). Streams ending together
+        share that one round trip."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.next_round.append(future)
+        self.wake.set()
+        await future
+
     async def run(self) -> None:
         while self.subs:
+            round_, self.next_round = self.next_round, []
             try:
                 await self.poll()
             except Exception as exc:  # Redis away: keep the followers, try again
                 _log.warning("trace_follow_failed", error=repr(exc)[:300])
+            for future in round_:
+                if not future.done():
+                    future.set_result(None)
+            if self.next_round:
+                continue  # asked for meanwhile: poll again at once
             self.wake.clear()
             with anyio.move_on_after(self.interval):
                 await self.wake.wait()
@@ -103,6 +119,8 @@ class TraceFollower:
 
     async def aclose(self) -> None:
         self.subs.clear()
+        for future in self.next_round:
+            future.cancel()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):

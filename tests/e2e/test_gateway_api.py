@@ -78,6 +78,11 @@ def test_probes_answer(gateway: LiveGateway) -> None:
     schema = httpx.get(f"{gateway.url}/v1/openapi.json").json()
     assert "/v1/requests" in schema["paths"]
     assert httpx.get(f"{gateway.url}/v1/docs").status_code == 200
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert (
+        'agent_runtime_gateway_http_requests_total{method="GET",route="/readyz",status="200"}'
+        in metrics
+    )
 
 
 def test_submit_then_every_hop_then_the_report(gateway: LiveGateway) -> None:
@@ -294,6 +299,10 @@ def test_healthz_stays_up_while_redis_is_down(
     assert httpx.get(f"{gw.url}/healthz").status_code == 200
     body = httpx.get(f"{gw.url}/readyz", timeout=10).json()
     assert body["status"] == "unavailable"
+    with gw.client("all", timeout=30) as http:  # a call that needs Redis: 503, retry later
+        refused = http.get("/v1/status")
+    assert problem(refused, 503)["detail"].startswith("the runtime's Redis server")
+    assert refused.headers["retry-after"] == "1"
 
 
 def test_login_sets_a_strict_cookie_that_the_api_accepts(gateway: LiveGateway) -> None:
