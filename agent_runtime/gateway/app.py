@@ -114,7 +114,10 @@ def _probes() -> APIRouter:
         """Form field ``token``: a valid token is kept in the HttpOnly, SameSite=Strict
         cookie and the browser goes to ``/``; an invalid one back to ``/?login=failed``."""
         body = (await request.body()).decode("utf-8", "replace")
-        token = (parse_qs(body, max_num_fields=10).get("token") or [""])[0]
+        try:
+            token = (parse_qs(body, max_num_fields=10).get("token") or [""])[0]
+        except ValueError:  # more fields than a login form has
+            token = ""
         if request.app.state.tokens.find(token) is None:
             return RedirectResponse("/?login=failed", status_code=303)
         response = RedirectResponse("/", status_code=303)
