@@ -131,7 +131,7 @@ async def _finish(rt: Any, sub: Subscription, waiter: asyncio.Task[Any]) -> Asyn
     """The reply arrived (or the wait ended): the hops not sent yet (the reply's commit wrote
     its trace record too; one shared poll reads them), then the end event."""
     with anyio.move_on_after(CATCH_UP):
-        await rt.follower.caught_up()
+        await rt.follower.caught_up(sub.cid)
     while not sub.queue.empty():
         item = sub.queue.get_nowait()
         if item is not None and (frame := _hop_frame(*item)):
