@@ -125,7 +125,7 @@ def test_log_in_submit_from_the_form_and_watch_it_succeed_hop_by_hop(
     expect(state).to_have_text("succeeded", timeout=60_000)
     expect(page.get_by_role("heading", name="Report")).to_be_visible()
     agents = timeline_agents(page)
-    assert set(ALL_AGENTS) <= set(agents) and agents[0] == "intent_parser"
+    assert set(ALL_AGENTS) <= set(agents) and agents[:2] == ["client", "intent_parser"]
     assert agents[-1] == "reporter" and len(agents) > before
     # the same document all along, filled one hop at a time
     assert page.evaluate("window.__loadedAt") == loaded_at
@@ -141,6 +141,11 @@ def test_log_in_submit_from_the_form_and_watch_it_succeed_hop_by_hop(
     page.get_by_role("link", name="Requests").click()
     row = page.locator(f'#requests tbody tr[data-cid="{cid}"]')
     expect(row.locator(".state")).to_have_text("succeeded")
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator(f'#requests tbody tr[data-cid="{cid}"] .state')).to_have_text("succeeded")
+    expect(page.locator("#fleet tbody tr")).to_have_count(len(ALL_AGENTS))
+    expect(page.locator('#fleet tbody tr[data-agent="executor"] .workers')).not_to_have_text("0")
+    snap(page, tmp_path, "overview")
 
 
 def test_approve_a_waiting_high_risk_step_and_see_the_request_finish(
@@ -178,7 +183,7 @@ def test_approve_a_waiting_high_risk_step_and_see_the_request_finish(
     assert len(timeline_agents(watcher)) > waiting_hops
     assert watcher.evaluate("window.__loadedAt") == loaded_at, "no reload"
     report = watcher.locator("#result-body").inner_text()
-    assert "Ada via all" in report and "deploy" in report
+    assert '"tool": "deploy"' in report and '"status": "succeeded"' in report
     snap(watcher, tmp_path, "approved-request")
 
 

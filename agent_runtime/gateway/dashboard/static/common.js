@@ -51,12 +51,20 @@
     return node;
   };
 
-  AR.notice = function (message, kind) {
+  // One notice line per page (role=alert). `source` "poll" marks a refresh error, which the
+  // next successful refresh clears; other notices stay until replaced.
+  AR.notice = function (message, kind, source) {
     const box = document.getElementById("notice");
     if (!box) return;
     box.textContent = message || "";
     box.className = "notice " + (kind || "error");
+    box.dataset.source = source || "";
     box.hidden = !message;
+  };
+
+  AR.clearPollNotice = function () {
+    const box = document.getElementById("notice");
+    if (box && box.dataset.source === "poll") AR.notice("");
   };
 
   AR.list = function (body, key) {
@@ -114,9 +122,9 @@
       clearTimeout(timer);
       try {
         await fn();
-        AR.notice("");
+        AR.clearPollNotice();
       } catch (error) {
-        if (error.status !== undefined || error instanceof TypeError) AR.notice(String(error.message || error));
+        if (error.status !== undefined || error instanceof TypeError) AR.notice(String(error.message || error), "error", "poll");
       }
       timer = setTimeout(run, ms);
     };
