@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent_runtime.gateway.auth import TokenTable, hash_token
 from agent_runtime.gateway.dashboard import COOKIE, STATIC, router
+from agent_runtime.gateway.settings import GatewaySettings, TokenSpec
 
 PAGES = [
     "/",
@@ -161,3 +163,21 @@ def test_a_hostile_request_id_is_shown_as_text(cid: str) -> None:
     page = parse(response.text)
     assert page.cid == cid
     assert [s["src"] for s in page.all("script")] == ["/static/common.js", "/static/request.js"]
+
+
+def test_a_cookie_whose_token_is_not_configured_is_dropped_at_the_login_form() -> None:
+    known = "t-known-token"
+    app = FastAPI()
+    app.include_router(router)
+    settings = GatewaySettings(
+        tokens=(TokenSpec(name="ops", sha256=hash_token(known), scopes=("read",)),)
+    )
+    app.state.tokens = TokenTable(settings)
+    with TestClient(app, cookies={COOKIE: "t-revoked-token"}) as client:
+        response = client.get("/approvals", follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/login?next=%2Fapprovals&error=expired"
+        assert f'{COOKIE}=""' in response.headers["set-cookie"]
+        assert "Your session ended" in client.get(response.headers["location"]).text
+    with TestClient(app, cookies={COOKIE: known}) as client:
+        assert client.get("/approvals", follow_redirects=False).status_code == 200

@@ -24,10 +24,9 @@ from fastapi import APIRouter, Cookie, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-__all__ = ["COOKIE", "CSP", "router"]
+from agent_runtime.gateway.auth import COOKIE
 
-#: The cookie ``POST /login`` sets (the gateway's auth reads the same name).
-COOKIE = "agent_runtime_token"
+__all__ = ["COOKIE", "CSP", "router"]
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -82,33 +81,42 @@ def _page(template: str, active: str, **context: object) -> HTMLResponse:
     return HTMLResponse(html, headers=SECURITY_HEADERS)
 
 
-def _login_first(request: Request) -> RedirectResponse:
+def _login_first(request: Request, token: str | None) -> RedirectResponse | None:
+    """None when the visitor holds a token the gateway knows; else the way to the login
+    form (and back here after it). A cookie whose token is no longer configured is dropped."""
+    table = getattr(request.app.state, "tokens", None)
+    if token and (table is None or table.find(token) is not None):
+        return None
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
-    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    error = "&error=expired" if token else ""
+    response = RedirectResponse(f"/login?next={quote(target, safe='')}{error}", status_code=303)
+    if token:
+        response.delete_cookie(COOKIE, path="/")
+    return response
 
 
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, token: TokenCookie = None) -> Response:
     if request.query_params.get("login") == "failed":  # POST /login refused the token
         return RedirectResponse("/login?error=refused", status_code=303)
-    if not token:
-        return _login_first(request)
+    if redirect := _login_first(request, token):
+        return redirect
     return _page("overview.html", "/", title="Overview", script="overview.js")
 
 
 @router.get("/requests", response_class=HTMLResponse)
 def requests_page(request: Request, token: TokenCookie = None) -> Response:
-    if not token:
-        return _login_first(request)
+    if redirect := _login_first(request, token):
+        return redirect
     return _page("requests.html", "/requests", title="Requests", script="requests.js")
 
 
 @router.get("/requests/{cid}", response_class=HTMLResponse)
 def request_page(request: Request, cid: str, token: TokenCookie = None) -> Response:
-    if not token:
-        return _login_first(request)
+    if redirect := _login_first(request, token):
+        return redirect
     return _page(
         "request.html", "/requests", title=f"Request {cid[:64]}", cid=cid, script="request.js"
     )
@@ -116,15 +124,15 @@ def request_page(request: Request, cid: str, token: TokenCookie = None) -> Respo
 
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals_page(request: Request, token: TokenCookie = None) -> Response:
-    if not token:
-        return _login_first(request)
+    if redirect := _login_first(request, token):
+        return redirect
     return _page("approvals.html", "/approvals", title="Approvals", script="approvals.js")
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)
 def dead_letters_page(request: Request, token: TokenCookie = None) -> Response:
-    if not token:
-        return _login_first(request)
+    if redirect := _login_first(request, token):
+        return redirect
     return _page(
         "dead_letters.html", "/dead-letters", title="Dead letters", script="dead_letters.js"
     )
