@@ -59,7 +59,7 @@ class TokenTable:
     def find(self, token: str) -> Principal | None:
         if not token or len(token) > MAX_TOKEN:
             return None
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found: TokenSpec | None = None
         for stored, spec in self.entries:  # every entry compared: the time says nothing
             if hmac.compare_digest(stored, digest):

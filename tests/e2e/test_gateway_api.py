@@ -164,8 +164,9 @@ def test_a_rejected_step_ends_with_a_failure(gateway: LiveGateway) -> None:
             f"/v1/requests/{cid}/approvals", json={"approve": False, "reason": "not today"}
         )
         assert decided.status_code == 200, decided.text
-        # nothing waits any more: a second decision is a conflict
-        problem(http.post(f"/v1/requests/{cid}/approvals", json={"approve": True}), 409)
+        # a request with nothing waiting: a conflict, named
+        unknown = http.post(f"/v1/requests/{uuid.uuid4()}/approvals", json={"approve": True})
+        assert "waiting for approval" in problem(unknown, 409)["detail"]
     name, _, end = events(gateway, cid)[-1]
     assert name == "end" and end["state"] == "rejected"
     assert "not today" in end["report"]["reasons"][0]
@@ -195,8 +196,10 @@ def test_a_dead_lettered_request_ends_with_a_failure_and_can_be_replayed(
         assert [x["id"] for x in dry["would_purge"]] == [letter_id]
         replayed = http.post(f"/v1/dead-letters/{letter_id}:replay").json()
         assert replayed["new_id"] and replayed["correlation_id"] == cid
+    with gw.client("all") as http:
         # the replayed poison is dead-lettered again; purge it for good
-        wait_until(lambda: http.get("/v1/dead-letters").json(), 30, "the second letter")
+        again = wait_until(lambda: http.get("/v1/dead-letters").json(), 30, "the second letter")
+        assert again[0]["correlation_id"] == cid and again[0]["id"] != letter_id
         purged = http.post("/v1/dead-letters:purge", json={"all": True, "confirm": True})
         assert purged.json()["purged"] == 1
         assert http.get("/v1/dead-letters").json() == []
