@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 CHROMIUM = os.environ.get("AGENT_RUNTIME_CHROMIUM", "/usr/bin/chromium")
+# Deadlines of Playwright's auto-retrying assertions and actions (not durations: they return as
+# soon as the condition holds), generous for a loaded 2-core CI machine.
+expect.set_options(timeout=20_000)
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -30,6 +30,7 @@
       const detail = (body && (body.detail || body.title)) || response.statusText;
       const error = new Error(response.status + " " + (typeof detail === "string" ? detail : JSON.stringify(detail)));
       error.status = response.status;
+      error.retryAfter = Number(response.headers.get("Retry-After")) || 0;
       throw error;
     }
     return body;
@@ -115,19 +116,25 @@
     return AR.el("a", { href: "/requests/" + encodeURIComponent(cid), title: cid }, AR.el("code", { text: AR.short(cid) }));
   };
 
-  // Run fn now and every `ms` while the page is open; an error shows once, then retries.
+  // Run fn now and every `ms` while the page is visible (a hidden tab spends none of the
+  // token's rate limit); an error shows until the next success; a 429 waits its Retry-After.
   AR.poll = function (fn, ms) {
     let timer = null;
     const run = async function () {
       clearTimeout(timer);
-      try {
-        await fn();
-        AR.clearPollNotice();
-      } catch (error) {
-        if (error.status !== undefined || error instanceof TypeError) AR.notice(String(error.message || error), "error", "poll");
+      let wait = ms;
+      if (!document.hidden) {
+        try {
+          await fn();
+          AR.clearPollNotice();
+        } catch (error) {
+          if (error.status !== undefined || error instanceof TypeError) AR.notice(String(error.message || error), "error", "poll");
+          if (error.retryAfter) wait = Math.max(ms, error.retryAfter * 1000);
+        }
       }
-      timer = setTimeout(run, ms);
+      timer = setTimeout(run, wait);
     };
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) run(); });
     run();
     return run;  // call it to refresh at once
   };
