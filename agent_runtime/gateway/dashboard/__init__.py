@@ -50,6 +50,7 @@ STATIC = {
     "approvals.js": "text/javascript; charset=utf-8",
     "dead_letters.js": "text/javascript; charset=utf-8",
     "login.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 #: Login errors by code (``/login?error=CODE``): never text from the URL on the page.

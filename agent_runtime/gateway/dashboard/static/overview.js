@@ -36,7 +36,10 @@
   }
 
   const refreshFleet = AR.poll(async function () {
-    renderFleet(await AR.api("/v1/status"));
+    const status = await AR.api("/v1/status");
+    renderFleet(status);
+    const signing = status.signing && status.signing.enabled;
+    document.getElementById("signing").textContent = signing ? "on" : "off";
   }, 2000);
   const refreshRequests = AR.poll(async function () {
     AR.renderRequests(recent, await AR.api("/v1/requests?limit=10"));
