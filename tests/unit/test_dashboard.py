@@ -7,6 +7,7 @@ gateway."""
 from __future__ import annotations
 
 from html.parser import HTMLParser
+from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -181,3 +182,8 @@ def test_a_cookie_whose_token_is_not_configured_is_dropped_at_the_login_form() -
         assert "Your session ended" in client.get(response.headers["location"]).text
     with TestClient(app, cookies={COOKIE: known}) as client:
         assert client.get("/approvals", follow_redirects=False).status_code == 200
+
+
+def test_the_allow_list_names_exactly_the_shipped_static_files() -> None:
+    shipped = resources.files("agent_runtime.gateway.dashboard").joinpath("static")
+    assert {f.name for f in shipped.iterdir()} == set(STATIC)
