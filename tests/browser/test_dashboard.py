@@ -187,6 +187,26 @@ def test_approve_a_waiting_high_risk_step_and_see_the_request_finish(
     snap(watcher, tmp_path, "approved-request")
 
 
+def test_reject_from_the_approvals_page_ends_the_request_rejected(
+    gateway: LiveGateway, page: Page
+) -> None:
+    log_in(page, gateway)
+    with gateway.client("submit") as api:
+        answer = api.post("/v1/requests", json={"text": "deploy cache to dev"})
+    cid = answer.json()["correlation_id"]
+    page.get_by_role("link", name="Approvals").click()
+    row = page.locator(f'#approvals tbody tr[data-cid="{cid}"]')
+    expect(row).to_have_count(1)
+    page.get_by_label("Reason (optional)").fill("not today")  # no approver: the token's name
+    row.get_by_role("button", name=re.compile(r"^Reject step")).click()
+    expect(page.locator("#notice")).to_contain_text("Rejected step")
+    expect(row).to_have_count(0)
+    page.goto(f"{gateway.url}/requests/{cid}")
+    expect(page.locator("#state")).to_have_text("rejected")
+    expect(page.get_by_role("heading", name="Report")).to_be_visible()
+    expect(page.locator("#result-body")).to_contain_text("rejected by human:all: not today")
+
+
 @pytest.fixture
 def poisoned(make_gateway: Any) -> LiveGateway:
     return make_gateway(echo_sink({"fail_always": True}))  # type: ignore[no-any-return]

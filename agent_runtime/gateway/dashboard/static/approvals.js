@@ -15,12 +15,13 @@
   }
 
   async function decide(cid, stepId, approve, button) {
-    localStorage.setItem("agent_runtime_approver", approver.value.trim());
+    const name = approver.value.trim();
+    localStorage.setItem("agent_runtime_approver", name);
+    const decision = { approve: approve, steps: stepId ? [stepId] : [], reason: form.elements.reason.value };
+    if (name) decision.approver = name;  // else the gateway records the token's name
     button.disabled = true;
     try {
-      await AR.api("/v1/requests/" + encodeURIComponent(cid) + "/approvals", {
-        json: { approve: approve, steps: stepId ? [stepId] : [], approver: approver.value.trim(), reason: form.elements.reason.value },
-      });
+      await AR.api("/v1/requests/" + encodeURIComponent(cid) + "/approvals", { json: decision });
       AR.notice((approve ? "Approved" : "Rejected") + " step " + stepId + " of request " + AR.short(cid) + ".", "ok");
       await refresh();
     } catch (error) {
