@@ -23,7 +23,13 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.gateway import api, dashboard
 from agent_runtime.gateway.auth import COOKIE, TokenTable, cookie_options
 from agent_runtime.gateway.limits import BodyLimit, Timing
-from agent_runtime.gateway.problems import Problem, on_http_error, on_invalid, on_problem
+from agent_runtime.gateway.problems import (
+    Problem,
+    on_error,
+    on_http_error,
+    on_invalid,
+    on_problem,
+)
 from agent_runtime.gateway.runtime import GatewayRuntime
 from agent_runtime.gateway.settings import GatewaySettings
 from agent_runtime.observability.gateway_metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -64,6 +70,7 @@ def create_app(settings: GatewaySettings, *, pipeline: Pipeline, redis_url: str)
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(Exception, on_error)
     app.include_router(api.router)
     app.include_router(_probes())
     app.include_router(dashboard.router)
@@ -107,7 +114,10 @@ def _probes() -> APIRouter:
         """Form field ``token``: a valid token is kept in the HttpOnly, SameSite=Strict
         cookie and the browser goes to ``/``; an invalid one back to ``/?login=failed``."""
         body = (await request.body()).decode("utf-8", "replace")
-        token = (parse_qs(body, max_num_fields=10).get("token") or [""])[0]
+        try:
+            token = (parse_qs(body, max_num_fields=10).get("token") or [""])[0]
+        except ValueError:  # more fields than a login form has
+            token = ""
         if request.app.state.tokens.find(token) is None:
             return RedirectResponse("/?login=failed", status_code=303)
         response = RedirectResponse("/", status_code=303)

@@ -34,6 +34,8 @@ from agent_runtime.gateway.views import hop, load_view, outcome
 
 router = APIRouter()
 KEEPALIVE = 15.0
+#: Seconds the end of a stream waits for the follower's last read of its trace.
+CATCH_UP = 5.0
 WS_AUTH_TIMEOUT = 5.0
 MAX_WS_MESSAGE = 4_096
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -126,16 +128,15 @@ def _hop_frame(index: int, record: bytes) -> str | None:
 
 
 async def _finish(rt: Any, sub: Subscription, waiter: asyncio.Task[Any]) -> AsyncIterator[str]:
-    """The reply arrived (or the wait ended): the hops not sent yet, then the end event."""
+    """The reply arrived (or the wait ended): the hops not sent yet (the reply's commit wrote
+    its trace record too; one shared poll reads them), then the end event."""
+    with anyio.move_on_after(CATCH_UP):
+        await rt.follower.caught_up(sub.cid)
     while not sub.queue.empty():
         item = sub.queue.get_nowait()
         if item is not None and (frame := _hop_frame(*item)):
             yield frame
     rt.follower.unsubscribe(sub)
-    with contextlib.suppress(Exception):  # the reply's commit wrote its trace record too
-        for index, record in enumerate(await rt.traces.records(sub.cid, sub.next), sub.next):
-            if frame := _hop_frame(index, record):
-                yield frame
     try:
         reply = waiter.result()
     except Exception:  # the stream's time is up, or the gateway closes: the client resumes

@@ -48,19 +48,25 @@ class Subscription:
 
 
 class TraceFollower:
+    """Every ``interval`` seconds one pipelined read of every followed trace; in between, reads
+    of just the traces asked for (a new follower's backlog, a stream that ends)."""
+
     def __init__(self, store: GatewayStore, interval: float) -> None:
         self.store = store
         self.interval = interval
         self.subs: dict[str, set[Subscription]] = {}
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        self.next_round: list[asyncio.Future[None]] = []
+        self.urgent: set[str] = set()
 
     def subscribe(self, cid: str, start: int) -> Subscription:
         sub = Subscription(cid, start)
         self.subs.setdefault(cid, set()).add(sub)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self.run())
-        self.wake.set()  # read the newcomer's backlog now
+        self.urgent.add(cid)  # read the newcomer's backlog now
+        self.wake.set()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -73,18 +79,40 @@ class TraceFollower:
     def following(self) -> int:
         return sum(len(s) for s in self.subs.values())
 
+    async def caught_up(self, cid: str) -> None:
+        """Return once a read of ``cid``'s trace that started after this call has delivered
+        its records (its reply arrived: its last hops are in the trace). Streams that end
+        together share that one round trip."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.next_round.append(future)
+        self.urgent.add(cid)
+        self.wake.set()
+        await future
+
     async def run(self) -> None:
+        last_full = -self.interval
         while self.subs:
+            round_, self.next_round = self.next_round, []
+            urgent, self.urgent = self.urgent, set()
+            now = time.monotonic()
+            full = now - last_full >= self.interval
+            if full:
+                last_full = now
             try:
-                await self.poll()
+                await self.poll(list(self.subs) if full else [c for c in urgent if c in self.subs])
             except Exception as exc:  # Redis away: keep the followers, try again
                 _log.warning("trace_follow_failed", error=repr(exc)[:300])
+            for future in round_:
+                if not future.done():
+                    future.set_result(None)
+            if self.next_round or self.urgent:
+                continue  # asked for meanwhile: read again at once
             self.wake.clear()
-            with anyio.move_on_after(self.interval):
+            with anyio.move_on_after(max(0.0, last_full + self.interval - time.monotonic())):
                 await self.wake.wait()
 
-    async def poll(self) -> None:
-        wanted = [(cid, min(s.next for s in subs)) for cid, subs in self.subs.items() if subs]
+    async def poll(self, cids: list[str]) -> None:
+        wanted = [(cid, min(s.next for s in self.subs[cid])) for cid in cids if self.subs.get(cid)]
         results = await self.store.trace_records(wanted)
         for (cid, start), records in zip(wanted, results, strict=True):
             for sub in list(self.subs.get(cid, ())):
@@ -103,6 +131,8 @@ class TraceFollower:
 
     async def aclose(self) -> None:
         self.subs.clear()
+        for future in self.next_round:
+            future.cancel()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):

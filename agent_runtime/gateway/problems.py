@@ -6,12 +6,16 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agent_runtime.transport.connect import unavailable
+
 PROBLEM_JSON = "application/problem+json"
+_log = structlog.get_logger("agent_runtime.gateway")
 
 
 class Problem(Exception):
@@ -58,6 +62,18 @@ async def on_invalid(_request: Request, exc: Exception) -> JSONResponse:
     loc, msg = (errors[0]["loc"], errors[0]["msg"]) if errors else ([], "invalid request")
     detail = f"{'.'.join(loc)}: {msg}" if loc else str(msg)
     return problem_response(422, detail[:500], errors=errors)
+
+
+async def on_error(request: Request, exc: Exception) -> JSONResponse:
+    """Anything else: 503 with ``Retry-After`` when Redis cannot serve now (down, loading,
+    out of memory), else 500; the error's type is logged, never the request's headers."""
+    if unavailable(exc):
+        _log.warning("redis_unavailable", path=request.url.path, error=type(exc).__name__)
+        return problem_response(
+            503, "the runtime's Redis server is unavailable; retry", {"Retry-After": "1"}
+        )
+    _log.error("internal_error", path=request.url.path, error=repr(exc)[:300])
+    return problem_response(500, "internal error (logged)")
 
 
 #: The OpenAPI description of a problem answer, for ``responses=`` of the routes.
