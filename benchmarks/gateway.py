@@ -134,6 +134,12 @@ class Setup:
         with open(f"/proc/{self.gateway.pid}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
+    def gateway_cpu_s(self) -> float:
+        """User + system CPU seconds the gateway process used so far."""
+        with open(f"/proc/{self.gateway.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         self.stop_worker()
         self.gateway.send_signal(signal.SIGTERM)
@@ -176,6 +182,7 @@ async def rate_phase(s: Setup, rate: float, seconds: float) -> dict[str, Any]:
         await by_client(-1)
         times = {"client": [], "gateway": []}
         tasks = []
+        cpu0 = s.gateway_cpu_s()
         t0 = time.perf_counter()
         for i in range(total):
             await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
@@ -185,8 +192,10 @@ async def rate_phase(s: Setup, rate: float, seconds: float) -> dict[str, Any]:
                 coro, kind = by_client(i), "client"
             tasks.append(asyncio.create_task(guarded(kind, coro)))
         await asyncio.gather(*tasks)
+    cpu = s.gateway_cpu_s() - cpu0
     await client.aclose()
-    out = {kind: {**summary(v), "errors": errors[kind]} for kind, v in times.items()}
+    out: dict[str, Any] = {k: {**summary(v), "errors": errors[k]} for k, v in times.items()}
+    out["gateway_cpu_ms_per_request"] = round(cpu * 1000 / max(len(times["gateway"]), 1), 2)
     out["added_p50_ms"] = round(out["gateway"]["p50_ms"] - out["client"]["p50_ms"], 2)
     out["added_p99_ms"] = round(out["gateway"]["p99_ms"] - out["client"]["p99_ms"], 2)
     return out
@@ -230,10 +239,15 @@ async def sse_phase(s: Setup, streams: int) -> dict[str, Any]:
         await all_open.wait()
         await asyncio.sleep(1.0)  # every stream registered with the shared readers
         conns, rss = await connected(admin) - before, s.gateway_rss_mib()
+        idle0, idle_t0 = s.gateway_cpu_s(), time.perf_counter()
+        await asyncio.sleep(5)  # the cost of 1,000 open, quiet streams
+        idle_cpu = (s.gateway_cpu_s() - idle0) / (time.perf_counter() - idle_t0)
+        cpu0 = s.gateway_cpu_s()
         started = time.perf_counter()
         s.start_worker()
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
+        cpu = s.gateway_cpu_s() - cpu0
     reply_ms = await reply_times(admin, s.pipeline, list(ends))
     await admin.aclose()
     return {
@@ -243,6 +257,8 @@ async def sse_phase(s: Setup, streams: int) -> dict[str, Any]:
         "redis_connections_while_waiting": conns,
         "gateway_rss_mib": round(rss, 1),
         "all_done_s": round(elapsed, 2),
+        "gateway_cpu_s_while_ending": round(cpu, 2),
+        "gateway_cpu_share_while_quiet": round(idle_cpu, 3),
         "end_after_reply": summary([ends[c] - reply_ms[c] for c in ends]),
     }
 

@@ -5,7 +5,6 @@ here, so ``router`` is the whole /v1 API."""
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -287,7 +286,3 @@ async def decide(
     return DecisionResult(
         correlation_id=str(cid), approved=body.approve, steps=steps, approver=approver
     )
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
