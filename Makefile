@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/agent-runtime run "list files in configs and read configs/policy.yaml and run uptime then count words in configs/policy.yaml" --timeout 60
+	@echo "Next, the live dashboard: 'agent-runtime up', then 'agent-runtime serve' with a token (README, \"From any language\") and open http://127.0.0.1:8080/"
 
 # The test files are spread over TEST_WORKERS processes (pytest-xdist; a whole file stays in
 # one process, so module fixtures start once); each process starts its own embedded server.

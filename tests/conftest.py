@@ -15,7 +15,14 @@ from hypothesis import settings
 
 from agent_runtime.transport.cluster import LocalCluster
 from agent_runtime.transport.embedded import EmbeddedServer
-from tests.fixtures.pipeline import LivePipeline, MakePipeline, child_env, echo_sink
+from tests.fixtures.gateway import LiveGateway, gateway_env
+from tests.fixtures.pipeline import (
+    LivePipeline,
+    MakePipeline,
+    child_env,
+    echo_sink,
+    six_agents,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -111,3 +118,49 @@ def make_pipeline(
     yield make
     for pipe in made:
         pipe.close()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    redis_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveGateway]:
+    """``agent-runtime serve`` (a child process) in front of the six built-in agent types'
+    real workers (one process each; ``deploy`` needs approval) on the session server, under a
+    prefix of its own. Shared by the session: tests follow their own requests only."""
+    root = tmp_path_factory.mktemp("gateway")
+    pipe = LivePipeline(
+        root,
+        redis_server.url,
+        gateway_env(child_env()),
+        prefix="gw" + uuid.uuid4().hex[:8],
+        agents=six_agents(root),
+    )
+    live = LiveGateway(pipe)
+    yield live
+    live.close()
+    pipe.close()
+
+
+@pytest.fixture
+def make_gateway(make_pipeline: MakePipeline) -> Iterator[Any]:
+    """``make_gateway(agents=None, url=None, **settings)``: a gateway of the test's own in
+    front of a :class:`LivePipeline` (echo -> sink unless ``agents`` says otherwise);
+    ``url``: another Redis server than the session's."""
+    made: list[LiveGateway] = []
+
+    def make(
+        agents: dict[str, Any] | None = None,
+        *,
+        url: str | None = None,
+        start_workers: bool = True,
+        **settings: Any,
+    ) -> LiveGateway:
+        pipe = make_pipeline(agents, url=url)
+        pipe.env = gateway_env(pipe.env)
+        live = LiveGateway(pipe, url=url, start_workers=start_workers, **settings)
+        made.append(live)
+        return live
+
+    yield make
+    for live in made:
+        live.close()

@@ -25,6 +25,9 @@ key                                     type        what
 ``P:reports``                           stream      every final report (capped)
 ``P:breaker:NAME``                      hash        shared circuit-breaker state
 ``P:llmcache:HASH``                     string      LLM response cache (TTL)
+``P:gw:idem:HASH``                      string      gateway: correlation id an Idempotency-Key
+                                                    (hashed with the token name) maps to (TTL)
+``P:gw:rate:TOKEN:WINDOW``              string      gateway: calls of a token in a window (TTL)
 ======================================  ==========  ==========================================
 
 The consumer group of an agent type's inbox is named after the agent type.
@@ -111,3 +114,12 @@ class Keys:
 
     def dlq_pattern(self) -> str:
         return f"{self.prefix}:dlq:*"
+
+    def gateway_idempotency(self, digest: str) -> str:
+        """The correlation id an HTTP ``Idempotency-Key`` maps to (``digest``: SHA-256 hex of
+        the token name and the key, so a client's key text never becomes a key name)."""
+        return f"{self.prefix}:gw:idem:{digest}"
+
+    def gateway_rate(self, token: str, window: int) -> str:
+        """Calls a gateway token made in fixed window ``window`` (epoch seconds // length)."""
+        return f"{self.prefix}:gw:rate:{token}:{window}"

@@ -3,7 +3,8 @@
     python deploy/kubernetes/render.py [--config configs/default.yaml] [--check]
 
 One file per agent type of the config (Deployment + PodDisruptionBudget + KEDA ScaledObject),
-plus the pipeline ConfigMap, the KEDA TriggerAuthentication and a kustomization.yaml. Stream
+plus the pipeline ConfigMap, the KEDA TriggerAuthentication, the HTTP gateway (gateway.yaml:
+Deployment + Service + PodDisruptionBudget) and a kustomization.yaml. Stream
 names, consumer groups, shard counts and grace periods come from the config, so the manifests
 cannot drift from it: ``--check`` (run by the tests) fails when a file is out of date.
 Only PyYAML and the standard library: no cluster or container engine needed.
@@ -229,6 +230,75 @@ def trigger_auth() -> dict[str, Any]:
     }
 
 
+GATEWAY_SECRET = "agent-runtime-gateway"  # noqa: S105 - key: tokens (NAME:SHA256:SCOPES;...)
+GATEWAY_PORT = 8080
+
+
+def gateway(config_name: str) -> list[dict[str, Any]]:
+    """The HTTP gateway (`agent-runtime serve`): stateless, two replicas behind a Service,
+    probes on /healthz (alive, no Redis) and /readyz (Redis answers). An Ingress is optional
+    (deploy/kubernetes/optional/gateway-ingress.yaml)."""
+    name, tags = f"{APP}-gateway", labels("gateway")
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "timeoutSeconds": 5,
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        }
+
+    box = {
+        "name": "gateway",
+        "image": IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["agent-runtime"],  # the image's ENTRYPOINT runs a worker
+        "args": [
+            "serve",
+            "--host",
+            "0.0.0.0",  # noqa: S104 - in its pod, behind the Service
+            "--port",
+            str(GATEWAY_PORT),
+            "--gateway-config",
+            f"{CONFIG_MOUNT}/gateway.yaml",
+        ],
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+        "env": [
+            {"name": "AGENT_RUNTIME_CONFIG", "value": f"{CONFIG_MOUNT}/{config_name}"},
+            _secret_env("AGENT_RUNTIME_REDIS_URL", REDIS_SECRET, "url"),
+            _secret_env("AGENT_RUNTIME_GATEWAY_TOKENS", GATEWAY_SECRET, "tokens"),
+            _secret_env(
+                "AGENT_RUNTIME_SIGNING_KEY", SIGNING_SECRET, "AGENT_RUNTIME_SIGNING_KEY", True
+            ),
+        ],
+        "volumeMounts": [
+            {"name": "pipeline", "mountPath": CONFIG_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "startupProbe": probe("/healthz", 2, 30),
+        "livenessProbe": probe("/healthz", 20, 3),
+        "readinessProbe": probe("/readyz", 5, 2),
+        "securityContext": container("gateway", config_name)["securityContext"],
+    }
+    pod = deployment("gateway", {"replicas": 2, "drain_timeout": 10, "secrets": ()}, config_name)
+    pod["metadata"]["name"] = name
+    pod["spec"]["template"]["spec"]["containers"] = [box]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": tags},
+        "spec": {
+            "selector": dict(tags),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+    return [pod, service, disruption_budget("gateway")]
+
+
 def config_map(config_path: Path) -> dict[str, Any]:
     """The pipeline config and its sibling YAML files (e.g. the safety policy it names by a
     relative path), mounted together at /app/configs."""
@@ -262,6 +332,7 @@ def render(config_path: Path) -> dict[str, str]:
     files = {
         "configmap.yaml": header + _dump(config_map(config_path)),
         "keda-auth.yaml": header + _dump(trigger_auth()),
+        "gateway.yaml": header + _dump(*gateway(config_path.name)),
     }
     for agent, spec in agent_specs(config).items():
         files[f"agent-{_dns(agent)}.yaml"] = header + _dump(

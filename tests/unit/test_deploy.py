@@ -21,7 +21,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from agent_runtime.cli import parse_args
 from agent_runtime.config.model import PipelineConfig, load_config
+from agent_runtime.gateway.settings import load_settings
 from agent_runtime.testing import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,7 @@ APPROVAL_KEYS = {
 }
 K8S_VERSION = "1.30.0"
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+GATEWAY = "gateway"  # the HTTP gateway's component label (not an agent type)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,8 @@ def _of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]
     return {
         d["metadata"]["labels"]["app.kubernetes.io/component"]: d
         for d in docs
-        if d["kind"] == kind and "app.kubernetes.io/component" in d["metadata"].get("labels", {})
+        if d["kind"] == kind
+        and d["metadata"].get("labels", {}).get("app.kubernetes.io/component", GATEWAY) != GATEWAY
     }
 
 
@@ -72,7 +76,12 @@ def test_renderer_reproduces_the_committed_structure(tmp_path: Path) -> None:
 
 def test_core_manifests_match_kubernetes_schemas(manifests: list[dict[str, Any]]) -> None:
     core = [d for d in manifests if d["kind"] not in KEDA_KINDS]
-    assert {d["kind"] for d in core} == {"ConfigMap", "Deployment", "PodDisruptionBudget"}
+    assert {d["kind"] for d in core} == {
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    }
     for doc in core:  # strict: unknown fields are errors too
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -203,6 +212,57 @@ def test_config_map_carries_the_default_pipeline(manifests: list[dict[str, Any]]
         assert mount["mountPath"] == "/app/configs", "relative paths resolve from WORKDIR /app"
 
 
+def _serve_args(argv: list[str]) -> Any:
+    """``argv`` (after ``agent-runtime``) parsed by the real CLI: must be the serve command."""
+    args = parse_args(argv)
+    assert args.command == "serve"
+    return args
+
+
+def test_gateway_runs_serve_behind_a_service_with_http_probes(
+    manifests: list[dict[str, Any]],
+) -> None:
+    gateway = [d for d in manifests if d["metadata"]["name"] == "agent-runtime-gateway"]
+    by_kind = {d["kind"]: d for d in gateway}
+    assert set(by_kind) == {"Deployment", "Service", "PodDisruptionBudget"}
+    pod = by_kind["Deployment"]["spec"]["template"]
+    (box,) = pod["spec"]["containers"]
+    args = _serve_args(box["args"])
+    assert box["command"] == ["agent-runtime"] and args.host == "0.0.0.0"
+    (port,) = box["ports"]
+    assert (port["name"], port["containerPort"]) == ("http", args.port)
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz")):
+        assert box[probe]["httpGet"] == {"path": path, "port": "http"}
+    assert box["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = {e["name"]: e for e in box["env"]}
+    for name in ("AGENT_RUNTIME_REDIS_URL", "AGENT_RUNTIME_GATEWAY_TOKENS"):
+        assert "secretKeyRef" in env[name]["valueFrom"], f"{name} must come from a Secret"
+    assert "AGENT_RUNTIME_APPROVAL_KEY" not in env, "the gateway never signs approvals"
+    assert box["securityContext"]["readOnlyRootFilesystem"] is True
+    assert by_kind["Deployment"]["spec"]["replicas"] >= 2, "stateless: more than one"
+    # its settings file ships in the pipeline ConfigMap mounted there, and loads
+    (mount,) = [m for m in box["volumeMounts"] if m["name"] == "pipeline"]
+    settings_file = Path(args.gateway_config)
+    assert settings_file.parent == Path(mount["mountPath"])
+    assert load_settings(CONFIG.parent / settings_file.name, env={}).secure_cookie is True
+    (config_map,) = [d for d in manifests if d["kind"] == "ConfigMap"]
+    assert settings_file.name in config_map["data"]
+    service = by_kind["Service"]["spec"]
+    assert service["selector"] == pod["metadata"]["labels"]
+    assert [p["targetPort"] for p in service["ports"]] == ["http"]
+    assert by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == service["selector"]
+
+
+def test_optional_gateway_ingress_routes_to_the_service() -> None:
+    ingress = yaml.safe_load((K8S / "optional" / "gateway-ingress.yaml").read_text())
+    kubernetes_validate.validate(ingress, K8S_VERSION, strict=True)
+    service = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert service == {"name": "agent-runtime-gateway", "port": {"name": "http"}}
+    assert ingress["spec"]["tls"], "the login cookie is Secure: TLS only"
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off", "SSE"
+
+
 # ------------------------------------------------------------------------ Compose
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
@@ -256,6 +316,24 @@ def test_compose_redis_persists_with_aof_and_never_evicts(compose: dict[str, Any
     assert options["--appendfsync"] == "everysec"
     assert options["--maxmemory-policy"] == "noeviction"
     assert compose["services"]["redis"]["volumes"], "AOF needs a volume"
+
+
+def test_compose_gateway_serves_on_loopback_with_a_readiness_check(
+    compose: dict[str, Any],
+) -> None:
+    gateway = compose["services"][GATEWAY]
+    assert gateway["entrypoint"] == ["agent-runtime"]
+    args = _serve_args(gateway["command"])
+    assert args.host == "0.0.0.0"
+    (published,) = gateway["ports"]
+    assert published == f"127.0.0.1:{args.port}:{args.port}", "loopback only by default"
+    check = " ".join(gateway["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{args.port}/readyz" in check
+    env = gateway["environment"]
+    assert env["AGENT_RUNTIME_GATEWAY_TOKENS"].startswith("${AGENT_RUNTIME_GATEWAY_TOKENS")
+    assert "AGENT_RUNTIME_APPROVAL_KEY" not in env
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "./configs:/app/configs:ro" in gateway["volumes"] and gateway["read_only"] is True
 
 
 # ------------------------------------------------------------------------ Dockerfile
