@@ -17,6 +17,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from agent_runtime.config.routing import Routing
+from agent_runtime.schedule import Timers
 from agent_runtime.transport.keys import Keys
 from agent_runtime.worker.delivery import REPLY_TTL, MessageContext, Output
 from protocols.base import Payload
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from agent_runtime.observability.metrics import Metrics
     from agent_runtime.observability.redaction import Redactor
     from agent_runtime.policies.middleware import Policies
-    from agent_runtime.transport.base import LLMStore, State
+    from agent_runtime.transport.base import LLMStore, Schedule, State
 
 __all__ = [
     "REPLY_TTL",
@@ -74,6 +75,7 @@ class Services:
         state: State,
         log: Any,
         llm_store: LLMStore | None = None,
+        schedule: Schedule | None = None,
     ) -> AgentRuntime:
         """The :class:`AgentRuntime` of agent ``name`` with these services."""
         return AgentRuntime(
@@ -83,6 +85,7 @@ class Services:
             state,
             log,
             llm_store=llm_store,
+            timers=None if schedule is None else Timers(schedule, name),
             policies=self.policies,
             llm=self.llm,
             metrics=self.metrics,
@@ -95,8 +98,9 @@ class AgentRuntime:
     """Services the runtime gives an agent instance: its name, key names, routing, the state
     API for agents that keep per-request state (``state``, keys from ``keys.request_state``;
     agent_runtime/transport/base.py ``State``), a bound logger, the LLM response cache and
-    cost ledger (``llm_store``), and the process's typed :class:`Services` (each None when
-    not supplied)."""
+    cost ledger (``llm_store``), the agent type's timers (``timers``: messages to itself at a
+    due time, agent_runtime/schedule.py; None where no worker sweeps them, e.g. AgentHarness),
+    and the process's typed :class:`Services` (each None when not supplied)."""
 
     name: str
     keys: Keys
@@ -104,6 +108,7 @@ class AgentRuntime:
     state: State
     log: Any = field(default_factory=structlog.get_logger)
     llm_store: LLMStore | None = None  # None: uncached, unbooked (e.g. AgentHarness)
+    timers: Timers | None = None
     policies: Policies | None = None
     llm: LLMProvider | None = None
     metrics: Metrics | None = None
