@@ -108,7 +108,8 @@ class ScheduleSweep:
     def message_of(self, member: bytes, now_ms: int) -> AgentMessage | None:
         spec = Scheduled.parse(member)
         if spec is None or spec.to_agent != self.agent:
-            self.log.warning("scheduled_member_dropped", member=member[:200].decode("replace"))
+            head = member[:200].decode("utf-8", "replace")
+            self.log.warning("scheduled_member_dropped", member=head)
             return None
         now = _datetime(now_ms)
         try:
