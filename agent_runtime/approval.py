@@ -149,6 +149,11 @@ async def submit_decision(
     schemas = client.pipeline.schemas
     if DECISION_TYPE not in schemas:
         raise RequestError(f"this pipeline takes no {DECISION_TYPE!r} messages (no approvals)")
+    from agent_runtime.cancel import cancellation  # cancel.py imports this module
+
+    cancelled = await cancellation(client.state, client.keys, str(cid))
+    if cancelled is not None:
+        raise RequestError(f"request {cid} was {cancelled.text()}; nothing to decide")
     now = await client.clock.now()  # expiry on the server's clock
     pending = await pending_approvals(client.state, client.keys, str(cid), now=now)
     if not pending:

@@ -142,10 +142,10 @@ class Router(Agent[RouterConfig]):
         timers = self.runtime.timers
         if timers is None or state.timer is None:
             return
-        if effects.timer and state.expires_at is not None:
-            await timers.at(state.expires_at, state.timer)
-        elif not state.awaiting():
+        if not state.awaiting():
             await timers.cancel(state.timer)
+        elif effects.timer and state.expires_at is not None:
+            await timers.at(state.expires_at, state.timer)
 
     def _transition(self, ctx: MessageContext) -> Transition:
         payload = ctx.payload

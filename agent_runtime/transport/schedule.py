@@ -46,6 +46,8 @@ class RedisSchedule:
     def __init__(self, redis: Any, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._claim = redis.register_script(CLAIM_SCRIPT)  # EVALSHA: every worker, every 0.5 s
+        self._settle = redis.register_script(SETTLE_SCRIPT)
 
     async def add(self, agent: str, member: bytes, due_ms: int) -> None:
         """Enter ``member`` (``NX``: a redelivered handler re-adding it changes nothing, a
@@ -57,18 +59,14 @@ class RedisSchedule:
 
     async def claim(self, agent: str, now_ms: int, lease_until_ms: int, limit: int) -> list[bytes]:
         """Members due at ``now_ms`` (at most ``limit``), leased until ``lease_until_ms``."""
-        claimed: list[bytes] = await self._redis.eval(
-            CLAIM_SCRIPT, 1, self._keys.schedule(agent), now_ms, lease_until_ms, limit
-        )
+        key = self._keys.schedule(agent)
+        claimed: list[bytes] = await self._claim(keys=[key], args=[now_ms, lease_until_ms, limit])
         return list(claimed or [])
 
     async def settle(self, agent: str, member: bytes, lease_until_ms: int) -> bool:
         """Remove a fired member if it still holds that lease."""
-        return bool(
-            await self._redis.eval(
-                SETTLE_SCRIPT, 1, self._keys.schedule(agent), member, lease_until_ms
-            )
-        )
+        key = self._keys.schedule(agent)
+        return bool(await self._settle(keys=[key], args=[member, lease_until_ms]))
 
     async def members(self, agent: str, limit: int) -> list[tuple[bytes, float]]:
         """The first ``limit`` members by due time, with their scores (leased ones too)."""

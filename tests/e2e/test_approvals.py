@@ -174,11 +174,11 @@ def test_cancel_ends_a_request_waiting_for_approval_and_no_tool_runs(pipe: Appro
     assert "alice" in payload["reason"] and "wrong ticket" in payload["reason"]
     assert pipe.waiting(cid) == []
 
-    # an approval arriving after the cancel changes nothing: the approve command finds
-    # nothing waiting, and a task signed for the step (as if a decision had raced the cancel)
+    # an approval arriving after the cancel changes nothing: the approve command says the
+    # request was cancelled, and a task signed for the step (as if a decision had raced the cancel)
     # reaches an executor that refuses to start the tool
     code, _, err = pipe.cli_err("approve", cid, "--by", "bob")
-    assert code == EXIT_NOT_OK and "waiting" in err
+    assert code == EXIT_NOT_OK and "cancelled by alice" in err, err
     task = signed_task(pipe, cid)
     wait_until(lambda: handled(pipe, cid, task.message_id), timeout=30, message="task handled")
     assert pipe.ledger_calls(cid, "s1") == []
