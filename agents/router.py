@@ -28,7 +28,6 @@ request dispatches nothing; the router drops its approval timer and acks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,7 +130,7 @@ class Router(Agent[RouterConfig]):
         if timers is not None:
             await timers.at(timer.expires_at, timers.name(ctx.message, timer))
             raise Skip
-        remaining = (timer.expires_at - datetime.now(UTC)).total_seconds()
+        remaining = timer.expires_at.timestamp() - await self.runtime.clock.now()
         if remaining > 0:
             raise Retry(
                 "approval timer not due", delay=min(remaining, self.config.timer_poll), count=False
