@@ -21,7 +21,6 @@ import yaml
 import agent_runtime.agent
 import agent_runtime.worker.dead_letters
 import agent_runtime.worker.loop
-import agents.router
 import protocols.envelope
 from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
@@ -42,11 +41,6 @@ def skew_local_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None
     """Every local wall-clock reading of this process (the router included) is ``offset``
     off."""
 
-    class Skewed(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return datetime.now(tz) + offset
-
     def skewed() -> datetime:
         return REAL_UTCNOW() + offset
 
@@ -57,7 +51,6 @@ def skew_local_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None
         agent_runtime.worker.loop,
     ):
         monkeypatch.setattr(module, "utcnow", skewed, raising=False)
-    monkeypatch.setattr(agents.router, "datetime", Skewed)
     monkeypatch.setattr(time, "time", lambda: REAL_TIME() + offset.total_seconds())
 
 
