@@ -53,6 +53,7 @@ _OWN_INBOX = (
     "xinfo|stream",
     "xgroup|create",
     "xgroup|createconsumer",
+    "xgroup|delconsumer",  # consumer hygiene (transport/consumers.py): idle, nothing pending
     "xlen",
     "xrange",
     "xtrim",
