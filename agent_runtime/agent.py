@@ -18,6 +18,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from agent_runtime.config.routing import Routing
+from agent_runtime.schedule import Timers
 from agent_runtime.transport.keys import Keys
 from agent_runtime.worker.delivery import REPLY_TTL, MessageContext, Output
 from protocols.base import Payload
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from agent_runtime.observability.metrics import Metrics
     from agent_runtime.observability.redaction import Redactor
     from agent_runtime.policies.middleware import Policies
-    from agent_runtime.transport.base import LLMStore, ServerTime, State
+    from agent_runtime.transport.base import LLMStore, Schedule, ServerTime, State
 
 __all__ = [
     "REPLY_TTL",
@@ -76,6 +77,7 @@ class Services:
         log: Any,
         llm_store: LLMStore | None = None,
         clock: ServerTime | None = None,
+        schedule: Schedule | None = None,
     ) -> AgentRuntime:
         """The :class:`AgentRuntime` of agent ``name`` with these services."""
         return AgentRuntime(
@@ -86,6 +88,7 @@ class Services:
             log,
             llm_store=llm_store,
             clock=clock or WallClock(),
+            timers=None if schedule is None else Timers(schedule, name),
             policies=self.policies,
             llm=self.llm,
             metrics=self.metrics,
@@ -107,8 +110,9 @@ class AgentRuntime:
     API for agents that keep per-request state (``state``, keys from ``keys.request_state``;
     agent_runtime/transport/base.py ``State``), a bound logger, the LLM response cache and
     cost ledger (``llm_store``), the clock every process agrees on (``clock.now()``: the
-    Redis server's epoch seconds in a worker), and the process's typed :class:`Services`
-    (each None when not supplied)."""
+    Redis server's epoch seconds in a worker), the agent type's timers (``timers``: messages to
+    itself at a due time, agent_runtime/schedule.py; None where no worker sweeps them, e.g.
+    AgentHarness), and the process's typed :class:`Services` (each None when not supplied)."""
 
     name: str
     keys: Keys
@@ -117,6 +121,7 @@ class AgentRuntime:
     log: Any = field(default_factory=structlog.get_logger)
     llm_store: LLMStore | None = None  # None: uncached, unbooked (e.g. AgentHarness)
     clock: ServerTime = field(default_factory=WallClock)
+    timers: Timers | None = None
     policies: Policies | None = None
     llm: LLMProvider | None = None
     metrics: Metrics | None = None

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent_runtime.errors import ConfigError, RequestError
+from agent_runtime.limits import too_deep
+from agent_runtime.schedule import Scheduled
 from agent_runtime.transport.embedded import runtime_dir
 from agent_runtime.transport.keys import Keys
 
@@ -67,6 +70,12 @@ SHARED_SECRET_PREFIXES = (
 )
 _RUNTIME_SECRET = re.compile(r"^AGENT_RUNTIME_\w*KEY\w*$")
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
+#: The router's approval timer (its schedule lists the requests waiting for a human).
+TIMER_TYPE = "approval.timer"
+#: A pending-approval record longer than this is not parsed.
+MAX_RECORD_BYTES = 256 * 1024
+#: Requests listed at most by :func:`waiting_approvals` (earliest expiry first).
+LIST_LIMIT = 1_000
 
 
 def canonical(value: Any) -> bytes:
@@ -280,12 +289,32 @@ def agent_env(
 
 
 # ---------------------------------------------------------------------- human decisions
-async def pending_approvals(state: State, keys: Keys, correlation_id: str) -> dict[str, Any]:
-    """Steps of a request still waiting for a human: step id -> {step, expires_at}."""
+async def pending_approvals(
+    state: State, keys: Keys, correlation_id: str, *, now: float | None = None
+) -> dict[str, Any]:
+    """Steps of a request still waiting for a human at ``now`` (epoch seconds; pass the
+    server's time, default: the local clock): step id -> {step, expires_at}. A record that is
+    not one the safety checker wrote is left out."""
     raw = await state.hash_get_all(keys.request_state(correlation_id, APPROVAL_STATE))
-    now = time.time()
-    pending = {k: json.loads(v) for k, v in raw.items()}
-    return {k: v for k, v in pending.items() if float(v.get("expires_at", 0)) > now}
+    now = time.time() if now is None else now
+    pending = {k: _record(v) for k, v in raw.items()}
+    return {k: v for k, v in pending.items() if v is not None and v["expires_at"] > now}
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    """A pending-approval record (JSON ``{step, expires_at}``), or None if it is not one."""
+    if len(raw) > MAX_RECORD_BYTES or too_deep(raw):
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("step"), dict):
+        return None
+    expires = value.get("expires_at")
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        return None
+    return {**value, "expires_at": float(expires)}
 
 
 async def submit_decision(
@@ -306,7 +335,13 @@ async def submit_decision(
     schemas = client.pipeline.schemas
     if DECISION_TYPE not in schemas:
         raise RequestError(f"this pipeline takes no {DECISION_TYPE!r} messages (no approvals)")
-    pending = await pending_approvals(client.state, client.keys, str(cid))
+    from agent_runtime.cancel import cancellation  # cancel.py imports this module
+
+    cancelled = await cancellation(client.state, client.keys, str(cid))
+    if cancelled is not None:
+        raise RequestError(f"request {cid} was {cancelled.text()}; nothing to decide")
+    now = await client.clock.now()  # expiry on the server's clock
+    pending = await pending_approvals(client.state, client.keys, str(cid), now=now)
     if not pending:
         raise RequestError(
             f"no step of request {cid} is waiting for approval (unknown "
@@ -323,3 +358,59 @@ async def submit_decision(
     )
     await client.send(client.new_message(decision, correlation_id=cid))
     return sorted(steps or pending)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingStep:
+    """A step waiting for a human decision (``agent-runtime approvals``)."""
+
+    correlation_id: str
+    step_id: str
+    tool: str
+    args: dict[str, Any]
+    risk: str
+    expires_at: float  # server epoch seconds
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "correlation_id": self.correlation_id,
+            "step": self.step_id,
+            "tool": self.tool,
+            "args": self.args,
+            "risk": self.risk,
+            "expires_at": datetime.fromtimestamp(self.expires_at, UTC).isoformat(),
+        }
+
+
+async def waiting_approvals(client: Client, *, limit: int = LIST_LIMIT) -> list[WaitingStep]:
+    """Every step waiting for a human, earliest expiry first. The requests are those with an
+    approval timer in the schedule of an agent type that consumes ``approval.timer`` (the
+    router: it starts one as soon as it takes a plan that waits), their steps those of the
+    request's pending-approval hash that have not expired on the server's clock."""
+    now = await client.clock.now()
+    cids: dict[str, None] = {}
+    for agent in client.pipeline.agents.values():
+        if TIMER_TYPE not in agent.consumes:
+            continue
+        for member, _ in await client.transport.schedule.members(agent.name, limit):
+            spec = Scheduled.parse(member)
+            if spec is not None and spec.message_type == TIMER_TYPE:
+                cids[str(spec.correlation_id)] = None
+    rows = []
+    for cid in list(cids)[:limit]:
+        pending = await pending_approvals(client.state, client.keys, cid, now=now)
+        rows += [_waiting(cid, step_id, info) for step_id, info in pending.items()]
+    return sorted(rows, key=lambda r: (r.expires_at, r.correlation_id, r.step_id))
+
+
+def _waiting(cid: str, step_id: str, info: dict[str, Any]) -> WaitingStep:
+    step = info["step"]
+    args = step.get("args")
+    return WaitingStep(
+        correlation_id=cid,
+        step_id=step_id,
+        tool=str(step.get("tool", "?")),
+        args=args if isinstance(args, dict) else {},
+        risk=str(step.get("risk", "?")),
+        expires_at=info["expires_at"],
+    )

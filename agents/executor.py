@@ -15,10 +15,18 @@ retry, timeout, circuit breaker shared by the fleet; see docs/policies.md); ``Br
 Without worker policies (the harness, unit tests) a local policy built from ``attempts``,
 ``retry_backoff`` and ``step_timeout`` is used, without a breaker. The step's idempotency key
 ``CID:STEP`` is passed to the tool.
+
+Cancellation (``agent-runtime cancel``, agent_runtime/cancel.py): right before a tool starts,
+the request's cancellation mark is checked and marked ``open`` in one optimistic transaction
+(:func:`agent_runtime.cancel.start_tool`), so no tool starts once a cancel is recorded; the
+task is then acked with no result (the requester already has the ``cancelled`` reply). While
+a tool runs the mark is polled every ``cancel_poll`` seconds and a cancelled request's call is
+cancelled, unless the tool class says ``cancellable = False`` (``deploy``: never cut halfway).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import PUBLIC_KEY_ENV, ApprovalVerifier, verifier
+from agent_runtime.cancel import cancellation, start_tool
 from agent_runtime.config.registry import import_object
-from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded
+from agent_runtime.errors import BreakerOpen, ConfigError, DeadlineExceeded, Skip
 from agent_runtime.policies import CallStats, Policy, PolicySpec, RetryPolicy
 from agent_runtime.policies.errors import is_transient
 from agents import approvals
@@ -75,6 +84,12 @@ class ExecutorConfig(BaseModel):
         "(under a worker: policies.calls['tool.NAME'].retry)",
     )
     retry_backoff: float = Field(default=0.2, ge=0, description="first retry delay (no policies)")
+    cancel_poll: float = Field(
+        default=0.5, gt=0, description="seconds between checks of a running step's cancellation"
+    )
+    cancel_mark_ttl: int = Field(
+        default=7 * 24 * 3600, ge=60, description="seconds a request's started-tools mark is kept"
+    )
     give_up_after: int = Field(
         default=3,
         ge=1,
@@ -183,7 +198,42 @@ class Executor(Agent[ExecutorConfig]):
         if problem is not None:
             self.refuse(ctx, task, problem)
             return
-        ctx.send(await self.run_step(ctx, task))
+        cid = str(ctx.message.correlation_id)
+        keys, state = self.runtime.keys, self.runtime.state
+        cancelled = await start_tool(state, keys, cid, self.config.cancel_mark_ttl)
+        if cancelled is not None:
+            ctx.log.info("task_cancelled", step_id=step.id, by=cancelled.by)
+            raise Skip
+        result = await self.run_cancellable(ctx, task)
+        if result is None:
+            ctx.log.info("tool_cancelled", step_id=step.id, tool=step.tool)
+            raise Skip
+        ctx.send(result)
+
+    async def run_cancellable(self, ctx: MessageContext, task: Task) -> StepResult | None:
+        """:meth:`run_step`, cut short (None) when the request is cancelled meanwhile and
+        the tool allows it."""
+        if not getattr(self.tools.get(task.step.tool), "cancellable", True):
+            return await self.run_step(ctx, task)
+        with anyio.CancelScope() as scope:
+            watch = self._watch(str(ctx.message.correlation_id), scope)
+            watcher = asyncio.get_running_loop().create_task(watch)
+            try:
+                return await self.run_step(ctx, task)
+            finally:
+                watcher.cancel()
+        return None
+
+    async def _watch(self, cid: str, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` once the request is cancelled (a failed read: try again)."""
+        while True:
+            await anyio.sleep(self.config.cancel_poll)
+            try:
+                if await cancellation(self.runtime.state, self.runtime.keys, cid):
+                    scope.cancel()
+                    return
+            except Exception as exc:  # the server unreachable: the tool goes on meanwhile
+                self.runtime.log.debug("cancel_check_failed", error=repr(exc))
 
     def refuse(self, ctx: MessageContext, task: Task, problem: str) -> None:
         step = task.step

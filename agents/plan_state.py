@@ -53,6 +53,7 @@ class PlanState(BaseModel):
     spend: Spend = Field(default_factory=Spend)
     budget_usd: float | None = None
     expires_at: datetime | None = None
+    timer: str | None = None  # the approval timer's name in the router's schedule
     budget_hit: bool = False
     outcome: OutcomeStatus | None = None
 

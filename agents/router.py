@@ -12,23 +12,30 @@ idempotent per input message: a redelivered message (its worker died before comm
 outputs) re-emits the very same outputs (same deterministic ids) without touching the state
 again.
 
-Human approval expiry: on a plan that waits for approval the router sends itself an
-``approval.timer``; handling it before ``expires_at`` raises ``Retry(delay, count=False)``
-(the message stays pending and leased by this worker, without using up deliveries; if the
-worker dies it is reclaimed), and at expiry the still-waiting steps are rejected. Each waiting
-request holds one in-flight slot of one router process until then: size ``concurrency``.
+Human approval expiry: a plan that waits for approval starts a timer in the router's schedule
+(``runtime.timers``, agent_runtime/schedule.py): at ``expires_at`` on the Redis server's clock
+the schedule sweep of a router worker publishes an ``approval.timer`` to the router, and the
+steps still waiting are rejected. Until then nothing of the request is pending in the router's
+group and no worker slot is held; once no step waits any more (approved, rejected, expired,
+cancelled) the timer is removed, so a finished request leaves nothing behind. (Without timers,
+e.g. under ``AgentHarness``, the router sends itself the timer and waits on it with
+``Retry(delay, count=False)``, as it did before the schedule existed.)
+
+Cancellation (``agent-runtime cancel``, agent_runtime/cancel.py): a message of a cancelled
+request dispatches nothing; the router drops its approval timer and acks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime.agent import Agent, MessageContext
 from agent_runtime.approval import APPROVAL_STATE
+from agent_runtime.cancel import cancellation
 from agent_runtime.errors import Retry, Skip
+from agent_runtime.schedule import SCHEDULE_AGENT
 from agents.approvals import idempotency_key, task_message_id
 from agents.common import finish
 from agents.plan_state import Effects, PlanState
@@ -65,7 +72,10 @@ class RouterConfig(BaseModel):
     )
     state_ttl: int = Field(default=7 * 24 * 3600, ge=60, description="seconds a plan is kept")
     timer_poll: float = Field(
-        default=30.0, gt=0, description="longest wait between checks of an approval timer"
+        default=30.0,
+        gt=0,
+        description="longest wait between checks of an approval timer where no schedule "
+        "sweeps the router's timers (AgentHarness); workers use the schedule",
     )
 
 
@@ -89,19 +99,53 @@ class Router(Agent[RouterConfig]):
                 spend=payload.plan.spend,
             )
             return
-        if isinstance(payload, ApprovalTimer):
-            remaining = (payload.expires_at - datetime.now(UTC)).total_seconds()
-            if remaining > 0:
-                raise Retry(
-                    "approval timer not due",
-                    delay=min(remaining, self.config.timer_poll),
-                    count=False,
-                )
+        if await self._cancelled(ctx):
+            raise Skip
+        if isinstance(payload, ApprovalTimer) and ctx.message.from_agent != SCHEDULE_AGENT:
+            await self._wait_for(ctx, payload)  # a timer sent the old way: schedule it
         state, effects = await self.transact(ctx, self._transition(ctx))
         if state is None:
             ctx.log.info("plan_unknown")
             raise Skip  # e.g. a result for a request whose state expired
+        await self._keep_timer(state, effects)
         self.emit(ctx, state, effects)
+
+    async def _cancelled(self, ctx: MessageContext) -> bool:
+        """Whether the request was cancelled; if so, its approval timer is dropped."""
+        cid = str(ctx.message.correlation_id)
+        cancelled = await cancellation(self.runtime.state, self.runtime.keys, cid)
+        if cancelled is None:
+            return False
+        ctx.log.info("request_cancelled", by=cancelled.by)
+        raw = await self.runtime.state.get(self.runtime.keys.request_state(cid, PLAN_STATE))
+        timer = StoredPlan.model_validate_json(raw).state.timer if raw else None
+        if timer is not None and self.runtime.timers is not None:
+            await self.runtime.timers.cancel(timer)
+        return True
+
+    async def _wait_for(self, ctx: MessageContext, timer: ApprovalTimer) -> None:
+        """A timer that did not come from the schedule: into the schedule (then acked), or,
+        without timers, waited on in place (``Retry`` without using up deliveries)."""
+        timers = self.runtime.timers
+        if timers is not None:
+            await timers.at(timer.expires_at, timers.name(ctx.message, timer))
+            raise Skip
+        remaining = timer.expires_at.timestamp() - await self.runtime.clock.now()
+        if remaining > 0:
+            raise Retry(
+                "approval timer not due", delay=min(remaining, self.config.timer_poll), count=False
+            )
+
+    async def _keep_timer(self, state: PlanState, effects: Effects) -> None:
+        """Start the approval timer of a plan that began waiting; remove it once nothing
+        waits any more (idempotent: a redelivered message does the same again)."""
+        timers = self.runtime.timers
+        if timers is None or state.timer is None:
+            return
+        if not state.awaiting():
+            await timers.cancel(state.timer)
+        elif effects.timer and state.expires_at is not None:
+            await timers.at(state.expires_at, state.timer)
 
     def _transition(self, ctx: MessageContext) -> Transition:
         payload = ctx.payload
@@ -110,7 +154,12 @@ class Router(Agent[RouterConfig]):
             if isinstance(payload, SafetyVerdict):
                 if state is not None:
                     return state, Effects()
-                return PlanState.start(payload, ctx.message.budget_usd)
+                started, effects = PlanState.start(payload, ctx.message.budget_usd)
+                if effects.timer and self.runtime.timers is not None:
+                    assert started.expires_at is not None
+                    timer = ApprovalTimer(expires_at=started.expires_at, steps=started.awaiting())
+                    started.timer = self.runtime.timers.name(ctx.message, timer)
+                return started, effects
             if state is None:
                 return None, Effects()
             if isinstance(payload, StepResult):
@@ -148,7 +197,7 @@ class Router(Agent[RouterConfig]):
                 to=target,
                 message_id=task_message_id(cid, step_id),
             )
-        if effects.timer and state.expires_at is not None:
+        if effects.timer and state.expires_at is not None and state.timer is None:
             ctx.send(
                 ApprovalTimer(expires_at=state.expires_at, steps=state.awaiting()),
                 to=self.runtime.name,

@@ -24,6 +24,8 @@ COMMANDS = [
     "agent_runtime.cli.send",
     "agent_runtime.cli.run",
     "agent_runtime.cli.approve",
+    "agent_runtime.cli.approvals",
+    "agent_runtime.cli.cancel",
     "agent_runtime.cli.validate",
     "agent_runtime.cli.acl",
     "agent_runtime.cli.redis",

@@ -213,7 +213,8 @@ class TraceTail:
 async def _hint_approvals(client: Client, cid: str) -> None:
     shown: set[str] = set()
     while True:
-        pending = await pending_approvals(client.state, client.keys, cid)
+        now = await client.clock.now()  # expiry on the server's clock
+        pending = await pending_approvals(client.state, client.keys, cid, now=now)
         for step_id, info in sorted(pending.items()):
             if step_id not in shown:
                 shown.add(step_id)

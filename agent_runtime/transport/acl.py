@@ -53,6 +53,7 @@ _OWN_INBOX = (
     "xinfo|stream",
     "xgroup|create",
     "xgroup|createconsumer",
+    "xgroup|delconsumer",  # consumer hygiene (transport/consumers.py): idle, nothing pending
     "xlen",
     "xrange",
     "xtrim",
@@ -86,6 +87,8 @@ _REQUEST = (
     "hsetnx",
 )
 _FLEET = ("zadd", "zrem", "zrangebyscore", "zrange", "set", "get", "del", "pexpire", "expire")
+#: Its own schedule (agent_runtime/transport/schedule.py: add, remove, claim, settle, list).
+_OWN_SCHEDULE = ("zadd", "zrem", "zrangebyscore", "zscore")
 _OWN_MARKS = ("sadd", "smismember", "sismember", "expire", "set", "get", "del", "exists")
 _READ = ("get", "mget", "exists")
 _BREAKERS = (
@@ -151,12 +154,24 @@ def agent_rules(
     marks = [f"~{p}:done:{agent}:*", f"~{p}:commit:{consumers}*", f"~{p}:hb:{agent}:*"]
     breakers, cache = [f"~{keys.breaker('*')}"], [f"~{keys.llm_cache('*')}"]
     own_inbox, dlq = _inbox_patterns(keys, agent), [f"~{keys.dlq(agent)}"]
-    everything = [*own_inbox, *outputs, *dlq, *request, *fleet, *marks, *breakers, *cache]
+    schedule = [f"~{keys.schedule(agent)}"]
+    everything = [
+        *own_inbox,
+        *outputs,
+        *dlq,
+        *request,
+        *fleet,
+        *schedule,
+        *marks,
+        *breakers,
+        *cache,
+    ]
     selectors = [
         _selector(_OWN_INBOX, own_inbox),
         _selector(("xadd", "xlen", "type"), dlq),
         _selector(_REQUEST, request),
         _selector(_FLEET, fleet),
+        _selector(_OWN_SCHEDULE, schedule),
         _selector(_OWN_MARKS, marks),
         _selector(_READ, [f"%R~{keys.heartbeat_pattern()}"]),
         _selector(_BREAKERS, breakers),

@@ -12,6 +12,7 @@ one per concern, so no module outside ``agent_runtime/transport/`` issues a serv
 * :class:`Deadlines` -- the deadline sweep's set, lock, answers and reads.
 * :class:`Publisher` -- a client's request: XADD, trace record, deadline entry.
 * :class:`BreakerStore` -- the circuit breakers' shared state (Lua scripts, server clock).
+* :class:`Schedule` -- messages an agent type scheduled for itself (claim, settle).
 
 The Redis implementation is :class:`agent_runtime.transport.redis.RedisTransport`; an
 in-memory one implements the same protocols for in-process tests.
@@ -127,6 +128,9 @@ class Transport(Protocol):
     @property
     def breakers(self) -> BreakerStore: ...
 
+    @property
+    def schedule(self) -> Schedule: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -187,3 +191,20 @@ class BreakerStore(Protocol):
     async def release(self, key: str, token: str) -> None: ...
 
     async def read(self, key: str) -> tuple[dict[str, str], int]: ...
+
+
+class Schedule(Protocol):
+    """Messages agent types scheduled for themselves, by due time on the server's clock
+    (agent_runtime/transport/schedule.py documents the claim/settle guarantees)."""
+
+    async def add(self, agent: str, member: bytes, due_ms: int) -> None: ...
+
+    async def remove(self, agent: str, member: bytes) -> None: ...
+
+    async def claim(
+        self, agent: str, now_ms: int, lease_until_ms: int, limit: int
+    ) -> list[bytes]: ...
+
+    async def settle(self, agent: str, member: bytes, lease_until_ms: int) -> bool: ...
+
+    async def members(self, agent: str, limit: int) -> list[tuple[bytes, float]]: ...

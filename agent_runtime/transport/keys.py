@@ -20,6 +20,12 @@ key                                     type        what
 ``P:deadlines``                         zset        open requests by deadline (ms), member
                                                     ``CID REPLY_STREAM``; swept by the fleet
 ``P:sweep:lock``                        string      lock of the deadline sweep (TTL)
+``P:schedule:AGENT``                    zset        messages an agent type scheduled for itself
+                                                    (score: due time in server ms; member: the
+                                                    message, JSON); swept by its own workers
+``P:req:{CID}:cancel``                  string      ``open`` once a tool of the request started,
+                                                    the cancellation record (JSON) once it was
+                                                    cancelled (TTL)
 ``P:commit:CONSUMER:TOKEN``             string      a commit's applied mark (TTL): a replayed
                                                     commit is refused
 ``P:reports``                           stream      every final report (capped)
@@ -95,6 +101,16 @@ class Keys:
 
     def sweep_lock(self) -> str:
         return f"{self.prefix}:sweep:lock"
+
+    def schedule(self, agent: str) -> str:
+        """Messages ``agent`` scheduled for itself (sorted set, score = due time in server
+        epoch ms): its workers' schedule sweep publishes each to its inbox when due."""
+        return f"{self.prefix}:schedule:{agent}"
+
+    def cancel(self, correlation_id: str) -> str:
+        """The request's cancellation guard: ``open`` once a tool of it started, the
+        cancellation record once ``agent-runtime cancel`` recorded it."""
+        return self.request_state(correlation_id, "cancel")
 
     def commit_mark(self, consumer: str, token: str) -> str:
         """Set by a commit script when it applied commit ``token``: a replay is refused."""

@@ -224,12 +224,24 @@ class _Commands(StreamCommands):
 
     @redis_errors
     async def zrangebyscore(
-        self, name: str, min: Any, max: Any, start: int | None = None, num: int | None = None
-    ) -> list[bytes]:
+        self,
+        name: str,
+        min: Any,
+        max: Any,
+        start: int | None = None,
+        num: int | None = None,
+        withscores: bool = False,
+    ) -> list[Any]:
         target: ZSet = self.store.typed(name, ZSet) or ZSet()
         found = target.by_score(_score(min), _score(max))
         begin = start or 0
-        return found[begin : None if num is None else begin + num]
+        found = found[begin : None if num is None else begin + num]
+        return [(m, target[m]) for m in found] if withscores else found
+
+    @redis_errors
+    async def zscore(self, name: str, value: Any) -> float | None:
+        target: ZSet = self.store.typed(name, ZSet) or ZSet()
+        return target.get(as_bytes(value))
 
     @redis_errors
     async def rpush(self, name: str, *values: Any) -> int:

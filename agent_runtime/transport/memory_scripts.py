@@ -38,6 +38,7 @@ def _ports() -> dict[str, Port]:
     from agent_runtime.transport import deadlines
     from agent_runtime.transport.commit import REPLY_SCRIPT
     from agent_runtime.transport.llm_store import BOOK_SCRIPT
+    from agent_runtime.transport.schedule import CLAIM_SCRIPT, SETTLE_SCRIPT
     from agent_runtime.transport.streams import TRACE_SCRIPT
 
     return {
@@ -49,6 +50,8 @@ def _ports() -> dict[str, Port]:
         breaker.RECORD: _breaker_record,
         breaker.RELEASE: _breaker_release,
         BOOK_SCRIPT: _book,
+        CLAIM_SCRIPT: _schedule_claim,
+        SETTLE_SCRIPT: _schedule_settle,
     }
 
 
@@ -93,6 +96,22 @@ async def _release_lock(r: Any, keys: list[str], args: list[bytes]) -> int:
     """deadlines.RELEASE_SCRIPT: delete the lock only if it holds our token."""
     if await r.get(keys[0]) == args[0]:
         return int(await r.delete(keys[0]))
+    return 0
+
+
+async def _schedule_claim(r: Any, keys: list[str], args: list[bytes]) -> list[bytes]:
+    """schedule.CLAIM_SCRIPT: the due members, their score moved to the lease end."""
+    due: list[bytes] = await r.zrangebyscore(keys[0], "-inf", args[0], start=0, num=int(args[2]))
+    for member in due:
+        await r.zadd(keys[0], {member: float(args[1])})
+    return due
+
+
+async def _schedule_settle(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """schedule.SETTLE_SCRIPT: remove the member only if it still holds that lease."""
+    score = await r.zscore(keys[0], args[0])
+    if score is not None and score == float(args[1]):
+        return int(await r.zrem(keys[0], args[0]))
     return 0
 
 

@@ -53,6 +53,7 @@ from agent_runtime.worker.observer import Observer
 from agent_runtime.worker.reclaim import Reclaimer
 from agent_runtime.worker.retries import RetryScheduler
 from agent_runtime.worker.runners import HandlerPool
+from agent_runtime.worker.schedule import ScheduleSweep
 from agent_runtime.worker.sweep import DeadlineSweep
 from protocols.envelope import AgentMessage
 
@@ -115,6 +116,7 @@ class Worker:
             self.transport.state,
             self.log,
             self.transport.llm_store,
+            schedule=self.transport.schedule,
             clock=self.clock,
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
@@ -187,6 +189,7 @@ class Worker:
                 side.start_soon(self.chores.trim_loop, self.streams, self._stopping)
                 side.start_soon(self.chores.consumer_loop, self.streams, self._stopping)
                 side.start_soon(DeadlineSweep.for_worker(self).run, self._stopping)
+                side.start_soon(ScheduleSweep.for_worker(self).run, self._stopping)
                 await self._read_loop()
                 await self._drain()
                 await self._flush_remaining()

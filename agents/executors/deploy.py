@@ -13,7 +13,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 from pydantic import Field
@@ -36,6 +36,7 @@ class Deploy:
     """args: ``service``, ``environment``, ``version``. Output: the deployment record."""
 
     Options = DeployOptions
+    cancellable: ClassVar[bool] = False  # a deployment is never cut halfway by a cancel
 
     def __init__(self, options: DeployOptions) -> None:
         self.options = options

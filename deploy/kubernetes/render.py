@@ -287,6 +287,8 @@ def gateway(config_name: str) -> list[dict[str, Any]]:
     pod = deployment("gateway", {"replicas": 2, "drain_timeout": 10, "secrets": ()}, config_name)
     pod["metadata"]["name"] = name
     pod["spec"]["template"]["spec"]["containers"] = [box]
+    # the gateway's /metrics is on its HTTP port, not a worker's metrics port
+    pod["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = str(GATEWAY_PORT)
     service = {
         "apiVersion": "v1",
         "kind": "Service",

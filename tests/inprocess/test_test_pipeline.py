@@ -3,13 +3,17 @@ six agents, the text_stats plug-in example, and a failing agent's request.failed
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 
+from agent_runtime.approval import waiting_approvals
 from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import TestPipeline
+from agent_runtime.transport.memory import ManualClock
 from protocols.pipeline import Report
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -143,3 +147,26 @@ async def test_the_client_reply_reader_works_on_the_memory_transport() -> None:
         reply = await tp.client.request("via the client", timeout=10)
     assert reply.message.message_type == "test.reply"
     assert reply.payload.model_dump()["text"] == "VIA THE CLIENT"
+
+
+async def test_an_approval_expires_through_the_schedule_on_the_store_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The in-memory transport runs the router's approval timer like Redis does: listed while
+    it waits, nothing pending meanwhile, fired when the store's clock passes the expiry."""
+    monkeypatch.chdir(ROOT)
+    clock = ManualClock(time.time())
+    async with TestPipeline(ROOT / "configs" / "default.yaml", clock=clock) as tp:
+        message = await tp.publish("deploy web to prod", timeout=3600)
+        cid = str(message.correlation_id)
+        with anyio.fail_after(20):
+            while not [s for s in await waiting_approvals(tp.client) if s.correlation_id == cid]:
+                await anyio.sleep(0.02)
+        inbox = tp.keys.inbox("router")
+        assert (await tp.redis.xpending(inbox, "router"))["pending"] == 0
+        clock.advance(700)  # past approval_ttl (600 s in configs/policy.yaml)
+        reply = await tp.wait_reply(message, 20)
+        assert isinstance(reply.payload, Report)
+        assert reply.payload.status == "rejected"
+        assert any("expired" in reason for reason in reply.payload.reasons)
+        assert await waiting_approvals(tp.client) == []

@@ -3,6 +3,7 @@ router instances handle results of one request at the same time (fakeredis: WATC
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -167,6 +168,27 @@ def test_the_approval_timer_waits_without_using_deliveries_then_expires() -> Non
     send(r, ok("a"), cid)
     due = ApprovalTimer(expires_at=utcnow() - timedelta(seconds=1), steps=["d"])
     (final,) = send(r, due, cid)
+    assert final[2]["status"] == "rejected" and final[2]["statuses"]["d"] == "rejected"
+
+
+class AheadClock:
+    """A server clock an hour ahead of this machine's."""
+
+    async def now(self) -> float:
+        return time.time() + 3600
+
+
+def test_the_approval_timer_is_due_on_the_server_clock_not_the_local_one() -> None:
+    """Where no schedule sweeps timers (the harness), the router waits on the timer itself:
+    whether it is due is decided by the runtime's (server) clock, so a local clock that is
+    behind cannot keep an expired approval open."""
+    redis, cid = fakeredis.FakeAsyncRedis(), uuid.uuid4()
+    r = router(redis)
+    r.agent.runtime.clock = AheadClock()
+    send(r, verdict(dag(d=[]), awaiting=("d",)), cid)
+    # expired on the server clock (an hour ahead), 30 minutes away on the local one
+    timer = ApprovalTimer(expires_at=utcnow() + timedelta(minutes=30), steps=["d"])
+    (final,) = send(r, timer, cid)
     assert final[2]["status"] == "rejected" and final[2]["statuses"]["d"] == "rejected"
 
 

@@ -50,8 +50,10 @@ def _containers(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_production_overlay_sets_image_namespace_resources_and_scaling(deploy: Path) -> None:
     docs = build(deploy / "overlays/production")
     boxes = _containers(docs)
+    gateway = boxes.pop("agent-runtime-gateway")  # the image, not the workers' resources
     assert len(boxes) == 6
-    assert {box["image"] for box in boxes.values()} == {IMAGE}
+    assert {box["image"] for box in [gateway, *boxes.values()]} == {IMAGE}
+    assert gateway["resources"]["limits"]["memory"] == "512Mi"
     assert {d["metadata"]["namespace"] for d in docs} == {"agent-runtime"}
     executor = boxes.pop("agent-runtime-executor")
     assert executor["resources"]["limits"]["memory"] == "2Gi"
@@ -82,7 +84,7 @@ def test_every_secret_the_workers_and_keda_read_is_generated(deploy: Path) -> No
         if doc["kind"] == "TriggerAuthentication":
             wanted |= {(r["name"], r["key"]) for r in doc["spec"]["secretTargetRef"]}
     assert {(name, key) for name, data in secrets.items() for key in data} == wanted
-    assert secrets["agent-runtime-signing"]["AGENT_RUNTIME_APPROVAL_KEY"] == "s3cret"
+    assert secrets["agent-runtime-signing"]["AGENT_RUNTIME_APPROVAL_PRIVATE_KEY"] == "s3cret"
     ignored = (OVERLAY / "secrets" / ".gitignore").read_text().splitlines()
     assert "*.env" in ignored, "filled-in secrets never go into git"
 
@@ -153,10 +155,10 @@ def test_custom_agent_image_recipe_matches_the_project_image(tmp_path: Path) -> 
     recipe = doc.split("## Custom agents in the image", 1)[1].split("```dockerfile\n", 1)[1]
     recipe = recipe.split("```", 1)[0]
     project = (ROOT / "Dockerfile").read_text()
-    version = project.split("ARG PYTHON_VERSION=", 1)[1].split()[0]
-    assert f"FROM python:{version}-slim AS build" in recipe, "the base image's Python"
+    base = project.split("ARG BASE_IMAGE=", 1)[1].split()[0]
+    assert f"FROM {base} AS build" in recipe, "the base image's Python"
     assert (
-        "RUN python -m venv /opt/venv" in project
+        "RUN python3 -m venv /opt/venv" in project
         and "COPY --from=build /opt/venv /opt/venv" in project
     )
     assert "COPY --from=base /opt/venv /opt/venv" in recipe
