@@ -387,9 +387,15 @@ async def waiting_approvals(client: Client, *, limit: int = LIST_LIMIT) -> list[
     approval timer in the schedule of an agent type that consumes ``approval.timer`` (the
     router: it starts one as soon as it takes a plan that waits), their steps those of the
     request's pending-approval hash that have not expired on the server's clock."""
+    agents = getattr(client.pipeline, "agents", None)  # an entry Endpoint has none
+    if agents is None:
+        raise RequestError(
+            "listing approvals needs a client of the whole pipeline (Client(redis, pipeline)), "
+            "not of one entry (Client.connect(url, entry=...))"
+        )
     now = await client.clock.now()
     cids: dict[str, None] = {}
-    for agent in client.pipeline.agents.values():
+    for agent in agents.values():
         if TIMER_TYPE not in agent.consumes:
             continue
         for member, _ in await client.transport.schedule.members(agent.name, limit):

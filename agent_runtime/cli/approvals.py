@@ -4,44 +4,46 @@ first (request, step, tool, arguments, risk, expiry on the server's clock). Answ
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import UTC, datetime
 
 import anyio
+import click
 
 from agent_runtime.approval import WaitingStep, waiting_approvals
-from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     open_connection,
     redis_url,
+    runs,
 )
 from agent_runtime.client import Client
 from agent_runtime.observability.redaction import redact
+from agent_runtime.observability.tables import format_table
 
 #: Characters of a step's arguments shown in the table (``--json`` shows them whole).
 ARGS_WIDTH = 40
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "approvals",
-        help="list the steps waiting for a human approval",
-        description="List every step that the safety policy holds for a human decision and "
-        "that has not expired (on the Redis server's clock), earliest expiry first: request "
-        "(correlation id), step, tool, arguments, risk, expiry. Decide with 'agent-runtime "
-        "approve/reject CORRELATION_ID [--step ID]'.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "approvals",
+            callback=runs(run),
+            short_help="list the steps waiting for a human approval",
+            help="List every step that the safety policy holds for a human decision and "
+            "that has not expired (on the Redis server's clock), earliest expiry first: "
+            "request (correlation id), step, tool, arguments, risk, expiry. Decide with "
+            "'agent-runtime approve/reject CORRELATION_ID [--step ID]'.",
+            params=[json_option("print the list as JSON"), *config_and_redis()],
+        )
     )
-    parser.add_argument("--json", action="store_true", help="print the list as JSON")
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     pipeline = load_pipeline(args)
     client = Client(open_connection(redis_url(args, pipeline)).redis, pipeline)
     steps: list[WaitingStep] = anyio.run(_list, client)

@@ -8,46 +8,57 @@ are cancelled where the tool allows it, and its trace shows who cancelled
 
 from __future__ import annotations
 
-import argparse
 import getpass
+import json
 import sys
 
 import anyio
+import click
 
 from agent_runtime.cancel import CancelRefused, CancelResult, cancel_request
 from agent_runtime.cli.common import (
-    add_config,
-    add_redis,
+    Args,
+    config_and_redis,
+    json_option,
     load_pipeline,
     open_connection,
     redis_url,
+    runs,
 )
 from agent_runtime.cli.failures import EXIT_NOT_OK
 from agent_runtime.client import Client
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "cancel",
-        help="cancel a request: it ends 'cancelled', nothing more of it runs",
-        description="Cancel request CORRELATION_ID: its requester gets a 'cancelled' reply at "
-        "once, no further step is dispatched or started, running tool calls are cancelled "
-        "where the tool allows it, and the trace records who cancelled and why. Exits 1 when "
-        "the request is unknown or has already finished.",
+def register(group: click.Group) -> None:
+    group.add_command(
+        click.Command(
+            "cancel",
+            callback=runs(run),
+            short_help="cancel a request: it ends 'cancelled', nothing more of it runs",
+            help="Cancel request CORRELATION_ID: its requester gets a 'cancelled' reply at "
+            "once, no further step is dispatched or started, running tool calls are cancelled "
+            "where the tool allows it, and the trace records who cancelled and why. Exits 1 "
+            "when the request is unknown or has already finished.",
+            params=[
+                click.Argument(["correlation_id"], metavar="CORRELATION_ID"),
+                click.Option(
+                    ["--reason"], default="", help="why (shown to the requester and in the trace)"
+                ),
+                click.Option(
+                    ["--by"],
+                    default=None,
+                    help="who cancels (default: the login name); recorded in the trace",
+                ),
+                json_option(
+                    "print the result as JSON (correlation_id, by, reason, at, tools_started)"
+                ),
+                *config_and_redis(),
+            ],
+        )
     )
-    parser.add_argument("correlation_id", metavar="CORRELATION_ID")
-    parser.add_argument(
-        "--reason", default="", help="why (shown to the requester and in the trace)"
-    )
-    parser.add_argument(
-        "--by", default=None, help="who cancels (default: the login name); recorded in the trace"
-    )
-    add_config(parser)
-    add_redis(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Args) -> int:
     pipeline = load_pipeline(args)
     client = Client(open_connection(redis_url(args, pipeline)).redis, pipeline)
     by = args.by or _login()
@@ -56,6 +67,20 @@ def run(args: argparse.Namespace) -> int:
     except CancelRefused as exc:
         print(f"agent-runtime cancel: {exc}", file=sys.stderr)
         return EXIT_NOT_OK
+    if args.json:
+        cancellation = result.cancellation
+        print(
+            json.dumps(
+                {
+                    "correlation_id": result.correlation_id,
+                    "by": cancellation.by,
+                    "reason": cancellation.reason,
+                    "at": cancellation.at,
+                    "tools_started": result.tools_started,
+                }
+            )
+        )
+        return 0
     running = "; tool calls in flight are being cancelled" if result.tools_started else ""
     print(f"request {result.correlation_id} {result.cancellation.text()}{running}")
     return 0

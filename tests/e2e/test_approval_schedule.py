@@ -193,8 +193,11 @@ def test_cancel_cuts_a_running_tool_call(pipe: Approvals) -> None:
     pipe.wait_listed(cid)
     assert pipe.cli_err("approve", cid, "--by", "tester")[0] == EXIT_OK
     wait_until(lambda: pipe.ledger_calls(cid, "s1") == ["started"], timeout=30, message="run")
-    code, out, _ = pipe.cli_err("cancel", cid, "--by", "alice")
-    assert code == EXIT_OK and "in flight" in out
+    code, out, _ = pipe.cli_err("cancel", cid, "--by", "alice", "--json")
+    assert code == EXIT_OK
+    result = json.loads(out)
+    assert (result["correlation_id"], result["by"], result["reason"]) == (cid, "alice", "")
+    assert result["tools_started"] is True  # the deploy had started: it is being cut
     assert pipe.reply_of(message)["payload"]["status"] == "cancelled"
     executor = wait_until(
         lambda: [e for e in pipe.trace(cid) if e.get("agent") == "executor"],
