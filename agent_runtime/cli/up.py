@@ -18,7 +18,7 @@ from agent_runtime.approval import child_env
 from agent_runtime.cli._table import format_table
 from agent_runtime.cli.common import add_config, add_redis, configured_url, load_pipeline, ping
 from agent_runtime.cli.failures import mask_url
-from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline, signing_env
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.transport.embedded import EmbeddedServer, clear_state, find_running, runtime_dir
 from agent_runtime.worker.supervisor import Supervisor, WorkersNotReady
@@ -112,7 +112,8 @@ async def supervise(
             url,
             replicas=replicas,
             log_dir=args.log_dir,
-            env=child_env(),  # approval signing key: AGENT_RUNTIME_APPROVAL_KEY or a random one
+            # approval signing key: AGENT_RUNTIME_APPROVAL_KEY or a random one; envelope keys
+            env={**child_env(), **signing_env(pipeline)},
         )
         async with sup, anyio.create_task_group() as tg:
             tg.start_soon(_announce, sup, args)

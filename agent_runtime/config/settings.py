@@ -49,6 +49,20 @@ class WorkerSettings(BaseModel):
         description="de-duplication window: a handled message id is "
         "remembered for at least this long (up to twice)",
     )
+    max_age: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds after its timestamp (on the Redis server's clock) a message is "
+        "dead-lettered 'stale' instead of handled; at most done_ttl, so a replayed entry "
+        "can never outlive de-duplication",
+    )
+    clock_skew: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="seconds a message's timestamp may lie ahead of the Redis server's "
+        "clock before it is dead-lettered 'clock_skew'",
+    )
     max_message_bytes: int = Field(default=256 * 1024, ge=1_024, le=64 * 1024 * 1024)
     retention: float = Field(
         default=3600.0, ge=0, description="seconds acknowledged entries stay in the inbox"
@@ -68,6 +82,15 @@ class WorkerSettings(BaseModel):
             raise ValueError(
                 "lease_interval must be at most half of reclaim_idle, or a live "
                 "handler's entry could be reclaimed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _max_age_within_dedup(self) -> WorkerSettings:
+        if self.max_age > self.done_ttl:
+            raise ValueError(
+                f"max_age ({self.max_age:g}s) must not exceed done_ttl ({self.done_ttl}s): a "
+                "message older than the de-duplication window could be replayed and run again"
             )
         return self
 

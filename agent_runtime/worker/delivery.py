@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -44,7 +44,7 @@ from agent_runtime.transport.streams import (
     Write,
 )
 from protocols.base import Payload
-from protocols.envelope import AgentMessage, utcnow
+from protocols.envelope import AgentMessage
 
 if TYPE_CHECKING:
     from agent_runtime.config.routing import Routing
@@ -64,6 +64,11 @@ class Output:
     terminal: bool = False  # the request's terminal reply: written at most once per request
 
 
+def server_now(offset: float) -> datetime:
+    """The Redis server's time, from this host's clock and the worker's measured offset."""
+    return datetime.fromtimestamp(time.time() + offset, UTC)
+
+
 class MessageContext:
     """One delivery of one message to one handler."""
 
@@ -72,6 +77,7 @@ class MessageContext:
         "_log",
         "_outputs",
         "agent",
+        "clock_offset",
         "delivery_count",
         "entry_id",
         "message",
@@ -91,8 +97,12 @@ class MessageContext:
         delivery_count: int,
         routing: Routing,
         log: Any,
+        clock_offset: float = 0.0,
     ) -> None:
+        """``clock_offset``: the Redis server's clock minus this host's (seconds); outputs
+        are stamped on the server's clock, the one freshness is judged by."""
         self.agent = agent
+        self.clock_offset = clock_offset
         self.message = message
         self.payload = payload
         self.stream = stream
@@ -174,7 +184,7 @@ class MessageContext:
             message_type=payload.message_type,
             schema_version=payload.schema_version,
             payload=payload.model_dump(mode="json"),
-            now=now or utcnow(),
+            now=now or server_now(self.clock_offset),
             traceparent=self.message.hop_traceparent(),
         )
         self._outputs.append(Output(stream, message, ttl, maxlen, terminal))
@@ -455,7 +465,7 @@ def build_commit(
         writes = [
             Write(
                 out.stream,
-                codec.encode(out.message),
+                codec.encode(out.message, out.stream),
                 out.ttl,
                 out.maxlen,
                 keys.outcome(message.correlation_text) if out.terminal else None,
