@@ -13,9 +13,10 @@ Where the keys come from, first match wins:
 A key's id is derived from its secret (:func:`key_id`: 8 hex digits of a SHA-256), so ids need
 no bookkeeping and the same secret has the same id in every process. A file-backed ring
 re-reads its file when the file was replaced or changed -- checked at most every
-``RELOAD_EVERY`` seconds when signing, and at once (at most once a second) when an entry names
-a key id it does not know -- so ``agent-runtime keys rotate`` takes effect in running workers
-without a restart.
+``RELOAD_EVERY`` seconds when it signs or verifies, and at once (at most once a second) when an
+entry names a key id it does not know -- so ``agent-runtime keys rotate`` (which first adds the
+new key as verify-only, waits until every process has re-read the file, then makes it the
+signing key) takes effect in running workers without a restart or a refused message.
 
 The MAC of an entry is HMAC-SHA256 over ``len(stream) || stream || envelope bytes``: an entry
 copied to another stream (another agent's inbox, another request's reply stream) fails.
@@ -105,6 +106,8 @@ class Keyring:
     def verify(self, stream: str, data: bytes, kid: bytes | None, mac: bytes) -> str:
         """'' when ``mac`` is right for (``stream``, ``data``) under key ``kid`` (None: the
         entry names no key, every key is tried), else why not."""
+        if self.path is not None and time.monotonic() >= self._next_check:
+            self._reload()
         if kid is None:
             bases = list(self._bases.values())
         else:

@@ -26,6 +26,7 @@ COMMANDS = [
     "agent_runtime.cli.trace",
     "agent_runtime.cli.dlq",
     "agent_runtime.cli.health",
+    "agent_runtime.cli.keys",
 ]
 
 

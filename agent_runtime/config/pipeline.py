@@ -95,6 +95,15 @@ class Pipeline:
     def worker_settings(self, agent: str) -> Any:
         return self.config.worker_settings(agent)
 
+    def warnings(self) -> list[str]:
+        """Insecure choices of the config, for ``status`` and ``health`` to show."""
+        if self.config.signing:
+            return []
+        return [
+            "signing: off -- envelopes are neither signed nor verified; any client that can "
+            "write to Redis can inject or alter messages (docs/security.md)"
+        ]
+
     def keyring(self) -> Keyring | None:
         """The signing keys (agent_runtime/signing.py), None with ``signing: off``;
         ConfigError when signing is on and there is no key."""

@@ -168,7 +168,9 @@ def test_signatures_cover_the_exact_bytes_and_the_stream() -> None:
 
 def test_a_signed_codec_refuses_to_encode_without_the_stream() -> None:
     with pytest.raises(ValueError, match="destination stream"):
-        Codec(SchemaRegistry([UserRequest]), signing_key=b"k").encode(message(UserRequest(text="x")))
+        Codec(SchemaRegistry([UserRequest]), signing_key=b"k").encode(
+            message(UserRequest(text="x"))
+        )
 
 
 def test_versions_n_and_n_minus_1_are_readable_older_is_not() -> None:

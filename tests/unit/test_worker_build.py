@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from agent_runtime.codec import FIELD_SIGNATURE
 from agent_runtime.errors import ConfigError, DecodeError
-from agent_runtime.signing import KEYS_FILE_ENV
 from agent_runtime.observability.redaction import Redactor
 from agent_runtime.policies import Policies
+from agent_runtime.signing import KEYS_FILE_ENV
 from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import Worker
 from protocols.core import UserRequest
