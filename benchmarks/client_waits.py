@@ -80,7 +80,8 @@ def reply_entry(client: Client, request: AgentMessage) -> dict[bytes, bytes]:
         payload=dict(request.payload),
         timestamp=utcnow(),
     )
-    return client.codec.encode(reply)
+    assert request.reply_to is not None
+    return client.codec.encode(reply, request.reply_to)
 
 
 class Probe:
