@@ -49,12 +49,12 @@ class WorkerSettings(BaseModel):
         description="de-duplication window: a handled message id is "
         "remembered for at least this long (up to twice)",
     )
-    max_age: float = Field(
-        default=3600.0,
+    max_age: float | None = Field(
+        default=None,
         gt=0,
         description="seconds after its timestamp (on the Redis server's clock) a message is "
-        "dead-lettered 'stale' instead of handled; at most done_ttl, so a replayed entry "
-        "can never outlive de-duplication",
+        "dead-lettered 'stale' instead of handled (default: 3600 or done_ttl if shorter); at "
+        "most done_ttl, so a replayed entry can never outlive de-duplication",
     )
     clock_skew: float = Field(
         default=60.0,
@@ -87,12 +87,17 @@ class WorkerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _max_age_within_dedup(self) -> WorkerSettings:
-        if self.max_age > self.done_ttl:
+        if self.max_age is not None and self.max_age > self.done_ttl:
             raise ValueError(
                 f"max_age ({self.max_age:g}s) must not exceed done_ttl ({self.done_ttl}s): a "
                 "message older than the de-duplication window could be replayed and run again"
             )
         return self
+
+    @property
+    def freshness(self) -> float:
+        """The effective ``max_age``."""
+        return self.max_age if self.max_age is not None else min(3600.0, float(self.done_ttl))
 
     @property
     def lease_every(self) -> float:

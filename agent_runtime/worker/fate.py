@@ -86,7 +86,7 @@ class Rules:
             settings.retry_backoff,
             settings.retry_backoff_max,
             tuple(permanent),
-            settings.max_age,
+            settings.freshness,
             settings.clock_skew,
         )
 

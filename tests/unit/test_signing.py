@@ -156,3 +156,12 @@ def test_freshness_fates(age: float, action: str, reason: str) -> None:
         assert fate.status == "rejected"
     else:
         assert fate is HANDLE
+
+
+def test_max_age_defaults_to_an_hour_or_the_dedup_window_if_shorter() -> None:
+    from agent_runtime.config.settings import WorkerSettings
+
+    assert WorkerSettings().freshness == 3600.0
+    assert WorkerSettings(done_ttl=600).freshness == 600.0  # never outlives de-duplication
+    assert WorkerSettings(done_ttl=600, max_age=30).freshness == 30.0
+    assert Rules.of("echo", WorkerSettings(done_ttl=600), ()).max_age == 600.0
