@@ -91,7 +91,7 @@ class Worker:
         self.keys = pipeline.config.keys
         self.redis = redis
         self.consumer = consumer
-        self.codec = codec or pipeline.codec(agent)  # signed whenever a key exists
+        self.codec = codec or pipeline.codec(agent)  # signed unless the config says signing: off
         self.transport = transport or RedisTransport.of(redis, cluster=cluster, keys=self.keys)
         self.bus = self.transport.bus(
             group=self.keys.group(agent),
