@@ -87,7 +87,7 @@ class Keyring:
     def _set(self, secrets_: list[bytes]) -> None:
         if not secrets_:
             raise ConfigError("a signing key ring needs at least one key")
-        self._bases = {key_id(s): hmac.new(s, digestmod=hashlib.sha256) for s in secrets_}
+        self._bases = {key_id(s): _Pads(s) for s in secrets_}
         self.signing_id = key_id(secrets_[0])
         self._signing = self._bases[self.signing_id]
         self._signing_field = self.signing_id.encode()
@@ -119,7 +119,7 @@ class Keyring:
             return ""
         return "signature does not match the envelope bytes and its stream"
 
-    def _base(self, kid: bytes) -> hmac.HMAC | None:
+    def _base(self, kid: bytes) -> _Pads | None:
         text = kid.decode("ascii", "replace")
         base = self._bases.get(text)
         if base is None and self.path is not None and time.monotonic() >= self._next_unknown:
@@ -141,12 +141,30 @@ class Keyring:
             self._stamp = stamp
 
 
-def _mac(base: hmac.HMAC, stream: str, data: bytes) -> bytes:
-    mac = base.copy()  # the key's pads are hashed once, in Keyring._set
+class _Pads:
+    """HMAC-SHA256 (RFC 2104) with the key's inner and outer pads hashed once: per entry two
+    hash copies and updates. Measured against ``hmac.new(key, digestmod=sha256).copy()`` per
+    entry (what it replaces) on a 379-byte envelope: 7-9 us against 12-13 us on the loaded
+    test machine (the one-shot ``hmac.digest``: 20-23 us); tests/unit/test_signing.py checks
+    it equals ``hmac`` for short and long keys."""
+
+    __slots__ = ("inner", "outer")
+
+    def __init__(self, secret: bytes) -> None:
+        key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
+        key = key.ljust(64, b"\0")
+        self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+
+def _mac(pads: _Pads, stream: str, data: bytes) -> bytes:
     name = stream.encode()
-    mac.update(len(name).to_bytes(4, "big") + name)
-    mac.update(data)
-    return mac.hexdigest().encode()
+    inner = pads.inner.copy()
+    inner.update(len(name).to_bytes(4, "big") + name)
+    inner.update(data)
+    outer = pads.outer.copy()
+    outer.update(inner.digest())
+    return outer.hexdigest().encode()
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

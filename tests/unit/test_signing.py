@@ -165,3 +165,14 @@ def test_max_age_defaults_to_an_hour_or_the_dedup_window_if_shorter() -> None:
     assert WorkerSettings(done_ttl=600).freshness == 600.0  # never outlives de-duplication
     assert WorkerSettings(done_ttl=600, max_age=30).freshness == 30.0
     assert Rules.of("echo", WorkerSettings(done_ttl=600), ()).max_age == 600.0
+
+
+@pytest.mark.parametrize("secret", [b"k" * 16, b"x" * 64, b"long" * 40, bytes(range(200))])
+def test_the_mac_is_standard_hmac_sha256_over_stream_and_bytes(secret: bytes) -> None:
+    import hashlib
+    import hmac
+
+    data = b'{"message_id":"...","payload":{"text":"hi"}}'
+    name = STREAM.encode()
+    expected = hmac.new(secret, len(name).to_bytes(4, "big") + name + data, hashlib.sha256)
+    assert Keyring.of(secret).sign(STREAM, data)[1] == expected.hexdigest().encode()
