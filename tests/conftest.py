@@ -3,6 +3,7 @@ session, a fresh key prefix per test, helpers to start real worker processes."""
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from agent_runtime.signing import KEYS_FILE_ENV, SIGNING_KEY_ENV, VERIFY_KEYS_ENV, ensure_keyring
 from agent_runtime.transport.cluster import LocalCluster
 from agent_runtime.transport.embedded import EmbeddedServer
 from tests.fixtures.gateway import LiveGateway, gateway_env
@@ -31,6 +33,22 @@ if str(ROOT) not in sys.path:
 # machine makes it; explicit @settings still choose their own deadline.
 settings.register_profile("suite", deadline=None)
 settings.load_profile("suite")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's envelope signing key file, as 'up' keeps one in the runtime directory:
+    created here (no key in the environment), named by AGENT_RUNTIME_SIGNING_KEYS_FILE so every
+    worker process and CLI run of the session verifies what the tests publish. A test that
+    wants the bare defaults removes the variable from its processes' environment."""
+    names = (SIGNING_KEY_ENV, VERIFY_KEYS_ENV, KEYS_FILE_ENV)
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    path = tmp_path_factory.mktemp("keys") / "signing-keys"
+    os.environ[KEYS_FILE_ENV] = str(path)
+    ensure_keyring()
+    yield path
+    os.environ.pop(KEYS_FILE_ENV, None)
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

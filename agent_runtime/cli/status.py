@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     url = redis_url(args, pipeline)
     status = anyio.run(snapshot, pipeline, url)
     clean = redact(status)
-    print(json.dumps(clean, indent=2) if args.json else render_status(clean))
+    warnings = pipeline.warnings()
+    if warnings:
+        clean["warnings"] = warnings
+    text = "\n".join([*(f"WARNING: {w}" for w in warnings), render_status(clean)])
+    print(json.dumps(clean, indent=2) if args.json else text)
     return 0
 
 

@@ -1,13 +1,12 @@
 """The pipeline config (YAML) and process settings from the environment.
 
 Every mapping rejects unknown keys; errors name the file and line of the offending key.
-Environment: ``AGENT_RUNTIME_REDIS_URL`` overrides ``redis_url``;
-``AGENT_RUNTIME_SIGNING_KEY`` (any string) turns on HMAC signing of every envelope.
+Environment: ``AGENT_RUNTIME_REDIS_URL`` overrides ``redis_url``. Envelopes are signed unless
+``signing: off``; the keys come from the environment or the key file (agent_runtime/signing.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -120,6 +119,11 @@ class PipelineConfig(BaseModel):
         "as reply_to (anything else is dead-lettered 'invalid'); none may lie under key_prefix",
     )
     requests: RequestSettings = Field(default_factory=RequestSettings)
+    signing: bool = Field(
+        default=True,
+        description="HMAC-sign every envelope and refuse unsigned ones (default on); 'off' "
+        "lets any Redis client inject messages (status and health then warn)",
+    )
     agents: dict[str, AgentSpec]
 
     @field_validator("agents")
@@ -167,11 +171,6 @@ class PipelineConfig(BaseModel):
             table.update(spec.routes)
         shards = {name: spec.shards for name, spec in self.agents.items()}
         return Routing(self.keys, table, shards)
-
-
-def signing_key() -> bytes | None:
-    value = os.environ.get("AGENT_RUNTIME_SIGNING_KEY")
-    return value.encode() if value else None
 
 
 def config_path(value: str, info: ValidationInfo) -> str:

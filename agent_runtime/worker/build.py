@@ -7,8 +7,9 @@ embedders get the same worker:
         tg.start_soon(built.observability.run_collector, redis)
         await built.worker.run()
 
-* the codec, signed whenever a signing key exists (``AGENT_RUNTIME_SIGNING_KEY``), as the
-  :class:`~agent_runtime.client.Client`'s is, with the agent type's size limit;
+* the codec, signing and verifying unless the config says ``signing: off`` (keys:
+  agent_runtime/signing.py), as the :class:`~agent_runtime.client.Client`'s is, with the agent
+  type's size limit;
 * observability (observer, trace middleware, Prometheus metrics when ``metrics_port`` is set);
 * the agent type's resilience policies (its ``policies:`` block) and their middleware, with
   the breaker-state gauge as a breaker listener when metrics are on;
