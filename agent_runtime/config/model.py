@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent_runtime.config.limits import LLMFleet
 from agent_runtime.config.routing import Routing
 from agent_runtime.config.settings import RequestSettings, WorkerSettings
 from agent_runtime.errors import ConfigError
@@ -120,6 +121,10 @@ class PipelineConfig(BaseModel):
         "as reply_to (anything else is dead-lettered 'invalid'); none may lie under key_prefix",
     )
     requests: RequestSettings = Field(default_factory=RequestSettings)
+    llm: LLMFleet = Field(
+        default_factory=LLMFleet,
+        description="LLM provider accounts and their fleet rate limits (config/limits.py)",
+    )
     agents: dict[str, AgentSpec]
 
     @field_validator("agents")

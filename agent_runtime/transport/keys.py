@@ -25,6 +25,8 @@ key                                     type        what
 ``P:reports``                           stream      every final report (capped)
 ``P:breaker:NAME``                      hash        shared circuit-breaker state
 ``P:llmcache:HASH``                     string      LLM response cache (TTL)
+``P:ratelimit:{NAME}:METER``            zset        a fleet rate limit's entries by end time
+                                                    (ms); ``...:METER:w`` hash: their weights
 ======================================  ==========  ==========================================
 
 The consumer group of an agent type's inbox is named after the agent type.
@@ -102,6 +104,10 @@ class Keys:
 
     def breaker(self, name: str) -> str:
         return f"{self.prefix}:breaker:{name}"
+
+    def rate_limit(self, name: str, meter: str) -> str:
+        """A rate limit's entry log; every meter of one limit shares a Cluster slot."""
+        return f"{self.prefix}:ratelimit:{{{name}}}:{meter}"
 
     def llm_cache(self, digest: str) -> str:
         return f"{self.prefix}:llmcache:{digest}"

@@ -61,7 +61,8 @@ def build_worker(
     replaces the Redis transport on ``redis`` (agent_runtime.testing.TestPipeline: in memory)."""
     obs = WorkerObservability.create(pipeline, agent, metrics_port)
     listeners = [obs.metrics.breaker_listener()] if obs.metrics is not None else []
-    policies = Policies.for_agent(pipeline, agent, redis, listeners=listeners)
+    rates = obs.metrics.rate_observer() if obs.metrics is not None else None
+    policies = Policies.for_agent(pipeline, agent, redis, listeners=listeners, rate_observer=rates)
     policies.check()  # bad error paths in the policies fail here, at start-up
     services = Services(
         policies=policies,
