@@ -21,10 +21,13 @@ shorten it, the algorithm is the same). Unknown keys are errors. See docs/llm.md
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 #: Names end up inside a Redis Cluster hash tag and a Prometheus label: no braces, no spaces.
 LIMIT_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
+AccountName = Annotated[str, StringConstraints(pattern=LIMIT_NAME)]
 
 
 class AccountLimits(BaseModel):
@@ -75,16 +78,7 @@ class LLMFleet(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    accounts: dict[str, AccountLimits] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _names(self) -> LLMFleet:
-        import re
-
-        for name in self.accounts:
-            if not re.match(LIMIT_NAME, name):
-                raise ValueError(f"account name {name!r} must match {LIMIT_NAME}")
-        return self
+    accounts: dict[AccountName, AccountLimits] = Field(default_factory=dict)
 
     def account_for(self, provider: str, account: str | None) -> tuple[str, AccountLimits] | None:
         """The account an agent's ``llm:`` block uses: ``account`` if named (KeyError if
