@@ -33,7 +33,7 @@ from agent_runtime.config.limits import AccountLimits
 from agent_runtime.errors import AgentRuntimeError, DeadlineExceeded
 from agent_runtime.policies.clock import remaining
 from agent_runtime.transport.keys import Keys
-from agent_runtime.transport.ratelimit import RedisRateLimits
+from agent_runtime.transport.ratelimit import RedisRateLimits, meter_keys
 
 #: Random extra sleep after a wait (seconds), so waiting workers do not wake in lockstep.
 WAKE_JITTER = 0.02
@@ -85,11 +85,8 @@ class RateLimiter:
         self.spec = spec
         self.store = store
         self.meters = spec.meters()
-        self.keys = [
-            key
-            for meter, _limit in self.meters
-            for key in (keys.rate_limit(name, meter), keys.rate_limit(name, meter) + ":w")
-        ]
+        self.keys = meter_keys(keys, name, [meter for meter, _limit in self.meters])
+        self.stats_key = keys.rate_limit(name, "stats")
         self.window_ms = int(spec.window_seconds * 1000)
         self.observer = observer
         self.log = structlog.get_logger("agent_runtime.policies").bind(rate_limit=name)
@@ -119,15 +116,20 @@ class RateLimiter:
                 waited = time.monotonic() - started
                 if grant.status == 1:
                     self._observe("acquired", waited)
+                    if waiting:
+                        await self._count(waited=1, wait_ms=int(waited * 1000))
                     return Slot(member, tokens, waited)
                 if grant.status < 0:
                     self._observe("too_large", waited)
+                    await self._count(refused_too_large=1)
                     meter, limit = self.meters[grant.wait_ms - 1]
                     raise RateLimitTooLarge(
                         f"rate limit {self.name}: the call needs {tokens} {meter}, more than "
                         f"the {limit} one window admits"
                     )
-                self._check_deadline(grant.least_wait_ms / 1000, waited)
+                if self._past_deadline(grant.least_wait_ms / 1000, waited):
+                    await self._count(refused_deadline=1)
+                    self._raise_deadline(grant.least_wait_ms / 1000)
                 if not waiting and self.observer is not None:
                     self.observer.waiting(self.name, 1)
                 waiting = True
@@ -144,14 +146,26 @@ class RateLimiter:
         except Exception as exc:  # the entry then ends at its lease: safe, only slower
             self.log.warning("rate_limit_settle_failed", error=repr(exc))
 
-    def _check_deadline(self, least: float, waited: float) -> None:
+    def _past_deadline(self, least: float, waited: float) -> bool:
         left = remaining()
         if left is not None and least >= left:
             self._observe("deadline", waited)
-            raise RateLimitDeadline(
-                f"rate limit {self.name}: the next place frees in {least:.1f} s, after the "
-                f"request's deadline ({max(left, 0):.1f} s left)"
-            )
+            return True
+        return False
+
+    def _raise_deadline(self, least: float) -> None:
+        left = remaining() or 0.0
+        raise RateLimitDeadline(
+            f"rate limit {self.name}: the next place frees in {least:.1f} s, after the "
+            f"request's deadline ({max(left, 0):.1f} s left)"
+        )
+
+    async def _count(self, **fields: int) -> None:
+        """The fleet-wide wait statistics ``status`` shows (best effort)."""
+        try:
+            await self.store.count(self.stats_key, fields)
+        except Exception as exc:
+            self.log.warning("rate_limit_stats_failed", error=repr(exc))
 
     def _observe(self, outcome: str, seconds: float) -> None:
         if self.observer is None:

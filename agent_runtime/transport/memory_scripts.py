@@ -53,6 +53,7 @@ def _ports() -> dict[str, Port]:
         limits.ACQUIRE: _limit_acquire,
         limits.SETTLE: _limit_settle,
         limits.USAGE: _limit_usage,
+        limits.STATS: _limit_stats,
     }
 
 
@@ -275,6 +276,14 @@ async def _limit_usage(r: Any, keys: list[str], args: list[bytes]) -> list[int]:
         live = zset.by_score(now - int(args[0]), float("inf"))
         out += [len(live), await _weight(r, h, live)]
     return out
+
+
+async def _limit_stats(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """ratelimit.STATS: HINCRBY each field, then EXPIRE."""
+    for i in range(0, len(args) - 1, 2):
+        await r.hincrby(keys[0], args[i], int(args[i + 1]))
+    await r.expire(keys[0], int(args[-1]))
+    return 1
 
 
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:

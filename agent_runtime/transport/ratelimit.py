@@ -133,6 +133,26 @@ return out
 )
 
 
+#: KEYS: the limit's stats hash. ARGV: field, amount, ... (HINCRBY each), ttl_s. The fleet's
+#: count of calls that waited, their total wait (ms) and refusals, for ``status``.
+STATS = """
+for i = 1, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+"""
+#: Keep a limit's stats this long after its last wait.
+STATS_TTL_SECONDS = 7 * 24 * 3600
+
+
+def meter_keys(keys: Any, name: str, meters: list[str]) -> list[str]:
+    """The scripts' KEYS for limit ``name``: each meter's zset and its weight hash."""
+    return [
+        k
+        for meter in meters
+        for k in (keys.rate_limit(name, meter), keys.rate_limit(name, meter) + ":w")
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """ACQUIRE's answer. ``status``: 1 admitted, 0 wait, -1 never (cost above the limit)."""
@@ -147,6 +167,8 @@ class RedisRateLimits:
     """The scripts above on a redis-py client (or the in-memory transport's)."""
 
     def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._stats = redis.register_script(STATS)
         self._acquire = redis.register_script(ACQUIRE)
         self._settle = redis.register_script(SETTLE)
         self._usage = redis.register_script(USAGE)
@@ -177,3 +199,16 @@ class RedisRateLimits:
         """Server ms and, per meter, (entries, weight) counting now."""
         raw = [int(x) for x in await self._usage(keys=keys, args=[window_ms])]
         return raw[0], [(raw[i], raw[i + 1]) for i in range(1, len(raw) - 1, 2)]
+
+    async def count(self, key: str, fields: dict[str, int]) -> None:
+        """Add ``fields`` to the limit's stats hash ``key`` (one script, atomic)."""
+        args: list[Any] = [x for pair in fields.items() for x in pair]
+        await self._stats(keys=[key], args=[*args, STATS_TTL_SECONDS])
+
+    async def stats(self, key: str) -> dict[str, int]:
+        raw = await self._redis.hgetall(key)
+        return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -132,6 +134,21 @@ class Fleet:
         envelope = json.loads(entries[0][1][b"m"])
         return {"type": envelope["message_type"], **envelope["payload"]}
 
+    def status(self) -> dict[str, Any]:
+        """``agent-runtime status --json``'s row of the account (a real CLI process)."""
+        argv = ["status", "--json", "--config", str(self.config_path), "--redis-url", self.url]
+        done = subprocess.run(
+            [sys.executable, "-m", "agent_runtime", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env,
+            check=True,
+        )
+        (row,) = json.loads(done.stdout)["rate_limits"]
+        assert row["limit"] == ACCOUNT
+        return dict(row)
+
     def close(self) -> None:
         for proc in self.workers:
             proc.stop(15)
@@ -180,6 +197,12 @@ def test_three_workers_never_exceed_the_accounts_rate_and_every_request_succeeds
     assert admitted == requests
     assert waited >= requests - rpm  # all were sent at once: at most rpm went straight in
 
+    status = fleet.status()  # the fleet's view: the same waits, the limit and what it holds
+    assert status["waited"] == waited
+    assert status["meters"]["requests"]["limit"] == rpm
+    assert status["meters"]["requests"]["used"] <= rpm
+    assert status["refused_deadline"] == 0
+
 
 def test_a_request_whose_place_comes_after_its_deadline_ends_with_timeout_at_once(
     make_fleet: Any,
@@ -195,6 +218,9 @@ def test_a_request_whose_place_comes_after_its_deadline_ends_with_timeout_at_onc
     assert reply["status"] == "timeout"
     assert "rate limit" in reply["reason"]
     assert len(fleet.fake.requests) == 1  # the refused request never reached the provider
+    status = fleet.status()
+    assert status["refused_deadline"] == 1 and status["waited"] == 0
+    assert status["meters"]["requests"] == {"used": 1, "calls": 1, "limit": 1}
 
 
 def _free_port() -> int:
