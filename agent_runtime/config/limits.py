@@ -73,6 +73,21 @@ class AccountLimits(BaseModel):
         return out
 
 
+class MessageLimits(BaseModel):
+    """An agent type's ``rate_limit:``: messages the whole fleet of that type starts handling
+    per window (default one second), whatever the number of workers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages_per_second: int = Field(
+        ge=1, le=1_000_000, description="handlings started per window, fleet-wide"
+    )
+    window_seconds: float = Field(default=1.0, ge=0.1, le=3600, description="the window")
+
+    def meters(self) -> list[tuple[str, int]]:
+        return [("messages", self.messages_per_second)]
+
+
 class LLMFleet(BaseModel):
     """The pipeline's ``llm:`` block."""
 

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent_runtime.config.limits import LLMFleet
+from agent_runtime.config.limits import LLMFleet, MessageLimits
 from agent_runtime.config.routing import Routing
 from agent_runtime.config.settings import RequestSettings, WorkerSettings
 from agent_runtime.errors import ConfigError
@@ -62,6 +62,11 @@ class AgentSpec(BaseModel):
         default_factory=dict, description="overrides of the pipeline's worker defaults"
     )
     policies: PolicySet = Field(default_factory=PolicySet)
+    rate_limit: MessageLimits | None = Field(
+        default=None,
+        description="messages per second the whole fleet of this type starts handling "
+        "(shared in Redis; a message waits for its place within its deadline)",
+    )
     secrets: list[str] | None = Field(
         default=None,
         description="restricted environment variables this agent type's processes receive "

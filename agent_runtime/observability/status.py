@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent_runtime.config.limits import AccountLimits
+from agent_runtime.config.limits import AccountLimits, MessageLimits
 from agent_runtime.observability import inspect
 from agent_runtime.observability.render import duration, table
 from agent_runtime.transport.dlq import DeadLetterStore
@@ -20,7 +20,7 @@ async def collect_status(
     letters: DeadLetterStore,
     keys: Keys,
     inboxes: Iterable[str] = (),
-    limits: Mapping[str, AccountLimits] | None = None,
+    limits: Mapping[str, AccountLimits | MessageLimits] | None = None,
 ) -> dict[str, Any]:
     """Streams (inboxes, reports), dead letters, breakers, the fleet rate limits ``limits``
     (the pipeline's ``llm.accounts``) and live workers under ``keys``. ``inboxes`` adds
@@ -60,7 +60,7 @@ def render_status(status: dict[str, Any]) -> str:
 
 
 async def rate_limit_views(
-    reader: RuntimeReader, keys: Keys, limits: Mapping[str, AccountLimits]
+    reader: RuntimeReader, keys: Keys, limits: Mapping[str, AccountLimits | MessageLimits]
 ) -> list[dict[str, Any]]:
     """Per limit: what each meter holds now (calls running or ended within the window) against
     its limit, and the fleet's waits so far (calls that waited, their total wait, refusals)."""
@@ -75,7 +75,7 @@ async def rate_limit_views(
         views.append(
             {
                 "limit": name,
-                "provider": spec.provider,
+                "provider": getattr(spec, "provider", "-"),
                 "window_s": spec.window_seconds,
                 "meters": {
                     meter: {"used": weight, "calls": calls, "limit": limit}
@@ -91,15 +91,15 @@ async def rate_limit_views(
 
 
 def _rate_limits_table(limits: list[dict[str, Any]]) -> str:
-    def meter(view: dict[str, Any], name: str) -> str:
-        found = view["meters"].get(name)
+    def meter(view: dict[str, Any], *names: str) -> str:
+        found = next((view["meters"][n] for n in names if n in view["meters"]), None)
         return "-" if found is None else f"{found['used']}/{found['limit']}"
 
     rows = [
         [
             v["limit"],
             v["provider"],
-            meter(v, "requests"),
+            meter(v, "requests", "messages"),
             meter(v, "tokens"),
             duration(v["window_s"]),
             v["waited"],

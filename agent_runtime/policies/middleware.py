@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agent_runtime.config.limits import AccountLimits
+from agent_runtime.config.limits import AccountLimits, MessageLimits
 from agent_runtime.policies.breaker import BreakerListener, SharedBreaker
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
@@ -39,11 +39,23 @@ class Policies:
         listeners: Sequence[BreakerListener] = (),
         limits: Mapping[str, AccountLimits] | None = None,
         rate_observer: RateObserver | None = None,
+        message_limit: MessageLimits | None = None,
     ) -> None:
         self.agent = agent
         self.limits = dict(limits or {})
         self.rate_observer = rate_observer
         self._limiters: dict[str, RateLimiter] = {}
+        self.message_limiter = (
+            None
+            if message_limit is None
+            else RateLimiter(
+                f"agent.{agent}",
+                message_limit,
+                RedisRateLimits(redis),
+                keys,
+                observer=rate_observer,
+            )
+        )
         self.policy_set = policy_set
         self.redis = redis
         self.keys = keys
@@ -74,6 +86,7 @@ class Policies:
             listeners=listeners,
             limits=config.llm.accounts,
             rate_observer=rate_observer,
+            message_limit=config.agents[agent].rate_limit,
         )
 
     def call(self, name: str) -> Policy:

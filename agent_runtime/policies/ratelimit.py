@@ -21,15 +21,15 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import structlog
 
-from agent_runtime.config.limits import AccountLimits
+from agent_runtime.config.limits import AccountLimits, MessageLimits
 from agent_runtime.errors import AgentRuntimeError, DeadlineExceeded
 from agent_runtime.policies.clock import remaining
 from agent_runtime.transport.keys import Keys
@@ -75,7 +75,7 @@ class RateLimiter:
     def __init__(
         self,
         name: str,
-        spec: AccountLimits,
+        spec: AccountLimits | MessageLimits,
         store: RedisRateLimits,
         keys: Keys,
         *,
@@ -85,6 +85,7 @@ class RateLimiter:
         self.spec = spec
         self.store = store
         self.meters = spec.meters()
+        self.lease_seconds = getattr(spec, "lease_seconds", None)
         self.keys = meter_keys(keys, name, [meter for meter, _limit in self.meters])
         self.stats_key = keys.rate_limit(name, "stats")
         self.window_ms = int(spec.window_seconds * 1000)
@@ -104,8 +105,8 @@ class RateLimiter:
 
     async def acquire(self, *, tokens: int, lease: float) -> Slot:
         member = uuid.uuid4().hex
-        lease_ms = int(self.spec.lease_seconds * 1000 if self.spec.lease_seconds else lease * 1000)
-        costs = [(limit, 1 if meter == "requests" else tokens) for meter, limit in self.meters]
+        lease_ms = int((self.lease_seconds or lease) * 1000)
+        costs = [(limit, tokens if meter == "tokens" else 1) for meter, limit in self.meters]
         started = time.monotonic()
         waiting = False
         try:
@@ -140,7 +141,7 @@ class RateLimiter:
                 self.observer.waiting(self.name, -1)
 
     async def settle(self, slot: Slot) -> None:
-        costs = [None if meter == "requests" else slot.tokens for meter, _ in self.meters]
+        costs = [slot.tokens if meter == "tokens" else None for meter, _ in self.meters]
         try:
             await self.store.settle(self.keys, slot.member, costs)
         except Exception as exc:  # the entry then ends at its lease: safe, only slower
@@ -174,6 +175,24 @@ class RateLimiter:
             self.observer.acquired(self.name, seconds)
         else:
             self.observer.refused(self.name, outcome, seconds)
+
+
+class MessageRateMiddleware:
+    """Worker middleware of an agent type with ``rate_limit:``: each handling (attempt) first
+    takes a place in the type's fleet-wide limit (inside the delivery's deadline scope, so a
+    place past the deadline ends the message as expired), and holds it, like an LLM call,
+    until one window after the handling ended: whatever the delays between admission and
+    the handler's effects, no window sees more than ``messages_per_second`` of them.
+    ``lease``: how long a handling of a dead worker holds its place (the handler timeout +
+    a margin)."""
+
+    def __init__(self, limiter: RateLimiter, lease: float) -> None:
+        self.limiter = limiter
+        self.lease = lease
+
+    async def handle(self, ctx: Any, call_next: Callable[[Any], Awaitable[None]]) -> None:
+        async with self.limiter.slot(tokens=0, lease=self.lease):
+            await call_next(ctx)
 
 
 def estimate_tokens(*texts: str, max_tokens: int) -> int:

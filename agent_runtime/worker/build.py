@@ -29,6 +29,7 @@ from agent_runtime.llm.base import LLMProvider
 from agent_runtime.observability.process import WorkerObservability
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.middleware import Policies
+from agent_runtime.policies.ratelimit import MessageRateMiddleware
 from agent_runtime.transport.memory import MemoryTransport
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.worker.delivery import Middleware, PolicyMiddleware
@@ -82,8 +83,15 @@ def build_worker(
             *middleware,
             *obs.middleware,
             PolicyMiddleware(policies.handler, policies.clock),
+            *_message_rate(policies, pipeline.worker_settings(agent).handler_timeout),
         ],
         services=services,
         transport=transport,
     )
     return BuiltWorker(worker, policies, obs)
+
+
+def _message_rate(policies: Policies, handler_timeout: float) -> list[MessageRateMiddleware]:
+    """The agent type's fleet-wide ``rate_limit:``, inside the deadline scope (if set)."""
+    limiter = policies.message_limiter
+    return [] if limiter is None else [MessageRateMiddleware(limiter, handler_timeout + 10)]

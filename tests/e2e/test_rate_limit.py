@@ -32,6 +32,7 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, utcnow
+from tests.fixtures.pipeline import MakePipeline, echo_sink
 from tests.llmfakes import openai_api
 
 pytestmark = pytest.mark.e2e
@@ -238,3 +239,30 @@ def _sample(port: int, name: str) -> float:
             if s.name == name and s.labels == {"limit": ACCOUNT}:
                 return float(s.value)
     return 0.0
+
+
+def test_an_agent_types_messages_per_second_hold_across_its_workers(
+    make_pipeline: MakePipeline, tmp_path: Path
+) -> None:
+    """``rate_limit: {messages_per_second: 3}`` on the echo type, two echo processes: the
+    handlings they start (each leaves a marker file, its mtime the start) never number more
+    than 3 in any second, and every request is answered."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    agents = echo_sink(echo={"marker_dir": str(markers)})
+    agents["echo"]["rate_limit"] = {"messages_per_second": 3}
+    p = make_pipeline(agents, worker={"concurrency": 8, "batch_size": 8})
+    p.start("sink")
+    p.start("echo", "0")
+    p.start("echo", "1")
+    messages = [p.publish(f"hello {i}") for i in range(10)]
+    for message in messages:
+        wait_until(lambda m=message: p.replies(m), 60, message="every request answered")
+    starts = sorted(f.stat().st_mtime_ns / 1e9 for f in markers.iterdir())
+    assert len(starts) == 10
+    for i, start in enumerate(starts):
+        assert len([t for t in starts[i:] if t - start <= 1.0]) <= 3, starts
+    status = p.cli_json("status", "--json")
+    (row,) = [r for r in status["rate_limits"] if r["limit"] == "agent.echo"]
+    assert row["meters"]["messages"]["limit"] == 3
+    assert row["waited"] >= 10 - 3

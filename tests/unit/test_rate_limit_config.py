@@ -191,3 +191,15 @@ def test_any_bytes_in_the_llm_block_give_a_list_of_problems(raw: bytes) -> None:
         path.write_bytes(head + raw + tail)
         found = problems(path, environment_for=(), environ={})
     assert found and all(isinstance(p, str) for p in found)  # the agent's config is incomplete
+
+
+def test_an_agent_types_rate_limit_is_checked_on_its_line() -> None:
+    doc = yaml.safe_load(pipeline_text({}))
+    doc["agents"]["caller"]["rate_limit"] = {"messages_per_second": 0, "burst": 2}
+    text = yaml.safe_dump(doc, sort_keys=False)
+    found = "\n".join(check(text))
+    line = line_of(text, "messages_per_second: 0")
+    assert f":{line}: agents.caller.rate_limit.messages_per_second: Input should be" in found
+    assert f":{line_of(text, 'burst: 2')}: agents.caller.rate_limit.burst: unknown key" in found
+    doc["agents"]["caller"]["rate_limit"] = {"messages_per_second": 20}
+    assert check(yaml.safe_dump(doc)) == []
