@@ -200,15 +200,15 @@ def _instantiate(cls: Any, spec: LLMSpec, policies: Policies | None) -> LLMProvi
 
 def rate_limiter(spec: LLMSpec, policies: Policies | None) -> RateLimiter | None:
     """The fleet rate limit of ``spec``'s account (None: the pipeline limits nothing)."""
-    if policies is None:
-        if spec.account is not None:
-            raise ConfigError(f"llm account {spec.account!r}: no pipeline limits here")
-        return None
+    limits = getattr(policies, "limits", None) or {}  # a host's policies may have none
     try:
-        found = LLMFleet(accounts=policies.limits).account_for(spec.provider, spec.account)
+        found = LLMFleet(accounts=limits).account_for(spec.provider, spec.account)
     except KeyError:
-        known = ", ".join(sorted(policies.limits)) or "none"
+        known = ", ".join(sorted(limits)) or "none"
         raise ConfigError(
             f"llm account {spec.account!r} is not in the pipeline's llm.accounts (known: {known})"
         ) from None
-    return None if found is None else policies.rate_limiter(found[0])
+    if found is None or policies is None:
+        return None
+    limiter: RateLimiter = policies.rate_limiter(found[0])
+    return limiter
