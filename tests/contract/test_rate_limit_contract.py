@@ -241,3 +241,30 @@ def _member() -> str:
     import uuid
 
     return uuid.uuid4().hex
+
+
+async def test_an_agent_types_redis_user_may_run_the_limit(real: Backend) -> None:
+    """Under the least-privilege ACL user of an agent type (transport/acl.py), every command
+    of the scripts is allowed: a limited worker does not fail with NOPERM."""
+    from agent_runtime.transport.acl import agent_rules
+
+    admin = real.clients[0]
+    user, password = f"{real.keys.prefix}-caller", "pw-" + _member()
+    rules = agent_rules(real.keys, "caller", [])
+    await admin.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", *rules)
+    path = admin.connection_pool.connection_kwargs["path"]
+    limited = Redis(unix_socket_path=path, username=user, password=password)
+    try:
+        backend = Backend([limited], None, real.keys)
+        limiter = backend.limiter(requests_per_minute=1, tokens_per_minute=100)
+        async with limiter.slot(tokens=10, lease=5) as slot:
+            slot.tokens = 5
+        scope = DeliveryScope(deadline=time.monotonic() + 5)
+        with delivery_scope(scope), pytest.raises(RateLimitDeadline):
+            await limiter.acquire(tokens=10, lease=5)  # counts a refusal in the stats hash
+        _now, usage = await limiter.store.usage(limiter.keys, limiter.window_ms)
+        assert usage == [(1, 1), (1, 5)]
+        assert (await limiter.store.stats(limiter.stats_key))["refused_deadline"] == 1
+    finally:
+        await limited.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
