@@ -203,3 +203,64 @@ def test_an_agent_types_rate_limit_is_checked_on_its_line() -> None:
     assert f":{line_of(text, 'burst: 2')}: agents.caller.rate_limit.burst: unknown key" in found
     doc["agents"]["caller"]["rate_limit"] = {"messages_per_second": 20}
     assert check(yaml.safe_dump(doc)) == []
+
+
+def test_status_text_shows_each_limit_with_its_use_and_waits() -> None:
+    from agent_runtime.observability.status import render_status
+
+    status = {
+        "prefix": "ar",
+        "streams": [],
+        "dead_letters": [],
+        "breakers": {},
+        "workers": [],
+        "rate_limits": [
+            {
+                "limit": "openai-main",
+                "provider": "openai",
+                "window_s": 60.0,
+                "meters": {
+                    "requests": {"used": 500, "calls": 500, "limit": 500},
+                    "tokens": {"used": 181234, "calls": 500, "limit": 200000},
+                },
+                "waited": 4,
+                "wait_s_total": 30.0,
+                "refused_deadline": 2,
+                "refused_too_large": 1,
+            },
+            {
+                "limit": "agent.executor",
+                "provider": "-",
+                "window_s": 1.0,
+                "meters": {"messages": {"used": 3, "calls": 3, "limit": 20}},
+                "waited": 0,
+                "wait_s_total": 0.0,
+                "refused_deadline": 0,
+                "refused_too_large": 0,
+            },
+        ],
+    }
+    text = render_status(status)
+    section = text.split("Rate limits\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert section[0].split() == [
+        "LIMIT",
+        "PROVIDER",
+        "REQUESTS",
+        "TOKENS",
+        "WINDOW",
+        "WAITED",
+        "AVG",
+        "WAIT",
+        "REFUSED",
+    ]
+    assert section[1].split() == [
+        "openai-main",
+        "openai",
+        "500/500",
+        "181234/200000",
+        "1m00s",
+        "4",
+        "7.5s",
+        "3",
+    ]
+    assert section[2].split() == ["agent.executor", "-", "3/20", "-", "1.0s", "0", "-", "0"]
