@@ -32,8 +32,9 @@ import structlog
 from agent_runtime.config.limits import AccountLimits, MessageLimits
 from agent_runtime.errors import AgentRuntimeError, DeadlineExceeded
 from agent_runtime.policies.clock import remaining
+from agent_runtime.transport.base import RateLimitStore
 from agent_runtime.transport.keys import Keys
-from agent_runtime.transport.ratelimit import RedisRateLimits, meter_keys
+from agent_runtime.transport.ratelimit import meter_keys
 
 #: Random extra sleep after a wait (seconds), so waiting workers do not wake in lockstep.
 WAKE_JITTER = 0.02
@@ -76,7 +77,7 @@ class RateLimiter:
         self,
         name: str,
         spec: AccountLimits | MessageLimits,
-        store: RedisRateLimits,
+        store: RateLimitStore,
         keys: Keys,
         *,
         observer: RateObserver | None = None,

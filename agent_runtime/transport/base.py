@@ -12,6 +12,7 @@ one per concern, so no module outside ``agent_runtime/transport/`` issues a serv
 * :class:`Deadlines` -- the deadline sweep's set, lock, answers and reads.
 * :class:`Publisher` -- a client's request: XADD, trace record, deadline entry.
 * :class:`BreakerStore` -- the circuit breakers' shared state (Lua scripts, server clock).
+* :class:`RateLimitStore` -- the fleet rate limits (Lua scripts, server clock).
 
 The Redis implementation is :class:`agent_runtime.transport.redis.RedisTransport`; an
 in-memory one implements the same protocols for in-process tests.
@@ -32,6 +33,7 @@ from agent_runtime.errors import TransportError
 if TYPE_CHECKING:
     from agent_runtime.transport.commit import Publication
     from agent_runtime.transport.deadlines import Answer
+    from agent_runtime.transport.ratelimit import Grant
 
 R = TypeVar("R")
 Value = bytes | str
@@ -127,6 +129,9 @@ class Transport(Protocol):
     @property
     def breakers(self) -> BreakerStore: ...
 
+    @property
+    def rate_limits(self) -> RateLimitStore: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -187,3 +192,25 @@ class BreakerStore(Protocol):
     async def release(self, key: str, token: str) -> None: ...
 
     async def read(self, key: str) -> tuple[dict[str, str], int]: ...
+
+
+class RateLimitStore(Protocol):
+    """The fleet rate limits (agent_runtime/transport/ratelimit.py documents the scripts)."""
+
+    async def acquire(
+        self,
+        keys: list[str],
+        member: str,
+        *,
+        window_ms: int,
+        lease_ms: int,
+        costs: list[tuple[int, int]],
+    ) -> Grant: ...
+
+    async def settle(self, keys: list[str], member: str, costs: list[int | None]) -> None: ...
+
+    async def usage(self, keys: list[str], window_ms: int) -> tuple[int, list[tuple[int, int]]]: ...
+
+    async def count(self, key: str, fields: dict[str, int]) -> None: ...
+
+    async def stats(self, key: str) -> dict[str, int]: ...

@@ -62,8 +62,8 @@ class MemoryTransport:
     """:class:`~agent_runtime.transport.base.Transport` in memory: one store, its clock,
     the Redis-shaped client over it (``redis``), :meth:`bus` for one consumer's stream bus,
     and the typed pieces (``state``, ``clock``, ``heartbeats``, ``llm_store``, ``deadlines``,
-    ``publisher``, ``breakers``) -- the Redis transport's own classes on the Redis-shaped
-    client, so they keep one implementation and the store answers their commands as the
+    ``publisher``, ``breakers``, ``rate_limits``) -- the Redis transport's own classes on the
+    Redis-shaped client, so they keep one implementation and the store answers their commands as the
     server does. ``keys``: the pipeline's key names (prefix)."""
 
     cluster = False
@@ -86,6 +86,7 @@ class MemoryTransport:
         self.deadlines = pieces.deadlines
         self.publisher = pieces.publisher
         self.breakers = pieces.breakers
+        self.rate_limits = pieces.rate_limits
 
     @classmethod
     def on(cls, store: Store, keys: Keys | None = None) -> MemoryTransport:
