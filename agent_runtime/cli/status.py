@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show streams, lag, pending, dead letters, breakers and workers",
         description="One snapshot of the runtime under the config's key prefix: every inbox "
         "with its group (lag, pending, oldest pending age) and consumers (idle "
-        "time), dead-letter streams by reason, breaker states, live workers.",
+        "time), dead-letter streams by reason, breaker states, the fleet rate limits of "
+        "llm.accounts and of agent types' rate_limit (use now against the limit, calls that "
+        "waited), live workers.",
     )
     parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     add_config(parser)
@@ -52,4 +54,15 @@ async def snapshot(pipeline: Pipeline, url: str) -> dict[str, Any]:
     keys = pipeline.config.keys
     inboxes = [s for name in pipeline.agents for s in pipeline.routing.inboxes(name)]
     async with server_tools(url, keys) as tools:
-        return await collect_status(tools.reader, tools.dead_letters, keys, inboxes)
+        return await collect_status(
+            tools.reader, tools.dead_letters, keys, inboxes, _limits(pipeline)
+        )
+
+
+def _limits(pipeline: Pipeline) -> dict[str, Any]:
+    """The fleet rate limits: LLM accounts, and agent types' ``rate_limit`` (``agent.NAME``)."""
+    limits: dict[str, Any] = dict(pipeline.config.llm.accounts)
+    for name, spec in pipeline.config.agents.items():
+        if spec.rate_limit is not None:
+            limits[f"agent.{name}"] = spec.rate_limit
+    return limits

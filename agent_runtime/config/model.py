@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent_runtime.config.limits import LLMFleet, MessageLimits
 from agent_runtime.config.routing import Routing
 from agent_runtime.config.settings import RequestSettings, WorkerSettings
 from agent_runtime.errors import ConfigError
@@ -60,6 +61,11 @@ class AgentSpec(BaseModel):
         default_factory=dict, description="overrides of the pipeline's worker defaults"
     )
     policies: PolicySet = Field(default_factory=PolicySet)
+    rate_limit: MessageLimits | None = Field(
+        default=None,
+        description="messages per second the whole fleet of this type starts handling "
+        "(shared in Redis; a message waits for its place within its deadline)",
+    )
     secrets: list[str] | None = Field(
         default=None,
         description="restricted environment variables this agent type's processes receive "
@@ -123,6 +129,10 @@ class PipelineConfig(BaseModel):
         default=True,
         description="HMAC-sign every envelope and refuse unsigned ones (default on); 'off' "
         "lets any Redis client inject messages (status and health then warn)",
+    )
+    llm: LLMFleet = Field(
+        default_factory=LLMFleet,
+        description="LLM provider accounts and their fleet rate limits (config/limits.py)",
     )
     agents: dict[str, AgentSpec]
 
