@@ -117,8 +117,7 @@ class Client:
         """The request envelope. Its deadline is ``now`` (default: the local clock) plus
         ``timeout`` (default: the config's ``requests.deadline``); :meth:`publish` passes the
         Redis server's time."""
-        stamp = utcnow()
-        now = now or stamp
+        now = now or utcnow()
         if timeout is None:
             timeout = self.pipeline.config.requests.deadline
         cid = correlation_id or uuid.uuid4()
@@ -131,7 +130,7 @@ class Client:
             message_type=payload.message_type,
             schema_version=payload.schema_version,
             payload=payload.model_dump(mode="json"),
-            timestamp=stamp,
+            timestamp=now,  # publish passes the server's time: freshness is judged by it
             deadline=now + timedelta(seconds=timeout),
             reply_to=self.keys.reply(str(cid)),
             budget_usd=budget_usd,
@@ -168,7 +167,7 @@ class Client:
             trace = (self.keys.trace(str(message.correlation_id)), settings.trace_ttl, record)
         request = Publication(
             stream,
-            self.codec.encode(message),
+            self.codec.encode(message, stream),
             trace=trace,
             deadline=deadline_entry(self.keys, message),  # the sweep answers it
         )

@@ -7,15 +7,18 @@ schema, the ``reply_to`` rule, then the payload model for (type, version).
 (``reply_streams``); anything else is ``invalid``: an entry cannot make a worker write into an
 inbox, a dead-letter stream or a key of another type.
 
-A stream entry is ``{b"m": <envelope JSON>}`` plus ``{b"s": <hex HMAC-SHA256>}`` when a
-signing key is configured. Every failure raises :class:`DecodeError` with a reason code that
-ends up in the dead-letter entry.
+A stream entry is ``{b"m": <envelope JSON>, b"s": <hex HMAC-SHA256>, b"k": <key id>}`` when
+signing is on (the default; agent_runtime/signing.py has the keys). The MAC covers the stream
+the entry is written to and the exact envelope bytes: one HMAC over bytes already at hand, no
+second JSON pass. An entry without a signature, with a key id the ring does not know, or whose
+MAC does not match (forged, tampered, copied to another stream) is ``bad_signature``. A codec
+without a key ring (``signing: off``) writes ``{b"m": ...}`` only and checks nothing.
+Every failure raises :class:`DecodeError` with a reason code that ends up in the dead-letter
+entry.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -24,12 +27,14 @@ from pydantic import ValidationError
 
 from agent_runtime.errors import DecodeError
 from agent_runtime.limits import MAX_ERROR_TEXT, depth_error, too_deep
+from agent_runtime.signing import Keyring
 from agent_runtime.transport.keys import Keys
 from protocols.base import Payload, SchemaRegistry, UnknownSchema
 from protocols.envelope import AgentMessage
 
 FIELD_MESSAGE = b"m"
 FIELD_SIGNATURE = b"s"
+FIELD_KEY_ID = b"k"
 DEFAULT_MAX_BYTES = 256 * 1024
 
 
@@ -77,31 +82,54 @@ class Codec:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         signing_key: bytes | None = None,
+        keyring: Keyring | None = None,
         keys: Keys | None = None,
         reply_streams: Iterable[str] = (),
     ) -> None:
+        """``keyring`` (or a single ``signing_key``) signs and verifies; neither: unsigned."""
         self.schemas = schemas
         self.max_bytes = max_bytes
-        self._key = signing_key
+        if keyring is None and signing_key is not None:
+            keyring = Keyring.of(signing_key)
+        self.keyring = keyring
         self._reply = (keys or Keys()).reply
         self._reply_streams = frozenset(reply_streams)
 
-    def encode(self, message: AgentMessage) -> dict[bytes, bytes]:
+    @property
+    def signed(self) -> bool:
+        return self.keyring is not None
+
+    def encode(self, message: AgentMessage, stream: str = "") -> dict[bytes, bytes]:
+        """The entry fields of ``message`` to be written to ``stream`` (signed codecs bind
+        the MAC to it, so it must be the stream the entry is written to)."""
         data = message.model_dump_json().encode()
         if len(data) > self.max_bytes:
             raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
-        if self._key is None:
+        if self.keyring is None:
             return {FIELD_MESSAGE: data}
-        return {FIELD_MESSAGE: data, FIELD_SIGNATURE: self._sign(data)}
+        if not stream:
+            raise ValueError("a signed codec needs the destination stream to encode")
+        kid, mac = self.keyring.sign(stream, data)
+        return {FIELD_MESSAGE: data, FIELD_SIGNATURE: mac, FIELD_KEY_ID: kid}
 
-    def decode(self, fields: dict[bytes, bytes]) -> Decoded:
+    def sign_fields(self, fields: dict[bytes, bytes], stream: str) -> dict[bytes, bytes]:
+        """``fields`` (an entry's envelope, e.g. a dead letter's original) signed anew for
+        ``stream`` with the current signing key; unchanged without a key ring."""
+        out = {k: v for k, v in fields.items() if k not in (FIELD_SIGNATURE, FIELD_KEY_ID)}
+        if self.keyring is not None:
+            kid, mac = self.keyring.sign(stream, out[FIELD_MESSAGE])
+            out[FIELD_SIGNATURE], out[FIELD_KEY_ID] = mac, kid
+        return out
+
+    def decode(self, fields: dict[bytes, bytes], stream: str = "") -> Decoded:
+        """The entry read from ``stream`` decoded and checked (see the module doc)."""
         data = fields.get(FIELD_MESSAGE)
         if data is None:
             raise DecodeError("undecodable", f"entry has no {FIELD_MESSAGE!r} field")
         if len(data) > self.max_bytes:
             raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
-        if self._key is not None:
-            self._verify(data, fields.get(FIELD_SIGNATURE))
+        if self.keyring is not None:
+            self._verify(stream, data, fields)
         if too_deep(data):
             raise DecodeError("undecodable", depth_error())
         try:
@@ -133,15 +161,14 @@ class Codec:
                 f"{self._reply(message.correlation_text)!r} nor an allow-listed reply stream",
             )
 
-    def _sign(self, data: bytes) -> bytes:
-        assert self._key is not None
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest().encode()
-
-    def _verify(self, data: bytes, signature: bytes | None) -> None:
+    def _verify(self, stream: str, data: bytes, fields: dict[bytes, bytes]) -> None:
+        assert self.keyring is not None
+        signature = fields.get(FIELD_SIGNATURE)
         if signature is None:
             raise DecodeError("bad_signature", "entry is not signed and signing is required")
-        if not hmac.compare_digest(self._sign(data), signature):
-            raise DecodeError("bad_signature", "signature does not match the envelope bytes")
+        problem = self.keyring.verify(stream, data, fields.get(FIELD_KEY_ID), signature)
+        if problem:
+            raise DecodeError("bad_signature", problem)
 
 
 def _json_or_schema(exc: ValidationError) -> str:

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent_runtime.codec import Codec
-from agent_runtime.config.model import PipelineConfig, load_config, signing_key
+from agent_runtime.config.model import PipelineConfig, load_config
 from agent_runtime.config.registry import import_object, split_path
 from agent_runtime.config.routing import Routing
 from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.errors import ConfigError, ImportNotAllowedError
+from agent_runtime.signing import Keyring, load_keyring, no_key_error
 from protocols.base import Payload, SchemaRegistry
 from protocols.core import RequestFailed, UserRequest
 
@@ -82,11 +83,20 @@ class Endpoint:
     def worker_settings(self, agent: str) -> WorkerSettings:
         return self.config.worker_settings(agent)
 
+    def keyring(self) -> Keyring | None:
+        """As Pipeline.keyring: the signing keys, None with ``signing: off``."""
+        if not self.config.signing:
+            return None
+        ring = load_keyring()
+        if ring is None:
+            raise no_key_error()
+        return ring
+
     def codec(self, agent: str | None = None) -> Codec:
         settings = self.worker_settings(agent or self.entry)
         return Codec(
             self.schemas,
-            signing_key=signing_key(),
+            keyring=self.keyring(),
             max_bytes=settings.max_message_bytes,
             keys=self.config.keys,
             reply_streams=self.config.reply_streams,

@@ -34,6 +34,7 @@ from agent_runtime.client import Client
 from agent_runtime.codec import Decoded
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import RequestTimeout
+from agent_runtime.signing import ensure_keyring
 from agent_runtime.transport.memory import ManualClock, MemoryTransport
 from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.delivery import expand_trace
@@ -52,7 +53,9 @@ class TestPipeline:
     One worker per agent type, whatever its ``replicas``. Without an approval key pair in the
     environment (``AGENT_RUNTIME_APPROVAL_PRIVATE_KEY``/``_PUBLIC_KEY``: the safety checker
     signs, executors verify) a fresh pair is set for the pipeline's lifetime (one process:
-    every agent of it can read both; real separation needs worker processes).
+    every agent of it can read both; real separation needs worker processes). Envelopes are
+    signed as in production (unless ``signing: off``): without a key, one is created in the
+    runtime directory.
 
     ``clock``: a :class:`ManualClock` shared by the store (TTLs, idle times, the server
     clock the runtime reads); the default is the wall clock."""
@@ -61,6 +64,8 @@ class TestPipeline:
 
     def __init__(self, config: Pipeline | str | Path, *, clock: ManualClock | None = None) -> None:
         self.pipeline = config if isinstance(config, Pipeline) else Pipeline.load(config)
+        if self.pipeline.config.signing:  # as 'up' does: the runtime directory's key
+            ensure_keyring()
         self.transport = MemoryTransport(clock, self.pipeline.config.keys)
         self.redis = self.transport.redis
         self.keys = self.pipeline.config.keys
@@ -135,7 +140,7 @@ class TestPipeline:
                 self._check_running()
                 for _id, fields in await self.redis.xrange(message.reply_to):
                     try:
-                        return self.client.codec.decode(fields)
+                        return self.client.codec.decode(fields, message.reply_to)
                     except Exception:  # noqa: S112 - not a reply: the reader skips it too
                         continue
                 await store.wait_written(timeout)

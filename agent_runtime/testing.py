@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from agent_runtime.agent import Agent, MessageContext, Output, Services
 from agent_runtime.config.routing import Routing
 from agent_runtime.inprocess import TestPipeline as TestPipeline  # re-exported: the user API
+from agent_runtime.signing import ensure_keyring
 from agent_runtime.transport.base import State
 from agent_runtime.transport.inspect import HeartbeatProbe, SupportsExists
 from agent_runtime.transport.keys import Keys
@@ -145,6 +146,7 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        ensure_keyring(self.env)  # as 'up' does: the runtime directory's key, made if missing
         if self.log_path is None:
             self.process = subprocess.Popen(  # noqa: S603 - argv list, no shell
                 self.argv,

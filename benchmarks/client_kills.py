@@ -60,7 +60,8 @@ class Responder:
                 for _stream, entries in found or []:
                     for entry_id, fields in entries:
                         last = entry_id
-                        tg.start_soon(self.answer, self.client.codec.decode(fields).message)
+                        decoded = self.client.codec.decode(fields, self.inbox)
+                        tg.start_soon(self.answer, decoded.message)
 
     async def answer(self, request: AgentMessage) -> None:
         await anyio.sleep(0.5)

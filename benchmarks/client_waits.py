@@ -80,7 +80,8 @@ def reply_entry(client: Client, request: AgentMessage) -> dict[bytes, bytes]:
         payload=dict(request.payload),
         timestamp=utcnow(),
     )
-    return client.codec.encode(reply)
+    assert request.reply_to is not None
+    return client.codec.encode(reply, request.reply_to)
 
 
 class Probe:
@@ -198,7 +199,7 @@ async def run_requests(client: Client, writer: Any, waits: int) -> dict[str, Any
                 async with writer.pipeline(transaction=False) as pipe:
                     for entry_id, fields in entries:
                         last = entry_id
-                        message = client.codec.decode(fields).message
+                        message = client.codec.decode(fields, inbox).message
                         pipe.xadd(message.reply_to, reply_entry(client, message))
                     await pipe.execute()
                 answered += len(entries)

@@ -1,10 +1,11 @@
 """The floor: the per-message work the message contract requires, and nothing else.
 
 Not a usable consumer. It does what every delivery must do under the contract -- the size
-cap, envelope + payload validation (the runtime's own ``Codec.decode``), the de-duplication
-lookup (two SMISMEMBER, pipelined), a no-op handler call, the per-request trace record (the
-runtime's own ``Tracer.record``), and the done mark + XACK in one MULTI/EXEC -- in one
-synchronous loop with the raw loop's client (redis-py with hiredis), one batch at a time.
+cap, the signature, envelope + payload validation (the runtime's own ``Codec.decode``), the
+de-duplication lookup (two SMISMEMBER, pipelined), a no-op handler call, the per-request
+trace record (the runtime's own ``Tracer.record``), and the done mark + XACK in one
+MULTI/EXEC -- in one synchronous loop with the raw loop's client (redis-py with hiredis), one
+batch at a time.
 
 Everything a worker adds is left out: concurrent handlers and their bound, lease renewal,
 reclaim, per-handler timeouts and context isolation, the policy middleware, dead letters
@@ -27,6 +28,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent_runtime.codec import Codec
+from agent_runtime.signing import load_keyring
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.streams import TRACE_SCRIPT, Entry
 from agent_runtime.worker.delivery import Tracer
@@ -43,7 +45,7 @@ async def handle(message: object, payload: object) -> None:
 def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool) -> None:
     r = redis.Redis.from_url(url)
     keys = Keys(prefix)
-    codec = Codec(SchemaRegistry([UserRequest]), keys=keys)
+    codec = Codec(SchemaRegistry([UserRequest]), keys=keys, keyring=load_keyring())  # verifies
     tracer = Tracer("noop", "floor-0") if trace else None
     read = [b"XREADGROUP", b"GROUP", group, "floor-0", b"COUNT", count, b"BLOCK", 1000]
     read += [b"STREAMS", stream, b">"]
@@ -58,7 +60,7 @@ def main(url: str, stream: str, group: str, count: int, prefix: str, trace: bool
             for entry_id, flat in items:
                 it = iter(flat)
                 fields = dict(zip(it, it, strict=True))
-                item = codec.decode(fields)  # raises on a bad entry: a floor, not a worker
+                item = codec.decode(fields, stream)  # raises on a bad entry: a floor, not a worker
                 decoded.append((Entry(stream, entry_id, fields), item.message, item.payload))
             ids = [message.id_text for _, message, _ in decoded]
             bucket = int(time.time() // DONE_TTL)

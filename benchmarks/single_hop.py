@@ -30,15 +30,19 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent_runtime.codec import Codec  # noqa: E402
 from agent_runtime.config.pipeline import Pipeline  # noqa: E402
+from agent_runtime.signing import ensure_keyring  # noqa: E402
 from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
 from protocols.core import UserRequest  # noqa: E402
 from protocols.envelope import AgentMessage, utcnow  # noqa: E402
 
 
 def envelopes(n: int, prefix: str) -> list[dict[bytes, bytes]]:
-    codec = Codec(Pipeline.build(_config(prefix, {})).schemas)
+    """``n`` request entries for the no-op agent's inbox, signed as the Client signs them (the
+    runtime directory's key, created when missing, as ``run`` does)."""
+    ensure_keyring()
+    pipeline = Pipeline.build(_config(prefix, {}))
+    codec, stream = pipeline.codec(), pipeline.config.keys.inbox("noop")
     out = []
     for i in range(n):
         cid = uuid.uuid4()
@@ -53,7 +57,7 @@ def envelopes(n: int, prefix: str) -> list[dict[bytes, bytes]]:
             timestamp=utcnow(),
             reply_to=f"{prefix}:reply:{{{cid}}}",
         )
-        out.append(codec.encode(message))
+        out.append(codec.encode(message, stream))
     return out
 
 

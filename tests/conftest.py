@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from agent_runtime.signing import KEYS_FILE_ENV, SIGNING_KEY_ENV, VERIFY_KEYS_ENV, ensure_keyring
 from agent_runtime.transport.cluster import LocalCluster
 from agent_runtime.transport.embedded import EmbeddedServer
 from tests.fixtures.gateway import LiveGateway, gateway_env
@@ -37,6 +38,22 @@ settings.load_profile("suite")
 # with COLUMNS=80 in their environment: tests (and the CLI processes they start) that read
 # whole table rows would see them wrapped. A test that wants a width sets it (monkeypatch).
 os.environ.pop("COLUMNS", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's envelope signing key file, as 'up' keeps one in the runtime directory:
+    created here (no key in the environment), named by AGENT_RUNTIME_SIGNING_KEYS_FILE so every
+    worker process and CLI run of the session verifies what the tests publish. A test that
+    wants the bare defaults removes the variable from its processes' environment."""
+    names = (SIGNING_KEY_ENV, VERIFY_KEYS_ENV, KEYS_FILE_ENV)
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    path = tmp_path_factory.mktemp("keys") / "signing-keys"
+    os.environ[KEYS_FILE_ENV] = str(path)
+    ensure_keyring()
+    yield path
+    os.environ.pop(KEYS_FILE_ENV, None)
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

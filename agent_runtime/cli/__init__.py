@@ -34,6 +34,7 @@ COMMANDS = [
     "agent_runtime.cli.dlq",
     "agent_runtime.cli.health",
     "agent_runtime.cli.serve",
+    "agent_runtime.cli.keys",
     "agent_runtime.cli.completion",
 ]
 

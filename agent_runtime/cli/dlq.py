@@ -18,7 +18,7 @@ from agent_runtime.cli.common import (
     runs,
     server_tools,
 )
-from agent_runtime.config.model import signing_key
+from agent_runtime.codec import Codec
 from agent_runtime.observability import deadletters
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.render import duration, table
@@ -88,10 +88,13 @@ def run(args: Args) -> int:
             f"agent-runtime dlq {args.action}: name dead letters (ID...), filter "
             "them (--agent, --reason) or pass --all"
         )
-    return int(anyio.run(_run, args, url, pipeline.config.keys))
+    # replay signs with the pipeline's keys (a missing key is one line, before any change)
+    replaying = args.action == "replay" and not getattr(args, "dry_run", False)
+    codec = pipeline.codec() if replaying else None
+    return int(anyio.run(_run, args, url, pipeline.config.keys, codec))
 
 
-async def _run(args: Args, url: str, keys: Keys) -> int:
+async def _run(args: Args, url: str, keys: Keys, codec: Codec | None) -> int:
     async with server_tools(url, keys) as tools:
         store = tools.dead_letters
         letters = await deadletters.find_letters(
@@ -102,7 +105,7 @@ async def _run(args: Args, url: str, keys: Keys) -> int:
         if args.action == "show":
             return _show(letters, args)
         if args.action == "replay":
-            return await _replay(store, letters, args)
+            return await _replay(store, letters, args, codec)
         return await _purge(store, letters, args)
 
 
@@ -146,7 +149,12 @@ def _show(letters: list[deadletters.Letter], args: Args) -> int:
     return 1 if missing or not letters else 0
 
 
-async def _replay(store: DeadLetterStore, letters: list[deadletters.Letter], args: Args) -> int:
+async def _replay(
+    store: DeadLetterStore,
+    letters: list[deadletters.Letter],
+    args: Args,
+    codec: Codec | None,
+) -> int:
     done = []
     for letter in letters:
         item = {
@@ -157,7 +165,7 @@ async def _replay(store: DeadLetterStore, letters: list[deadletters.Letter], arg
             "new_id": None,
         }
         if not args.dry_run:
-            item["new_id"] = await deadletters.replay(store, letter, signing_key())
+            item["new_id"] = await deadletters.replay(store, letter, codec)
         done.append(item)
     verb = "would replay" if args.dry_run else "replayed"
     lines = [

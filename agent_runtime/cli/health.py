@@ -50,6 +50,9 @@ def run(args: Args) -> int:
     pipeline = load_pipeline(args)
     url = redis_url(args, pipeline)
     result, ok, text = anyio.run(_check, pipeline, url, args.agent, args.consumer)
+    if pipeline.warnings():  # healthy or not, an insecure config is said
+        result["warnings"] = pipeline.warnings()
+        text = "\n".join([*(f"WARNING: {w}" for w in pipeline.warnings()), text])
     print(json.dumps(redact(result), indent=2) if args.json else redact(text))
     return 0 if ok else 1
 

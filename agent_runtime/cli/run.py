@@ -42,7 +42,7 @@ from agent_runtime.cli.outcome import print_reply
 from agent_runtime.cli.progress import hop_line
 from agent_runtime.client import REPLY_GRACE, Client, user_request
 from agent_runtime.codec import Decoded
-from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline, signing_env
 from agent_runtime.errors import RequestTimeout
 from agent_runtime.observability.logging import configure_logging
 from agent_runtime.transport.embedded import EmbeddedServer, clear_state, find_running
@@ -134,6 +134,7 @@ async def execute(
     args: Args, pipeline: Pipeline, payload: UserRequest, url: str, log_dir: Path
 ) -> int:
     env = child_env()  # approval key pair (ours or the runtime home's), given per agent type
+    env.update(signing_env(pipeline))  # envelope keys: the runtime directory's, kept
     started = time.monotonic()
     async with Supervisor(pipeline.source or args.config, url, env=env, log_dir=log_dir) as sup:
         await sup.wait_ready(args.ready_timeout)

@@ -27,7 +27,7 @@ from agent_runtime.cli.common import (
 )
 from agent_runtime.cli.failures import UsageError, mask_url
 from agent_runtime.config.acl import ACL_DIR, Credentials, agent_urls, lock_down
-from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.pipeline import Pipeline, signing_env
 from agent_runtime.errors import AgentRuntimeError, ConfigError
 from agent_runtime.observability.tables import format_table
 from agent_runtime.transport.embedded import (
@@ -162,7 +162,8 @@ async def supervise(
             url,
             replicas=replicas,
             log_dir=args.log_dir,
-            env=child_env(),  # the approval key pair: ours, else the runtime home's (generated)
+            # the approval key pair (ours, else the runtime home's) and the envelope keys
+            env={**child_env(), **signing_env(pipeline)},
             agent_urls=agent_urls,  # each agent type's own Redis user (embedded server)
         )
         async with sup, anyio.create_task_group() as tg:

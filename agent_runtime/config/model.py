@@ -1,14 +1,13 @@
 """The pipeline config (YAML) and process settings from the environment.
 
 Every mapping rejects unknown keys; errors name the file and line of the offending key.
-Environment: ``AGENT_RUNTIME_REDIS_URL`` overrides ``redis_url``;
-``AGENT_RUNTIME_SIGNING_KEY`` (any string) turns on HMAC signing of every envelope.
+Environment: ``AGENT_RUNTIME_REDIS_URL`` overrides ``redis_url``. Envelopes are signed unless
+``signing: off``; the keys come from the environment or the key file (agent_runtime/signing.py).
 """
 
 from __future__ import annotations
 
 import importlib.machinery
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent_runtime.config.limits import LLMFleet, MessageLimits
 from agent_runtime.config.routing import Routing
 from agent_runtime.config.settings import RequestSettings, WorkerSettings, with_worker_env
 from agent_runtime.errors import ConfigError
@@ -62,6 +62,11 @@ class AgentSpec(BaseModel):
         default_factory=dict, description="overrides of the pipeline's worker defaults"
     )
     policies: PolicySet = Field(default_factory=PolicySet)
+    rate_limit: MessageLimits | None = Field(
+        default=None,
+        description="messages per second the whole fleet of this type starts handling "
+        "(shared in Redis; a message waits for its place within its deadline)",
+    )
     secrets: list[str] | None = Field(
         default=None,
         description="restricted environment variables this agent type's processes receive "
@@ -121,6 +126,15 @@ class PipelineConfig(BaseModel):
         "as reply_to (anything else is dead-lettered 'invalid'); none may lie under key_prefix",
     )
     requests: RequestSettings = Field(default_factory=RequestSettings)
+    signing: bool = Field(
+        default=True,
+        description="HMAC-sign every envelope and refuse unsigned ones (default on); 'off' "
+        "lets any Redis client inject messages (status and health then warn)",
+    )
+    llm: LLMFleet = Field(
+        default_factory=LLMFleet,
+        description="LLM provider accounts and their fleet rate limits (config/limits.py)",
+    )
     agents: dict[str, AgentSpec]
 
     @field_validator("agents")
@@ -175,11 +189,6 @@ class PipelineConfig(BaseModel):
             table.update(spec.routes)
         shards = {name: spec.shards for name, spec in self.agents.items()}
         return Routing(self.keys, table, shards)
-
-
-def signing_key() -> bytes | None:
-    value = os.environ.get("AGENT_RUNTIME_SIGNING_KEY")
-    return value.encode() if value else None
 
 
 def config_path(value: str, info: ValidationInfo) -> str:

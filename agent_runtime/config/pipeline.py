@@ -19,12 +19,12 @@ from agent_runtime.config.model import (
     PipelineConfig,
     load_config,
     shadowing,
-    signing_key,
 )
 from agent_runtime.config.registry import import_object
 from agent_runtime.config.routing import Routing
 from agent_runtime.errors import ConfigError
 from agent_runtime.policies.errors import policy_problems
+from agent_runtime.signing import Keyring, load_keyring, no_key_error, worker_env
 from protocols.base import Payload, SchemaRegistry
 from protocols.core import RequestFailed, UserRequest
 
@@ -96,18 +96,43 @@ class Pipeline:
     def worker_settings(self, agent: str) -> Any:
         return self.config.worker_settings(agent)
 
+    def warnings(self) -> list[str]:
+        """Insecure choices of the config, for ``status`` and ``health`` to show."""
+        if self.config.signing:
+            return []
+        return [
+            "signing: off -- envelopes are neither signed nor verified; any client that can "
+            "write to Redis can inject or alter messages (docs/security.md)"
+        ]
+
+    def keyring(self) -> Keyring | None:
+        """The signing keys (agent_runtime/signing.py), None with ``signing: off``;
+        ConfigError when signing is on and there is no key."""
+        if not self.config.signing:
+            return None
+        ring = load_keyring()
+        if ring is None:
+            raise no_key_error()
+        return ring
+
     def codec(self, agent: str | None = None) -> Codec:
-        """The pipeline's codec, for workers and clients alike: signed whenever a signing key
-        exists (``AGENT_RUNTIME_SIGNING_KEY``); ``agent``'s message size cap (else the
-        pipeline's default)."""
+        """The pipeline's codec, for workers and clients alike: signed and verifying unless
+        the config says ``signing: off`` (no key then is a ConfigError); ``agent``'s message
+        size cap (else the pipeline's default)."""
         settings = self.worker_settings(agent) if agent else self.config.worker_defaults()
         return Codec(
             self.schemas,
-            signing_key=signing_key(),
+            keyring=self.keyring(),
             max_bytes=settings.max_message_bytes,
             keys=self.config.keys,
             reply_streams=self.config.reply_streams,
         )
+
+
+def signing_env(pipeline: Pipeline) -> dict[str, str]:
+    """The environment ``up``/``run`` give their workers for envelope signing (the key file
+    created in the runtime directory when there is no key); nothing with ``signing: off``."""
+    return worker_env() if pipeline.config.signing else {}
 
 
 def _extend_import_path(paths: list[str]) -> None:

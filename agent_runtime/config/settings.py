@@ -57,6 +57,20 @@ class WorkerSettings(BaseModel):
         description="de-duplication window: a handled message id is "
         "remembered for at least this long (up to twice)",
     )
+    max_age: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds after its timestamp (on the Redis server's clock) a message is "
+        "dead-lettered 'stale' instead of handled (default: 3600 or done_ttl if shorter); at "
+        "most done_ttl, so a replayed entry can never outlive de-duplication",
+    )
+    clock_skew: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="seconds a message's timestamp may lie ahead of the Redis server's "
+        "clock before it is dead-lettered 'clock_skew'",
+    )
     max_message_bytes: int = Field(
         default=256 * 1024,
         ge=1_024,
@@ -109,6 +123,20 @@ class WorkerSettings(BaseModel):
                 "workers' consumers would be removed between their reads"
             )
         return self
+
+    @model_validator(mode="after")
+    def _max_age_within_dedup(self) -> WorkerSettings:
+        if self.max_age is not None and self.max_age > self.done_ttl:
+            raise ValueError(
+                f"max_age ({self.max_age:g}s) must not exceed done_ttl ({self.done_ttl}s): a "
+                "message older than the de-duplication window could be replayed and run again"
+            )
+        return self
+
+    @property
+    def freshness(self) -> float:
+        """The effective ``max_age``."""
+        return self.max_age if self.max_age is not None else min(3600.0, float(self.done_ttl))
 
     @property
     def lease_every(self) -> float:

@@ -167,6 +167,7 @@ class _Check:
             self._consumes(cls, spec, where)
             if agent_config is not None:
                 self._llm(agent_config, spec, where, check_env=check_env)
+                self._account(agent_config, config, where)
         self._worker(spec, data, config, where)
 
     def _agent_class(
@@ -224,6 +225,32 @@ class _Check:
                 (*key, "provider"),
                 f"the {block.provider} provider needs the environment variable {variable}, "
                 "which is not set",
+            )
+
+    def _account(
+        self, agent_config: BaseModel, config: PipelineConfig | None, where: tuple[Any, ...]
+    ) -> None:
+        """The ``llm.account`` an agent names exists in the pipeline's ``llm.accounts`` and
+        is an account of the agent's provider."""
+        block = getattr(agent_config, "llm", None)
+        try:
+            spec = LLMSpec.model_validate(dict(block)) if isinstance(block, Mapping) else block
+        except ValidationError:
+            return  # reported by _llm
+        if not isinstance(spec, LLMSpec) or config is None:
+            return
+        key = (*where, "config", "llm", "account")
+        try:
+            found = config.llm.account_for(spec.provider, spec.account)
+        except KeyError:
+            known = ", ".join(sorted(config.llm.accounts)) or "none configured"
+            self.at(key, f"{spec.account!r} is not an account of llm.accounts (known: {known})")
+            return
+        if found is not None and found[1].provider != spec.provider:
+            self.at(
+                key,
+                f"account {found[0]!r} is a {found[1].provider} account; this agent's "
+                f"provider is {spec.provider}",
             )
 
     def _worker(

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from agent_runtime.config.model import signing_key
 from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.gateway.auth import Principal, require
 from agent_runtime.gateway.fleet import fleet_status
@@ -96,7 +95,7 @@ async def replay_letter(
     }
     if not dry_run:
         try:
-            item["new_id"] = await deadletters.replay(rt.dead_letters, letter, signing_key())
+            item["new_id"] = await deadletters.replay(rt.dead_letters, letter, rt.pipeline.codec())
         except AgentRuntimeError as exc:
             raise Problem(409, str(exc)) from None
         _log.info("dead_letter_replayed", id=letter.id, token=principal.name)

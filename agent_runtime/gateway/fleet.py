@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent_runtime.config.model import signing_key
 from agent_runtime.observability.redaction import redact
 from agent_runtime.observability.status import collect_status
 
@@ -77,6 +76,6 @@ async def fleet_status(runtime: Any, throughput: Throughput) -> dict[str, Any]:
             "at": snapshot["at"],
             "agents": agents,
             "breakers": breakers,
-            "signing": {"enabled": signing_key() is not None},
+            "signing": {"enabled": bool(pipeline.config.signing), "warnings": pipeline.warnings()},
         }
     )

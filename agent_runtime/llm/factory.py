@@ -10,6 +10,8 @@ Example (YAML, inside an agent's ``config:``)::
       cache_ttl: 86400           # response cache in Redis, seconds; 0 disables it
       price: {input: 1.0, output: 5.0}   # USD per million tokens, overrides the table
       call: llm.anthropic        # the call policy (default llm.PROVIDER)
+      account: anthropic-main    # fleet rate limit: the pipeline's llm.accounts.NAME
+                                 # (default: the account named after the provider, if any)
 
 Retries, the attempt and total timeouts and the circuit breaker of every call are the call
 policy's: ``policies: calls: llm.anthropic: {...}`` of the agent (docs/policies.md), run under
@@ -32,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent_runtime.config.limits import LIMIT_NAME, LLMFleet
 from agent_runtime.config.registry import import_object
 from agent_runtime.errors import ConfigError
 from agent_runtime.llm.base import LLMProvider
@@ -44,6 +47,7 @@ from agent_runtime.transport.keys import Keys
 
 if TYPE_CHECKING:
     from agent_runtime.policies.middleware import Policies
+    from agent_runtime.policies.ratelimit import RateLimiter
     from agent_runtime.transport.base import LLMStore
 
 #: provider name -> module:class, imported only when chosen (the SDKs import slowly). A host
@@ -86,6 +90,13 @@ class LLMSpec(BaseModel):
         default=None,
         pattern=BREAKER_NAME,
         description="name of the call policy (``policies.calls.NAME``); default llm.PROVIDER",
+    )
+
+    account: str | None = Field(
+        default=None,
+        pattern=LIMIT_NAME,
+        description="the pipeline's llm.accounts entry whose rate limits the calls wait for "
+        "(default: the account named after the provider, if the pipeline has one)",
     )
 
     @property
@@ -180,5 +191,24 @@ def _instantiate(cls: Any, spec: LLMSpec, policies: Policies | None) -> LLMProvi
     options["model"] = model
     if spec.price is not None:
         options["prices"] = PriceTable({model: Price(spec.price.input, spec.price.output)})
+    limiter = rate_limiter(spec, policies)
+    if limiter is not None:
+        options["limiter"] = limiter
     provider: LLMProvider = cls(**options)
     return provider
+
+
+def rate_limiter(spec: LLMSpec, policies: Policies | None) -> RateLimiter | None:
+    """The fleet rate limit of ``spec``'s account (None: the pipeline limits nothing)."""
+    limits = getattr(policies, "limits", None) or {}  # a host's policies may have none
+    try:
+        found = LLMFleet(accounts=limits).account_for(spec.provider, spec.account)
+    except KeyError:
+        known = ", ".join(sorted(limits)) or "none"
+        raise ConfigError(
+            f"llm account {spec.account!r} is not in the pipeline's llm.accounts (known: {known})"
+        ) from None
+    if found is None or policies is None:
+        return None
+    limiter: RateLimiter = policies.rate_limiter(found[0])
+    return limiter

@@ -17,11 +17,12 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from agent_runtime.errors import ConfigError, LLMUnavailable
+from agent_runtime.errors import ConfigError, LLMError, LLMUnavailable
 from agent_runtime.llm.base import Completion
 from agent_runtime.llm.cost import PriceTable
 from agent_runtime.policies.config import PolicySpec
 from agent_runtime.policies.errors import is_exhausted, is_transient, mark_exhausted
+from agent_runtime.policies.ratelimit import RateLimiter, estimate_tokens
 from agent_runtime.policies.runner import Policy
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -54,6 +55,7 @@ class SDKProvider(ABC, Generic[ClientT]):
         temperature: float | None = None,
         policy: Policy | None = None,
         prices: PriceTable | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         key = os.environ.get(self.key_env, "")
         if not key:
@@ -67,6 +69,7 @@ class SDKProvider(ABC, Generic[ClientT]):
         self.temperature = temperature
         self.policy = policy or Policy(f"llm.{self.name}", PolicySpec(), retryable=is_transient)
         self.prices = prices or PriceTable()
+        self.limiter = limiter
         self._key = key
         self._sdk: ClientT | None = None
 
@@ -79,12 +82,31 @@ class SDKProvider(ABC, Generic[ClientT]):
         tokens = min(max_tokens, self.max_tokens)
         self._client()  # the SDK's first import (1-2 s) is no part of any attempt's timeout
         try:
-            return await self.policy.run(self._attempt, system, prompt, schema, tokens)
+            return await self.policy.run(self._limited, system, prompt, schema, tokens)
         except TimeoutError as exc:  # the policy cut the call: the provider did not answer
             error = LLMUnavailable(f"{self.name} call cut by its timeout ({self.policy.name})")
             if is_exhausted(exc):
                 mark_exhausted(error)
             raise error from exc
+
+    async def _limited(
+        self, system: str, prompt: str, schema: type[ModelT], max_tokens: int
+    ) -> Completion[ModelT]:
+        """One attempt, after waiting for its place in the account's fleet rate limit (each
+        attempt is one request the provider counts, so each waits)."""
+        if self.limiter is None:
+            return await self._attempt(system, prompt, schema, max_tokens)
+        estimate = estimate_tokens(system, prompt, max_tokens=max_tokens)
+        async with self.limiter.slot(tokens=estimate, lease=2 * self.timeout + 10) as slot:
+            try:
+                completion = await self._attempt(system, prompt, schema, max_tokens)
+            except LLMError as exc:
+                usage = getattr(exc, "usage", None)
+                if usage is not None:
+                    slot.tokens = usage.input_tokens + usage.output_tokens
+                raise
+            slot.tokens = completion.usage.input_tokens + completion.usage.output_tokens
+            return completion
 
     async def aclose(self) -> None:
         if self._sdk is not None:

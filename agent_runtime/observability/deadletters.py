@@ -13,13 +13,11 @@ Dead-lettered messages have no done marker, so the worker handles the replayed c
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_runtime.codec import FIELD_MESSAGE, FIELD_SIGNATURE
+from agent_runtime.codec import FIELD_KEY_ID, FIELD_MESSAGE, FIELD_SIGNATURE, Codec
 from agent_runtime.errors import AgentRuntimeError
 from agent_runtime.limits import too_deep
 from agent_runtime.observability import inspect
@@ -111,9 +109,11 @@ async def find_letters(
     return out
 
 
-async def replay(store: DeadLetterStore, letter: Letter, signing_key: bytes | None = None) -> str:
+async def replay(store: DeadLetterStore, letter: Letter, codec: Codec | None = None) -> str:
     """Re-publish the original entry to its inbox (new entry id) and delete the letter.
-    A letter whose original was redacted is re-signed with ``signing_key`` when given. The
+    With a signing ``codec``, an original whose signature does not verify now (redacted, or
+    signed with a key since retired) is signed anew for its inbox; a letter dead-lettered
+    ``bad_signature`` is never replayed (re-signing would launder a forged entry). The
     request is reopened: its outcome guard is cleared, so the replayed message can end it
     again (its requester, who got ``request.failed``, then sees a second terminal reply)."""
     keys = store.keys
@@ -128,10 +128,16 @@ async def replay(store: DeadLetterStore, letter: Letter, signing_key: bytes | No
         prefix_only = HEAD_PREFIX + FIELD_MESSAGE in letter.fields
         kept = " (only a prefix of it was kept)" if prefix_only else ""
         raise AgentRuntimeError(f"dead letter {letter.id} has no original envelope to replay{kept}")
-    if letter.get("redacted") == "1" and signing_key is not None:
-        fields[FIELD_SIGNATURE] = (
-            hmac.new(signing_key, fields[FIELD_MESSAGE], hashlib.sha256).hexdigest().encode()
-        )
+    if codec is not None and codec.keyring is not None:
+        if letter.get("reason") == "bad_signature":
+            raise AgentRuntimeError(
+                f"dead letter {letter.id} failed signature verification (forged, tampered or "
+                "copied from another stream); re-signing it would launder it: not replaying"
+            )
+        ring, signature = codec.keyring, fields.get(FIELD_SIGNATURE, b"")
+        kid = fields.get(FIELD_KEY_ID)
+        if not signature or ring.verify(stream, fields[FIELD_MESSAGE], kid, signature):
+            fields = codec.sign_fields(fields, stream)
     cid = letter.get("correlation_id")
     return await store.republish(letter.dlq, letter.id, stream, fields, reopen=cid or None)
 

@@ -27,6 +27,7 @@ from agent_runtime.transport.streams import Entry
 from agent_runtime.worker.observer import Observer
 
 HANDLE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+RATE_WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 BREAKER_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
@@ -91,6 +92,7 @@ class Metrics:
         )
         self._stream_metrics(r)
         self._llm_metrics(r)
+        self._rate_metrics(r)
 
     def _stream_metrics(self, r: CollectorRegistry) -> None:
         self.reclaimed = Counter(
@@ -150,6 +152,38 @@ class Metrics:
             registry=r,
         )
 
+    def _rate_metrics(self, r: CollectorRegistry) -> None:
+        self.rate_wait_seconds = Histogram(
+            "agent_runtime_rate_limit_wait_seconds",
+            "Time a call waited for its place in a fleet rate limit (0: admitted at once)",
+            ["limit"],
+            buckets=RATE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.rate_waited = Counter(
+            "agent_runtime_rate_limit_waits",
+            "Calls that had to wait for a fleet rate limit",
+            ["limit"],
+            registry=r,
+        )
+        self.rate_refused = Counter(
+            "agent_runtime_rate_limit_refused",
+            "Calls refused by a fleet rate limit: deadline (the next place frees after the "
+            "request's deadline) or too_large (more than the limit admits in a window)",
+            ["limit", "reason"],
+            registry=r,
+        )
+        self.rate_waiting = Gauge(
+            "agent_runtime_rate_limit_waiting_calls",
+            "Calls of this process waiting for a fleet rate limit now",
+            ["limit"],
+            registry=r,
+        )
+
+    def rate_observer(self) -> RateMetrics:
+        """The fleet rate limiters' observer (agent_runtime/policies/ratelimit.py)."""
+        return RateMetrics(self)
+
     # ------------------------------------------------------------------ hooks for others
     def record_llm(
         self,
@@ -206,6 +240,25 @@ class Metrics:
         """Serve ``/metrics`` (and ``/healthz``, ``/readyz`` with ``probes``) on ``port``
         from a daemon thread; returns the server (agent_runtime/observability/probes.py)."""
         return serve(port, self.registry, probes, addr)
+
+
+class RateMetrics:
+    """Feeds a rate limiter's waits into :class:`Metrics` (``RateObserver``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def waiting(self, limit: str, delta: int) -> None:
+        self.metrics.rate_waiting.labels(limit).inc(delta)
+        if delta > 0:
+            self.metrics.rate_waited.labels(limit).inc()
+
+    def acquired(self, limit: str, seconds: float) -> None:
+        self.metrics.rate_wait_seconds.labels(limit).observe(seconds)
+
+    def refused(self, limit: str, reason: str, seconds: float) -> None:
+        self.metrics.rate_refused.labels(limit, reason).inc()
+        self.metrics.rate_wait_seconds.labels(limit).observe(seconds)
 
 
 class PrometheusObserver(Observer):

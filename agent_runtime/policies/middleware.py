@@ -9,17 +9,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from agent_runtime.config.limits import AccountLimits, MessageLimits
 from agent_runtime.policies.breaker import BreakerListener, SharedBreaker
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.policies.config import PolicySet, PolicySpec
 from agent_runtime.policies.errors import error_matcher
+from agent_runtime.policies.ratelimit import RateLimiter, RateObserver
 from agent_runtime.policies.runner import Policy
 from agent_runtime.transport.breaker_scripts import RedisBreakers
 from agent_runtime.transport.clock import RedisTime
 from agent_runtime.transport.keys import Keys
+from agent_runtime.transport.ratelimit import RedisRateLimits
 
 
 class Policies:
@@ -34,8 +37,25 @@ class Policies:
         *,
         allowed_modules: Iterable[str] = (),
         listeners: Sequence[BreakerListener] = (),
+        limits: Mapping[str, AccountLimits] | None = None,
+        rate_observer: RateObserver | None = None,
+        message_limit: MessageLimits | None = None,
     ) -> None:
         self.agent = agent
+        self.limits = dict(limits or {})
+        self.rate_observer = rate_observer
+        self._limiters: dict[str, RateLimiter] = {}
+        self.message_limiter = (
+            None
+            if message_limit is None
+            else RateLimiter(
+                f"agent.{agent}",
+                message_limit,
+                RedisRateLimits(redis),
+                keys,
+                observer=rate_observer,
+            )
+        )
         self.policy_set = policy_set
         self.redis = redis
         self.keys = keys
@@ -49,7 +69,12 @@ class Policies:
 
     @classmethod
     def for_agent(
-        cls, pipeline: Any, agent: str, redis: Any, listeners: Sequence[BreakerListener] = ()
+        cls,
+        pipeline: Any,
+        agent: str,
+        redis: Any,
+        listeners: Sequence[BreakerListener] = (),
+        rate_observer: RateObserver | None = None,
     ) -> Policies:
         config = pipeline.config
         return cls(
@@ -59,6 +84,9 @@ class Policies:
             config.keys,
             allowed_modules=config.allowed_modules,
             listeners=listeners,
+            limits=config.llm.accounts,
+            rate_observer=rate_observer,
+            message_limit=config.agents[agent].rate_limit,
         )
 
     def call(self, name: str) -> Policy:
@@ -67,6 +95,20 @@ class Policies:
         if policy is None:
             policy = self._calls[name] = self._build(name, self.policy_set.for_call(name))
         return policy
+
+    def rate_limiter(self, name: str) -> RateLimiter:
+        """The fleet rate limit of account ``name`` (``llm.accounts.NAME``; KeyError if
+        the pipeline has none of that name)."""
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            limiter = self._limiters[name] = RateLimiter(
+                name,
+                self.limits[name],
+                RedisRateLimits(self.redis),
+                self.keys,
+                observer=self.rate_observer,
+            )
+        return limiter
 
     def breaker(self, name: str) -> SharedBreaker | None:
         """A breaker this process has built (by breaker name)."""

@@ -7,7 +7,7 @@ Each agent type gets a user ``PREFIX-AGENT`` that may
 * XADD to its own dead-letter stream;
 * write replies, trace records and per-request state (``P:reply:*``, ``P:tracelog:*``,
   ``P:req:*``: any request, since any request may reach it), the shared deadline index, the
-  sweep lock, circuit breakers and the LLM response cache;
+  sweep lock, circuit breakers, the fleet rate limits and the LLM response cache;
 * keep its own de-duplication sets, commit marks and heartbeats; read every heartbeat (the
   deadline sweep asks whether an agent type has live workers);
 * run scripts (``EVAL``/``EVALSHA``): every ``redis.call`` inside a script is checked against
@@ -103,6 +103,21 @@ _BREAKERS = (
     "exists",
 )
 _CACHE = ("get", "set")
+_RATE_LIMITS = (  # transport/ratelimit.py's scripts
+    "zadd",
+    "zrange",
+    "zrangebyscore",
+    "zremrangebyscore",
+    "zscore",
+    "hget",
+    "hmget",
+    "hset",
+    "hdel",
+    "hincrby",
+    "hgetall",
+    "pexpire",
+    "expire",
+)
 _SCRIPTS = ("eval", "evalsha", "script|load", "script|exists")
 _NEVER = ("-@admin", "-@dangerous")
 
@@ -153,6 +168,7 @@ def agent_rules(
     fleet = [f"~{keys.deadlines()}", f"~{keys.sweep_lock()}"]
     marks = [f"~{p}:done:{agent}:*", f"~{p}:commit:{consumers}*", f"~{p}:hb:{agent}:*"]
     breakers, cache = [f"~{keys.breaker('*')}"], [f"~{keys.llm_cache('*')}"]
+    limits = [f"~{p}:ratelimit:*"]
     own_inbox, dlq = _inbox_patterns(keys, agent), [f"~{keys.dlq(agent)}"]
     schedule = [f"~{keys.schedule(agent)}"]
     everything = [
@@ -166,6 +182,7 @@ def agent_rules(
         *breakers,
         *cache,
     ]
+    everything += limits
     selectors = [
         _selector(_OWN_INBOX, own_inbox),
         _selector(("xadd", "xlen", "type"), dlq),
@@ -176,6 +193,7 @@ def agent_rules(
         _selector(_READ, [f"%R~{keys.heartbeat_pattern()}"]),
         _selector(_BREAKERS, breakers),
         _selector(_CACHE, cache),
+        _selector(_RATE_LIMITS, limits),
         _selector(_SCRIPTS, dict.fromkeys(everything)),
     ]
     if outputs:

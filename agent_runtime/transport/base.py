@@ -13,6 +13,7 @@ one per concern, so no module outside ``agent_runtime/transport/`` issues a serv
 * :class:`Publisher` -- a client's request: XADD, trace record, deadline entry.
 * :class:`BreakerStore` -- the circuit breakers' shared state (Lua scripts, server clock).
 * :class:`Schedule` -- messages an agent type scheduled for itself (claim, settle).
+* :class:`RateLimitStore` -- the fleet rate limits (Lua scripts, server clock).
 
 The Redis implementation is :class:`agent_runtime.transport.redis.RedisTransport`; an
 in-memory one implements the same protocols for in-process tests.
@@ -33,6 +34,7 @@ from agent_runtime.errors import TransportError
 if TYPE_CHECKING:
     from agent_runtime.transport.commit import Publication
     from agent_runtime.transport.deadlines import Answer
+    from agent_runtime.transport.ratelimit import Grant
 
 R = TypeVar("R")
 Value = bytes | str
@@ -131,6 +133,9 @@ class Transport(Protocol):
     @property
     def schedule(self) -> Schedule: ...
 
+    @property
+    def rate_limits(self) -> RateLimitStore: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -208,3 +213,25 @@ class Schedule(Protocol):
     async def settle(self, agent: str, member: bytes, lease_until_ms: int) -> bool: ...
 
     async def members(self, agent: str, limit: int) -> list[tuple[bytes, float]]: ...
+
+
+class RateLimitStore(Protocol):
+    """The fleet rate limits (agent_runtime/transport/ratelimit.py documents the scripts)."""
+
+    async def acquire(
+        self,
+        keys: list[str],
+        member: str,
+        *,
+        window_ms: int,
+        lease_ms: int,
+        costs: list[tuple[int, int]],
+    ) -> Grant: ...
+
+    async def settle(self, keys: list[str], member: str, costs: list[int | None]) -> None: ...
+
+    async def usage(self, keys: list[str], window_ms: int) -> tuple[int, list[tuple[int, int]]]: ...
+
+    async def count(self, key: str, fields: dict[str, int]) -> None: ...
+
+    async def stats(self, key: str) -> dict[str, int]: ...

@@ -34,6 +34,8 @@ key                                     type        what
 ``P:gw:idem:HASH``                      string      gateway: correlation id an Idempotency-Key
                                                     (hashed with the token name) maps to (TTL)
 ``P:gw:rate:TOKEN:WINDOW``              string      gateway: calls of a token in a window (TTL)
+``P:ratelimit:{NAME}:METER``            zset        a fleet rate limit's entries by end time
+                                                    (ms); ``...:METER:w`` hash: their weights
 ======================================  ==========  ==========================================
 
 The consumer group of an agent type's inbox is named after the agent type.
@@ -121,6 +123,10 @@ class Keys:
 
     def breaker(self, name: str) -> str:
         return f"{self.prefix}:breaker:{name}"
+
+    def rate_limit(self, name: str, meter: str) -> str:
+        """A rate limit's entry log; every meter of one limit shares a Cluster slot."""
+        return f"{self.prefix}:ratelimit:{{{name}}}:{meter}"
 
     def llm_cache(self, digest: str) -> str:
         return f"{self.prefix}:llmcache:{digest}"

@@ -62,7 +62,8 @@ class MemoryTransport:
     """:class:`~agent_runtime.transport.base.Transport` in memory: one store, its clock,
     the Redis-shaped client over it (``redis``), :meth:`bus` for one consumer's stream bus,
     and the typed pieces (``state``, ``clock``, ``heartbeats``, ``llm_store``, ``deadlines``,
-    ``publisher``, ``breakers``, ``schedule``) -- the Redis transport's own classes on the
+    ``publisher``, ``breakers``, ``schedule``,
+    ``rate_limits``) -- the Redis transport's own classes on the
     Redis-shaped client, so they keep one implementation and the store answers their commands
     as the server does. ``keys``: the pipeline's key names (prefix)."""
 
@@ -87,6 +88,7 @@ class MemoryTransport:
         self.publisher = pieces.publisher
         self.breakers = pieces.breakers
         self.schedule = pieces.schedule
+        self.rate_limits = pieces.rate_limits
 
     @classmethod
     def on(cls, store: Store, keys: Keys | None = None) -> MemoryTransport:

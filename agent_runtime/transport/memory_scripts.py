@@ -36,6 +36,7 @@ def _ports() -> dict[str, Port]:
     """Script text -> port (imported on first use: most processes never need the ports)."""
     from agent_runtime.transport import breaker_scripts as breaker
     from agent_runtime.transport import deadlines
+    from agent_runtime.transport import ratelimit as limits
     from agent_runtime.transport.commit import REPLY_SCRIPT
     from agent_runtime.transport.llm_store import BOOK_SCRIPT
     from agent_runtime.transport.schedule import CLAIM_SCRIPT, SETTLE_SCRIPT
@@ -52,6 +53,10 @@ def _ports() -> dict[str, Port]:
         BOOK_SCRIPT: _book,
         CLAIM_SCRIPT: _schedule_claim,
         SETTLE_SCRIPT: _schedule_settle,
+        limits.ACQUIRE: _limit_acquire,
+        limits.SETTLE: _limit_settle,
+        limits.USAGE: _limit_usage,
+        limits.STATS: _limit_stats,
     }
 
 
@@ -207,6 +212,96 @@ async def _book(r: Any, keys: list[str], args: list[bytes]) -> int:
         await r.hincrby(key, prefix + "calls", 1)
     await r.hincrby(key, "cached_calls", int(args[5]))
     await r.expire(key, int(args[6]))
+    return 1
+
+
+def _meters(r: Any, keys: list[str]) -> list[tuple[Any, str, str]]:
+    """(zset, zset key, weight hash key) per meter of a rate limit (created on use)."""
+    from agent_runtime.transport.memory_store import ZSet
+
+    return [
+        (r.store.typed(keys[i], ZSet, create=True), keys[i], keys[i + 1])
+        for i in range(0, len(keys), 2)
+    ]
+
+
+async def _weight(r: Any, key: str, members: list[bytes]) -> int:
+    total = 0
+    for member in members:
+        total += _num(await r.hget(key, member))
+    return total
+
+
+async def _limit_acquire(r: Any, keys: list[str], args: list[bytes]) -> list[int]:
+    """ratelimit.ACQUIRE: admit one call to every meter of a limit, or say how long to wait."""
+    now, member, window = await _now_ms(r), args[0], int(args[1])
+    lease, ttl = int(args[2]), int(args[3])
+    wait = least = 0
+    meters = _meters(r, keys)
+    for i, (zset, _z, h) in enumerate(meters):
+        limit, cost = int(args[4 + 2 * i]), int(args[5 + 2 * i])
+        if cost > limit:
+            return [-1, i + 1, 0, now]
+        old = [m for m, end in zset.items() if end < now - window]
+        if old:
+            gone = await _weight(r, h, old)
+            await r.hdel(h, *old)
+            for m in old:
+                del zset[m]
+            await r.hincrby(h, "_sum", -gone)
+        used = _num(await r.hget(h, "_sum"))
+        if used + cost > limit:
+            need, freed, ends = used + cost - limit, 0, None
+            for m in zset.by_score(float("-inf"), float("inf")):
+                freed += _num(await r.hget(h, m))
+                if freed >= need:
+                    ends = int(zset[m])
+                    break
+            wait = max(wait, window if ends is None else ends + window + 1 - now)
+            least = max(least, window if ends is None else min(ends, now) + window + 1 - now)
+    if wait > 0:
+        return [0, wait, least, now]
+    for i, (_zset, z, h) in enumerate(meters):
+        cost = int(args[5 + 2 * i])
+        await r.zadd(z, {member: now + lease})
+        await r.hset(h, member, cost)
+        await r.hincrby(h, "_sum", cost)
+        await r.expire(z, ttl / 1000)
+        await r.expire(h, ttl / 1000)
+    return [1, 0, 0, now]
+
+
+async def _limit_settle(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """ratelimit.SETTLE: the call ended now; its real cost replaces the reserved one."""
+    now, member = await _now_ms(r) + 1, args[0]
+    for i, (zset, _z, h) in enumerate(_meters(r, keys)):
+        ends = zset.get(member)
+        if ends is None:
+            continue
+        if ends > now:
+            zset[member] = float(now)
+        if args[1 + i] != b"":
+            old = _num(await r.hget(h, member))
+            await r.hset(h, member, args[1 + i])
+            await r.hincrby(h, "_sum", int(args[1 + i]) - old)
+    return 1
+
+
+async def _limit_usage(r: Any, keys: list[str], args: list[bytes]) -> list[int]:
+    """ratelimit.USAGE: (entries, weight) counting now, per meter."""
+    now = await _now_ms(r)
+    out = [now]
+    for zset, _z, h in _meters(r, keys):
+        live = zset.by_score(now - int(args[0]), float("inf"))
+        out += [len(live), await _weight(r, h, live)]
+    return out
+
+
+async def _limit_stats(r: Any, keys: list[str], args: list[bytes]) -> int:
+    """ratelimit.STATS: HINCRBY each field, then EXPIRE."""
+    for i in range(0, len(args) - 1, 2):
+        await r.hincrby(keys[0], args[i], int(args[i + 1]))
+    await r.expire(keys[0], int(args[-1]))
     return 1
 
 

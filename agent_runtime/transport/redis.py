@@ -14,6 +14,7 @@ from agent_runtime.transport.deadlines import RedisDeadlines
 from agent_runtime.transport.heartbeats import RedisHeartbeats
 from agent_runtime.transport.keys import Keys
 from agent_runtime.transport.llm_store import RedisLLMStore
+from agent_runtime.transport.ratelimit import RedisRateLimits
 from agent_runtime.transport.schedule import RedisSchedule
 from agent_runtime.transport.state import RedisState
 from agent_runtime.transport.streams import StreamBus
@@ -33,6 +34,7 @@ class RedisTransport:
         self.publisher = RedisPublisher(connection.redis, self.keys)
         self.breakers = RedisBreakers(connection.redis)
         self.schedule = RedisSchedule(connection.redis, self.keys)
+        self.rate_limits = RedisRateLimits(connection.redis)
 
     @classmethod
     def connect(cls, url: str, keys: Keys | None = None, **kwargs: Any) -> RedisTransport:

@@ -245,7 +245,7 @@ class Lane:
             for entry_id, fields in entries:
                 self.last[stream] = entry_id
                 try:
-                    decoded = self.reader.codec.decode(_field_dict(fields))
+                    decoded = self.reader.codec.decode(_field_dict(fields), stream)
                 except DecodeError:
                     continue
                 self.settle(stream, decoded)

@@ -7,8 +7,9 @@ embedders get the same worker:
         tg.start_soon(built.observability.run_collector, redis)
         await built.worker.run()
 
-* the codec, signed whenever a signing key exists (``AGENT_RUNTIME_SIGNING_KEY``), as the
-  :class:`~agent_runtime.client.Client`'s is, with the agent type's size limit;
+* the codec, signing and verifying unless the config says ``signing: off`` (keys:
+  agent_runtime/signing.py), as the :class:`~agent_runtime.client.Client`'s is, with the agent
+  type's size limit;
 * observability (observer, trace middleware, Prometheus metrics when ``metrics_port`` is set);
 * the agent type's resilience policies (its ``policies:`` block) and their middleware, with
   the breaker-state gauge as a breaker listener when metrics are on;
@@ -29,6 +30,7 @@ from agent_runtime.llm.base import LLMProvider
 from agent_runtime.observability.process import WorkerObservability
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.middleware import Policies
+from agent_runtime.policies.ratelimit import MessageRateMiddleware
 from agent_runtime.transport.memory import MemoryTransport
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.worker.delivery import Middleware, PolicyMiddleware
@@ -61,7 +63,8 @@ def build_worker(
     replaces the Redis transport on ``redis`` (agent_runtime.testing.TestPipeline: in memory)."""
     obs = WorkerObservability.create(pipeline, agent, metrics_port)
     listeners = [obs.metrics.breaker_listener()] if obs.metrics is not None else []
-    policies = Policies.for_agent(pipeline, agent, redis, listeners=listeners)
+    rates = obs.metrics.rate_observer() if obs.metrics is not None else None
+    policies = Policies.for_agent(pipeline, agent, redis, listeners=listeners, rate_observer=rates)
     policies.check()  # bad error paths in the policies fail here, at start-up
     services = Services(
         policies=policies,
@@ -81,8 +84,15 @@ def build_worker(
             *middleware,
             *obs.middleware,
             PolicyMiddleware(policies.handler, policies.clock),
+            *_message_rate(policies, pipeline.worker_settings(agent).handler_timeout),
         ],
         services=services,
         transport=transport,
     )
     return BuiltWorker(worker, policies, obs)
+
+
+def _message_rate(policies: Policies, handler_timeout: float) -> list[MessageRateMiddleware]:
+    """The agent type's fleet-wide ``rate_limit:``, inside the deadline scope (if set)."""
+    limiter = policies.message_limiter
+    return [] if limiter is None else [MessageRateMiddleware(limiter, handler_timeout + 10)]

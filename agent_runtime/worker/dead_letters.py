@@ -127,4 +127,4 @@ def failure_reply(
         now=utcnow(),
     )
     guard = keys.outcome(message.correlation_text)
-    return Write(message.reply_to, codec.encode(reply), REPLY_TTL, None, guard)
+    return Write(message.reply_to, codec.encode(reply, message.reply_to), REPLY_TTL, None, guard)

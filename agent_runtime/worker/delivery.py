@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -45,7 +45,7 @@ from agent_runtime.transport.streams import (
     Write,
 )
 from protocols.base import Payload
-from protocols.envelope import AgentMessage, utcnow
+from protocols.envelope import AgentMessage
 
 if TYPE_CHECKING:
     from agent_runtime.config.routing import Routing
@@ -65,6 +65,11 @@ class Output:
     terminal: bool = False  # the request's terminal reply: written at most once per request
 
 
+def server_now(offset: float) -> datetime:
+    """The Redis server's time, from this host's clock and the worker's measured offset."""
+    return datetime.fromtimestamp(time.time() + offset, UTC)
+
+
 class MessageContext:
     """One delivery of one message to one handler."""
 
@@ -73,6 +78,7 @@ class MessageContext:
         "_log",
         "_outputs",
         "agent",
+        "clock_offset",
         "delivery_count",
         "entry_id",
         "message",
@@ -92,8 +98,12 @@ class MessageContext:
         delivery_count: int,
         routing: Routing,
         log: Any,
+        clock_offset: float = 0.0,
     ) -> None:
+        """``clock_offset``: the Redis server's clock minus this host's (seconds); outputs
+        are stamped on the server's clock, the one freshness is judged by."""
         self.agent = agent
+        self.clock_offset = clock_offset
         self.message = message
         self.payload = payload
         self.stream = stream
@@ -183,7 +193,7 @@ class MessageContext:
             message_type=payload.message_type,
             schema_version=payload.schema_version,
             payload=payload.model_dump(mode="json"),
-            now=now or utcnow(),
+            now=now or server_now(self.clock_offset),
             traceparent=self.message.hop_traceparent(),
             message_id=message_id,
         )
@@ -465,7 +475,7 @@ def build_commit(
         writes = [
             Write(
                 out.stream,
-                codec.encode(out.message),
+                codec.encode(out.message, out.stream),
                 out.ttl,
                 out.maxlen,
                 keys.outcome(message.correlation_text) if out.terminal else None,

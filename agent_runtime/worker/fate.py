@@ -2,12 +2,14 @@
 
 Inputs: the error (None for the checks before handling), the attempt (the entry's delivery
 count), the seconds left before the message deadline on the Redis clock (None: no deadline;
-<= 0: passed), whether the handler policy saw this delivery's work really fail (None: no
-handler policy ran), and the worker's :class:`Rules`. Output: a :class:`Fate` -- handle it,
-ack, retry after a delay (counted as a delivery or not), or dead-letter with a reason code and
-the ``request.failed`` status its requester is then told. No I/O; tested as a table
-(tests/unit/test_fate.py). The worker (loop.py) carries the fate out; the dead-letter builder
-(dead_letters.py) writes the failure reply with the fate's status.
+<= 0: passed), the message's age on the Redis clock (now minus its timestamp; negative: from
+the future; None: not checked), whether the handler policy saw this delivery's work really
+fail (None: no handler policy ran), and the worker's :class:`Rules`. Output: a
+:class:`Fate` -- handle it, ack, retry after a delay (counted as a delivery or not), or
+dead-letter with a reason code and the ``request.failed`` status its requester is then
+told. No I/O; tested as a table (tests/unit/test_fate.py). The worker (loop.py) carries the
+fate out; the dead-letter builder (dead_letters.py) writes the failure reply with the fate's
+status.
 
 Before handling (``error`` None):
 
@@ -15,6 +17,8 @@ Before handling (``error`` None):
 check                                      fate                              requester
 =========================================  ================================  ===========
 delivery count above ``max_deliveries``    dead ``max_deliveries``           ``failed``
+timestamp over ``clock_skew`` ahead         dead ``clock_skew``               ``rejected``
+age above ``max_age``                      dead ``stale``                    ``rejected``
 deadline passed (``left <= 0``)            dead ``expired``                  ``timeout``
 ``hops`` above ``AgentMessage.MAX_HOPS``   dead ``too_many_hops``            ``rejected``
 addressed to another agent                 dead ``misrouted``                ``rejected``
@@ -70,6 +74,8 @@ class Rules:
     retry_backoff: float = 1.0
     retry_backoff_max: float = 60.0
     permanent: tuple[type[BaseException], ...] = ()  # the agent's own permanent error types
+    max_age: float = float("inf")  # seconds a message may be old (its timestamp)
+    clock_skew: float = float("inf")  # seconds its timestamp may lie ahead
 
     @classmethod
     def of(cls, agent: str, settings: Any, permanent: Iterable[type[BaseException]]) -> Rules:
@@ -80,6 +86,8 @@ class Rules:
             settings.retry_backoff,
             settings.retry_backoff_max,
             tuple(permanent),
+            settings.freshness,
+            settings.clock_skew,
         )
 
 
@@ -134,11 +142,13 @@ def fate_of(
     failed: bool | None = None,
     hops: int = 0,
     to_agent: str = "",
+    age: float | None = None,
 ) -> Fate:
     """The fate of a delivery (``attempt`` = its delivery count); see the module's tables.
-    ``hops`` and ``to_agent`` are the envelope's, for the checks before handling."""
+    ``hops``, ``to_agent`` and ``age`` are the envelope's, for the checks before handling."""
     if error is None:
-        return _before(attempt, rules, left, hops, to_agent)
+        fresh = _freshness(age, rules)
+        return fresh or _before(attempt, rules, left, hops, to_agent)
     if isinstance(error, DecodeError):
         return _dead(error.detail, error.reason)
     if isinstance(error, Skip):
@@ -179,6 +189,23 @@ def _before(attempt: int, rules: Rules, left: float | None, hops: int, to_agent:
     if to_agent and to_agent != rules.agent:
         return _dead(f"addressed to {to_agent!r}, read by {rules.agent!r}", "misrouted")
     return HANDLE
+
+
+def _freshness(age: float | None, rules: Rules) -> Fate | None:
+    """Dead ``clock_skew`` / ``stale`` for a timestamp too far ahead / too old, else None.
+    Permanent: a replay or a forged time does not get better by waiting."""
+    if age is None:
+        return None
+    if age != age:  # NaN: an unusable timestamp is not fresh
+        return _dead("timestamp cannot be placed on the server's clock", "stale")
+    if -age > rules.clock_skew:
+        text = (
+            f"timestamp {-age:.0f}s ahead of the server's clock (tolerance {rules.clock_skew:g}s)"
+        )
+        return _dead(text, "clock_skew")
+    if age > rules.max_age:
+        return _dead(f"message is {age:.0f}s old (max_age {rules.max_age:g}s)", "stale")
+    return None
 
 
 def _breaker_open(

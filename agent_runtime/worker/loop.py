@@ -92,7 +92,7 @@ class Worker:
         self.keys = pipeline.config.keys
         self.redis = redis
         self.consumer = consumer
-        self.codec = codec or pipeline.codec(agent)  # signed whenever a key exists
+        self.codec = codec or pipeline.codec(agent)  # signed unless the config says signing: off
         self.transport = transport or RedisTransport.of(redis, cluster=cluster, keys=self.keys)
         self.bus = self.transport.bus(
             group=self.keys.group(agent),
@@ -130,6 +130,7 @@ class Worker:
         )
         self._dispatching: set[asyncio.Task[None]] = set()
         self.rules = Rules.of(agent, self.settings, self.agent_type.cls.permanent_errors)
+        self._clock_offset = 0.0  # the server's clock minus ours, measured per batch
         self._committing = False
         self._finished_event = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -309,7 +310,7 @@ class Worker:
                 continue  # reclaimed our own live entry: it is already being handled
             delivery = self._deliveries[key] = Delivery(entry)
             try:
-                delivery.message, delivery.payload = self.codec.decode(entry.fields)
+                delivery.message, delivery.payload = self.codec.decode(entry.fields, entry.stream)
             except DecodeError as exc:
                 if isinstance(exc.message, AgentMessage):
                     delivery.message = exc.message  # its requester is told
@@ -344,7 +345,8 @@ class Worker:
         refuses before handling, hand the rest to the handler pool."""
         messages = [decoded(d) for d in batch]
         done = await self.bus.already_done([m.id_text for m in messages])
-        now = await self.clock.now() if any(m.deadline for m in messages) else None
+        now = await self.clock.now()  # cached: one TIME per second at most
+        self._clock_offset = now - time.time()  # outputs are stamped on the server's clock
         for delivery, message, is_done in zip(batch, messages, done, strict=True):
             if is_done:
                 self.observer.duplicate_dropped(delivery.entry)
@@ -352,7 +354,7 @@ class Worker:
                 self._finish(delivery, "duplicate")
                 continue
             deadline = message.deadline
-            left = None if now is None or deadline is None else deadline.timestamp() - now
+            left = None if deadline is None else deadline.timestamp() - now
             fate = fate_of(
                 None,
                 delivery.entry.delivery_count,
@@ -360,6 +362,7 @@ class Worker:
                 left=left,
                 hops=message.hops,
                 to_agent=message.to_agent,
+                age=now - message.timestamp.timestamp(),
             )
             if fate is HANDLE:
                 self._pool.submit(delivery)
@@ -378,6 +381,7 @@ class Worker:
             delivery_count=entry.delivery_count,
             routing=self.pipeline.routing,
             log=self.log,
+            clock_offset=self._clock_offset,
         )
         set_current_message(ctx, self.consumer)  # ids on every log line of this task
         started = time.perf_counter()

@@ -280,7 +280,7 @@ class DeadlineSweep:
                 guard_value=f"request.failed:{code}",
                 stream=stream,
                 ttl=REPLY_TTL,
-                fields=self.codec.encode(failure_reply(cid, stream, code, where, now)),
+                fields=self.codec.encode(failure_reply(cid, stream, code, where, now), stream),
             )
             for (cid, stream), (code, where) in zip(requests, verdicts, strict=True)
         ]

@@ -93,12 +93,8 @@ def container(agent: str, config_name: str, secrets: Sequence[str] = ()) -> dict
             _secret_env("ANTHROPIC_API_KEY", LLM_SECRET, "ANTHROPIC_API_KEY", optional=True),
             _secret_env("OPENAI_API_KEY", LLM_SECRET, "OPENAI_API_KEY", optional=True),
             *(_secret_env(name, SIGNING_SECRET, name) for name in secrets),
-            _secret_env(
-                "AGENT_RUNTIME_SIGNING_KEY",
-                SIGNING_SECRET,
-                "AGENT_RUNTIME_SIGNING_KEY",
-                optional=True,
-            ),
+            # required: workers refuse unsigned entries unless the config says signing: off
+            _secret_env("AGENT_RUNTIME_SIGNING_KEY", SIGNING_SECRET, "AGENT_RUNTIME_SIGNING_KEY"),
         ],
         "volumeMounts": [
             {"name": "pipeline", "mountPath": CONFIG_MOUNT, "readOnly": True},

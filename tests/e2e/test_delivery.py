@@ -123,9 +123,9 @@ def test_poison_message_is_dead_lettered_after_max_deliveries(make_env: Any) -> 
 def test_bad_input_is_dead_lettered_on_first_delivery(make_env: Any) -> None:
     env = make_env(worker={"max_message_bytes": 4096})
     env.start("sink")
-    worker = env.start("echo", AGENT_RUNTIME_SIGNING_KEY="")
+    worker = env.start("echo")
     inbox = env.keys.inbox("echo")
-    good_fields = env.codec.encode(env.message("fine"))
+    good_fields = env.codec.encode(env.message("fine"), inbox)
     wrong_schema = env.message("x").model_dump(mode="json")
     wrong_schema["payload"] = {"txt": "missing text field"}
     future = env.message("x").model_dump(mode="json")
@@ -137,8 +137,8 @@ def test_bad_input_is_dead_lettered_on_first_delivery(make_env: Any) -> None:
         "unknown_version": {b"m": json.dumps(future).encode()},
         "no_field": {b"zzz": b"1"},
     }
-    for fields in bad.values():
-        env.r.xadd(inbox, fields)
+    for fields in bad.values():  # signed: the checks after the signature are under test
+        env.r.xadd(inbox, env.codec.sign_fields(fields, inbox) if b"m" in fields else fields)
     good = env.message("still works")
     env.publish(good)
 
@@ -157,14 +157,18 @@ def test_bad_input_is_dead_lettered_on_first_delivery(make_env: Any) -> None:
 
 
 def test_forged_signature_is_dead_lettered(make_env: Any) -> None:
+    """A key from the environment: every worker and client of the fleet signs with it; an
+    entry signed with another key, or not at all, is refused."""
     env = make_env()
-    worker = env.start("echo", AGENT_RUNTIME_SIGNING_KEY="fleet-secret")
-    signed = Codec(env.pipeline.schemas, signing_key=b"fleet-secret")
-    forged = Codec(env.pipeline.schemas, signing_key=b"attacker")
+    worker = env.start("echo", AGENT_RUNTIME_SIGNING_KEY="fleet-secret-of-16+")
+    signed = Codec(env.pipeline.schemas, signing_key=b"fleet-secret-of-16+")
+    forged = Codec(env.pipeline.schemas, signing_key=b"attacker-key-of-16+")
+    unsigned = Codec(env.pipeline.schemas)
+    inbox = env.keys.inbox("echo")
     good = env.message("signed")
-    env.r.xadd(env.keys.inbox("echo"), forged.encode(env.message("forged")))
-    env.r.xadd(env.keys.inbox("echo"), env.codec.encode(env.message("unsigned")))
-    env.r.xadd(env.keys.inbox("echo"), signed.encode(good))
+    env.r.xadd(inbox, forged.encode(env.message("forged"), inbox))
+    env.r.xadd(inbox, unsigned.encode(env.message("unsigned"), inbox))
+    env.r.xadd(inbox, signed.encode(good, inbox))
 
     wait_until(lambda: len(env.dead_letters()) == 2, message="forged and unsigned dead")
     assert {d[b"reason"] for d in env.dead_letters()} == {b"bad_signature"}

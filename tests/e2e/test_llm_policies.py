@@ -21,7 +21,6 @@ import pytest
 import redis
 import yaml
 
-from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
 from protocols.core import UserRequest
@@ -100,7 +99,7 @@ class Env:
         self.config_path = path
         self.pipeline = Pipeline.load(path)
         self.keys = self.pipeline.config.keys
-        self.codec = Codec(self.pipeline.schemas)
+        self.codec = self.pipeline.codec()  # signed, as the workers verify
         self.r = redis.Redis.from_url(url)
         self.workers: list[WorkerProcess] = []
 
@@ -129,7 +128,9 @@ class Env:
             timestamp=utcnow(),
             reply_to=self.keys.reply(str(cid)),
         )
-        self.r.xadd(self.keys.inbox("caller"), self.codec.encode(message))
+        self.r.xadd(
+            self.keys.inbox("caller"), self.codec.encode(message, self.keys.inbox("caller"))
+        )
         return message
 
     def reply(self, message: AgentMessage) -> dict[str, Any] | None:

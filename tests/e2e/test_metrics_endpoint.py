@@ -8,7 +8,6 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_runtime.codec import Codec
 from agent_runtime.testing import wait_until
 from tests.fixtures.pipeline import LivePipeline, MakePipeline, echo_sink
 
@@ -48,7 +47,7 @@ def test_counters_histogram_gauges_after_n_messages(make_pipeline: MakePipeline)
     messages = [p.publish(f"m{i}") for i in range(5)]
     wait_until(lambda: all(p.replies(m) for m in messages), 30, message="5 replies")
     # the same envelope again: the worker drops it as a duplicate
-    p.r.xadd(p.keys.inbox("echo"), Codec(p.pipeline.schemas).encode(messages[0]))
+    p.r.xadd(p.keys.inbox("echo"), p.codec.encode(messages[0], p.keys.inbox("echo")))
 
     echo = {"agent": "echo", "message_type": "user.request"}
     wait_until(
@@ -98,7 +97,7 @@ def test_failures_and_dead_letters_are_counted(make_pipeline: MakePipeline) -> N
     port = start_with_metrics(p, "echo")
     for text in ("a", "b", "c"):
         p.publish(text)
-    p.r.xadd(p.keys.inbox("echo"), {b"m": b"not json"})
+    p.r.xadd(p.keys.inbox("echo"), p.codec.sign_fields({b"m": b"not json"}, p.keys.inbox("echo")))
     labels = {"agent": "echo", "message_type": "user.request"}
     wait_until(
         lambda: (

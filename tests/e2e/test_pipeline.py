@@ -304,7 +304,7 @@ async def _results_for(client: Client, causes: list[uuid.UUID]) -> list[StepResu
         while len(found) < len(causes):
             for stream in client.pipeline.routing.inboxes("router"):
                 for _id, fields in await client.redis.xrange(stream):
-                    decoded = client.codec.decode(fields)
+                    decoded = client.codec.decode(fields, stream)
                     if decoded.message.causation_id in causes:
                         assert isinstance(decoded.payload, StepResult)
                         found[decoded.message.causation_id] = decoded.payload

@@ -87,7 +87,8 @@ def reply_to(client: Client, request: AgentMessage, text: str) -> dict[bytes, by
         payload=EchoReply(text=text).model_dump(mode="json"),
         timestamp=utcnow(),
     )
-    return client.codec.encode(reply)
+    assert request.reply_to is not None
+    return client.codec.encode(reply, request.reply_to)
 
 
 def request_of(client: Client, text: str = "hello") -> AgentMessage:
@@ -131,7 +132,7 @@ async def test_request_failed_is_returned_at_once_like_any_reply(
             }
         )
         assert request.reply_to is not None
-        await admin.xadd(request.reply_to, client.codec.encode(failed))
+        await admin.xadd(request.reply_to, client.codec.encode(failed, request.reply_to))
         reply = await client.wait_reply(request, timeout=60)
     assert isinstance(reply.payload, RequestFailed)
     assert reply.payload.reason == "rejected: no"
@@ -380,7 +381,7 @@ async def respond(url: str, client: Client, count: int, ready: anyio.Event) -> N
                 async with redis.pipeline(transaction=False) as pipe:
                     for entry_id, fields in entries:
                         last = entry_id
-                        request = client.codec.decode(fields).message
+                        request = client.codec.decode(fields, inbox).message
                         assert request.reply_to is not None
                         pipe.xadd(
                             request.reply_to, reply_to(client, request, request_text(request))

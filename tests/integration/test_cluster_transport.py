@@ -209,7 +209,7 @@ async def test_client_publishes_to_shards_and_reads_reply(cluster_redis: Any, pr
         }
     )
     assert sent[0].reply_to is not None
-    await cluster_redis.xadd(sent[0].reply_to, client.codec.encode(reply))
+    await cluster_redis.xadd(sent[0].reply_to, client.codec.encode(reply, sent[0].reply_to))
     decoded = await client.wait_reply(sent[0], timeout=5)
     assert decoded.payload.model_dump() == {"text": "HELLO 0"}
 

@@ -18,7 +18,6 @@ import pytest
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from agent_runtime.client import Client
-from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.embedded import EmbeddedServer
@@ -62,7 +61,7 @@ def client(redis: Any, pipeline: Pipeline) -> Client:
 
 def sweep(redis: Any, pipeline: Pipeline, owner: str = "a") -> DeadlineSweep:
     transport = RedisTransport.of(redis, keys=pipeline.config.keys)
-    return DeadlineSweep(transport, pipeline, Codec(pipeline.schemas), owner=owner)
+    return DeadlineSweep(transport, pipeline, pipeline.codec(), owner=owner)
 
 
 async def overdue(client: Client, count: int) -> list[AgentMessage]:
@@ -73,7 +72,7 @@ async def overdue(client: Client, count: int) -> list[AgentMessage]:
 async def replies(client: Client, message: AgentMessage) -> list[Any]:
     assert message.reply_to is not None
     entries = await client.redis.xrange(message.reply_to)
-    return [client.codec.decode(fields).payload for _, fields in entries]
+    return [client.codec.decode(fields, message.reply_to).payload for _, fields in entries]
 
 
 async def drain(*sweeps: DeadlineSweep) -> None:
@@ -122,7 +121,9 @@ async def test_a_success_reply_racing_the_sweep_leaves_one_reply(
             payload=EchoReply(text="done").model_dump(mode="json"),
             now=datetime.now(UTC),
         )
-        fields = [item for pair in codec.encode(reply).items() for item in pair]
+        assert message.reply_to is not None
+        encoded = codec.encode(reply, message.reply_to)
+        fields = [item for pair in encoded.items() for item in pair]
         cid = str(message.correlation_id)
         await redis.eval(GUARDED_REPLY, 2, keys.outcome(cid), message.reply_to, *fields)
 

@@ -18,7 +18,6 @@ import agent_runtime.agent
 import agent_runtime.worker.dead_letters
 import agent_runtime.worker.loop
 import protocols.envelope
-from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.worker.build import build_worker
@@ -93,7 +92,7 @@ async def test_clock_ahead_does_not_expire_a_valid_message(
 ) -> None:
     keys = pipeline.config.keys
     message = request(pipeline, deadline=utcnow() + timedelta(seconds=30))
-    await redis.xadd(keys.inbox("echo"), Codec(pipeline.schemas).encode(message))
+    await redis.xadd(keys.inbox("echo"), pipeline.codec().encode(message, keys.inbox("echo")))
     skew_local_clock(monkeypatch, timedelta(hours=1))  # this worker thinks it is 1 h later
 
     async def handled() -> bool:
@@ -110,7 +109,7 @@ async def test_clock_behind_does_not_handle_an_expired_message(
 ) -> None:
     keys = pipeline.config.keys
     message = request(pipeline, deadline=utcnow() - timedelta(seconds=2))
-    await redis.xadd(keys.inbox("echo"), Codec(pipeline.schemas).encode(message))
+    await redis.xadd(keys.inbox("echo"), pipeline.codec().encode(message, keys.inbox("echo")))
     skew_local_clock(monkeypatch, timedelta(hours=-1))  # this worker thinks it is 1 h earlier
 
     async def dead_lettered() -> bool:

@@ -65,6 +65,18 @@ class FakeAPI:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def most_in_window(self, window: float) -> int:
+        """The server's own rate count: the most requests that arrived within any ``window``
+        seconds (any sliding window, so also any fixed bucket of that length)."""
+        with self._lock:
+            arrivals = sorted(r.at for r in self.requests)
+        most, first = 0, 0
+        for last, at in enumerate(arrivals):
+            while at - arrivals[first] > window:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
     def script(self, *replies: Reply) -> None:
         with self._lock:
             self._script.extend(replies)

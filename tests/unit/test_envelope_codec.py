@@ -147,20 +147,30 @@ def test_codec_names_wrong_schema_and_unknown_type() -> None:
     assert info.value.reason == "unknown_type"
 
 
-def test_signatures_cover_the_exact_bytes() -> None:
+def test_signatures_cover_the_exact_bytes_and_the_stream() -> None:
     registry = SchemaRegistry([UserRequest])
-    signer = Codec(registry, signing_key=b"k1")
-    fields = signer.encode(message(UserRequest(text="hi")))
-    assert signer.decode(fields).payload == UserRequest(text="hi")
+    signer = Codec(registry, signing_key=b"k1-long-enough-key")
+    fields = signer.encode(message(UserRequest(text="hi")), "ar:inbox:echo")
+    assert signer.decode(fields, "ar:inbox:echo").payload == UserRequest(text="hi")
     tampered = {**fields, b"m": fields[b"m"].replace(b"hi", b"ho")}
-    for bad in (
-        tampered,
-        {b"m": fields[b"m"]},
-        Codec(registry, signing_key=b"k2").encode(message(UserRequest(text="hi"))),
+    other_key = Codec(registry, signing_key=b"k2-long-enough-key")
+    for bad, stream in (
+        (tampered, "ar:inbox:echo"),
+        ({b"m": fields[b"m"]}, "ar:inbox:echo"),  # unsigned
+        (other_key.encode(message(UserRequest(text="hi")), "ar:inbox:echo"), "ar:inbox:echo"),
+        (fields, "ar:inbox:sink"),  # a valid entry copied to another stream
+        ({**fields, b"k": b"00000000"}, "ar:inbox:echo"),  # names a key nobody has
     ):
         with pytest.raises(DecodeError) as info:
-            signer.decode(bad)
+            signer.decode(bad, stream)
         assert info.value.reason == "bad_signature"
+
+
+def test_a_signed_codec_refuses_to_encode_without_the_stream() -> None:
+    with pytest.raises(ValueError, match="destination stream"):
+        Codec(SchemaRegistry([UserRequest]), signing_key=b"k").encode(
+            message(UserRequest(text="x"))
+        )
 
 
 def test_versions_n_and_n_minus_1_are_readable_older_is_not() -> None:

@@ -4,14 +4,16 @@ whenever a signing key exists, and its agent gets the typed services."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from agent_runtime.codec import FIELD_SIGNATURE
-from agent_runtime.errors import DecodeError
+from agent_runtime.errors import ConfigError, DecodeError
 from agent_runtime.observability.redaction import Redactor
 from agent_runtime.policies import Policies
+from agent_runtime.signing import KEYS_FILE_ENV
 from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import Worker
 from protocols.core import UserRequest
@@ -19,6 +21,7 @@ from protocols.envelope import AgentMessage, utcnow
 from tests.fixtures.agents import echo_sink_pipeline
 
 KEY_ENV = "AGENT_RUNTIME_SIGNING_KEY"
+STREAM = "t:inbox:echo"
 NO_SERVER = Redis(port=9)  # a client is needed to build a worker; these tests send no command
 
 
@@ -36,24 +39,31 @@ def message() -> AgentMessage:
 
 
 def test_workers_sign_and_verify_whenever_a_key_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEY_ENV, "a-signing-key")
+    monkeypatch.setenv(KEY_ENV, "a-signing-key-of-16+")
     pipeline = echo_sink_pipeline("t")
     built = build_worker(pipeline, "echo", NO_SERVER, consumer="echo-0").worker
     plain = Worker(pipeline, "echo", NO_SERVER, consumer="echo-1")  # its own default codec
     for worker in (built, plain):
-        fields = worker.codec.encode(message())
+        fields = worker.codec.encode(message(), STREAM)
         assert FIELD_SIGNATURE in fields
         unsigned = {k: v for k, v in fields.items() if k != FIELD_SIGNATURE}
         with pytest.raises(DecodeError):
-            worker.codec.decode(unsigned)  # an unsigned entry is refused
-    monkeypatch.setenv(KEY_ENV, "another-key")
+            worker.codec.decode(unsigned, STREAM)  # an unsigned entry is refused
+    monkeypatch.setenv(KEY_ENV, "another-key-of-16+++")
     with pytest.raises(DecodeError):
-        pipeline.codec("echo").decode(built.codec.encode(message()))
+        pipeline.codec("echo").decode(built.codec.encode(message(), STREAM), STREAM)
 
 
-def test_without_a_key_nothing_is_signed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signing_is_on_by_default_and_needs_a_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No key variable, no key file: building a codec fails with a one-line ConfigError that
+    says how to get a key; only an explicit ``signing: off`` writes unsigned entries."""
     monkeypatch.delenv(KEY_ENV, raising=False)
-    codec = echo_sink_pipeline("t").codec("echo")
+    monkeypatch.setenv(KEYS_FILE_ENV, str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match="agent-runtime keys init"):
+        echo_sink_pipeline("t").codec("echo")
+    codec = echo_sink_pipeline("t", signing="off").codec("echo")
     assert FIELD_SIGNATURE not in codec.encode(message())
 
 
