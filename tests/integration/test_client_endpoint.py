@@ -84,7 +84,7 @@ def test_entry_client_publishes_and_gets_its_reply_without_agent_classes(
             stream = pipeline.routing.stream_for("intent_parser", cid)
             entries = r.xrange(stream)
             assert len(entries) == 1
-            request = codec.decode(entries[0][1])
+            request = codec.decode(entries[0][1], stream)
             assert request.message.to_agent == "intent_parser"
             assert request.message.message_type == "user.request"
             assert request.message.reply_to == pipeline.config.keys.reply(str(cid))
@@ -113,7 +113,10 @@ def test_entry_client_publishes_and_gets_its_reply_without_agent_classes(
                 timestamp=utcnow(),
             )
             assert request.message.reply_to is not None
-            r.xadd(request.message.reply_to, pipeline.codec("reporter").encode(reply))
+            r.xadd(
+                request.message.reply_to,
+                pipeline.codec("reporter").encode(reply, request.message.reply_to),
+            )
 
             second = proc.stdout.readline()
             assert second, proc.stderr.read() if proc.stderr else ""
