@@ -78,7 +78,7 @@ class Fleet:
         found = []
         for stream in self.pipe.pipeline.routing.inboxes("router"):
             for _id, fields in self.pipe.r.xrange(stream):
-                decoded = self.codec.decode(fields)
+                decoded = self.codec.decode(fields, stream)
                 if decoded.message.causation_id == cause:
                     assert isinstance(decoded.payload, StepResult)
                     found.append(decoded.payload)
