@@ -129,7 +129,7 @@ async def cancel_request(
         ttl=ttl,
         record=record.encode(),
         trace_record=json.dumps(_trace_record(cid, record)).encode(),
-        reply=dict(client.codec.encode(_reply(cid, record, keys))),
+        reply=dict(client.codec.encode(_reply(cid, record, keys), keys.reply(str(cid)))),
         approvals=keys.request_state(cid, APPROVAL_STATE),
     )
     status, detail = await RedisCancels(client.redis, keys).cancel(write)

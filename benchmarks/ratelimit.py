@@ -136,7 +136,7 @@ def publish(r: Any, pipeline: Pipeline, n: int, deadline_s: float) -> list[str]:
             reply_to=keys.reply(str(cid)),
         )
         replies.append(message.reply_to or "")
-        r.xadd(keys.inbox(AGENT), codec.encode(message))
+        r.xadd(keys.inbox(AGENT), codec.encode(message, keys.inbox(AGENT)))
     return replies
 
 

@@ -126,7 +126,7 @@ class ScheduleSweep:
             record = json.dumps(_published_record(message), ensure_ascii=False).encode()
             key = self.pipeline.config.keys.trace(message.correlation_text)
             trace = (key, settings.trace_ttl, record)
-        return Publication(stream, self.codec.encode(message), trace=trace)
+        return Publication(stream, self.codec.encode(message, stream), trace=trace)
 
 
 def _datetime(ms: int) -> datetime:

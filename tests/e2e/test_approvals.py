@@ -68,7 +68,7 @@ class Fleet:
         found = []
         for stream in self.pipe.pipeline.routing.inboxes("executor"):
             for entry_id, fields in self.pipe.r.xrange(stream):
-                message = self.codec.decode(fields).message
+                message = self.codec.decode(fields, stream).message
                 if str(message.correlation_id) == cid:
                     found.append((entry_id, fields, message))
         return found
@@ -78,7 +78,7 @@ class Fleet:
         found = []
         for stream in self.pipe.pipeline.routing.inboxes("router"):
             for _id, fields in self.pipe.r.xrange(stream):
-                decoded = self.codec.decode(fields)
+                decoded = self.codec.decode(fields, stream)
                 if decoded.message.causation_id == cause:
                     assert isinstance(decoded.payload, StepResult)
                     found.append(decoded.payload)

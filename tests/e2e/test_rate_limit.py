@@ -124,7 +124,8 @@ class Fleet:
             deadline=now + timedelta(seconds=deadline),
             reply_to=self.keys.reply(str(cid)),
         )
-        self.r.xadd(self.keys.inbox("caller"), self.codec.encode(message))
+        inbox = self.keys.inbox("caller")
+        self.r.xadd(inbox, self.codec.encode(message, inbox))
         return message
 
     def reply(self, message: AgentMessage) -> dict[str, Any] | None:

@@ -22,7 +22,6 @@ import agent_runtime.agent
 import agent_runtime.worker.dead_letters
 import agent_runtime.worker.loop
 import protocols.envelope
-from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.connect import connect
 from agent_runtime.worker.build import build_worker
@@ -114,7 +113,8 @@ async def expire_with_skew(
     keys = pipeline.config.keys
     expires = await server_now(redis) + timedelta(seconds=TTL)
     message = verdict(pipeline, expires)
-    await redis.xadd(keys.inbox("router"), Codec(pipeline.schemas).encode(message))
+    inbox = keys.inbox("router")
+    await redis.xadd(inbox, pipeline.codec().encode(message, inbox))
     skew_local_clock(monkeypatch, offset)
     worker = build_worker(pipeline, "router", redis, consumer="router-skewed-0").worker
     async with anyio.create_task_group() as tg:
