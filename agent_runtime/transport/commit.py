@@ -3,8 +3,9 @@ start of a message's path) and a worker's commit (the end of a handled message's
 outputs, done marks, dead letters, failure replies, trace records, acks.
 
 **Publish** (``Client.publish``/``publish_many``): the XADDs to the entry agents' inboxes, the
-traces' ``published`` records (one ``EVALSHA`` of :data:`TRACE_SCRIPT` for the whole batch) and
-the deadline entries (one ``ZADD GT``), pipelined in one round trip per batch.
+traces' ``published`` records (one ``EVALSHA`` of :data:`TRACE_SCRIPT` for the whole batch; on
+Cluster, whose pipelines run no scripts, RPUSH + EXPIRE per record) and the deadline entries
+(one ``ZADD GT``), pipelined in one round trip per batch.
 
 **Commit**:
 
@@ -36,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from agent_runtime.errors import TransportError
@@ -379,9 +381,11 @@ class RedisPublisher:
     the script's full text and a ZADD per request (measured: Client.publish 194 -> see
     docs/benchmarks.md "Issue 17"; publish_many in batches of 100 is the lean path)."""
 
-    def __init__(self, redis: Any, keys: Keys) -> None:
+    def __init__(self, redis: Any, keys: Keys, *, cluster: bool = False) -> None:
         self._redis = redis
         self._keys = keys
+        # On Cluster the trace keys of a batch are in many slots: one EVALSHA per record.
+        self._cluster = cluster or isinstance(redis, RedisCluster)
 
     async def publish(self, request: Publication, *, label: str) -> BaseException | None:
         """Queue ``request``. Only a failed XADD raises (``label`` names the request in the
@@ -403,24 +407,41 @@ class RedisPublisher:
         async with self._redis.pipeline(transaction=False) as pipe:
             for request in requests:
                 pipe.xadd(request.stream, dict(request.fields))
-                if request.trace is not None:
-                    key, ttl, record = request.trace
-                    keys, records = traces.setdefault(ttl, ([], []))
-                    keys.append(key)
-                    records.append(record)
                 if request.deadline is not None:
                     member, score = request.deadline
                     deadlines[member] = score
-            for ttl, (keys, records) in traces.items():
-                pipe.evalsha(TRACE_SHA, len(keys), *keys, ttl, *records)
+                if request.trace is None:
+                    continue
+                key, ttl, record = request.trace
+                if self._cluster:  # keys in many slots, no scripts in a cluster pipeline
+                    traces.setdefault(ttl, ([], []))[0].append(key)
+                    pipe.rpush(key, record)  # the trace's first record: the list is new
+                    pipe.expire(key, ttl)
+                else:
+                    keys, records = traces.setdefault(ttl, ([], []))
+                    keys.append(key)
+                    records.append(record)
+            if not self._cluster:
+                for ttl, (keys, records) in traces.items():
+                    pipe.evalsha(TRACE_SHA, len(keys), *keys, ttl, *records)
             if deadlines:
                 pipe.zadd(self._keys.deadlines(), deadlines, gt=True)
             results = await pipe.execute(raise_on_error=False)
-        queued = [r if isinstance(r, BaseException) else None for r in results[: len(requests)]]
-        rest = results[len(requests) :]
-        for result, (ttl, (keys, records)) in zip(rest, traces.items(), strict=False):
-            await trace_again(self._redis, result, keys, [ttl, *records])
-        failed = rest[-1] if deadlines else None
+        # results: per request its XADD (and on Cluster its RPUSH + EXPIRE), then the trace
+        # scripts, then the ZADD; trace replies are ignored but for a NOSCRIPT
+        if self._cluster:
+            starts, at = [], 0
+            for request in requests:
+                starts.append(at)
+                at += 3 if request.trace is not None else 1
+            queued_results = [results[i] for i in starts]
+        else:
+            queued_results = results[: len(requests)]
+            scripts = results[len(requests) : len(requests) + len(traces)]
+            for result, (ttl, (keys, records)) in zip(scripts, traces.items(), strict=True):
+                await trace_again(self._redis, result, keys, [ttl, *records])
+        queued = [r if isinstance(r, BaseException) else None for r in queued_results]
+        failed = results[-1] if deadlines else None
         return queued, failed if isinstance(failed, BaseException) else None
 
 

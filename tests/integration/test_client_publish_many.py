@@ -14,6 +14,7 @@ from agent_runtime.client import Client, _published_record, published_record_byt
 from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import PublishError, RequestError
+from agent_runtime.transport.connect import connect
 from agent_runtime.worker.sweep import deadline_member
 from protocols.core import UserRequest
 
@@ -118,3 +119,21 @@ async def test_the_formatted_published_record_is_the_json_of_the_record(
     for field in ("started_ms", "finished_ms"):
         assert abs(fast.pop(field) - slow.pop(field)) < 60_000
     assert fast == slow
+
+
+async def test_a_batch_on_a_cluster_writes_every_trace_record(
+    redis_cluster_url: str, prefix: str
+) -> None:
+    """The trace keys of a batch live in many slots: each record still gets written."""
+    connection = connect(redis_cluster_url)
+    try:
+        pipeline = _pipeline(prefix)
+        client = Client(connection.redis, pipeline)
+        messages = await client.publish_many(["a", "b", "c", "d"])
+        keys = pipeline.config.keys
+        for message in messages:
+            records = await connection.redis.lrange(keys.trace(str(message.correlation_id)), 0, -1)
+            assert [json.loads(r)["outcome"] for r in records] == ["published"]
+        assert await connection.redis.xlen(keys.inbox("echo")) == 4
+    finally:
+        await connection.redis.aclose()
