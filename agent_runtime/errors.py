@@ -12,6 +12,8 @@ Any other exception is a failure: it is retried until the delivery cap, then dea
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AgentRuntimeError(Exception):
     """Root of every error raised by agent-runtime."""
@@ -31,6 +33,16 @@ class EmbeddedServerError(AgentRuntimeError):
 
 class TransportError(AgentRuntimeError):
     """A Redis operation failed in a way the caller must handle."""
+
+
+class PublishError(TransportError):
+    """Some requests of a ``Client.publish_many`` batch were not queued: ``published`` lists
+    the envelopes that were (never send those again), ``failed`` the others."""
+
+    def __init__(self, text: str, *, published: list[Any], failed: list[Any]) -> None:
+        super().__init__(text)
+        self.published = published
+        self.failed = failed
 
 
 class DecodeError(AgentRuntimeError):

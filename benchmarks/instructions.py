@@ -13,6 +13,8 @@ traces and without, and benchmarks/floor_consumer.py with traces and without: th
 per-message work with no worker around it) and prints instructions per message. A clock read
 (``time.time()``) counts about 500 instructions here.
 
+``--agent forward`` measures a forwarding stage instead of the no-op consumer and ``--batch N``
+sets its batch_size (small batches: a low request rate; issue 17).
 ``--only runtime`` measures only the worker (repeatable; also ``raw``, ``floor``), and
 ``--traces off`` only one trace mode: a change that does not touch trace records saves the same
 instructions per message either way. The worker runs on the event loop ``agent-runtime worker``
@@ -63,7 +65,21 @@ def consumed(r: redis.Redis, stream: str, group: str, n: int) -> bool:
     return bool(info and (info["entries-read"] or 0) >= n and info["pending"] == 0)
 
 
-async def run_worker(url: str, tmp: Path, n: int, trace: bool, r: redis.Redis) -> None:
+#: The agent measured: a no-op consumer, or a forwarding stage (benchmarks/pipeline.py's stage 1:
+#: one output per message, written by the same commit) -- named "noop" either way.
+AGENTS = {
+    "noop": {"noop": {"class": "benchmarks.agents:Noop"}},
+    "forward": {
+        "noop": {"class": "benchmarks.agents:Stage1"},
+        # the rest of the chain, for routing only: no worker runs them here
+        **{f"s{i}": {"class": f"benchmarks.agents:Stage{i}"} for i in range(2, 7)},
+    },
+}
+
+
+async def run_worker(
+    url: str, tmp: Path, n: int, trace: bool, r: redis.Redis, agent: str, batch: int
+) -> None:
     prefix = "ib"
     config = tmp / "pipeline.yaml"
     config.write_text(
@@ -71,8 +87,8 @@ async def run_worker(url: str, tmp: Path, n: int, trace: bool, r: redis.Redis) -
             {
                 "key_prefix": prefix,
                 "allowed_modules": ["benchmarks"],
-                "worker": {"batch_size": 128, "concurrency": 256, "trace": trace},
-                "agents": {"noop": {"class": "benchmarks.agents:Noop"}},
+                "worker": {"batch_size": batch, "concurrency": 256, "trace": trace},
+                "agents": AGENTS[agent],
             }
         )
     )
@@ -138,7 +154,7 @@ def run_floor(r: redis.Redis, url: str, n: int, trace: bool) -> None:
     instrument(False)
 
 
-def measure(what: str, messages: int, trace: bool) -> float:
+def measure(what: str, messages: int, trace: bool, agent: str = "noop", batch: int = 128) -> float:
     """Run this script under callgrind for one variant; instructions per message."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("benchmarks/instructions.py needs valgrind (e.g. apt install valgrind)")
@@ -155,6 +171,7 @@ def measure(what: str, messages: int, trace: bool) -> float:
             "--messages",
             str(messages),
             "--trace" if trace else "--no-trace",
+            *("--agent", agent, "--batch", str(batch)),
         ]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
     for line in done.stderr.splitlines():
@@ -163,7 +180,7 @@ def measure(what: str, messages: int, trace: bool) -> float:
     raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-2000:]}")
 
 
-def drive(messages: int, only: set[str], traces: list[bool]) -> None:
+def drive(messages: int, only: set[str], traces: list[bool], agent: str, batch: int) -> None:
     """Measure the chosen variants, each in its own valgrind run, and print the figures."""
     raw = measure("raw", messages, False) if "raw" in only else None
     if raw is not None:
@@ -172,8 +189,10 @@ def drive(messages: int, only: set[str], traces: list[bool]) -> None:
         if what not in only:
             continue
         for trace in traces:
-            count = measure(what, messages, trace)
+            count = measure(what, messages, trace, agent, batch)
             label = f"{what} (trace {'on' if trace else 'off'})"
+            if what == "runtime" and (agent, batch) != ("noop", 128):
+                label = f"{what} {agent} b{batch} (trace {'on' if trace else 'off'})"
             ratio = "" if raw is None else f"  ({count / raw:.1f}x raw)"
             print(f"{label:26s} {count:9,.0f} instructions/message{ratio}", flush=True)
 
@@ -197,10 +216,24 @@ def main() -> None:
         choices=["on", "off"],
         help="the runtime and floor variants with traces on, off, or both (the default)",
     )
+    parser.add_argument(
+        "--agent",
+        choices=sorted(AGENTS),
+        default="noop",
+        help="the runtime variant's agent: a no-op consumer (default) or a forwarding stage",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=128,
+        help="the runtime variant's batch_size (XREADGROUP COUNT): small values stand for "
+        "the small batches of a low request rate",
+    )
     args = parser.parse_args()
     if args.variant is None:  # the driver: one valgrind run per variant
         modes = [mode == "on" for mode in args.traces or ["on", "off"]]
-        drive(args.messages, set(args.only or ["raw", "runtime", "floor"]), modes)
+        only = set(args.only or ["raw", "runtime", "floor"])
+        drive(args.messages, only, modes, args.agent, args.batch)
         return
     args.what = args.variant
     started = time.monotonic()
@@ -221,6 +254,8 @@ def main() -> None:
                 args.messages,
                 args.trace,
                 r,
+                args.agent,
+                args.batch,
                 backend_options=cli_worker.loop_options(),
             )
     label = args.what + ("" if args.what == "raw" else f" trace={'on' if args.trace else 'off'}")

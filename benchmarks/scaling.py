@@ -2,7 +2,7 @@
 
 Each message costs a simulated 100 ms async call (benchmarks/scaling_agents.py). Workers run
 with ``concurrency 1`` (one in-flight handler per process) so the gain comes from processes
-alone; the real default (concurrency 32) would hide it inside one process. Throughput is
+alone; the real default (concurrency 512) would hide it inside one process. Throughput is
 messages / (time from the first XADD until every entry is acknowledged).
 
     .venv/bin/python benchmarks/scaling.py [--workers 1 4] [--seconds 6] [--cluster]

@@ -18,8 +18,12 @@ class WorkerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # 512: LLM- and HTTP-bound agents wait, they do not compute. Measured (issue 17,
+    # benchmarks/concurrency.py, docs/benchmarks.md): one process with handlers awaiting 100 ms
+    # handles 245 msg/s at 32 and 3,540 at 512; an in-flight handler costs about 16 KB, so
+    # 512 of them about 8 MB. CPU-bound agents (and ones that start subprocesses) lower it.
     concurrency: int = Field(
-        default=32, ge=1, le=10_000, description="in-flight handlers per worker process"
+        default=512, ge=1, le=10_000, description="in-flight handlers per worker process"
     )
     batch_size: int = Field(default=128, ge=1, le=10_000, description="XREADGROUP COUNT")
     block_ms: int = Field(default=1_000, ge=1, le=60_000, description="XREADGROUP BLOCK")

@@ -26,7 +26,7 @@ that outlives its request is a leak.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agent_runtime.errors import TransportError
@@ -180,6 +180,10 @@ class Publisher(Protocol):
     """Queues a client's requests (agent_runtime/transport/commit.py)."""
 
     async def publish(self, request: Publication, *, label: str) -> BaseException | None: ...
+
+    async def publish_many(
+        self, requests: Sequence[Publication]
+    ) -> tuple[list[BaseException | None], BaseException | None]: ...
 
 
 class BreakerStore(Protocol):

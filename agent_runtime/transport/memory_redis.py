@@ -17,12 +17,13 @@ between ``watch`` and ``execute`` by another task (per-key versions).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ResponseError, WatchError
 
-from agent_runtime.transport.memory_scripts import run_script
+from agent_runtime.transport.memory_scripts import run_script, script_by_sha
 from agent_runtime.transport.memory_store import (
     ManualClock,
     Store,
@@ -261,6 +262,14 @@ class _Commands(StreamCommands):
     async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
         keys = [as_text(k) for k in keys_and_args[:numkeys]]
         return await run_script(self, script, keys, [as_bytes(a) for a in keys_and_args[numkeys:]])
+
+    @redis_errors
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """Every ported script counts as loaded (they live as long as the process)."""
+        return await self.eval(script_by_sha(sha), numkeys, *keys_and_args)
+
+    async def script_load(self, script: str) -> str:
+        return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis's script id)
 
 
 class MemoryRedis(_Commands):

@@ -10,10 +10,11 @@ A port runs without yielding to the loop, so it is atomic like the script on the
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from agent_runtime.transport.memory_store import as_text
 
@@ -29,6 +30,19 @@ async def run_script(client: Any, script: str, keys: list[str], args: list[bytes
             f"(add one to agent_runtime/transport/memory_scripts.py): {script[:60]!r}"
         )
     return await port(client, keys, args)
+
+
+def script_by_sha(sha: str) -> str:
+    """The ported script whose SHA1 is ``sha`` (EVALSHA), or NoScriptError as Redis says."""
+    for script in _ports():
+        if _sha(script) == sha:
+            return script
+    raise NoScriptError("NOSCRIPT No matching script. Please use EVAL.")
+
+
+@functools.cache
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis's script id)
 
 
 @functools.cache

@@ -31,7 +31,7 @@ class RedisTransport:
         self.heartbeats = RedisHeartbeats(connection.redis)
         self.llm_store = RedisLLMStore(connection.redis)
         self.deadlines = RedisDeadlines(connection.redis, self.keys)
-        self.publisher = RedisPublisher(connection.redis, self.keys)
+        self.publisher = RedisPublisher(connection.redis, self.keys, cluster=connection.cluster)
         self.breakers = RedisBreakers(connection.redis)
         self.schedule = RedisSchedule(connection.redis, self.keys)
         self.rate_limits = RedisRateLimits(connection.redis)

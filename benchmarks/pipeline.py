@@ -1,0 +1,411 @@
+"""A six-stage pipeline of no-op plug-in agents against a raw redis-py six-stage relay, in the
+same run on the same embedded server, each stage its own process (issue 17).
+
+Per round, for the raw relay (benchmarks/raw_relay.py) and the runtime
+(benchmarks/agents.py Stage1..Stage6, traces on, default worker settings):
+
+* **throughput**: ``--messages`` requests queued at once in stage 1's stream, req/s until
+  stage 6 has consumed (and acked) them all;
+* **latency at a fixed rate**: ``--rate`` req/s for ``--seconds``, end-to-end latency from the
+  producer's clock before the XADD to the server time of the final write (the entry id of the
+  request's reply for the runtime, of the relay's out stream for the raw relay), p50 and p99;
+  the runtime's per-hop latency (p50 of the gap between consecutive ``finished_ms`` of the
+  request's trace records: published, stage 1, ..., stage 6); and each stage process's CPU
+  (user + system, /proc) per request over that phase;
+
+and once per round, in this process, the **producer CPU per message**: ``Client.publish``
+one at a time, ``Client.publish_many`` in batches of ``--publish-batch``, and a raw
+redis-py loop that builds a comparable entry (uuid + JSON body) per message and XADDs it
+pipelined in the same batches.
+
+    .venv/bin/python benchmarks/pipeline.py [--rounds 3] [--messages 3000] [--rate 200]
+
+Figures are medians over the rounds (each round runs raw then runtime back to back). The
+load average is printed beside each round: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import redis
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent_runtime.client import Client, user_request  # noqa: E402
+from agent_runtime.config.model import PipelineConfig  # noqa: E402
+from agent_runtime.config.pipeline import Pipeline  # noqa: E402
+from agent_runtime.signing import ensure_keyring  # noqa: E402
+from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
+from protocols.envelope import utcnow  # noqa: E402
+
+STAGES = 6
+TEXT = "benchmark request: list files in configs"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def consumed(r: redis.Redis, stream: str, group: str) -> int:
+    """Entries of ``stream`` the group has read and acked (0 before the group exists)."""
+    try:
+        groups = {g["name"]: g for g in r.xinfo_groups(stream)}
+    except redis.ResponseError:
+        return 0
+    info = groups.get(group.encode())
+    if not info or not info["entries-read"]:
+        return 0
+    return int(info["entries-read"]) - int(info["pending"])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.005)
+
+
+def config(prefix: str, worker: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key_prefix": prefix,
+        "allowed_modules": ["benchmarks"],
+        "worker": worker,
+        "agents": {f"s{i}": {"class": f"benchmarks.agents:Stage{i}"} for i in range(1, STAGES + 1)},
+    }
+
+
+class Stages:
+    """Six stage processes; CPU readings of all of them."""
+
+    def __init__(self, argvs: list[list[str]]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENT_RUNTIME_LOG_LEVEL": "warning"}
+        self.procs = [
+            subprocess.Popen(
+                argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for argv in argvs
+        ]
+
+    def cpu(self) -> list[float]:
+        return [cpu_seconds(p.pid) for p in self.procs]
+
+    def alive(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"stage process {p.args} exited with {p.returncode}")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(30)
+
+
+def pace(rate: float, seconds: float) -> list[float]:
+    """The instants (monotonic offsets) of a fixed-rate schedule."""
+    return [i / rate for i in range(int(rate * seconds))]
+
+
+# -- the raw relay ---------------------------------------------------------------------------
+
+
+def raw_round(r: redis.Redis, url: str, args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+    p = f"raw{uuid.uuid4().hex[:6]}"
+    streams = [f"{p}:{i}" for i in range(1, STAGES + 2)]  # the last: the relay's out stream
+    for s in streams[:-1]:
+        r.xgroup_create(s, "g", id="0", mkstream=True)
+    relay = str(ROOT / "benchmarks" / "raw_relay.py")
+    argvs = [
+        [sys.executable, relay, url, streams[i], "g", streams[i + 1], str(args.batch)]
+        for i in range(STAGES)
+    ]
+    stages = Stages(argvs)
+    try:
+        wait_until(
+            lambda: all(r.xinfo_groups(s)[0]["consumers"] for s in streams[:-1]), 30, "raw start"
+        )
+        # throughput
+        started = time.perf_counter()
+        for start in range(0, args.messages, 500):
+            with r.pipeline(transaction=False) as pipe:
+                for _ in range(min(500, args.messages - start)):
+                    pipe.xadd(streams[0], {b"t": b"0", b"body": body})
+                pipe.execute()
+        n = args.messages
+        wait_until(lambda: consumed(r, streams[-2], "g") >= n, 300, "raw drain")
+        throughput = n / (time.perf_counter() - started)
+        # latency at a fixed rate
+        cpu0 = stages.cpu()
+        begin = time.monotonic()
+        schedule = pace(args.rate, args.seconds)
+        for at in schedule:
+            delay = begin + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            r.xadd(streams[0], {b"t": str(time.time()).encode(), b"body": body})
+        total = n + len(schedule)
+        wait_until(lambda: consumed(r, streams[-2], "g") >= total, 300, "raw latency drain")
+        cpu = [(b - a) / len(schedule) * 1e6 for a, b in zip(cpu0, stages.cpu(), strict=True)]
+        latencies = []
+        for entry_id, fields in r.xrange(streams[-1], count=total + 10):
+            sent = float(fields[b"t"])
+            if sent:
+                latencies.append(int(entry_id.split(b"-")[0]) - sent * 1000)
+        stages.alive()
+    finally:
+        stages.stop()
+        r.flushall()
+    return {"req/s": throughput, "lat": latencies, "cpu": cpu, "hops": []}
+
+
+# -- the runtime -------------------------------------------------------------------------------
+
+
+def runtime_round(r: redis.Redis, url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    raw_config = config(prefix, {"batch_size": args.batch} if args.batch != 128 else {})
+    path = tmp / f"{prefix}.yaml"
+    path.write_text(yaml.safe_dump(raw_config))
+    pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
+    keys = pipeline.config.keys
+    argvs = [
+        [
+            sys.executable,
+            "-m",
+            "agent_runtime",
+            "worker",
+            f"s{i}",
+            *("--config", str(path)),
+            *("--redis-url", url),
+        ]
+        for i in range(1, STAGES + 1)
+    ]
+    stages = Stages(argvs)
+    last = keys.inbox(f"s{STAGES}")
+    try:
+        wait_until(lambda: len(r.keys(keys.heartbeat_pattern())) >= STAGES, 60, "workers")
+        stages.alive()
+        throughput, sent, cpu = anyio.run(_runtime_phases, r, url, pipeline, stages, args, last)
+        latencies, hops = _runtime_latencies(r, pipeline, sent)
+        stages.alive()
+    finally:
+        stages.stop()
+        r.flushall()
+    return {"req/s": throughput, "lat": latencies, "cpu": cpu, "hops": hops}
+
+
+async def _runtime_phases(
+    r: redis.Redis,
+    url: str,
+    pipeline: Pipeline,
+    stages: Stages,
+    args: argparse.Namespace,
+    last: str,
+) -> tuple[float, dict[str, float], list[float]]:
+    async with Client.connect(url, pipeline) as client:
+        # throughput: the requests built and signed as the Client does, queued at once
+        stream = pipeline.config.keys.inbox("s1")
+        items = []
+        for _ in range(args.messages):
+            message = client.new_message(user_request(TEXT), now=utcnow())
+            items.append(client.codec.encode(message, stream))
+        started = time.perf_counter()
+        for start in range(0, len(items), 500):
+            with r.pipeline(transaction=False) as pipe:
+                for fields in items[start : start + 500]:
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                pipe.execute()
+        n = args.messages
+        while consumed(r, last, f"s{STAGES}") < n:  # noqa: ASYNC110 (polls Redis)
+            await anyio.sleep(0.005)
+        throughput = n / (time.perf_counter() - started)
+        # latency at a fixed rate, through Client.publish
+        cpu0 = stages.cpu()
+        sent: dict[str, float] = {}
+        begin = time.monotonic()
+        schedule = pace(args.rate, args.seconds)
+        for at in schedule:
+            delay = begin + at - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+            t = time.time()
+            message = await client.publish(TEXT)
+            sent[str(message.correlation_id)] = t
+        total = n + len(schedule)
+        deadline = time.monotonic() + 300
+        while consumed(r, last, f"s{STAGES}") < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError("runtime latency drain")
+            await anyio.sleep(0.005)
+        cpu = [(b - a) / len(schedule) * 1e6 for a, b in zip(cpu0, stages.cpu(), strict=True)]
+    return throughput, sent, cpu
+
+
+def _runtime_latencies(
+    r: redis.Redis, pipeline: Pipeline, sent: dict[str, float]
+) -> tuple[list[float], list[list[float]]]:
+    keys = pipeline.config.keys
+    latencies: list[float] = []
+    hops: list[list[float]] = [[] for _ in range(STAGES)]
+    order = ["client"] + [f"s{i}" for i in range(1, STAGES + 1)]
+    with r.pipeline(transaction=False) as pipe:
+        for cid in sent:
+            pipe.xrange(keys.reply(cid), count=1)
+            pipe.lrange(keys.trace(cid), 0, -1)
+        replies = pipe.execute()
+    for t, reply, trace in zip(sent.values(), replies[::2], replies[1::2], strict=True):
+        if reply:
+            latencies.append(int(reply[0][0].split(b"-")[0]) - t * 1000)
+        finished = {}
+        for raw in trace:
+            record = json.loads(raw)
+            finished.setdefault(record["agent"], record["finished_ms"])
+        if all(agent in finished for agent in order):
+            for k in range(STAGES):
+                hops[k].append(finished[order[k + 1]] - finished[order[k]])
+    return latencies, hops
+
+
+# -- the producer ------------------------------------------------------------------------------
+
+
+def producer_round(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[str, float]:
+    """CPU per message (µs) of this process publishing ``--publish`` messages each way."""
+    prefix = f"p{uuid.uuid4().hex[:6]}"
+    pipeline = Pipeline.build(PipelineConfig.model_validate(config(prefix, {})))
+    n, batch = args.publish, args.publish_batch
+    out: dict[str, float] = {}
+    stream = f"{prefix}:raw"
+    started = time.process_time()
+    for start in range(0, n, batch):
+        with r.pipeline(transaction=False) as pipe:
+            for i in range(start, min(n, start + batch)):
+                body = json.dumps({"id": str(uuid.uuid4()), "text": TEXT, "n": i}).encode()
+                pipe.xadd(stream, {b"id": uuid.uuid4().bytes, b"body": body})
+            pipe.execute()
+    out["raw pipelined XADD"] = (time.process_time() - started) / n * 1e6
+
+    async def publish() -> None:
+        async with Client.connect(url, pipeline) as client:
+            await client.publish(TEXT)  # connections made, clock read
+            started = time.process_time()
+            for _ in range(n):
+                await client.publish(TEXT)
+            out["Client.publish"] = (time.process_time() - started) / n * 1e6
+            many = getattr(client, "publish_many", None)
+            if many is not None:
+                started = time.process_time()
+                for start in range(0, n, batch):
+                    await many([TEXT] * min(batch, n - start))
+                out["Client.publish_many"] = (time.process_time() - started) / n * 1e6
+
+    anyio.run(publish)
+    r.flushall()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=3000, help="throughput phase")
+    parser.add_argument("--rate", type=float, default=200.0, help="req/s of the latency phase")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of that phase")
+    parser.add_argument("--batch", type=int, default=128, help="XREADGROUP COUNT of both")
+    parser.add_argument("--publish", type=int, default=2000, help="messages per producer run")
+    parser.add_argument("--publish-batch", type=int, default=100)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {platform.platform()}; {load()}"
+    )
+    ensure_keyring()
+    body = b"x" * 700  # about the size of a signed request envelope
+    results: dict[str, list[dict[str, Any]]] = {"raw relay": [], "runtime": []}
+    producer: list[dict[str, float]] = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedServer(Path(tmp) / "redis", persistent=False) as server,
+    ):
+        r = redis.Redis.from_url(server.url)
+        for round_ in range(args.rounds):
+            results["raw relay"].append(raw_round(r, server.url, args, body))
+            results["raw relay"][-1]["load"] = load()
+            results["runtime"].append(runtime_round(r, server.url, args, Path(tmp)))
+            results["runtime"][-1]["load"] = load()
+            producer.append(producer_round(r, server.url, args))
+            print(f"round {round_ + 1} ({load()}):")
+            for name, runs in results.items():
+                print("  " + _line(name, [runs[-1]]))
+            figures = ", ".join(f"{k} {v:.0f}" for k, v in producer[-1].items())
+            print(f"  producer CPU µs/msg: {figures}")
+    print(
+        f"\nmedians of {args.rounds} rounds ({args.messages} req drained; {args.rate:g} req/s "
+        f"for {args.seconds:g} s; batch {args.batch}):"
+    )
+    for name, runs in results.items():
+        print("  " + _line(name, runs))
+    ratios = [
+        rt["req/s"] / raw["req/s"]
+        for rt, raw in zip(results["runtime"], results["raw relay"], strict=True)
+    ]
+    print(f"  throughput runtime / raw relay: {statistics.median(ratios):.2f}x")
+    hops = [
+        statistics.median([pct(run["hops"][k], 0.5) for run in results["runtime"]])
+        for k in range(STAGES)
+    ]
+    print(
+        "  runtime per-hop p50 ms (published->s1, s1->s2, ...): "
+        + " ".join(f"{h:.1f}" for h in hops)
+    )
+    for name in producer[0]:
+        values = [p[name] for p in producer]
+        raw = statistics.median(p["raw pipelined XADD"] for p in producer)
+        print(
+            f"  producer {name}: {statistics.median(values):.0f} µs/msg "
+            f"({statistics.median(values) / raw:.1f}x raw)"
+        )
+
+
+def _line(name: str, runs: list[dict[str, Any]]) -> str:
+    med = statistics.median
+    rate = med(run["req/s"] for run in runs)
+    p50 = med(pct(run["lat"], 0.5) for run in runs)
+    p99 = med(pct(run["lat"], 0.99) for run in runs)
+    cpu = [med(run["cpu"][k] for run in runs) for k in range(STAGES)]
+    return (
+        f"{name:10s} {rate:7,.0f} req/s; p50 {p50:6.1f} ms p99 {p99:6.1f} ms; CPU µs/req per "
+        f"stage {' '.join(f'{c:.0f}' for c in cpu)} (sum {sum(cpu):.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
