@@ -27,7 +27,6 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
 from protocols.core import UserRequest
@@ -93,7 +92,7 @@ class Fleet:
         self.config_path.write_text(yaml.safe_dump(config))
         pipeline = Pipeline.load(self.config_path)
         self.keys = pipeline.config.keys
-        self.codec = Codec(pipeline.schemas)
+        self.codec = pipeline.codec()  # signed, as the workers' own
         self.r = redis.Redis.from_url(url)
         self.workers: list[WorkerProcess] = []
 
@@ -133,8 +132,8 @@ class Fleet:
         entries = self.r.xrange(message.reply_to)
         if not entries:
             return None
-        envelope = json.loads(entries[0][1][b"m"])
-        return {"type": envelope["message_type"], **envelope["payload"]}
+        decoded = self.codec.decode(entries[0][1], message.reply_to)  # verified for its stream
+        return {"type": decoded.message.message_type, **decoded.message.payload}
 
     def status(self) -> dict[str, Any]:
         """``agent-runtime status --json``'s row of the account (a real CLI process)."""
