@@ -260,8 +260,12 @@ def test_an_agent_types_messages_per_second_hold_across_its_workers(
         wait_until(lambda m=message: p.replies(m), 60, message="every request answered")
     starts = sorted(f.stat().st_mtime_ns / 1e9 for f in markers.iterdir())
     assert len(starts) == 10
+    # The limiter admits at most 3 per second on the server's clock; a marker's mtime is taken
+    # after admission, in another process, at the filesystem's granularity (4 ms here), so two
+    # admissions just over 1 s apart can leave markers just under 1 s apart (seen: exactly
+    # 1.000 s). Judged over 0.9 s, an unlimited echo (10 starts within ~0.1 s) still fails.
     for i, start in enumerate(starts):
-        assert len([t for t in starts[i:] if t - start <= 1.0]) <= 3, starts
+        assert len([t for t in starts[i:] if t - start < 0.9]) <= 3, starts
     status = p.cli_json("status", "--json")
     (row,) = [r for r in status["rate_limits"] if r["limit"] == "agent.echo"]
     assert row["meters"]["messages"]["limit"] == 3
