@@ -202,11 +202,11 @@ async def recent(
     limit = min(limit, rt.settings.recent_limit)
     entries = []
     for stream in rt.pipeline.routing.inboxes(rt.entry_agent):
-        entries += await rt.store.newest(stream, limit)
-    entries.sort(key=lambda e: tuple(int(p) for p in e[0].split("-")), reverse=True)
+        entries += [(stream, e) for e in await rt.store.newest(stream, limit)]
+    entries.sort(key=lambda e: tuple(int(p) for p in e[1][0].split("-")), reverse=True)
     found = []
-    for entry_id, fields in entries:
-        decoded = decode_reply(rt.client.codec, fields)
+    for stream, (entry_id, fields) in entries:
+        decoded = decode_reply(rt.client.codec, fields, stream)
         if decoded is not None and decoded.message.from_agent == "client":
             found.append((entry_id, decoded))
         if len(found) >= limit:
@@ -215,7 +215,7 @@ async def recent(
     replies = await rt.store.first_entries([rt.keys.reply(c) for c in cids])
     out = []
     for (entry_id, decoded), cid, reply in zip(found, cids, replies, strict=True):
-        answer = decode_reply(rt.client.codec, entry_fields(reply))
+        answer = decode_reply(rt.client.codec, entry_fields(reply), rt.keys.reply(cid))
         view = request_view(cid, [], answer)
         text = decoded.message.payload.get("text")
         out.append(

@@ -207,7 +207,7 @@ class FleetFeed:
             )
             return
         try:
-            decoded = rt.client.codec.decode(fields)
+            decoded = rt.client.codec.decode(fields, stream)
         except Exception:
             return
         cid = str(decoded.message.correlation_id)

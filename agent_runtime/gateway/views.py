@@ -55,11 +55,13 @@ def hops(records: list[bytes], start: int = 0) -> list[dict[str, Any]]:
     return [h for i, r in enumerate(records, start) if (h := hop(i, r)) is not None]
 
 
-def decode_reply(codec: Codec, fields: dict[bytes, bytes] | None) -> Decoded | None:
+def decode_reply(codec: Codec, fields: dict[bytes, bytes] | None, stream: str) -> Decoded | None:
+    """The entry of ``stream`` decoded and verified for that stream (the MAC binds it), or
+    None when there is none or it does not verify."""
     if fields is None:
         return None
     try:
-        return codec.decode(fields)
+        return codec.decode(fields, stream)
     except DecodeError:
         return None
 
@@ -96,8 +98,9 @@ def request_view(
 
 async def load_view(rt: Any, cid: str, *, must_exist: bool = True) -> dict[str, Any]:
     records = await rt.traces.records(cid)
+    reply_stream = rt.keys.reply(cid)
     reply = decode_reply(
-        rt.client.codec, entry_fields(await rt.store.first_entry(rt.keys.reply(cid)))
+        rt.client.codec, entry_fields(await rt.store.first_entry(reply_stream)), reply_stream
     )
     waiting = False
     if reply is None:

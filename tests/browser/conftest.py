@@ -1,5 +1,5 @@
 """Browser fixtures: Debian's chromium driven by Playwright (never a downloaded browser), one
-per test session; a fresh context (own cookies) per test that saves a screenshot under the
+per test module; a fresh context (own cookies) per test that saves a screenshot under the
 test's tmp dir and fails the test when a page broke its Content-Security-Policy or threw."""
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped, not session: while Playwright's sync API is started, its event loop is
+    the thread's running loop, so every later test of the same process that runs a loop of
+    its own (anyio.run, the anyio pytest plugin) fails with "Cannot run the event loop while
+    another loop is running". Stopped at the end of the module, it leaves the process clean."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(
             f"no chromium at {CHROMIUM}: the browser tests need Debian's chromium package "

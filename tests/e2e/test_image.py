@@ -12,6 +12,7 @@ AGENT_RUNTIME_IMAGE_TEST=0 opts out on a machine without them (CI never sets it)
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from agent_runtime.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, keys_file, read_secrets
 from agent_runtime.testing import wait_until
 from agent_runtime.transport.embedded import EmbeddedServer
 from tests.e2e.test_probes import status
@@ -85,7 +87,16 @@ class Containers:
     """Worker containers of one test: `podman run -d IMAGE NAME` with the test's pipeline."""
 
     def __init__(self, built: Any, pipe: LivePipeline, redis_port: int) -> None:
-        self.pm = built.podman
+        # the pipeline's signing keys, given as an operator gives them to a container: in the
+        # environment (named on podman's command line, the values from podman's environment,
+        # so no secret is in an argv or the log)
+        signing, *verify = read_secrets(keys_file(pipe.env))
+        self.pm = copy.copy(built.podman)
+        self.pm.env = {
+            **built.podman.env,
+            SIGNING_KEY_ENV: signing.decode(),
+            VERIFY_KEYS_ENV: ",".join(v.decode() for v in verify),
+        }
         self.tag = built.tag
         self.pipe = pipe
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -129,6 +140,10 @@ class Containers:
             "AGENT_RUNTIME_READINESS_INTERVAL=0.5",
             "--env",
             "PYTHONPATH=/plugins",
+            "--env",
+            SIGNING_KEY_ENV,
+            "--env",
+            VERIFY_KEYS_ENV,
             self.tag,
             agent,
         )

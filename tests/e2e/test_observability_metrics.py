@@ -25,7 +25,6 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.testing import WorkerProcess, wait_until
 from protocols.core import UserRequest
@@ -228,8 +227,9 @@ def test_every_metric_of_the_dashboard_and_rules_is_on_a_live_worker(
                 timestamp=utcnow(),
                 reply_to=keys.reply(str(cid)),
             )
-            r.xadd(keys.inbox("caller"), Codec(pipeline.schemas).encode(message))
-            r.xadd(keys.inbox("caller"), {b"m": b"not json"})  # dead-lettered: undecodable
+            inbox = keys.inbox("caller")
+            r.xadd(inbox, pipeline.codec().encode(message, inbox))  # signed, as a client does
+            r.xadd(keys.inbox("caller"), {b"m": b"not json"})  # dead-lettered: unsigned
             assert message.reply_to is not None
             wait_until(lambda: r.xlen(message.reply_to), 60, message="the reply")
             reply = json.loads(r.xrange(message.reply_to)[0][1][b"m"])["payload"]
