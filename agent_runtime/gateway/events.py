@@ -49,7 +49,7 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 def _start(last_event_id: str | None) -> int:
     if last_event_id is None or last_event_id == "":
         return 0
-    if not last_event_id.isdigit() or len(last_event_id) > 9:
+    if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 9:
         raise Problem(400, "Last-Event-ID must be the id of an event of this stream (a number)")
     return int(last_event_id) + 1
 
