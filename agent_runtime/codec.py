@@ -99,9 +99,10 @@ class Codec:
     def signed(self) -> bool:
         return self.keyring is not None
 
-    def encode(self, message: AgentMessage, stream: str = "") -> dict[bytes, bytes]:
+    def encode(self, message: AgentMessage, stream: str) -> dict[bytes, bytes]:
         """The entry fields of ``message`` to be written to ``stream`` (signed codecs bind
-        the MAC to it, so it must be the stream the entry is written to)."""
+        the MAC to it, so it must be the stream the entry is written to; required even
+        unsigned, so that no call site works only while signing is off)."""
         data = message.model_dump_json().encode()
         if len(data) > self.max_bytes:
             raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
@@ -121,7 +122,7 @@ class Codec:
             out[FIELD_SIGNATURE], out[FIELD_KEY_ID] = mac, kid
         return out
 
-    def decode(self, fields: dict[bytes, bytes], stream: str = "") -> Decoded:
+    def decode(self, fields: dict[bytes, bytes], stream: str) -> Decoded:
         """The entry read from ``stream`` decoded and checked (see the module doc)."""
         data = fields.get(FIELD_MESSAGE)
         if data is None:

@@ -18,6 +18,8 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.streams import Entry
 from agent_runtime.worker.delivery import Tracer
 
+STREAM = "mb:inbox:noop"  # the no-op agent's inbox (the codec is unsigned)
+
 
 def ctl(*a):
     subprocess.run(["callgrind_control", *a, str(os.getpid())], capture_output=True, check=False)
@@ -39,7 +41,7 @@ ctl("-z")
 ctl("-i", "on")
 for start in range(0, N, 128):  # a read's batch stays alive until its commit, as in the worker
     batch = [
-        (Entry("mb:inbox:noop", b"1-%d" % i, items[i]), codec.decode(items[i]))
+        (Entry("mb:inbox:noop", b"1-%d" % i, items[i]), codec.decode(items[i], STREAM))
         for i in range(start, min(start + 128, N))
     ]
     records = [tracer.record(d.message, e, "handled", now, now=now) for e, d in batch]

@@ -19,6 +19,8 @@ from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.transport.streams import Entry
 from agent_runtime.worker.delivery import Tracer, chain
 
+STREAM = "mb:inbox:noop"  # the no-op agent's inbox (the codec is unsigned)
+
 
 def ctl(*a):
     subprocess.run(["callgrind_control", *a, str(os.getpid())], capture_output=True, check=False)
@@ -31,7 +33,7 @@ ctl("-z")
 ctl("-i", "on")
 decoded = []
 for fields in items:
-    d = codec.decode(fields)
+    d = codec.decode(fields, STREAM)
     d.message.id_text
     d.message.correlation_text
     decoded.append(d)

@@ -24,6 +24,8 @@ from agent_runtime.limits import too_deep
 from agent_runtime.transport.keys import Keys
 from tests.hostile.strategies import ALLOWED_REPLY, Entry, envelope, hostile_entries
 
+STREAM = "ar:inbox:test"  # any stream: CODEC is unsigned
+
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = Pipeline.load(ROOT / "configs" / "default.yaml")
 KEYS = PIPELINE.config.keys
@@ -63,7 +65,7 @@ def test_decode_raises_only_decode_error_and_parses_only_bounded_input(
     label, fields = entry
     parser_inputs.clear()
     try:
-        CODEC.decode(fields)
+        CODEC.decode(fields, STREAM)
     except DecodeError as exc:
         assert exc.reason in {
             "oversize",
@@ -79,7 +81,7 @@ def test_decode_raises_only_decode_error_and_parses_only_bounded_input(
 @given(st.dictionaries(st.binary(max_size=8), st.binary(max_size=300), max_size=5))
 def test_arbitrary_fields_raise_only_decode_error(fields: dict[bytes, bytes]) -> None:
     try:
-        CODEC.decode(fields)
+        CODEC.decode(fields, STREAM)
     except DecodeError:
         pass
 
@@ -95,7 +97,7 @@ def encoded(**overrides: Any) -> dict[bytes, bytes]:
 def test_nesting_past_the_cap_is_undecodable_before_parsing(parser_inputs: list[bytes]) -> None:
     deep = {b"m": b'{"payload":' + b"[" * 65 + b"]" * 65 + b"}"}
     with pytest.raises(DecodeError) as info:
-        CODEC.decode(deep)
+        CODEC.decode(deep, STREAM)
     assert info.value.reason == "undecodable" and "deeper than 64" in info.value.detail
     assert parser_inputs == []
 
@@ -103,11 +105,15 @@ def test_nesting_past_the_cap_is_undecodable_before_parsing(parser_inputs: list[
 def test_reply_to_must_be_the_requests_own_reply_stream_or_allow_listed() -> None:
     cid = uuid.uuid4()
     own = envelope("intent_parser", KEYS, cid=cid, mid=uuid.uuid4())
-    assert CODEC.decode({b"m": json.dumps(own).encode()}).message.reply_to == KEYS.reply(str(cid))
+    assert CODEC.decode({b"m": json.dumps(own).encode()}, STREAM).message.reply_to == KEYS.reply(
+        str(cid)
+    )
     allowed = {**own, "reply_to": ALLOWED_REPLY}
-    assert CODEC.decode({b"m": json.dumps(allowed).encode()}).message.reply_to == ALLOWED_REPLY
+    assert (
+        CODEC.decode({b"m": json.dumps(allowed).encode()}, STREAM).message.reply_to == ALLOWED_REPLY
+    )
     no_reply = {**own, "reply_to": None}
-    assert CODEC.decode({b"m": json.dumps(no_reply).encode()}).message.reply_to is None
+    assert CODEC.decode({b"m": json.dumps(no_reply).encode()}, STREAM).message.reply_to is None
     for stream in (
         KEYS.reply(str(uuid.uuid4())),  # another request's replies
         KEYS.reply(str(cid)).upper(),
@@ -118,7 +124,7 @@ def test_reply_to_must_be_the_requests_own_reply_stream_or_allow_listed() -> Non
         "",
     ):
         with pytest.raises(DecodeError) as info:
-            CODEC.decode({b"m": json.dumps({**own, "reply_to": stream}).encode()})
+            CODEC.decode({b"m": json.dumps({**own, "reply_to": stream}).encode()}, STREAM)
         assert info.value.reason == "invalid" and "reply_to" in info.value.detail
 
 
@@ -126,9 +132,12 @@ def test_a_codec_without_keys_uses_the_default_prefix() -> None:
     plain = Codec(PIPELINE.schemas)
     cid = uuid.uuid4()
     good = envelope("intent_parser", Keys(), cid=cid, mid=uuid.uuid4())
-    assert plain.decode({b"m": json.dumps(good).encode()}).message.reply_to == f"ar:reply:{{{cid}}}"
+    assert (
+        plain.decode({b"m": json.dumps(good).encode()}, STREAM).message.reply_to
+        == f"ar:reply:{{{cid}}}"
+    )
     with pytest.raises(DecodeError, match="reply_to"):
-        plain.decode(encoded(reply_to=ALLOWED_REPLY))
+        plain.decode(encoded(reply_to=ALLOWED_REPLY), STREAM)
 
 
 def _config(tmp_path: Path, **extra: Any) -> Path:

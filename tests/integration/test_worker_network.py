@@ -57,8 +57,9 @@ async def redis(redis_url: str) -> AsyncIterator[Any]:
 async def echoed(redis: Any, pipeline: Pipeline) -> list[str]:
     """Texts the echo worker sent on to the sink (one entry per output)."""
     codec = Codec(pipeline.schemas, keys=pipeline.config.keys)
-    entries = await redis.xrange(pipeline.config.keys.inbox("sink"))
-    return [codec.decode(fields).message.payload["text"] for _, fields in entries]
+    inbox = pipeline.config.keys.inbox("sink")
+    entries = await redis.xrange(inbox)
+    return [codec.decode(fields, inbox).message.payload["text"] for _, fields in entries]
 
 
 async def test_a_worker_started_before_its_server_waits_for_it(tmp_path: Path, prefix: str) -> None:

@@ -16,6 +16,8 @@ from protocols.base import Payload, SchemaRegistry
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage, output_id
 
+STREAM = "ar:inbox:test"  # any stream: these codecs are unsigned
+
 
 class GreetingV1(Payload):
     message_type = "test.greeting"
@@ -103,7 +105,7 @@ def test_derived_outputs_have_deterministic_ids_and_inherit_context() -> None:
 def test_codec_round_trip_returns_typed_payload() -> None:
     codec = Codec(SchemaRegistry([UserRequest]))
     msg = message(UserRequest(text="hello"))
-    decoded = codec.decode(codec.encode(msg))
+    decoded = codec.decode(codec.encode(msg, STREAM), STREAM)
     assert decoded.message == msg
     assert decoded.payload == UserRequest(text="hello")
 
@@ -120,7 +122,7 @@ def test_codec_round_trip_returns_typed_payload() -> None:
 def test_codec_rejects_bad_bytes_with_reason(fields: dict[bytes, bytes], reason: str) -> None:
     codec = Codec(SchemaRegistry([UserRequest]), max_bytes=4096)
     with pytest.raises(DecodeError) as info:
-        codec.decode(fields)
+        codec.decode(fields, STREAM)
     assert info.value.reason == reason
 
 
@@ -129,21 +131,21 @@ def test_size_cap_is_checked_before_parsing() -> None:
     huge_but_valid = message(UserRequest(text="x" * 2000))
     big = {b"m": huge_but_valid.model_dump_json().encode()}
     with pytest.raises(DecodeError, match="oversize"):
-        codec.decode(big)
+        codec.decode(big, STREAM)
     with pytest.raises(DecodeError, match="oversize"):
-        codec.encode(huge_but_valid)
+        codec.encode(huge_but_valid, STREAM)
 
 
 def test_codec_names_wrong_schema_and_unknown_type() -> None:
     codec = Codec(SchemaRegistry([UserRequest]))
     wrong = message(UserRequest(text="x"), payload={"txt": "y"})
     with pytest.raises(DecodeError) as info:
-        codec.decode({b"m": wrong.model_dump_json().encode()})
+        codec.decode({b"m": wrong.model_dump_json().encode()}, STREAM)
     assert info.value.reason == "invalid"
     assert "payload of user.request" in str(info.value)
     stranger = message(GreetingV1(name="x"))
     with pytest.raises(DecodeError) as info:
-        codec.decode({b"m": stranger.model_dump_json().encode()})
+        codec.decode({b"m": stranger.model_dump_json().encode()}, STREAM)
     assert info.value.reason == "unknown_type"
 
 
@@ -169,7 +171,7 @@ def test_signatures_cover_the_exact_bytes_and_the_stream() -> None:
 def test_a_signed_codec_refuses_to_encode_without_the_stream() -> None:
     with pytest.raises(ValueError, match="destination stream"):
         Codec(SchemaRegistry([UserRequest]), signing_key=b"k").encode(
-            message(UserRequest(text="x"))
+            message(UserRequest(text="x")), ""
         )
 
 
@@ -181,7 +183,7 @@ def test_versions_n_and_n_minus_1_are_readable_older_is_not() -> None:
     assert registry.parse("test.greeting", 3, {"name": "b", "language": "de"}).name == "b"
     codec = Codec(registry)
     with pytest.raises(DecodeError) as info:
-        codec.decode(codec.encode(message(GreetingV1(name="old"))))
+        codec.decode(codec.encode(message(GreetingV1(name="old")), STREAM), STREAM)
     assert info.value.reason == "unknown_version"
     assert "reads v3 and v2" in str(info.value)
 
@@ -226,7 +228,7 @@ A, B, C = (str(uuid.uuid4()) for _ in range(3))
 def test_id_texts_always_equal_the_parsed_ids(data: bytes) -> None:
     """The worker's id texts (done marks, traces) are taken from the envelope bytes when that
     is exact; whatever the bytes look like, they equal the ids the envelope was parsed to."""
-    message = Codec(SchemaRegistry([UserRequest])).decode({b"m": data}).message
+    message = Codec(SchemaRegistry([UserRequest])).decode({b"m": data}, STREAM).message
     assert message.id_text == str(message.message_id) == str(uuid.UUID(A))
     assert message.correlation_text == str(message.correlation_id) == str(uuid.UUID(B))
 
@@ -234,7 +236,7 @@ def test_id_texts_always_equal_the_parsed_ids(data: bytes) -> None:
 def test_duplicate_id_keys_never_give_a_text_other_than_the_parsed_id() -> None:
     data = _wire(A, B)[:-1] + f',"message_id":"{C}"}}'.encode()
     try:
-        message = Codec(SchemaRegistry([UserRequest])).decode({b"m": data}).message
+        message = Codec(SchemaRegistry([UserRequest])).decode({b"m": data}, STREAM).message
     except DecodeError:
         return  # refusing the entry is fine too
     assert message.id_text == str(message.message_id)

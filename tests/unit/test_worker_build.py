@@ -64,7 +64,7 @@ def test_signing_is_on_by_default_and_needs_a_key(
     with pytest.raises(ConfigError, match="agent-runtime keys init"):
         echo_sink_pipeline("t").codec("echo")
     codec = echo_sink_pipeline("t", signing="off").codec("echo")
-    assert FIELD_SIGNATURE not in codec.encode(message())
+    assert FIELD_SIGNATURE not in codec.encode(message(), STREAM)
 
 
 def test_the_agent_gets_typed_services() -> None:
