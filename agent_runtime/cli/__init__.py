@@ -2,7 +2,10 @@
 group with ``register(group)`` and calls the library; options shared by several commands
 (--config, --redis-url, --json, --timeout) are defined once in cli/common.py, so help, usage
 errors and shell completion (``completion bash|zsh|fish``) all come from one definition.
-Command modules are listed explicitly in COMMANDS (order = order in --help)."""
+Command modules are listed explicitly in COMMAND_MODULES (order = order in --help); a command's
+module is imported only when that command runs (or --help/completion lists them all), so
+``agent-runtime worker`` does not import what ``run``, ``serve`` or ``approve`` need
+(docs/benchmarks.md "Issue 17: start time")."""
 
 from __future__ import annotations
 
@@ -18,34 +21,38 @@ from agent_runtime import __version__
 from agent_runtime.cli.common import PARSE_ONLY, Args
 from agent_runtime.cli.failures import EXIT_INTERNAL, describe
 
-COMMANDS = [
-    "agent_runtime.cli.worker",
-    "agent_runtime.cli.up",
-    "agent_runtime.cli.send",
-    "agent_runtime.cli.run",
-    "agent_runtime.cli.approve",
-    "agent_runtime.cli.approvals",
-    "agent_runtime.cli.cancel",
-    "agent_runtime.cli.validate",
-    "agent_runtime.cli.acl",
-    "agent_runtime.cli.redis",
-    "agent_runtime.cli.status",
-    "agent_runtime.cli.trace",
-    "agent_runtime.cli.dlq",
-    "agent_runtime.cli.health",
-    "agent_runtime.cli.serve",
-    "agent_runtime.cli.keys",
-    "agent_runtime.cli.completion",
-]
+#: command name -> the module whose ``register`` adds it (order = order in --help)
+COMMAND_MODULES = {
+    "worker": "agent_runtime.cli.worker",
+    "up": "agent_runtime.cli.up",
+    "send": "agent_runtime.cli.send",
+    "run": "agent_runtime.cli.run",
+    "approve": "agent_runtime.cli.approve",
+    "reject": "agent_runtime.cli.approve",
+    "approvals": "agent_runtime.cli.approvals",
+    "cancel": "agent_runtime.cli.cancel",
+    "validate": "agent_runtime.cli.validate",
+    "acl": "agent_runtime.cli.acl",
+    "redis": "agent_runtime.cli.redis",
+    "status": "agent_runtime.cli.status",
+    "trace": "agent_runtime.cli.trace",
+    "dlq": "agent_runtime.cli.dlq",
+    "health": "agent_runtime.cli.health",
+    "serve": "agent_runtime.cli.serve",
+    "keys": "agent_runtime.cli.keys",
+    "completion": "agent_runtime.cli.completion",
+}
+COMMANDS = list(dict.fromkeys(COMMAND_MODULES.values()))
 
 
 PROG = "agent-runtime"
 
 
 def build_cli() -> click.Group:
-    """The command group: every module of COMMANDS adds its command(s) with ``register``.
-    Help, usage errors (exit 2) and shell completion all come from this one definition."""
-    group = _InOrder(
+    """The command group: every module of COMMANDS adds its command(s) with ``register``,
+    when one of them is first looked up. Help, usage errors (exit 2) and shell completion all
+    come from this one definition."""
+    return _LazyGroup(
         PROG,
         help="Run multi-agent pipelines over Redis Streams: typed messages, no lost work.",
         epilog="Without a Redis URL (--redis-url, AGENT_RUNTIME_REDIS_URL or redis_url in the "
@@ -62,16 +69,20 @@ def build_cli() -> click.Group:
             )
         ],
     )
-    for name in COMMANDS:
-        importlib.import_module(name).register(group)
-    return group
 
 
-class _InOrder(click.Group):
-    """Commands listed in COMMANDS order (related commands together), not alphabetically."""
+class _LazyGroup(click.Group):
+    """Commands listed in COMMAND_MODULES order (related commands together), not
+    alphabetically; a command's module is imported when the command is first looked up."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        return list(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            importlib.import_module(module).register(self)
+        return self.commands.get(cmd_name)
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
