@@ -32,10 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from agent_runtime.errors import ConfigError, RequestError
 from agent_runtime.limits import too_deep
 from agent_runtime.schedule import Scheduled
@@ -43,6 +39,11 @@ from agent_runtime.transport.embedded import runtime_dir
 from agent_runtime.transport.keys import Keys
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
     from agent_runtime.client import Client
     from agent_runtime.transport.base import State
 
@@ -92,6 +93,8 @@ def args_digest(args: Mapping[str, Any]) -> str:
 
 def key_id(public: Ed25519PublicKey) -> str:
     """16 hex digits naming a public key (approvals say which key signed them)."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -153,6 +156,8 @@ class ApprovalVerifier:
 
 
 def _valid(public: Ed25519PublicKey, data: bytes, signature: object) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
     if not isinstance(signature, str) or len(signature) != 128:
         return False
     try:
@@ -195,6 +200,9 @@ def _legacy_hint(env: Mapping[str, str] | None) -> str:
 
 
 def _private(value: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         if _HEX_KEY.match(value):
             return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(value))
@@ -207,6 +215,9 @@ def _private(value: str) -> Ed25519PrivateKey:
 
 
 def _public(value: str) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         if _HEX_KEY.match(value):
             return Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
@@ -220,6 +231,9 @@ def _public(value: str) -> Ed25519PublicKey:
 
 def generate_pair() -> dict[str, str]:
     """A fresh key pair as environment values (hex of the raw 32-byte keys)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private = Ed25519PrivateKey.generate()
     raw = private.private_bytes(
         serialization.Encoding.Raw,
@@ -235,6 +249,8 @@ def generate_pair() -> dict[str, str]:
 def ensure_pair(home: Path, env: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Give ``env`` the approval key pair unless it has one: the pair kept in ``home``
     (``approval-keys.json``, 0600), generated on first use."""
+    from cryptography.hazmat.primitives import serialization
+
     if env.get(PRIVATE_KEY_ENV) and env.get(PUBLIC_KEY_ENV):
         return env
     if env.get(PRIVATE_KEY_ENV) and not env.get(PUBLIC_KEY_ENV):

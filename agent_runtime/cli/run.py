@@ -136,7 +136,9 @@ async def execute(
     env = child_env()  # approval key pair (ours or the runtime home's), given per agent type
     env.update(signing_env(pipeline))  # envelope keys: the runtime directory's, kept
     started = time.monotonic()
-    async with Supervisor(pipeline.source or args.config, url, env=env, log_dir=log_dir) as sup:
+    async with Supervisor(
+        pipeline.source or args.config, url, env=env, log_dir=log_dir, pipeline=pipeline
+    ) as sup:
         await sup.wait_ready(args.ready_timeout)
         _say(
             f"{len(sup.processes())} worker processes ready in "

@@ -29,7 +29,6 @@ from agent_runtime.cli.failures import UsageError, mask_url
 from agent_runtime.config.acl import ACL_DIR, Credentials, agent_urls, lock_down
 from agent_runtime.config.pipeline import Pipeline, signing_env
 from agent_runtime.errors import AgentRuntimeError, ConfigError
-from agent_runtime.observability.tables import format_table
 from agent_runtime.transport.embedded import (
     EmbeddedServer,
     clear_state,
@@ -165,6 +164,7 @@ async def supervise(
             # the approval key pair (ours, else the runtime home's) and the envelope keys
             env={**child_env(), **signing_env(pipeline)},
             agent_urls=agent_urls,  # each agent type's own Redis user (embedded server)
+            pipeline=pipeline,  # loaded and checked above: not read again
         )
         async with sup, anyio.create_task_group() as tg:
             tg.start_soon(_announce, sup, args)
@@ -180,6 +180,9 @@ async def supervise(
 
 
 async def _announce(sup: Supervisor, args: Args) -> None:
+    # imported here: rich (the table) is not needed before the workers are spawned
+    from agent_runtime.observability.tables import format_table
+
     try:
         await sup.wait_ready(args.ready_timeout)
         status = "workers ready"

@@ -227,8 +227,7 @@ def read_yaml(path: Path) -> tuple[yaml.Node | None, dict[str, Any]]:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a pipeline config")
     try:
         text = raw.decode()
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _parse(text)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except RecursionError as exc:
@@ -295,6 +294,22 @@ def resolve_python_paths(config: PipelineConfig, path: Path) -> PipelineConfig:
     """``python_paths`` made absolute (relative to the config file's folder)."""
     resolved = [str((path.parent / entry).resolve()) for entry in config.python_paths]
     return config.model_copy(update={"python_paths": resolved}) if resolved else config
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree and its data (what ``yaml.compose`` and ``yaml.safe_load``
+    return), parsed once: the data is built from the tree. Parsing is most of a worker's
+    config load (~59 M instructions per parse of configs/default.yaml; docs/benchmarks.md
+    "Issue 17: start time"). A document with a merge key (``<<``) is parsed twice as before:
+    building its data rewrites the tree's mappings, whose lines :func:`line_index` reads."""
+    if "<<" in text:
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
 
 
 def line_index(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:

@@ -56,10 +56,10 @@ class ConfigProblems(ConfigError):
 def load_valid(path: str | Path, *, environment_for: Iterable[str] | None = ()) -> Pipeline:
     """The pipeline at ``path`` if it has no problem, else :class:`ConfigProblems`.
     ``environment_for``: agent types whose API-key variables must be set (None: all)."""
-    found = problems(path, environment_for=environment_for)
-    if found:
+    found, pipeline = _checked(Path(path), environment_for, os.environ)
+    if found or pipeline is None:
         raise ConfigProblems(found)
-    return Pipeline.load(path)
+    return pipeline  # the one the checks built: the file is read and validated once
 
 
 def problems(
@@ -69,19 +69,26 @@ def problems(
     environ: Mapping[str, str] = os.environ,
 ) -> list[str]:
     """Every problem of the config file at ``path`` (empty: it is valid)."""
+    return _checked(Path(path), environment_for, environ)[0]
+
+
+def _checked(
+    path: Path, environment_for: Iterable[str] | None, environ: Mapping[str, str]
+) -> tuple[list[str], Pipeline | None]:
+    """The problems of the config at ``path`` and, when there is none, its pipeline."""
     try:
-        return _problems(Path(path), environment_for, environ)
+        return _problems(path, environment_for, environ)
     except RecursionError:
-        return [f"{path}: nested too deeply (or a YAML alias refers to itself)"]
+        return [f"{path}: nested too deeply (or a YAML alias refers to itself)"], None
 
 
 def _problems(
     path: Path, environment_for: Iterable[str] | None, environ: Mapping[str, str]
-) -> list[str]:
+) -> tuple[list[str], Pipeline | None]:
     try:
         node, data = read_yaml(path)
     except ConfigError as exc:
-        return [str(exc)]
+        return [str(exc)], None
     check = _Check(path, line_index(node), environ)
     config: PipelineConfig | None = None
     try:
@@ -97,14 +104,15 @@ def _problems(
     for name, raw in agents.items() if isinstance(agents, dict) else []:
         wanted = environment_for is None or name in set(environment_for)
         check.agent(str(name), raw, data, config, check_env=wanted)
+    pipeline: Pipeline | None = None
     if config is not None and not check.found:
         try:
-            Pipeline.build(config, source=path)
+            pipeline = Pipeline.build(config, source=path)
         except ConfigError as exc:
             check.found += [check.locate(line) for line in _problem_lines(exc)]
     if config is not None and not check.found:
         check.found += _environment_problems(config, environ)
-    return check.found
+    return check.found, None if check.found else pipeline
 
 
 def _environment_problems(config: PipelineConfig, environ: Mapping[str, str]) -> list[str]:

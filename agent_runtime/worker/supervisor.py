@@ -111,10 +111,12 @@ class Supervisor:
         restart_backoff: float = 0.5,
         max_backoff: float = 30.0,
         agent_urls: Mapping[str, str] | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.redis_url = redis_url
-        self.pipeline = Pipeline.load(self.config_path)
+        # the caller's pipeline when it loaded this config already (``up``, ``run``)
+        self.pipeline = pipeline if pipeline is not None else Pipeline.load(self.config_path)
         self.log_dir = log_dir
         self.restart_backoff = restart_backoff
         self.max_backoff = max_backoff

@@ -24,6 +24,8 @@ NOT_IN_A_WORKER = (
     "uvicorn",
     "starlette",
     "rich",
+    # the Ed25519 code: only the safety checker's and executors' instances load it (approval.py)
+    "cryptography.hazmat",
     "agent_runtime.gateway",
     "agent_runtime.cli.run",
     "agent_runtime.cli.serve",
