@@ -19,6 +19,10 @@ per worker, docs/benchmarks.md); ``--no-bytecode`` keeps the variable as it is.
 
 ``--imports``: ``python -X importtime`` of what one worker imports (the CLI, the config with
 every agent class, the worker's composition root), top offenders by cumulative time.
+
+``--instructions AGENT``: the instructions one ``agent-runtime worker AGENT`` executes from its
+start to its ``worker_started`` line and its stop (valgrind callgrind, bytecode cache warm,
+against an embedded server of its own): a start-up figure immune to the machine's load.
 """
 
 from __future__ import annotations
@@ -157,6 +161,41 @@ def imports(config: str, top: int) -> None:
     print(f"heavy packages imported: {', '.join(loaded) or 'none'}")
 
 
+def instructions(config: str, agent: str) -> int:
+    """Instructions of one worker's start and stop (callgrind), after one warm-up start."""
+    sys.path.insert(0, str(ROOT))
+    from agent_runtime.signing import KEYS_FILE_ENV, ensure_keyring
+    from agent_runtime.transport.embedded import EmbeddedServer
+
+    with tempfile.TemporaryDirectory(prefix="ar-startup-") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update({"AGENT_RUNTIME_HOME": tmp, KEYS_FILE_ENV: str(Path(tmp, "signing-keys"))})
+        env.pop("AGENT_RUNTIME_REDIS_URL", None)
+        ensure_keyring(env)
+        server = EmbeddedServer(Path(tmp) / "data").start()
+        argv = [sys.executable, "-m", "agent_runtime", "worker", agent, "--config", config]
+        argv += ["--redis-url", server.url]
+        callgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+        try:
+            for prefix in ([], callgrind):
+                proc = subprocess.Popen(
+                    prefix + argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+                )
+                assert proc.stderr is not None
+                for line in proc.stderr:
+                    if "worker_started" in line:
+                        break
+                proc.send_signal(signal.SIGTERM)
+                rest = proc.stderr.read()
+                proc.wait()
+        finally:
+            server.stop()
+    found = re.search(r"Collected : (\d+)", rest)
+    if found is None:
+        raise SystemExit(f"no callgrind total in the worker's output:\n{rest[-2000:]}")
+    return int(found[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -165,11 +204,20 @@ def main() -> None:
     parser.add_argument("--imports", action="store_true", help="python -X importtime offenders")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
+        "--instructions",
+        metavar="AGENT",
+        help="only count one AGENT worker's start-up instructions (valgrind callgrind)",
+    )
+    parser.add_argument(
         "--no-bytecode",
         action="store_true",
         help="keep PYTHONDONTWRITEBYTECODE from the environment (default: Python's default)",
     )
     opts = parser.parse_args()
+    if opts.instructions:
+        count = instructions(opts.config, opts.instructions)
+        print(f"worker {opts.instructions}: {count:,} instructions from start to ready and stop")
+        return
     cache = "off (PYTHONDONTWRITEBYTECODE)" if opts.no_bytecode else "on"
     print(
         f"agent-runtime up --config {opts.config}: {os.cpu_count()} CPUs, {opts.runs} runs, "
