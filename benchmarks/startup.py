@@ -131,21 +131,32 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
 
 def imports(config: str, top: int) -> None:
     """The top import-time offenders of one worker (bytecode cache on, as for ``up``)."""
+    heavy = (
+        "anthropic",
+        "openai",
+        "fastapi",
+        "uvicorn",
+        "starlette",
+        "rich",
+        "cryptography.hazmat",
+    )
     code = (
         "import agent_runtime.cli as c; c.build_cli().get_command(None, 'worker')\n"
         "from agent_runtime.config.validation import load_valid\n"
         f"p = load_valid({config!r}, environment_for=None)\n"
-        "import agent_runtime.worker.build\n"
+        "import agent_runtime.worker.build, sys\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         check=True,
-    ).stderr
+    )
+    out = done.stderr
     rows = []
     for line in out.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
@@ -156,20 +167,21 @@ def imports(config: str, top: int) -> None:
     print(f"{'cumulative ms':>14} {'self ms':>8}  module")
     for cum, own, depth, name in sorted(rows, reverse=True)[:top]:
         print(f"{cum / 1000:14.1f} {own / 1000:8.1f}  {'  ' * depth}{name}")
-    heavy = ("anthropic", "openai", "fastapi", "uvicorn", "starlette", "rich", "cryptography")
-    loaded = sorted({n.split(".")[0] for *_x, n in rows} & set(heavy))
-    print(f"heavy packages imported: {', '.join(loaded) or 'none'}")
+    loaded = done.stdout.strip()  # in sys.modules (a failed import attempt is listed above)
+    print(f"heavy packages imported: {loaded.replace(',', ', ') or 'none'}")
 
 
 def instructions(config: str, agent: str) -> int:
     """Instructions of one worker's start and stop (callgrind), after one warm-up start."""
     sys.path.insert(0, str(ROOT))
+    from agent_runtime.approval import generate_pair
     from agent_runtime.signing import KEYS_FILE_ENV, ensure_keyring
     from agent_runtime.transport.embedded import EmbeddedServer
 
     with tempfile.TemporaryDirectory(prefix="ar-startup-") as tmp:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env.update({"AGENT_RUNTIME_HOME": tmp, KEYS_FILE_ENV: str(Path(tmp, "signing-keys"))})
+        env.update(generate_pair())  # the approval keys (executor, safety checker), as 'up' does
         env.pop("AGENT_RUNTIME_REDIS_URL", None)
         ensure_keyring(env)
         server = EmbeddedServer(Path(tmp) / "data").start()
@@ -233,6 +245,10 @@ def main() -> None:
                 f"stop {run.stop_s:.2f} s  workers {len(run.workers)}  "
                 f"RSS {run.rss_mb:.1f} MB  worker CPU {run.cpu_s:.2f} s"
             )
+    if not runs:  # --runs 0: only --imports
+        if opts.imports:
+            imports(opts.config, opts.top)
+        return
     best = min(runs, key=lambda r: r.ready_s)
     print(f"\nbest of {len(runs)}: ready {best.ready_s:.2f} s (load {best.load:.2f})")
     print(f"{'agent':<16}{'slot':>5}{'pid':>8}{'RSS MB':>8}{'CPU s':>7}")
