@@ -38,6 +38,10 @@ from agent_runtime.schedule import Scheduled
 from agent_runtime.transport.embedded import runtime_dir
 from agent_runtime.transport.keys import Keys
 
+# cryptography is imported in the functions that use it: its bindings cost 107 M instructions
+# at import, and every worker imports this module (each agent class is imported to check the
+# config) while 5 of the default pipeline's 8 never sign or verify (docs/benchmarks.md
+# "Issue 17: start time")
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,

@@ -5,9 +5,10 @@
 Each run spawns ``python -m agent_runtime up --config C`` (the embedded server, one Redis user
 per agent type, as a user runs it) in a private runtime home (``AGENT_RUNTIME_HOME``, so the
 benchmark never meets another ``up``), times spawn -> the ``workers ready`` line ``up`` prints
-once every worker's heartbeat names its pid, then reads each worker process's idle RSS
+once every worker's heartbeat names its pid (and, before it, the first line: the server up
+and its users created, before any worker is spawned), then reads each worker process's idle RSS
 (``/proc/PID/status`` VmRSS) and the CPU seconds it used to get there (``/proc/PID/stat``
-utime + stime: unlike the wall time, hardly moved by other jobs on the machine), sends SIGTERM
+utime + stime: moved far less than the wall time by other jobs on the machine), sends SIGTERM
 and times the clean stop. The runs share one home: the first one also creates the keys
 (signing, approval, ACL passwords), as a first ``up`` does. Best of N (the machine is shared):
 the 1-minute load average is printed beside each run.
@@ -56,6 +57,7 @@ class Worker:
 @dataclass
 class Run:
     load: float
+    server_s: float  # the first line ("redis: ..."): server started, users created
     ready_s: float
     stop_s: float
     workers: list[Worker]
@@ -103,9 +105,10 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
     timer = threading.Timer(timeout, proc.send_signal, (signal.SIGTERM,))
     timer.start()
     rows: list[tuple[str, str, int]] = []
-    ready_s = 0.0
+    ready_s = server_s = 0.0
     try:
         for line in proc.stdout:
+            server_s = server_s or time.monotonic() - start
             cells = line.split()
             if len(cells) >= 3 and cells[2].isdigit():  # AGENT SLOT PID ... (the table)
                 rows.append((cells[0], cells[1], int(cells[2])))
@@ -126,7 +129,7 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
     log.close()
     if code != 0:
         raise SystemExit(f"'up' exited {code} after SIGTERM: see {home}/up.log")
-    return Run(load, ready_s, time.monotonic() - stop, workers)
+    return Run(load, server_s, ready_s, time.monotonic() - stop, workers)
 
 
 def imports(config: str, top: int) -> None:
@@ -242,6 +245,7 @@ def main() -> None:
             runs.append(run)
             print(
                 f"run {i + 1}: ready {run.ready_s:.2f} s  (load {run.load:.2f})  "
+                f"server up {run.server_s:.2f} s  "
                 f"stop {run.stop_s:.2f} s  workers {len(run.workers)}  "
                 f"RSS {run.rss_mb:.1f} MB  worker CPU {run.cpu_s:.2f} s"
             )
