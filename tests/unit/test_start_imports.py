@@ -86,3 +86,23 @@ def test_the_command_table_names_every_command_in_help_order() -> None:
         command = cli.get_command(ctx, name)
         assert command is not None and command.name == name
     assert cli.get_command(ctx, "no-such-command") is None
+
+
+def test_one_parse_of_a_config_gives_what_two_parses_gave() -> None:
+    """config.model._parse builds the data from the node tree it composed (one parse): the
+    same data and the same tree (so the same lines) as compose + safe_load, merge keys too."""
+    import yaml
+
+    from agent_runtime.config.model import _parse, line_index
+
+    documents = [
+        (ROOT / "configs" / "default.yaml").read_text(),
+        "a: &base {x: 1, y: [1, 2]}\nb:\n  <<: *base\n  y: 3\n",  # merge key: two parses
+        "k: !!str 5\nlist:\n  - {a: 1}\n  - [x, y]\n",
+        "",
+    ]
+    for text in documents:
+        node, data = _parse(text)
+        assert data == yaml.safe_load(text)
+        expected = yaml.compose(text, Loader=yaml.SafeLoader)
+        assert line_index(node) == line_index(expected)
