@@ -110,7 +110,8 @@ def measure(root: Path, part: str) -> float:
             "--root",
             str(root),
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts every run
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     for line in done.stderr.splitlines():
         if "Collected :" in line:
             return int(line.rsplit(":", 1)[1]) / MESSAGES

@@ -211,11 +211,13 @@ def epoch_seconds(moment: datetime) -> float:
     instructions per call (docs/benchmarks.md "Issue 17: intake (session 8)"); the
     worker takes the timestamp and the deadline of every message read."""
     zone = moment.tzinfo
-    epoch = _EPOCHS.get(zone) if zone is not None else None
+    if type(zone) not in _FIXED_OFFSET:  # a zone with its own rules (or unhashable): as is
+        return moment.timestamp()
+    assert zone is not None
+    epoch = _EPOCHS.get(zone)
     if epoch is None:
-        if type(zone) not in _FIXED_OFFSET or len(_EPOCHS) >= _MAX_ZONES:
+        if len(_EPOCHS) >= _MAX_ZONES:
             return moment.timestamp()
-        assert zone is not None
         epoch = _EPOCHS[zone] = _EPOCH.astimezone(zone)
     return (moment - epoch).total_seconds()
 
