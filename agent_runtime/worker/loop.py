@@ -47,7 +47,14 @@ from agent_runtime.worker.delivery import (
     commit_until_done,
     decoded,
 )
-from agent_runtime.worker.fate import HANDLE, Fate, Rules, fate_of
+from agent_runtime.worker.fate import (
+    HANDLE,
+    Fate,
+    Rules,
+    before_handling,
+    epoch_seconds,
+    fate_of,
+)
 from agent_runtime.worker.housekeeping import Housekeeping, by_stream
 from agent_runtime.worker.observer import Observer
 from agent_runtime.worker.reclaim import Reclaimer
@@ -304,29 +311,32 @@ class Worker:
         decoded; dead-letter what does not decode, and ack at once a copy of a message whose
         delivery here holds its id (until that delivery's commit)."""
         fresh: list[Delivery] = []
+        deliveries, claims, decode = self._deliveries, self._claims, self.codec.decode
         for entry in entries:
             key = (entry.stream, entry.entry_id)
-            if key in self._deliveries:
+            if key in deliveries:
                 continue  # reclaimed our own live entry: it is already being handled
-            delivery = self._deliveries[key] = Delivery(entry)
             try:
-                delivery.message, delivery.payload = self.codec.decode(entry.fields, entry.stream)
+                message, payload = decode(entry.fields, entry.stream)
             except DecodeError as exc:
+                delivery = deliveries[key] = Delivery(entry)
                 if isinstance(exc.message, AgentMessage):
                     delivery.message = exc.message  # its requester is told
                 self._dead_letter(delivery, fate_of(exc, entry.delivery_count, self.rules))
                 continue
             except Exception as exc:  # a decoder bug must not stop intake: the entry is dead
+                delivery = deliveries[key] = Delivery(entry)
                 bug = DecodeError("undecodable", f"decoder failed: {exc!r}")
                 self._dead_letter(delivery, fate_of(bug, entry.delivery_count, self.rules))
                 continue
-            id_text = delivery.message.id_text
-            if id_text in self._claims:
+            id_text = message.id_text
+            if id_text in claims:
+                delivery = deliveries[key] = Delivery(entry, message, payload)
                 self.observer.duplicate_dropped(entry)
                 self._finish(delivery, "duplicate")
                 continue
-            self._claims.add(id_text)
-            delivery.claimed = True
+            claims.add(id_text)
+            delivery = deliveries[key] = Delivery(entry, message, payload, True)  # claimed
             fresh.append(delivery)
         return fresh
 
@@ -354,15 +364,13 @@ class Worker:
                 self._finish(delivery, "duplicate")
                 continue
             deadline = message.deadline
-            left = None if deadline is None else deadline.timestamp() - now
-            fate = fate_of(
-                None,
+            fate = before_handling(  # fate_of(None, ...): the checks before handling
                 delivery.entry.delivery_count,
                 self.rules,
-                left=left,
-                hops=message.hops,
-                to_agent=message.to_agent,
-                age=now - message.timestamp.timestamp(),
+                None if deadline is None else epoch_seconds(deadline) - now,
+                message.hops,
+                message.to_agent,
+                now - epoch_seconds(message.timestamp),
             )
             if fate is HANDLE:
                 self._pool.submit(delivery)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from agent_runtime.codec import FIELD_KEY_ID, FIELD_MESSAGE, FIELD_SIGNATURE, Codec
 from agent_runtime.errors import DecodeError
 from agent_runtime.signing import Keyring
-from agent_runtime.worker.fate import HANDLE, Rules, fate_of
+from agent_runtime.worker.fate import HANDLE, Rules, before_handling, epoch_seconds, fate_of
 from protocols.base import SchemaRegistry
 from protocols.core import UserRequest
 from protocols.envelope import AgentMessage
@@ -101,7 +101,9 @@ def test_any_timestamp_is_fresh_stale_or_skewed_never_an_error(stamp: datetime) 
     fields = CODEC.encode(envelope(timestamp=stamp), STREAM)
     message = CODEC.decode(fields, STREAM).message
     age = NOW - message.timestamp.timestamp()
+    assert NOW - epoch_seconds(message.timestamp) == age  # the worker's float, exactly
     fate = fate_of(None, 1, RULES, age=age, to_agent=message.to_agent)
+    assert before_handling(1, RULES, None, 0, message.to_agent, age) == fate
     if age > RULES.max_age:
         assert (fate.action, fate.reason) == ("dead", "stale")
     elif -age > RULES.clock_skew:
@@ -126,4 +128,5 @@ def test_a_mangled_timestamp_is_refused_or_an_aware_instant(text: str) -> None:
         assert exc.reason in ("invalid", "undecodable")
         return
     assert message.timestamp.utcoffset() is not None
+    assert epoch_seconds(message.timestamp) == message.timestamp.timestamp()
     fate_of(None, 1, RULES, age=NOW - message.timestamp.timestamp())

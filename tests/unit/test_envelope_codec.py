@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agent_runtime.codec import Codec
@@ -240,3 +242,28 @@ def test_duplicate_id_keys_never_give_a_text_other_than_the_parsed_id() -> None:
     except DecodeError:
         return  # refusing the entry is fine too
     assert message.id_text == str(message.message_id)
+
+
+_id_chars = st.text(alphabet='0123456789abcdefABCDEF-{}x\\"', min_size=30, max_size=40)
+_mixed_case = st.tuples(st.uuids(), st.lists(st.booleans(), min_size=36, max_size=36)).map(
+    lambda pair: "".join(
+        c.upper() if up else c for c, up in zip(str(pair[0]), pair[1], strict=True)
+    )
+)
+_ids = st.one_of(_id_chars, _mixed_case, st.uuids().map(str), st.uuids().map(lambda u: u.hex))
+
+
+@settings(max_examples=300)
+@given(message_id=_ids, correlation_id=_ids)
+def test_id_texts_equal_the_parsed_ids_for_any_id_text(
+    message_id: str, correlation_id: str
+) -> None:
+    """Whatever stands between the id quotes (any length, case, hyphens, quotes, escapes):
+    when the envelope decodes, the texts the worker keeps are the ids' str()."""
+    data = _wire(message_id, correlation_id)
+    try:
+        message = Codec(SchemaRegistry([UserRequest])).decode({b"m": data}, STREAM).message
+    except DecodeError:
+        return
+    assert message.id_text == str(message.message_id)
+    assert message.correlation_text == str(message.correlation_id)

@@ -3,8 +3,14 @@ retry / dead letter (with the status its requester is told)."""
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 import pytest
-from pydantic import BaseModel, Field, ValidationError
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from redis import exceptions as redis_errors
 
 from agent_runtime.errors import (
@@ -20,7 +26,16 @@ from agent_runtime.errors import (
     Skip,
 )
 from agent_runtime.policies.errors import classify
-from agent_runtime.worker.fate import HANDLE, Fate, Rules, fate_of
+from agent_runtime.worker.fate import (
+    HANDLE,
+    Fate,
+    Rules,
+    _before,
+    _freshness,
+    before_handling,
+    epoch_seconds,
+    fate_of,
+)
 from protocols.envelope import AgentMessage
 
 
@@ -264,3 +279,62 @@ def test_signals_and_intake_errors(
     assert (fate.action, fate.reason) == (action, reason)
     if action == "dead":
         assert fate.status == status
+
+
+_seconds = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 60.0, -60.0, 3600.0, 3600.5, -60.5]),
+)
+
+
+@given(
+    attempt=st.integers(0, 8),
+    left=st.none() | _seconds,
+    hops=st.integers(0, AgentMessage.MAX_HOPS + 2),
+    to_agent=st.sampled_from(["", "echo", "other"]),
+    age=st.none() | _seconds,
+    max_age=st.sampled_from([3600.0, math.inf]),
+    clock_skew=st.sampled_from([60.0, 0.0, math.inf]),
+)
+def test_before_handling_is_the_table_of_checks_before_handling(
+    attempt: int,
+    left: float | None,
+    hops: int,
+    to_agent: str,
+    age: float | None,
+    max_age: float,
+    clock_skew: float,
+) -> None:
+    """The worker's one-call check (a fast all-clear test first) decides exactly as the
+    table's checks in order, NaN and infinities included."""
+    rules = Rules("echo", 5, max_age=max_age, clock_skew=clock_skew)
+    expected = _freshness(age, rules) or _before(attempt, rules, left, hops, to_agent)
+    assert before_handling(attempt, rules, left, hops, to_agent, age) == expected
+    assert fate_of(None, attempt, rules, left=left, hops=hops, to_agent=to_agent, age=age) == (
+        expected
+    )
+
+
+_decoded_instant = TypeAdapter(datetime).validate_python  # pydantic-core's own TzInfo
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.one_of(
+            st.just(UTC),
+            st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m))),
+            st.sampled_from([ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York")]),
+        ),
+    ),
+    through_pydantic=st.booleans(),
+)
+def test_epoch_seconds_is_the_timestamp(moment: datetime, through_pydantic: bool) -> None:
+    """Any aware instant, in a fixed-offset zone (datetime's or pydantic-core's, as decoded
+    envelopes carry) or a zone with daylight saving time (the plain ``timestamp()``)."""
+    if through_pydantic:
+        offset = moment.utcoffset()
+        assume(offset is not None and not offset % timedelta(minutes=1))  # as ISO text allows
+        moment = _decoded_instant(moment.isoformat())
+    assert epoch_seconds(moment) == moment.timestamp()

@@ -176,3 +176,25 @@ def test_the_mac_is_standard_hmac_sha256_over_stream_and_bytes(secret: bytes) ->
     name = STREAM.encode()
     expected = hmac.new(secret, len(name).to_bytes(4, "big") + name + data, hashlib.sha256)
     assert Keyring.of(secret).sign(STREAM, data)[1] == expected.hexdigest().encode()
+
+
+def test_the_mac_is_the_same_for_any_number_of_streams() -> None:
+    """The per-stream inner states are a bounded cache: past STREAM_STATES streams it starts
+    over, and every MAC stays the standard one (reply streams come and go)."""
+    import hashlib
+    import hmac
+
+    from agent_runtime.signing import STREAM_STATES
+
+    secret, data = b"s" * 32, b'{"payload":{"text":"hi"}}'
+    ring = Keyring.of(secret)
+    for n in [*range(STREAM_STATES + 3), 0, 1]:
+        stream = f"ar:reply:{{{n}}}"
+        name = stream.encode()
+        expected = hmac.new(secret, len(name).to_bytes(4, "big") + name + data, hashlib.sha256)
+        kid, mac = ring.sign(stream, data)
+        assert mac == expected.hexdigest().encode()
+        assert ring.verify(stream, data, kid, mac) == ""
+        assert ring.verify(stream, data + b" ", kid, mac)  # the cached state is not changed
+        assert ring.verify(stream, data, kid.upper(), mac)  # ids are matched as bytes, exactly
+    assert all(len(pads.streams) <= STREAM_STATES for pads in ring._bases.values())
