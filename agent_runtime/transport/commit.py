@@ -483,13 +483,17 @@ class RedisPublisher:
             return await self._pipelined(requests)
         args = publish_args(self._keys.deadlines(), requests)
         try:
-            reply = await self._redis.evalsha(PUBLISH_SHA, 0, *args)
-        except NoScriptError:  # a restarted or flushed server: nothing ran; load it, once
-            await self._redis.script_load(PUBLISH_SCRIPT)
-            reply = await self._redis.evalsha(PUBLISH_SHA, 0, *args)
+            reply = await self._script(args)
         except ResponseError as exc:  # refused as a whole (OOM, read-only replica): none queued
             return [exc] * len(requests), None
         return publish_outcome(reply, len(requests))
+
+    async def _script(self, args: list[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(PUBLISH_SHA, 0, *args)
+        except NoScriptError:  # a restarted or flushed server: nothing ran; load it, once
+            await self._redis.script_load(PUBLISH_SCRIPT)
+            return await self._redis.evalsha(PUBLISH_SHA, 0, *args)
 
     async def _pipelined(
         self, requests: Sequence[Publication]
