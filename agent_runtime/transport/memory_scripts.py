@@ -103,7 +103,8 @@ async def _reply(r: Any, keys: list[str], args: list[bytes]) -> int:
 async def _publish(r: Any, keys: list[str], args: list[bytes]) -> list[Any]:
     """commit.PUBLISH_SCRIPT: per request its XADD, and only if queued its first trace record
     and deadline entry; {deadline error or '', (index, error) per request not queued}."""
-    zkey, out, i = as_text(args[0]), [b""], 2
+    zkey, i = as_text(args[0]), 2
+    out: list[Any] = [b""]
     deadlines: dict[bytes, float] = {}
     for index in range(int(args[1])):
         count = int(args[i + 1])
