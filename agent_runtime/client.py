@@ -199,9 +199,10 @@ class Client:
     async def publish_many(
         self, texts_or_payloads: Iterable[str | Payload], **options: Any
     ) -> list[AgentMessage]:
-        """Publish a batch of requests in one round trip (one pipeline: an XADD each, their
-        ``published`` trace records and deadline entries in one command each); returns the
-        envelopes sent, in order. Options as :meth:`publish` (the same ``timeout``, ``to``,
+        """Publish a batch of requests in one round trip (one script call on a single server:
+        an XADD each and, for each request queued, its ``published`` trace record and
+        deadline entry; a pipeline on Cluster: transport/commit.py); returns the envelopes
+        sent, in order. Options as :meth:`publish` (the same ``timeout``, ``to``,
         ``budget_usd`` for all; every request gets its own correlation id). Every text is
         checked before anything is sent (RequestError). If some XADDs fail,
         :class:`~agent_runtime.errors.PublishError` says how many; its ``published`` lists the
