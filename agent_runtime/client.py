@@ -35,7 +35,7 @@ from agent_runtime.transport.commit import Publication
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.replies import ReplyReader
-from agent_runtime.worker.sweep import deadline_entry
+from agent_runtime.worker.sweep import deadline_entry, deadline_member
 from protocols.base import Payload, UnknownSchema
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
 from protocols.envelope import AgentMessage, random_ids, trusted_request, utcnow
@@ -156,6 +156,7 @@ class Client:
         message_id, cid = random_ids()
         if correlation_id is not None:
             cid = correlation_id
+        cid_text = str(cid)
         target = to or self.pipeline.routing.agent_for(payload.message_type)
         route = (target, payload.message_type, payload.schema_version)
         fields: dict[str, Any] = {
@@ -168,7 +169,7 @@ class Client:
             "payload": payload.model_dump(mode="json"),
             "timestamp": now,  # publish passes the server's time: freshness is judged by it
             "deadline": now + timedelta(seconds=timeout),
-            "reply_to": self.keys.reply(str(cid)),
+            "reply_to": self.keys.reply(cid_text),
         }
         if (
             route in self._checked
@@ -176,7 +177,10 @@ class Client:
             and type(cid) is uuid.UUID
             and now.utcoffset() is not None
         ):
-            return trusted_request(**fields)
+            message, data = trusted_request(**fields)
+            # the cached_property's value, as Codec.decode keeps it: str(UUID) costs
+            message.__dict__["correlation_text"] = cid_text
+            return message, data
         message = AgentMessage(**fields, budget_usd=budget_usd)  # validated
         self._checked.add(route)
         return message, None
@@ -265,12 +269,15 @@ class Client:
             fields = self.codec.encode(message, stream)
         else:
             fields = self.codec.encode_json(data, stream)
-        return Publication(
-            stream,
-            fields,
-            trace=trace,
-            deadline=deadline_entry(self.keys, message),  # the sweep answers it
-        )
+        if data is None:
+            deadline = deadline_entry(self.keys, message)
+        else:  # built here: its deadline is set and its reply stream is the request's own
+            assert message.deadline is not None and message.reply_to is not None
+            deadline = (
+                deadline_member(message.correlation_text, message.reply_to),
+                int(message.deadline.timestamp() * 1000),
+            )
+        return Publication(stream, fields, trace=trace, deadline=deadline)  # the sweep answers
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
         """The first decodable reply on the request's reply stream -- the pipeline's answer or
