@@ -267,11 +267,9 @@ class Client:
             trace = (self.keys.trace(message.correlation_text), settings.trace_ttl, record)
         if data is None:
             fields = self.codec.encode(message, stream)
-        else:
-            fields = self.codec.encode_json(data, stream)
-        if data is None:
             deadline = deadline_entry(self.keys, message)
         else:  # built here: its deadline is set and its reply stream is the request's own
+            fields = self.codec.encode_json(data, stream)
             assert message.deadline is not None and message.reply_to is not None
             deadline = (
                 deadline_member(message.correlation_text, message.reply_to),
