@@ -27,6 +27,7 @@ import structlog
 from agent_runtime.codec import Codec, Decoded
 from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
+from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.endpoint import Endpoint
 from agent_runtime.errors import PublishError, RequestError, RequestTimeout
 from agent_runtime.policies.clock import RedisClock
@@ -34,10 +35,10 @@ from agent_runtime.transport.commit import Publication
 from agent_runtime.transport.connect import connect
 from agent_runtime.transport.redis import RedisTransport
 from agent_runtime.transport.replies import ReplyReader
-from agent_runtime.worker.sweep import deadline_entry
+from agent_runtime.worker.sweep import deadline_entry, deadline_member
 from protocols.base import Payload, UnknownSchema
 from protocols.core import MAX_REQUEST_TEXT, UserRequest
-from protocols.envelope import AgentMessage, utcnow
+from protocols.envelope import AgentMessage, random_ids, trusted_request, utcnow
 
 #: Seconds past a request's deadline to keep waiting for the runtime's own ``request.failed``
 #: timeout reply (workers answer an expired request within its deadline + 2 s).
@@ -64,6 +65,10 @@ class Client:
         self.clock = RedisClock(self.transport.clock)  # deadlines on the server's clock
         self.replies = ReplyReader(redis, self.codec)
         self._publishing: anyio.Semaphore | None = None  # made on first use, in its loop
+        self._deadline = pipeline.config.requests.deadline
+        self._settings: dict[str, WorkerSettings] = {}  # per agent type, read once
+        #: (to_agent, message_type, schema_version) that passed validation in an envelope
+        self._checked: set[tuple[str, str, int]] = set()
 
     @classmethod
     def connect(
@@ -118,24 +123,67 @@ class Client:
         """The request envelope. Its deadline is ``now`` (default: the local clock) plus
         ``timeout`` (default: the config's ``requests.deadline``); :meth:`publish` passes the
         Redis server's time."""
+        return self._build(
+            payload,
+            to=to,
+            timeout=timeout,
+            budget_usd=budget_usd,
+            correlation_id=correlation_id,
+            now=now,
+        )[0]
+
+    def _build(
+        self,
+        payload: Payload,
+        *,
+        to: str | None = None,
+        timeout: float | None = None,
+        budget_usd: float | None = None,
+        correlation_id: uuid.UUID | None = None,
+        now: datetime | None = None,
+    ) -> tuple[AgentMessage, bytes | None]:
+        """:meth:`new_message` and, when it was built on the lean path, its JSON.
+
+        Lean path (issue 17): the runtime sets the ids, timestamps and hops itself; of what
+        the caller supplies, the payload is a validated model, the destination, type and
+        version are validated once per client (the first request of each combination takes
+        the validated path: an invalid one raises there, every time), and a request with a
+        ``budget_usd``, a naive ``now`` or a correlation id that is not a UUID takes the
+        validated path. See protocols/envelope.py ``trusted_request``."""
         now = now or utcnow()
         if timeout is None:
-            timeout = self.pipeline.config.requests.deadline
-        cid = correlation_id or uuid.uuid4()
+            timeout = self._deadline
+        message_id, cid = random_ids()
+        if correlation_id is not None:
+            cid = correlation_id
+        cid_text = str(cid)
         target = to or self.pipeline.routing.agent_for(payload.message_type)
-        return AgentMessage(
-            message_id=uuid.uuid4(),
-            correlation_id=cid,
-            from_agent="client",
-            to_agent=target,
-            message_type=payload.message_type,
-            schema_version=payload.schema_version,
-            payload=payload.model_dump(mode="json"),
-            timestamp=now,  # publish passes the server's time: freshness is judged by it
-            deadline=now + timedelta(seconds=timeout),
-            reply_to=self.keys.reply(str(cid)),
-            budget_usd=budget_usd,
-        )
+        route = (target, payload.message_type, payload.schema_version)
+        fields: dict[str, Any] = {
+            "message_id": message_id,
+            "correlation_id": cid,
+            "from_agent": "client",
+            "to_agent": target,
+            "message_type": payload.message_type,
+            "schema_version": payload.schema_version,
+            "payload": payload.model_dump(mode="json"),
+            "timestamp": now,  # publish passes the server's time: freshness is judged by it
+            "deadline": now + timedelta(seconds=timeout),
+            "reply_to": self.keys.reply(cid_text),
+        }
+        if (
+            route in self._checked
+            and budget_usd is None
+            and type(cid) is uuid.UUID
+            and now.utcoffset() is not None
+        ):
+            message, data = trusted_request(**fields)
+            # the cached_property's value, as Codec.decode keeps it: str(UUID) costs
+            message.__dict__["correlation_text"] = cid_text
+            return message, data
+        message = AgentMessage(**fields, budget_usd=budget_usd)  # validated
+        self._checked.add(route)
+        return message, None
 
     async def publish(self, text_or_payload: str | Payload, **options: Any) -> AgentMessage:
         """Publish a request (a text becomes a ``UserRequest``); returns the envelope sent.
@@ -148,16 +196,17 @@ class Client:
         )
         if "now" not in options:  # every request has a deadline (default: the config's)
             options["now"] = await self.clock.now_datetime()
-        message = self.new_message(payload, **options)
-        await self.send(message)
+        message, data = self._build(payload, **options)
+        await self._send(message, data)
         return message
 
     async def publish_many(
         self, texts_or_payloads: Iterable[str | Payload], **options: Any
     ) -> list[AgentMessage]:
-        """Publish a batch of requests in one round trip (one pipeline: an XADD each, their
-        ``published`` trace records and deadline entries in one command each); returns the
-        envelopes sent, in order. Options as :meth:`publish` (the same ``timeout``, ``to``,
+        """Publish a batch of requests in one round trip (one script call on a single server:
+        an XADD each and, for each request queued, its ``published`` trace record and
+        deadline entry; a pipeline on Cluster: transport/commit.py); returns the envelopes
+        sent, in order. Options as :meth:`publish` (the same ``timeout``, ``to``,
         ``budget_usd`` for all; every request gets its own correlation id). Every text is
         checked before anything is sent (RequestError). If some XADDs fail,
         :class:`~agent_runtime.errors.PublishError` says how many; its ``published`` lists the
@@ -169,9 +218,10 @@ class Client:
             return []
         if "now" not in options:
             options["now"] = await self.clock.now_datetime()
-        messages = [self.new_message(payload, **options) for payload in payloads]
+        built = [self._build(payload, **options) for payload in payloads]
+        messages = [message for message, _ in built]
         queued, failed = await self.transport.publisher.publish_many(
-            [self._publication(message) for message in messages]
+            [self._publication(message, data) for message, data in built]
         )
         if failed is not None:  # queued all the same: do not raise
             _log.warning("deadline_not_registered", error=repr(failed))
@@ -193,26 +243,39 @@ class Client:
         even when no agent does. Only a failed XADD raises: a trace record or deadline entry
         that cannot be written is lost (logged), as a worker's would be; raising after the
         request was queued would invite a retry that sends it twice. One round trip."""
+        await self._send(message, None)
+
+    async def _send(self, message: AgentMessage, data: bytes | None) -> None:
         failed = await self.transport.publisher.publish(
-            self._publication(message), label=f"request {message.correlation_id}"
+            self._publication(message, data), label=f"request {message.correlation_id}"
         )
         if failed is not None:  # queued all the same: do not raise
             _log.warning("deadline_not_registered", error=repr(failed))
 
-    def _publication(self, message: AgentMessage) -> Publication:
-        """The entry, ``published`` record and deadline entry of ``message`` (see send)."""
+    def _publication(self, message: AgentMessage, data: bytes | None = None) -> Publication:
+        """The entry, ``published`` record and deadline entry of ``message`` (see send);
+        ``data``: its JSON when the client built it (else encoded here)."""
         stream = self.pipeline.routing.stream_for(message.to_agent, message.correlation_id)
-        settings = self.pipeline.worker_settings(message.to_agent)
+        settings = self._settings.get(message.to_agent)
+        if settings is None:  # the environment is read once per agent type, as the codec's
+            settings = self._settings[message.to_agent] = self.pipeline.worker_settings(
+                message.to_agent
+            )
         trace = None
         if settings.trace:
             record = published_record_bytes(message)
             trace = (self.keys.trace(message.correlation_text), settings.trace_ttl, record)
-        return Publication(
-            stream,
-            self.codec.encode(message, stream),
-            trace=trace,
-            deadline=deadline_entry(self.keys, message),  # the sweep answers it
-        )
+        if data is None:
+            fields = self.codec.encode(message, stream)
+            deadline = deadline_entry(self.keys, message)
+        else:  # built here: its deadline is set and its reply stream is the request's own
+            fields = self.codec.encode_json(data, stream)
+            assert message.deadline is not None and message.reply_to is not None
+            deadline = (
+                deadline_member(message.correlation_text, message.reply_to),
+                int(message.deadline.timestamp() * 1000),
+            )
+        return Publication(stream, fields, trace=trace, deadline=deadline)  # the sweep answers
 
     async def wait_reply(self, message: AgentMessage, timeout: float) -> Decoded:
         """The first decodable reply on the request's reply stream -- the pipeline's answer or

@@ -106,7 +106,11 @@ class Codec:
         """The entry fields of ``message`` to be written to ``stream`` (signed codecs bind
         the MAC to it, so it must be the stream the entry is written to; required even
         unsigned, so that no call site works only while signing is off)."""
-        data = message.model_dump_json().encode()
+        return self.encode_json(message.model_dump_json().encode(), stream)
+
+    def encode_json(self, data: bytes, stream: str) -> dict[bytes, bytes]:
+        """As :meth:`encode`, of an envelope's JSON built elsewhere (the client's lean
+        publish: ``protocols.envelope.trusted_request``)."""
         if len(data) > self.max_bytes:
             raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
         if self.keyring is None:

@@ -14,11 +14,12 @@ Per round, for the raw relay (benchmarks/raw_relay.py) and the runtime
   (user + system, /proc) per request over that phase;
 
 and once per round, in this process, the **producer CPU per message**: ``Client.publish``
-one at a time, ``Client.publish_many`` in batches of ``--publish-batch``, and a raw
-redis-py loop that builds a comparable entry (uuid + JSON body) per message and XADDs it
-pipelined in the same batches.
+one at a time, and ``Client.publish_many`` in batches of ``--publish-batch``, alternating
+batch by batch with a raw redis-py loop that builds a comparable entry (uuid + JSON body) per
+message and XADDs it pipelined in the same batches.
 
     .venv/bin/python benchmarks/pipeline.py [--rounds 3] [--messages 3000] [--rate 200]
+    .venv/bin/python benchmarks/pipeline.py --only producer --rounds 5   # that phase alone
 
 Figures are medians over the rounds (each round runs raw then runtime back to back). The
 load average is printed beside each round: the machine may be shared.
@@ -297,34 +298,41 @@ def _runtime_latencies(
 
 
 def producer_round(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[str, float]:
-    """CPU per message (µs) of this process publishing ``--publish`` messages each way."""
+    """CPU per message (µs) of this process publishing ``--publish`` messages each way: the
+    raw pipelined XADD loop and ``Client.publish_many`` in alternating batches of
+    ``--publish-batch`` (the same load on both), then ``Client.publish`` one at a time."""
     prefix = f"p{uuid.uuid4().hex[:6]}"
     pipeline = Pipeline.build(PipelineConfig.model_validate(config(prefix, {})))
     n, batch = args.publish, args.publish_batch
     out: dict[str, float] = {}
     stream = f"{prefix}:raw"
-    started = time.process_time()
-    for start in range(0, n, batch):
+
+    def raw_batch(first: int, count: int) -> None:
         with r.pipeline(transaction=False) as pipe:
-            for i in range(start, min(n, start + batch)):
+            for i in range(first, first + count):
                 body = json.dumps({"id": str(uuid.uuid4()), "text": TEXT, "n": i}).encode()
                 pipe.xadd(stream, {b"id": uuid.uuid4().bytes, b"body": body})
             pipe.execute()
-    out["raw pipelined XADD"] = (time.process_time() - started) / n * 1e6
 
     async def publish() -> None:
         async with Client.connect(url, pipeline) as client:
-            await client.publish(TEXT)  # connections made, clock read
+            await client.publish_many([TEXT])  # connections made, clock read, script loaded
+            raw_batch(0, 1)
+            raw = many = 0.0
+            for start in range(0, n, batch):
+                count = min(batch, n - start)
+                t0 = time.process_time()
+                raw_batch(start, count)
+                t1 = time.process_time()
+                await client.publish_many([TEXT] * count)
+                t2 = time.process_time()
+                raw, many = raw + t1 - t0, many + t2 - t1
+            out["raw pipelined XADD"] = raw / n * 1e6
+            out["Client.publish_many"] = many / n * 1e6
             started = time.process_time()
             for _ in range(n):
                 await client.publish(TEXT)
             out["Client.publish"] = (time.process_time() - started) / n * 1e6
-            many = getattr(client, "publish_many", None)
-            if many is not None:
-                started = time.process_time()
-                for start in range(0, n, batch):
-                    await many([TEXT] * min(batch, n - start))
-                out["Client.publish_many"] = (time.process_time() - started) / n * 1e6
 
     anyio.run(publish)
     r.flushall()
@@ -342,6 +350,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="XREADGROUP COUNT of both")
     parser.add_argument("--publish", type=int, default=2000, help="messages per producer run")
     parser.add_argument("--publish-batch", type=int, default=100)
+    parser.add_argument(
+        "--only", choices=["producer"], help="run only the producer phase (rounds: its runs)"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
@@ -357,6 +368,11 @@ def main() -> None:
     ):
         r = redis.Redis.from_url(server.url)
         for round_ in range(args.rounds):
+            if args.only == "producer":
+                producer.append(producer_round(r, server.url, args))
+                figures = ", ".join(f"{k} {v:.1f}" for k, v in producer[-1].items())
+                print(f"round {round_ + 1} ({load()}): producer CPU µs/msg: {figures}")
+                continue
             results["raw relay"].append(raw_round(r, server.url, args, body))
             results["raw relay"][-1]["load"] = load()
             results["runtime"].append(runtime_round(r, server.url, args, Path(tmp)))
@@ -367,6 +383,9 @@ def main() -> None:
                 print("  " + _line(name, [runs[-1]]))
             figures = ", ".join(f"{k} {v:.0f}" for k, v in producer[-1].items())
             print(f"  producer CPU µs/msg: {figures}")
+    if args.only == "producer":
+        _producer_lines(producer)
+        return
     print(
         f"\nmedians of {args.rounds} rounds ({args.messages} req drained; {args.rate:g} req/s "
         f"for {args.seconds:g} s; batch {args.batch}):"
@@ -386,13 +405,15 @@ def main() -> None:
         "  runtime per-hop p50 ms (published->s1, s1->s2, ...): "
         + " ".join(f"{h:.1f}" for h in hops)
     )
+    _producer_lines(producer)
+
+
+def _producer_lines(producer: list[dict[str, float]]) -> None:
+    """Medians of the rounds; the ratio to raw is the median of the rounds' ratios."""
     for name in producer[0]:
-        values = [p[name] for p in producer]
-        raw = statistics.median(p["raw pipelined XADD"] for p in producer)
-        print(
-            f"  producer {name}: {statistics.median(values):.0f} µs/msg "
-            f"({statistics.median(values) / raw:.1f}x raw)"
-        )
+        value = statistics.median(p[name] for p in producer)
+        ratio = statistics.median(p[name] / p["raw pipelined XADD"] for p in producer)
+        print(f"  producer {name}: {value:.1f} µs/msg ({ratio:.2f}x raw)")
 
 
 def _line(name: str, runs: list[dict[str, Any]]) -> str:

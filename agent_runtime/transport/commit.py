@@ -3,9 +3,10 @@ start of a message's path) and a worker's commit (the end of a handled message's
 outputs, done marks, dead letters, failure replies, trace records, acks.
 
 **Publish** (``Client.publish``/``publish_many``): the XADDs to the entry agents' inboxes, the
-traces' ``published`` records (one ``EVALSHA`` of :data:`TRACE_SCRIPT` for the whole batch; on
-Cluster, whose pipelines run no scripts, RPUSH + EXPIRE per record) and the deadline entries
-(one ``ZADD GT``), pipelined in one round trip per batch.
+traces' ``published`` records and the deadline entries, in one round trip per batch: ONE
+``EVALSHA`` of :data:`PUBLISH_SCRIPT` on a single server; on Cluster, whose keys span slots and
+whose pipelines run no scripts, a pipeline of XADD + RPUSH + EXPIRE per request and one
+``ZADD GT``.
 
 **Commit**:
 
@@ -372,20 +373,92 @@ async def trace_again(redis: Any, result: Any, keys: list[str], args: list[Any])
             pass  # a trace key of another type: that record is lost, as with EVAL
 
 
+# ARGV: deadline set key, request count, then per request: stream, field count, fields...,
+# trace key ('' for none), trace ttl, record, deadline member ('' for none), score. Per
+# request: XADD; only if it was queued, its trace's first record (RPUSH, EXPIRE on a new list)
+# and its deadline entry (ZADD GT, in chunks: ``unpack`` has a stack limit). Every write is a
+# pcall, so nothing after the first write can abort the script: the reply says exactly which
+# requests were queued. Returns {deadline error or '', then (index, error) per request whose
+# XADD failed}. Flagged: a server over ``maxmemory`` refuses it as a whole (nothing queued).
+PUBLISH_SCRIPT = """#!lua
+local A = ARGV
+local zkey, i, out, zargs = A[1], 3, {''}, {}
+local function zadd()
+  local z = redis.pcall('ZADD', zkey, 'GT', unpack(zargs))
+  if type(z) == 'table' and z.err then out[1] = z.err end
+  zargs = {}
+end
+for r = 1, tonumber(A[2]) do
+  local nf = tonumber(A[i + 1])
+  local args = {A[i], '*'}
+  for f = i + 2, i + 1 + 2 * nf do args[#args + 1] = A[f] end
+  i = i + 2 + 2 * nf
+  local id = redis.pcall('XADD', unpack(args))
+  if type(id) == 'table' and id.err then
+    out[#out + 1] = r - 1
+    out[#out + 1] = id.err
+  else
+    if A[i] ~= '' and redis.pcall('RPUSH', A[i], A[i + 2]) == 1 then
+      redis.pcall('EXPIRE', A[i], A[i + 1])
+    end
+    if A[i + 3] ~= '' then
+      zargs[#zargs + 1] = A[i + 4]
+      zargs[#zargs + 1] = A[i + 3]
+      if #zargs >= 1000 then zadd() end
+    end
+  end
+  i = i + 5
+end
+if #zargs > 0 then zadd() end
+return out
+"""
+PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis's id)
+
+
+def publish_args(deadlines: str, requests: Sequence[Publication]) -> list[Any]:
+    """ARGV of :data:`PUBLISH_SCRIPT` for ``requests``."""
+    args: list[Any] = [deadlines, len(requests)]
+    add = args.extend
+    for request in requests:
+        fields = request.fields
+        args.append(request.stream)
+        args.append(len(fields))
+        for item in fields.items():
+            add(item)
+        trace, deadline = request.trace, request.deadline
+        add(trace if trace is not None else ("", 0, b""))
+        add(deadline if deadline is not None else ("", 0))
+    return args
+
+
+def publish_outcome(
+    reply: Any, count: int
+) -> tuple[list[BaseException | None], BaseException | None]:
+    """:meth:`RedisPublisher.publish_many`'s answer from :data:`PUBLISH_SCRIPT`'s reply."""
+    queued: list[BaseException | None] = [None] * count
+    for index, error in zip(reply[1::2], reply[2::2], strict=True):
+        queued[int(index)] = ResponseError(_text(error))
+    failed = ResponseError(_text(reply[0])) if reply[0] else None
+    return queued, failed
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 class RedisPublisher:
     """:class:`~agent_runtime.transport.base.Publisher` on a redis-py client.
 
-    Hot path (issue 17, benchmarks/pipeline.py "producer CPU"): a batch is one pipeline with
-    one XADD per request, ONE ``EVALSHA`` of the trace script for all its ``published``
-    records and ONE ``ZADD GT`` for all its deadline entries -- instead of an ``EVAL`` with
-    the script's full text and a ZADD per request. Measured in one run (docs/benchmarks.md
-    "Issue 17"): producer CPU 38 µs per request with publish_many in batches of 100, against
-    194 µs per Client.publish before and 14 µs for a raw pipelined XADD loop."""
+    Hot path (issue 17, benchmarks/pipeline.py "producer CPU"): on a single server a batch is
+    ONE ``EVALSHA`` of :data:`PUBLISH_SCRIPT` (the XADDs, the ``published`` trace records and
+    the deadline entries of all its requests; one command to pack and one reply to read
+    instead of one per request: docs/benchmarks.md "Issue 17: lean publish (session 8)").
+    On Cluster, whose keys span slots and whose pipelines run no scripts, one pipeline: an
+    XADD, RPUSH and EXPIRE per request and one ``ZADD GT`` for the deadline entries."""
 
     def __init__(self, redis: Any, keys: Keys, *, cluster: bool = False) -> None:
         self._redis = redis
         self._keys = keys
-        # On Cluster the trace keys of a batch are in many slots: one EVALSHA per record.
         self._cluster = cluster or isinstance(redis, RedisCluster)
 
     async def publish(self, request: Publication, *, label: str) -> BaseException | None:
@@ -402,8 +475,30 @@ class RedisPublisher:
     ) -> tuple[list[BaseException | None], BaseException | None]:
         """Queue ``requests`` in one round trip. Returns, per request, None when its XADD
         succeeded, else why not (it was not queued); and the deadline entries' error, if
-        any (the requests are queued all the same)."""
-        traces: dict[int, tuple[list[str], list[bytes]]] = {}  # by TTL: one EVALSHA each
+        any (the requests are queued all the same). A request that was not queued gets no
+        trace record and no deadline entry on a single server."""
+        if not requests:
+            return [], None
+        if self._cluster:
+            return await self._pipelined(requests)
+        args = publish_args(self._keys.deadlines(), requests)
+        try:
+            reply = await self._script(args)
+        except ResponseError as exc:  # refused as a whole (OOM, read-only replica): none queued
+            return [exc] * len(requests), None
+        return publish_outcome(reply, len(requests))
+
+    async def _script(self, args: list[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(PUBLISH_SHA, 0, *args)
+        except NoScriptError:  # a restarted or flushed server: nothing ran; load it, once
+            await self._redis.script_load(PUBLISH_SCRIPT)
+            return await self._redis.evalsha(PUBLISH_SHA, 0, *args)
+
+    async def _pipelined(
+        self, requests: Sequence[Publication]
+    ) -> tuple[list[BaseException | None], BaseException | None]:
+        """Cluster: an XADD, RPUSH and EXPIRE per request, one ZADD GT, one pipeline."""
         deadlines: dict[str, int] = {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for request in requests:
@@ -411,37 +506,19 @@ class RedisPublisher:
                 if request.deadline is not None:
                     member, score = request.deadline
                     deadlines[member] = score
-                if request.trace is None:
-                    continue
-                key, ttl, record = request.trace
-                if self._cluster:  # keys in many slots, no scripts in a cluster pipeline
-                    traces.setdefault(ttl, ([], []))[0].append(key)
+                if request.trace is not None:
+                    key, ttl, record = request.trace
                     pipe.rpush(key, record)  # the trace's first record: the list is new
                     pipe.expire(key, ttl)
-                else:
-                    keys, records = traces.setdefault(ttl, ([], []))
-                    keys.append(key)
-                    records.append(record)
-            if not self._cluster:
-                for ttl, (keys, records) in traces.items():
-                    pipe.evalsha(TRACE_SHA, len(keys), *keys, ttl, *records)
             if deadlines:
                 pipe.zadd(self._keys.deadlines(), deadlines, gt=True)
             results = await pipe.execute(raise_on_error=False)
-        # results: per request its XADD (and on Cluster its RPUSH + EXPIRE), then the trace
-        # scripts, then the ZADD; trace replies are ignored but for a NOSCRIPT
-        if self._cluster:
-            starts, at = [], 0
-            for request in requests:
-                starts.append(at)
-                at += 3 if request.trace is not None else 1
-            queued_results = [results[i] for i in starts]
-        else:
-            queued_results = results[: len(requests)]
-            scripts = results[len(requests) : len(requests) + len(traces)]
-            for result, (ttl, (keys, records)) in zip(scripts, traces.items(), strict=True):
-                await trace_again(self._redis, result, keys, [ttl, *records])
-        queued = [r if isinstance(r, BaseException) else None for r in queued_results]
+        # results: per request its XADD (and its RPUSH + EXPIRE), then the ZADD
+        starts, at = [], 0
+        for request in requests:
+            starts.append(at)
+            at += 3 if request.trace is not None else 1
+        queued = [results[i] if isinstance(results[i], BaseException) else None for i in starts]
         failed = results[-1] if deadlines else None
         return queued, failed if isinstance(failed, BaseException) else None
 

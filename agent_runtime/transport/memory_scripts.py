@@ -51,7 +51,7 @@ def _ports() -> dict[str, Port]:
     from agent_runtime.transport import breaker_scripts as breaker
     from agent_runtime.transport import deadlines
     from agent_runtime.transport import ratelimit as limits
-    from agent_runtime.transport.commit import REPLY_SCRIPT
+    from agent_runtime.transport.commit import PUBLISH_SCRIPT, REPLY_SCRIPT
     from agent_runtime.transport.llm_store import BOOK_SCRIPT
     from agent_runtime.transport.schedule import CLAIM_SCRIPT, SETTLE_SCRIPT
     from agent_runtime.transport.streams import TRACE_SCRIPT
@@ -59,6 +59,7 @@ def _ports() -> dict[str, Port]:
     return {
         TRACE_SCRIPT: _trace,
         REPLY_SCRIPT: _reply,
+        PUBLISH_SCRIPT: _publish,
         deadlines.ANSWER_SCRIPT: _answer,
         deadlines.RELEASE_SCRIPT: _release_lock,
         breaker.ACQUIRE: _breaker_acquire,
@@ -97,6 +98,39 @@ async def _reply(r: Any, keys: list[str], args: list[bytes]) -> int:
     if ttl > 0:
         await r.expire(keys[1], ttl)
     return 1
+
+
+async def _publish(r: Any, keys: list[str], args: list[bytes]) -> list[Any]:
+    """commit.PUBLISH_SCRIPT: per request its XADD, and only if queued its first trace record
+    and deadline entry; {deadline error or '', (index, error) per request not queued}."""
+    zkey, i = as_text(args[0]), 2
+    out: list[Any] = [b""]
+    deadlines: dict[bytes, float] = {}
+    for index in range(int(args[1])):
+        count = int(args[i + 1])
+        stream, fields = as_text(args[i]), _pairs(args[i + 2 : i + 2 + 2 * count])
+        i += 2 + 2 * count
+        try:
+            await r.xadd(stream, fields)
+        except ResponseError as exc:
+            out += [index, str(exc).encode()]
+        else:
+            if args[i]:
+                try:
+                    if await r.rpush(as_text(args[i]), args[i + 2]) == 1:
+                        await r.expire(as_text(args[i]), int(args[i + 1]))
+                except ResponseError:
+                    pass
+            if args[i + 3]:  # ZADD GT of a member twice keeps the greater score
+                score = float(args[i + 4])
+                deadlines[args[i + 3]] = max(score, deadlines.get(args[i + 3], score))
+        i += 5
+    if deadlines:
+        try:
+            await r.zadd(zkey, deadlines, gt=True)
+        except ResponseError as exc:
+            out[0] = str(exc).encode()
+    return out
 
 
 async def _answer(r: Any, keys: list[str], args: list[bytes]) -> int:

@@ -12,7 +12,13 @@ import pytest
 from redis.asyncio import Redis
 
 from agent_runtime.transport import breaker_scripts as breaker_lua
-from agent_runtime.transport.commit import REPLY_SCRIPT
+from agent_runtime.transport.commit import (
+    PUBLISH_SCRIPT,
+    REPLY_SCRIPT,
+    Publication,
+    publish_args,
+    publish_outcome,
+)
 from agent_runtime.transport.deadlines import ANSWER_SCRIPT, RELEASE_SCRIPT
 from agent_runtime.transport.llm_store import BOOK_SCRIPT
 from agent_runtime.transport.memory import MemoryRedis
@@ -177,3 +183,32 @@ def other(r: Any) -> Any:
     if isinstance(r, MemoryRedis):
         return MemoryRedis(r.store)
     return Redis(connection_pool=r.connection_pool)
+
+
+async def test_publish_script_queues_each_request_and_only_its_records(both: Any) -> None:
+    async def scenario(r: Any, p: str) -> list[Any]:
+        await r.set(f"{p}:bad", "x")
+        requests = [
+            Publication(f"{p}:in", {b"m": b"one"}, (f"{p}:t1", 60, b"r1"), ("m1", 1000)),
+            Publication(f"{p}:bad", {b"m": b"two"}, (f"{p}:t2", 60, b"r2"), ("m2", 2000)),
+            Publication(f"{p}:in", {b"m": b"three", b"s": b"sig"}, None, ("m1", 500)),  # GT
+        ]
+        reply = await r.eval(PUBLISH_SCRIPT, 0, *publish_args(f"{p}:dl", requests))
+        queued, failed = publish_outcome(reply, len(requests))
+        return [
+            [type(e).__name__ if e else None for e in queued],
+            failed,
+            [f for _, f in await r.xrange(f"{p}:in")],
+            [await r.lrange(f"{p}:t{i}", 0, -1) for i in (1, 2)],
+            0 < await r.ttl(f"{p}:t1") <= 60,
+            [await r.zscore(f"{p}:dl", m) for m in ("m1", "m2")],
+        ]
+
+    assert await same(both, scenario) == [
+        [None, "ResponseError", None],
+        None,
+        [{b"m": b"one"}, {b"m": b"three", b"s": b"sig"}],
+        [[b"r1"], []],
+        True,
+        [1000.0, None],
+    ]

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from agent_runtime.client import Client, _published_record, published_record_bytes
 from agent_runtime.config.model import PipelineConfig
 from agent_runtime.config.pipeline import Pipeline
-from agent_runtime.errors import PublishError, RequestError
+from agent_runtime.errors import PublishError, RequestError, TransportError
 from agent_runtime.transport.connect import connect
+from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.worker.sweep import deadline_member
 from protocols.core import UserRequest
 
@@ -137,3 +141,104 @@ async def test_a_batch_on_a_cluster_writes_every_trace_record(
         assert await connection.redis.xlen(keys.inbox("echo")) == 4
     finally:
         await connection.redis.aclose()
+
+
+def _sharded(prefix: str) -> Pipeline:
+    config = PipelineConfig.model_validate(
+        {
+            "key_prefix": prefix,
+            "allowed_modules": ["tests.fixtures"],
+            "agents": {
+                "echo": {"class": "tests.fixtures.agents:Echo", "shards": 2},
+                "sink": {"class": "tests.fixtures.agents:Sink"},
+            },
+        }
+    )
+    return Pipeline.build(config)
+
+
+async def test_a_batch_with_one_unwritable_inbox_queues_the_others_and_only_them(
+    redis: Redis, prefix: str
+) -> None:
+    """One script call for the batch: a failed XADD is that request's alone, and a request
+    that was not queued gets neither a trace record nor a deadline entry."""
+    pipeline = _sharded(prefix)
+    keys = pipeline.config.keys
+    await redis.set(keys.inbox("echo", 1), b"not a stream")
+    texts = [f"r{i}" for i in range(40)]  # both shards, but for 2**-39
+    with pytest.raises(PublishError, match="were queued") as caught:
+        await Client(redis, pipeline).publish_many(texts)
+    published, failed = caught.value.published, caught.value.failed
+    assert published and failed
+    assert sorted(m.payload["text"] for m in published + failed) == sorted(texts)
+    stream = keys.inbox("echo", 0)
+    queued = [pipeline.codec().decode(f, stream).message for _, f in await redis.xrange(stream)]
+    assert [m.message_id for m in queued] == [m.message_id for m in published]  # in order
+    for message in published + failed:
+        cid = str(message.correlation_id)
+        assert message.reply_to is not None
+        score = await redis.zscore(keys.deadlines(), deadline_member(cid, message.reply_to))
+        traced = await redis.llen(keys.trace(cid))
+        if message in published:
+            assert pipeline.routing.stream_for("echo", message.correlation_id) == stream
+            assert score is not None and traced == 1
+        else:
+            assert score is None and traced == 0
+
+
+async def test_a_deadline_set_of_another_type_does_not_fail_the_batch(
+    redis: Redis, prefix: str
+) -> None:
+    pipeline = _pipeline(prefix)
+    keys = pipeline.config.keys
+    await redis.set(keys.deadlines(), b"not a sorted set")
+    messages = await Client(redis, pipeline).publish_many(["a", "b"])  # logged, not raised
+    assert await redis.xlen(keys.inbox("echo")) == 2
+    for message in messages:
+        assert await redis.llen(keys.trace(str(message.correlation_id))) == 1
+
+
+async def test_a_large_batch_registers_every_deadline(redis: Redis, prefix: str) -> None:
+    """The script adds deadline entries in chunks (Lua's unpack has a stack limit)."""
+    pipeline = _pipeline(prefix)
+    messages = await Client(redis, pipeline).publish_many(["x"] * 1_234)
+    assert await redis.zcard(pipeline.config.keys.deadlines()) == len(messages) == 1_234
+    assert await redis.xlen(pipeline.config.keys.inbox("echo")) == 1_234
+
+
+async def test_a_server_out_of_memory_queues_none_of_a_batch(tmp_path: Path) -> None:
+    """The script is refused as a whole: nothing half-queued, and publish names the OOM."""
+    with EmbeddedServer(tmp_path, persistent=False) as server:
+        redis = Redis.from_url(server.url)
+        try:
+            pipeline = _pipeline("oom")
+            client = Client(redis, pipeline)
+            await client.publish("before")  # the script is loaded
+            await redis.config_set("maxmemory", 1)  # noeviction (the default): writes refused
+            with pytest.raises(PublishError, match="2 of 2 requests not published") as caught:
+                await client.publish_many(["a", "b"])
+            assert caught.value.published == []
+            with pytest.raises(TransportError, match="out of memory"):
+                await client.publish("c")
+            await redis.config_set("maxmemory", 0)
+            assert await redis.xlen(pipeline.config.keys.inbox("echo")) == 1
+        finally:
+            await redis.aclose()
+
+
+async def test_the_language_of_the_first_request_of_a_route_is_checked_every_time(
+    redis: Redis, prefix: str
+) -> None:
+    """The lean path trusts a destination only after one envelope with it validated."""
+    client = Client(redis, _pipeline(prefix))
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            await client.publish("a", to="Not An Agent")
+        with pytest.raises(ValidationError):
+            await client.publish("a", budget_usd=-1.0)
+        with pytest.raises(ValidationError):
+            client.new_message(UserRequest(text="a"), now=datetime(2030, 1, 1))  # naive
+    first = await client.publish("a", budget_usd=0.5)  # a budget: the validated path
+    second = await client.publish("b")  # lean
+    assert first.budget_usd == 0.5 and second.budget_usd is None
+    assert await redis.xlen(client.keys.inbox("echo")) == 2
