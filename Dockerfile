@@ -38,8 +38,10 @@ COPY protocols ./protocols
 RUN if [ -n "$PIP_OFFLINE" ]; then set -- --no-index --find-links /wheelhouse; fi \
     && /opt/venv/bin/pip install --no-cache-dir "$@" \
        --only-binary=:all: --no-binary=agent-runtime . \
-    && /opt/venv/bin/pip uninstall --yes pip setuptools \
-    && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
+    && /opt/venv/bin/pip uninstall --yes pip setuptools
+# pip compiled every module at install: the .pyc files stay in the image, so a container's
+# worker imports them instead of compiling agent_runtime, redis, pydantic, ... at each start
+# (PYTHONDONTWRITEBYTECODE only stops writing new ones into the read-only image).
 
 # ---- runtime: the base, the venv, the configs, a non-root user ---------------------------
 FROM base AS runtime

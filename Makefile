@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports bench venv clean
+.PHONY: demo test check lint typecheck imports bench venv clean bytecode
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# The project's own modules compiled once (pip compiled the dependencies at install): with
+# PYTHONDONTWRITEBYTECODE set, as on some CI machines and in the image, every worker process
+# would otherwise compile agent_runtime/ again at each start (docs/benchmarks.md, start time).
+# Only changed files are compiled again.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q -j 0 agent_runtime agents protocols >/dev/null
+
+demo: $(STAMP) bytecode
 	$(BIN)/agent-runtime run "list files in configs and read configs/policy.yaml and run uptime then count words in configs/policy.yaml" --timeout 60
 	@echo "Next, the live dashboard: 'agent-runtime up', then 'agent-runtime serve' with a token (README, \"From any language\") and open http://127.0.0.1:8080/"
 
@@ -26,7 +33,7 @@ demo: $(STAMP)
 # machine 3 processes took 251 s, 4 took 236 s: docs/benchmarks.md).
 TEST_WORKERS ?= 4
 
-test: $(STAMP)
+test: $(STAMP) bytecode
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 check: lint typecheck imports
@@ -43,7 +50,7 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
-bench: $(STAMP)
+bench: $(STAMP) bytecode
 	$(BIN)/python benchmarks/single_hop.py
 	$(BIN)/python benchmarks/scaling.py
 
