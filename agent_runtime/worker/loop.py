@@ -1,8 +1,9 @@
 """One agent type's consume loop in one process (asyncio).
 
 Per entry read, one :class:`Delivery` (delivery.py) in one map, keyed by (stream, entry id):
-XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then one SMISMEMBER per
-batch) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
+XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then the done marks: on a
+single server in the read script that also reads the next batch, else one SMISMEMBER round
+trip per batch) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
 concurrency, middleware chain, timeout watchdog) -> ``fate_of`` of what the handler raised:
 ack, retry later (retries.py) or dead-letter (dead_letters.py) -> the committer writes the
 outputs, done ids, traces, dead letters, failure replies and XACKs of every finished Delivery
@@ -238,29 +239,73 @@ class Worker:
 
     # ------------------------------------------------------------------ intake
     async def _read_loop(self) -> None:
+        """Read batches while there is capacity. On a single server (``bus.folds_check``) a
+        read and its de-duplication check are one call (:meth:`_read_folded`); elsewhere each
+        blocking read's check is a round trip of its own, overlapping the next read."""
         settings = self.settings
         # Read only when at least half a batch fits: keeps batches large under load.
         threshold = max(1, min(settings.batch_size, settings.concurrency) // 2)
+        folded = self.bus.folds_check
+        unchecked: list[Delivery] = []  # a blocking read's batch, its check still to come
+        scripted = False  # the last read script found entries: read with it again
         while not self._stopping.is_set():
             free = settings.concurrency - len(self._deliveries)
-            if free < threshold:
+            if free < threshold and not unchecked:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
+            count = min(free, settings.batch_size) if free >= threshold else 0
+            if unchecked or scripted:
+                scripted = await self._read_folded(unchecked, count)
+                unchecked = []
+                continue
             try:
-                entries = await self.bus.read_new(
-                    self.streams, min(free, settings.batch_size), settings.block_ms
-                )
+                entries = await self.bus.read_new(self.streams, count, settings.block_ms)
             except Exception as exc:  # NOGROUP after a server restart, a lost connection
                 await self._recover_read(exc)
                 continue
             self._read_backoff.reset()
-            if entries:
-                # The next XREADGROUP overlaps this batch's de-duplication round trip.
-                fresh = self._register(entries)
-                task = asyncio.get_running_loop().create_task(self._dispatch_guarded(fresh))
-                self._dispatching.add(task)
-                task.add_done_callback(self._dispatching.discard)
+            if not entries:
+                continue
+            fresh = self._register(entries)
+            if folded:
+                unchecked = fresh  # checked by the next read script, which reads on too
+                scripted = not fresh  # every entry dropped: nothing to check, read on
+            else:  # the next XREADGROUP overlaps this batch's de-duplication round trip
+                self._spawn_dispatch(fresh)
+
+    async def _read_folded(self, unchecked: list[Delivery], count: int) -> bool:
+        """One read script: the check of ``unchecked`` (a blocking read's batch) and a
+        non-blocking read of up to ``count`` new entries with their check (transport/
+        streams.py ``READ_SCRIPT``), then both batches dispatched. An entry whose decoded id
+        is not the one the script took from its head is checked apart. Returns whether the
+        script read entries (read with it again: more are likely waiting). Round trips per
+        batch: 2 (read script, commit) while entries wait; 3 for a batch a blocking read
+        returned (read, read script, commit), as before, where the script's read finds
+        the entries that arrived meanwhile."""
+        ids = [decoded(d).id_text for d in unchecked]
+        try:
+            entries, done = await self.bus.read_checked(self.streams, count, ids)
+        except Exception as exc:  # the unchecked batch falls back to its own check
+            self._spawn_dispatch(unchecked)
+            await self._recover_read(exc)
+            return False
+        self._read_backoff.reset()
+        fresh = self._register(entries)
+        flags: list[bool | None] = [*done]
+        for delivery in fresh:
+            entry = delivery.entry
+            confirmed = entry.checked is not None and entry.checked == decoded(delivery).id_text
+            flags.append(entry.done if confirmed else None)
+        await self._dispatch_guarded([*unchecked, *fresh], flags)
+        return bool(entries)
+
+    def _spawn_dispatch(self, batch: list[Delivery]) -> None:
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._dispatch_guarded(batch))
+        self._dispatching.add(task)
+        task.add_done_callback(self._dispatching.discard)
 
     async def _recover_read(self, exc: Exception) -> None:
         """The server lost our groups (restart without persistence, stream deleted): create
@@ -330,9 +375,11 @@ class Worker:
             fresh.append(delivery)
         return fresh
 
-    async def _dispatch_guarded(self, batch: list[Delivery]) -> None:
+    async def _dispatch_guarded(
+        self, batch: list[Delivery], done: list[bool | None] | None = None
+    ) -> None:
         try:
-            await self._dispatch_registered(batch)
+            await self._dispatch_registered(batch, done)
         except Exception as exc:  # Redis unreachable: leave them pending, reclaim finds them
             self.log.error("dispatch_failed", error=repr(exc), count=len(batch))
             for delivery in batch:
@@ -340,11 +387,20 @@ class Worker:
                 self._unclaim(delivery)
             self._capacity.set()
 
-    async def _dispatch_registered(self, batch: list[Delivery]) -> None:
-        """Drop what is already done (one round trip), dead-letter what the fate function
-        refuses before handling, hand the rest to the handler pool."""
+    async def _dispatch_registered(
+        self, batch: list[Delivery], checked: list[bool | None] | None = None
+    ) -> None:
+        """Drop what is already done, dead-letter what the fate function refuses before
+        handling, hand the rest to the handler pool. ``checked``: per delivery, whether the
+        read script found it marked done (None: not checked); the rest are checked here in
+        one round trip."""
         messages = [decoded(d) for d in batch]
-        done = await self.bus.already_done([m.id_text for m in messages])
+        done = checked or [None] * len(batch)
+        ask = [i for i, answer in enumerate(done) if answer is None]
+        if ask:
+            answers = await self.bus.already_done([messages[i].id_text for i in ask])
+            for i, answer in zip(ask, answers, strict=True):
+                done[i] = answer
         now = await self.clock.now()  # cached: one TIME per second at most
         self._clock_offset = now - time.time()  # outputs are stamped on the server's clock
         for delivery, message, is_done in zip(batch, messages, done, strict=True):
