@@ -43,89 +43,14 @@ return written
 """
 
 
-# The envelope field of an entry (agent_runtime/codec.py FIELD_MESSAGE) and the head the codec
-# writes it with: ``{"message_id":"<36 characters>"``. The read script takes the id from there
-# without decoding JSON; the worker confirms it against the decoded envelope.
-ENVELOPE_FIELD = b"m"
-ID_HEAD = b'{"message_id":"'
-_ID_END = len(ID_HEAD) + 36
-
-# One non-blocking read and its de-duplication check in one call, on a single server
-# (StreamBus.read_checked). ARGV: group, consumer, count (0: read nothing), done key (current),
-# done key (previous), n, n message ids to check (a blocking read's entries), then the streams.
-# XREADGROUP COUNT count of new entries (no BLOCK: a script cannot wait); each entry's message
-# id is taken from its envelope's head when the head is the codec's; SMISMEMBER of the n ids
-# and the taken ones against both done sets. Returns {XREADGROUP reply or false, marks}: marks
-# are n + one per entry read, 1 done, 0 not, -1 not checked (no envelope head: the worker
-# checks it apart). Flagged allow-oom: it writes nothing a full server refuses (XREADGROUP and
-# SMISMEMBER keep working under maxmemory, REDIS-NOTES), so a full server still drains.
-READ_SCRIPT = """#!lua flags=allow-oom
-local A = ARGV
-local n = tonumber(A[6])
-local ids, reply = {}, false
-for i = 7, 6 + n do ids[#ids + 1] = A[i] end
-if tonumber(A[3]) > 0 then
-  local args = {'XREADGROUP', 'GROUP', A[1], A[2], 'COUNT', A[3], 'STREAMS'}
-  for i = 7 + n, #A do args[#args + 1] = A[i] end
-  for i = 7 + n, #A do args[#args + 1] = '>' end
-  reply = redis.call(unpack(args))
-end
-local at = {}
-if reply then
-  for _, stream in ipairs(reply) do
-    for _, entry in ipairs(stream[2]) do
-      local f, pos = entry[2], -1
-      for k = 1, #f, 2 do
-        if f[k] == 'm' then
-          local v = f[k + 1]
-          if string.sub(v, 1, 15) == '{"message_id":"' and string.sub(v, 52, 52) == '"' then
-            ids[#ids + 1] = string.sub(v, 16, 51)
-            pos = #ids
-          end
-          break
-        end
-      end
-      at[#at + 1] = pos
-    end
-  end
-end
-local done = {}
-for first = 1, #ids, 1000 do
-  local chunk = {unpack(ids, first, math.min(first + 999, #ids))}
-  local cur = redis.call('SMISMEMBER', A[4], unpack(chunk))
-  local prev = redis.call('SMISMEMBER', A[5], unpack(chunk))
-  for k = 1, #chunk do done[first + k - 1] = math.min(cur[k] + prev[k], 1) end
-end
-local marks = {}
-for i = 1, n do marks[i] = done[i] end
-for _, pos in ipairs(at) do
-  if pos > 0 then marks[#marks + 1] = done[pos] else marks[#marks + 1] = -1 end
-end
-return {reply, marks}
-"""
-
-
 @dataclass(slots=True)
 class Entry:
-    """One stream entry delivered to this consumer. ``checked``: the message id a
-    :meth:`StreamBus.read_checked` checked against the done marks (from the envelope's head,
-    not yet confirmed by decoding it), ``done`` its answer; None when not checked."""
+    """One stream entry delivered to this consumer."""
 
     stream: str
     entry_id: bytes
     fields: Fields
     delivery_count: int = 1
-    checked: str | None = None
-    done: bool = False
-
-
-def head_id(fields: Fields) -> str | None:
-    """The message id at the head of an entry's envelope (as the read script takes it), or
-    None when the envelope does not start with the codec's head."""
-    data = fields.get(ENVELOPE_FIELD)
-    if data is None or not data.startswith(ID_HEAD) or data[_ID_END : _ID_END + 1] != b'"':
-        return None
-    return data[len(ID_HEAD) : _ID_END].decode("latin-1")
 
 
 @dataclass(slots=True)
@@ -213,7 +138,6 @@ class StreamBus:
         self.atomic = atomic  # commit with one script (single server with scripting)
         self.mark_prefix = mark_prefix or f"commit:{group}:{consumer}:"
         self._commit_script: Any = None
-        self._read_script: Any = None
         self._reply_script: Any = None
         self._consumers_script: Any = None
         self.done_key = done_key or (lambda day: f"done:{group}:{day}")
@@ -265,47 +189,43 @@ class StreamBus:
 
     @property
     def folds_check(self) -> bool:
-        """Whether :meth:`read_checked` is one call (a single server with scripting)."""
-        return self.atomic and not self.cluster
+        """Whether :meth:`read_checked` is one round trip (not on Cluster, where the done sets
+        and the inboxes live in other slots and each shard is read apart)."""
+        return not self.cluster
 
     async def read_checked(
         self, streams: Sequence[str], count: int, message_ids: Sequence[str]
     ) -> tuple[list[Entry], list[bool]]:
-        """New entries (``>``, no BLOCK, at most ``count``; none for 0) with the done check of
-        each one's message id (:attr:`Entry.checked` and :attr:`Entry.done`; an entry whose
-        envelope does not start with the codec's head is left unchecked), and whether each of
-        ``message_ids`` (a blocking read's entries, decoded) is marked done. One EVALSHA of
-        :data:`READ_SCRIPT` on a single server (:attr:`folds_check`); elsewhere a read, then
-        one :meth:`already_done` for all the ids."""
-        if not self.folds_check:
-            entries: list[Entry] = []
-            for stream in streams if count else ():  # one shard at a time: Cluster slots
-                entries += await self._xreadgroup({stream: ">"}, count - len(entries), None)
-                if len(entries) >= count:
-                    break
-            return entries, await self._check(entries, message_ids)
-        if self._read_script is None:
-            self._read_script = self.redis.register_script(READ_SCRIPT)
-        previous, current = self._live_buckets()
-        args = [self.group, self.consumer, count, self.done_key(current), self.done_key(previous)]
-        reply, marks = await self._read_script(
-            keys=[], args=[*args, len(message_ids), *message_ids, *streams]
-        )
-        entries = _entries(reply)
-        n = len(message_ids)
-        for entry, mark in zip(entries, marks[n:], strict=True):
-            if mark >= 0:
-                entry.checked, entry.done = head_id(entry.fields), mark == 1
-        return entries, [mark == 1 for mark in marks[:n]]
+        """Whether each of ``message_ids`` (the previous read's entries, decoded) is marked
+        done, and up to ``count`` new entries (``>``, no BLOCK; none for 0), in one pipeline:
+        two SMISMEMBER (the current and previous bucket), then XREADGROUP. The entries read
+        are checked by the next call. A pipeline, not a script: the server then does what
+        the separate check and read did (a read script returning the entries through Lua
+        cost the server about 25 us more per message at batch 4: docs/benchmarks.md)."""
+        if self.cluster:
+            entries = await self._read_now(streams, count)
+            return entries, await self.already_done(list(message_ids))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if message_ids:
+                for bucket in self._live_buckets():
+                    pipe.smismember(self.done_key(bucket), list(message_ids))
+            if count:
+                pipe.execute_command(*self._read_args({s: ">" for s in streams}, count, None))
+            replies = await pipe.execute() if len(pipe) else []
+        done = []
+        if message_ids:
+            previous, current = replies[0], replies[1]
+            done = [bool(a or b) for a, b in zip(previous, current, strict=True)]
+        return (_entries(replies[-1]) if count else []), done
 
-    async def _check(self, entries: list[Entry], message_ids: Sequence[str]) -> list[bool]:
-        """:meth:`read_checked`'s done check in one :meth:`already_done` (no script)."""
-        heads = [(entry, head_id(entry.fields)) for entry in entries]
-        checked = [(entry, head) for entry, head in heads if head is not None]
-        done = await self.already_done([*message_ids, *(head for _, head in checked)])
-        for (entry, head), answer in zip(checked, done[len(message_ids) :], strict=True):
-            entry.checked, entry.done = head, answer
-        return done[: len(message_ids)]
+    async def _read_now(self, streams: Sequence[str], count: int) -> list[Entry]:
+        """New entries without waiting, one stream at a time (Cluster: shards in other slots)."""
+        entries: list[Entry] = []
+        for stream in streams if count else ():
+            entries += await self._xreadgroup({stream: ">"}, count - len(entries), None)
+            if len(entries) >= count:
+                break
+        return entries
 
     async def _read_each(self, streams: Sequence[str], count: int, block_ms: int) -> list[Entry]:
         """Cluster mode: shards live in different slots, so one XREADGROUP per stream. A
@@ -519,11 +439,14 @@ class StreamBus:
         """The hot read: the command name as bytes makes redis-py skip its reply callback
         (RESP2/RESP3 -> dicts of dicts, a streaming-lag hook), and the flat field lists become
         dicts here in one pass: about a microsecond less per entry."""
+        args = self._read_args(streams, count, block_ms)
+        return _entries(await self.redis.execute_command(*args))
+
+    def _read_args(self, streams: dict[str, str], count: int, block_ms: int | None) -> list[Any]:
         args: list[Any] = [b"XREADGROUP", b"GROUP", self.group, self.consumer, b"COUNT", count]
         if block_ms is not None:
             args += [b"BLOCK", block_ms]
-        args += [b"STREAMS", *streams, *streams.values()]
-        return _entries(await self.redis.execute_command(*args))
+        return [*args, b"STREAMS", *streams, *streams.values()]
 
     async def _fill_counts(self, stream: str, entries: list[Entry]) -> None:
         if not entries:

@@ -1,9 +1,9 @@
 """One agent type's consume loop in one process (asyncio).
 
 Per entry read, one :class:`Delivery` (delivery.py) in one map, keyed by (stream, entry id):
-XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then the done marks: on a
-single server in the read script that also reads the next batch, else one SMISMEMBER round
-trip per batch) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
+XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then the done marks: two
+SMISMEMBER pipelined with the next, non-blocking, XREADGROUP; on Cluster a round trip of their
+own) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
 concurrency, middleware chain, timeout watchdog) -> ``fate_of`` of what the handler raised:
 ack, retry later (retries.py) or dead-letter (dead_letters.py) -> the committer writes the
 outputs, done ids, traces, dead letters, failure replies and XACKs of every finished Delivery
@@ -239,15 +239,17 @@ class Worker:
 
     # ------------------------------------------------------------------ intake
     async def _read_loop(self) -> None:
-        """Read batches while there is capacity. On a single server (``bus.folds_check``) a
-        read and its de-duplication check are one call (:meth:`_read_folded`); elsewhere each
-        blocking read's check is a round trip of its own, overlapping the next read."""
+        """Read batches while there is capacity. A batch's de-duplication check rides on the
+        next read, a non-blocking one (:meth:`_read_folded`: one round trip reads a batch and
+        checks the one before); only when that finds nothing does the loop BLOCK. On Cluster
+        (``bus.folds_check`` false) each batch's check is a round trip of its own, overlapping
+        the next read."""
         settings = self.settings
         # Read only when at least half a batch fits: keeps batches large under load.
         threshold = max(1, min(settings.batch_size, settings.concurrency) // 2)
         folded = self.bus.folds_check
-        unchecked: list[Delivery] = []  # a blocking read's batch, its check still to come
-        scripted = False  # the last read script found entries: read with it again
+        unchecked: list[Delivery] = []  # the last batch read: its check rides on the next read
+        follow = False  # the last read found entries: more may wait, read without blocking
         while not self._stopping.is_set():
             free = settings.concurrency - len(self._deliveries)
             if free < threshold and not unchecked:
@@ -255,9 +257,9 @@ class Worker:
                 await self._capacity.wait()
                 continue
             count = min(free, settings.batch_size) if free >= threshold else 0
-            if unchecked or scripted:
-                scripted = await self._read_folded(unchecked, count)
-                unchecked = []
+            if unchecked or follow:
+                entries = await self._read_folded(unchecked, count)
+                unchecked, follow = self._register(entries), bool(entries)
                 continue
             try:
                 entries = await self.bus.read_new(self.streams, count, settings.block_ms)
@@ -265,40 +267,30 @@ class Worker:
                 await self._recover_read(exc)
                 continue
             self._read_backoff.reset()
-            if not entries:
-                continue
             fresh = self._register(entries)
             if folded:
-                unchecked = fresh  # checked by the next read script, which reads on too
-                scripted = not fresh  # every entry dropped: nothing to check, read on
-            else:  # the next XREADGROUP overlaps this batch's de-duplication round trip
+                unchecked, follow = fresh, bool(entries)
+            elif fresh:  # the next XREADGROUP overlaps this batch's de-duplication round trip
                 self._spawn_dispatch(fresh)
 
-    async def _read_folded(self, unchecked: list[Delivery], count: int) -> bool:
-        """One read script: the check of ``unchecked`` (a blocking read's batch) and a
-        non-blocking read of up to ``count`` new entries with their check (transport/
-        streams.py ``READ_SCRIPT``), then both batches dispatched. An entry whose decoded id
-        is not the one the script took from its head is checked apart. Returns whether the
-        script read entries (read with it again: more are likely waiting). Round trips per
-        batch: 2 (read script, commit) while entries wait; 3 for a batch a blocking read
-        returned (read, read script, commit), as before, where the script's read finds
-        the entries that arrived meanwhile."""
+    async def _read_folded(self, unchecked: list[Delivery], count: int) -> list[Entry]:
+        """One round trip (transport/streams.py ``read_checked``): the done check of
+        ``unchecked``, which is then dispatched, and a non-blocking read of up to ``count``
+        new entries (returned; checked by the next call). So a stage makes 2 round trips per
+        batch while entries wait (this, and the commit), where it made 3 (read, check,
+        commit); a batch a blocking read returned still takes 3. On a failure the unchecked
+        batch falls back to its own check (which leaves it pending if Redis is down)."""
         ids = [decoded(d).id_text for d in unchecked]
         try:
             entries, done = await self.bus.read_checked(self.streams, count, ids)
-        except Exception as exc:  # the unchecked batch falls back to its own check
+        except Exception as exc:
             self._spawn_dispatch(unchecked)
             await self._recover_read(exc)
-            return False
+            return []
         self._read_backoff.reset()
-        fresh = self._register(entries)
-        flags: list[bool | None] = [*done]
-        for delivery in fresh:
-            entry = delivery.entry
-            confirmed = entry.checked is not None and entry.checked == decoded(delivery).id_text
-            flags.append(entry.done if confirmed else None)
-        await self._dispatch_guarded([*unchecked, *fresh], flags)
-        return bool(entries)
+        if unchecked:
+            await self._dispatch_guarded(unchecked, done)
+        return entries
 
     def _spawn_dispatch(self, batch: list[Delivery]) -> None:
         if not batch:
@@ -376,7 +368,7 @@ class Worker:
         return fresh
 
     async def _dispatch_guarded(
-        self, batch: list[Delivery], done: list[bool | None] | None = None
+        self, batch: list[Delivery], done: list[bool] | None = None
     ) -> None:
         try:
             await self._dispatch_registered(batch, done)
@@ -388,19 +380,14 @@ class Worker:
             self._capacity.set()
 
     async def _dispatch_registered(
-        self, batch: list[Delivery], checked: list[bool | None] | None = None
+        self, batch: list[Delivery], done: list[bool] | None = None
     ) -> None:
-        """Drop what is already done, dead-letter what the fate function refuses before
-        handling, hand the rest to the handler pool. ``checked``: per delivery, whether the
-        read script found it marked done (None: not checked); the rest are checked here in
-        one round trip."""
+        """Drop what is already done (``done``: the done marks, checked with the next read;
+        None: checked here, one round trip), dead-letter what the fate function refuses before
+        handling, hand the rest to the handler pool."""
         messages = [decoded(d) for d in batch]
-        done = checked or [None] * len(batch)
-        ask = [i for i, answer in enumerate(done) if answer is None]
-        if ask:
-            answers = await self.bus.already_done([messages[i].id_text for i in ask])
-            for i, answer in zip(ask, answers, strict=True):
-                done[i] = answer
+        if done is None:
+            done = await self.bus.already_done([m.id_text for m in messages])
         now = await self.clock.now()  # cached: one TIME per second at most
         self._clock_offset = now - time.time()  # outputs are stamped on the server's clock
         for delivery, message, is_done in zip(batch, messages, done, strict=True):

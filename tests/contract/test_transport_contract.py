@@ -444,3 +444,28 @@ async def test_idle_consumers_owning_nothing_are_removed_never_one_with_pending(
     ], "the entry of the consumer with pending work is still reclaimable"
     assert await me.remove_idle_consumers(STREAM, 50) == [], "idempotent"
     assert await me.remove_idle_consumers("c:no-such-stream", 0) == []
+
+
+async def test_read_checked_checks_the_given_ids_and_reads_on_without_waiting(
+    client: Any,
+) -> None:
+    """The worker's folded read (StreamBus.read_checked): the done marks of the previous
+    batch's ids and the next batch, in one call; nothing waits when nothing is there."""
+    redis, prefix = client
+    b, ids = await seeded(redis, prefix, 3)
+    [first] = await b.read_new([STREAM], count=1, block_ms=1)
+    assert await b.commit(Commit(handled=[Handled(first, "id-1")])) == []
+
+    entries, done = await b.read_checked([STREAM], 1, ["id-1", "id-2"])
+    assert done == [True, False]
+    assert [e.entry_id for e in entries] == [ids[1]]
+    assert entries[0].delivery_count == 1
+
+    entries, done = await b.read_checked([STREAM], 0, ["id-1"])  # capacity full: check only
+    assert (entries, done) == ([], [True])
+    entries, done = await b.read_checked([STREAM], 5, [])
+    assert ([e.entry_id for e in entries], done) == ([ids[2]], [])
+    with anyio.fail_after(5):  # an empty inbox answers at once (no BLOCK)
+        assert await b.read_checked([STREAM], 5, []) == ([], [])
+    pending = await redis.xpending(STREAM, "a")
+    assert pending["pending"] == 2  # read entries are pending until acked
