@@ -73,18 +73,38 @@ if not redis.call('SET', A[1], '1', 'NX', 'EX', A[2]) then
   return {-1}
 end
 local group, cur, prev = A[3], A[4], A[5]
-local refused, marked, i = {}, 0, 9
-local function bad_type(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then return 'WRONGTYPE ' .. key .. ' holds a ' .. t end
-  return nil
+local refused, i = {}, 9
+local function each(list, call)  -- call(chunk) for chunks of at most 1000 (unpack's limit)
+  for first = 1, #list, 1000 do call({unpack(list, first, math.min(first + 999, #list))}) end
 end
+local mids, at = {}, 9  -- first pass: the handled items' ids, for one SMISMEMBER per set
+for item = 1, tonumber(A[8]) do
+  if A[at] == 'h' then mids[#mids + 1] = A[at + 1] end
+  local nw = tonumber(A[at + 4])
+  at = at + 5
+  for w = 1, nw do at = at + 5 + 2 * tonumber(A[at + 4]) end
+end
+local done = {}
+each(mids, function(chunk)
+  local a = redis.call('SMISMEMBER', cur, unpack(chunk))
+  local b = redis.call('SMISMEMBER', prev, unpack(chunk))
+  for k = 1, #chunk do if a[k] == 1 or b[k] == 1 then done[chunk[k]] = true end end
+end)
+local types = {stream = {}, string = {}}  -- one TYPE per key, wanted type and commit
+local function bad_type(key, want)
+  local seen = types[want]
+  if seen[key] == nil then
+    local t = redis.call('TYPE', key)['ok']
+    seen[key] = (t ~= 'none' and t ~= want) and ('WRONGTYPE ' .. key .. ' holds a ' .. t) or false
+  end
+  return seen[key] or nil
+end
+local marks, acks = {}, {}
 for item = 1, tonumber(A[8]) do
   local kind, mid, inbox, eid, nw = A[i], A[i + 1], A[i + 2], A[i + 3], tonumber(A[i + 4])
   i = i + 5
   local writes, problem = {}, nil
-  local skip = kind == 'h' and (redis.call('SISMEMBER', cur, mid) == 1
-    or redis.call('SISMEMBER', prev, mid) == 1)
+  local skip = kind == 'h' and done[mid] == true
   for w = 1, nw do
     local nf = tonumber(A[i + 4])
     local why = bad_type(A[i], 'stream')
@@ -110,14 +130,20 @@ for item = 1, tonumber(A[8]) do
         end
       end
       if kind == 'h' then
-        redis.call('SADD', cur, mid)
-        marked = marked + 1
+        marks[#marks + 1] = mid
+        done[mid] = true  -- a second copy in this commit writes nothing
       end
     end
-    redis.call('XACK', inbox, group, eid)
+    if not acks[inbox] then acks[inbox] = {} end
+    local ids = acks[inbox]
+    ids[#ids + 1] = eid
   end
 end
-if marked > 0 then redis.call('EXPIRE', cur, A[6]) end
+each(marks, function(chunk) redis.call('SADD', cur, unpack(chunk)) end)
+if #marks > 0 then redis.call('EXPIRE', cur, A[6]) end
+for inbox, ids in pairs(acks) do
+  each(ids, function(chunk) redis.call('XACK', inbox, group, unpack(chunk)) end)
+end
 if #refused > 0 then redis.call('SET', A[1], cjson.encode(refused), 'KEEPTTL') end
 for t = 1, tonumber(A[i]) do
   local key, record = A[i + 2 * t - 1], A[i + 2 * t]
