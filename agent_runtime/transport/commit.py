@@ -74,9 +74,6 @@ if not redis.call('SET', A[1], '1', 'NX', 'EX', A[2]) then
 end
 local group, cur, prev = A[3], A[4], A[5]
 local refused, i = {}, 9
-local function each(list, call)  -- call(chunk) for chunks of at most 1000 (unpack's limit)
-  for first = 1, #list, 1000 do call({unpack(list, first, math.min(first + 999, #list))}) end
-end
 local mids, at = {}, 9  -- first pass: the handled items' ids, for one SMISMEMBER per set
 for item = 1, tonumber(A[8]) do
   if A[at] == 'h' then mids[#mids + 1] = A[at + 1] end
@@ -85,11 +82,14 @@ for item = 1, tonumber(A[8]) do
   for w = 1, nw do at = at + 5 + 2 * tonumber(A[at + 4]) end
 end
 local done = {}
-each(mids, function(chunk)
-  local a = redis.call('SMISMEMBER', cur, unpack(chunk))
-  local b = redis.call('SMISMEMBER', prev, unpack(chunk))
-  for k = 1, #chunk do if a[k] == 1 or b[k] == 1 then done[chunk[k]] = true end end
-end)
+for first = 1, #mids, 1000 do  -- chunks of 1000: unpack's limit
+  local last = math.min(first + 999, #mids)
+  local a = redis.call('SMISMEMBER', cur, unpack(mids, first, last))
+  local b = redis.call('SMISMEMBER', prev, unpack(mids, first, last))
+  for k = 1, last - first + 1 do
+    if a[k] == 1 or b[k] == 1 then done[mids[first + k - 1]] = true end
+  end
+end
 local types = {stream = {}, string = {}}  -- one TYPE per key, wanted type and commit
 local function bad_type(key, want)
   local seen = types[want]
@@ -139,10 +139,14 @@ for item = 1, tonumber(A[8]) do
     ids[#ids + 1] = eid
   end
 end
-each(marks, function(chunk) redis.call('SADD', cur, unpack(chunk)) end)
+for first = 1, #marks, 1000 do
+  redis.call('SADD', cur, unpack(marks, first, math.min(first + 999, #marks)))
+end
 if #marks > 0 then redis.call('EXPIRE', cur, A[6]) end
 for inbox, ids in pairs(acks) do
-  each(ids, function(chunk) redis.call('XACK', inbox, group, unpack(chunk)) end)
+  for first = 1, #ids, 1000 do
+    redis.call('XACK', inbox, group, unpack(ids, first, math.min(first + 999, #ids)))
+  end
 end
 if #refused > 0 then redis.call('SET', A[1], cjson.encode(refused), 'KEEPTTL') end
 for t = 1, tonumber(A[i]) do
