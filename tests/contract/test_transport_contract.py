@@ -293,6 +293,36 @@ async def test_replayed_commit_writes_nothing_twice(
         await redis.aclose()
 
 
+@pytest.mark.parametrize("name", ["memory", "real"])
+async def test_one_commit_with_two_copies_and_many_inputs_writes_each_once(
+    name: str, request: pytest.FixtureRequest, prefix: str
+) -> None:
+    """The atomic commit checks all its inputs' done marks at once and acks per inbox: two
+    copies of one message in one commit write one output; every input is acked and marked;
+    a copy already marked before the commit writes nothing."""
+    redis = backend(name, request)
+    ATOMIC[id(redis)] = True
+    try:
+        b, _ = await seeded(redis, prefix, 5)
+        entries = await b.read_new([STREAM], count=5, block_ms=1)
+        out = f"{prefix}:out"
+        await b.commit(Commit(handled=[Handled(entries[0], "m0", [])]))  # m0 marked before
+        ids = ["m1", "m1", "m2", "m0"]
+        commit = Commit(
+            handled=[
+                Handled(e, i, [Write(out, {b"m": i.encode()})])
+                for e, i in zip(entries[1:], ids, strict=True)
+            ]
+        )
+        assert await b.commit(commit) == []
+        assert [f[b"m"] for _, f in await redis.xrange(out)] == [b"m1", b"m2"]
+        assert await b.already_done(["m0", "m1", "m2"]) == [True, True, True]
+        assert (await redis.xpending(STREAM, "a"))["pending"] == 0
+    finally:
+        await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}*")], STREAM)
+        await redis.aclose()
+
+
 # ---------------------------------------------------------------------------------------------
 # The cases the memory transport needs to be trusted, on every backend that can show them.
 
