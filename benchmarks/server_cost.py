@@ -1,6 +1,7 @@
 """The Redis server's side of one worker: calls and microseconds per call of each command
 (``INFO commandstats``; commands run inside a script are counted under their own names too)
-and the server's CPU per message (``INFO cpu``), while one worker consumes N pre-filled
+and the server's CPU per message (``INFO cpu``), and this process's CPU per message (the worker
+runs in it, with the benchmark's few polls), while one worker consumes N pre-filled
 messages -- the same run as benchmarks/instructions.py's runtime variant, without valgrind.
 
     .venv/bin/python benchmarks/server_cost.py [--messages 3000] [--agent forward] [--batch 4]
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,9 @@ def main() -> None:
         def instrument(on: bool) -> None:  # replaces callgrind's switch
             if on:
                 r.config_resetstat()
-                marks["cpu"] = cpu_seconds(r)
+                marks["cpu"], marks["worker"] = cpu_seconds(r), time.process_time()
             else:
+                marks["worker"] = time.process_time() - marks["worker"]
                 marks["cpu"] = cpu_seconds(r) - marks["cpu"]
                 marks["stats"] = r.info("commandstats")
 
@@ -83,6 +86,7 @@ def main() -> None:
             backend_options=cli_worker.loop_options(),
         )
     print(f"{args.agent}, batch {args.batch}, traces {'on' if args.trace else 'off'}")
+    print(f"worker process CPU per message: {marks['worker'] / args.messages * 1e6:8.1f} us")
     report(marks["stats"], marks["cpu"], args.messages)
 
 

@@ -239,17 +239,17 @@ class Worker:
 
     # ------------------------------------------------------------------ intake
     async def _read_loop(self) -> None:
-        """Read batches while there is capacity. A batch's de-duplication check rides on the
-        next read, a non-blocking one (:meth:`_read_folded`: one round trip reads a batch and
-        checks the one before); only when that finds nothing does the loop BLOCK. On Cluster
-        (``bus.folds_check`` false) each batch's check is a round trip of its own, overlapping
-        the next read."""
+        """Read batches while there is capacity. While full batches come back (a backlog), a
+        batch's de-duplication check rides on the next read, a non-blocking one
+        (:meth:`_read_folded`: one round trip checks a batch and reads the next). A partial
+        batch means the inbox is drained: its check is a round trip of its own, overlapping
+        the next, blocking, read -- as on Cluster (``bus.folds_check`` false) always."""
         settings = self.settings
         # Read only when at least half a batch fits: keeps batches large under load.
         threshold = max(1, min(settings.batch_size, settings.concurrency) // 2)
         folded = self.bus.folds_check
-        unchecked: list[Delivery] = []  # the last batch read: its check rides on the next read
-        follow = False  # the last read found entries: more may wait, read without blocking
+        unchecked: list[Delivery] = []  # a full batch: its check rides on the next read
+        follow = False  # the last read was full, but nothing of it needs a check: read on
         while not self._stopping.is_set():
             free = settings.concurrency - len(self._deliveries)
             if free < threshold and not unchecked:
@@ -259,27 +259,27 @@ class Worker:
             count = min(free, settings.batch_size) if free >= threshold else 0
             if unchecked or follow:
                 entries = await self._read_folded(unchecked, count)
-                unchecked, follow = self._register(entries), bool(entries)
-                continue
-            try:
-                entries = await self.bus.read_new(self.streams, count, settings.block_ms)
-            except Exception as exc:  # NOGROUP after a server restart, a lost connection
-                await self._recover_read(exc)
-                continue
-            self._read_backoff.reset()
+            else:
+                try:
+                    entries = await self.bus.read_new(self.streams, count, settings.block_ms)
+                except Exception as exc:  # NOGROUP after a server restart, a lost connection
+                    await self._recover_read(exc)
+                    continue
+                self._read_backoff.reset()
             fresh = self._register(entries)
-            if folded:
-                unchecked, follow = fresh, bool(entries)
-            elif fresh:  # the next XREADGROUP overlaps this batch's de-duplication round trip
+            full = folded and count > 0 and len(entries) >= count
+            unchecked, follow = (fresh, not fresh) if full else ([], False)
+            if not full:
                 self._spawn_dispatch(fresh)
 
     async def _read_folded(self, unchecked: list[Delivery], count: int) -> list[Entry]:
         """One round trip (transport/streams.py ``read_checked``): the done check of
         ``unchecked``, which is then dispatched, and a non-blocking read of up to ``count``
-        new entries (returned; checked by the next call). So a stage makes 2 round trips per
-        batch while entries wait (this, and the commit), where it made 3 (read, check,
-        commit); a batch a blocking read returned still takes 3. On a failure the unchecked
-        batch falls back to its own check (which leaves it pending if Redis is down)."""
+        new entries (returned; checked by the next call if it is a full batch). So a stage
+        with a backlog makes 2 round trips per batch (this, and the commit), where it made 3
+        (read, check, commit); at a low rate (partial batches) it still makes 3. On a failure
+        the unchecked batch falls back to its own check (which leaves it pending if Redis
+        is down)."""
         ids = [decoded(d).id_text for d in unchecked]
         try:
             entries, done = await self.bus.read_checked(self.streams, count, ids)
