@@ -67,9 +67,10 @@ COMMIT_MARK_TTL = 3600
 # so a replay returns the same list). Per commit, not per input: one SMISMEMBER per done set
 # for all inputs, one SADD, one XACK per inbox, one TYPE per key and wanted type (was 2
 # SISMEMBER, a SADD, an XACK and a TYPE per input: 5.3 instead of 9 redis.call per message at
-# batch 4). Measured, benchmarks/server_cost.py: the server's CPU per message of a forwarding
-# stage at batch 128 25.3 -> 21.7 us (median of 3 interleaved runs); at batch 1-4 no change
-# beyond the noise (docs/benchmarks.md "Issue 17: round trips").
+# batch 4). Measured, benchmarks/server_cost.py, a forwarding stage draining at batch 128
+# (medians of 5 interleaved runs): the server's CPU per message 23.8 -> 20.9 us (-12 %), the
+# script's own time per message 21.2 -> 15.2 us; at batch 1-4 no change beyond the noise
+# (docs/benchmarks.md "Issue 17: round trips").
 COMMIT_SCRIPT = """#!lua
 local A = ARGV
 if not redis.call('SET', A[1], '1', 'NX', 'EX', A[2]) then
