@@ -1,15 +1,16 @@
 """One agent type's consume loop in one process (asyncio).
 
 Per entry read, one :class:`Delivery` (delivery.py) in one map, keyed by (stream, entry id):
-XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then the done marks: two
-SMISMEMBER pipelined with the next, non-blocking, XREADGROUP; on Cluster a round trip of their
-own) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
-concurrency, middleware chain, timeout watchdog) -> ``fate_of`` of what the handler raised:
-ack, retry later (retries.py) or dead-letter (dead_letters.py) -> the committer writes the
-outputs, done ids, traces, dead letters, failure replies and XACKs of every finished Delivery
-in one round trip. Side loops renew the leases of the map, reclaim entries of dead consumers
-(reclaim.py), trim the inboxes and beat the heartbeat. On stop: no more reads, handlers get
-``drain_timeout``, what still runs is cancelled and handed back, the committer flushes.
+XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then the done marks: a full
+batch's two SMISMEMBER pipelined with the next, non-blocking, XREADGROUP; a partial batch's,
+and on Cluster every batch's, a round trip of their own) -> ``fate_of`` (fate.py) before
+handling -> the handler pool (runners.py: bounded concurrency, middleware chain, timeout
+watchdog) -> ``fate_of`` of what the handler raised: ack, retry later (retries.py) or
+dead-letter (dead_letters.py) -> the committer writes the outputs, done ids, traces, dead
+letters, failure replies and XACKs of every finished Delivery in one round trip. Side loops
+renew the leases of the map, reclaim entries of dead consumers (reclaim.py), trim the inboxes
+and beat the heartbeat. On stop: no more reads, handlers get ``drain_timeout``, what still runs
+is cancelled and handed back, the committer flushes.
 """
 
 from __future__ import annotations
