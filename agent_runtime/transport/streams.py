@@ -203,7 +203,7 @@ class StreamBus:
         the separate check and read did (a read script returning the entries through Lua
         cost the server about 25 us more per message at batch 4). Measured (docs/
         benchmarks.md "Issue 17: round trips"), a worker draining at batch 4: round trips
-        per message 0.70 -> 0.50, worker CPU per message -3.4 % (no-op) and -0.7 %
+        per message 0.70 -> 0.50, instructions per message -9.3 % (no-op) and -5.7 %
         (forwarding stage); its commits hold 4 messages instead of ~5, so the server's CPU
         per message rose ~5 %."""
         if self.cluster:
