@@ -13,6 +13,11 @@ Per round, for the raw relay (benchmarks/raw_relay.py) and the runtime
   request's trace records: published, stage 1, ..., stage 6); and each stage process's CPU
   (user + system, /proc) per request over that phase;
 
+then the **single hop** at the same rate: one stage process (benchmarks/agents.py ``Answer``,
+a no-op that answers) fed by ``Client.publish`` at ``--rate``, p50/p99 from the producer's clock
+to the reply's entry (the stage's commit) and its traced hop, printed beside the six stages'
+per-hop p50 (issue 17's target: within 2x of the single hop's p50, in one run);
+
 and once per round, in this process, the **producer CPU per message**: ``Client.publish``
 one at a time, and ``Client.publish_many`` in batches of ``--publish-batch``, alternating
 batch by batch with a raw redis-py loop that builds a comparable entry (uuid + JSON body) per
@@ -249,33 +254,89 @@ async def _runtime_phases(
         throughput = n / (time.perf_counter() - started)
         # latency at a fixed rate, through Client.publish
         cpu0 = stages.cpu()
-        sent: dict[str, float] = {}
-        begin = time.monotonic()
-        schedule = pace(args.rate, args.seconds)
-        for at in schedule:
-            delay = begin + at - time.monotonic()
-            if delay > 0:
-                await anyio.sleep(delay)
-            t = time.time()
-            message = await client.publish(TEXT)
-            sent[str(message.correlation_id)] = t
-        total = n + len(schedule)
+        sent = await _publish_at_rate(client, args)
+        total = n + len(sent)
         deadline = time.monotonic() + 300
         while consumed(r, last, f"s{STAGES}") < total:
             if time.monotonic() > deadline:
                 raise TimeoutError("runtime latency drain")
             await anyio.sleep(0.005)
-        cpu = [(b - a) / len(schedule) * 1e6 for a, b in zip(cpu0, stages.cpu(), strict=True)]
+        cpu = [(b - a) / len(sent) * 1e6 for a, b in zip(cpu0, stages.cpu(), strict=True)]
     return throughput, sent, cpu
 
 
+async def _publish_at_rate(client: Client, args: argparse.Namespace) -> dict[str, float]:
+    """``--rate`` requests a second for ``--seconds`` through ``Client.publish``: the
+    producer's clock before each publish, by correlation id."""
+    sent: dict[str, float] = {}
+    begin = time.monotonic()
+    for at in pace(args.rate, args.seconds):
+        delay = begin + at - time.monotonic()
+        if delay > 0:
+            await anyio.sleep(delay)
+        t = time.time()
+        message = await client.publish(TEXT)
+        sent[str(message.correlation_id)] = t
+    return sent
+
+
+# -- the single hop ----------------------------------------------------------------------------
+
+
+def single_hop_round(
+    r: redis.Redis, url: str, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    """One stage process (benchmarks/agents.py ``Answer``: a no-op that answers) at the same
+    fixed rate, published the same way: the reference for the six stages' per-hop p50 (issue
+    17's target: within 2x of it). ``lat``: producer clock -> the reply's entry (the stage's
+    commit); ``hops``: the trace's published -> stage gap, as the six-stage per-hop figure."""
+    prefix = f"h{uuid.uuid4().hex[:6]}"
+    worker = {"batch_size": args.batch} if args.batch != 128 else {}
+    raw_config = {
+        "key_prefix": prefix,
+        "allowed_modules": ["benchmarks"],
+        "worker": worker,
+        "agents": {"s1": {"class": "benchmarks.agents:Answer"}},
+    }
+    path = tmp / f"{prefix}.yaml"
+    path.write_text(yaml.safe_dump(raw_config))
+    pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
+    keys = pipeline.config.keys
+    argv = [sys.executable, "-m", "agent_runtime", "worker", "s1", "--config", str(path)]
+    stages = Stages([[*argv, "--redis-url", url]])
+    try:
+        wait_until(lambda: len(r.keys(keys.heartbeat_pattern())) >= 1, 60, "single-hop worker")
+
+        async def phase() -> tuple[dict[str, float], list[float]]:
+            async with Client.connect(url, pipeline) as client:
+                await client.publish(TEXT)  # connections made, clock read
+                cpu0 = stages.cpu()
+                sent = await _publish_at_rate(client, args)
+                deadline = time.monotonic() + 300
+                while consumed(r, keys.inbox("s1"), "s1") < len(sent) + 1:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("single-hop drain")
+                    await anyio.sleep(0.005)
+                return sent, [
+                    (b - a) / len(sent) * 1e6 for a, b in zip(cpu0, stages.cpu(), strict=True)
+                ]
+
+        sent, cpu = anyio.run(phase)
+        latencies, hops = _runtime_latencies(r, pipeline, sent, stages=1)
+        stages.alive()
+    finally:
+        stages.stop()
+        r.flushall()
+    return {"req/s": float("nan"), "lat": latencies, "cpu": cpu, "hops": hops}
+
+
 def _runtime_latencies(
-    r: redis.Redis, pipeline: Pipeline, sent: dict[str, float]
+    r: redis.Redis, pipeline: Pipeline, sent: dict[str, float], stages: int = STAGES
 ) -> tuple[list[float], list[list[float]]]:
     keys = pipeline.config.keys
     latencies: list[float] = []
-    hops: list[list[float]] = [[] for _ in range(STAGES)]
-    order = ["client"] + [f"s{i}" for i in range(1, STAGES + 1)]
+    hops: list[list[float]] = [[] for _ in range(stages)]
+    order = ["client"] + [f"s{i}" for i in range(1, stages + 1)]
     with r.pipeline(transaction=False) as pipe:
         for cid in sent:
             pipe.xrange(keys.reply(cid), count=1)
@@ -289,7 +350,7 @@ def _runtime_latencies(
             record = json.loads(raw)
             finished.setdefault(record["agent"], record["finished_ms"])
         if all(agent in finished for agent in order):
-            for k in range(STAGES):
+            for k in range(stages):
                 hops[k].append(finished[order[k + 1]] - finished[order[k]])
     return latencies, hops
 
@@ -360,7 +421,7 @@ def main() -> None:
     )
     ensure_keyring()
     body = b"x" * 700  # about the size of a signed request envelope
-    results: dict[str, list[dict[str, Any]]] = {"raw relay": [], "runtime": []}
+    results: dict[str, list[dict[str, Any]]] = {"raw relay": [], "runtime": [], "single hop": []}
     producer: list[dict[str, float]] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -377,6 +438,7 @@ def main() -> None:
             results["raw relay"][-1]["load"] = load()
             results["runtime"].append(runtime_round(r, server.url, args, Path(tmp)))
             results["runtime"][-1]["load"] = load()
+            results["single hop"].append(single_hop_round(r, server.url, args, Path(tmp)))
             producer.append(producer_round(r, server.url, args))
             print(f"round {round_ + 1} ({load()}):")
             for name, runs in results.items():
@@ -405,6 +467,7 @@ def main() -> None:
         "  runtime per-hop p50 ms (published->s1, s1->s2, ...): "
         + " ".join(f"{h:.1f}" for h in hops)
     )
+    _print_single_hop(results["single hop"], hops)
     _producer_lines(producer)
 
 
@@ -416,14 +479,28 @@ def _producer_lines(producer: list[dict[str, float]]) -> None:
         print(f"  producer {name}: {value:.1f} µs/msg ({ratio:.2f}x raw)")
 
 
+def _print_single_hop(runs: list[dict[str, Any]], hops: list[float]) -> None:
+    """The single hop beside the six stages' per-hop p50 (issue 17: within 2x of it)."""
+    med = statistics.median
+    p50 = med(pct(run["lat"], 0.5) for run in runs)
+    p99 = med(pct(run["lat"], 0.99) for run in runs)
+    traced = med(pct(run["hops"][0], 0.5) for run in runs)
+    print(
+        f"  single hop at the same rate (one answering stage): publish -> reply p50 {p50:.1f} "
+        f"ms p99 {p99:.1f} ms; traced hop p50 {traced:.1f} ms; six-stage per-hop p50 / "
+        f"single-hop p50: {med(hops) / p50:.2f}x (median hop; worst {max(hops) / p50:.2f}x)"
+    )
+
+
 def _line(name: str, runs: list[dict[str, Any]]) -> str:
     med = statistics.median
     rate = med(run["req/s"] for run in runs)
     p50 = med(pct(run["lat"], 0.5) for run in runs)
     p99 = med(pct(run["lat"], 0.99) for run in runs)
-    cpu = [med(run["cpu"][k] for run in runs) for k in range(STAGES)]
+    cpu = [med(run["cpu"][k] for run in runs) for k in range(len(runs[0]["cpu"]))]
+    drain = "  (no drain)" if rate != rate else f"{rate:7,.0f} req/s"  # NaN: not measured
     return (
-        f"{name:10s} {rate:7,.0f} req/s; p50 {p50:6.1f} ms p99 {p99:6.1f} ms; CPU µs/req per "
+        f"{name:10s} {drain}; p50 {p50:6.1f} ms p99 {p99:6.1f} ms; CPU µs/req per "
         f"stage {' '.join(f'{c:.0f}' for c in cpu)} (sum {sum(cpu):.0f})"
     )
 

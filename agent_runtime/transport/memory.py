@@ -9,6 +9,8 @@ the real ones, rule by rule, held to the same transport contract suite
 
 * ``read_new``: new entries get delivery count 1 and join this consumer's pending list; with
   ``block_ms`` it waits (an asyncio wait, woken by any write) until an entry arrives.
+  ``read_checked`` checks the ids it is given against the done marks, then reads without
+  waiting.
 * Re-reading the own pending list, ``claim``, ``reclaim`` and ``redeliver`` add 1 to the
   count and reset the idle time; ``renew`` resets it and ``hand_back`` backdates it, neither
   counts. Idle time is the store clock's (a :class:`ManualClock` in tests).
@@ -141,6 +143,14 @@ class MemoryBus(StreamBus):
             await self.store.wait_written(left)
             entries = self._take_new(streams, count)
         return entries
+
+    async def read_checked(
+        self, streams: Sequence[str], count: int, message_ids: Sequence[str]
+    ) -> tuple[list[Entry], list[bool]]:
+        """As :meth:`StreamBus.read_checked`: ``message_ids`` checked against the done marks,
+        then new entries without waiting."""
+        done = await self.already_done(list(message_ids))
+        return (self._take_new(streams, count) if count else []), done
 
     def _take_new(self, streams: Sequence[str], count: int) -> list[Entry]:
         out: list[Entry] = []

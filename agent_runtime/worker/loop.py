@@ -1,14 +1,16 @@
 """One agent type's consume loop in one process (asyncio).
 
 Per entry read, one :class:`Delivery` (delivery.py) in one map, keyed by (stream, entry id):
-XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then one SMISMEMBER per
-batch) -> ``fate_of`` (fate.py) before handling -> the handler pool (runners.py: bounded
-concurrency, middleware chain, timeout watchdog) -> ``fate_of`` of what the handler raised:
-ack, retry later (retries.py) or dead-letter (dead_letters.py) -> the committer writes the
-outputs, done ids, traces, dead letters, failure replies and XACKs of every finished Delivery
-in one round trip. Side loops renew the leases of the map, reclaim entries of dead consumers
-(reclaim.py), trim the inboxes and beat the heartbeat. On stop: no more reads, handlers get
-``drain_timeout``, what still runs is cancelled and handed back, the committer flushes.
+XREADGROUP (batched, BLOCK) -> decode -> de-duplicate (in memory, then the done marks: a full
+batch's two SMISMEMBER pipelined with the next, non-blocking, XREADGROUP; a partial batch's,
+and on Cluster every batch's, a round trip of their own) -> ``fate_of`` (fate.py) before
+handling -> the handler pool (runners.py: bounded concurrency, middleware chain, timeout
+watchdog) -> ``fate_of`` of what the handler raised: ack, retry later (retries.py) or
+dead-letter (dead_letters.py) -> the committer writes the outputs, done ids, traces, dead
+letters, failure replies and XACKs of every finished Delivery in one round trip. Side loops
+renew the leases of the map, reclaim entries of dead consumers (reclaim.py), trim the inboxes
+and beat the heartbeat. On stop: no more reads, handlers get ``drain_timeout``, what still runs
+is cancelled and handed back, the committer flushes.
 """
 
 from __future__ import annotations
@@ -245,29 +247,65 @@ class Worker:
 
     # ------------------------------------------------------------------ intake
     async def _read_loop(self) -> None:
+        """Read batches while there is capacity. While full batches come back (a backlog), a
+        batch's de-duplication check rides on the next read, a non-blocking one
+        (:meth:`_read_folded`: one round trip checks a batch and reads the next). A partial
+        batch means the inbox is drained: its check is a round trip of its own, overlapping
+        the next, blocking, read -- as on Cluster (``bus.folds_check`` false) always."""
         settings = self.settings
         # Read only when at least half a batch fits: keeps batches large under load.
         threshold = max(1, min(settings.batch_size, settings.concurrency) // 2)
+        folded = self.bus.folds_check
+        unchecked: list[Delivery] = []  # a full batch: its check rides on the next read
+        follow = False  # the last read was full, but nothing of it needs a check: read on
         while not self._stopping.is_set():
             free = settings.concurrency - len(self._deliveries)
-            if free < threshold:
+            if free < threshold and not unchecked:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
-            try:
-                entries = await self.bus.read_new(
-                    self.streams, min(free, settings.batch_size), settings.block_ms
-                )
-            except Exception as exc:  # NOGROUP after a server restart, a lost connection
-                await self._recover_read(exc)
-                continue
-            self._read_backoff.reset()
-            if entries:
-                # The next XREADGROUP overlaps this batch's de-duplication round trip.
-                fresh = self._register(entries)
-                task = asyncio.get_running_loop().create_task(self._dispatch_guarded(fresh))
-                self._dispatching.add(task)
-                task.add_done_callback(self._dispatching.discard)
+            count = min(free, settings.batch_size) if free >= threshold else 0
+            if unchecked or follow:
+                entries = await self._read_folded(unchecked, count)
+            else:
+                try:
+                    entries = await self.bus.read_new(self.streams, count, settings.block_ms)
+                except Exception as exc:  # NOGROUP after a server restart, a lost connection
+                    await self._recover_read(exc)
+                    continue
+                self._read_backoff.reset()
+            fresh = self._register(entries)
+            full = folded and count > 0 and len(entries) >= count
+            unchecked, follow = (fresh, not fresh) if full else ([], False)
+            if not full:
+                self._spawn_dispatch(fresh)
+
+    async def _read_folded(self, unchecked: list[Delivery], count: int) -> list[Entry]:
+        """One round trip (transport/streams.py ``read_checked``): the done check of
+        ``unchecked``, which is then dispatched, and a non-blocking read of up to ``count``
+        new entries (returned; checked by the next call if it is a full batch). So a stage
+        with a backlog makes 2 round trips per batch (this, and the commit), where it made 3
+        (read, check, commit); at a low rate (partial batches) it still makes 3. On a failure
+        the unchecked batch falls back to its own check (which leaves it pending if Redis
+        is down)."""
+        ids = [decoded(d).id_text for d in unchecked]
+        try:
+            entries, done = await self.bus.read_checked(self.streams, count, ids)
+        except Exception as exc:
+            self._spawn_dispatch(unchecked)
+            await self._recover_read(exc)
+            return []
+        self._read_backoff.reset()
+        if unchecked:
+            await self._dispatch_guarded(unchecked, done)
+        return entries
+
+    def _spawn_dispatch(self, batch: list[Delivery]) -> None:
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._dispatch_guarded(batch))
+        self._dispatching.add(task)
+        task.add_done_callback(self._dispatching.discard)
 
     async def _recover_read(self, exc: Exception) -> None:
         """The server lost our groups (restart without persistence, stream deleted): create
@@ -340,9 +378,11 @@ class Worker:
             fresh.append(delivery)
         return fresh
 
-    async def _dispatch_guarded(self, batch: list[Delivery]) -> None:
+    async def _dispatch_guarded(
+        self, batch: list[Delivery], done: list[bool] | None = None
+    ) -> None:
         try:
-            await self._dispatch_registered(batch)
+            await self._dispatch_registered(batch, done)
         except Exception as exc:  # Redis unreachable: leave them pending, reclaim finds them
             self.log.error("dispatch_failed", error=repr(exc), count=len(batch))
             for delivery in batch:
@@ -350,11 +390,15 @@ class Worker:
                 self._unclaim(delivery)
             self._capacity.set()
 
-    async def _dispatch_registered(self, batch: list[Delivery]) -> None:
-        """Drop what is already done (one round trip), dead-letter what the fate function
-        refuses before handling, hand the rest to the handler pool."""
+    async def _dispatch_registered(
+        self, batch: list[Delivery], done: list[bool] | None = None
+    ) -> None:
+        """Drop what is already done (``done``: the done marks, checked with the next read;
+        None: checked here, one round trip), dead-letter what the fate function refuses before
+        handling, hand the rest to the handler pool."""
         messages = [decoded(d) for d in batch]
-        done = await self.bus.already_done([m.id_text for m in messages])
+        if done is None:
+            done = await self.bus.already_done([m.id_text for m in messages])
         now = await self.clock.now()  # cached: one TIME per second at most
         self._clock_offset = now - time.time()  # outputs are stamped on the server's clock
         for delivery, message, is_done in zip(batch, messages, done, strict=True):

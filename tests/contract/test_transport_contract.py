@@ -293,6 +293,36 @@ async def test_replayed_commit_writes_nothing_twice(
         await redis.aclose()
 
 
+@pytest.mark.parametrize("name", ["memory", "real"])
+async def test_one_commit_with_two_copies_and_many_inputs_writes_each_once(
+    name: str, request: pytest.FixtureRequest, prefix: str
+) -> None:
+    """The atomic commit checks all its inputs' done marks at once and acks per inbox: two
+    copies of one message in one commit write one output; every input is acked and marked;
+    a copy already marked before the commit writes nothing."""
+    redis = backend(name, request)
+    ATOMIC[id(redis)] = True
+    try:
+        b, _ = await seeded(redis, prefix, 5)
+        entries = await b.read_new([STREAM], count=5, block_ms=1)
+        out = f"{prefix}:out"
+        await b.commit(Commit(handled=[Handled(entries[0], "m0", [])]))  # m0 marked before
+        ids = ["m1", "m1", "m2", "m0"]
+        commit = Commit(
+            handled=[
+                Handled(e, i, [Write(out, {b"m": i.encode()})])
+                for e, i in zip(entries[1:], ids, strict=True)
+            ]
+        )
+        assert await b.commit(commit) == []
+        assert [f[b"m"] for _, f in await redis.xrange(out)] == [b"m1", b"m2"]
+        assert await b.already_done(["m0", "m1", "m2"]) == [True, True, True]
+        assert (await redis.xpending(STREAM, "a"))["pending"] == 0
+    finally:
+        await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}*")], STREAM)
+        await redis.aclose()
+
+
 # ---------------------------------------------------------------------------------------------
 # The cases the memory transport needs to be trusted, on every backend that can show them.
 
@@ -444,3 +474,28 @@ async def test_idle_consumers_owning_nothing_are_removed_never_one_with_pending(
     ], "the entry of the consumer with pending work is still reclaimable"
     assert await me.remove_idle_consumers(STREAM, 50) == [], "idempotent"
     assert await me.remove_idle_consumers("c:no-such-stream", 0) == []
+
+
+async def test_read_checked_checks_the_given_ids_and_reads_on_without_waiting(
+    client: Any,
+) -> None:
+    """The worker's folded read (StreamBus.read_checked): the done marks of the previous
+    batch's ids and the next batch, in one call; nothing waits when nothing is there."""
+    redis, prefix = client
+    b, ids = await seeded(redis, prefix, 3)
+    [first] = await b.read_new([STREAM], count=1, block_ms=1)
+    assert await b.commit(Commit(handled=[Handled(first, "id-1")])) == []
+
+    entries, done = await b.read_checked([STREAM], 1, ["id-1", "id-2"])
+    assert done == [True, False]
+    assert [e.entry_id for e in entries] == [ids[1]]
+    assert entries[0].delivery_count == 1
+
+    entries, done = await b.read_checked([STREAM], 0, ["id-1"])  # capacity full: check only
+    assert (entries, done) == ([], [True])
+    entries, done = await b.read_checked([STREAM], 5, [])
+    assert ([e.entry_id for e in entries], done) == ([ids[2]], [])
+    with anyio.fail_after(5):  # an empty inbox answers at once (no BLOCK)
+        assert await b.read_checked([STREAM], 5, []) == ([], [])
+    pending = await redis.xpending(STREAM, "a")
+    assert pending["pending"] == 2  # read entries are pending until acked
