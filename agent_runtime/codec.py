@@ -46,6 +46,7 @@ class Decoded(NamedTuple):
 
 
 _validate_envelope = AgentMessage.__pydantic_validator__.validate_json  # model_validate_json
+_dump_envelope = AgentMessage.__pydantic_serializer__.to_json  # model_dump_json, as bytes
 
 
 # The envelope as this runtime writes it starts with both ids in canonical form. When it does,
@@ -103,7 +104,7 @@ class Codec:
         """The entry fields of ``message`` to be written to ``stream`` (signed codecs bind
         the MAC to it, so it must be the stream the entry is written to; required even
         unsigned, so that no call site works only while signing is off)."""
-        data = message.model_dump_json().encode()
+        data = _dump_envelope(message)  # model_dump_json().encode() without the str round trip
         if len(data) > self.max_bytes:
             raise DecodeError("oversize", f"envelope is {len(data)} bytes, cap is {self.max_bytes}")
         if self.keyring is None:

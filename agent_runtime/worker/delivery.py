@@ -75,6 +75,7 @@ class MessageContext:
 
     __slots__ = (
         "_base_log",
+        "_hop",
         "_log",
         "_outputs",
         "agent",
@@ -113,6 +114,7 @@ class MessageContext:
         self._base_log = log
         self._log: Any = None
         self._outputs: list[Output] = []
+        self._hop: str | None = None  # the outputs' traceparent, formatted on first use
 
     @property
     def log(self) -> Any:
@@ -186,6 +188,9 @@ class MessageContext:
         terminal: bool = False,
         message_id: uuid.UUID | None = None,
     ) -> AgentMessage:
+        hop = self._hop
+        if hop is None:
+            hop = self._hop = self.message.hop_traceparent()
         message = self.message.derive(
             index=len(self._outputs),
             from_agent=self.agent,
@@ -194,7 +199,7 @@ class MessageContext:
             schema_version=payload.schema_version,
             payload=payload.model_dump(mode="json"),
             now=now or server_now(self.clock_offset),
-            traceparent=self.message.hop_traceparent(),
+            traceparent=hop,
             message_id=message_id,
         )
         self._outputs.append(Output(stream, message, ttl, maxlen, terminal))
@@ -211,6 +216,7 @@ class Middleware(Protocol):
 
 
 def chain(middleware: Sequence[Middleware], handler: Handler) -> Handler:
+    """The handler wrapped in ``middleware`` (outermost first), built once per worker."""
     call = handler
     for layer in reversed(middleware):
         call = _bind(layer, call)
@@ -218,8 +224,12 @@ def chain(middleware: Sequence[Middleware], handler: Handler) -> Handler:
 
 
 def _bind(layer: Middleware, call_next: Handler) -> Handler:
-    async def call(ctx: MessageContext) -> None:
-        await layer.handle(ctx, call_next)
+    """``ctx -> layer.handle(ctx, call_next)``: returns the layer's own coroutine, so a layer
+    costs no extra coroutine of its own per message."""
+    handle = layer.handle
+
+    def call(ctx: MessageContext) -> Awaitable[None]:
+        return handle(ctx, call_next)
 
     return call
 
