@@ -217,18 +217,22 @@ _VALID_NAMES: set[tuple[str, str, str, int]] = set()
 
 
 def _valid_names(from_agent: Any, to_agent: Any, message_type: Any, version: Any) -> bool:
+    # The types first: the cache's tuples compare equal across types (True == 1, str subclasses)
+    if not (
+        type(version) is int
+        and type(from_agent) is str
+        and type(to_agent) is str
+        and type(message_type) is str
+    ):
+        return False
     names = (from_agent, to_agent, message_type, version)
     if names in _VALID_NAMES:
         return True
     valid = (
-        type(from_agent) is str
-        and len(from_agent) <= 64
-        and type(to_agent) is str
+        len(from_agent) <= 64
         and _AGENT_NAME.fullmatch(to_agent) is not None
-        and type(message_type) is str
         and len(message_type) <= 128
         and _MESSAGE_TYPE.fullmatch(message_type) is not None
-        and type(version) is int
         and 1 <= version <= 10_000
     )
     if valid and len(_VALID_NAMES) < 4096:
