@@ -55,7 +55,9 @@ message_types = st.one_of(
 )
 times = st.one_of(
     st.datetimes(timezones=st.just(UTC)),
-    st.datetimes(timezones=st.sampled_from([timezone(timedelta(hours=5)), timezone(timedelta(0), "Z0")])),
+    st.datetimes(
+        timezones=st.sampled_from([timezone(timedelta(hours=5)), timezone(timedelta(0), "Z0")])
+    ),
     st.datetimes(),  # naive: invalid
 )
 traceparents = st.one_of(
