@@ -52,8 +52,9 @@ def _output_id(input_text: str, index: int) -> tuple[uuid.UUID, str]:
     ``uuid.uuid5``'s Python-level steps: the namespace is hashed once per process and the
     UUID is made from the digest as ``UUID.__init__`` makes it (the same two attributes),
     without its argument checks; the text is formatted from the same number (the worker's
-    trace record needs it). Measured gain: docs/benchmarks.md, "Issue 17: handler and output
-    path"."""
+    trace record needs it). Measured: 21,183 instructions per output against 38,860 for
+    ``uuid5`` plus 8,982 for ``str`` of the id (docs/benchmarks.md, "Issue 17: handler and
+    output path")."""
     digest = _NAMESPACE_SHA1.copy()
     digest.update(f"{input_text}:{index}".encode())
     number = (int.from_bytes(digest.digest()[:16]) & _VERSION_CLEAR) | _VERSION_5
@@ -209,7 +210,9 @@ class AgentMessage(BaseModel):
 # was decoded; what the handler adds (names, type, version, payload, time, trace context) is
 # checked here with the model's own rules, names once per process. Then the model is built as
 # pydantic's ``model_construct`` builds it (its ``__dict__`` and the three pydantic slots),
-# without its per-field Python loop. Measured gain: about 45,000 instructions per output
+# without its per-field Python loop. Measured: ``derive`` 83,885 -> 50,687 instructions per output
+# with the output id (above); the forwarding stage, with the rest of that session, 486,558 ->
+# 428,569 per message
 # (docs/benchmarks.md, "Issue 17: handler and output path"); tests/hostile/
 # test_envelope_derive.py checks that the bytes are those of a validated build.
 

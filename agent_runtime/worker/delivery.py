@@ -58,7 +58,7 @@ REPLY_TTL = 24 * 3600
 class Output(NamedTuple):
     """One message to write: the stream it goes to and the envelope. A named tuple: built
     once per output on the handler's path (a frozen dataclass's ``__init__`` cost about
-    7,000 instructions more per output)."""
+    5,200 instructions more per output: 9,592 against 4,351)."""
 
     stream: str
     message: AgentMessage
