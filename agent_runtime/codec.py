@@ -46,6 +46,7 @@ class Decoded(NamedTuple):
 
 
 _validate_envelope = AgentMessage.__pydantic_validator__.validate_json  # model_validate_json
+_dump_envelope = AgentMessage.__pydantic_serializer__.to_json  # model_dump_json, as bytes
 
 
 # The envelope as this runtime writes it starts with both ids in canonical form. When it does,
@@ -106,7 +107,7 @@ class Codec:
         """The entry fields of ``message`` to be written to ``stream`` (signed codecs bind
         the MAC to it, so it must be the stream the entry is written to; required even
         unsigned, so that no call site works only while signing is off)."""
-        return self.encode_json(message.model_dump_json().encode(), stream)
+        return self.encode_json(_dump_envelope(message), stream)
 
     def encode_json(self, data: bytes, stream: str) -> dict[bytes, bytes]:
         """As :meth:`encode`, of an envelope's JSON built elsewhere (the client's lean

@@ -262,17 +262,33 @@ class RateMetrics:
 
 
 class PrometheusObserver(Observer):
-    """Feeds a worker's delivery hooks into :class:`Metrics`. One per worker (one agent)."""
+    """Feeds a worker's delivery hooks into :class:`Metrics`. One per worker (one agent).
+
+    The labelled children of the per-message and per-commit hooks are looked up once
+    (``.labels()`` formats and hashes the label values on every call): per message type for
+    ``handled``, once for ``in_flight`` and ``committed``."""
 
     def __init__(self, metrics: Metrics, agent: str) -> None:
         self.metrics = metrics
         self.agent = agent
-        metrics.in_flight.labels(agent).set(0)
+        self._in_flight = metrics.in_flight.labels(agent)
+        self._in_flight.set(0)
+        self._commit_seconds = metrics.commit_seconds.labels(agent)
+        #: message type -> (handled counter, handle_seconds histogram) of this agent
+        self._handled: dict[str, tuple[Any, Any]] = {}
 
     def handled(self, ctx: MessageContext, seconds: float) -> None:
         message_type = ctx.message.message_type
-        self.metrics.handled.labels(self.agent, message_type).inc()
-        self.metrics.handle_seconds.labels(self.agent, message_type).observe(seconds)
+        children = self._handled.get(message_type)
+        if children is None:
+            children = (
+                self.metrics.handled.labels(self.agent, message_type),
+                self.metrics.handle_seconds.labels(self.agent, message_type),
+            )
+            if len(self._handled) < 1024:  # message types are few; never grow unbounded
+                self._handled[message_type] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def failed(self, ctx: MessageContext, error: BaseException, seconds: float) -> None:
         message_type = ctx.message.message_type
@@ -295,10 +311,10 @@ class PrometheusObserver(Observer):
             self.metrics.deleted_pending.labels(stream).inc(deleted)
 
     def in_flight(self, count: int) -> None:
-        self.metrics.in_flight.labels(self.agent).set(count)
+        self._in_flight.set(count)
 
     def committed(self, messages: int, seconds: float) -> None:
-        self.metrics.commit_seconds.labels(self.agent).observe(seconds)
+        self._commit_seconds.observe(seconds)
 
 
 def _label(reason: str) -> str:

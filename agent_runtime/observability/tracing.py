@@ -23,7 +23,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from agent_runtime.agent import MessageContext, Output
+from agent_runtime.agent import MessageContext
 from protocols.envelope import format_traceparent, parse_traceparent
 
 Handler = Callable[[MessageContext], Awaitable[None]]
@@ -123,4 +123,4 @@ def stamp_outputs(ctx: MessageContext, traceparent: str) -> None:
     outputs = ctx.outputs
     for i, out in enumerate(outputs):
         message = out.message.model_copy(update={"traceparent": traceparent})
-        outputs[i] = Output(out.stream, message, out.ttl)
+        outputs[i] = out._replace(message=message)  # ttl, maxlen, terminal kept

@@ -62,6 +62,7 @@ def build_worker(
     ``middleware`` runs outside the policy middleware (e.g. a test's probe); ``transport``
     replaces the Redis transport on ``redis`` (agent_runtime.testing.TestPipeline: in memory)."""
     obs = WorkerObservability.create(pipeline, agent, metrics_port)
+    handler_timeout = pipeline.worker_settings(agent).handler_timeout
     listeners = [obs.metrics.breaker_listener()] if obs.metrics is not None else []
     rates = obs.metrics.rate_observer() if obs.metrics is not None else None
     policies = Policies.for_agent(pipeline, agent, redis, listeners=listeners, rate_observer=rates)
@@ -83,8 +84,8 @@ def build_worker(
         middleware=[
             *middleware,
             *obs.middleware,
-            PolicyMiddleware(policies.handler, policies.clock),
-            *_message_rate(policies, pipeline.worker_settings(agent).handler_timeout),
+            PolicyMiddleware(policies.handler, policies.clock, handler_timeout=handler_timeout),
+            *_message_rate(policies, handler_timeout),
         ],
         services=services,
         transport=transport,

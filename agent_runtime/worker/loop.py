@@ -32,7 +32,7 @@ from agent_runtime.codec import Codec
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.config.settings import WorkerSettings
 from agent_runtime.errors import DecodeError, Reject
-from agent_runtime.observability.logging import set_current_message
+from agent_runtime.observability.logging import CURRENT_MESSAGE
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.policies.clock import RedisClock
 from agent_runtime.transport.connect import unavailable
@@ -129,7 +129,8 @@ class Worker:
             clock=self.clock,
         )
         self.instance: Agent[Any] = self.agent_type.cls(self.agent_type.config, self.runtime)
-        self._chain = chain(middleware, self.instance.handle)
+        self._chain = chain(middleware, self.instance.handle)  # built once per worker
+        self._routing = pipeline.routing
         # Entries read, not yet committed or waiting for a retry: leases, capacity in use.
         self._deliveries: dict[tuple[str, bytes], Delivery] = {}
         self._claims: set[str] = set()  # message ids held by a delivery of the map (dedup)
@@ -426,16 +427,16 @@ class Worker:
         entry = delivery.entry
         ctx = delivery.ctx = MessageContext(
             agent=self.name,
-            message=decoded(delivery),
+            message=delivery.message,  # type: ignore[arg-type]  # every handled one decoded
             payload=delivery.payload,  # type: ignore[arg-type]  # decoded with the message
             stream=entry.stream,
             entry_id=entry.entry_id,
             delivery_count=entry.delivery_count,
-            routing=self.pipeline.routing,
+            routing=self._routing,
             log=self.log,
             clock_offset=self._clock_offset,
         )
-        set_current_message(ctx, self.consumer)  # ids on every log line of this task
+        CURRENT_MESSAGE.set((ctx, self.consumer))  # set_current_message: ids on every log line
         started = time.perf_counter()
         delivery.started = time.time()
         try:

@@ -138,3 +138,26 @@ def test_the_worker_skips_the_middleware_when_no_tracer_records_spans() -> None:
     )
     obs = WorkerObservability.create(pipeline, "noop", None)
     assert obs.middleware == []  # no OpenTelemetry SDK configured in this process
+
+
+def test_stamped_outputs_keep_their_ttl_maxlen_and_terminal_flag() -> None:
+    """A span's traceparent replaces only the envelope: a terminal reply stays guarded (one
+    terminal reply per request), a capped stream stays capped."""
+    from agent_runtime.observability.tracing import stamp_outputs
+
+    ctx = context()
+    reply_to = Keys("p").reply(str(ctx.message.correlation_id))
+    ctx.message = ctx.message.model_copy(update={"reply_to": reply_to})
+    ctx.reply(Echoed(text="done", worker_pid=1, delivery_count=1))
+    ctx.send_to_stream("reports", Echoed(text="r", worker_pid=1, delivery_count=1), maxlen=100)
+    before = list(ctx.outputs)
+    stamp_outputs(ctx, "00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    for old, new in zip(before, ctx.outputs, strict=True):
+        assert new.message.traceparent == "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+        assert (new.stream, new.ttl, new.maxlen, new.terminal) == (
+            old.stream,
+            old.ttl,
+            old.maxlen,
+            old.terminal,
+        )
+    assert ctx.outputs[0].terminal and ctx.outputs[1].maxlen == 100

@@ -294,6 +294,40 @@ async def test_middleware_expires_late_messages() -> None:
     assert fate.action == "dead" and fate.reason == "expired"
 
 
+async def test_a_deadline_beyond_the_handler_timeout_gets_no_cancel_scope(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's watchdog cuts every call at handler_timeout: a deadline further away needs
+    no scope of its own (nested policies still see it); a nearer one still cuts the call."""
+    from agent_runtime.policies.clock import current_scope
+    from agent_runtime.worker import delivery
+
+    plain = policy(retry={"attempts": 1})  # the lean path: only the deadline around the call
+    cut = PolicyMiddleware(plain, FakeClock(), handler_timeout=1.0)  # type: ignore[arg-type]
+    seen: list[float | None] = []
+
+    async def notes_the_deadline(ctx: Any) -> None:
+        scope = current_scope()
+        seen.append(None if scope is None else scope.remaining())
+
+    real_within = delivery._within
+    scoped: list[int] = []
+
+    async def counting_within(*args: Any) -> None:
+        scoped.append(1)
+        await real_within(*args)
+
+    monkeypatch.setattr(delivery, "_within", counting_within)
+    await cut.handle(Ctx(deadline_in=30), notes_the_deadline)  # type: ignore[arg-type]
+    assert scoped == [] and seen[0] is not None and 20 < seen[0] <= 30
+
+    async def hangs(ctx: Any) -> None:
+        await anyio.sleep(30)
+
+    fate = await fate_after(cut, Ctx(deadline_in=0.1), hangs)
+    assert scoped == [1] and fate.action == "dead" and fate.reason == "expired"
+
+
 async def test_open_breaker_delays_without_counting_unless_the_work_failed() -> None:
     async def refused(ctx: Any) -> None:
         raise BreakerOpen("dep", 2.0)
