@@ -27,9 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,21 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from callgrind import collected, instrument  # noqa: E402
 from single_hop import envelopes  # noqa: E402
 
 from agent_runtime.cli import worker as cli_worker  # noqa: E402
 from agent_runtime.config.model import load_config  # noqa: E402
 from agent_runtime.config.pipeline import Pipeline  # noqa: E402
 from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
-
-
-def instrument(on: bool) -> None:
-    """Switch callgrind's counting for this process (no-op when not run under valgrind)."""
-    subprocess.run(
-        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
-        capture_output=True,
-        check=False,
-    )
 
 
 def consumed(r: redis.Redis, stream: str, group: str, n: int) -> bool:
@@ -156,28 +145,9 @@ def run_floor(r: redis.Redis, url: str, n: int, trace: bool) -> None:
 
 def measure(what: str, messages: int, trace: bool, agent: str = "noop", batch: int = 128) -> float:
     """Run this script under callgrind for one variant; instructions per message."""
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("benchmarks/instructions.py needs valgrind (e.g. apt install valgrind)")
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={tmp}/callgrind.out",
-            sys.executable,
-            __file__,
-            "--variant",
-            what,
-            "--messages",
-            str(messages),
-            "--trace" if trace else "--no-trace",
-            *("--agent", agent, "--batch", str(batch)),
-        ]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    for line in done.stderr.splitlines():
-        if "Collected :" in line:
-            return int(line.rsplit(":", 1)[1]) / messages
-    raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-2000:]}")
+    args = ["--variant", what, "--messages", str(messages), "--trace" if trace else "--no-trace"]
+    args += ["--agent", agent, "--batch", str(batch)]
+    return collected(__file__, args) / messages
 
 
 def drive(messages: int, only: set[str], traces: list[bool], agent: str, batch: int) -> None:

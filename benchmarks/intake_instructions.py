@@ -16,25 +16,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from callgrind import collected, instrument
+
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES, WARMUP = 2000, 100
 STREAM = "ar:inbox:noop"
-
-
-def instrument(on: bool) -> None:
-    subprocess.run(
-        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
-        capture_output=True,
-        check=False,
-    )
 
 
 def run(part: str) -> None:
@@ -97,25 +89,8 @@ def run(part: str) -> None:
 
 
 def measure(root: Path, part: str) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={tmp}/callgrind.out",
-            sys.executable,
-            __file__,
-            "--variant",
-            part,
-            "--root",
-            str(root),
-        ]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts every run
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
-    for line in done.stderr.splitlines():
-        if "Collected :" in line:
-            return int(line.rsplit(":", 1)[1]) / MESSAGES
-    raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-2000:]}")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts every run
+    return collected(__file__, ["--variant", part, "--root", str(root)], env) / MESSAGES
 
 
 def main() -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -27,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from instructions import instrument  # noqa: E402
+from callgrind import collected, instrument  # noqa: E402
 
 from agent_runtime.client import Client  # noqa: E402
 from agent_runtime.config.model import PipelineConfig  # noqa: E402
@@ -75,23 +73,8 @@ async def run_client(url: str, n: int, batch: int, many: bool) -> None:
 
 
 def measure(variant: str, n: int, batch: int) -> float:
-    if shutil.which("valgrind") is None:
-        raise SystemExit("needs valgrind (e.g. apt install valgrind)")
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={tmp}/callgrind.out",
-            sys.executable,
-            __file__,
-            *("--variant", variant, "--messages", str(n), "--batch", str(batch)),
-        ]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    for line in done.stderr.splitlines():
-        if "Collected :" in line:
-            return int(line.rsplit(":", 1)[1]) / n
-    raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-2000:]}")
+    args = ["--variant", variant, "--messages", str(n), "--batch", str(batch)]
+    return collected(__file__, args) / n
 
 
 def main() -> None:
