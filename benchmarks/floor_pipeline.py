@@ -27,10 +27,11 @@ Three variants of the same six-stage chain, each stage its own process, on one e
 
 Per round, the three variants one after the other (the order rotates from round to round, so
 the machine's other load falls on each alike): ``--messages`` signed requests (built by
-``Client.new_message`` + ``Codec.encode``, the same bytes for all three) queued at once in
+``Client.new_message`` + ``Codec.encode``, the same way for all three) queued at once in
 stage 1's stream; req/s until stage 6 has consumed and acked them all, and each stage
-process's CPU (user + system, /proc) per request over that drain. The load average is printed
-per variant. Medians of the rounds; the ratios are medians of the rounds' ratios.
+process's CPU (user + system, /proc) per request over that drain, and the Redis server's
+(its INFO cpu). The load average is printed per variant. Medians of the rounds; the ratios
+are medians of the rounds' ratios.
 
     .venv/bin/python benchmarks/floor_pipeline.py [--rounds 3] [--messages 3000] [--batch 128]
     .venv/bin/python benchmarks/floor_pipeline.py --instructions 3000   # callgrind, one stage
@@ -54,6 +55,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +117,16 @@ class _Outputs:
         self.outputs = outputs
 
 
-def stage(config_path: str, agent: str, url: str, consumer: str = "floor-0") -> None:
+def stage(
+    config_path: str,
+    agent: str,
+    url: str,
+    consumer: str = "floor-0",
+    ready: Callable[[], None] | None = None,
+) -> None:
     """The floor relay's stage ``agent`` (``s1``..``s6``): see the module docstring. Runs
-    until killed; raises on anything a worker would dead-letter or retry."""
+    until killed; raises on anything a worker would dead-letter or retry. ``ready``: called
+    once set up, before the first read (``--instructions`` counts from there)."""
     from agent_runtime.cli.worker import tune_gc
 
     raw = yaml.safe_load(Path(config_path).read_text())
@@ -217,6 +226,8 @@ def stage(config_path: str, agent: str, url: str, consumer: str = "floor-0") -> 
         return [bool(a or b) for a, b in zip(previous, current, strict=True)]
 
     tune_gc()
+    if ready is not None:
+        ready()
     unchecked: list[tuple[Entry, Any, Any]] = []  # a full batch: its check rides on the next read
     while True:
         if unchecked:  # the worker's read_checked: check + non-blocking read, one round trip
@@ -277,6 +288,7 @@ def drain(
     from pipeline import consumed, wait_until
 
     n = len(items)
+    server0 = server_cpu(r)
     cpu0 = stages.cpu()
     started = time.perf_counter()
     for start in range(0, n, 500):
@@ -287,8 +299,15 @@ def drain(
     wait_until(lambda: consumed(r, last, group) >= n, 600, f"drain of {first}")
     elapsed = time.perf_counter() - started
     cpu = [(b - a) / n * 1e6 for a, b in zip(cpu0, stages.cpu(), strict=True)]
+    server = (server_cpu(r) - server0) / n * 1e6
     stages.alive()
-    return {"req/s": n / elapsed, "cpu": cpu}
+    return {"req/s": n / elapsed, "cpu": cpu, "server": server}
+
+
+def server_cpu(r: redis.Redis) -> float:
+    """The Redis server's CPU seconds so far (user + system, its own INFO)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def raw_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -445,7 +464,11 @@ def _line(name: str, runs: list[dict[str, Any]]) -> str:
     rate = med(run["req/s"] for run in runs)
     cpu = [med(run["cpu"][k] for run in runs) for k in range(STAGES)]
     per_stage = " ".join(f"{c:.0f}" for c in cpu)
-    return f"{name:11s} {rate:7,.0f} req/s; CPU µs/req per stage {per_stage} (sum {sum(cpu):.0f})"
+    server = med(run["server"] for run in runs)
+    return (
+        f"{name:11s} {rate:7,.0f} req/s; CPU µs/req per stage {per_stage} (sum {sum(cpu):.0f})"
+        f"; Redis server {server:.0f} µs/req"
+    )
 
 
 # -- instructions per message of one stage (callgrind) -----------------------------------------
@@ -454,7 +477,8 @@ def _line(name: str, runs: list[dict[str, Any]]) -> str:
 def one_stage(what: str, url: str, n: int, tmp: str, batch: int) -> None:
     """Under valgrind: ``n`` requests in stage 1's inbox, drained by one stage (the raw
     relay's, or the floor's stage 1) in a thread of this process; instructions counted only
-    while it drains (and this thread's few polls)."""
+    while it drains (and this thread's few polls), as benchmarks/instructions.py counts the
+    runtime's worker: started and set up before, its connection made on the first read."""
     from instructions import consumed, instrument
 
     r = redis.Redis.from_url(url)
@@ -475,10 +499,20 @@ def one_stage(what: str, url: str, n: int, tmp: str, batch: int) -> None:
 
         target: Any = raw_relay.main
         argv: tuple[Any, ...] = (url, stream, group, keys.inbox("s2"), batch)
-    else:
-        target, argv = stage, (str(path), "s1", url)
-    instrument(True)
-    threading.Thread(target=target, args=argv, daemon=True).start()
+        instrument(True)  # its set-up is a client object: counted, negligible
+        threading.Thread(target=target, args=argv, daemon=True).start()
+    else:  # counted from the end of its set-up (config, codec, GC freeze) on
+        set_up, go = threading.Event(), threading.Event()
+
+        def ready() -> None:
+            set_up.set()
+            go.wait()
+
+        argv = (str(path), "s1", url, "floor-0", ready)
+        threading.Thread(target=stage, args=argv, daemon=True).start()
+        set_up.wait()
+        instrument(True)
+        go.set()
     while not consumed(r, stream, group, n):
         time.sleep(0.2)  # few polls: their cost is counted too
     instrument(False)
