@@ -33,7 +33,7 @@ process's CPU (user + system, /proc) per request over that drain, and the Redis 
 (its INFO cpu). The load average is printed per variant. Medians of the rounds; the ratios
 are medians of the rounds' ratios.
 
-    .venv/bin/python benchmarks/floor_pipeline.py [--rounds 3] [--messages 3000] [--batch 128]
+    .venv/bin/python benchmarks/floor_pipeline.py [--rounds 3] [--messages 10000] [--batch 128]
     .venv/bin/python benchmarks/floor_pipeline.py --instructions 3000   # callgrind, one stage
 
 ``--instructions N`` instead counts instructions per message (valgrind callgrind, as
@@ -437,9 +437,12 @@ def run(args: argparse.Namespace) -> None:
                 results[name].append(result)
                 print(f"  {_line(name, [result])}  ({result['load']})", flush=True)
             raw, floor, rt = (results[n][-1]["req/s"] for n in names)
+            cpu = [total(results[n][-1]) for n in names]
             print(
                 f"  floor/raw {floor / raw:.2f}x, runtime/raw {rt / raw:.2f}x, "
-                f"runtime/floor {rt / floor:.2f}x",
+                f"runtime/floor {rt / floor:.2f}x; CPU-bound (µs/req of stages + server: "
+                f"{' / '.join(f'{c:.0f}' for c in cpu)}) floor/raw {cpu[0] / cpu[1]:.2f}x, "
+                f"runtime/raw {cpu[0] / cpu[2]:.2f}x, runtime/floor {cpu[1] / cpu[2]:.2f}x",
                 flush=True,
             )
     med = statistics.median
@@ -453,10 +456,21 @@ def run(args: argparse.Namespace) -> None:
         ("runtime/raw", "runtime", "raw relay"),
         ("runtime/floor", "runtime", "floor relay"),
     ):
-        ratios = [
-            a["req/s"] / b["req/s"] for a, b in zip(results[top], results[bottom], strict=True)
-        ]
-        print(f"  {label}: {med(ratios):.2f}x (rounds: {' '.join(f'{x:.2f}' for x in ratios)})")
+        pairs = list(zip(results[top], results[bottom], strict=True))
+        ratios = [a["req/s"] / b["req/s"] for a, b in pairs]
+        bound = [total(b) / total(a) for a, b in pairs]
+        print(
+            f"  {label}: {med(ratios):.2f}x (rounds: {' '.join(f'{x:.2f}' for x in ratios)}); "
+            f"CPU-bound {med(bound):.2f}x (rounds: {' '.join(f'{x:.2f}' for x in bound)})"
+        )
+
+
+def total(run: dict[str, Any]) -> float:
+    """CPU µs per request of the whole pipeline: the six stages and the Redis server. On a
+    machine where they share the cores, throughput goes as its inverse: the "CPU-bound"
+    ratios above are the ratios of these totals (what the req/s ratio would be with no
+    waiting and no other load)."""
+    return float(sum(run["cpu"]) + run["server"])
 
 
 def _line(name: str, runs: list[dict[str, Any]]) -> str:
@@ -467,7 +481,7 @@ def _line(name: str, runs: list[dict[str, Any]]) -> str:
     server = med(run["server"] for run in runs)
     return (
         f"{name:11s} {rate:7,.0f} req/s; CPU µs/req per stage {per_stage} (sum {sum(cpu):.0f})"
-        f"; Redis server {server:.0f} µs/req"
+        f"; Redis server {server:.0f}; total {med(total(run) for run in runs):.0f}"
     )
 
 
@@ -554,7 +568,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--messages", type=int, default=3000, help="requests drained per run")
+    parser.add_argument("--messages", type=int, default=10_000, help="requests per drain")
     parser.add_argument("--batch", type=int, default=128, help="XREADGROUP COUNT of all three")
     parser.add_argument(
         "--instructions",
