@@ -304,6 +304,32 @@ def drain(
     return {"req/s": n / elapsed, "cpu": cpu, "server": server}
 
 
+def delivered(r: redis.Redis, pipeline: Pipeline, items: list[dict[bytes, bytes]]) -> None:
+    """After a drain (not timed): every request got its one terminal reply, its outcome
+    guard, its done mark at stage 1 and one trace record per stage (the requests were
+    XADDed, not published: no ``published`` record), and nothing was dead-lettered."""
+    import json
+
+    keys = pipeline.config.keys
+    bucket = int(time.time() // pipeline.worker_settings("s1").done_ttl)
+    with r.pipeline(transaction=False) as pipe:
+        for fields in items:
+            envelope = json.loads(fields[b"m"])
+            cid, mid = envelope["correlation_id"], envelope["message_id"]
+            pipe.xlen(keys.reply(cid))
+            pipe.exists(keys.outcome(cid))
+            pipe.llen(keys.trace(cid))
+            pipe.sismember(keys.done("s1", bucket), mid)
+        replies = pipe.execute()
+    counts = [tuple(replies[i : i + 4]) for i in range(0, len(replies), 4)]
+    wrong = [c for c in counts if c != (1, 1, STAGES, 1)]
+    dead = sum(r.xlen(keys.dlq(f"s{i}")) for i in range(1, STAGES + 1))
+    if wrong or dead:
+        raise RuntimeError(
+            f"{len(wrong)} requests not as the contract says {wrong[:3]}, {dead} dead"
+        )
+
+
 def server_cpu(r: redis.Redis) -> float:
     """The Redis server's CPU seconds so far (user + system, its own INFO)."""
     info = r.info("cpu")
@@ -361,7 +387,9 @@ def floor_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[st
 
         wait_until(ready, 60, "floor start")
         items = requests(url, pipeline, args.messages)
-        return drain(r, stages, inboxes[0], inboxes[-1], keys.group(f"s{STAGES}"), items)
+        result = drain(r, stages, inboxes[0], inboxes[-1], keys.group(f"s{STAGES}"), items)
+        delivered(r, pipeline, items)
+        return result
     finally:
         stages.stop()
         r.flushall()
@@ -398,7 +426,9 @@ def runtime_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[
         wait_until(ready, 60, "workers")
         items = requests(url, pipeline, args.messages)
         last = keys.inbox(f"s{STAGES}")
-        return drain(r, stages, keys.inbox("s1"), last, keys.group(f"s{STAGES}"), items)
+        result = drain(r, stages, keys.inbox("s1"), last, keys.group(f"s{STAGES}"), items)
+        delivered(r, pipeline, items)
+        return result
     finally:
         stages.stop()
         r.flushall()
