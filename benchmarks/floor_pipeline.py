@@ -23,7 +23,7 @@ Three variants of the same six-stage chain, each stage its own process, on one e
   renewal, reclaim, heartbeats, dead letters (a bad entry stops this loop), retries, metrics,
   logging;
 * **runtime**: ``agent-runtime worker`` per stage (benchmarks/agents.py Stage1..Stage6,
-  default settings, traces on), as benchmarks/pipeline.py starts them.
+  default settings, traces on unless ``--traces off``), as benchmarks/pipeline.py starts them.
 
 Per round, the three variants one after the other (the order rotates from round to round, so
 the machine's other load falls on each alike): ``--messages`` signed requests (built by
@@ -39,7 +39,10 @@ are medians of the rounds' ratios.
 ``--instructions N`` instead counts instructions per message (valgrind callgrind, as
 benchmarks/instructions.py: immune to the machine's load) of ONE stage draining N requests
 in its inbox: the raw relay's stage, the floor's stage 1 (a forwarding stage), and the
-runtime's forwarding stage (benchmarks/instructions.py ``--agent forward``, traces on).
+runtime's forwarding stage (benchmarks/instructions.py ``--agent forward``); traces on unless
+``--traces off``. (The runtime's count is not load-proof: under valgrind on a loaded machine
+its handler pool's 20 ms burst budget can split batches; see docs/benchmarks.md "Issue 17:
+handler and output path".)
 """
 
 from __future__ import annotations
@@ -94,12 +97,16 @@ OUTPUTS: dict[int, type[Hop] | type[Answered]] = {
 }
 
 
-def config(prefix: str, batch: int) -> dict[str, Any]:
-    """The pipeline of benchmarks/pipeline.py (Stage1..Stage6 plug-ins, default settings)."""
+def config(prefix: str, batch: int, trace: bool = True) -> dict[str, Any]:
+    """The pipeline of benchmarks/pipeline.py (Stage1..Stage6 plug-ins, default settings;
+    ``trace``: off only when asked, ``--traces off``)."""
+    worker: dict[str, Any] = {"batch_size": batch} if batch != 128 else {}
+    if not trace:
+        worker["trace"] = False
     return {
         "key_prefix": prefix,
         "allowed_modules": ["benchmarks"],
-        "worker": {"batch_size": batch} if batch != 128 else {},
+        "worker": worker,
         "agents": {f"s{i}": {"class": f"benchmarks.agents:Stage{i}"} for i in range(1, STAGES + 1)},
     }
 
@@ -322,7 +329,8 @@ def delivered(r: redis.Redis, pipeline: Pipeline, items: list[dict[bytes, bytes]
             pipe.sismember(keys.done("s1", bucket), mid)
         replies = pipe.execute()
     counts = [tuple(replies[i : i + 4]) for i in range(0, len(replies), 4)]
-    wrong = [c for c in counts if c != (1, 1, STAGES, 1)]
+    traced = STAGES if pipeline.worker_settings("s1").trace else 0
+    wrong = [c for c in counts if c != (1, 1, traced, 1)]
     dead = sum(r.xlen(keys.dlq(f"s{i}")) for i in range(1, STAGES + 1))
     if wrong or dead:
         raise RuntimeError(
@@ -366,7 +374,7 @@ def floor_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[st
     from pipeline import Stages, wait_until
 
     prefix = f"f{uuid.uuid4().hex[:6]}"
-    raw_config = config(prefix, args.batch)
+    raw_config = config(prefix, args.batch, args.traces == "on")
     path = Path(args.tmp) / f"{prefix}.yaml"
     path.write_text(yaml.safe_dump(raw_config))
     pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
@@ -399,7 +407,7 @@ def runtime_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[
     from pipeline import Stages, wait_until
 
     prefix = f"b{uuid.uuid4().hex[:6]}"
-    raw_config = config(prefix, args.batch)
+    raw_config = config(prefix, args.batch, args.traces == "on")
     path = Path(args.tmp) / f"{prefix}.yaml"
     path.write_text(yaml.safe_dump(raw_config))
     pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
@@ -477,7 +485,8 @@ def run(args: argparse.Namespace) -> None:
             )
     med = statistics.median
     print(
-        f"\nmedians of {args.rounds} rounds ({args.messages} requests drained, batch {args.batch}):"
+        f"\nmedians of {args.rounds} rounds ({args.messages} requests drained, batch "
+        f"{args.batch}, traces {args.traces}):"
     )
     for name in names:
         print(f"  {_line(name, results[name])}")
@@ -518,7 +527,7 @@ def _line(name: str, runs: list[dict[str, Any]]) -> str:
 # -- instructions per message of one stage (callgrind) -----------------------------------------
 
 
-def one_stage(what: str, url: str, n: int, tmp: str, batch: int) -> None:
+def one_stage(what: str, url: str, n: int, tmp: str, batch: int, trace: bool) -> None:
     """Under valgrind: ``n`` requests in stage 1's inbox, drained by one stage (the raw
     relay's, or the floor's stage 1) in a thread of this process; instructions counted only
     while it drains (and this thread's few polls), as benchmarks/instructions.py counts the
@@ -526,7 +535,7 @@ def one_stage(what: str, url: str, n: int, tmp: str, batch: int) -> None:
     from instructions import consumed, instrument
 
     r = redis.Redis.from_url(url)
-    raw_config = config("fl", batch)
+    raw_config = config("fl", batch, trace)
     path = Path(tmp) / "fl.yaml"
     path.write_text(yaml.safe_dump(raw_config))
     pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
@@ -562,13 +571,14 @@ def one_stage(what: str, url: str, n: int, tmp: str, batch: int) -> None:
     instrument(False)
 
 
-def count_instructions(what: str, n: int, batch: int) -> float:
+def count_instructions(what: str, n: int, batch: int, trace: bool = True) -> float:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--instructions needs valgrind (e.g. apt install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
         argv += [f"--callgrind-out-file={tmp}/callgrind.out", sys.executable, __file__]
         argv += ["--one-stage", what, "--instructions", str(n), "--batch", str(batch)]
+        argv += ["--traces", "on" if trace else "off"]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
     for line in done.stderr.splitlines():
         if "Collected :" in line:
@@ -576,17 +586,17 @@ def count_instructions(what: str, n: int, batch: int) -> float:
     raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr[-3000:]}")
 
 
-def instructions(n: int, batch: int) -> None:
+def instructions(n: int, batch: int, trace: bool) -> None:
     from instructions import measure
 
     raw = count_instructions("raw", n, batch)
     print(f"raw relay stage              {raw:9,.0f} instructions/message", flush=True)
-    floor = count_instructions("floor", n, batch)
+    floor = count_instructions("floor", n, batch, trace)
     print(
         f"floor stage 1 (forwarding)   {floor:9,.0f} instructions/message ({floor / raw:.1f}x raw)",
         flush=True,
     )
-    runtime = measure("runtime", n, True, "forward", batch)
+    runtime = measure("runtime", n, trace, "forward", batch)
     print(
         f"runtime forwarding stage     {runtime:9,.0f} instructions/message "
         f"({runtime / raw:.1f}x raw, {runtime / floor:.2f}x floor)"
@@ -606,6 +616,12 @@ def main() -> None:
         metavar="N",
         help="count instructions per message of one stage draining N requests (callgrind)",
     )
+    parser.add_argument(
+        "--traces",
+        choices=["on", "off"],
+        default="on",
+        help="trace records of the floor and the runtime (issue 17's acceptance: on)",
+    )
     parser.add_argument("--stage", help=argparse.SUPPRESS)  # a floor stage process
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -622,9 +638,10 @@ def main() -> None:
             tempfile.TemporaryDirectory() as tmp,
             EmbeddedServer(Path(tmp) / "redis", persistent=False) as server,
         ):
-            one_stage(args.one_stage, server.url, args.instructions, tmp, args.batch)
+            trace = args.traces == "on"
+            one_stage(args.one_stage, server.url, args.instructions, tmp, args.batch, trace)
     elif args.instructions:
-        instructions(args.instructions, args.batch)
+        instructions(args.instructions, args.batch, args.traces == "on")
     else:
         run(args)
 
