@@ -24,6 +24,7 @@ from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.transport.connect import connect
 from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import default_consumer_name
+from agent_runtime.worker.supervisor import die_with_supervisor
 
 CONSUMER_NAME_ENV = "AGENT_RUNTIME_CONSUMER_NAME"
 
@@ -64,6 +65,7 @@ def register(group: click.Group) -> None:
 
 
 def run(args: Args) -> int:
+    die_with_supervisor()  # first: a supervised worker gets SIGTERM when `up` dies
     # every problem of the config, and this agent type's API key, before anything starts
     pipeline = load_pipeline(args, environment_for=[args.name])
     if args.name not in pipeline.agents:
