@@ -59,6 +59,7 @@ class Run:
     load: float
     server_s: float  # the first line ("redis: ..."): server started, users created
     ready_s: float
+    up_cpu_s: float  # CPU of the `up` process itself up to the ready line
     stop_s: float
     workers: list[Worker]
 
@@ -105,7 +106,7 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
     timer = threading.Timer(timeout, proc.send_signal, (signal.SIGTERM,))
     timer.start()
     rows: list[tuple[str, str, int]] = []
-    ready_s = server_s = 0.0
+    ready_s = server_s = up_cpu = 0.0
     try:
         for line in proc.stdout:
             server_s = server_s or time.monotonic() - start
@@ -114,6 +115,7 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
                 rows.append((cells[0], cells[1], int(cells[2])))
             if line.strip() == READY:
                 ready_s = time.monotonic() - start
+                up_cpu = cpu_s(proc.pid)
                 break
         else:
             raise SystemExit(f"'up' exited ({proc.wait()}) before '{READY}': see {home}/up.log")
@@ -129,7 +131,7 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
     log.close()
     if code != 0:
         raise SystemExit(f"'up' exited {code} after SIGTERM: see {home}/up.log")
-    return Run(load, server_s, ready_s, time.monotonic() - stop, workers)
+    return Run(load, server_s, ready_s, up_cpu, time.monotonic() - stop, workers)
 
 
 def imports(config: str, top: int) -> None:
@@ -247,7 +249,8 @@ def main() -> None:
                 f"run {i + 1}: ready {run.ready_s:.2f} s  (load {run.load:.2f})  "
                 f"server up {run.server_s:.2f} s  "
                 f"stop {run.stop_s:.2f} s  workers {len(run.workers)}  "
-                f"RSS {run.rss_mb:.1f} MB  worker CPU {run.cpu_s:.2f} s"
+                f"RSS {run.rss_mb:.1f} MB  worker CPU {run.cpu_s:.2f} s  "
+                f"up CPU {run.up_cpu_s:.2f} s"
             )
     if not runs:  # --runs 0: only --imports
         if opts.imports:
