@@ -52,6 +52,7 @@ class Worker:
     pid: int
     rss_kb: int
     cpu_s: float
+    children_cpu_s: float  # its child processes' (the executors' tool forkserver)
 
 
 @dataclass
@@ -71,6 +72,10 @@ class Run:
     def cpu_s(self) -> float:
         return sum(w.cpu_s for w in self.workers)
 
+    @property
+    def children_cpu_s(self) -> float:
+        return sum(w.children_cpu_s for w in self.workers)
+
 
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -83,6 +88,20 @@ def cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU of the live processes whose parent is ``pid`` (and of theirs)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            child = int(stat.parent.name)
+            total += cpu_s(child) + children_cpu_s(child)
+    return total
 
 
 def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
@@ -122,7 +141,9 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
     finally:
         timer.cancel()
     time.sleep(0.5)  # idle: the first heartbeat and group checks are done
-    workers = [Worker(a, s, pid, rss_kb(pid), cpu_s(pid)) for a, s, pid in rows]
+    workers = [
+        Worker(a, s, pid, rss_kb(pid), cpu_s(pid), children_cpu_s(pid)) for a, s, pid in rows
+    ]
     stop = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     for _ in proc.stdout:  # "workers stopped", "embedded server stopped"
@@ -250,7 +271,7 @@ def main() -> None:
                 f"server up {run.server_s:.2f} s  "
                 f"stop {run.stop_s:.2f} s  workers {len(run.workers)}  "
                 f"RSS {run.rss_mb:.1f} MB  worker CPU {run.cpu_s:.2f} s  "
-                f"up CPU {run.up_cpu_s:.2f} s"
+                f"up CPU {run.up_cpu_s:.2f} s  workers' children CPU {run.children_cpu_s:.2f} s"
             )
     if not runs:  # --runs 0: only --imports
         if opts.imports:
@@ -258,10 +279,13 @@ def main() -> None:
         return
     best = min(runs, key=lambda r: r.ready_s)
     print(f"\nbest of {len(runs)}: ready {best.ready_s:.2f} s (load {best.load:.2f})")
-    print(f"{'agent':<16}{'slot':>5}{'pid':>8}{'RSS MB':>8}{'CPU s':>7}")
+    print(f"{'agent':<16}{'slot':>5}{'pid':>8}{'RSS MB':>8}{'CPU s':>7}{'children':>9}")
     for w in best.workers:
-        print(f"{w.agent:<16}{w.slot:>5}{w.pid:>8}{w.rss_kb / 1024:8.1f}{w.cpu_s:7.2f}")
-    print(f"{'total':<29}{best.rss_mb:8.1f}{best.cpu_s:7.2f}")
+        print(
+            f"{w.agent:<16}{w.slot:>5}{w.pid:>8}{w.rss_kb / 1024:8.1f}{w.cpu_s:7.2f}"
+            f"{w.children_cpu_s:9.2f}"
+        )
+    print(f"{'total':<29}{best.rss_mb:8.1f}{best.cpu_s:7.2f}{best.children_cpu_s:9.2f}")
     if opts.imports:
         imports(opts.config, opts.top)
 
