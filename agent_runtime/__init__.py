@@ -30,29 +30,7 @@ def _import_structlog_without_rich() -> None:
         del _sys.modules["rich"]
 
 
-def _import_redis_without_otel_sdk() -> None:
-    """Import redis with ``opentelemetry.sdk.metrics`` hidden from it, unless something
-    imported either already.
-
-    redis 8 (``redis.observability.providers``) imports the OpenTelemetry SDK's metrics at
-    import time wherever the SDK is installed (the ``otel`` extra, a dev install), only to set
-    a module flag and a type name that nothing reads: 131 M instructions of a worker's ~1,950 M
-    start (docs/benchmarks.md "Issue 17: start time", second pass). redis-py's own OTel metrics
-    still work: they are off unless configured, and then import ``opentelemetry.metrics``
-    (the API, not hidden) when they start. The entry is removed right after, so the SDK
-    imports normally later (the runtime's tracing, the application's own)."""
-    hidden = "opentelemetry.sdk.metrics"
-    if "redis" in _sys.modules or hidden in _sys.modules:
-        return
-    _sys.modules[hidden] = None  # type: ignore[assignment]
-    try:
-        import redis  # noqa: F401
-    finally:
-        del _sys.modules[hidden]
-
-
 _import_structlog_without_rich()
-_import_redis_without_otel_sdk()
 
 from agent_runtime.agent import Agent, AgentRuntime, MessageContext, NoConfig, Services  # noqa: E402
 from agent_runtime.errors import AgentRuntimeError, ConfigError, Reject, Retry, Skip  # noqa: E402

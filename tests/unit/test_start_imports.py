@@ -27,7 +27,7 @@ NOT_IN_A_WORKER = (
     "rich",
     # metrics are off without a metrics port (observability/process.py imports them then)
     "prometheus_client",
-    # redis 8 imports the OTel SDK's metrics wherever it is installed (agent_runtime/__init__)
+    # redis 8 imports the OTel SDK metrics where installed (agent_runtime/transport/__init__.py)
     "opentelemetry.sdk.metrics",
     # the Ed25519 code: only the safety checker's and executors' instances load it (approval.py)
     "cryptography.hazmat",
