@@ -8,8 +8,9 @@ benchmark never meets another ``up``), times spawn -> the ``workers ready`` line
 once every worker's heartbeat names its pid (and, before it, the first line: the server up
 and its users created, before any worker is spawned), then reads each worker process's idle RSS
 (``/proc/PID/status`` VmRSS) and the CPU seconds it used to get there (``/proc/PID/stat``
-utime + stime: moved far less than the wall time by other jobs on the machine), sends SIGTERM
-and times the clean stop. The runs share one home: the first one also creates the keys
+utime + stime: moved far less than the wall time by other jobs on the machine), the CPU of
+the workers' own child processes (the executors' tool forkserver) and of ``up`` itself, sends
+SIGTERM and times the clean stop. The runs share one home: the first one also creates the keys
 (signing, approval, ACL passwords), as a first ``up`` does. Best of N (the machine is shared):
 the 1-minute load average is printed beside each run.
 
