@@ -8,8 +8,9 @@ benchmark never meets another ``up``), times spawn -> the ``workers ready`` line
 once every worker's heartbeat names its pid (and, before it, the first line: the server up
 and its users created, before any worker is spawned), then reads each worker process's idle RSS
 (``/proc/PID/status`` VmRSS) and the CPU seconds it used to get there (``/proc/PID/stat``
-utime + stime: moved far less than the wall time by other jobs on the machine), sends SIGTERM
-and times the clean stop. The runs share one home: the first one also creates the keys
+utime + stime: moved far less than the wall time by other jobs on the machine), the CPU of
+the workers' own child processes (the executors' tool forkserver) and of ``up`` itself, sends
+SIGTERM and times the clean stop. The runs share one home: the first one also creates the keys
 (signing, approval, ACL passwords), as a first ``up`` does. Best of N (the machine is shared):
 the 1-minute load average is printed beside each run.
 
@@ -52,6 +53,7 @@ class Worker:
     pid: int
     rss_kb: int
     cpu_s: float
+    children_cpu_s: float  # its child processes' (the executors' tool forkserver)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Run:
     load: float
     server_s: float  # the first line ("redis: ..."): server started, users created
     ready_s: float
+    up_cpu_s: float  # CPU of the `up` process itself up to the ready line
     stop_s: float
     workers: list[Worker]
 
@@ -69,6 +72,10 @@ class Run:
     @property
     def cpu_s(self) -> float:
         return sum(w.cpu_s for w in self.workers)
+
+    @property
+    def children_cpu_s(self) -> float:
+        return sum(w.children_cpu_s for w in self.workers)
 
 
 def rss_kb(pid: int) -> int:
@@ -82,6 +89,20 @@ def cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU of the live processes whose parent is ``pid`` (and of theirs)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            child = int(stat.parent.name)
+            total += cpu_s(child) + children_cpu_s(child)
+    return total
 
 
 def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
@@ -105,7 +126,7 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
     timer = threading.Timer(timeout, proc.send_signal, (signal.SIGTERM,))
     timer.start()
     rows: list[tuple[str, str, int]] = []
-    ready_s = server_s = 0.0
+    ready_s = server_s = up_cpu = 0.0
     try:
         for line in proc.stdout:
             server_s = server_s or time.monotonic() - start
@@ -114,13 +135,16 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
                 rows.append((cells[0], cells[1], int(cells[2])))
             if line.strip() == READY:
                 ready_s = time.monotonic() - start
+                up_cpu = cpu_s(proc.pid)
                 break
         else:
             raise SystemExit(f"'up' exited ({proc.wait()}) before '{READY}': see {home}/up.log")
     finally:
         timer.cancel()
     time.sleep(0.5)  # idle: the first heartbeat and group checks are done
-    workers = [Worker(a, s, pid, rss_kb(pid), cpu_s(pid)) for a, s, pid in rows]
+    workers = [
+        Worker(a, s, pid, rss_kb(pid), cpu_s(pid), children_cpu_s(pid)) for a, s, pid in rows
+    ]
     stop = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     for _ in proc.stdout:  # "workers stopped", "embedded server stopped"
@@ -129,7 +153,7 @@ def one(config: str, home: Path, timeout: float, bytecode: bool) -> Run:
     log.close()
     if code != 0:
         raise SystemExit(f"'up' exited {code} after SIGTERM: see {home}/up.log")
-    return Run(load, server_s, ready_s, time.monotonic() - stop, workers)
+    return Run(load, server_s, ready_s, up_cpu, time.monotonic() - stop, workers)
 
 
 def imports(config: str, top: int) -> None:
@@ -247,7 +271,8 @@ def main() -> None:
                 f"run {i + 1}: ready {run.ready_s:.2f} s  (load {run.load:.2f})  "
                 f"server up {run.server_s:.2f} s  "
                 f"stop {run.stop_s:.2f} s  workers {len(run.workers)}  "
-                f"RSS {run.rss_mb:.1f} MB  worker CPU {run.cpu_s:.2f} s"
+                f"RSS {run.rss_mb:.1f} MB  worker CPU {run.cpu_s:.2f} s  "
+                f"up CPU {run.up_cpu_s:.2f} s  workers' children CPU {run.children_cpu_s:.2f} s"
             )
     if not runs:  # --runs 0: only --imports
         if opts.imports:
@@ -255,10 +280,13 @@ def main() -> None:
         return
     best = min(runs, key=lambda r: r.ready_s)
     print(f"\nbest of {len(runs)}: ready {best.ready_s:.2f} s (load {best.load:.2f})")
-    print(f"{'agent':<16}{'slot':>5}{'pid':>8}{'RSS MB':>8}{'CPU s':>7}")
+    print(f"{'agent':<16}{'slot':>5}{'pid':>8}{'RSS MB':>8}{'CPU s':>7}{'children':>9}")
     for w in best.workers:
-        print(f"{w.agent:<16}{w.slot:>5}{w.pid:>8}{w.rss_kb / 1024:8.1f}{w.cpu_s:7.2f}")
-    print(f"{'total':<29}{best.rss_mb:8.1f}{best.cpu_s:7.2f}")
+        print(
+            f"{w.agent:<16}{w.slot:>5}{w.pid:>8}{w.rss_kb / 1024:8.1f}{w.cpu_s:7.2f}"
+            f"{w.children_cpu_s:9.2f}"
+        )
+    print(f"{'total':<29}{best.rss_mb:8.1f}{best.cpu_s:7.2f}{best.children_cpu_s:9.2f}")
     if opts.imports:
         imports(opts.config, opts.top)
 

@@ -125,6 +125,14 @@ def load_pipeline(args: Args, *, environment_for: Iterable[str] | None = ()) -> 
 def redis_url(args: Args, pipeline: Pipeline | None) -> str:
     """The URL to use, checked and answering PING; a clear error when there is none and no
     embedded server runs. Call it before an event loop runs (it runs one for the PING)."""
+    url = chosen_url(args, pipeline)
+    anyio.run(ping, url)  # one line (exit 4) now rather than a hang or a failure midway
+    return url
+
+
+def chosen_url(args: Args, pipeline: Pipeline | None) -> str:
+    """:func:`redis_url` without the PING (a caller that pings over its own connection,
+    ``worker``, calls :func:`answers` first thing in its event loop)."""
     url = configured_url(args, pipeline) or find_running()
     if not url:
         raise ServerUnavailable(
@@ -132,9 +140,7 @@ def redis_url(args: Args, pipeline: Pipeline | None) -> str:
             "in the config, and no embedded server is running (start one with "
             "'agent-runtime up' in another terminal)"
         )
-    use_url(args, url)
-    anyio.run(ping, url)  # one line (exit 4) now rather than a hang or a failure midway
-    return url
+    return use_url(args, url)
 
 
 def configured_url(args: Args, pipeline: Pipeline | None) -> str | None:
@@ -206,10 +212,15 @@ async def ping(url: str) -> None:
     answer within :func:`connect_timeout` seconds, before a command does anything else."""
     reader = RuntimeReader.of(open_connection(url))
     try:
-        with anyio.fail_after(connect_timeout()):
-            await reader.ping()
+        await answers(reader)
     finally:
         await reader.aclose()
+
+
+async def answers(reader: RuntimeReader) -> None:
+    """:func:`ping` over a connection the caller keeps (and closes)."""
+    with anyio.fail_after(connect_timeout()):
+        await reader.ping()
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ import click
 
 from agent_runtime.cli.common import (
     Args,
+    answers,
+    chosen_url,
     config_and_redis,
     load_pipeline,
-    redis_url,
     runs,
 )
 from agent_runtime.config.acl import worker_url
@@ -22,8 +23,10 @@ from agent_runtime.observability.logging import configure_logging
 from agent_runtime.observability.process import metrics_port_from_env
 from agent_runtime.observability.redaction import env_redactor
 from agent_runtime.transport.connect import connect
+from agent_runtime.transport.inspect import RuntimeReader
 from agent_runtime.worker.build import build_worker
 from agent_runtime.worker.loop import default_consumer_name
+from agent_runtime.worker.supervisor import die_with_supervisor
 
 CONSUMER_NAME_ENV = "AGENT_RUNTIME_CONSUMER_NAME"
 
@@ -64,6 +67,7 @@ def register(group: click.Group) -> None:
 
 
 def run(args: Args) -> int:
+    die_with_supervisor()  # first: a supervised worker gets SIGTERM when `up` dies
     # every problem of the config, and this agent type's API key, before anything starts
     pipeline = load_pipeline(args, environment_for=[args.name])
     if args.name not in pipeline.agents:
@@ -73,7 +77,7 @@ def run(args: Args) -> int:
         )
     configure_logging(redactor=env_redactor().with_config(pipeline.config))
     # on the server 'up' locked down, its own agent type's user, not the admin it finds
-    url = worker_url(redis_url(args, pipeline), pipeline, args.name)
+    url = worker_url(chosen_url(args, pipeline), pipeline, args.name)
     consumer = args.consumer or consumer_from_env() or default_consumer_name(args.name, args.slot)
     port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
     anyio.run(serve, pipeline, args.name, url, consumer, port, backend_options=loop_options())
@@ -99,6 +103,10 @@ async def serve(
     pipeline: Pipeline, name: str, url: str, consumer: str, metrics_port: int | None = None
 ) -> None:
     connection = connect(url)
+    # one line (exit 4) now if the server cannot be reached or refuses us, rather than a hang
+    # or a failure midway; over the worker's own connection, in its own event loop (a PING
+    # of its own before anyio.run cost a second loop and connection per worker start)
+    await answers(RuntimeReader.of(connection))
     built = build_worker(
         pipeline,
         name,

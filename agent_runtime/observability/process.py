@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from agent_runtime.config.pipeline import Pipeline
 from agent_runtime.errors import AgentRuntimeError, ConfigError
-from agent_runtime.observability.collector import StreamCollector
-from agent_runtime.observability.metrics import Metrics, PrometheusObserver
-from agent_runtime.observability.probes import Probes
 from agent_runtime.observability.tracing import TraceContextMiddleware
 from agent_runtime.transport.inspect import RedisClient, RuntimeReader
 from agent_runtime.worker.observer import Observer
+
+if TYPE_CHECKING:  # imported where metrics are on: prometheus_client is not loaded otherwise
+    from agent_runtime.observability.metrics import Metrics
+    from agent_runtime.observability.probes import Probes
 
 METRICS_PORT_ENV = "AGENT_RUNTIME_METRICS_PORT"
 COLLECT_INTERVAL_ENV = "AGENT_RUNTIME_METRICS_INTERVAL"
@@ -65,6 +66,11 @@ class WorkerObservability:
         )
         obs.interval = float(os.environ.get(COLLECT_INTERVAL_ENV) or 5.0)
         if metrics_port is not None:
+            # here, not at the top: without a metrics port a worker never loads
+            # prometheus_client (docs/benchmarks.md "Issue 17: start time", second pass)
+            from agent_runtime.observability.metrics import Metrics, PrometheusObserver
+            from agent_runtime.observability.probes import Probes
+
             obs.metrics = Metrics()
             obs.observer = PrometheusObserver(obs.metrics, agent)
             group = pipeline.config.keys.group(agent)
@@ -86,6 +92,8 @@ class WorkerObservability:
         without metrics."""
         if self.metrics is None:
             return
+        from agent_runtime.observability.collector import StreamCollector
+
         reader = RuntimeReader(redis)
         collector = StreamCollector(reader, self.metrics, self.streams, self.interval)
         async with anyio.create_task_group() as tg:

@@ -277,13 +277,16 @@ def with_credentials(url: str, user: str, password: str) -> str:
 async def install_users(url: str, users: Iterable[AclUser], admin: AclUser) -> None:
     """Create (or reset) the ``admin`` user and ``users`` on the server at ``url`` (whose user
     may run ``ACL SETUSER``), then switch the default user off: from then on only the users
-    made here can connect (``admin`` for the operator's commands)."""
+    made here can connect (``admin`` for the operator's commands). Two round trips: every
+    ``ACL SETUSER`` in one pipeline, then, only once all of them succeeded, the default user
+    switched off (a refused rule leaves the server as it was reachable, not locked)."""
     connection = connect(url)
     try:
         redis = connection.redis
-        await redis.execute_command("ACL", "SETUSER", *admin.setuser_args())
-        for user in users:
-            await redis.execute_command("ACL", "SETUSER", *user.setuser_args())
+        batch = redis.pipeline(transaction=False)
+        for user in (admin, *users):
+            batch.execute_command("ACL", "SETUSER", *user.setuser_args())
+        await batch.execute()  # raises the first refusal
         await redis.execute_command("ACL", "SETUSER", "default", "resetpass", "off")
     finally:
         await connection.redis.aclose()

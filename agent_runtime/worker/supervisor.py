@@ -12,7 +12,11 @@ child, waits up to the largest ``drain_timeout`` + 5 s, then SIGKILLs what is le
 
 Children run in their own session, so a terminal's Ctrl-C reaches only the supervisor, which
 forwards exactly one SIGTERM (a second signal would cut a worker's drain short). On Linux a
-child also gets SIGTERM when the supervisor dies (PR_SET_PDEATHSIG).
+child also gets SIGTERM when the supervisor dies (PR_SET_PDEATHSIG): the child asks for it
+itself, first thing (:func:`die_with_supervisor`, with the supervisor's pid from
+``AGENT_RUNTIME_SUPERVISOR_PID``), and exits at once if the supervisor died before that. No
+``preexec_fn``: with one, subprocess must fork and run Python code in the child before the exec;
+without, it uses vfork (measured: docs/benchmarks.md "Issue 17: start time", second pass).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ POLL_INTERVAL = 0.1
 #: Extra seconds, beyond the largest drain_timeout, children get after SIGTERM.
 KILL_GRACE = 5.0
 PR_SET_PDEATHSIG = 1
+#: The supervisor's pid, in each child's environment (:func:`die_with_supervisor`).
+SUPERVISOR_PID_ENV = "AGENT_RUNTIME_SUPERVISOR_PID"
 
 
 class WorkersNotReady(AgentRuntimeError):
@@ -91,10 +97,21 @@ class _Child:
         return self.process.pid if self.process is not None and self.alive() else None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_supervisor() -> None:
+    """In a supervised worker (``AGENT_RUNTIME_SUPERVISOR_PID`` set): get SIGTERM when the
+    supervisor dies (PR_SET_PDEATHSIG, Linux), then exit now (status 1) if it already has:
+    our parent is no longer its pid. The request comes first and the check after it, so no
+    death goes unseen. Unset (a worker started by hand): nothing. The variable is removed
+    from our environment (the worker's own children are not supervised by that pid)."""
+    expected = os.environ.pop(SUPERVISOR_PID_ENV, "")
+    if not expected.isdigit():
+        return
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(expected):
+        raise SystemExit(f"agent-runtime worker: its supervisor (pid {expected}) is gone")
 
 
 class Supervisor:
@@ -279,6 +296,7 @@ class Supervisor:
         named = {n for names in secrets.values() for n in names}
         env = agent_env(self._env, secrets[child.agent], named)
         env["AGENT_RUNTIME_WORKER_INDEX"] = str(child.index)
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())  # die_with_supervisor
         env.update(_agent_url_env(self._agent_urls, child.agent))
         env.pop("AGENT_RUNTIME_CONSUMER_NAME", None)  # one name per process: children use slots
         base = env.get("AGENT_RUNTIME_METRICS_PORT", "")
@@ -303,8 +321,7 @@ class Supervisor:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
-                close_fds=True,
+                close_fds=True,  # no preexec_fn: the child asks for PR_SET_PDEATHSIG itself
             )
         finally:
             if output is not None:

@@ -27,7 +27,13 @@ from agent_runtime.cli import main
 from agent_runtime.client import Client
 from agent_runtime.config.acl import Credentials, lock_down, publish_targets
 from agent_runtime.testing import wait_until
-from agent_runtime.transport.acl import ADMIN_USER, user_name
+from agent_runtime.transport.acl import (
+    ADMIN_USER,
+    AclUser,
+    admin_rules,
+    install_users,
+    user_name,
+)
 from agent_runtime.transport.embedded import EmbeddedServer
 from agent_runtime.worker.loop import default_consumer_name
 from protocols.pipeline import Report
@@ -163,6 +169,34 @@ def test_the_default_user_is_off(locked: Locked) -> None:
         client.close()
     flags = locked.admin.acl_getuser("default")["flags"]
     assert "off" in flags and "on" not in flags
+
+
+def test_a_refused_user_leaves_the_default_user_on(tmp_path: Path) -> None:
+    """install_users sends every ACL SETUSER in one pipeline and switches the default user
+    off only after all of them were accepted: a refused rule raises and locks nobody out."""
+    server = _start_server(tmp_path / "redis", None)
+    try:
+        admin = AclUser(ADMIN_USER, "pw-admin", admin_rules())
+        good = AclUser("ok-user", "pw-ok", ("~ok:*", "+get"))
+        bad = AclUser("bad-user", "pw-bad", ("+no-such-command",))
+        with pytest.raises(redis.ResponseError):
+            anyio.run(install_users, server.url, [good, bad], admin)
+        client = redis.Redis(unix_socket_path=str(server.socket_path))
+        try:
+            assert client.ping()  # the default user still works
+            assert "on" in client.acl_getuser("default")["flags"]
+            assert client.acl_getuser("ok-user") is not None  # the ones before were made
+        finally:
+            client.close()
+        anyio.run(install_users, server.url, [good], admin)
+        client = redis.Redis(unix_socket_path=str(server.socket_path))
+        try:
+            with pytest.raises(redis.AuthenticationError):
+                client.ping()
+        finally:
+            client.close()
+    finally:
+        server.stop()
 
 
 def test_the_default_pipeline_runs_end_to_end_under_per_agent_users(locked: Locked) -> None:

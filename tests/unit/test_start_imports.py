@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import pytest
 
 from agent_runtime.cli import COMMAND_MODULES, COMMANDS, build_cli
 
@@ -24,6 +25,10 @@ NOT_IN_A_WORKER = (
     "uvicorn",
     "starlette",
     "rich",
+    # metrics are off without a metrics port (observability/process.py imports them then)
+    "prometheus_client",
+    # redis 8 imports the OTel SDK metrics where installed (agent_runtime/transport/__init__.py)
+    "opentelemetry.sdk.metrics",
     # the Ed25519 code: only the safety checker's and executors' instances load it (approval.py)
     "cryptography.hazmat",
     "agent_runtime.gateway",
@@ -71,6 +76,26 @@ def test_rich_stays_importable_after_agent_runtime() -> None:
         "format_table(('A',), [('x',)])\n"  # the CLI's tables still draw with rich
     )
     assert "rich" in loaded_after(code)
+
+
+def test_the_otel_sdk_stays_importable_after_agent_runtime() -> None:
+    pytest.importorskip("opentelemetry.sdk.metrics")  # the otel extra (a dev install has it)
+    code = (
+        "import agent_runtime, redis.observability.providers as p\n"
+        "assert p.OTEL_AVAILABLE is False\n"  # redis did not take the SDK in
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "MeterProvider()\n"  # the application's (and the runtime's) own use still works
+    )
+    assert "opentelemetry.sdk.metrics" in loaded_after(code)
+
+
+def test_metrics_are_built_where_a_port_is_given() -> None:
+    code = (
+        "import agent_runtime.observability as o\n"
+        "o.Metrics().registry\n"  # the package's lazy names still resolve
+        "from agent_runtime.observability.process import WorkerObservability\n"
+    )
+    assert "prometheus_client" in loaded_after(code)
 
 
 def test_the_command_table_names_every_command_in_help_order() -> None:

@@ -92,3 +92,13 @@ def test_restart_backoff_doubles_and_resets_after_a_stable_run(config: Path) -> 
 def test_bad_replica_override(config: Path) -> None:
     with pytest.raises(ConfigError, match="must be >= 0"):
         Supervisor(config, "unix:///x", replicas={"echo": -1})
+
+
+def test_each_child_is_told_its_supervisor_pid(config: Path) -> None:
+    """The child asks for PR_SET_PDEATHSIG itself (die_with_supervisor) and compares its
+    parent with this pid: Popen gets no preexec_fn, so subprocess can vfork."""
+    from agent_runtime.worker.supervisor import SUPERVISOR_PID_ENV
+
+    sup = Supervisor(config, "unix:///tmp/redis.sock")
+    for c in sup._children:
+        assert sup._child_env(c)[SUPERVISOR_PID_ENV] == str(os.getpid())
