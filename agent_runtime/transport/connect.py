@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
@@ -184,8 +184,11 @@ class GatedPool(ConnectionPool):
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._slots.acquire()
+            if self._slots.locked():  # all busy: queue, bounded (a free slot needs no timer)
+                async with asyncio.timeout(self.timeout):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # returns at once
         except TimeoutError:
             raise RedisConnectionError(
                 f"no connection free within {self.timeout}s "
@@ -228,7 +231,45 @@ def _gated_class(base: Any) -> type:
             await self.disconnect(nowait=True)
             raise RedisConnectionError("the connection pool was closed while connecting")
 
-    return type(f"Gated{base.__name__}", (base,), {"_connect": _connect})
+    async def send_packed_command(
+        self: Any, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """redis-py's send, without its ``asyncio.wait_for`` (a task and a timer per command)
+        when the kernel took every byte: only a send that leaves bytes buffered can wait, so
+        only that one is bounded by ``socket_timeout`` (low_rate.py: see the module text)."""
+        if not self.socket_timeout or not self.is_connected:
+            await base.send_packed_command(self, command, check_health)
+            return
+        if check_health:
+            await self.check_health()
+            if not self.is_connected:  # the health check's PING failed and disconnected
+                await base.send_packed_command(self, command, False)
+                return
+        try:
+            if isinstance(command, str):
+                command = command.encode()
+            writer = self._writer
+            writer.writelines([command] if isinstance(command, bytes) else command)
+            if writer.transport.get_write_buffer_size():  # drain may wait: bounded
+                await asyncio.wait_for(writer.drain(), self.socket_timeout)
+            else:  # nothing buffered: drain only reports a lost connection, never waits
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            number, text = ("UNKNOWN", exc.args[0]) if len(exc.args) == 1 else exc.args[:2]
+            raise RedisConnectionError(f"Error {number} while writing to socket. {text}.") from exc
+        except BaseException:  # half-sent: the connection cannot be used again
+            await self.disconnect(nowait=True)
+            raise
+
+    return type(
+        f"Gated{base.__name__}",
+        (base,),
+        {"_connect": _connect, "send_packed_command": send_packed_command},
+    )
 
 
 def redact_url(url: str) -> str:
