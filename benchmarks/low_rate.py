@@ -59,14 +59,24 @@ def main() -> None:
         "allowed_modules": ["benchmarks"],
         "agents": {"s1": {"class": "benchmarks.agents:Answer"}},
     }
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(
-        Path(tmp) / "r", persistent=False
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedServer(Path(tmp) / "r", persistent=False) as server,
+    ):
         config = Path(tmp) / "c.yaml"
         config.write_text(yaml.safe_dump(cfg))
         worker = subprocess.Popen(
-            [sys.executable, "-m", "agent_runtime", "worker", "s1", "--config", str(config),
-             "--redis-url", server.url],
+            [
+                sys.executable,
+                "-m",
+                "agent_runtime",
+                "worker",
+                "s1",
+                "--config",
+                str(config),
+                "--redis-url",
+                server.url,
+            ],
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -81,9 +91,20 @@ def main() -> None:
                     spy = None
                     if args.py_spy and n == args.rounds - 1:
                         spy = subprocess.Popen(
-                            [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "1000",
-                             "-f", "raw", "-o", args.py_spy, "-p", str(worker.pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            [
+                                str(Path(sys.executable).parent / "py-spy"),
+                                "record",
+                                "-r",
+                                "1000",
+                                "-f",
+                                "raw",
+                                "-o",
+                                args.py_spy,
+                                "-p",
+                                str(worker.pid),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
                         )
                         await asyncio.sleep(1)
                     per = await one_round(client, worker.pid, args.rate, args.messages)
