@@ -32,19 +32,23 @@ from agent_runtime.config.pipeline import Pipeline  # noqa: E402
 from agent_runtime.transport.embedded import EmbeddedServer  # noqa: E402
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-async def one_round(client: Client, pid: int, rate: float, messages: int) -> float:
-    before = cpu_seconds(pid)
+async def one_round(client: Client, pid: int, rate: float, messages: int) -> tuple[float, float]:
+    """Microseconds of worker CPU per message: (user, system)."""
+    before = cpu_times(pid)
     started = time.perf_counter()
     for i in range(messages):
         await client.publish(f"hello {i}")
         await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.perf_counter()))
     await asyncio.sleep(0.5)  # the last replies
-    return 1e6 * (cpu_seconds(pid) - before) / messages
+    after = cpu_times(pid)
+    return tuple(1e6 * (a - b) / messages for a, b in zip(after, before, strict=True))  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -82,6 +86,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        print(f"worker pid {worker.pid}", flush=True)
         time.sleep(4)  # the worker starts
         pipeline = Pipeline.build(PipelineConfig.model_validate(cfg))
 
@@ -90,10 +95,11 @@ def main() -> None:
                 for n in range(args.rounds):
                     spy = None
                     if args.py_spy and n == args.rounds - 1:
-                        spy = subprocess.Popen(
+                        spy = subprocess.Popen(  # noqa: ASYNC220
                             [
                                 str(Path(sys.executable).parent / "py-spy"),
                                 "record",
+                                "--nonblocking",
                                 "-r",
                                 "1000",
                                 "-f",
@@ -107,12 +113,15 @@ def main() -> None:
                             stderr=subprocess.DEVNULL,
                         )
                         await asyncio.sleep(1)
-                    per = await one_round(client, worker.pid, args.rate, args.messages)
+                    user, system = await one_round(client, worker.pid, args.rate, args.messages)
                     if spy is not None:
                         spy.send_signal(2)
                         spy.wait()
                     load = os.getloadavg()[0]
-                    print(f"round {n + 1}: worker CPU per msg {per:.0f} us  (load {load:.1f})")
+                    print(
+                        f"round {n + 1}: worker CPU per msg {user + system:.0f} us "
+                        f"(user {user:.0f}, system {system:.0f})  (load {load:.1f})"
+                    )
 
         asyncio.run(run())
         worker.send_signal(2)

@@ -176,6 +176,10 @@ class GatedPool(ConnectionPool):
         self._holders: set[Any] = set()
         base: Any = self.connection_class
         self.connection_class = _gated_class(base)
+        # Check-out and return without redis-py 8's per-command bookkeeping (five metric
+        # calls and a release event per command) when nothing listens: its metrics are off
+        # and no credential provider re-authenticates on release (see _checkout).
+        self._lean = _redis_metrics_off() and not self.connection_kwargs.get("credential_provider")
 
     def make_connection(self) -> Any:
         connection = super().make_connection()  # type: ignore[no-untyped-call]
@@ -195,11 +199,28 @@ class GatedPool(ConnectionPool):
                 f"(all {self.max_connections} in use; raise ?max_connections= in the URL)"
             ) from None
         try:
-            connection = await super().get_connection()  # type: ignore[no-untyped-call]
+            if self._lean:
+                connection = await self._checkout()
+            else:
+                connection = await super().get_connection()  # type: ignore[no-untyped-call]
         except BaseException:
             self._slots.release()
             raise
         self._holders.add(connection)
+        return connection
+
+    async def _checkout(self) -> Any:
+        """redis-py's ``get_connection`` without its metric calls: an idle connection (or a
+        new one), made sure to be connected and clean (``ensure_connection``: reconnects a
+        dropped one, refuses one with unread data). Measured: docs/benchmarks.md, "Issue 17:
+        low-rate CPU per message"."""
+        async with self._lock:
+            connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
         return connection
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
@@ -211,11 +232,31 @@ class GatedPool(ConnectionPool):
 
     async def release(self, connection: Any) -> None:
         try:
-            await super().release(connection)
+            if self._lean:  # redis-py's release without its event and metric calls
+                async with self._lock:
+                    self._in_use_connections.remove(connection)
+                    if connection.should_reconnect():
+                        await connection.disconnect()
+                    self._available_connections.append(connection)
+            else:
+                await super().release(connection)
         finally:
             if connection in self._holders:  # not when get_connection itself gave up on it
                 self._holders.discard(connection)
                 self._slots.release()
+
+
+def _redis_metrics_off() -> bool:
+    """Whether redis-py's own OpenTelemetry metrics are off (they are unless the application
+    set them up, before connecting)."""
+    try:
+        from redis.asyncio.observability import recorder
+    except ImportError:  # a redis-py without them
+        return True
+    try:
+        return recorder._get_or_create_collector() is None
+    except Exception:
+        return False
 
 
 @cache
