@@ -13,13 +13,23 @@ Connection behaviour under network faults (docs/operations.md, "Connection drops
 * New sockets open through the pool's :class:`ReconnectGate`: after a failed attempt the
   next one waits a jittered exponential delay (``Backoff``, reset by the first success);
   connects asked for meanwhile fail at once, and their callers back off in their own loops.
+
+Per command, this module skips redis-py 8 work nothing reads (issue 17, low request rates):
+a free pool slot is taken without an ``asyncio.timeout``; check-out and return make no
+metric calls and no release event when redis-py's own metrics are off and no credential
+provider re-authenticates (``GatedPool._lean``); a send the kernel takes whole makes no
+``asyncio.wait_for`` task (only a send that leaves bytes buffered can wait, and only it is
+bounded by ``socket_timeout``). Measured together with the worker's check of a partial batch
+in its read loop (docs/benchmarks.md "Issue 17: low-rate CPU per message"): a no-op stage
+at batch 4, 441-448 k -> 389 k instructions per message (-12 %); a forwarding stage
+628-634 k -> 579-581 k (-8 %); at 200 requests/s ~725 -> ~615 us worker CPU per message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
@@ -176,6 +186,10 @@ class GatedPool(ConnectionPool):
         self._holders: set[Any] = set()
         base: Any = self.connection_class
         self.connection_class = _gated_class(base)
+        # Check-out and return without redis-py 8's per-command bookkeeping (five metric
+        # calls and a release event per command) when nothing listens: its metrics are off
+        # and no credential provider re-authenticates on release (see _checkout).
+        self._lean = _redis_metrics_off() and not self.connection_kwargs.get("credential_provider")
 
     def make_connection(self) -> Any:
         connection = super().make_connection()  # type: ignore[no-untyped-call]
@@ -184,19 +198,39 @@ class GatedPool(ConnectionPool):
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._slots.acquire()
+            if self._slots.locked():  # all busy: queue, bounded (a free slot needs no timer)
+                async with asyncio.timeout(self.timeout):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # returns at once
         except TimeoutError:
             raise RedisConnectionError(
                 f"no connection free within {self.timeout}s "
                 f"(all {self.max_connections} in use; raise ?max_connections= in the URL)"
             ) from None
         try:
-            connection = await super().get_connection()  # type: ignore[no-untyped-call]
+            if self._lean:
+                connection = await self._checkout()
+            else:
+                connection = await super().get_connection()  # type: ignore[no-untyped-call]
         except BaseException:
             self._slots.release()
             raise
         self._holders.add(connection)
+        return connection
+
+    async def _checkout(self) -> Any:
+        """redis-py's ``get_connection`` without its metric calls: an idle connection (or a
+        new one), made sure to be connected and clean (``ensure_connection``: reconnects a
+        dropped one, refuses one with unread data). Measured: docs/benchmarks.md, "Issue 17:
+        low-rate CPU per message"."""
+        async with self._lock:
+            connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
         return connection
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
@@ -208,11 +242,31 @@ class GatedPool(ConnectionPool):
 
     async def release(self, connection: Any) -> None:
         try:
-            await super().release(connection)
+            if self._lean:  # redis-py's release without its event and metric calls
+                async with self._lock:
+                    self._in_use_connections.remove(connection)
+                    if connection.should_reconnect():
+                        await connection.disconnect()
+                    self._available_connections.append(connection)
+            else:
+                await super().release(connection)
         finally:
             if connection in self._holders:  # not when get_connection itself gave up on it
                 self._holders.discard(connection)
                 self._slots.release()
+
+
+def _redis_metrics_off() -> bool:
+    """Whether redis-py's own OpenTelemetry metrics are off (they are unless the application
+    set them up, before connecting)."""
+    try:
+        from redis.asyncio.observability import recorder
+    except ImportError:  # a redis-py without them
+        return True
+    try:
+        return recorder._get_or_create_collector() is None
+    except Exception:
+        return False
 
 
 @cache
@@ -228,7 +282,45 @@ def _gated_class(base: Any) -> type:
             await self.disconnect(nowait=True)
             raise RedisConnectionError("the connection pool was closed while connecting")
 
-    return type(f"Gated{base.__name__}", (base,), {"_connect": _connect})
+    async def send_packed_command(
+        self: Any, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """redis-py's send, without its ``asyncio.wait_for`` (a task and a timer per command)
+        when the kernel took every byte: only a send that leaves bytes buffered can wait, so
+        only that one is bounded by ``socket_timeout`` (low_rate.py: see the module text)."""
+        if not self.socket_timeout or not self.is_connected:
+            await base.send_packed_command(self, command, check_health)
+            return
+        if check_health:
+            await self.check_health()
+            if not self.is_connected:  # the health check's PING failed and disconnected
+                await base.send_packed_command(self, command, False)
+                return
+        try:
+            if isinstance(command, str):
+                command = command.encode()
+            writer = self._writer
+            writer.writelines([command] if isinstance(command, bytes) else command)
+            if writer.transport.get_write_buffer_size():  # drain may wait: bounded
+                await asyncio.wait_for(writer.drain(), self.socket_timeout)
+            else:  # nothing buffered: drain only reports a lost connection, never waits
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            number, text = ("UNKNOWN", exc.args[0]) if len(exc.args) == 1 else exc.args[:2]
+            raise RedisConnectionError(f"Error {number} while writing to socket. {text}.") from exc
+        except BaseException:  # half-sent: the connection cannot be used again
+            await self.disconnect(nowait=True)
+            raise
+
+    return type(
+        f"Gated{base.__name__}",
+        (base,),
+        {"_connect": _connect, "send_packed_command": send_packed_command},
+    )
 
 
 def redact_url(url: str) -> str:

@@ -10,6 +10,8 @@ Delivery-count rules this module relies on (see docs/architecture.md):
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +43,29 @@ for i, key in ipairs(KEYS) do
 end
 return written
 """
+
+
+class CommitTokens:
+    """Commit tokens unique across processes and restarts: a random 64-bit process part
+    (drawn again in a forked child) and a counter. ``uuid4().hex`` per commit cost ~29 k
+    instructions (an ``os.urandom`` system call and a UUID object); this ~1 k (issue 17,
+    docs/benchmarks.md "low-rate CPU per message")."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._process = ""
+        self.renew()
+
+    def renew(self) -> None:
+        self._process = uuid.uuid4().hex[:16]
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._process}{next(self._count):x}"
+
+
+_tokens = CommitTokens()
+os.register_at_fork(after_in_child=_tokens.renew)
 
 
 @dataclass(slots=True)
@@ -103,7 +128,7 @@ class Commit:
     dead: list[DeadLetter] = field(default_factory=list)
     traces: list[tuple[str, bytes]] = field(default_factory=list)  # (trace key, JSON record)
     trace_ttl: int = 24 * 3600
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token: str = field(default_factory=lambda: _tokens.next())
 
     def __bool__(self) -> bool:
         return bool(self.handled or self.dead or self.traces)

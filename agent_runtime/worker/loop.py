@@ -252,7 +252,11 @@ class Worker:
         batch's de-duplication check rides on the next read, a non-blocking one
         (:meth:`_read_folded`: one round trip checks a batch and reads the next). A partial
         batch means the inbox is drained: its check is a round trip of its own, overlapping
-        the next, blocking, read -- as on Cluster (``bus.folds_check`` false) always."""
+        the next, blocking, read -- as on Cluster (``bus.folds_check`` false) always. That
+        check runs in this loop, before the next read, not in a task of its own: a task per
+        small batch (create, first step, done callback) cost more CPU than the round trip's
+        overlap with the next read saved; entries that arrive meanwhile join the next batch
+        (issue 17, docs/benchmarks.md "low-rate CPU per message")."""
         settings = self.settings
         # Read only when at least half a batch fits: keeps batches large under load.
         threshold = max(1, min(settings.batch_size, settings.concurrency) // 2)
@@ -278,8 +282,8 @@ class Worker:
             fresh = self._register(entries)
             full = folded and count > 0 and len(entries) >= count
             unchecked, follow = (fresh, not fresh) if full else ([], False)
-            if not full:
-                self._spawn_dispatch(fresh)
+            if not full and fresh:  # checked here, then read on: no task per batch
+                await self._dispatch_guarded(fresh)
 
     async def _read_folded(self, unchecked: list[Delivery], count: int) -> list[Entry]:
         """One round trip (transport/streams.py ``read_checked``): the done check of
