@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
+from redis.asyncio import Connection as AsyncConnection
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -189,7 +190,11 @@ class GatedPool(ConnectionPool):
         # Check-out and return without redis-py 8's per-command bookkeeping (five metric
         # calls and a release event per command) when nothing listens: its metrics are off
         # and no credential provider re-authenticates on release (see _checkout).
-        self._lean = _redis_metrics_off() and not self.connection_kwargs.get("credential_provider")
+        self._lean = (
+            _LEAN_API
+            and _redis_metrics_off()
+            and not self.connection_kwargs.get("credential_provider")
+        )
 
     def make_connection(self) -> Any:
         connection = super().make_connection()  # type: ignore[no-untyped-call]
@@ -254,6 +259,13 @@ class GatedPool(ConnectionPool):
             if connection in self._holders:  # not when get_connection itself gave up on it
                 self._holders.discard(connection)
                 self._slots.release()
+
+
+#: the redis-py pool internals the lean path calls (redis-py 8.1 has them; a release without
+#: one of them takes redis-py's own path)
+_LEAN_API = all(
+    hasattr(ConnectionPool, name) for name in ("get_available_connection", "ensure_connection")
+) and hasattr(AsyncConnection, "should_reconnect")
 
 
 def _redis_metrics_off() -> bool:
