@@ -67,7 +67,14 @@ AGENTS = {
 
 
 async def run_worker(
-    url: str, tmp: Path, n: int, trace: bool, r: redis.Redis, agent: str, batch: int
+    url: str,
+    tmp: Path,
+    n: int,
+    trace: bool,
+    r: redis.Redis,
+    agent: str,
+    batch: int,
+    unsigned: bool = False,
 ) -> None:
     prefix = "ib"
     config = tmp / "pipeline.yaml"
@@ -78,6 +85,7 @@ async def run_worker(
                 "allowed_modules": ["benchmarks"],
                 "worker": {"batch_size": batch, "concurrency": 256, "trace": trace},
                 "agents": AGENTS[agent],
+                **({"signing": False} if unsigned else {}),
             }
         )
     )
@@ -143,14 +151,23 @@ def run_floor(r: redis.Redis, url: str, n: int, trace: bool) -> None:
     instrument(False)
 
 
-def measure(what: str, messages: int, trace: bool, agent: str = "noop", batch: int = 128) -> float:
+def measure(
+    what: str,
+    messages: int,
+    trace: bool,
+    agent: str = "noop",
+    batch: int = 128,
+    unsigned: bool = False,
+) -> float:
     """Run this script under callgrind for one variant; instructions per message."""
     args = ["--variant", what, "--messages", str(messages), "--trace" if trace else "--no-trace"]
-    args += ["--agent", agent, "--batch", str(batch)]
+    args += ["--agent", agent, "--batch", str(batch), *(["--unsigned"] if unsigned else [])]
     return collected(__file__, args) / messages
 
 
-def drive(messages: int, only: set[str], traces: list[bool], agent: str, batch: int) -> None:
+def drive(
+    messages: int, only: set[str], traces: list[bool], agent: str, batch: int, unsigned: bool
+) -> None:
     """Measure the chosen variants, each in its own valgrind run, and print the figures."""
     raw = measure("raw", messages, False) if "raw" in only else None
     if raw is not None:
@@ -159,10 +176,12 @@ def drive(messages: int, only: set[str], traces: list[bool], agent: str, batch: 
         if what not in only:
             continue
         for trace in traces:
-            count = measure(what, messages, trace, agent, batch)
+            count = measure(what, messages, trace, agent, batch, unsigned and what == "runtime")
             label = f"{what} (trace {'on' if trace else 'off'})"
-            if what == "runtime" and (agent, batch) != ("noop", 128):
-                label = f"{what} {agent} b{batch} (trace {'on' if trace else 'off'})"
+            if what == "runtime" and (agent, batch, unsigned) != ("noop", 128, False):
+                label = f"{what} {agent} b{batch}{' unsigned' if unsigned else ''} " + (
+                    f"(trace {'on' if trace else 'off'})"
+                )
             ratio = "" if raw is None else f"  ({count / raw:.1f}x raw)"
             print(f"{label:26s} {count:9,.0f} instructions/message{ratio}", flush=True)
 
@@ -199,11 +218,17 @@ def main() -> None:
         help="the runtime variant's batch_size (XREADGROUP COUNT): small values stand for "
         "the small batches of a low request rate",
     )
+    parser.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="the runtime variant with 'signing: off' (no HMAC verify): the worker's other work, "
+        "comparable with figures taken before signing became the default (issue 14)",
+    )
     args = parser.parse_args()
     if args.variant is None:  # the driver: one valgrind run per variant
         modes = [mode == "on" for mode in args.traces or ["on", "off"]]
         only = set(args.only or ["raw", "runtime", "floor"])
-        drive(args.messages, only, modes, args.agent, args.batch)
+        drive(args.messages, only, modes, args.agent, args.batch, args.unsigned)
         return
     args.what = args.variant
     started = time.monotonic()
@@ -226,6 +251,7 @@ def main() -> None:
                 r,
                 args.agent,
                 args.batch,
+                args.unsigned,
                 backend_options=cli_worker.loop_options(),
             )
     label = args.what + ("" if args.what == "raw" else f" trace={'on' if args.trace else 'off'}")
