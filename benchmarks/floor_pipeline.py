@@ -404,27 +404,12 @@ def floor_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[st
 
 
 def runtime_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline import Stages, wait_until
+    from pipeline import start_stages, wait_until
 
     prefix = f"b{uuid.uuid4().hex[:6]}"
     raw_config = config(prefix, args.batch, args.traces == "on")
-    path = Path(args.tmp) / f"{prefix}.yaml"
-    path.write_text(yaml.safe_dump(raw_config))
-    pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
+    pipeline, stages = start_stages(raw_config, Path(args.tmp), url)
     keys = pipeline.config.keys
-    argvs = [
-        [
-            sys.executable,
-            "-m",
-            "agent_runtime",
-            "worker",
-            f"s{i}",
-            *("--config", str(path)),
-            *("--redis-url", url),
-        ]
-        for i in range(1, STAGES + 1)
-    ]
-    stages = Stages(argvs)
     try:
 
         def ready() -> bool:

@@ -194,26 +194,26 @@ def raw_round(r: redis.Redis, url: str, args: argparse.Namespace, body: bytes) -
 # -- the runtime -------------------------------------------------------------------------------
 
 
+def start_stages(
+    raw_config: dict[str, Any], tmp: Path, url: str, count: int = STAGES
+) -> tuple[Pipeline, Stages]:
+    """The pipeline of ``raw_config`` (written to a file in ``tmp``) and one ``agent-runtime
+    worker`` process for each of its stages s1..s<count>."""
+    path = tmp / f"{raw_config['key_prefix']}.yaml"
+    path.write_text(yaml.safe_dump(raw_config))
+    pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
+    argv = [sys.executable, "-m", "agent_runtime", "worker"]
+    argvs = [
+        [*argv, f"s{i}", "--config", str(path), "--redis-url", url] for i in range(1, count + 1)
+    ]
+    return pipeline, Stages(argvs)
+
+
 def runtime_round(r: redis.Redis, url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     prefix = f"b{uuid.uuid4().hex[:6]}"
     raw_config = config(prefix, {"batch_size": args.batch} if args.batch != 128 else {})
-    path = tmp / f"{prefix}.yaml"
-    path.write_text(yaml.safe_dump(raw_config))
-    pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
+    pipeline, stages = start_stages(raw_config, tmp, url)
     keys = pipeline.config.keys
-    argvs = [
-        [
-            sys.executable,
-            "-m",
-            "agent_runtime",
-            "worker",
-            f"s{i}",
-            *("--config", str(path)),
-            *("--redis-url", url),
-        ]
-        for i in range(1, STAGES + 1)
-    ]
-    stages = Stages(argvs)
     last = keys.inbox(f"s{STAGES}")
     try:
         wait_until(lambda: len(r.keys(keys.heartbeat_pattern())) >= STAGES, 60, "workers")
@@ -298,12 +298,8 @@ def single_hop_round(
         "worker": worker,
         "agents": {"s1": {"class": "benchmarks.agents:Answer"}},
     }
-    path = tmp / f"{prefix}.yaml"
-    path.write_text(yaml.safe_dump(raw_config))
-    pipeline = Pipeline.build(PipelineConfig.model_validate(raw_config))
+    pipeline, stages = start_stages(raw_config, tmp, url, count=1)
     keys = pipeline.config.keys
-    argv = [sys.executable, "-m", "agent_runtime", "worker", "s1", "--config", str(path)]
-    stages = Stages([[*argv, "--redis-url", url]])
     try:
         wait_until(lambda: len(r.keys(keys.heartbeat_pattern())) >= 1, 60, "single-hop worker")
 
