@@ -345,24 +345,13 @@ def server_cpu(r: redis.Redis) -> float:
 
 
 def raw_variant(r: redis.Redis, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline import Stages, wait_until
+    from pipeline import start_relays
 
-    p = f"raw{uuid.uuid4().hex[:6]}"
-    streams = [f"{p}:{i}" for i in range(1, STAGES + 2)]  # the last: the relay's out stream
-    for s in streams[:-1]:
-        r.xgroup_create(s, "g", id="0", mkstream=True)
-    relay = str(ROOT / "benchmarks" / "raw_relay.py")
-    argvs = [
-        [sys.executable, relay, url, streams[i], "g", streams[i + 1], str(args.batch)]
-        for i in range(STAGES)
-    ]
-    stages = Stages(argvs)
+    streams, stages = start_relays(r, url, args.batch)
     try:
-        wait_until(
-            lambda: all(r.xinfo_groups(s)[0]["consumers"] for s in streams[:-1]), 60, "raw start"
-        )
         # signed requests as the other two get (the relay copies them as they are)
-        base = Pipeline.build(PipelineConfig.model_validate(config(p, args.batch)))
+        prefix = streams[0].rsplit(":", 1)[0]
+        base = Pipeline.build(PipelineConfig.model_validate(config(prefix, args.batch)))
         items = requests(url, base, args.messages)
         return drain(r, stages, streams[0], streams[-2], "g", items)
     finally:

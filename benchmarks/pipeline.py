@@ -142,21 +142,32 @@ def pace(rate: float, seconds: float) -> list[float]:
 # -- the raw relay ---------------------------------------------------------------------------
 
 
-def raw_round(r: redis.Redis, url: str, args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+def start_relays(r: redis.Redis, url: str, batch: int) -> tuple[list[str], Stages]:
+    """Six benchmarks/raw_relay.py processes chained over fresh streams (group ``g``; the
+    last stream is the sixth relay's output), once all of them are reading."""
     p = f"raw{uuid.uuid4().hex[:6]}"
     streams = [f"{p}:{i}" for i in range(1, STAGES + 2)]  # the last: the relay's out stream
     for s in streams[:-1]:
         r.xgroup_create(s, "g", id="0", mkstream=True)
     relay = str(ROOT / "benchmarks" / "raw_relay.py")
     argvs = [
-        [sys.executable, relay, url, streams[i], "g", streams[i + 1], str(args.batch)]
+        [sys.executable, relay, url, streams[i], "g", streams[i + 1], str(batch)]
         for i in range(STAGES)
     ]
     stages = Stages(argvs)
     try:
         wait_until(
-            lambda: all(r.xinfo_groups(s)[0]["consumers"] for s in streams[:-1]), 30, "raw start"
+            lambda: all(r.xinfo_groups(s)[0]["consumers"] for s in streams[:-1]), 60, "raw start"
         )
+    except BaseException:
+        stages.stop()
+        raise
+    return streams, stages
+
+
+def raw_round(r: redis.Redis, url: str, args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+    streams, stages = start_relays(r, url, args.batch)
+    try:
         # throughput
         started = time.perf_counter()
         for start in range(0, args.messages, 500):
