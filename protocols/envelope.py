@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, ClassVar
@@ -250,11 +251,12 @@ def _valid_names(from_agent: Any, to_agent: Any, message_type: Any, version: Any
     return valid
 
 
-def _trusted(fields: dict[str, Any]) -> AgentMessage:
-    """An :class:`AgentMessage` of ``fields`` (every field, each already valid), unvalidated."""
+def _trusted(fields: dict[str, Any], fields_set: Iterable[str] = _FIELDS_SET) -> AgentMessage:
+    """An :class:`AgentMessage` of ``fields`` (every field, each already valid), unvalidated,
+    as ``model_construct`` builds it; ``fields_set``: what its ``model_fields_set`` says."""
     message = object.__new__(AgentMessage)
     _set(message, "__dict__", fields)
-    _set(message, "__pydantic_fields_set__", _FIELDS_SET.copy())
+    _set(message, "__pydantic_fields_set__", set(fields_set))
     _set(message, "__pydantic_extra__", None)
     _set(message, "__pydantic_private__", None)
     return message
@@ -328,10 +330,5 @@ def trusted_request(
         "traceparent": None,
         "budget_usd": None,
     }
-    message = AgentMessage.__new__(AgentMessage)
-    setattr_ = object.__setattr__  # as BaseModel.model_construct sets them
-    setattr_(message, "__dict__", values)
-    setattr_(message, "__pydantic_fields_set__", set(_REQUEST_FIELDS))
-    setattr_(message, "__pydantic_extra__", None)
-    setattr_(message, "__pydantic_private__", None)
+    message = _trusted(values, _REQUEST_FIELDS)
     return message, _to_json(message)

@@ -392,23 +392,6 @@ class Publication:
     deadline: tuple[str, int] | None = None
 
 
-#: :data:`TRACE_SCRIPT` is sent by SHA (``EVALSHA``), never its text per call; a server that
-#: does not have it (restarted, flushed) answers NOSCRIPT and it is loaded then (once).
-TRACE_SHA = hashlib.sha1(TRACE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis's script id)
-
-
-async def trace_again(redis: Any, result: Any, keys: list[str], args: list[Any]) -> None:
-    """After a pipelined ``EVALSHA`` of :data:`TRACE_SCRIPT` answered ``result``: on NOSCRIPT,
-    load the script and write the records once more (a lost trace record fails nothing, so
-    any other error is left alone)."""
-    if isinstance(result, NoScriptError):
-        await redis.script_load(TRACE_SCRIPT)
-        try:
-            await redis.evalsha(TRACE_SHA, len(keys), *keys, *args)
-        except ResponseError:
-            pass  # a trace key of another type: that record is lost, as with EVAL
-
-
 # ARGV: deadline set key, request count, then per request: stream, field count, fields...,
 # trace key ('' for none), trace ttl, record, deadline member ('' for none), score. Per
 # request: XADD; only if it was queued, its trace's first record (RPUSH, EXPIRE on a new list)
